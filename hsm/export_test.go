@@ -1,0 +1,54 @@
+package hsm
+
+import (
+	"context"
+
+	"github.com/miekg/pkcs11"
+)
+
+// HoldSession takes one pooled session until release is called, so a test
+// can exhaust the pool without racing real operations.
+func (m *Module) HoldSession(ctx context.Context) (release func(), err error) {
+	held := make(chan struct{})
+	done := make(chan struct{})
+	errc := make(chan error, 1)
+	go func() {
+		errc <- m.do(ctx, "hold", func(session) error {
+			close(held)
+			<-done
+			return nil
+		})
+	}()
+	select {
+	case <-held:
+		return func() { close(done); <-errc }, nil
+	case err := <-errc:
+		return nil, err
+	}
+}
+
+// ImportSecret creates a session secret key with a known value, so tests can
+// check the HSM's HMAC and AES-GCM against Go's. Production keys are never
+// imported: they are generated non-extractable in the token.
+func (m *Module) ImportSecret(ctx context.Context, label string, keyType uint, value []byte) error {
+	return m.do(ctx, "import", func(s session) error {
+		_, err := m.lib.ctx.CreateObject(s.h, []*pkcs11.Attribute{
+			pkcs11.NewAttribute(pkcs11.CKA_CLASS, pkcs11.CKO_SECRET_KEY),
+			pkcs11.NewAttribute(pkcs11.CKA_KEY_TYPE, keyType),
+			pkcs11.NewAttribute(pkcs11.CKA_TOKEN, true),
+			pkcs11.NewAttribute(pkcs11.CKA_LABEL, label),
+			pkcs11.NewAttribute(pkcs11.CKA_VALUE, value),
+			pkcs11.NewAttribute(pkcs11.CKA_SIGN, true),
+			pkcs11.NewAttribute(pkcs11.CKA_ENCRYPT, true),
+			pkcs11.NewAttribute(pkcs11.CKA_DECRYPT, true),
+		})
+		return err
+	})
+}
+
+// Slot is the slot the module found the token in.
+func (m *Module) Slot() uint {
+	m.mu.RLock()
+	defer m.mu.RUnlock()
+	return m.slot
+}
