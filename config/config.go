@@ -1,0 +1,220 @@
+package config
+
+import (
+	"bytes"
+	"errors"
+	"fmt"
+	"io"
+	"os"
+	"path/filepath"
+	"time"
+
+	"github.com/credfactory/credfactory/hsm"
+	"github.com/credfactory/credfactory/hsm/softhsm"
+	"go.yaml.in/yaml/v3"
+)
+
+// EnvPrefix starts every environment override.
+const EnvPrefix = "CREDFACTORY_"
+
+// Config is every setting of the server-side commands.
+type Config struct {
+	// DataDir holds the embedded HSM token, the CA certificates and
+	// trust-anchor.pem. It comes from --data-dir, not from the file.
+	DataDir string `yaml:"-"`
+
+	HSM    HSM    `yaml:"hsm"`
+	CA     CA     `yaml:"ca"`
+	Keys   Keys   `yaml:"keys"`
+	Server Server `yaml:"server"`
+	Log    Log    `yaml:"log"`
+}
+
+// HSM is the PKCS#11 settings plus whether to run the embedded SoftHSM2.
+type HSM struct {
+	hsm.Config `yaml:",inline"`
+	// Embedded keeps a SoftHSM2 token under the data directory, created by
+	// init. Turn it off to use a network HSM named by module and token.
+	Embedded bool `yaml:"embedded" help:"create and use a SoftHSM2 token under the data directory (turn off for a real HSM)"`
+}
+
+// CA is the certificate hierarchy.
+type CA struct {
+	RootKey         string        `yaml:"root_key" help:"RFC 7512 URI of the root CA key"`
+	IssuingKey      string        `yaml:"issuing_key" help:"RFC 7512 URI of the issuing CA key"`
+	KeyAlgorithm    string        `yaml:"key_algorithm" help:"CA key algorithm when init generates them: ecdsa-p256 or ecdsa-p384"`
+	Organization    string        `yaml:"organization" help:"organisation named in the CA subjects"`
+	RootValidity    time.Duration `yaml:"root_validity" help:"lifetime of the root certificate made by init"`
+	IssuingValidity time.Duration `yaml:"issuing_validity" help:"lifetime of the issuing CA certificate made by init"`
+	Lint            bool          `yaml:"lint" help:"lint every certificate with zlint before the HSM signs it"`
+}
+
+// Keys are the symmetric keys in the HSM.
+type Keys struct {
+	KDFMaster string `yaml:"kdf_master" help:"RFC 7512 URI of the HMAC-SHA256 master key shared keys are derived from"`
+	KEK       string `yaml:"kek" help:"RFC 7512 URI of the AES-256 key that seals secrets the registry keeps"`
+}
+
+// Server is the HTTPS front end.
+type Server struct {
+	Listen          string        `yaml:"listen" help:"address to serve HTTPS on"`
+	Hostnames       []string      `yaml:"hostnames" help:"extra DNS names or IPs for the server certificate (localhost, 127.0.0.1 and ::1 are always in it)"`
+	TLSKey          string        `yaml:"tls_key" help:"RFC 7512 URI of the server's TLS key"`
+	CertValidity    time.Duration `yaml:"cert_validity" help:"lifetime of the server certificate init issues"`
+	ReadTimeout     time.Duration `yaml:"read_timeout" help:"longest time to read a request, headers and body"`
+	WriteTimeout    time.Duration `yaml:"write_timeout" help:"longest time to write a response"`
+	IdleTimeout     time.Duration `yaml:"idle_timeout" help:"how long an idle keep-alive connection stays open"`
+	MaxBodyBytes    int           `yaml:"max_body_bytes" help:"largest request body accepted; larger ones get 413"`
+	MaxConns        int           `yaml:"max_conns" help:"most connections served at once"`
+	ShutdownTimeout time.Duration `yaml:"shutdown_timeout" help:"on SIGTERM, how long in-flight requests may take to finish"`
+}
+
+// Log is the process log.
+type Log struct {
+	Level  string `yaml:"level" help:"debug, info, warn or error"`
+	Format string `yaml:"format" help:"json or text"`
+}
+
+// Default is the embedded configuration: SoftHSM2 under the data directory.
+func Default() Config {
+	h := hsm.DefaultConfig()
+	return Config{
+		HSM: HSM{Config: h, Embedded: true},
+		CA: CA{
+			RootKey:         "pkcs11:object=credfactory-root-ca;type=private",
+			IssuingKey:      "pkcs11:object=credfactory-issuing-ca;type=private",
+			KeyAlgorithm:    "ecdsa-p256",
+			Organization:    "credfactory",
+			RootValidity:    20 * 365 * 24 * time.Hour,
+			IssuingValidity: 5 * 365 * 24 * time.Hour,
+			Lint:            true,
+		},
+		Keys: Keys{
+			KDFMaster: "pkcs11:object=credfactory-kdf-master;type=secret-key",
+			KEK:       "pkcs11:object=credfactory-kek;type=secret-key",
+		},
+		Server: Server{
+			Listen:          "127.0.0.1:8443",
+			TLSKey:          "pkcs11:object=credfactory-tls;type=private",
+			CertValidity:    365 * 24 * time.Hour,
+			ReadTimeout:     10 * time.Second,
+			WriteTimeout:    10 * time.Second,
+			IdleTimeout:     120 * time.Second,
+			MaxBodyBytes:    4 << 20,
+			MaxConns:        10000,
+			ShutdownTimeout: 20 * time.Second,
+		},
+		Log: Log{Level: "info", Format: "json"},
+	}
+}
+
+// DefaultFile is the config file read from the data directory when --config
+// is not given.
+const DefaultFile = "config.yaml"
+
+// Load builds the configuration: defaults, then the file (path, or
+// DataDir/config.yaml if it exists), then environment overrides, then paths
+// derived from the data directory, then validation.
+func Load(dataDir, path string) (Config, error) {
+	cfg := Default()
+	abs, err := filepath.Abs(dataDir)
+	if err != nil {
+		return cfg, fmt.Errorf("data dir: %w", err)
+	}
+	cfg.DataDir = abs
+	if path == "" {
+		if p := filepath.Join(abs, DefaultFile); fileExists(p) {
+			path = p
+		}
+	}
+	if path != "" {
+		if err := decodeFile(path, &cfg); err != nil {
+			return cfg, err
+		}
+	}
+	if err := applyEnv(&cfg, os.LookupEnv); err != nil {
+		return cfg, err
+	}
+	cfg.derive()
+	if err := cfg.Validate(); err != nil {
+		return cfg, err
+	}
+	return cfg, nil
+}
+
+func decodeFile(path string, cfg *Config) error {
+	b, err := os.ReadFile(path)
+	if err != nil {
+		return fmt.Errorf("read config: %w", err)
+	}
+	dec := yaml.NewDecoder(bytes.NewReader(b))
+	dec.KnownFields(true)
+	// An empty file decodes as io.EOF: all defaults.
+	if err := dec.Decode(cfg); err != nil && !errors.Is(err, io.EOF) {
+		return fmt.Errorf("config %s: %w", path, err)
+	}
+	return nil
+}
+
+// derive fills the settings whose defaults live under the data directory.
+func (c *Config) derive() {
+	if !c.HSM.Embedded {
+		return
+	}
+	dir := c.HSMDir()
+	if c.HSM.PINFile == "" {
+		c.HSM.PINFile = filepath.Join(dir, softhsm.PINFile)
+	}
+	if c.HSM.SoftHSMConf == "" {
+		c.HSM.SoftHSMConf = filepath.Join(dir, softhsm.ConfFile)
+	}
+}
+
+// HSMDir is where the embedded SoftHSM2 store lives.
+func (c *Config) HSMDir() string { return filepath.Join(c.DataDir, "hsm") }
+
+// TrustAnchorPath is the root certificate clients trust (DESIGN.md "CLI").
+func (c *Config) TrustAnchorPath() string { return filepath.Join(c.DataDir, "trust-anchor.pem") }
+
+// Validate reports every problem at once.
+func (c *Config) Validate() error {
+	var errs []error
+	if err := c.HSM.Config.Validate(); err != nil {
+		errs = append(errs, err)
+	}
+	switch c.CA.KeyAlgorithm {
+	case "ecdsa-p256", "ecdsa-p384":
+	default:
+		errs = append(errs, fmt.Errorf("ca.key_algorithm %q: want ecdsa-p256 or ecdsa-p384", c.CA.KeyAlgorithm))
+	}
+	for name, uri := range map[string]string{
+		"ca.root_key": c.CA.RootKey, "ca.issuing_key": c.CA.IssuingKey, "server.tls_key": c.Server.TLSKey,
+		"keys.kdf_master": c.Keys.KDFMaster, "keys.kek": c.Keys.KEK,
+	} {
+		if _, err := hsm.ParseKeyURI(uri); err != nil {
+			errs = append(errs, fmt.Errorf("%s: %w", name, err))
+		}
+	}
+	if c.Server.Listen == "" {
+		errs = append(errs, errors.New("server.listen is empty"))
+	}
+	if c.Server.MaxBodyBytes <= 0 {
+		errs = append(errs, errors.New("server.max_body_bytes must be positive"))
+	}
+	switch c.Log.Level {
+	case "debug", "info", "warn", "error":
+	default:
+		errs = append(errs, fmt.Errorf("log.level %q: want debug, info, warn or error", c.Log.Level))
+	}
+	switch c.Log.Format {
+	case "json", "text":
+	default:
+		errs = append(errs, fmt.Errorf("log.format %q: want json or text", c.Log.Format))
+	}
+	return errors.Join(errs...)
+}
+
+func fileExists(p string) bool {
+	_, err := os.Stat(p)
+	return err == nil
+}

@@ -1,0 +1,93 @@
+package config
+
+import (
+	"os"
+	"path/filepath"
+	"strings"
+	"testing"
+	"time"
+)
+
+func TestEverySettingHasEnvAndHelp(t *testing.T) {
+	seen := map[string]bool{}
+	for _, s := range Settings() {
+		if s.Help == "" {
+			t.Errorf("%s has no help text", s.Key)
+		}
+		if seen[s.Env] {
+			t.Errorf("%s: env name %s used twice", s.Key, s.Env)
+		}
+		seen[s.Env] = true
+	}
+	for _, want := range []string{"CREDFACTORY_HSM_MAX_SESSIONS", "CREDFACTORY_SERVER_LISTEN", "CREDFACTORY_HSM_EMBEDDED"} {
+		if !seen[want] {
+			t.Errorf("no setting for %s", want)
+		}
+	}
+	if !strings.Contains(Help(), "hsm.wait_timeout") {
+		t.Error("help misses hsm.wait_timeout")
+	}
+}
+
+func TestLoad(t *testing.T) {
+	tests := []struct {
+		name    string
+		file    string
+		env     map[string]string
+		wantErr string
+		check   func(t *testing.T, c Config)
+	}{
+		{name: "defaults", check: func(t *testing.T, c Config) {
+			if c.Server.Listen != "127.0.0.1:8443" || !c.HSM.Embedded || c.HSM.MaxSessions != 2 {
+				t.Fatalf("defaults: %+v", c)
+			}
+			if !strings.HasSuffix(c.HSM.PINFile, "/hsm/hsm-pin") {
+				t.Fatalf("pin file not derived from the data dir: %s", c.HSM.PINFile)
+			}
+		}},
+		{name: "empty file", file: "", check: func(t *testing.T, c Config) {}},
+		{name: "file", file: "hsm:\n  max_sessions: 8\n  wait_timeout: 250ms\nserver:\n  hostnames: [a.example, 10.0.0.1]\n",
+			check: func(t *testing.T, c Config) {
+				if c.HSM.MaxSessions != 8 || c.HSM.WaitTimeout != 250*time.Millisecond || len(c.Server.Hostnames) != 2 {
+					t.Fatalf("file not applied: %+v", c)
+				}
+			}},
+		{name: "env beats file", file: "server:\n  listen: 127.0.0.1:1\n",
+			env: map[string]string{"CREDFACTORY_SERVER_LISTEN": "127.0.0.1:2", "CREDFACTORY_SERVER_HOSTNAMES": "x.example, y.example"},
+			check: func(t *testing.T, c Config) {
+				if c.Server.Listen != "127.0.0.1:2" || strings.Join(c.Server.Hostnames, "|") != "x.example|y.example" {
+					t.Fatalf("env not applied: %+v", c.Server)
+				}
+			}},
+		{name: "unknown key", file: "server:\n  lisen: 127.0.0.1:1\n", wantErr: "field lisen not found"},
+		{name: "unknown section", file: "hsmm: {}\n", wantErr: "field hsmm not found"},
+		{name: "bad env", env: map[string]string{"CREDFACTORY_HSM_MAX_SESSIONS": "many"}, wantErr: "CREDFACTORY_HSM_MAX_SESSIONS"},
+		{name: "bad value", file: "log:\n  level: loud\n", wantErr: "log.level"},
+		{name: "bad key uri", file: "ca:\n  root_key: pkcs11:object=x\n", wantErr: "ca.root_key"},
+		{name: "no token", file: "hsm:\n  token_label: \"\"\n", wantErr: "token_label"},
+	}
+	for _, tc := range tests {
+		t.Run(tc.name, func(t *testing.T) {
+			dir := t.TempDir()
+			for k, v := range tc.env {
+				t.Setenv(k, v)
+			}
+			if tc.file != "" || tc.name == "empty file" {
+				if err := os.WriteFile(filepath.Join(dir, DefaultFile), []byte(tc.file), 0o600); err != nil {
+					t.Fatal(err)
+				}
+			}
+			c, err := Load(dir, "")
+			if tc.wantErr != "" {
+				if err == nil || !strings.Contains(err.Error(), tc.wantErr) {
+					t.Fatalf("got %v, want error containing %q", err, tc.wantErr)
+				}
+				return
+			}
+			if err != nil {
+				t.Fatal(err)
+			}
+			tc.check(t, c)
+		})
+	}
+}

@@ -1,0 +1,102 @@
+package metrics
+
+import (
+	"time"
+
+	"github.com/credfactory/credfactory/hsm"
+	"github.com/prometheus/client_golang/prometheus"
+	"github.com/prometheus/client_golang/prometheus/collectors"
+)
+
+// Namespace prefixes every metric.
+const Namespace = "credfactory"
+
+// HSM latencies: SoftHSM signs in ~150 us, network HSMs in ms; the pool
+// wait can reach the configured timeout (seconds).
+var hsmBuckets = []float64{.00005, .0001, .00025, .0005, .001, .0025, .005, .01, .025, .05, .1, .25, .5, 1, 2.5, 5}
+
+// Registry holds the process's metrics.
+type Registry struct {
+	*prometheus.Registry
+
+	hsmOps        *prometheus.HistogramVec
+	hsmErrors     *prometheus.CounterVec
+	hsmWait       prometheus.Histogram
+	hsmRecoveries *prometheus.CounterVec
+
+	HTTPRequests *prometheus.CounterVec
+	HTTPDuration *prometheus.HistogramVec
+	HTTPRejected *prometheus.CounterVec
+}
+
+// New registers the process, Go runtime and credfactory metrics.
+func New() *Registry {
+	r := &Registry{Registry: prometheus.NewRegistry()}
+	r.MustRegister(collectors.NewGoCollector(), collectors.NewProcessCollector(collectors.ProcessCollectorOpts{}))
+	r.hsmOps = prometheus.NewHistogramVec(prometheus.HistogramOpts{
+		Namespace: Namespace, Subsystem: "hsm", Name: "operation_duration_seconds",
+		Help:    "HSM operation latency, session wait and recovery included, by operation.",
+		Buckets: hsmBuckets,
+	}, []string{"op"})
+	r.hsmErrors = prometheus.NewCounterVec(prometheus.CounterOpts{
+		Namespace: Namespace, Subsystem: "hsm", Name: "operation_errors_total",
+		Help: "HSM operations that failed, by operation and error kind.",
+	}, []string{"op", "kind"})
+	r.hsmWait = prometheus.NewHistogram(prometheus.HistogramOpts{
+		Namespace: Namespace, Subsystem: "hsm", Name: "pool_wait_seconds",
+		Help:    "Time callers waited for a free HSM session.",
+		Buckets: hsmBuckets,
+	})
+	r.hsmRecoveries = prometheus.NewCounterVec(prometheus.CounterOpts{
+		Namespace: Namespace, Subsystem: "hsm", Name: "recoveries_total",
+		Help: "Broken HSM sessions evicted and module re-initialisations, by cause.",
+	}, []string{"kind"})
+	r.HTTPRequests = prometheus.NewCounterVec(prometheus.CounterOpts{
+		Namespace: Namespace, Subsystem: "http", Name: "requests_total",
+		Help: "HTTP requests by route pattern and status code.",
+	}, []string{"route", "code"})
+	r.HTTPDuration = prometheus.NewHistogramVec(prometheus.HistogramOpts{
+		Namespace: Namespace, Subsystem: "http", Name: "request_duration_seconds",
+		Help:    "HTTP request latency by route pattern.",
+		Buckets: []float64{.0005, .001, .0025, .005, .01, .025, .05, .1, .25, .5, 1, 2.5, 5, 10},
+	}, []string{"route"})
+	r.HTTPRejected = prometheus.NewCounterVec(prometheus.CounterOpts{
+		Namespace: Namespace, Subsystem: "http", Name: "rejected_total",
+		Help: "Requests refused before a handler ran or by the error mapper, by reason.",
+	}, []string{"reason"})
+	r.MustRegister(r.hsmOps, r.hsmErrors, r.hsmWait, r.hsmRecoveries, r.HTTPRequests, r.HTTPDuration, r.HTTPRejected)
+	return r
+}
+
+// HSMObserver returns the hsm.Observer that feeds these metrics.
+func (r *Registry) HSMObserver() hsm.Observer { return hsmObserver{r} }
+
+// WatchHSMPool exports the pool's gauges, read at scrape time.
+func (r *Registry) WatchHSMPool(stats func() hsm.Stats) {
+	gauge := func(state string, get func(hsm.Stats) int) prometheus.Collector {
+		return prometheus.NewGaugeFunc(prometheus.GaugeOpts{
+			Namespace: Namespace, Subsystem: "hsm", Name: "pool_sessions",
+			Help:        "HSM pool sessions by state (max is the configured size).",
+			ConstLabels: prometheus.Labels{"state": state},
+		}, func() float64 { return float64(get(stats())) })
+	}
+	r.MustRegister(
+		gauge("max", func(s hsm.Stats) int { return s.Max }),
+		gauge("in_use", func(s hsm.Stats) int { return s.InUse }),
+		gauge("idle", func(s hsm.Stats) int { return s.Idle }),
+		gauge("waiting", func(s hsm.Stats) int { return s.Waiting }),
+	)
+}
+
+type hsmObserver struct{ r *Registry }
+
+func (o hsmObserver) ObserveOp(op string, d time.Duration, err error) {
+	o.r.hsmOps.WithLabelValues(op).Observe(d.Seconds())
+	if err != nil {
+		o.r.hsmErrors.WithLabelValues(op, hsm.ErrorKind(err)).Inc()
+	}
+}
+
+func (o hsmObserver) ObserveWait(d time.Duration) { o.r.hsmWait.Observe(d.Seconds()) }
+
+func (o hsmObserver) ObserveRecovery(kind string) { o.r.hsmRecoveries.WithLabelValues(kind).Inc() }

@@ -1,0 +1,256 @@
+package server
+
+import (
+	"context"
+	"crypto/tls"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"log/slog"
+	"net"
+	"strconv"
+	"sync"
+	"time"
+
+	"github.com/credfactory/credfactory/apierr"
+	"github.com/credfactory/credfactory/metrics"
+	"github.com/fasthttp/router"
+	"github.com/prometheus/client_golang/prometheus/promhttp"
+	"github.com/valyala/fasthttp"
+	"github.com/valyala/fasthttp/fasthttpadaptor"
+)
+
+// Handler serves one route. A returned error becomes the JSON error response
+// (see apierr.As); a handler that writes its own response returns nil.
+type Handler func(ctx *fasthttp.RequestCtx) error
+
+// Check is a readiness probe of one dependency (HSM, store).
+type Check func(ctx context.Context) error
+
+// Options configure a Server.
+type Options struct {
+	Listen       string
+	TLS          *tls.Config
+	ReadTimeout  time.Duration
+	WriteTimeout time.Duration
+	IdleTimeout  time.Duration
+	MaxBodyBytes int
+	MaxConns     int
+	Logger       *slog.Logger
+	Metrics      *metrics.Registry
+	// Checks are run by /readyz; each gets CheckTimeout.
+	Checks       map[string]Check
+	CheckTimeout time.Duration
+}
+
+// Server is the HTTPS front end.
+type Server struct {
+	opts   Options
+	log    *slog.Logger
+	router *router.Router
+	srv    *fasthttp.Server
+
+	mu sync.Mutex
+	ln net.Listener
+}
+
+// New builds a server with the ops routes registered.
+func New(opts Options) *Server {
+	if opts.Logger == nil {
+		opts.Logger = slog.Default()
+	}
+	if opts.Metrics == nil {
+		opts.Metrics = metrics.New()
+	}
+	if opts.CheckTimeout == 0 {
+		opts.CheckTimeout = 2 * time.Second
+	}
+	s := &Server{opts: opts, log: opts.Logger, router: router.New()}
+	s.router.NotFound = func(ctx *fasthttp.RequestCtx) { s.fail(ctx, "not_found", apierr.NotFound) }
+	s.router.MethodNotAllowed = func(ctx *fasthttp.RequestCtx) {
+		s.fail(ctx, "method_not_allowed", apierr.MethodNotAllowed)
+	}
+	s.router.HandleOPTIONS = false
+	s.router.PanicHandler = func(ctx *fasthttp.RequestCtx, v any) {
+		s.log.Error("handler panicked", "path", string(ctx.Path()), "panic", fmt.Sprint(v))
+		s.fail(ctx, "panic", apierr.As(fmt.Errorf("panic: %v", v)))
+	}
+	s.srv = &fasthttp.Server{
+		Handler:                      s.router.Handler,
+		ErrorHandler:                 s.transportError,
+		Name:                         "credfactory",
+		ReadTimeout:                  opts.ReadTimeout,
+		WriteTimeout:                 opts.WriteTimeout,
+		IdleTimeout:                  opts.IdleTimeout,
+		MaxRequestBodySize:           opts.MaxBodyBytes,
+		Concurrency:                  opts.MaxConns,
+		CloseOnShutdown:              true,
+		NoDefaultContentType:         true,
+		DisablePreParseMultipartForm: true,
+		Logger:                       fasthttpLogger{s.log},
+	}
+	s.Handle(fasthttp.MethodGet, "/healthz", s.healthz)
+	s.Handle(fasthttp.MethodGet, "/readyz", s.readyz)
+	metricsHandler := fasthttpadaptor.NewFastHTTPHandler(promhttp.HandlerFor(opts.Metrics.Registry, promhttp.HandlerOpts{}))
+	s.Handle(fasthttp.MethodGet, "/metrics", func(ctx *fasthttp.RequestCtx) error {
+		metricsHandler(ctx)
+		return nil
+	})
+	return s
+}
+
+// Handle registers h for method and pattern (fasthttp/router syntax, e.g.
+// "/api/v1/devices/{deviceId}"). The pattern, not the path, labels metrics,
+// so their cardinality stays bounded.
+func (s *Server) Handle(method, pattern string, h Handler) {
+	requests := s.opts.Metrics.HTTPRequests
+	duration := s.opts.Metrics.HTTPDuration.WithLabelValues(pattern)
+	s.router.Handle(method, pattern, func(ctx *fasthttp.RequestCtx) {
+		start := time.Now()
+		if err := h(ctx); err != nil {
+			e := apierr.As(err)
+			if e.Status >= 500 {
+				s.log.Error("request failed", "route", pattern, "status", e.Status, "err", e.Error())
+			}
+			write(ctx, e)
+		}
+		duration.Observe(time.Since(start).Seconds())
+		requests.WithLabelValues(pattern, strconv.Itoa(ctx.Response.StatusCode())).Inc()
+	})
+}
+
+// Listen binds the listening socket, so that the caller learns the address
+// (":0" in tests) before serving.
+func (s *Server) Listen() error {
+	ln, err := net.Listen("tcp", s.opts.Listen)
+	if err != nil {
+		return fmt.Errorf("listen on %s: %w", s.opts.Listen, err)
+	}
+	s.mu.Lock()
+	s.ln = ln
+	s.mu.Unlock()
+	return nil
+}
+
+// Addr is the bound address, after Listen.
+func (s *Server) Addr() net.Addr {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	if s.ln == nil {
+		return nil
+	}
+	return s.ln.Addr()
+}
+
+// Serve serves HTTPS until Shutdown. It calls Listen if the caller did not.
+func (s *Server) Serve() error {
+	if s.Addr() == nil {
+		if err := s.Listen(); err != nil {
+			return err
+		}
+	}
+	if s.opts.TLS == nil {
+		return errors.New("server: no TLS configuration")
+	}
+	s.mu.Lock()
+	ln := tls.NewListener(s.ln, s.opts.TLS)
+	s.mu.Unlock()
+	if err := s.srv.Serve(ln); err != nil && !errors.Is(err, net.ErrClosed) {
+		return fmt.Errorf("serve: %w", err)
+	}
+	return nil
+}
+
+// Shutdown stops accepting connections and waits, at most until ctx ends,
+// for in-flight requests to finish; idle keep-alive connections are closed.
+func (s *Server) Shutdown(ctx context.Context) error {
+	if err := s.srv.ShutdownWithContext(ctx); err != nil {
+		return fmt.Errorf("shutdown: %w", err)
+	}
+	return nil
+}
+
+func (s *Server) healthz(ctx *fasthttp.RequestCtx) error {
+	writeJSON(ctx, fasthttp.StatusOK, map[string]string{"status": "ok"})
+	return nil
+}
+
+func (s *Server) readyz(ctx *fasthttp.RequestCtx) error {
+	type result struct {
+		name string
+		err  error
+	}
+	results := make(chan result, len(s.opts.Checks))
+	for name, check := range s.opts.Checks {
+		go func() {
+			cctx, cancel := context.WithTimeout(context.Background(), s.opts.CheckTimeout)
+			defer cancel()
+			results <- result{name, check(cctx)}
+		}()
+	}
+	status, checks := fasthttp.StatusOK, map[string]string{}
+	for range s.opts.Checks {
+		r := <-results
+		checks[r.name] = "ok"
+		if r.err != nil {
+			status = fasthttp.StatusServiceUnavailable
+			checks[r.name] = r.err.Error()
+		}
+	}
+	word := "ready"
+	if status != fasthttp.StatusOK {
+		word = "unready"
+	}
+	writeJSON(ctx, status, map[string]any{"status": word, "checks": checks})
+	return nil
+}
+
+// transportError answers failures fasthttp detects before any handler: an
+// oversized body, a malformed request, a read timeout.
+func (s *Server) transportError(ctx *fasthttp.RequestCtx, err error) {
+	var e *apierr.Error
+	reason := "bad_request"
+	switch {
+	case errors.Is(err, fasthttp.ErrBodyTooLarge):
+		e, reason = apierr.BodyTooLarge, "body_too_large"
+	default:
+		var netErr net.Error
+		if errors.As(err, &netErr) && netErr.Timeout() {
+			e, reason = apierr.New(fasthttp.StatusRequestTimeout, "request_timeout", "the request was not read in time"), "timeout"
+		} else {
+			e = apierr.BadRequest
+		}
+	}
+	s.fail(ctx, reason, e)
+}
+
+func (s *Server) fail(ctx *fasthttp.RequestCtx, reason string, e *apierr.Error) {
+	s.opts.Metrics.HTTPRejected.WithLabelValues(reason).Inc()
+	write(ctx, e)
+}
+
+func write(ctx *fasthttp.RequestCtx, e *apierr.Error) {
+	if e.RetryAfter > 0 {
+		ctx.Response.Header.Set("Retry-After", strconv.Itoa(e.RetryAfter))
+	}
+	ctx.SetStatusCode(e.Status)
+	ctx.SetContentType("application/json")
+	ctx.SetBody(e.JSON())
+}
+
+func writeJSON(ctx *fasthttp.RequestCtx, status int, v any) {
+	b, err := json.Marshal(v)
+	if err != nil {
+		write(ctx, apierr.As(err))
+		return
+	}
+	ctx.SetStatusCode(status)
+	ctx.SetContentType("application/json")
+	ctx.SetBody(b)
+}
+
+type fasthttpLogger struct{ l *slog.Logger }
+
+func (f fasthttpLogger) Printf(format string, args ...any) {
+	f.l.Warn(fmt.Sprintf(format, args...), "component", "fasthttp")
+}

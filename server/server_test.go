@@ -1,0 +1,232 @@
+package server_test
+
+import (
+	"bytes"
+	"context"
+	"crypto/ecdsa"
+	"crypto/elliptic"
+	"crypto/rand"
+	"crypto/tls"
+	"crypto/x509"
+	"crypto/x509/pkix"
+	"encoding/json"
+	"errors"
+	"io"
+	"math/big"
+	"net"
+	"net/http"
+	"strings"
+	"testing"
+	"time"
+
+	"github.com/credfactory/credfactory/apierr"
+	"github.com/credfactory/credfactory/server"
+	"github.com/valyala/fasthttp"
+)
+
+// selfSigned is a software TLS identity: this package tests the front end,
+// the HSM-held key is exercised by the serve end-to-end test.
+func selfSigned(t *testing.T) (tls.Certificate, *x509.CertPool) {
+	t.Helper()
+	key, err := ecdsa.GenerateKey(elliptic.P256(), rand.Reader)
+	if err != nil {
+		t.Fatal(err)
+	}
+	tmpl := &x509.Certificate{
+		SerialNumber: big.NewInt(1), Subject: pkix.Name{CommonName: "localhost"},
+		NotBefore: time.Now().Add(-time.Minute), NotAfter: time.Now().Add(time.Hour),
+		DNSNames: []string{"localhost"}, IPAddresses: []net.IP{net.ParseIP("127.0.0.1")},
+		KeyUsage: x509.KeyUsageDigitalSignature, ExtKeyUsage: []x509.ExtKeyUsage{x509.ExtKeyUsageServerAuth},
+		BasicConstraintsValid: true, IsCA: true,
+	}
+	der, err := x509.CreateCertificate(rand.Reader, tmpl, tmpl, &key.PublicKey, key)
+	if err != nil {
+		t.Fatal(err)
+	}
+	cert, _ := x509.ParseCertificate(der)
+	pool := x509.NewCertPool()
+	pool.AddCert(cert)
+	return tls.Certificate{Certificate: [][]byte{der}, PrivateKey: key, Leaf: cert}, pool
+}
+
+func start(t *testing.T, opts server.Options, routes func(s *server.Server)) (*server.Server, *http.Client, string) {
+	t.Helper()
+	cert, pool := selfSigned(t)
+	opts.Listen = "127.0.0.1:0"
+	opts.TLS = &tls.Config{Certificates: []tls.Certificate{cert}, MinVersion: tls.VersionTLS12}
+	if opts.MaxBodyBytes == 0 {
+		opts.MaxBodyBytes = 1024
+	}
+	opts.ReadTimeout, opts.WriteTimeout = 5*time.Second, 5*time.Second
+	s := server.New(opts)
+	if routes != nil {
+		routes(s)
+	}
+	if err := s.Listen(); err != nil {
+		t.Fatal(err)
+	}
+	done := make(chan error, 1)
+	go func() { done <- s.Serve() }()
+	t.Cleanup(func() {
+		ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
+		defer cancel()
+		_ = s.Shutdown(ctx)
+		if err := <-done; err != nil {
+			t.Errorf("serve: %v", err)
+		}
+	})
+	client := &http.Client{Timeout: 5 * time.Second, Transport: &http.Transport{TLSClientConfig: &tls.Config{RootCAs: pool}}}
+	return s, client, "https://" + s.Addr().String()
+}
+
+type errBody struct {
+	Error struct{ Code, Message string } `json:"error"`
+}
+
+func TestRoutesAndErrors(t *testing.T) {
+	_, client, base := start(t, server.Options{Checks: map[string]server.Check{
+		"ok": func(context.Context) error { return nil },
+	}}, func(s *server.Server) {
+		s.Handle(fasthttp.MethodPost, "/echo/{id}", func(ctx *fasthttp.RequestCtx) error {
+			ctx.SetBody(ctx.PostBody())
+			return nil
+		})
+		s.Handle(fasthttp.MethodGet, "/conflict", func(*fasthttp.RequestCtx) error {
+			return apierr.New(http.StatusConflict, "token_redeemed", "the token was used already")
+		})
+		s.Handle(fasthttp.MethodGet, "/broken", func(*fasthttp.RequestCtx) error {
+			return errors.New("database password is hunter2")
+		})
+		s.Handle(fasthttp.MethodGet, "/busy", func(*fasthttp.RequestCtx) error {
+			return &apierr.Error{Status: http.StatusServiceUnavailable, Code: "hsm_unavailable", Message: "try later", RetryAfter: 3}
+		})
+	})
+	tests := []struct {
+		name, method, path string
+		body               []byte
+		status             int
+		code               string
+		header             [2]string
+	}{
+		{"healthz", "GET", "/healthz", nil, 200, "", [2]string{}},
+		{"readyz", "GET", "/readyz", nil, 200, "", [2]string{}},
+		{"echo", "POST", "/echo/1", []byte("hello"), 200, "", [2]string{}},
+		{"unknown path", "GET", "/nope", nil, 404, "not_found", [2]string{}},
+		{"wrong method", "DELETE", "/healthz", nil, 405, "method_not_allowed", [2]string{}},
+		{"body over the limit", "POST", "/echo/1", bytes.Repeat([]byte("x"), 4096), 413, "body_too_large", [2]string{}},
+		{"typed error", "GET", "/conflict", nil, 409, "token_redeemed", [2]string{}},
+		{"internal error hides its cause", "GET", "/broken", nil, 500, "internal", [2]string{}},
+		{"retry after", "GET", "/busy", nil, 503, "hsm_unavailable", [2]string{"Retry-After", "3"}},
+	}
+	for _, tc := range tests {
+		t.Run(tc.name, func(t *testing.T) {
+			req, _ := http.NewRequest(tc.method, base+tc.path, bytes.NewReader(tc.body))
+			resp, err := client.Do(req)
+			if err != nil {
+				t.Fatal(err)
+			}
+			defer resp.Body.Close()
+			body, _ := io.ReadAll(resp.Body)
+			if resp.StatusCode != tc.status {
+				t.Fatalf("status %d, want %d: %s", resp.StatusCode, tc.status, body)
+			}
+			if tc.header[0] != "" && resp.Header.Get(tc.header[0]) != tc.header[1] {
+				t.Fatalf("%s = %q, want %q", tc.header[0], resp.Header.Get(tc.header[0]), tc.header[1])
+			}
+			if tc.code == "" {
+				return
+			}
+			if ct := resp.Header.Get("Content-Type"); ct != "application/json" {
+				t.Fatalf("content type %q", ct)
+			}
+			var e errBody
+			if err := json.Unmarshal(body, &e); err != nil {
+				t.Fatalf("error body is not JSON: %s", body)
+			}
+			if e.Error.Code != tc.code || e.Error.Message == "" {
+				t.Fatalf("error %+v, want code %s", e.Error, tc.code)
+			}
+			if strings.Contains(string(body), "hunter2") {
+				t.Fatal("internal cause leaked to the client")
+			}
+		})
+	}
+
+	resp, err := client.Get(base + "/metrics")
+	if err != nil {
+		t.Fatal(err)
+	}
+	metrics, _ := io.ReadAll(resp.Body)
+	resp.Body.Close()
+	for _, want := range []string{
+		`credfactory_http_requests_total{code="409",route="/conflict"} 1`,
+		`credfactory_http_rejected_total{reason="body_too_large"} 1`,
+		`credfactory_http_rejected_total{reason="not_found"} 1`,
+	} {
+		if !strings.Contains(string(metrics), want) {
+			t.Errorf("metrics lack %s", want)
+		}
+	}
+}
+
+func TestReadyzReportsFailingCheck(t *testing.T) {
+	_, client, base := start(t, server.Options{Checks: map[string]server.Check{
+		"hsm":   func(context.Context) error { return errors.New("token unavailable") },
+		"store": func(context.Context) error { return nil },
+	}}, nil)
+	resp, err := client.Get(base + "/readyz")
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer resp.Body.Close()
+	var body struct {
+		Status string
+		Checks map[string]string
+	}
+	if err := json.NewDecoder(resp.Body).Decode(&body); err != nil {
+		t.Fatal(err)
+	}
+	if resp.StatusCode != 503 || body.Status != "unready" || body.Checks["store"] != "ok" || !strings.Contains(body.Checks["hsm"], "unavailable") {
+		t.Fatalf("readyz: %d %+v", resp.StatusCode, body)
+	}
+}
+
+func TestShutdownLetsInFlightRequestsFinish(t *testing.T) {
+	entered := make(chan struct{})
+	s, client, base := start(t, server.Options{}, func(s *server.Server) {
+		s.Handle(fasthttp.MethodGet, "/slow", func(ctx *fasthttp.RequestCtx) error {
+			close(entered)
+			time.Sleep(300 * time.Millisecond)
+			ctx.SetBodyString("done")
+			return nil
+		})
+	})
+	type result struct {
+		body string
+		err  error
+	}
+	got := make(chan result, 1)
+	go func() {
+		resp, err := client.Get(base + "/slow")
+		if err != nil {
+			got <- result{err: err}
+			return
+		}
+		b, _ := io.ReadAll(resp.Body)
+		resp.Body.Close()
+		got <- result{body: string(b)}
+	}()
+	<-entered
+	ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
+	defer cancel()
+	if err := s.Shutdown(ctx); err != nil {
+		t.Fatal(err)
+	}
+	r := <-got
+	if r.err != nil || r.body != "done" {
+		t.Fatalf("in-flight request: %q, %v", r.body, r.err)
+	}
+	if _, err := net.DialTimeout("tcp", strings.TrimPrefix(base, "https://"), time.Second); err == nil {
+		t.Fatal("server still accepts connections after shutdown")
+	}
+}
