@@ -60,7 +60,7 @@ type Server struct {
 	Listen          string        `yaml:"listen" help:"address to serve HTTPS on"`
 	Hostnames       []string      `yaml:"hostnames" help:"extra DNS names or IPs for the server certificate (localhost, 127.0.0.1 and ::1 are always in it)"`
 	TLSKey          string        `yaml:"tls_key" help:"RFC 7512 URI of the server's TLS key"`
-	CertValidity    time.Duration `yaml:"cert_validity" help:"lifetime of the server certificate init issues"`
+	CertValidity    time.Duration `yaml:"cert_validity" help:"lifetime of the server certificate (at most 90 days; renewed at init or serve start when 30 days are left)"`
 	ReadTimeout     time.Duration `yaml:"read_timeout" help:"longest time to read a request, headers and body"`
 	WriteTimeout    time.Duration `yaml:"write_timeout" help:"longest time to write a response"`
 	IdleTimeout     time.Duration `yaml:"idle_timeout" help:"how long an idle keep-alive connection stays open"`
@@ -96,7 +96,7 @@ func Default() Config {
 		Server: Server{
 			Listen:          "127.0.0.1:8443",
 			TLSKey:          "pkcs11:object=credfactory-tls;type=private",
-			CertValidity:    365 * 24 * time.Hour,
+			CertValidity:    90 * 24 * time.Hour,
 			ReadTimeout:     10 * time.Second,
 			WriteTimeout:    10 * time.Second,
 			IdleTimeout:     120 * time.Second,

@@ -47,7 +47,7 @@ func TestMain(m *testing.M) {
 		}
 		defer os.RemoveAll(dir)
 		testDir = dir
-		cfg, _, err := softhsm.Provision(dir, "hsm-test")
+		cfg, _, err := softhsm.Provision("", dir, "hsm-test")
 		if err != nil {
 			fmt.Fprintln(os.Stderr, "provision SoftHSM:", err)
 			return 1

@@ -23,11 +23,11 @@ const (
 )
 
 // Provision makes sure dir holds a SoftHSM2 store with an initialised token
-// labelled label, and returns the hsm.Config that opens it. created says
-// whether this call made the token. It must run before any PKCS#11 use of
-// SoftHSM in the process: SoftHSM reads SOFTHSM2_CONF at C_Initialize.
-func Provision(dir, label string) (cfg hsm.Config, created bool, err error) {
-	module := os.Getenv("CREDFACTORY_SOFTHSM_MODULE")
+// labelled label, and returns the hsm.Config that opens it through module
+// (the SoftHSM2 library; empty means Debian's path). created says whether
+// this call made the token. It must run before any PKCS#11 use of SoftHSM in
+// the process: SoftHSM reads SOFTHSM2_CONF at C_Initialize.
+func Provision(module, dir, label string) (cfg hsm.Config, created bool, err error) {
 	if module == "" {
 		module = hsm.DefaultSoftHSMModule
 	}

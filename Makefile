@@ -1,0 +1,65 @@
+# credfactory: the two commands a newcomer needs are `make run` and `make test`.
+# Both install what is missing from Debian's packages (through sudo when not
+# root), so they work on a fresh Debian machine that has Go.
+
+GO       ?= go
+DATA_DIR ?= ./var
+LISTEN   ?= 127.0.0.1:8443
+VERSION  ?= $(shell git describe --always --dirty 2>/dev/null || echo dev)
+BIN      := bin/credfactory
+SUDO     := $(shell [ "$$(id -u)" -eq 0 ] || echo sudo)
+
+SOFTHSM_MODULE := /usr/lib/softhsm/libsofthsm2.so
+
+# Packages by what needs them; the checks are files, so an installed machine
+# pays no apt-get time.
+RUN_DEPS  := $(SOFTHSM_MODULE)
+TEST_DEPS := $(SOFTHSM_MODULE) /usr/bin/pkcs11-tool /usr/bin/openssl
+
+.PHONY: run test build bench deps-run deps-test vet clean
+
+build:
+	$(GO) build -buildvcs=false -ldflags "-X main.version=$(VERSION)" -o $(BIN) ./cmd/credfactory
+
+run: deps-run build
+	@if [ ! -f "$(DATA_DIR)/trust-anchor.pem" ]; then $(BIN) init --data-dir "$(DATA_DIR)"; fi
+	@echo
+	@echo "credfactory is starting on https://localhost:$(lastword $(subst :, ,$(LISTEN)))"
+	@echo "  trust anchor:  $(DATA_DIR)/trust-anchor.pem"
+	@echo "  try:           curl --cacert $(DATA_DIR)/trust-anchor.pem https://localhost:$(lastword $(subst :, ,$(LISTEN)))/readyz"
+	@echo "  metrics:       https://localhost:$(lastword $(subst :, ,$(LISTEN)))/metrics"
+	@echo "  stop with Ctrl-C (in-flight requests finish first)"
+	@echo
+	$(BIN) serve --data-dir "$(DATA_DIR)" --listen "$(LISTEN)"
+
+# Every test package makes its own SoftHSM token in a temp dir; none uses ./var.
+test: deps-test
+	$(GO) vet ./...
+	$(GO) test -race -count=1 -timeout 10m ./...
+
+# Go benchmarks of the HSM and the CA; figures go to bench/README.md.
+bench: deps-test
+	$(GO) test -run '^$$' -bench . -benchtime 2s -count 1 ./hsm/ ./pki/ ./ca/
+
+deps-run:
+	@$(MAKE) --no-print-directory $(RUN_DEPS)
+
+deps-test:
+	@$(MAKE) --no-print-directory $(TEST_DEPS)
+
+$(SOFTHSM_MODULE):
+	$(call apt,softhsm2)
+/usr/bin/pkcs11-tool:
+	$(call apt,opensc)
+/usr/bin/openssl:
+	$(call apt,openssl)
+
+# apt-get update once per make invocation, then install.
+define apt
+	@echo "installing $(1) (Debian package)"
+	@[ -f /tmp/.credfactory-apt-updated-$$PPID ] || { $(SUDO) apt-get update -qq && touch /tmp/.credfactory-apt-updated-$$PPID; }
+	$(SUDO) env DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends $(1)
+endef
+
+clean:
+	rm -rf bin

@@ -1,0 +1,233 @@
+package main
+
+import (
+	"context"
+	"fmt"
+	"io"
+	"log/slog"
+	"os"
+	"os/signal"
+	"runtime/debug"
+	"syscall"
+
+	"crypto/tls"
+	"github.com/credfactory/credfactory/config"
+	"github.com/credfactory/credfactory/metrics"
+	"github.com/credfactory/credfactory/pki"
+	"github.com/credfactory/credfactory/server"
+	"github.com/spf13/cobra"
+)
+
+// version is set at link time (-ldflags "-X main.version=..."); otherwise
+// the VCS revision Go stamped into the binary is reported.
+var version = ""
+
+func main() {
+	if err := newRoot(os.Stdout, os.Stderr).Execute(); err != nil {
+		fmt.Fprintln(os.Stderr, "credfactory:", err)
+		os.Exit(1)
+	}
+}
+
+type globals struct {
+	dataDir    string
+	configFile string
+}
+
+func newRoot(stdout, stderr io.Writer) *cobra.Command {
+	g := &globals{}
+	root := &cobra.Command{
+		Use:           "credfactory",
+		Short:         "HSM-backed credential factory for oneM2M device enrolment",
+		SilenceUsage:  true,
+		SilenceErrors: true,
+	}
+	root.CompletionOptions.DisableDefaultCmd = true
+	root.SetOut(stdout)
+	root.SetErr(stderr)
+	root.PersistentFlags().StringVar(&g.dataDir, "data-dir", envOr("CREDFACTORY_DATA_DIR", "./var"),
+		"data directory: embedded HSM token, CA certificates, trust-anchor.pem (env CREDFACTORY_DATA_DIR)")
+	root.PersistentFlags().StringVar(&g.configFile, "config", "",
+		"config file (YAML); default <data-dir>/"+config.DefaultFile+" if it exists")
+	root.AddCommand(newInit(g), newServe(g), newVersion())
+	return root
+}
+
+func (g *globals) load() (config.Config, error) {
+	return config.Load(g.dataDir, g.configFile)
+}
+
+func newInit(g *globals) *cobra.Command {
+	return &cobra.Command{
+		Use:   "init",
+		Short: "Create the HSM token and keys, the CA hierarchy, the server certificate and trust-anchor.pem",
+		Long: `init runs the key ceremony into the data directory. On the embedded default it
+creates a SoftHSM2 token under <data-dir>/hsm with a random PIN in a 0600 file,
+generates the root and issuing CA keys, the TLS key, the KDF master key and the
+key-encryption key inside the HSM (non-extractable), certifies the issuing CA
+with the root, issues the server's TLS certificate and writes
+<data-dir>/trust-anchor.pem. Running it again changes nothing and says so.
+
+` + config.Help(),
+		Args: cobra.NoArgs,
+		RunE: func(cmd *cobra.Command, _ []string) error {
+			cfg, err := g.load()
+			if err != nil {
+				return err
+			}
+			created, err := pki.Init(cmd.Context(), cfg)
+			out := cmd.OutOrStdout()
+			for _, c := range created {
+				fmt.Fprintln(out, "created", c)
+			}
+			if err != nil {
+				return fmt.Errorf("init: %w", err)
+			}
+			if len(created) == 0 {
+				fmt.Fprintln(out, "nothing to do: everything in", cfg.DataDir, "is already initialised")
+			}
+			fmt.Fprintln(out, "trust anchor:", cfg.TrustAnchorPath())
+			return nil
+		},
+	}
+}
+
+func newServe(g *globals) *cobra.Command {
+	var listen string
+	cmd := &cobra.Command{
+		Use:   "serve",
+		Short: "Serve the factory over HTTPS",
+		Long: `serve opens the HSM, loads the CA and serves HTTPS on server.listen with the
+TLS key in the HSM. /healthz says the process is up, /readyz that the HSM
+answers, /metrics is for Prometheus. SIGTERM or SIGINT stops accepting
+connections and lets in-flight requests finish (server.shutdown_timeout).
+
+` + config.Help(),
+		Args: cobra.NoArgs,
+		RunE: func(cmd *cobra.Command, _ []string) error {
+			cfg, err := g.load()
+			if err != nil {
+				return err
+			}
+			if listen != "" {
+				cfg.Server.Listen = listen
+			}
+			return serve(cmd.Context(), cfg, cmd.ErrOrStderr())
+		},
+	}
+	cmd.Flags().StringVar(&listen, "listen", "", "address to serve on (overrides server.listen)")
+	return cmd
+}
+
+func serve(ctx context.Context, cfg config.Config, stderr io.Writer) error {
+	log := newLogger(cfg.Log, stderr)
+	reg := metrics.New()
+	p, err := pki.Open(ctx, cfg, reg.HSMObserver())
+	if err != nil {
+		return fmt.Errorf("open key material: %w", err)
+	}
+	defer p.Close()
+	reg.WatchHSMPool(p.HSM.Stats)
+
+	srv := server.New(server.Options{
+		Listen: cfg.Server.Listen,
+		TLS: &tls.Config{
+			Certificates: []tls.Certificate{p.TLS},
+			MinVersion:   tls.VersionTLS12,
+			// Requested, verified per route: required for OBF forwarding
+			// and the MAF, optional for RSPF (DESIGN.md "Front end").
+			ClientAuth: tls.RequestClientCert,
+		},
+		ReadTimeout:  cfg.Server.ReadTimeout,
+		WriteTimeout: cfg.Server.WriteTimeout,
+		IdleTimeout:  cfg.Server.IdleTimeout,
+		MaxBodyBytes: cfg.Server.MaxBodyBytes,
+		MaxConns:     cfg.Server.MaxConns,
+		Logger:       log,
+		Metrics:      reg,
+		Checks:       map[string]server.Check{"hsm": p.HSM.Ping},
+	})
+	if err := srv.Listen(); err != nil {
+		return err
+	}
+
+	ctx, stop := signal.NotifyContext(ctx, syscall.SIGTERM, syscall.SIGINT)
+	defer stop()
+	errc := make(chan error, 1)
+	go func() { errc <- srv.Serve() }()
+	log.Info("serving", "addr", "https://"+srv.Addr().String(), "trust_anchor", cfg.TrustAnchorPath(), "version", versionString())
+
+	select {
+	case err := <-errc:
+		return err
+	case <-ctx.Done():
+	}
+	log.Info("shutting down: finishing in-flight requests", "timeout", cfg.Server.ShutdownTimeout.String())
+	sctx, cancel := context.WithTimeout(context.Background(), cfg.Server.ShutdownTimeout)
+	defer cancel()
+	if err := srv.Shutdown(sctx); err != nil {
+		return err
+	}
+	if err := <-errc; err != nil {
+		return err
+	}
+	log.Info("stopped")
+	return nil
+}
+
+func newLogger(cfg config.Log, w io.Writer) *slog.Logger {
+	var level slog.Level
+	_ = level.UnmarshalText([]byte(cfg.Level)) // validated by config
+	opts := &slog.HandlerOptions{Level: level}
+	if cfg.Format == "text" {
+		return slog.New(slog.NewTextHandler(w, opts))
+	}
+	return slog.New(slog.NewJSONHandler(w, opts))
+}
+
+func newVersion() *cobra.Command {
+	return &cobra.Command{
+		Use:   "version",
+		Short: "Print the version",
+		Args:  cobra.NoArgs,
+		Run: func(cmd *cobra.Command, _ []string) {
+			fmt.Fprintln(cmd.OutOrStdout(), "credfactory", versionString())
+		},
+	}
+}
+
+func versionString() string {
+	if version != "" {
+		return version
+	}
+	info, ok := debug.ReadBuildInfo()
+	if !ok {
+		return "unknown"
+	}
+	rev, dirty := "", false
+	for _, s := range info.Settings {
+		switch s.Key {
+		case "vcs.revision":
+			rev = s.Value
+		case "vcs.modified":
+			dirty = s.Value == "true"
+		}
+	}
+	if rev == "" {
+		return info.Main.Version
+	}
+	if len(rev) > 12 {
+		rev = rev[:12]
+	}
+	if dirty {
+		rev += "-dirty"
+	}
+	return rev
+}
+
+func envOr(name, def string) string {
+	if v, ok := os.LookupEnv(name); ok && v != "" {
+		return v
+	}
+	return def
+}

@@ -1,0 +1,373 @@
+package pki
+
+import (
+	"bytes"
+	"context"
+	"crypto"
+	"crypto/rand"
+	"crypto/tls"
+	"crypto/x509"
+	"crypto/x509/pkix"
+	"errors"
+	"fmt"
+	"net"
+	"os"
+	"path/filepath"
+	"slices"
+	"time"
+
+	"github.com/credfactory/credfactory/ca"
+	"github.com/credfactory/credfactory/config"
+	"github.com/credfactory/credfactory/hsm"
+	"github.com/credfactory/credfactory/hsm/softhsm"
+)
+
+// Files under the data directory.
+const (
+	RootCertFile    = "ca/root.pem"
+	IssuingCertFile = "ca/issuing.pem"
+	ServerCertFile  = "tls/server.pem"
+)
+
+// renewBefore: the server certificate is renewed when less than this much of
+// its life is left, at init or at serve start.
+const renewBefore = 30 * 24 * time.Hour
+
+// PKI is the opened key material a server runs on.
+type PKI struct {
+	HSM     *hsm.Module
+	Root    *x509.Certificate
+	Issuing *x509.Certificate
+	CA      *ca.CA
+	// TLS is the server identity: leaf and issuing CA, key in the HSM.
+	TLS tls.Certificate
+	KDF *hsm.HMACKey
+	KEK *hsm.AEADKey
+}
+
+// Close closes the HSM.
+func (p *PKI) Close() { p.HSM.Close() }
+
+// Init runs the ceremony and reports what it created; an empty report means
+// everything was already there and nothing changed.
+func Init(ctx context.Context, cfg config.Config) (created []string, err error) {
+	if err := os.MkdirAll(cfg.DataDir, 0o700); err != nil {
+		return nil, fmt.Errorf("data dir: %w", err)
+	}
+	if cfg.HSM.Embedded {
+		_, made, err := softhsm.Provision(cfg.HSM.Module, cfg.HSMDir(), cfg.HSM.TokenLabel)
+		if err != nil {
+			return nil, fmt.Errorf("embedded HSM: %w", err)
+		}
+		if made {
+			created = append(created, fmt.Sprintf("SoftHSM2 token %q in %s (PIN in %s, mode 0600)", cfg.HSM.TokenLabel, cfg.HSMDir(), cfg.HSM.PINFile))
+		}
+	}
+	keys, err := hsm.EnsureKeys(cfg.HSM.Config, keySpecs(cfg))
+	if err != nil {
+		return created, fmt.Errorf("generate keys: %w", err)
+	}
+	for _, k := range keys {
+		created = append(created, "HSM key "+k)
+	}
+
+	m, err := hsm.Open(cfg.HSM.Config, nil)
+	if err != nil {
+		return created, err
+	}
+	defer m.Close()
+	rootSigner, err := m.Signer(ctx, cfg.CA.RootKey)
+	if err != nil {
+		return created, err
+	}
+	issuingSigner, err := m.Signer(ctx, cfg.CA.IssuingKey)
+	if err != nil {
+		return created, err
+	}
+	now := time.Now()
+	org := []string{cfg.CA.Organization}
+
+	root, made, err := loadOrCreate(path(cfg, RootCertFile), rootSigner, func() (*x509.Certificate, error) {
+		return ca.CreateRoot(rootSigner, pkix.Name{Organization: org, CommonName: cfg.CA.Organization + " Root CA"}, cfg.CA.RootValidity, now)
+	})
+	if err != nil {
+		return created, fmt.Errorf("root CA: %w", err)
+	}
+	if made {
+		created = append(created, "root CA certificate "+path(cfg, RootCertFile))
+	}
+	issuing, made, err := loadOrCreate(path(cfg, IssuingCertFile), issuingSigner, func() (*x509.Certificate, error) {
+		return ca.CreateIntermediate(root, rootSigner, issuingSigner.Public(),
+			pkix.Name{Organization: org, CommonName: cfg.CA.Organization + " Issuing CA"}, cfg.CA.IssuingValidity, now)
+	})
+	if err != nil {
+		return created, fmt.Errorf("issuing CA: %w", err)
+	}
+	if made {
+		created = append(created, "issuing CA certificate "+path(cfg, IssuingCertFile))
+	}
+	if err := issuing.CheckSignatureFrom(root); err != nil {
+		return created, fmt.Errorf("%s is not signed by %s: %w", IssuingCertFile, RootCertFile, err)
+	}
+	if changed, err := writeIfChanged(cfg.TrustAnchorPath(), ca.EncodeCertsPEM([]*x509.Certificate{root}), 0o644); err != nil {
+		return created, err
+	} else if changed {
+		created = append(created, "trust anchor "+cfg.TrustAnchorPath())
+	}
+
+	authority, err := newCA(cfg, root, issuing, issuingSigner)
+	if err != nil {
+		return created, err
+	}
+	made, err = ensureServerCert(ctx, cfg, m, authority, now)
+	if err != nil {
+		return created, err
+	}
+	if made {
+		created = append(created, "server TLS certificate "+path(cfg, ServerCertFile))
+	}
+	return created, nil
+}
+
+// Open loads what Init made. It renews the server certificate when it is
+// near expiry or no longer names the configured hosts, and checks that every
+// key answers, so a serve with a broken setup fails at start, not at the
+// first enrolment.
+func Open(ctx context.Context, cfg config.Config, obs hsm.Observer) (_ *PKI, err error) {
+	root, err := readCert(path(cfg, RootCertFile))
+	if err != nil {
+		return nil, fmt.Errorf("%w (run credfactory init)", err)
+	}
+	issuing, err := readCert(path(cfg, IssuingCertFile))
+	if err != nil {
+		return nil, fmt.Errorf("%w (run credfactory init)", err)
+	}
+	m, err := hsm.Open(cfg.HSM.Config, obs)
+	if err != nil {
+		return nil, err
+	}
+	defer func() {
+		if err != nil {
+			m.Close()
+		}
+	}()
+	issuingSigner, err := m.Signer(ctx, cfg.CA.IssuingKey)
+	if err != nil {
+		return nil, err
+	}
+	authority, err := newCA(cfg, root, issuing, issuingSigner)
+	if err != nil {
+		return nil, err
+	}
+	if _, err := ensureServerCert(ctx, cfg, m, authority, time.Now()); err != nil {
+		return nil, err
+	}
+	chain, err := readCerts(path(cfg, ServerCertFile))
+	if err != nil {
+		return nil, err
+	}
+	tlsSigner, err := m.Signer(ctx, cfg.Server.TLSKey)
+	if err != nil {
+		return nil, err
+	}
+	p := &PKI{HSM: m, Root: root, Issuing: issuing, CA: authority}
+	p.TLS = tls.Certificate{PrivateKey: tlsSigner, Leaf: chain[0]}
+	for _, c := range chain {
+		p.TLS.Certificate = append(p.TLS.Certificate, c.Raw)
+	}
+	if p.KDF, err = m.HMACKey(cfg.Keys.KDFMaster); err != nil {
+		return nil, err
+	}
+	if _, err := p.KDF.Sum(ctx, []byte("credfactory start-up check")); err != nil {
+		return nil, fmt.Errorf("KDF master key: %w", err)
+	}
+	if p.KEK, err = m.AEADKey(cfg.Keys.KEK); err != nil {
+		return nil, err
+	}
+	sealed, err := p.KEK.Seal(ctx, []byte("check"), nil)
+	if err == nil {
+		_, err = p.KEK.Open(ctx, sealed, nil)
+	}
+	if err != nil {
+		return nil, fmt.Errorf("key-encryption key: %w", err)
+	}
+	return p, nil
+}
+
+func keySpecs(cfg config.Config) []hsm.KeySpec {
+	caType := hsm.KeyECDSAP256
+	if cfg.CA.KeyAlgorithm == "ecdsa-p384" {
+		caType = hsm.KeyECDSAP384
+	}
+	return []hsm.KeySpec{
+		{URI: cfg.CA.RootKey, Type: caType},
+		{URI: cfg.CA.IssuingKey, Type: caType},
+		// TLS stays P-256: every device stack speaks it (TS-0003 §10.2).
+		{URI: cfg.Server.TLSKey, Type: hsm.KeyECDSAP256},
+		{URI: cfg.Keys.KDFMaster, Type: hsm.KeyHMAC},
+		{URI: cfg.Keys.KEK, Type: hsm.KeyAES256},
+	}
+}
+
+func newCA(cfg config.Config, root, issuing *x509.Certificate, signer crypto.Signer) (*ca.CA, error) {
+	authority, err := ca.New(ca.Config{
+		Issuer: issuing,
+		Signer: signer,
+		Chain:  []*x509.Certificate{issuing, root},
+		Lint:   cfg.CA.Lint,
+	})
+	if err != nil {
+		return nil, fmt.Errorf("issuing CA: %w", err)
+	}
+	return authority, nil
+}
+
+// loadOrCreate reads a CA certificate and checks it belongs to signer, or
+// creates and writes it when the file does not exist.
+func loadOrCreate(file string, signer crypto.Signer, create func() (*x509.Certificate, error)) (*x509.Certificate, bool, error) {
+	cert, err := readCert(file)
+	switch {
+	case err == nil:
+		if err := ca.CheckSignerMatches(cert, signer); err != nil {
+			return nil, false, fmt.Errorf("%s: %w", file, err)
+		}
+		return cert, false, nil
+	case !errors.Is(err, os.ErrNotExist):
+		return nil, false, err
+	}
+	cert, err = create()
+	if err != nil {
+		return nil, false, err
+	}
+	if _, err := writeIfChanged(file, ca.EncodeCertsPEM([]*x509.Certificate{cert}), 0o644); err != nil {
+		return nil, false, err
+	}
+	return cert, true, nil
+}
+
+// serverNames are the names the server certificate must carry: loopback
+// always, so a local client verifies it with no -k, and the configured hosts.
+func serverNames(cfg config.Config) (dns []string, ips []net.IP) {
+	dns = []string{"localhost"}
+	ips = []net.IP{net.IPv4(127, 0, 0, 1).To4(), net.IPv6loopback}
+	for _, h := range cfg.Server.Hostnames {
+		if ip := net.ParseIP(h); ip != nil {
+			if v4 := ip.To4(); v4 != nil {
+				ip = v4
+			}
+			if !slices.ContainsFunc(ips, ip.Equal) {
+				ips = append(ips, ip)
+			}
+		} else if !slices.Contains(dns, h) {
+			dns = append(dns, h)
+		}
+	}
+	return dns, ips
+}
+
+// ensureServerCert keeps tls/server.pem valid: issued by the current issuing
+// CA for the TLS key, naming every configured host, and not near expiry.
+func ensureServerCert(ctx context.Context, cfg config.Config, m *hsm.Module, authority *ca.CA, now time.Time) (bool, error) {
+	signer, err := m.Signer(ctx, cfg.Server.TLSKey)
+	if err != nil {
+		return false, err
+	}
+	dns, ips := serverNames(cfg)
+	file := path(cfg, ServerCertFile)
+	if chain, err := readCerts(file); err == nil && serverCertCurrent(chain[0], signer, authority.Issuer(), dns, ips, now) {
+		return false, nil
+	}
+	csr, err := x509.CreateCertificateRequest(rand.Reader, &x509.CertificateRequest{
+		Subject: pkix.Name{CommonName: dns[0]},
+	}, signer)
+	if err != nil {
+		return false, fmt.Errorf("server certificate request: %w", err)
+	}
+	issued, err := authority.Issue(ctx, ca.Request{
+		CSR: csr, Profile: ca.ProfileServer, DNSNames: dns, IPAddresses: ips, Validity: cfg.Server.CertValidity,
+	})
+	if err != nil {
+		return false, fmt.Errorf("issue server certificate: %w", err)
+	}
+	pem := ca.EncodeCertsPEM(append([]*x509.Certificate{issued.Certificate}, issued.Chain...))
+	if _, err := writeIfChanged(file, pem, 0o644); err != nil {
+		return false, err
+	}
+	return true, nil
+}
+
+func serverCertCurrent(leaf *x509.Certificate, signer crypto.Signer, issuer *x509.Certificate, dns []string, ips []net.IP, now time.Time) bool {
+	if ca.CheckSignerMatches(leaf, signer) != nil || leaf.CheckSignatureFrom(issuer) != nil {
+		return false
+	}
+	if now.Add(renewBefore).After(leaf.NotAfter) {
+		return false
+	}
+	for _, d := range dns {
+		if !slices.Contains(leaf.DNSNames, d) {
+			return false
+		}
+	}
+	for _, ip := range ips {
+		if !slices.ContainsFunc(leaf.IPAddresses, ip.Equal) {
+			return false
+		}
+	}
+	return true
+}
+
+func path(cfg config.Config, rel string) string { return filepath.Join(cfg.DataDir, rel) }
+
+func readCert(file string) (*x509.Certificate, error) {
+	certs, err := readCerts(file)
+	if err != nil {
+		return nil, err
+	}
+	return certs[0], nil
+}
+
+func readCerts(file string) ([]*x509.Certificate, error) {
+	b, err := os.ReadFile(file)
+	if err != nil {
+		return nil, fmt.Errorf("read certificate: %w", err)
+	}
+	certs, err := ca.ParseCertsPEM(b)
+	if err != nil {
+		return nil, fmt.Errorf("%s: %w", file, err)
+	}
+	if len(certs) == 0 {
+		return nil, fmt.Errorf("%s: no certificate", file)
+	}
+	return certs, nil
+}
+
+// writeIfChanged writes atomically (temp file and rename) and only when the
+// content differs, so a repeated init leaves files and mtimes alone.
+func writeIfChanged(file string, data []byte, mode os.FileMode) (bool, error) {
+	if old, err := os.ReadFile(file); err == nil && bytes.Equal(old, data) {
+		return false, nil
+	}
+	if err := os.MkdirAll(filepath.Dir(file), 0o755); err != nil {
+		return false, fmt.Errorf("write %s: %w", file, err)
+	}
+	tmp, err := os.CreateTemp(filepath.Dir(file), ".tmp-*")
+	if err != nil {
+		return false, fmt.Errorf("write %s: %w", file, err)
+	}
+	defer os.Remove(tmp.Name())
+	if _, err := tmp.Write(data); err != nil {
+		tmp.Close()
+		return false, fmt.Errorf("write %s: %w", file, err)
+	}
+	if err := tmp.Chmod(mode); err != nil {
+		tmp.Close()
+		return false, fmt.Errorf("write %s: %w", file, err)
+	}
+	if err := tmp.Close(); err != nil {
+		return false, fmt.Errorf("write %s: %w", file, err)
+	}
+	if err := os.Rename(tmp.Name(), file); err != nil {
+		return false, fmt.Errorf("write %s: %w", file, err)
+	}
+	return true, nil
+}
