@@ -114,7 +114,21 @@ func open(t testing.TB, sessions int, obs hsm.Observer) *hsm.Module {
 }
 
 func TestSignVerifiesWithStdlib(t *testing.T) {
-	m := open(t, 2, nil)
+	for _, sessionKeys := range []bool{true, false} {
+		t.Run(fmt.Sprintf("session_keys=%v", sessionKeys), func(t *testing.T) {
+			cfg := testCfg
+			cfg.SessionKeys = sessionKeys
+			m, err := hsm.Open(cfg, nil)
+			if err != nil {
+				t.Fatal(err)
+			}
+			defer m.Close()
+			testSignVerifies(t, m)
+		})
+	}
+}
+
+func testSignVerifies(t *testing.T, m *hsm.Module) {
 	tests := []struct {
 		uri  string
 		hash crypto.Hash

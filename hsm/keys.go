@@ -49,6 +49,17 @@ func (k *keyHandle) handle(m *Module, s session) (pkcs11.ObjectHandle, error) {
 	if err != nil {
 		return 0, err
 	}
+	if m.cfg.SessionKeys {
+		// A session copy keeps every protection of the token object
+		// (sensitive, non-extractable cannot be relaxed by C_CopyObject) but
+		// spares SoftHSM its file I/O on each use. It lives as long as
+		// session s, which is closed only when the epoch changes, so the
+		// copy is made once per epoch. A module that refuses (CKA_COPYABLE
+		// false, no session memory) keeps using the token object.
+		if c, err := m.lib.ctx.CopyObject(s.h, h, []*pkcs11.Attribute{pkcs11.NewAttribute(pkcs11.CKA_TOKEN, false)}); err == nil {
+			h = c
+		}
+	}
 	k.cached.Store(&cachedHandle{epoch: s.epoch, h: h})
 	return h, nil
 }
