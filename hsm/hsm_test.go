@@ -522,25 +522,29 @@ func TestKeysAreSensitive(t *testing.T) {
 	if err != nil {
 		t.Fatalf("pkcs11-tool: %v\n%s", err, out)
 	}
-	blocks := regexp.MustCompile(`(?m)^(Private Key|Secret Key) Object`).FindAllStringIndex(string(out), -1)
-	if len(blocks) < len(testKeys) {
-		t.Fatalf("pkcs11-tool lists %d private/secret keys, want at least %d:\n%s", len(blocks), len(testKeys), out)
+	// pkcs11-tool prints one block per object: "<Kind> Object; ..." then
+	// indented attribute lines.
+	objects := regexp.MustCompile(`(?m)^\S.*Object;`).Split(string(out), -1)
+	kinds := regexp.MustCompile(`(?m)^(\S.*) Object;`).FindAllStringSubmatch(string(out), -1)
+	want := map[string]string{ // label -> object kind of the secret half
+		"test-p256": "Private Key", "test-p384": "Private Key", "test-kdf": "Secret Key", "test-kek": "Secret Key",
 	}
-	text := string(out)
-	for i, b := range blocks {
-		end := len(text)
-		if i+1 < len(blocks) {
-			end = blocks[i+1][0]
+	checked := 0
+	for i, k := range kinds {
+		obj := objects[i+1]
+		label := regexp.MustCompile(`label:\s+(\S+)`).FindStringSubmatch(obj)
+		if label == nil || want[label[1]] != k[1] {
+			continue
 		}
-		obj := text[b[0]:end]
-		if cut := strings.Index(obj, "Public Key Object"); cut > 0 {
-			obj = obj[:cut]
+		checked++
+		if !strings.Contains(obj, "sensitive, always sensitive, never extractable") {
+			t.Errorf("%s is not sensitive and non-extractable:%s", label[1], obj)
 		}
-		if !strings.Contains(obj, "label:") || strings.Contains(obj, "known-") {
-			continue // the test-only imported keys are not ceremony keys
+		if k[1] == "Private Key" && (strings.Contains(obj, "decrypt") || strings.Contains(obj, "unwrap")) {
+			t.Errorf("signing key %s may also decrypt or unwrap:%s", label[1], obj)
 		}
-		if !strings.Contains(obj, "sensitive") || !strings.Contains(obj, "never extractable") {
-			t.Errorf("key is not sensitive and non-extractable:\n%s", obj)
-		}
+	}
+	if checked != len(want) {
+		t.Fatalf("found %d of the %d ceremony keys in pkcs11-tool's listing:\n%s", checked, len(want), out)
 	}
 }

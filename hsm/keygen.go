@@ -169,6 +169,7 @@ func ensureKey(c11 *crypto11.Context, spec KeySpec) (bool, error) {
 		_ = tmpl.Set(pkcs11.CKA_EXTRACTABLE, false)
 		_ = tmpl.Set(pkcs11.CKA_WRAP, false)
 		_ = tmpl.Set(pkcs11.CKA_UNWRAP, false)
+		_ = tmpl.Set(pkcs11.CKA_DERIVE, false)
 		if _, err := c11.GenerateSecretKeyWithAttributes(tmpl, 256, cipher); err != nil {
 			return false, fmt.Errorf("generate %v: %w", spec.Type, err)
 		}
@@ -195,7 +196,13 @@ func pairAttributes(id, label []byte) (pub, priv crypto11.AttributeSet, err erro
 	_ = priv.Set(pkcs11.CKA_SENSITIVE, true)
 	_ = priv.Set(pkcs11.CKA_EXTRACTABLE, false)
 	_ = priv.Set(pkcs11.CKA_SIGN, true)
+	// Signing keys do nothing else: SoftHSM would otherwise default
+	// decrypt and unwrap on, and encrypt and wrap on the public half.
 	_ = priv.Set(pkcs11.CKA_DERIVE, false)
+	_ = priv.Set(pkcs11.CKA_DECRYPT, false)
+	_ = priv.Set(pkcs11.CKA_UNWRAP, false)
+	_ = pub.Set(pkcs11.CKA_ENCRYPT, false)
+	_ = pub.Set(pkcs11.CKA_WRAP, false)
 	return pub, priv, nil
 }
 
