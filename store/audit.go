@@ -1,0 +1,63 @@
+package store
+
+import (
+	"context"
+	"encoding/json"
+	"fmt"
+	"time"
+
+	"github.com/google/uuid"
+)
+
+// AuditEvent is one line of the audit trail: who did what to which subject.
+type AuditEvent struct {
+	ID      string
+	At      time.Time
+	Tenant  string
+	Actor   string
+	Action  string
+	Subject string
+	Detail  map[string]any
+}
+
+func insertAudit(ctx context.Context, q querier, e AuditEvent) error {
+	if e.ID == "" {
+		e.ID = uuid.NewString()
+	}
+	detail, err := json.Marshal(e.Detail)
+	if err != nil {
+		return fmt.Errorf("audit detail: %w", err)
+	}
+	_, err = q.exec(ctx, `INSERT INTO audit_events (id, at, tenant, actor, action, subject, detail)
+		VALUES ($1, $2, $3, $4, $5, $6, $7)`, e.ID, e.At.UTC(), e.Tenant, e.Actor, e.Action, e.Subject, string(detail))
+	return err
+}
+
+// Audit lists a tenant's events for a subject, oldest first.
+func (s *Store) Audit(ctx context.Context, tenant, subject string) ([]AuditEvent, error) {
+	var out []AuditEvent
+	err := s.read(ctx, func(q querier) error {
+		r, err := q.query(ctx, `SELECT id, at, tenant, actor, action, subject, detail FROM audit_events
+			WHERE tenant = $1 AND subject = $2 ORDER BY at, id`, tenant, subject)
+		if err != nil {
+			return err
+		}
+		defer r.Close()
+		for r.Next() {
+			var e AuditEvent
+			var detail string
+			if err := r.Scan(&e.ID, &e.At, &e.Tenant, &e.Actor, &e.Action, &e.Subject, &detail); err != nil {
+				return err
+			}
+			if err := json.Unmarshal([]byte(detail), &e.Detail); err != nil {
+				return err
+			}
+			out = append(out, e)
+		}
+		return r.Err()
+	})
+	if err != nil {
+		return nil, fmt.Errorf("audit: %w", err)
+	}
+	return out, nil
+}

@@ -1,0 +1,283 @@
+package store
+
+import (
+	"context"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"time"
+)
+
+// Credential types and states.
+const (
+	TypeX509 = "x509"
+	TypePSK  = "psk"
+
+	StatusActive  = "active"
+	StatusRevoked = "revoked"
+	StatusExpired = "expired"
+
+	SourceRSPF     = "rspf"
+	SourceForward  = "forward"
+	SourceRegister = "register"
+)
+
+// Credential is one credential the MAF holds: a certificate, or a shared key
+// kept only as a derivation context (MEF-derived) or sealed by the KEK
+// (forwarded by a trusted OBF). Never the usable key.
+type Credential struct {
+	// ID is the oneM2M Credential-ID, "<type>-<value>" (TS-0003 §10.4).
+	ID         string
+	AssignedID string
+	DeviceID   string
+	// Tenant is the administrating stakeholder (adminFQDN, TS-0003 §8.8):
+	// every lookup is scoped by it where a stakeholder asks.
+	Tenant string
+	Type   string
+	SUID   int
+
+	// Certificates.
+	Serial          *string
+	CertSHA256      []byte
+	CertDER         []byte
+	PublicKeySHA256 []byte
+
+	// Shared keys.
+	KeyID      *string
+	KeID       *string
+	KDFContext []byte
+	SealedKey  []byte
+
+	// TargetIDs may fetch the key (TS-0003 fetchCredentials).
+	TargetIDs []string
+
+	NotBefore        time.Time
+	NotAfter         time.Time
+	Status           string
+	RevokedAt        *time.Time
+	RevocationReason *int
+	Source           string
+	OBFID            *string
+	EnrolmentToken   []byte
+	CreatedAt        time.Time
+}
+
+const credentialColumns = `id, assigned_id, device_id, tenant, type, suid, serial, cert_sha256, cert_der,
+	public_key_sha256, key_id, ke_id, kdf_context, sealed_key, target_ids, not_before, not_after, status,
+	revoked_at, revocation_reason, source, obf_id, enrolment_token_hash, created_at`
+
+func scanCredential(r interface{ Scan(...any) error }) (Credential, error) {
+	var c Credential
+	var targets string
+	err := r.Scan(&c.ID, &c.AssignedID, &c.DeviceID, &c.Tenant, &c.Type, &c.SUID, &c.Serial, &c.CertSHA256,
+		&c.CertDER, &c.PublicKeySHA256, &c.KeyID, &c.KeID, &c.KDFContext, &c.SealedKey, &targets, &c.NotBefore,
+		&c.NotAfter, &c.Status, &c.RevokedAt, &c.RevocationReason, &c.Source, &c.OBFID, &c.EnrolmentToken, &c.CreatedAt)
+	if err != nil {
+		return c, err
+	}
+	if err := json.Unmarshal([]byte(targets), &c.TargetIDs); err != nil {
+		return c, fmt.Errorf("credential %s: target IDs: %w", c.ID, err)
+	}
+	c.NotBefore, c.NotAfter, c.CreatedAt = c.NotBefore.UTC(), c.NotAfter.UTC(), c.CreatedAt.UTC()
+	return c, nil
+}
+
+func insertCredential(ctx context.Context, q querier, c Credential) error {
+	targets, err := json.Marshal(nonNil(c.TargetIDs))
+	if err != nil {
+		return err
+	}
+	_, err = q.exec(ctx, `INSERT INTO credentials (`+credentialColumns+`)
+		VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13, $14, $15, $16, $17, $18, $19, $20, $21, $22, $23, $24)`,
+		c.ID, c.AssignedID, c.DeviceID, c.Tenant, c.Type, c.SUID, c.Serial, c.CertSHA256, c.CertDER,
+		c.PublicKeySHA256, c.KeyID, c.KeID, c.KDFContext, c.SealedKey, string(targets), c.NotBefore.UTC(),
+		c.NotAfter.UTC(), c.Status, c.RevokedAt, c.RevocationReason, c.Source, c.OBFID, c.EnrolmentToken,
+		c.CreatedAt.UTC())
+	return err
+}
+
+func nonNil(s []string) []string {
+	if s == nil {
+		return []string{}
+	}
+	return s
+}
+
+func (c Credential) validate() error {
+	switch {
+	case c.ID == "" || c.AssignedID == "" || c.DeviceID == "" || c.Tenant == "":
+		return errors.New("credential needs an ID, assigned ID, device ID and tenant")
+	case c.Type == TypeX509 && (len(c.CertDER) == 0 || len(c.CertSHA256) != 32 || c.Serial == nil):
+		return errors.New("certificate credential needs DER, SHA-256 and serial")
+	case c.Type == TypePSK && c.KeyID == nil:
+		return errors.New("shared-key credential needs a key ID")
+	case c.Type == TypePSK && (len(c.KDFContext) == 0) == (len(c.SealedKey) == 0):
+		return errors.New("shared-key credential needs exactly one of a derivation context and a sealed key")
+	case c.Type != TypeX509 && c.Type != TypePSK:
+		return fmt.Errorf("credential type %q", c.Type)
+	case !c.NotAfter.After(c.NotBefore):
+		return errors.New("credential expires before it starts")
+	}
+	return nil
+}
+
+// RegisterCredential records a credential outside an enrolment (the MAF key
+// registration procedure, TS-0003 §8.8).
+func (s *Store) RegisterCredential(ctx context.Context, c Credential) error {
+	if err := c.validate(); err != nil {
+		return fmt.Errorf("register credential: %w", err)
+	}
+	if err := s.tx(ctx, "register_credential", func(q querier) error { return insertCredential(ctx, q, c) }); err != nil {
+		return fmt.Errorf("register credential %s: %w", c.ID, err)
+	}
+	return nil
+}
+
+// CredentialBy names the column a lookup uses.
+type CredentialBy string
+
+// Lookups the MAF offers (issue: retrieve by assigned ID, Credential-ID,
+// key ID, certificate serial or fingerprint).
+const (
+	ByID         CredentialBy = "id"
+	ByKeyID      CredentialBy = "key_id"
+	BySerial     CredentialBy = "serial"
+	ByCertSHA256 CredentialBy = "cert_sha256"
+)
+
+// Credential returns the credential whose column by equals value.
+func (s *Store) Credential(ctx context.Context, by CredentialBy, value any) (Credential, error) {
+	switch by {
+	case ByID, ByKeyID, BySerial, ByCertSHA256:
+	default:
+		return Credential{}, fmt.Errorf("credential lookup by %q", by)
+	}
+	var c Credential
+	err := s.read(ctx, func(q querier) (err error) {
+		c, err = scanCredential(q.queryRow(ctx, `SELECT `+credentialColumns+` FROM credentials WHERE `+string(by)+` = $1`, value))
+		return err
+	})
+	if err != nil {
+		return c, fmt.Errorf("credential by %s: %w", by, err)
+	}
+	return c, nil
+}
+
+// CredentialForTarget finds the shared key a Target fetches with
+// /fetchCredentials/<KeID>/<SUID> (TS-0003 §8.3.5).
+func (s *Store) CredentialForTarget(ctx context.Context, keID string, suid int) ([]Credential, error) {
+	return s.listCredentials(ctx, `WHERE ke_id = $1 AND suid = $2`, keID, suid)
+}
+
+// Credentials lists an assigned ID's credentials, oldest first: the history
+// a renewal or transfer leaves behind is kept.
+func (s *Store) Credentials(ctx context.Context, assignedID string) ([]Credential, error) {
+	return s.listCredentials(ctx, `WHERE assigned_id = $1`, assignedID)
+}
+
+func (s *Store) listCredentials(ctx context.Context, where string, args ...any) ([]Credential, error) {
+	var out []Credential
+	err := s.read(ctx, func(q querier) error {
+		out = out[:0]
+		r, err := q.query(ctx, `SELECT `+credentialColumns+` FROM credentials `+where+` ORDER BY created_at, id`, args...)
+		if err != nil {
+			return err
+		}
+		defer r.Close()
+		for r.Next() {
+			c, err := scanCredential(r)
+			if err != nil {
+				return err
+			}
+			out = append(out, c)
+		}
+		return r.Err()
+	})
+	if err != nil {
+		return nil, fmt.Errorf("list credentials: %w", err)
+	}
+	return out, nil
+}
+
+// Revocation says which active credentials to revoke and why.
+type Revocation struct {
+	// Exactly one of ID and AssignedID.
+	ID         string
+	AssignedID string
+	// SUIDs, when set, limits an AssignedID revocation to these usages
+	// (a factory reset revokes SAEF, ESPrim and ESData ones only).
+	SUIDs []int
+	// Reason is an RFC 5280 CRLReason code.
+	Reason int
+	At     time.Time
+	// Actor and Tenant go to the audit trail.
+	Actor, Tenant string
+}
+
+// Revoke marks the matching active credentials revoked and records who did
+// it, in one transaction. It returns the revoked Credential-IDs; revoking
+// an already revoked credential changes nothing and is not an error.
+func (s *Store) Revoke(ctx context.Context, r Revocation) ([]string, error) {
+	if (r.ID == "") == (r.AssignedID == "") {
+		return nil, errors.New("revoke: give a credential ID or an assigned ID")
+	}
+	var revoked []string
+	err := s.tx(ctx, "revoke", func(q querier) error {
+		revoked = revoked[:0]
+		where, args := `id = $1`, []any{r.ID}
+		if r.AssignedID != "" {
+			where, args = `assigned_id = $1`, []any{r.AssignedID}
+		}
+		rows, err := q.query(ctx, `SELECT id, suid FROM credentials WHERE `+where+` AND status = 'active'`, args...)
+		if err != nil {
+			return err
+		}
+		var ids []string
+		for rows.Next() {
+			var id string
+			var suid int
+			if err := rows.Scan(&id, &suid); err != nil {
+				rows.Close()
+				return err
+			}
+			if len(r.SUIDs) == 0 || containsInt(r.SUIDs, suid) {
+				ids = append(ids, id)
+			}
+		}
+		rows.Close()
+		if err := rows.Err(); err != nil {
+			return err
+		}
+		if r.ID != "" && len(ids) == 0 {
+			var status string
+			if err := q.queryRow(ctx, `SELECT status FROM credentials WHERE id = $1`, r.ID).Scan(&status); err != nil {
+				return err // ErrNotFound for an unknown ID
+			}
+		}
+		for _, id := range ids {
+			if _, err := q.exec(ctx, `UPDATE credentials SET status = 'revoked', revoked_at = $2, revocation_reason = $3
+				WHERE id = $1 AND status = 'active'`, id, r.At.UTC(), r.Reason); err != nil {
+				return err
+			}
+			if err := insertAudit(ctx, q, AuditEvent{At: r.At, Tenant: r.Tenant, Actor: r.Actor, Action: "credential.revoke",
+				Subject: id, Detail: map[string]any{"reason": r.Reason}}); err != nil {
+				return err
+			}
+		}
+		revoked = ids
+		return nil
+	})
+	if err != nil {
+		return nil, fmt.Errorf("revoke: %w", err)
+	}
+	return revoked, nil
+}
+
+func containsInt(list []int, v int) bool {
+	for _, x := range list {
+		if x == v {
+			return true
+		}
+	}
+	return false
+}

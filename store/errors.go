@@ -1,0 +1,27 @@
+package store
+
+import "errors"
+
+// Errors callers decide on. The HTTP layers map them to statuses.
+var (
+	// ErrNotFound: no such row.
+	ErrNotFound = errors.New("store: not found")
+	// ErrConflict: a unique key already exists (a Credential-ID, serial,
+	// fingerprint or key ID that is already recorded).
+	ErrConflict = errors.New("store: already exists")
+	// ErrUnavailable: the database cannot be reached or is restarting;
+	// nothing was changed by this call, or the change is safe to retry.
+	ErrUnavailable = errors.New("store: database unavailable")
+
+	// ErrTokenUnknown: no enrolment has this token.
+	ErrTokenUnknown = errors.New("store: unknown enrolment token")
+	// ErrTokenRedeemed: the token was redeemed by another request.
+	ErrTokenRedeemed = errors.New("store: enrolment token already redeemed")
+	// ErrTokenExpired: the token is past its expiry.
+	ErrTokenExpired = errors.New("store: enrolment token expired")
+	// ErrTokenCancelled: the token was cancelled (re-requested or released).
+	ErrTokenCancelled = errors.New("store: enrolment token cancelled")
+	// ErrTokenMismatch: the token is valid but bound to another identity:
+	// assigned ID, device certificate, OBF or path.
+	ErrTokenMismatch = errors.New("store: enrolment token bound to another identity")
+)

@@ -1,0 +1,215 @@
+package store
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"io"
+	"net"
+	"strings"
+	"time"
+
+	"github.com/cockroachdb/cockroach-go/v2/crdb"
+	crdbpgx "github.com/cockroachdb/cockroach-go/v2/crdb/crdbpgxv5"
+	"github.com/jackc/pgx/v5"
+	"github.com/jackc/pgx/v5/pgconn"
+	"github.com/jackc/pgx/v5/pgxpool"
+)
+
+type postgres struct {
+	pool        *pgxpool.Pool
+	cockroach   bool
+	maxRetries  int
+	attemptTime time.Duration
+}
+
+func openPostgres(ctx context.Context, url string, opt Options) (*postgres, error) {
+	cfg, err := pgxpool.ParseConfig(url)
+	if err != nil {
+		return nil, fmt.Errorf("store URL %s: %w", redact(url), err)
+	}
+	cfg.MaxConns = int32(opt.MaxConns)
+	// Connections come back by themselves after the server restarts: the
+	// pool drops broken ones and dials new ones on demand.
+	cfg.HealthCheckPeriod = 5 * time.Second
+	pool, err := pgxpool.NewWithConfig(ctx, cfg)
+	if err != nil {
+		return nil, fmt.Errorf("connect %s: %w", redact(url), err)
+	}
+	p := &postgres{pool: pool, maxRetries: opt.MaxRetries, attemptTime: opt.TxTimeout}
+	var version string
+	if err := pool.QueryRow(ctx, "SELECT version()").Scan(&version); err != nil {
+		pool.Close()
+		return nil, fmt.Errorf("%w: connect %s: %w", ErrUnavailable, redact(url), err)
+	}
+	p.cockroach = strings.Contains(version, "CockroachDB")
+	return p, nil
+}
+
+func (p *postgres) name() string {
+	if p.cockroach {
+		return "cockroachdb"
+	}
+	return "postgres"
+}
+
+func (p *postgres) close() { p.pool.Close() }
+
+func (p *postgres) ping(ctx context.Context) error { return p.pool.Ping(ctx) }
+
+func (p *postgres) ddl() dialect { return pgDialect }
+
+var serializable = pgx.TxOptions{IsoLevel: pgx.Serializable, AccessMode: pgx.ReadWrite}
+
+func (p *postgres) tx(ctx context.Context, fn func(q querier) error) (int, error) {
+	if p.cockroach {
+		return p.txCockroach(ctx, fn)
+	}
+	return p.txPostgres(ctx, fn)
+}
+
+// txCockroach is cockroach-go's retry protocol; a lost connection is
+// retried around it, which is safe because every write we make is
+// idempotent on replay (redemptions match on request ID).
+func (p *postgres) txCockroach(ctx context.Context, fn func(q querier) error) (int, error) {
+	attempts := 0
+	return p.retryUnavailable(ctx, func(ctx context.Context) error {
+		return crdbpgx.ExecuteTx(crdb.WithMaxRetries(ctx, p.maxRetries), p.pool, serializable, func(tx pgx.Tx) error {
+			attempts++
+			return fn(pgQuerier{tx})
+		})
+	}, &attempts)
+}
+
+// txPostgres retries the whole transaction on serialization failures and
+// deadlocks, checking COMMIT's result, where PostgreSQL reports many of them.
+func (p *postgres) txPostgres(ctx context.Context, fn func(q querier) error) (int, error) {
+	attempts := 0
+	return p.retryUnavailable(ctx, func(ctx context.Context) error {
+		for {
+			attempts++
+			err := p.attempt(ctx, fn)
+			if err == nil || !serializationFailure(err) || attempts > p.maxRetries {
+				return err
+			}
+			backoff(ctx, attempts)
+		}
+	}, &attempts)
+}
+
+func (p *postgres) attempt(ctx context.Context, fn func(q querier) error) error {
+	ctx, cancel := context.WithTimeout(ctx, p.attemptTime)
+	defer cancel()
+	tx, err := p.pool.BeginTx(ctx, serializable)
+	if err != nil {
+		return err
+	}
+	if err := fn(pgQuerier{tx}); err != nil {
+		_ = tx.Rollback(ctx)
+		return err
+	}
+	return tx.Commit(ctx)
+}
+
+// retryUnavailable reruns run while the database is unreachable, up to
+// maxRetries or the caller's deadline. *attempts counts every run of the
+// transaction body, so retries = attempts - 1.
+func (p *postgres) retryUnavailable(ctx context.Context, run func(ctx context.Context) error, attempts *int) (int, error) {
+	for i := 0; ; i++ {
+		err := run(ctx)
+		if err == nil || !connectionLost(err) || i >= p.maxRetries || ctx.Err() != nil {
+			return max(*attempts-1, 0), err
+		}
+		backoff(ctx, i+1)
+	}
+}
+
+func backoff(ctx context.Context, attempt int) {
+	d := time.Duration(attempt*attempt) * 5 * time.Millisecond
+	if d > 500*time.Millisecond {
+		d = 500 * time.Millisecond
+	}
+	select {
+	case <-ctx.Done():
+	case <-time.After(d):
+	}
+}
+
+func (p *postgres) read(ctx context.Context, fn func(q querier) error) error {
+	// A single read does not need a transaction: each statement sees a
+	// consistent snapshot. Multi-statement reads that must agree use tx.
+	return fn(pgQuerier{p.pool})
+}
+
+func serializationFailure(err error) bool {
+	var pgErr *pgconn.PgError
+	return errors.As(err, &pgErr) && (pgErr.Code == "40001" || pgErr.Code == "40P01")
+}
+
+// connectionLost: the server is unreachable, restarting, or dropped the
+// connection. Any server-reported error other than a shutdown is not.
+func connectionLost(err error) bool {
+	var pgErr *pgconn.PgError
+	if errors.As(err, &pgErr) {
+		// Class 08 connection exceptions, 57P01-57P03 shutdown/cannot connect now.
+		return strings.HasPrefix(pgErr.Code, "08") || pgErr.Code == "57P01" || pgErr.Code == "57P02" || pgErr.Code == "57P03"
+	}
+	if errors.Is(err, context.Canceled) || errors.Is(err, context.DeadlineExceeded) {
+		return false
+	}
+	var netErr net.Error
+	var connErr *pgconn.ConnectError
+	return errors.As(err, &netErr) || errors.As(err, &connErr) || errors.Is(err, io.EOF) ||
+		errors.Is(err, io.ErrUnexpectedEOF) || pgconn.SafeToRetry(err) || strings.Contains(err.Error(), "conn closed")
+}
+
+func (p *postgres) classify(err error) error {
+	var pgErr *pgconn.PgError
+	switch {
+	case err == nil:
+		return nil
+	case errors.As(err, &pgErr) && pgErr.Code == "23505":
+		return fmt.Errorf("%w: %s", ErrConflict, pgErr.ConstraintName)
+	case connectionLost(err):
+		return fmt.Errorf("%w: %w", ErrUnavailable, err)
+	case serializationFailure(err):
+		return fmt.Errorf("%w: still conflicting after retries: %w", ErrUnavailable, err)
+	}
+	return err
+}
+
+// pgQuerier adapts a pgx.Tx or pool.
+type pgQuerier struct {
+	db interface {
+		Exec(ctx context.Context, sql string, args ...any) (pgconn.CommandTag, error)
+		Query(ctx context.Context, sql string, args ...any) (pgx.Rows, error)
+		QueryRow(ctx context.Context, sql string, args ...any) pgx.Row
+	}
+}
+
+func (q pgQuerier) exec(ctx context.Context, sql string, args ...any) (int64, error) {
+	tag, err := q.db.Exec(ctx, sql, args...)
+	return tag.RowsAffected(), err
+}
+
+func (q pgQuerier) query(ctx context.Context, sql string, args ...any) (rows, error) {
+	r, err := q.db.Query(ctx, sql, args...)
+	if err != nil {
+		return nil, err
+	}
+	return r, nil
+}
+
+func (q pgQuerier) queryRow(ctx context.Context, sql string, args ...any) row {
+	return pgRow{q.db.QueryRow(ctx, sql, args...)}
+}
+
+type pgRow struct{ r pgx.Row }
+
+func (r pgRow) Scan(dest ...any) error {
+	err := r.r.Scan(dest...)
+	if errors.Is(err, pgx.ErrNoRows) {
+		return ErrNotFound
+	}
+	return err
+}

@@ -1,0 +1,243 @@
+package store
+
+import (
+	"context"
+	"fmt"
+	"strings"
+	"time"
+)
+
+// dialect fills the type tokens of the DDL: the one place the engines'
+// vocabularies differ.
+type dialect struct {
+	replacer *strings.Replacer
+}
+
+var (
+	pgDialect = dialect{strings.NewReplacer(
+		"{{bytes}}", "BYTEA",
+		"{{time}}", "TIMESTAMPTZ",
+		"{{bool}}", "BOOL",
+		"{{int}}", "INT8",
+	)}
+	// SQLite: times are integer microseconds (see sqliteQuerier).
+	sqliteDialect = dialect{strings.NewReplacer(
+		"{{bytes}}", "BLOB",
+		"{{time}}", "INTEGER",
+		"{{bool}}", "INTEGER",
+		"{{int}}", "INTEGER",
+	)}
+)
+
+func (d dialect) sql(s string) string { return d.replacer.Replace(s) }
+
+// migration is one schema version. Every statement is idempotent (IF NOT
+// EXISTS), so replicas starting together may all run it: the version row
+// is written last and only once.
+type migration struct {
+	version int
+	name    string
+	stmts   []string
+}
+
+// migrations in order. Never edit one that has shipped: add the next.
+//
+// Primary keys are random (SHA-256 token hashes, random UUIDs, Credential-IDs
+// that end in a fingerprint or random hex) and there are no sequences, so
+// CockroachDB spreads writes over ranges instead of appending to one.
+// Secondary indexes lead with a random or high-cardinality column for the
+// same reason. There are no foreign keys: rows are written in the same
+// transactions that check their references, and CockroachDB would pay a
+// lookup per insert for them.
+var migrations = []migration{{
+	version: 1,
+	name:    "registry",
+	stmts: []string{
+		`CREATE TABLE IF NOT EXISTS stakeholders (
+			id            TEXT PRIMARY KEY,
+			name          TEXT NOT NULL UNIQUE,
+			role          TEXT NOT NULL,
+			password_hash TEXT NOT NULL,
+			failed_logins {{int}} NOT NULL DEFAULT 0,
+			locked_until  {{time}},
+			created_at    {{time}} NOT NULL,
+			disabled_at   {{time}}
+		)`,
+		`CREATE TABLE IF NOT EXISTS api_keys (
+			id             TEXT PRIMARY KEY,
+			stakeholder_id TEXT NOT NULL,
+			name           TEXT NOT NULL,
+			key_hash       {{bytes}} NOT NULL UNIQUE,
+			created_at     {{time}} NOT NULL,
+			last_used_at   {{time}},
+			revoked_at     {{time}}
+		)`,
+		`CREATE INDEX IF NOT EXISTS api_keys_stakeholder ON api_keys (stakeholder_id)`,
+		`CREATE TABLE IF NOT EXISTS obfs (
+			id                 TEXT PRIMARY KEY,
+			stakeholder_id     TEXT NOT NULL,
+			name               TEXT NOT NULL,
+			kind               TEXT NOT NULL,
+			trusted            {{bool}} NOT NULL,
+			client_cert_sha256 {{bytes}},
+			subca_der          {{bytes}},
+			created_at         {{time}} NOT NULL,
+			disabled_at        {{time}}
+		)`,
+		`CREATE INDEX IF NOT EXISTS obfs_stakeholder ON obfs (stakeholder_id)`,
+		`CREATE TABLE IF NOT EXISTS devices (
+			id                 TEXT PRIMARY KEY,
+			manufacturer_id    TEXT NOT NULL,
+			owner_id           TEXT,
+			claim_code_hash    {{bytes}},
+			device_cert_der    {{bytes}},
+			device_cert_sha256 {{bytes}},
+			state              TEXT NOT NULL,
+			assigned_id        TEXT,
+			created_at         {{time}} NOT NULL,
+			updated_at         {{time}} NOT NULL
+		)`,
+		`CREATE INDEX IF NOT EXISTS devices_owner ON devices (owner_id)`,
+		`CREATE INDEX IF NOT EXISTS devices_manufacturer ON devices (manufacturer_id)`,
+		`CREATE TABLE IF NOT EXISTS enrolments (
+			token_hash         {{bytes}} PRIMARY KEY,
+			device_id          TEXT NOT NULL,
+			assigned_id        TEXT NOT NULL,
+			stakeholder_id     TEXT NOT NULL,
+			tenant             TEXT NOT NULL,
+			obf_id             TEXT,
+			mode               TEXT NOT NULL,
+			device_cert_sha256 {{bytes}},
+			expires_at         {{time}} NOT NULL,
+			state              TEXT NOT NULL,
+			created_at         {{time}} NOT NULL,
+			redeemed_at        {{time}},
+			credential_id      TEXT,
+			request_id         TEXT,
+			public_key_sha256  {{bytes}}
+		)`,
+		`CREATE INDEX IF NOT EXISTS enrolments_device ON enrolments (device_id)`,
+		`CREATE TABLE IF NOT EXISTS credentials (
+			id                   TEXT PRIMARY KEY,
+			assigned_id          TEXT NOT NULL,
+			device_id            TEXT NOT NULL,
+			tenant               TEXT NOT NULL,
+			type                 TEXT NOT NULL,
+			suid                 {{int}} NOT NULL,
+			serial               TEXT UNIQUE,
+			cert_sha256          {{bytes}} UNIQUE,
+			cert_der             {{bytes}},
+			public_key_sha256    {{bytes}},
+			key_id               TEXT UNIQUE,
+			ke_id                TEXT,
+			kdf_context          {{bytes}},
+			sealed_key           {{bytes}},
+			target_ids           TEXT NOT NULL,
+			not_before           {{time}} NOT NULL,
+			not_after            {{time}} NOT NULL,
+			status               TEXT NOT NULL,
+			revoked_at           {{time}},
+			revocation_reason    {{int}},
+			source               TEXT NOT NULL,
+			obf_id               TEXT,
+			enrolment_token_hash {{bytes}},
+			created_at           {{time}} NOT NULL
+		)`,
+		`CREATE INDEX IF NOT EXISTS credentials_assigned ON credentials (assigned_id)`,
+		`CREATE INDEX IF NOT EXISTS credentials_device ON credentials (device_id)`,
+		`CREATE INDEX IF NOT EXISTS credentials_ke_suid ON credentials (ke_id, suid)`,
+		`CREATE TABLE IF NOT EXISTS audit_events (
+			id      TEXT PRIMARY KEY,
+			at      {{time}} NOT NULL,
+			tenant  TEXT NOT NULL,
+			actor   TEXT NOT NULL,
+			action  TEXT NOT NULL,
+			subject TEXT NOT NULL,
+			detail  TEXT NOT NULL
+		)`,
+		`CREATE INDEX IF NOT EXISTS audit_events_tenant_at ON audit_events (tenant, at)`,
+	},
+}}
+
+// SchemaVersion is the version Migrate brings the database to.
+func SchemaVersion() int { return migrations[len(migrations)-1].version }
+
+// Migrate applies the migrations the database lacks and returns the ones it
+// applied. It is safe to run from several replicas at once.
+func (s *Store) Migrate(ctx context.Context) (applied []int, err error) {
+	d := s.b.ddl()
+	if err := s.tx(ctx, "migrate", func(q querier) error {
+		_, err := q.exec(ctx, d.sql(`CREATE TABLE IF NOT EXISTS schema_migrations (
+			version    {{int}} PRIMARY KEY,
+			name       TEXT NOT NULL,
+			applied_at {{time}} NOT NULL
+		)`))
+		return err
+	}); err != nil {
+		return nil, fmt.Errorf("migrate: %w", err)
+	}
+	have, err := s.appliedVersions(ctx)
+	if err != nil {
+		return nil, err
+	}
+	for _, m := range migrations {
+		if have[m.version] {
+			continue
+		}
+		// DDL runs statement by statement: CockroachDB advises against
+		// schema changes inside multi-statement transactions.
+		for _, stmt := range m.stmts {
+			if err := s.tx(ctx, "migrate", func(q querier) error {
+				_, err := q.exec(ctx, d.sql(stmt))
+				return err
+			}); err != nil {
+				return applied, fmt.Errorf("migration %d (%s): %w", m.version, m.name, err)
+			}
+		}
+		if err := s.tx(ctx, "migrate", func(q querier) error {
+			_, err := q.exec(ctx, `INSERT INTO schema_migrations (version, name, applied_at) VALUES ($1, $2, $3)
+				ON CONFLICT (version) DO NOTHING`, m.version, m.name, time.Now().UTC())
+			return err
+		}); err != nil {
+			return applied, fmt.Errorf("migration %d (%s): %w", m.version, m.name, err)
+		}
+		applied = append(applied, m.version)
+	}
+	return applied, nil
+}
+
+// Version is the highest applied migration (0 for an empty database).
+func (s *Store) Version(ctx context.Context) (int, error) {
+	have, err := s.appliedVersions(ctx)
+	if err != nil {
+		return 0, err
+	}
+	v := 0
+	for k := range have {
+		v = max(v, k)
+	}
+	return v, nil
+}
+
+func (s *Store) appliedVersions(ctx context.Context) (map[int]bool, error) {
+	have := map[int]bool{}
+	err := s.read(ctx, func(q querier) error {
+		r, err := q.query(ctx, `SELECT version FROM schema_migrations`)
+		if err != nil {
+			return err
+		}
+		defer r.Close()
+		for r.Next() {
+			var v int
+			if err := r.Scan(&v); err != nil {
+				return err
+			}
+			have[v] = true
+		}
+		return r.Err()
+	})
+	if err != nil {
+		return nil, fmt.Errorf("read schema version: %w", err)
+	}
+	return have, nil
+}

@@ -1,0 +1,269 @@
+package store
+
+import (
+	"context"
+	"database/sql"
+	"errors"
+	"fmt"
+	"net/url"
+	"os"
+	"path/filepath"
+	"regexp"
+	"sync"
+	"time"
+
+	"modernc.org/sqlite"
+	sqlite3 "modernc.org/sqlite/lib"
+)
+
+// sqliteDB is the embedded backend: one writer connection (SQLite has one
+// writer at a time; BEGIN IMMEDIATE takes the lock up front, so two writers
+// never deadlock upgrading a read lock) and a pool of read-only readers that
+// WAL lets run beside it.
+type sqliteDB struct {
+	w, r       *sql.DB
+	maxRetries int
+	timeout    time.Duration
+}
+
+func openSQLite(path string, opt Options) (*sqliteDB, error) {
+	if path == "" {
+		return nil, errors.New("store URL sqlite://: no file path")
+	}
+	if err := os.MkdirAll(filepath.Dir(path), 0o700); err != nil {
+		return nil, fmt.Errorf("store directory: %w", err)
+	}
+	pragmas := url.Values{}
+	for _, p := range []string{
+		"journal_mode(WAL)",
+		// FULL: a commit is on disk before a credential is handed out.
+		"synchronous(FULL)",
+		"busy_timeout(10000)",
+		"foreign_keys(ON)",
+	} {
+		pragmas.Add("_pragma", p)
+	}
+	writer := pragmas
+	writer.Set("_txlock", "immediate")
+	w, err := sql.Open("sqlite", "file:"+path+"?"+writer.Encode())
+	if err != nil {
+		return nil, fmt.Errorf("open %s: %w", path, err)
+	}
+	w.SetMaxOpenConns(1)
+	w.SetMaxIdleConns(1)
+	w.SetConnMaxLifetime(0)
+	reader := url.Values{}
+	for k, v := range pragmas {
+		reader[k] = append([]string(nil), v...)
+	}
+	reader.Add("_pragma", "query_only(ON)")
+	// The writer creates the file and switches it to WAL first.
+	if err := w.Ping(); err != nil {
+		w.Close()
+		return nil, fmt.Errorf("open %s: %w", path, err)
+	}
+	r, err := sql.Open("sqlite", "file:"+path+"?"+reader.Encode())
+	if err != nil {
+		w.Close()
+		return nil, fmt.Errorf("open %s: %w", path, err)
+	}
+	r.SetMaxOpenConns(opt.MaxConns)
+	r.SetMaxIdleConns(opt.MaxConns)
+	if err := os.Chmod(path, 0o600); err != nil {
+		w.Close()
+		r.Close()
+		return nil, fmt.Errorf("store file mode: %w", err)
+	}
+	return &sqliteDB{w: w, r: r, maxRetries: opt.MaxRetries, timeout: opt.TxTimeout}, nil
+}
+
+func (s *sqliteDB) name() string  { return "sqlite" }
+func (s *sqliteDB) ddl() dialect  { return sqliteDialect }
+func (s *sqliteDB) close()        { s.w.Close(); s.r.Close() }
+func (s *sqliteDB) ping(ctx context.Context) error {
+	return s.r.PingContext(ctx)
+}
+
+func (s *sqliteDB) tx(ctx context.Context, fn func(q querier) error) (int, error) {
+	for attempt := 0; ; attempt++ {
+		err := s.attempt(ctx, fn)
+		if err == nil || !busy(err) || attempt >= s.maxRetries || ctx.Err() != nil {
+			return attempt, err
+		}
+		backoff(ctx, attempt+1)
+	}
+}
+
+func (s *sqliteDB) attempt(ctx context.Context, fn func(q querier) error) error {
+	ctx, cancel := context.WithTimeout(ctx, s.timeout)
+	defer cancel()
+	tx, err := s.w.BeginTx(ctx, nil)
+	if err != nil {
+		return err
+	}
+	if err := fn(sqliteQuerier{tx}); err != nil {
+		_ = tx.Rollback()
+		return err
+	}
+	return tx.Commit()
+}
+
+func (s *sqliteDB) read(ctx context.Context, fn func(q querier) error) error {
+	return fn(sqliteQuerier{s.r})
+}
+
+func busy(err error) bool {
+	var e *sqlite.Error
+	if !errors.As(err, &e) {
+		return false
+	}
+	code := e.Code() & 0xff
+	return code == sqlite3.SQLITE_BUSY || code == sqlite3.SQLITE_LOCKED
+}
+
+func (s *sqliteDB) classify(err error) error {
+	var e *sqlite.Error
+	switch {
+	case err == nil:
+		return nil
+	case errors.As(err, &e) && (e.Code() == sqlite3.SQLITE_CONSTRAINT_UNIQUE || e.Code() == sqlite3.SQLITE_CONSTRAINT_PRIMARYKEY):
+		return fmt.Errorf("%w: %s", ErrConflict, e.Error())
+	case busy(err):
+		return fmt.Errorf("%w: %w", ErrUnavailable, err)
+	}
+	return err
+}
+
+type sqlDB interface {
+	ExecContext(ctx context.Context, query string, args ...any) (sql.Result, error)
+	QueryContext(ctx context.Context, query string, args ...any) (*sql.Rows, error)
+	QueryRowContext(ctx context.Context, query string, args ...any) *sql.Row
+}
+
+// sqliteQuerier runs PostgreSQL-syntax DML on SQLite: $N placeholders
+// become ?N, and times travel as integer microseconds since the epoch so
+// they compare and sort as numbers.
+type sqliteQuerier struct{ db sqlDB }
+
+var (
+	placeholder = regexp.MustCompile(`\$(\d+)`)
+	rewritten   sync.Map // PostgreSQL text -> SQLite text
+)
+
+func rewrite(q string) string {
+	if v, ok := rewritten.Load(q); ok {
+		return v.(string)
+	}
+	out := placeholder.ReplaceAllString(q, "?$1")
+	rewritten.Store(q, out)
+	return out
+}
+
+func (q sqliteQuerier) exec(ctx context.Context, query string, args ...any) (int64, error) {
+	res, err := q.db.ExecContext(ctx, rewrite(query), toSQLite(args)...)
+	if err != nil {
+		return 0, err
+	}
+	return res.RowsAffected()
+}
+
+func (q sqliteQuerier) query(ctx context.Context, query string, args ...any) (rows, error) {
+	r, err := q.db.QueryContext(ctx, rewrite(query), toSQLite(args)...)
+	if err != nil {
+		return nil, err
+	}
+	return sqliteRows{r}, nil
+}
+
+func (q sqliteQuerier) queryRow(ctx context.Context, query string, args ...any) row {
+	return sqliteRow{q.db.QueryRowContext(ctx, rewrite(query), toSQLite(args)...)}
+}
+
+type sqliteRows struct{ r *sql.Rows }
+
+func (r sqliteRows) Next() bool             { return r.r.Next() }
+func (r sqliteRows) Scan(dest ...any) error { return r.r.Scan(fromSQLite(dest)...) }
+func (r sqliteRows) Err() error             { return r.r.Err() }
+func (r sqliteRows) Close()                 { _ = r.r.Close() }
+
+type sqliteRow struct{ r *sql.Row }
+
+func (r sqliteRow) Scan(dest ...any) error {
+	err := r.r.Scan(fromSQLite(dest)...)
+	if errors.Is(err, sql.ErrNoRows) {
+		return ErrNotFound
+	}
+	return err
+}
+
+func toSQLite(args []any) []any {
+	out, copied := args, false
+	for i, a := range args {
+		var v any
+		switch t := a.(type) {
+		case time.Time:
+			v = t.UnixMicro()
+		case *time.Time:
+			if t == nil {
+				v = nil
+			} else {
+				v = t.UnixMicro()
+			}
+		default:
+			continue
+		}
+		if !copied {
+			out, copied = append([]any(nil), args...), true
+		}
+		out[i] = v
+	}
+	return out
+}
+
+func fromSQLite(dest []any) []any {
+	out, copied := dest, false
+	for i, d := range dest {
+		var s sql.Scanner
+		switch t := d.(type) {
+		case *time.Time:
+			s = microTime{t: t}
+		case **time.Time:
+			s = microTime{pt: t}
+		default:
+			continue
+		}
+		if !copied {
+			out, copied = append([]any(nil), dest...), true
+		}
+		out[i] = s
+	}
+	return out
+}
+
+// microTime scans integer microseconds into a time.Time (or *time.Time for
+// a nullable column).
+type microTime struct {
+	t  *time.Time
+	pt **time.Time
+}
+
+func (m microTime) Scan(src any) error {
+	if src == nil {
+		if m.pt != nil {
+			*m.pt = nil
+			return nil
+		}
+		return errors.New("store: NULL time in a NOT NULL column")
+	}
+	n, ok := src.(int64)
+	if !ok {
+		return fmt.Errorf("store: time column holds %T, want integer microseconds", src)
+	}
+	t := time.UnixMicro(n).UTC()
+	if m.pt != nil {
+		*m.pt = &t
+	} else {
+		*m.t = t
+	}
+	return nil
+}

@@ -1,0 +1,138 @@
+package store
+
+import (
+	"context"
+	"fmt"
+	"strings"
+	"time"
+)
+
+// Options tune a Store. Zero values take the defaults.
+type Options struct {
+	// MaxConns bounds the PostgreSQL/CockroachDB pool (default 16) or the
+	// SQLite read pool (default 4; SQLite always has one writer).
+	MaxConns int
+	// MaxRetries bounds the retries of one transaction after serialization
+	// failures or lost connections (default 10).
+	MaxRetries int
+	// TxTimeout bounds one transaction attempt (default 10s).
+	TxTimeout time.Duration
+	Observer  Observer
+}
+
+// querier is what a transaction body sees: the same three calls on both
+// backends, with DML in PostgreSQL syntax.
+type querier interface {
+	exec(ctx context.Context, sql string, args ...any) (int64, error)
+	query(ctx context.Context, sql string, args ...any) (rows, error)
+	queryRow(ctx context.Context, sql string, args ...any) row
+}
+
+type rows interface {
+	Next() bool
+	Scan(dest ...any) error
+	Err() error
+	Close()
+}
+
+type row interface{ Scan(dest ...any) error }
+
+// backend is the part of the store that differs between engines.
+type backend interface {
+	// tx runs fn in a serializable read-write transaction, retrying it on
+	// serialization failures and lost connections; it returns the retries.
+	tx(ctx context.Context, fn func(q querier) error) (retries int, err error)
+	// read runs fn on a consistent read-only view.
+	read(ctx context.Context, fn func(q querier) error) error
+	ddl() dialect
+	ping(ctx context.Context) error
+	close()
+	// classify maps a driver error to ErrConflict, ErrUnavailable or itself.
+	classify(err error) error
+	name() string
+}
+
+// Store is the registry database. It is safe for concurrent use.
+type Store struct {
+	b   backend
+	obs Observer
+	opt Options
+}
+
+// Open connects to url: "sqlite:///path/to/file.db", "postgres://..." or
+// "postgresql://..." (CockroachDB is detected from the server's version).
+// It does not migrate; call Migrate.
+func Open(ctx context.Context, url string, opt Options) (*Store, error) {
+	if opt.MaxRetries == 0 {
+		opt.MaxRetries = 10
+	}
+	if opt.TxTimeout == 0 {
+		opt.TxTimeout = 10 * time.Second
+	}
+	if opt.Observer == nil {
+		opt.Observer = nopObserver{}
+	}
+	var (
+		b   backend
+		err error
+	)
+	switch {
+	case strings.HasPrefix(url, "sqlite://"):
+		if opt.MaxConns == 0 {
+			opt.MaxConns = 4
+		}
+		b, err = openSQLite(strings.TrimPrefix(url, "sqlite://"), opt)
+	case strings.HasPrefix(url, "postgres://"), strings.HasPrefix(url, "postgresql://"):
+		if opt.MaxConns == 0 {
+			opt.MaxConns = 16
+		}
+		b, err = openPostgres(ctx, url, opt)
+	default:
+		return nil, fmt.Errorf("store URL %q: want sqlite:///path or postgres://", redact(url))
+	}
+	if err != nil {
+		return nil, err
+	}
+	return &Store{b: b, obs: opt.Observer, opt: opt}, nil
+}
+
+// Close releases the connections.
+func (s *Store) Close() { s.b.close() }
+
+// Backend names the engine: "sqlite", "postgres" or "cockroachdb".
+func (s *Store) Backend() string { return s.b.name() }
+
+// Ping checks the database answers, for /readyz.
+func (s *Store) Ping(ctx context.Context) error {
+	if err := s.b.ping(ctx); err != nil {
+		return fmt.Errorf("%w: %w", ErrUnavailable, err)
+	}
+	return nil
+}
+
+// tx runs fn in a retried serializable transaction and reports it.
+func (s *Store) tx(ctx context.Context, op string, fn func(q querier) error) error {
+	start := time.Now()
+	retries, err := s.b.tx(ctx, fn)
+	err = s.b.classify(err)
+	s.obs.ObserveTx(op, time.Since(start), retries, err)
+	return err
+}
+
+func (s *Store) read(ctx context.Context, fn func(q querier) error) error {
+	return s.b.classify(s.b.read(ctx, fn))
+}
+
+// redact drops the password from a URL for error messages.
+func redact(url string) string {
+	at := strings.LastIndex(url, "@")
+	scheme := strings.Index(url, "://")
+	if at < 0 || scheme < 0 {
+		return url
+	}
+	userinfo := url[scheme+3 : at]
+	if user, _, ok := strings.Cut(userinfo, ":"); ok {
+		return url[:scheme+3] + user + ":xxx" + url[at:]
+	}
+	return url
+}
