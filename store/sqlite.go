@@ -77,9 +77,9 @@ func openSQLite(path string, opt Options) (*sqliteDB, error) {
 	return &sqliteDB{w: w, r: r, maxRetries: opt.MaxRetries, timeout: opt.TxTimeout}, nil
 }
 
-func (s *sqliteDB) name() string  { return "sqlite" }
-func (s *sqliteDB) ddl() dialect  { return sqliteDialect }
-func (s *sqliteDB) close()        { s.w.Close(); s.r.Close() }
+func (s *sqliteDB) name() string { return "sqlite" }
+func (s *sqliteDB) ddl() dialect { return sqliteDialect }
+func (s *sqliteDB) close()       { s.w.Close(); s.r.Close() }
 func (s *sqliteDB) ping(ctx context.Context) error {
 	return s.r.PingContext(ctx)
 }
