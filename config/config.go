@@ -7,6 +7,7 @@ import (
 	"io"
 	"os"
 	"path/filepath"
+	"strings"
 	"time"
 
 	"github.com/credfactory/credfactory/hsm"
@@ -27,7 +28,26 @@ type Config struct {
 	CA     CA     `yaml:"ca"`
 	Keys   Keys   `yaml:"keys"`
 	Server Server `yaml:"server"`
+	Store  Store  `yaml:"store"`
+	MAF    MAF    `yaml:"maf"`
 	Log    Log    `yaml:"log"`
+}
+
+// Store is the registry database.
+type Store struct {
+	URL          string        `yaml:"url" help:"sqlite:///path (default <data-dir>/registry.db) or postgres://... for PostgreSQL and CockroachDB"`
+	Migrate      bool          `yaml:"migrate" help:"apply schema migrations when serve starts (credfactory migrate does it alone)"`
+	MaxConns     int           `yaml:"max_conns" help:"database connections (SQLite: readers; it has one writer); 0 picks 16 for PostgreSQL, 4 for SQLite"`
+	TxTimeout    time.Duration `yaml:"tx_timeout" help:"longest time one transaction attempt may take"`
+	MaxRetries   int           `yaml:"max_retries" help:"retries of a transaction after serialization failures or lost connections"`
+	BatchMax     int           `yaml:"batch_max" help:"most redemptions committed in one transaction (group commit)"`
+	BatchWindow  time.Duration `yaml:"batch_window" help:"how long a batch waits for more redemptions; 0 batches only what queued during the previous commit"`
+	BatchWorkers int           `yaml:"batch_workers" help:"batches committed in parallel; 0 picks 1 for SQLite, 4 for PostgreSQL"`
+}
+
+// MAF is the credential registry's API.
+type MAF struct {
+	AdminClients []string `yaml:"admin_clients" help:"client certificate names (URI/DNS SAN or CN) that may read and revoke any credential through the MAF API"`
 }
 
 // HSM is the PKCS#11 settings plus whether to run the embedded SoftHSM2.
@@ -104,6 +124,12 @@ func Default() Config {
 			MaxConns:        10000,
 			ShutdownTimeout: 20 * time.Second,
 		},
+		Store: Store{
+			Migrate:    true,
+			TxTimeout:  10 * time.Second,
+			MaxRetries: 10,
+			BatchMax:   128,
+		},
 		Log: Log{Level: "info", Format: "json"},
 	}
 }
@@ -158,6 +184,9 @@ func decodeFile(path string, cfg *Config) error {
 
 // derive fills the settings whose defaults live under the data directory.
 func (c *Config) derive() {
+	if c.Store.URL == "" {
+		c.Store.URL = "sqlite://" + filepath.Join(c.DataDir, "registry.db")
+	}
 	if !c.HSM.Embedded {
 		return
 	}
@@ -194,6 +223,9 @@ func (c *Config) Validate() error {
 		if _, err := hsm.ParseKeyURI(uri); err != nil {
 			errs = append(errs, fmt.Errorf("%s: %w", name, err))
 		}
+	}
+	if !strings.HasPrefix(c.Store.URL, "sqlite://") && !strings.HasPrefix(c.Store.URL, "postgres://") && !strings.HasPrefix(c.Store.URL, "postgresql://") {
+		errs = append(errs, errors.New("store.url: want sqlite:///path or postgres://..."))
 	}
 	if c.Server.Listen == "" {
 		errs = append(errs, errors.New("server.listen is empty"))

@@ -1,9 +1,11 @@
 package metrics
 
 import (
+	"errors"
 	"time"
 
 	"github.com/credfactory/credfactory/hsm"
+	"github.com/credfactory/credfactory/store"
 	"github.com/prometheus/client_golang/prometheus"
 	"github.com/prometheus/client_golang/prometheus/collectors"
 )
@@ -23,6 +25,11 @@ type Registry struct {
 	hsmErrors     *prometheus.CounterVec
 	hsmWait       prometheus.Histogram
 	hsmRecoveries *prometheus.CounterVec
+
+	storeTx      *prometheus.HistogramVec
+	storeRetries *prometheus.CounterVec
+	storeErrors  *prometheus.CounterVec
+	storeBatch   prometheus.Histogram
 
 	HTTPRequests *prometheus.CounterVec
 	HTTPDuration *prometheus.HistogramVec
@@ -64,7 +71,26 @@ func New() *Registry {
 		Namespace: Namespace, Subsystem: "http", Name: "rejected_total",
 		Help: "Requests refused before a handler ran or by the error mapper, by reason.",
 	}, []string{"reason"})
-	r.MustRegister(r.hsmOps, r.hsmErrors, r.hsmWait, r.hsmRecoveries, r.HTTPRequests, r.HTTPDuration, r.HTTPRejected)
+	r.storeTx = prometheus.NewHistogramVec(prometheus.HistogramOpts{
+		Namespace: Namespace, Subsystem: "store", Name: "transaction_duration_seconds",
+		Help:    "Registry transactions (each one commit) by operation, retries included.",
+		Buckets: []float64{.0005, .001, .0025, .005, .01, .025, .05, .1, .25, .5, 1, 2.5, 5, 10},
+	}, []string{"op"})
+	r.storeRetries = prometheus.NewCounterVec(prometheus.CounterOpts{
+		Namespace: Namespace, Subsystem: "store", Name: "transaction_retries_total",
+		Help: "Transaction attempts repeated after serialization failures (SQLSTATE 40001) or lost connections.",
+	}, []string{"op"})
+	r.storeErrors = prometheus.NewCounterVec(prometheus.CounterOpts{
+		Namespace: Namespace, Subsystem: "store", Name: "transaction_errors_total",
+		Help: "Registry transactions that failed, by operation and kind.",
+	}, []string{"op", "kind"})
+	r.storeBatch = prometheus.NewHistogram(prometheus.HistogramOpts{
+		Namespace: Namespace, Subsystem: "store", Name: "batch_items",
+		Help:    "Redemptions committed per group-commit transaction.",
+		Buckets: []float64{1, 2, 4, 8, 16, 32, 64, 128, 256, 512, 1024},
+	})
+	r.MustRegister(r.hsmOps, r.hsmErrors, r.hsmWait, r.hsmRecoveries, r.storeTx, r.storeRetries, r.storeErrors,
+		r.storeBatch, r.HTTPRequests, r.HTTPDuration, r.HTTPRejected)
 	return r
 }
 
@@ -100,3 +126,32 @@ func (o hsmObserver) ObserveOp(op string, d time.Duration, err error) {
 func (o hsmObserver) ObserveWait(d time.Duration) { o.r.hsmWait.Observe(d.Seconds()) }
 
 func (o hsmObserver) ObserveRecovery(kind string) { o.r.hsmRecoveries.WithLabelValues(kind).Inc() }
+
+// StoreObserver returns the store.Observer that feeds these metrics.
+func (r *Registry) StoreObserver() store.Observer { return storeObserver{r} }
+
+type storeObserver struct{ r *Registry }
+
+func (o storeObserver) ObserveTx(op string, d time.Duration, retries int, err error) {
+	o.r.storeTx.WithLabelValues(op).Observe(d.Seconds())
+	if retries > 0 {
+		o.r.storeRetries.WithLabelValues(op).Add(float64(retries))
+	}
+	if err != nil {
+		o.r.storeErrors.WithLabelValues(op, storeErrorKind(err)).Inc()
+	}
+}
+
+func (o storeObserver) ObserveBatch(items int) { o.r.storeBatch.Observe(float64(items)) }
+
+func storeErrorKind(err error) string {
+	switch {
+	case errors.Is(err, store.ErrUnavailable):
+		return "unavailable"
+	case errors.Is(err, store.ErrConflict):
+		return "conflict"
+	case errors.Is(err, store.ErrNotFound):
+		return "not_found"
+	}
+	return "other"
+}

@@ -2,6 +2,8 @@ package main
 
 import (
 	"context"
+	"crypto/tls"
+	"crypto/x509"
 	"fmt"
 	"io"
 	"log/slog"
@@ -10,11 +12,13 @@ import (
 	"runtime/debug"
 	"syscall"
 
-	"crypto/tls"
+	"github.com/credfactory/credfactory/clientauth"
 	"github.com/credfactory/credfactory/config"
+	"github.com/credfactory/credfactory/maf"
 	"github.com/credfactory/credfactory/metrics"
 	"github.com/credfactory/credfactory/pki"
 	"github.com/credfactory/credfactory/server"
+	"github.com/credfactory/credfactory/store"
 	"github.com/spf13/cobra"
 )
 
@@ -49,7 +53,7 @@ func newRoot(stdout, stderr io.Writer) *cobra.Command {
 		"data directory: embedded HSM token, CA certificates, trust-anchor.pem (env CREDFACTORY_DATA_DIR)")
 	root.PersistentFlags().StringVar(&g.configFile, "config", "",
 		"config file (YAML); default <data-dir>/"+config.DefaultFile+" if it exists")
-	root.AddCommand(newInit(g), newServe(g), newVersion())
+	root.AddCommand(newInit(g), newServe(g), newMigrate(g), newVersion())
 	return root
 }
 
@@ -129,6 +133,26 @@ func serve(ctx context.Context, cfg config.Config, stderr io.Writer) error {
 	defer p.Close()
 	reg.WatchHSMPool(p.HSM.Stats)
 
+	st, err := openStore(ctx, cfg, reg.StoreObserver())
+	if err != nil {
+		return err
+	}
+	defer st.Close()
+	if cfg.Store.Migrate {
+		msg, err := migrate(ctx, st)
+		if err != nil {
+			return err
+		}
+		log.Info(msg)
+	}
+	if v, err := st.Version(ctx); err != nil || v != store.SchemaVersion() {
+		return fmt.Errorf("registry schema is version %d, this binary needs %d: run credfactory migrate (%v)", v, store.SchemaVersion(), err)
+	}
+	batcher := st.NewBatcher(store.BatchOptions{MaxItems: cfg.Store.BatchMax, Window: cfg.Store.BatchWindow, Workers: cfg.Store.BatchWorkers})
+	defer batcher.Close()
+	registry := maf.New(st, batcher, p.KDF, p.KEK)
+	verifier := clientauth.New([]*x509.Certificate{p.Root}, []*x509.Certificate{p.Issuing})
+
 	srv := server.New(server.Options{
 		Listen: cfg.Server.Listen,
 		TLS: &tls.Config{
@@ -145,8 +169,11 @@ func serve(ctx context.Context, cfg config.Config, stderr io.Writer) error {
 		MaxConns:     cfg.Server.MaxConns,
 		Logger:       log,
 		Metrics:      reg,
-		Checks:       map[string]server.Check{"hsm": p.HSM.Ping},
+		Checks:       map[string]server.Check{"hsm": p.HSM.Ping, "store": st.Ping},
 	})
+	for _, r := range maf.NewAPI(registry, verifier, cfg.MAF.AdminClients).Routes() {
+		srv.Handle(r.Method, r.Pattern, r.Handler)
+	}
 	if err := srv.Listen(); err != nil {
 		return err
 	}

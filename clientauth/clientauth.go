@@ -1,0 +1,74 @@
+package clientauth
+
+import (
+	"crypto/sha256"
+	"crypto/tls"
+	"crypto/x509"
+	"errors"
+	"fmt"
+	"time"
+)
+
+// Errors callers map to 401.
+var (
+	ErrNoCertificate = errors.New("clientauth: no client certificate")
+	ErrUntrusted     = errors.New("clientauth: client certificate not trusted")
+)
+
+// Verifier checks client chains against one root and the issuing CAs.
+type Verifier struct {
+	roots         *x509.CertPool
+	intermediates *x509.CertPool
+	now           func() time.Time
+}
+
+// New trusts chains from roots through intermediates.
+func New(roots, intermediates []*x509.Certificate) *Verifier {
+	v := &Verifier{roots: x509.NewCertPool(), intermediates: x509.NewCertPool(), now: time.Now}
+	for _, c := range roots {
+		v.roots.AddCert(c)
+	}
+	for _, c := range intermediates {
+		v.intermediates.AddCert(c)
+	}
+	return v
+}
+
+// Peer is an authenticated client.
+type Peer struct {
+	Certificate *x509.Certificate
+	// SHA256 of the leaf DER: how the registry finds a certificate it issued.
+	SHA256 [32]byte
+	// Names are the leaf's URI SANs, DNS SANs and subject CN, in that order.
+	Names []string
+}
+
+// Verify checks the TLS peer's chain for client authentication.
+func (v *Verifier) Verify(state *tls.ConnectionState) (Peer, error) {
+	if state == nil || len(state.PeerCertificates) == 0 {
+		return Peer{}, ErrNoCertificate
+	}
+	leaf := state.PeerCertificates[0]
+	inter := v.intermediates
+	if len(state.PeerCertificates) > 1 {
+		inter = v.intermediates.Clone()
+		for _, c := range state.PeerCertificates[1:] {
+			inter.AddCert(c)
+		}
+	}
+	if _, err := leaf.Verify(x509.VerifyOptions{
+		Roots: v.roots, Intermediates: inter, CurrentTime: v.now(),
+		KeyUsages: []x509.ExtKeyUsage{x509.ExtKeyUsageClientAuth},
+	}); err != nil {
+		return Peer{}, fmt.Errorf("%w: %w", ErrUntrusted, err)
+	}
+	p := Peer{Certificate: leaf, SHA256: sha256.Sum256(leaf.Raw)}
+	for _, u := range leaf.URIs {
+		p.Names = append(p.Names, u.String())
+	}
+	p.Names = append(p.Names, leaf.DNSNames...)
+	if leaf.Subject.CommonName != "" {
+		p.Names = append(p.Names, leaf.Subject.CommonName)
+	}
+	return p, nil
+}

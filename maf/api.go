@@ -1,0 +1,317 @@
+package maf
+
+import (
+	"bytes"
+	"encoding/base64"
+	"encoding/hex"
+	"encoding/json"
+	"errors"
+	"net/http"
+	"slices"
+	"time"
+
+	"github.com/credfactory/credfactory/apierr"
+	"github.com/credfactory/credfactory/clientauth"
+	"github.com/credfactory/credfactory/hsm"
+	"github.com/credfactory/credfactory/kdf"
+	"github.com/credfactory/credfactory/store"
+	"github.com/valyala/fasthttp"
+)
+
+// Route is one HTTP route the MAF serves; the front end registers them.
+type Route struct {
+	Method, Pattern string
+	Handler         func(ctx *fasthttp.RequestCtx) error
+}
+
+// API is the MAF's HTTP interface for MAF clients (CSEs, Enrolment Targets,
+// devices), each authenticated by a TLS client certificate.
+type API struct {
+	reg    *Registry
+	verify *clientauth.Verifier
+	// admins are client names (URI/DNS SAN or CN) that may read and revoke
+	// any credential: the SP's own back-office services.
+	admins []string
+}
+
+// NewAPI serves reg to clients that verify.
+func NewAPI(reg *Registry, verify *clientauth.Verifier, admins []string) *API {
+	return &API{reg: reg, verify: verify, admins: admins}
+}
+
+// Routes lists the MAF API (DESIGN.md "Interfaces"; api/openapi.yaml).
+func (a *API) Routes() []Route {
+	return []Route{
+		{fasthttp.MethodGet, "/maf/v1/fetchCredentials/{keId}/{suid}", a.fetch},
+		{fasthttp.MethodGet, "/maf/v1/credentials/{credentialId}", a.status},
+		{fasthttp.MethodGet, "/maf/v1/credentials", a.list},
+		{fasthttp.MethodPost, "/maf/v1/credentials/{credentialId}/revoke", a.revoke},
+	}
+}
+
+// caller is an authenticated MAF client: its certificate names and, when the
+// certificate is one this registry holds, the assigned ID it was issued to.
+type caller struct {
+	names      []string
+	assignedID string
+	admin      bool
+}
+
+func (a *API) authenticate(ctx *fasthttp.RequestCtx) (caller, error) {
+	peer, err := a.verify.Verify(ctx.TLSConnectionState())
+	switch {
+	case errors.Is(err, clientauth.ErrNoCertificate):
+		return caller{}, &apierr.Error{Status: http.StatusUnauthorized, Code: "client_certificate_required",
+			Message: "the MAF API requires a TLS client certificate issued by this SP"}
+	case err != nil:
+		return caller{}, &apierr.Error{Status: http.StatusUnauthorized, Code: "client_certificate_invalid",
+			Message: "the TLS client certificate does not chain to this SP's CA for client authentication", Err: err}
+	}
+	c := caller{names: peer.Names}
+	own, err := a.reg.Get(ctx, store.ByCertSHA256, peer.SHA256[:])
+	switch {
+	case err == nil && own.Status != store.StatusActive:
+		return caller{}, &apierr.Error{Status: http.StatusUnauthorized, Code: "client_certificate_revoked",
+			Message: "the TLS client certificate is " + own.Status}
+	case err == nil:
+		c.assignedID = own.AssignedID
+		c.names = append(c.names, own.AssignedID)
+	case !errors.Is(err, store.ErrNotFound):
+		return caller{}, mapErr(err)
+	}
+	c.admin = slices.ContainsFunc(c.names, func(n string) bool { return slices.Contains(a.admins, n) })
+	return c, nil
+}
+
+// may reports whether the caller may read (or, for the holder and admins,
+// revoke) credential c.
+func (c caller) may(cred store.Credential, revoke bool) bool {
+	if c.admin || c.assignedID != "" && c.assignedID == cred.AssignedID {
+		return true
+	}
+	return !revoke && slices.ContainsFunc(cred.TargetIDs, func(t string) bool { return slices.Contains(c.names, t) })
+}
+
+type fetchResponse struct {
+	Status       string    `json:"status"`
+	Credential   string    `json:"credential"`
+	CredentialID string    `json:"credentialId"`
+	EnroleeID    string    `json:"enroleeId"`
+	Lifetime     time.Time `json:"lifetime"`
+	SUID         int       `json:"suid"`
+}
+
+func (a *API) fetch(ctx *fasthttp.RequestCtx) error {
+	c, err := a.authenticate(ctx)
+	if err != nil {
+		return err
+	}
+	keID, _ := ctx.UserValue("keId").(string)
+	suid, err := kdf.ParseSUID(stringParam(ctx, "suid"))
+	if err != nil {
+		return &apierr.Error{Status: http.StatusBadRequest, Code: "bad_suid", Message: "SUID must be a oneM2M usage code (TS-0004 m2m:suid)", Err: err}
+	}
+	if _, _, err := kdf.ParseKeID(keID); err != nil {
+		return &apierr.Error{Status: http.StatusBadRequest, Code: "bad_key_id", Message: "KeID must be <hex>@<MEF FQDN> (TS-0003 §10.3.4)", Err: err}
+	}
+	got, err := a.reg.Fetch(ctx, keID, suid, c.names)
+	if err != nil {
+		return mapErr(err)
+	}
+	ctx.Response.Header.Set("Cache-Control", "no-store")
+	return writeJSON(ctx, http.StatusOK, fetchResponse{
+		Status: "success", Credential: base64.StdEncoding.EncodeToString(got.Key), CredentialID: got.Credential.ID,
+		EnroleeID: got.Credential.AssignedID, Lifetime: got.Credential.NotAfter, SUID: got.Credential.SUID,
+	})
+}
+
+// credentialView is a credential's public face: never the key, the sealed
+// key or the derivation context.
+type credentialView struct {
+	CredentialID     string     `json:"credentialId"`
+	AssignedID       string     `json:"assignedId"`
+	Type             string     `json:"type"`
+	SUID             int        `json:"suid"`
+	Status           string     `json:"status"`
+	NotBefore        time.Time  `json:"notBefore"`
+	NotAfter         time.Time  `json:"notAfter"`
+	RevokedAt        *time.Time `json:"revokedAt,omitempty"`
+	RevocationReason *int       `json:"revocationReason,omitempty"`
+	Serial           string     `json:"serial,omitempty"`
+	SHA256           string     `json:"sha256,omitempty"`
+	KeyID            string     `json:"keyId,omitempty"`
+	Source           string     `json:"source"`
+	TargetIDs        []string   `json:"targetIds"`
+}
+
+func view(c store.Credential) credentialView {
+	v := credentialView{CredentialID: c.ID, AssignedID: c.AssignedID, Type: c.Type, SUID: c.SUID, Status: c.Status,
+		NotBefore: c.NotBefore, NotAfter: c.NotAfter, RevokedAt: c.RevokedAt, RevocationReason: c.RevocationReason,
+		Source: c.Source, TargetIDs: c.TargetIDs}
+	if c.Status == store.StatusActive && !time.Now().Before(c.NotAfter) {
+		v.Status = store.StatusExpired
+	}
+	if c.Serial != nil {
+		v.Serial = *c.Serial
+	}
+	if len(c.CertSHA256) > 0 {
+		v.SHA256 = hex.EncodeToString(c.CertSHA256)
+	}
+	if c.KeyID != nil {
+		v.KeyID = *c.KeyID
+	}
+	return v
+}
+
+func (a *API) status(ctx *fasthttp.RequestCtx) error {
+	c, err := a.authenticate(ctx)
+	if err != nil {
+		return err
+	}
+	cred, err := a.reg.Get(ctx, store.ByID, stringParam(ctx, "credentialId"))
+	if err != nil {
+		return mapErr(err)
+	}
+	if !c.may(cred, false) {
+		// The same answer as an unknown ID: existence is not disclosed.
+		return mapErr(store.ErrNotFound)
+	}
+	return writeJSON(ctx, http.StatusOK, view(cred))
+}
+
+func (a *API) list(ctx *fasthttp.RequestCtx) error {
+	c, err := a.authenticate(ctx)
+	if err != nil {
+		return err
+	}
+	args := ctx.QueryArgs()
+	var creds []store.Credential
+	switch {
+	case args.Has("assignedId"):
+		creds, err = a.reg.List(ctx, string(args.Peek("assignedId")))
+	case args.Has("serial"):
+		creds, err = one(a.reg.Get(ctx, store.BySerial, string(args.Peek("serial"))))
+	case args.Has("sha256"):
+		fp, herr := hex.DecodeString(string(args.Peek("sha256")))
+		if herr != nil || len(fp) != 32 {
+			return &apierr.Error{Status: http.StatusBadRequest, Code: "bad_fingerprint", Message: "sha256 must be 64 hex digits"}
+		}
+		creds, err = one(a.reg.Get(ctx, store.ByCertSHA256, fp))
+	default:
+		return &apierr.Error{Status: http.StatusBadRequest, Code: "missing_filter", Message: "give assignedId, serial or sha256"}
+	}
+	if err != nil {
+		return mapErr(err)
+	}
+	out := struct {
+		Credentials []credentialView `json:"credentials"`
+	}{Credentials: []credentialView{}}
+	for _, cred := range creds {
+		if c.may(cred, false) {
+			out.Credentials = append(out.Credentials, view(cred))
+		}
+	}
+	return writeJSON(ctx, http.StatusOK, out)
+}
+
+func one(c store.Credential, err error) ([]store.Credential, error) {
+	if errors.Is(err, store.ErrNotFound) {
+		return nil, nil
+	}
+	if err != nil {
+		return nil, err
+	}
+	return []store.Credential{c}, nil
+}
+
+// reasons are the RFC 5280 CRLReason names a client may give.
+var reasons = map[string]int{
+	"unspecified": 0, "keyCompromise": 1, "cACompromise": 2, "affiliationChanged": 3, "superseded": 4,
+	"cessationOfOperation": 5, "certificateHold": 6, "privilegeWithdrawn": 9, "aACompromise": 10,
+}
+
+func (a *API) revoke(ctx *fasthttp.RequestCtx) error {
+	c, err := a.authenticate(ctx)
+	if err != nil {
+		return err
+	}
+	var body struct {
+		Reason string `json:"reason"`
+	}
+	if len(ctx.PostBody()) > 0 {
+		dec := json.NewDecoder(bytes.NewReader(ctx.PostBody()))
+		dec.DisallowUnknownFields()
+		if err := dec.Decode(&body); err != nil {
+			return &apierr.Error{Status: http.StatusBadRequest, Code: "bad_request", Message: "body must be {\"reason\": \"<RFC 5280 reason>\"}"}
+		}
+	}
+	reason := 0
+	if body.Reason != "" {
+		r, ok := reasons[body.Reason]
+		if !ok {
+			return &apierr.Error{Status: http.StatusBadRequest, Code: "bad_reason", Message: "reason must be an RFC 5280 CRLReason name such as keyCompromise"}
+		}
+		reason = r
+	}
+	id := stringParam(ctx, "credentialId")
+	cred, err := a.reg.Get(ctx, store.ByID, id)
+	if err != nil {
+		return mapErr(err)
+	}
+	if !c.may(cred, true) {
+		if c.may(cred, false) {
+			return &apierr.Error{Status: http.StatusForbidden, Code: "not_authorised", Message: "only the credential's holder or an SP administrator may revoke it"}
+		}
+		return mapErr(store.ErrNotFound)
+	}
+	actor := "maf-client:" + firstOr(c.names, "unknown")
+	revoked, err := a.reg.Revoke(ctx, store.Revocation{ID: id, Reason: reason, Actor: actor, Tenant: cred.Tenant})
+	if err != nil {
+		return mapErr(err)
+	}
+	return writeJSON(ctx, http.StatusOK, struct {
+		Revoked []string `json:"revoked"`
+	}{Revoked: append([]string{}, revoked...)})
+}
+
+// mapErr turns registry, store and HSM errors into API errors.
+func mapErr(err error) error {
+	switch {
+	case errors.Is(err, ErrUnknownKey), errors.Is(err, store.ErrNotFound):
+		return &apierr.Error{Status: http.StatusNotFound, Code: "credential_not_found", Message: "no such credential", Err: err}
+	case errors.Is(err, ErrNotAuthorised):
+		return &apierr.Error{Status: http.StatusForbidden, Code: "target_not_authorised", Message: "this client is not a target of that credential", Err: err}
+	case errors.Is(err, ErrRevoked):
+		return &apierr.Error{Status: http.StatusGone, Code: "credential_revoked", Message: "the credential was revoked", Err: err}
+	case errors.Is(err, ErrExpired):
+		return &apierr.Error{Status: http.StatusGone, Code: "credential_expired", Message: "the credential has expired", Err: err}
+	case errors.Is(err, store.ErrUnavailable):
+		return &apierr.Error{Status: http.StatusServiceUnavailable, Code: "registry_unavailable", Message: "the registry database is unavailable; retry", RetryAfter: 1, Err: err}
+	case errors.Is(err, hsm.ErrUnavailable), errors.Is(err, hsm.ErrPoolTimeout):
+		return &apierr.Error{Status: http.StatusServiceUnavailable, Code: "hsm_unavailable", Message: "the HSM is unavailable; retry", RetryAfter: 1, Err: err}
+	}
+	return err
+}
+
+func writeJSON(ctx *fasthttp.RequestCtx, status int, v any) error {
+	b, err := json.Marshal(v)
+	if err != nil {
+		return err
+	}
+	ctx.SetStatusCode(status)
+	ctx.SetContentType("application/json")
+	ctx.SetBody(b)
+	return nil
+}
+
+func stringParam(ctx *fasthttp.RequestCtx, name string) string {
+	s, _ := ctx.UserValue(name).(string)
+	return s
+}
+
+func firstOr(s []string, def string) string {
+	if len(s) > 0 {
+		return s[0]
+	}
+	return def
+}

@@ -1,0 +1,415 @@
+package maf_test
+
+import (
+	"bytes"
+	"context"
+	"crypto/ecdsa"
+	"crypto/elliptic"
+	"crypto/rand"
+	"crypto/sha256"
+	"crypto/tls"
+	"crypto/x509"
+	"crypto/x509/pkix"
+	"encoding/base64"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"io"
+	"net/http"
+	"net/url"
+	"os"
+	"path/filepath"
+	"strings"
+	"testing"
+	"time"
+
+	"github.com/credfactory/credfactory/ca"
+	"github.com/credfactory/credfactory/clientauth"
+	"github.com/credfactory/credfactory/hsm"
+	"github.com/credfactory/credfactory/hsm/softhsm"
+	"github.com/credfactory/credfactory/kdf"
+	"github.com/credfactory/credfactory/maf"
+	"github.com/credfactory/credfactory/server"
+	"github.com/credfactory/credfactory/store"
+	"github.com/jackc/pgx/v5"
+)
+
+const (
+	masterURI = "pkcs11:object=maf-test-kdf;type=secret-key"
+	kekURI    = "pkcs11:object=maf-test-kek;type=secret-key"
+)
+
+var (
+	module *hsm.Module
+	master *hsm.HMACKey
+	kek    *hsm.AEADKey
+)
+
+// TestMain gives the package a SoftHSM token with a KDF master key and a
+// KEK: keys are derived and sealed by the real HSM in every test here.
+func TestMain(m *testing.M) {
+	os.Exit(func() int {
+		dir, err := os.MkdirTemp("", "credfactory-maf-test-")
+		if err != nil {
+			fmt.Fprintln(os.Stderr, err)
+			return 1
+		}
+		defer os.RemoveAll(dir)
+		cfg, _, err := softhsm.Provision("", dir, "maf-test")
+		if err == nil {
+			_, err = hsm.EnsureKeys(cfg, []hsm.KeySpec{{URI: masterURI, Type: hsm.KeyHMAC}, {URI: kekURI, Type: hsm.KeyAES256}})
+		}
+		if err == nil {
+			module, err = hsm.Open(cfg, nil)
+		}
+		if err == nil {
+			master, err = module.HMACKey(masterURI)
+		}
+		if err == nil {
+			kek, err = module.AEADKey(kekURI)
+		}
+		if err != nil {
+			fmt.Fprintln(os.Stderr, "HSM:", err)
+			return 1
+		}
+		defer module.Close()
+		return m.Run()
+	}())
+}
+
+// stores runs f on SQLite and on PostgreSQL (when make test provides it).
+func stores(t *testing.T, f func(t *testing.T, st *store.Store)) {
+	t.Run("sqlite", func(t *testing.T) {
+		st, err := store.Open(context.Background(), "sqlite://"+filepath.Join(t.TempDir(), "r.db"), store.Options{})
+		if err != nil {
+			t.Fatal(err)
+		}
+		t.Cleanup(st.Close)
+		if _, err := st.Migrate(context.Background()); err != nil {
+			t.Fatal(err)
+		}
+		f(t, st)
+	})
+	t.Run("postgres", func(t *testing.T) {
+		base := os.Getenv("CREDFACTORY_TEST_POSTGRES_URL")
+		if base == "" {
+			if os.Getenv("CI") != "" {
+				t.Fatal("CREDFACTORY_TEST_POSTGRES_URL unset under CI")
+			}
+			t.Skip("CREDFACTORY_TEST_POSTGRES_URL unset: make test provides it")
+		}
+		schema := fmt.Sprintf("maf_%d", time.Now().UnixNano())
+		conn, err := pgx.Connect(context.Background(), base)
+		if err != nil {
+			t.Fatal(err)
+		}
+		if _, err := conn.Exec(context.Background(), "CREATE SCHEMA "+schema); err != nil {
+			t.Fatal(err)
+		}
+		conn.Close(context.Background())
+		t.Cleanup(func() {
+			if c, err := pgx.Connect(context.Background(), base); err == nil {
+				c.Exec(context.Background(), "DROP SCHEMA "+schema+" CASCADE")
+				c.Close(context.Background())
+			}
+		})
+		sep := "?"
+		if strings.Contains(base, "?") {
+			sep = "&"
+		}
+		st, err := store.Open(context.Background(), base+sep+"search_path="+schema, store.Options{})
+		if err != nil {
+			t.Fatal(err)
+		}
+		t.Cleanup(st.Close)
+		if _, err := st.Migrate(context.Background()); err != nil {
+			t.Fatal(err)
+		}
+		f(t, st)
+	})
+}
+
+const (
+	mef    = "mef.sp.example"
+	target = "in-cse.sp.example"
+)
+
+// derivedPSK registers a MEF-derived Kpsa for assigned ID aid, fetchable by
+// target, and returns it with the key computed independently.
+func derivedPSK(t *testing.T, reg *maf.Registry, aid string, notAfter time.Time) (store.Credential, []byte) {
+	t.Helper()
+	rel, _ := kdf.NewRelativeID()
+	keID := kdf.KeID(rel, mef)
+	kctx := kdf.KpsaContext(keID, aid)
+	raw, err := kctx.Marshal()
+	if err != nil {
+		t.Fatal(err)
+	}
+	kpsaID, err := kdf.KpsaID(fmt.Sprintf("%x", rel), mef)
+	if err != nil {
+		t.Fatal(err)
+	}
+	c := store.Credential{
+		ID: kdf.CredentialID(kdf.CredentialKpsaID, kpsaID), AssignedID: aid, DeviceID: "dev-" + aid, Tenant: "tenant-1",
+		Type: store.TypePSK, SUID: int(kdf.SUIDRSPFSAEF), KeyID: &kpsaID, KeID: &keID, KDFContext: raw,
+		TargetIDs: []string{target}, NotBefore: time.Now().Add(-time.Minute), NotAfter: notAfter, Source: store.SourceRSPF,
+	}
+	if err := reg.Register(context.Background(), c); err != nil {
+		t.Fatal(err)
+	}
+	ke, err := master.Derive(context.Background(), kdf.LabelEnrolmentRoot, []byte(keID))
+	if err != nil {
+		t.Fatal(err)
+	}
+	return c, kdf.Kpsa(ke, aid)
+}
+
+func TestFetch(t *testing.T) {
+	stores(t, func(t *testing.T, st *store.Store) {
+		ctx := context.Background()
+		reg := maf.New(st, nil, master, kek)
+		c, want := derivedPSK(t, reg, "Sdev-1", time.Now().Add(time.Hour))
+
+		got, err := reg.Fetch(ctx, *c.KeID, kdf.SUIDRSPFSAEF, []string{"other", target})
+		if err != nil {
+			t.Fatal(err)
+		}
+		if !bytes.Equal(got.Key, want) || got.Credential.AssignedID != "Sdev-1" {
+			t.Fatalf("fetched key %x, want %x", got.Key, want)
+		}
+
+		// A key a trusted OBF forwarded: sealed by the HSM's KEK.
+		fwdKey := []byte("0123456789abcdef0123456789abcdef")
+		fwdKeID := kdf.KeID([]byte("0123456789abcdef"), "obs.factory.example")
+		fwdID := "12-fwd@obs.factory.example"
+		sealed, err := reg.SealKey(ctx, fwdID, fwdKey)
+		if err != nil {
+			t.Fatal(err)
+		}
+		fwd := store.Credential{ID: fwdID, AssignedID: "Sdev-2", DeviceID: "dev-2", Tenant: "tenant-1", Type: store.TypePSK,
+			SUID: int(kdf.SUIDRSPFSAEF), KeyID: &fwdID, KeID: &fwdKeID, SealedKey: sealed, TargetIDs: []string{target},
+			NotBefore: time.Now().Add(-time.Minute), NotAfter: time.Now().Add(time.Hour), Source: store.SourceForward}
+		if err := reg.Register(ctx, fwd); err != nil {
+			t.Fatal(err)
+		}
+		if got, err := reg.Fetch(ctx, fwdKeID, kdf.SUIDRSPFSAEF, []string{target}); err != nil || !bytes.Equal(got.Key, fwdKey) {
+			t.Fatalf("forwarded key: %x, %v", got.Key, err)
+		}
+		// The database holds neither key.
+		for _, id := range []string{c.ID, fwdID} {
+			row, _ := reg.Get(ctx, store.ByID, id)
+			blob := fmt.Sprintf("%s%s%s", row.KDFContext, row.SealedKey, row.CertDER)
+			if bytes.Contains([]byte(blob), want) || bytes.Contains([]byte(blob), fwdKey) {
+				t.Fatalf("credential %s stores a usable key", id)
+			}
+		}
+		// A sealed key moved to another row does not open: it is bound to its ID.
+		moved := fwd
+		moved.ID, moved.KeyID = "12-moved@obs.factory.example", nil
+		if _, err := reg.Key(ctx, moved); !errors.Is(err, hsm.ErrOpen) {
+			t.Fatalf("moved sealed key: %v, want hsm.ErrOpen", err)
+		}
+
+		expired, _ := derivedPSK(t, reg, "Sdev-3", time.Now().Add(-time.Second))
+		revoked, _ := derivedPSK(t, reg, "Sdev-4", time.Now().Add(time.Hour))
+		if _, err := reg.Revoke(ctx, store.Revocation{ID: revoked.ID, Reason: 1, Actor: "test", Tenant: "tenant-1"}); err != nil {
+			t.Fatal(err)
+		}
+		tests := []struct {
+			name  string
+			keID  string
+			suid  kdf.SUID
+			names []string
+			want  error
+		}{
+			{"unknown key", kdf.KeID(make([]byte, 16), mef), kdf.SUIDRSPFSAEF, []string{target}, maf.ErrUnknownKey},
+			{"other usage", *c.KeID, kdf.SUIDRSPFESPrim, []string{target}, maf.ErrUnknownKey},
+			{"target not authorised", *c.KeID, kdf.SUIDRSPFSAEF, []string{"mn-cse.sp.example"}, maf.ErrNotAuthorised},
+			{"expired", *expired.KeID, kdf.SUIDRSPFSAEF, []string{target}, maf.ErrExpired},
+			{"revoked", *revoked.KeID, kdf.SUIDRSPFSAEF, []string{target}, maf.ErrRevoked},
+		}
+		for _, tc := range tests {
+			if _, err := reg.Fetch(ctx, tc.keID, tc.suid, tc.names); !errors.Is(err, tc.want) {
+				t.Errorf("%s: got %v, want %v", tc.name, err, tc.want)
+			}
+		}
+
+		ids, err := reg.Deregister(ctx, "Sdev-1", "admin", "tenant-1")
+		if err != nil || len(ids) != 1 {
+			t.Fatalf("deregister: %v %v", ids, err)
+		}
+		if _, err := reg.Fetch(ctx, *c.KeID, kdf.SUIDRSPFSAEF, []string{target}); !errors.Is(err, maf.ErrRevoked) {
+			t.Fatalf("after deregistration: %v", err)
+		}
+	})
+}
+
+// pki is a software CA for client certificates: the MAF API checks chains,
+// the HSM's part here is the KDF and the KEK.
+type pki struct {
+	root, issuing *x509.Certificate
+	ca            *ca.CA
+}
+
+func newPKI(t *testing.T) pki {
+	rootKey, _ := ecdsa.GenerateKey(elliptic.P256(), rand.Reader)
+	issKey, _ := ecdsa.GenerateKey(elliptic.P256(), rand.Reader)
+	now := time.Now()
+	root, err := ca.CreateRoot(rootKey, pkix.Name{CommonName: "test root"}, 24*time.Hour, now)
+	if err != nil {
+		t.Fatal(err)
+	}
+	iss, err := ca.CreateIntermediate(root, rootKey, &issKey.PublicKey, pkix.Name{CommonName: "test issuing"}, 24*time.Hour, now)
+	if err != nil {
+		t.Fatal(err)
+	}
+	c, err := ca.New(ca.Config{Issuer: iss, Signer: issKey, Chain: []*x509.Certificate{iss, root}})
+	if err != nil {
+		t.Fatal(err)
+	}
+	return pki{root: root, issuing: iss, ca: c}
+}
+
+func (p pki) client(t *testing.T, req ca.Request) tls.Certificate {
+	key, _ := ecdsa.GenerateKey(elliptic.P256(), rand.Reader)
+	csr, _ := x509.CreateCertificateRequest(rand.Reader, &x509.CertificateRequest{}, key)
+	req.CSR = csr
+	issued, err := p.ca.Issue(context.Background(), req)
+	if err != nil {
+		t.Fatal(err)
+	}
+	return tls.Certificate{Certificate: [][]byte{issued.DER, p.issuing.Raw}, PrivateKey: key, Leaf: issued.Certificate}
+}
+
+func (p pki) serverCert(t *testing.T) tls.Certificate {
+	return p.client(t, ca.Request{Profile: ca.ProfileServer, DNSNames: []string{"localhost"}})
+}
+
+func TestAPI(t *testing.T) {
+	stores(t, func(t *testing.T, st *store.Store) {
+		ctx := context.Background()
+		reg := maf.New(st, nil, master, kek)
+		p := newPKI(t)
+		cred, key := derivedPSK(t, reg, "Sdev-9", time.Now().Add(time.Hour))
+
+		// The device's own certificate is a credential the registry holds.
+		u, _ := url.Parse("//sp.example/Sdev-9")
+		devCert := p.client(t, ca.Request{Profile: ca.ProfileDevice, AssignedID: "Sdev-9", URIs: []*url.URL{u}})
+		fp := sha256.Sum256(devCert.Leaf.Raw)
+		serial := devCert.Leaf.SerialNumber.Text(16)
+		devCred := store.Credential{ID: fmt.Sprintf("33-%x", fp), AssignedID: "Sdev-9", DeviceID: "dev-Sdev-9", Tenant: "tenant-1",
+			Type: store.TypeX509, SUID: 42, Serial: &serial, CertSHA256: fp[:], CertDER: devCert.Leaf.Raw,
+			NotBefore: devCert.Leaf.NotBefore, NotAfter: devCert.Leaf.NotAfter, Source: store.SourceRSPF}
+		if err := reg.Register(ctx, devCred); err != nil {
+			t.Fatal(err)
+		}
+		targetCert := p.client(t, ca.Request{Profile: ca.ProfileOBFClient, AssignedID: target, DNSNames: []string{target}})
+		strangerCert := p.client(t, ca.Request{Profile: ca.ProfileOBFClient, AssignedID: "mn-cse.sp.example", DNSNames: []string{"mn-cse.sp.example"}})
+		adminCert := p.client(t, ca.Request{Profile: ca.ProfileOBFClient, AssignedID: "ops.sp.example", DNSNames: []string{"ops.sp.example"}})
+		foreign := newPKI(t).client(t, ca.Request{Profile: ca.ProfileOBFClient, AssignedID: target, DNSNames: []string{target}})
+
+		srv := server.New(server.Options{Listen: "127.0.0.1:0", MaxBodyBytes: 1 << 16, TLS: &tls.Config{
+			Certificates: []tls.Certificate{p.serverCert(t)}, ClientAuth: tls.RequestClientCert}})
+		for _, r := range maf.NewAPI(reg, clientauth.New([]*x509.Certificate{p.root}, []*x509.Certificate{p.issuing}), []string{"ops.sp.example"}).Routes() {
+			srv.Handle(r.Method, r.Pattern, r.Handler)
+		}
+		if err := srv.Listen(); err != nil {
+			t.Fatal(err)
+		}
+		go srv.Serve()
+		t.Cleanup(func() { srv.Shutdown(context.Background()) })
+		base := "https://localhost:" + strings.Split(srv.Addr().String(), ":")[1]
+		roots := x509.NewCertPool()
+		roots.AddCert(p.root)
+		as := func(cert *tls.Certificate) *http.Client {
+			cfg := &tls.Config{RootCAs: roots}
+			if cert != nil {
+				cfg.Certificates = []tls.Certificate{*cert}
+			}
+			return &http.Client{Timeout: 5 * time.Second, Transport: &http.Transport{TLSClientConfig: cfg}}
+		}
+		call := func(client *http.Client, method, path, body string) (int, map[string]any) {
+			t.Helper()
+			req, _ := http.NewRequest(method, base+path, strings.NewReader(body))
+			resp, err := client.Do(req)
+			if err != nil {
+				t.Fatal(err)
+			}
+			defer resp.Body.Close()
+			raw, _ := io.ReadAll(resp.Body)
+			var out map[string]any
+			if err := json.Unmarshal(raw, &out); err != nil {
+				t.Fatalf("%s %s: not JSON: %s", method, path, raw)
+			}
+			return resp.StatusCode, out
+		}
+		code := func(m map[string]any) string {
+			e, _ := m["error"].(map[string]any)
+			s, _ := e["code"].(string)
+			return s
+		}
+		fetch := "/maf/v1/fetchCredentials/" + *cred.KeID + "/22"
+
+		status, body := call(as(&targetCert), "GET", fetch, "")
+		if status != 200 || body["credential"] != base64.StdEncoding.EncodeToString(key) || body["enroleeId"] != "Sdev-9" {
+			t.Fatalf("fetch as target: %d %v", status, body)
+		}
+		for _, tc := range []struct {
+			name   string
+			client *http.Client
+			path   string
+			status int
+			code   string
+		}{
+			{"no client certificate", as(nil), fetch, 401, "client_certificate_required"},
+			{"certificate of another CA", as(&foreign), fetch, 401, "client_certificate_invalid"},
+			{"not a target", as(&strangerCert), fetch, 403, "target_not_authorised"},
+			{"bad SUID", as(&targetCert), "/maf/v1/fetchCredentials/" + *cred.KeID + "/99", 400, "bad_suid"},
+			{"bad KeID", as(&targetCert), "/maf/v1/fetchCredentials/nothex@x/22", 400, "bad_key_id"},
+			{"unknown key", as(&targetCert), "/maf/v1/fetchCredentials/" + kdf.KeID(make([]byte, 16), mef) + "/22", 404, "credential_not_found"},
+			{"status hidden from a stranger", as(&strangerCert), "/maf/v1/credentials/" + cred.ID, 404, "credential_not_found"},
+			{"list without a filter", as(&adminCert), "/maf/v1/credentials", 400, "missing_filter"},
+		} {
+			if status, body := call(tc.client, "GET", tc.path, ""); status != tc.status || code(body) != tc.code {
+				t.Errorf("%s: %d %v, want %d %s", tc.name, status, body, tc.status, tc.code)
+			}
+		}
+
+		// The holder (its device certificate) and an admin see the status.
+		for name, c := range map[string]*tls.Certificate{"holder": &devCert, "admin": &adminCert, "target": &targetCert} {
+			if status, body := call(as(c), "GET", "/maf/v1/credentials/"+cred.ID, ""); status != 200 || body["status"] != "active" || body["credentialId"] != cred.ID {
+				t.Errorf("status as %s: %d %v", name, status, body)
+			}
+		}
+		if status, body := call(as(&devCert), "GET", "/maf/v1/credentials?assignedId=Sdev-9", ""); status != 200 || len(body["credentials"].([]any)) != 2 {
+			t.Fatalf("list as holder: %d %v", status, body)
+		}
+		if status, body := call(as(&strangerCert), "GET", "/maf/v1/credentials?assignedId=Sdev-9", ""); status != 200 || len(body["credentials"].([]any)) != 0 {
+			t.Fatalf("list as stranger: %d %v", status, body)
+		}
+		if status, body := call(as(&adminCert), "GET", "/maf/v1/credentials?serial="+serial, ""); status != 200 || len(body["credentials"].([]any)) != 1 {
+			t.Fatalf("by serial as admin: %d %v", status, body)
+		}
+
+		// Revocation: a target may not, a bad reason is refused, the holder may.
+		if status, body := call(as(&targetCert), "POST", "/maf/v1/credentials/"+cred.ID+"/revoke", `{"reason":"keyCompromise"}`); status != 403 {
+			t.Fatalf("revoke as target: %d %v", status, body)
+		}
+		if status, body := call(as(&devCert), "POST", "/maf/v1/credentials/"+cred.ID+"/revoke", `{"reason":"lost it"}`); status != 400 || code(body) != "bad_reason" {
+			t.Fatalf("bad reason: %d %v", status, body)
+		}
+		if status, body := call(as(&devCert), "POST", "/maf/v1/credentials/"+cred.ID+"/revoke", `{"reason":"keyCompromise"}`); status != 200 {
+			t.Fatalf("revoke as holder: %d %v", status, body)
+		}
+		if status, body := call(as(&targetCert), "GET", fetch, ""); status != 410 || code(body) != "credential_revoked" {
+			t.Fatalf("fetch after revocation: %d %v", status, body)
+		}
+		// A revoked client certificate can no longer call at all.
+		if _, err := reg.Revoke(ctx, store.Revocation{ID: devCred.ID, Reason: 1, Actor: "test", Tenant: "tenant-1"}); err != nil {
+			t.Fatal(err)
+		}
+		if status, body := call(as(&devCert), "GET", "/maf/v1/credentials/"+cred.ID, ""); status != 401 || code(body) != "client_certificate_revoked" {
+			t.Fatalf("revoked client certificate: %d %v", status, body)
+		}
+	})
+}

@@ -1,0 +1,167 @@
+package maf
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"slices"
+	"time"
+
+	"github.com/credfactory/credfactory/kdf"
+	"github.com/credfactory/credfactory/store"
+)
+
+// Sealer seals secrets with the HSM's key-encryption key (hsm.AEADKey).
+type Sealer interface {
+	Seal(ctx context.Context, plaintext, aad []byte) ([]byte, error)
+	Open(ctx context.Context, sealed, aad []byte) ([]byte, error)
+}
+
+// Errors a caller decides on (the API maps them to statuses).
+var (
+	ErrUnknownKey    = errors.New("maf: no credential for that key ID and usage")
+	ErrNotAuthorised = errors.New("maf: caller is not authorised for this credential")
+	ErrRevoked       = errors.New("maf: credential revoked")
+	ErrExpired       = errors.New("maf: credential expired")
+)
+
+// CessationOfOperation is the RFC 5280 reason a deregistration records.
+const CessationOfOperation = 5
+
+// Registry is the MAF's logic over the store. Safe for concurrent use.
+type Registry struct {
+	st     *store.Store
+	batch  *store.Batcher
+	master kdf.Master
+	kek    Sealer
+	now    func() time.Time
+}
+
+// New builds a Registry. batch may be nil (every redemption commits alone).
+func New(st *store.Store, batch *store.Batcher, master kdf.Master, kek Sealer) *Registry {
+	return &Registry{st: st, batch: batch, master: master, kek: kek, now: time.Now}
+}
+
+// Redeem redeems an enrolment token and records its credential atomically,
+// sharing the commit with concurrent redemptions when a Batcher is set.
+func (r *Registry) Redeem(ctx context.Context, red store.Redemption) (store.Redeemed, error) {
+	if r.batch != nil {
+		return r.batch.Redeem(ctx, red)
+	}
+	return r.st.Redeem(ctx, red)
+}
+
+// Register records a credential for an assigned ID (key registration,
+// TS-0003 §8.8). A shared key in c.SealedKey must already be sealed: use
+// SealKey.
+func (r *Registry) Register(ctx context.Context, c store.Credential) error {
+	if c.CreatedAt.IsZero() {
+		c.CreatedAt = r.now()
+	}
+	if c.Status == "" {
+		c.Status = store.StatusActive
+	}
+	return r.st.RegisterCredential(ctx, c)
+}
+
+// SealKey seals a shared key a trusted OBF forwarded, bound to its
+// Credential-ID so a sealed key cannot be moved to another row.
+func (r *Registry) SealKey(ctx context.Context, credentialID string, key []byte) ([]byte, error) {
+	sealed, err := r.kek.Seal(ctx, key, []byte(credentialID))
+	if err != nil {
+		return nil, fmt.Errorf("seal key for %s: %w", credentialID, err)
+	}
+	return sealed, nil
+}
+
+// Get retrieves one credential.
+func (r *Registry) Get(ctx context.Context, by store.CredentialBy, value any) (store.Credential, error) {
+	return r.st.Credential(ctx, by, value)
+}
+
+// List returns an assigned ID's credentials, history included.
+func (r *Registry) List(ctx context.Context, assignedID string) ([]store.Credential, error) {
+	return r.st.Credentials(ctx, assignedID)
+}
+
+// Revoke revokes one credential or an assigned ID's (optionally only some
+// usages), recording the actor.
+func (r *Registry) Revoke(ctx context.Context, rev store.Revocation) ([]string, error) {
+	if rev.At.IsZero() {
+		rev.At = r.now()
+	}
+	return r.st.Revoke(ctx, rev)
+}
+
+// Deregister ends an assigned ID's registration: every active credential is
+// revoked (cessation of operation). The rows stay, as the history.
+func (r *Registry) Deregister(ctx context.Context, assignedID, actor, tenant string) ([]string, error) {
+	return r.Revoke(ctx, store.Revocation{AssignedID: assignedID, Reason: CessationOfOperation, Actor: actor, Tenant: tenant})
+}
+
+// Fetched is a key retrieval's answer (TS-0003 §8.3.5: status, credential,
+// enrollee ID, lifetime).
+type Fetched struct {
+	Credential store.Credential
+	Key        []byte
+}
+
+// Fetch answers /fetchCredentials/<KeID>/<SUID> for a Target that knows
+// itself by any of names: the credential must list one of them as a target,
+// be active and unexpired. The key is re-derived in the HSM (or unsealed
+// there); it is never read from the database.
+func (r *Registry) Fetch(ctx context.Context, keID string, suid kdf.SUID, names []string) (Fetched, error) {
+	creds, err := r.st.CredentialForTarget(ctx, keID, int(suid))
+	if err != nil {
+		return Fetched{}, err
+	}
+	if len(creds) == 0 {
+		return Fetched{}, ErrUnknownKey
+	}
+	var c *store.Credential
+	for i := range creds {
+		if slices.ContainsFunc(creds[i].TargetIDs, func(t string) bool { return slices.Contains(names, t) }) {
+			c = &creds[i]
+			break
+		}
+	}
+	if c == nil {
+		return Fetched{}, ErrNotAuthorised
+	}
+	switch {
+	case c.Status == store.StatusRevoked:
+		return Fetched{}, ErrRevoked
+	case c.Status != store.StatusActive || !r.now().Before(c.NotAfter):
+		return Fetched{}, ErrExpired
+	}
+	key, err := r.Key(ctx, *c)
+	if err != nil {
+		return Fetched{}, err
+	}
+	return Fetched{Credential: *c, Key: key}, nil
+}
+
+// Key recovers a shared-key credential's key in the HSM.
+func (r *Registry) Key(ctx context.Context, c store.Credential) ([]byte, error) {
+	switch {
+	case c.Type != store.TypePSK:
+		return nil, fmt.Errorf("credential %s is not a shared key", c.ID)
+	case len(c.KDFContext) > 0:
+		kc, err := kdf.UnmarshalContext(c.KDFContext)
+		if err != nil {
+			return nil, fmt.Errorf("credential %s: %w", c.ID, err)
+		}
+		key, err := kc.Derive(ctx, r.master)
+		if err != nil {
+			return nil, fmt.Errorf("re-derive key of %s: %w", c.ID, err)
+		}
+		return key, nil
+	case len(c.SealedKey) > 0:
+		key, err := r.kek.Open(ctx, c.SealedKey, []byte(c.ID))
+		if err != nil {
+			return nil, fmt.Errorf("open sealed key of %s: %w", c.ID, err)
+		}
+		return key, nil
+	}
+	return nil, fmt.Errorf("credential %s has neither a derivation context nor a sealed key", c.ID)
+}
