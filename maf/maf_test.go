@@ -31,7 +31,7 @@ import (
 	"github.com/credfactory/credfactory/maf"
 	"github.com/credfactory/credfactory/server"
 	"github.com/credfactory/credfactory/store"
-	"github.com/jackc/pgx/v5"
+	"github.com/credfactory/credfactory/store/storetest"
 )
 
 const (
@@ -91,33 +91,7 @@ func stores(t *testing.T, f func(t *testing.T, st *store.Store)) {
 		f(t, st)
 	})
 	t.Run("postgres", func(t *testing.T) {
-		base := os.Getenv("CREDFACTORY_TEST_POSTGRES_URL")
-		if base == "" {
-			if os.Getenv("CI") != "" {
-				t.Fatal("CREDFACTORY_TEST_POSTGRES_URL unset under CI")
-			}
-			t.Skip("CREDFACTORY_TEST_POSTGRES_URL unset: make test provides it")
-		}
-		schema := fmt.Sprintf("maf_%d", time.Now().UnixNano())
-		conn, err := pgx.Connect(context.Background(), base)
-		if err != nil {
-			t.Fatal(err)
-		}
-		if _, err := conn.Exec(context.Background(), "CREATE SCHEMA "+schema); err != nil {
-			t.Fatal(err)
-		}
-		conn.Close(context.Background())
-		t.Cleanup(func() {
-			if c, err := pgx.Connect(context.Background(), base); err == nil {
-				c.Exec(context.Background(), "DROP SCHEMA "+schema+" CASCADE")
-				c.Close(context.Background())
-			}
-		})
-		sep := "?"
-		if strings.Contains(base, "?") {
-			sep = "&"
-		}
-		st, err := store.Open(context.Background(), base+sep+"search_path="+schema, store.Options{})
+		st, err := store.Open(context.Background(), storetest.PostgresURL(t), store.Options{})
 		if err != nil {
 			t.Fatal(err)
 		}
@@ -308,46 +282,7 @@ func TestAPI(t *testing.T) {
 		adminCert := p.client(t, ca.Request{Profile: ca.ProfileOBFClient, AssignedID: "ops.sp.example", DNSNames: []string{"ops.sp.example"}})
 		foreign := newPKI(t).client(t, ca.Request{Profile: ca.ProfileOBFClient, AssignedID: target, DNSNames: []string{target}})
 
-		srv := server.New(server.Options{Listen: "127.0.0.1:0", MaxBodyBytes: 1 << 16, TLS: &tls.Config{
-			Certificates: []tls.Certificate{p.serverCert(t)}, ClientAuth: tls.RequestClientCert}})
-		for _, r := range maf.NewAPI(reg, clientauth.New([]*x509.Certificate{p.root}, []*x509.Certificate{p.issuing}), []string{"ops.sp.example"}).Routes() {
-			srv.Handle(r.Method, r.Pattern, r.Handler)
-		}
-		if err := srv.Listen(); err != nil {
-			t.Fatal(err)
-		}
-		go srv.Serve()
-		t.Cleanup(func() { srv.Shutdown(context.Background()) })
-		base := "https://localhost:" + strings.Split(srv.Addr().String(), ":")[1]
-		roots := x509.NewCertPool()
-		roots.AddCert(p.root)
-		as := func(cert *tls.Certificate) *http.Client {
-			cfg := &tls.Config{RootCAs: roots}
-			if cert != nil {
-				cfg.Certificates = []tls.Certificate{*cert}
-			}
-			return &http.Client{Timeout: 5 * time.Second, Transport: &http.Transport{TLSClientConfig: cfg}}
-		}
-		call := func(client *http.Client, method, path, body string) (int, map[string]any) {
-			t.Helper()
-			req, _ := http.NewRequest(method, base+path, strings.NewReader(body))
-			resp, err := client.Do(req)
-			if err != nil {
-				t.Fatal(err)
-			}
-			defer resp.Body.Close()
-			raw, _ := io.ReadAll(resp.Body)
-			var out map[string]any
-			if err := json.Unmarshal(raw, &out); err != nil {
-				t.Fatalf("%s %s: not JSON: %s", method, path, raw)
-			}
-			return resp.StatusCode, out
-		}
-		code := func(m map[string]any) string {
-			e, _ := m["error"].(map[string]any)
-			s, _ := e["code"].(string)
-			return s
-		}
+		as, call := startAPI(t, reg, p)
 		fetch := "/maf/v1/fetchCredentials/" + *cred.KeID + "/22"
 
 		status, body := call(as(&targetCert), "GET", fetch, "")
@@ -412,4 +347,86 @@ func TestAPI(t *testing.T) {
 			t.Fatalf("revoked client certificate: %d %v", status, body)
 		}
 	})
+}
+
+type caller func(client *http.Client, method, path, body string) (int, map[string]any)
+
+// startAPI serves the MAF API over real TLS on loopback and returns a client
+// factory (one per client certificate) and a JSON call helper.
+func startAPI(t *testing.T, reg *maf.Registry, p pki) (func(*tls.Certificate) *http.Client, caller) {
+	t.Helper()
+	srv := server.New(server.Options{Listen: "127.0.0.1:0", MaxBodyBytes: 1 << 16, TLS: &tls.Config{
+		Certificates: []tls.Certificate{p.serverCert(t)}, ClientAuth: tls.RequestClientCert}})
+	for _, r := range maf.NewAPI(reg, clientauth.New([]*x509.Certificate{p.root}, []*x509.Certificate{p.issuing}), []string{"ops.sp.example"}).Routes() {
+		srv.Handle(r.Method, r.Pattern, r.Handler)
+	}
+	if err := srv.Listen(); err != nil {
+		t.Fatal(err)
+	}
+	go srv.Serve()
+	t.Cleanup(func() { srv.Shutdown(context.Background()) })
+	base := "https://localhost:" + strings.Split(srv.Addr().String(), ":")[1]
+	roots := x509.NewCertPool()
+	roots.AddCert(p.root)
+	as := func(cert *tls.Certificate) *http.Client {
+		cfg := &tls.Config{RootCAs: roots}
+		if cert != nil {
+			cfg.Certificates = []tls.Certificate{*cert}
+		}
+		return &http.Client{Timeout: 10 * time.Second, Transport: &http.Transport{TLSClientConfig: cfg}}
+	}
+	call := func(client *http.Client, method, path, body string) (int, map[string]any) {
+		t.Helper()
+		req, _ := http.NewRequest(method, base+path, strings.NewReader(body))
+		resp, err := client.Do(req)
+		if err != nil {
+			t.Fatal(err)
+		}
+		defer resp.Body.Close()
+		raw, _ := io.ReadAll(resp.Body)
+		var out map[string]any
+		if err := json.Unmarshal(raw, &out); err != nil {
+			t.Fatalf("%s %s: not JSON: %s", method, path, raw)
+		}
+		if resp.StatusCode == http.StatusServiceUnavailable && resp.Header.Get("Retry-After") == "" {
+			t.Errorf("%s %s: 503 without Retry-After", method, path)
+		}
+		return resp.StatusCode, out
+	}
+	return as, call
+}
+
+func code(m map[string]any) string {
+	e, _ := m["error"].(map[string]any)
+	s, _ := e["code"].(string)
+	return s
+}
+
+// TestAPIWhileDatabaseIsDown: with PostgreSQL stopped the API answers 503
+// with a clear code, and recovers by itself when the server is back.
+func TestAPIWhileDatabaseIsDown(t *testing.T) {
+	cluster := storetest.PrivateCluster(t)
+	st, err := store.Open(context.Background(), cluster.URL, store.Options{MaxRetries: 2})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer st.Close()
+	if _, err := st.Migrate(context.Background()); err != nil {
+		t.Fatal(err)
+	}
+	reg := maf.New(st, nil, master, kek)
+	p := newPKI(t)
+	cred, _ := derivedPSK(t, reg, "Sdev-down", time.Now().Add(time.Hour))
+	targetCert := p.client(t, ca.Request{Profile: ca.ProfileOBFClient, AssignedID: target, DNSNames: []string{target}})
+	as, call := startAPI(t, reg, p)
+	fetch := "/maf/v1/fetchCredentials/" + *cred.KeID + "/22"
+
+	cluster.Run("down")
+	if status, body := call(as(&targetCert), "GET", fetch, ""); status != 503 || code(body) != "registry_unavailable" {
+		t.Fatalf("database down: %d %v", status, body)
+	}
+	cluster.Run("up")
+	if status, body := call(as(&targetCert), "GET", fetch, ""); status != 200 {
+		t.Fatalf("database back: %d %v", status, body)
+	}
 }

@@ -3,15 +3,13 @@ package store
 import (
 	"context"
 	"errors"
-	"os"
-	"os/exec"
-	"path/filepath"
-	"runtime"
 	"strings"
 	"sync"
 	"sync/atomic"
 	"testing"
 	"time"
+
+	"github.com/credfactory/credfactory/store/storetest"
 )
 
 // TestSerializationConflictsAreRetried makes two PostgreSQL transactions
@@ -72,18 +70,11 @@ func TestUnreachableDatabase(t *testing.T) {
 // but afterwards every redeemed token has its credential and every
 // credential its redeemed token, and the store works without reopening.
 func TestPostgresRestartMidRun(t *testing.T) {
-	dir := os.Getenv("CREDFACTORY_TEST_POSTGRES_DIR")
-	if dir == "" {
-		if os.Getenv("CI") != "" {
-			t.Fatal("CREDFACTORY_TEST_POSTGRES_DIR unset under CI")
-		}
-		t.Skip("CREDFACTORY_TEST_POSTGRES_DIR unset: make test provides it")
-	}
-	_, file, _, _ := runtime.Caller(0)
-	script := filepath.Join(filepath.Dir(file), "..", "deploy", "dev", "pg-test.sh")
-
+	// A server of its own: restarting the shared one would break the other
+	// packages' tests running beside this one.
+	cluster := storetest.PrivateCluster(t)
 	obs := &countingObserver{}
-	s := openPostgresForTest(t, obs)
+	s := openURLForTest(t, cluster.URL, obs)
 	b := s.NewBatcher(BatchOptions{})
 	defer b.Close()
 	ctx := context.Background()
@@ -122,11 +113,8 @@ func TestPostgresRestartMidRun(t *testing.T) {
 		}()
 	}
 	time.Sleep(50 * time.Millisecond)
-	out, err := exec.Command("bash", script, "restart", dir).CombinedOutput()
+	cluster.Run("restart")
 	close(restarted)
-	if err != nil {
-		t.Fatalf("restart PostgreSQL: %v\n%s", err, out)
-	}
 	wg.Wait()
 	t.Logf("during restart: %d redeemed, %d unavailable, %d other", ok.Load(), unavailable.Load(), other.Load())
 	if other.Load() != 0 {
@@ -142,7 +130,7 @@ func TestPostgresRestartMidRun(t *testing.T) {
 		t.Fatalf("after the restart: %v", err)
 	}
 	var orphanTokens, orphanCreds int
-	err = s.read(ctx, func(q querier) error {
+	err := s.read(ctx, func(q querier) error {
 		if err := q.queryRow(ctx, `SELECT count(*) FROM enrolments e WHERE e.state = 'redeemed'
 			AND NOT EXISTS (SELECT 1 FROM credentials c WHERE c.id = e.credential_id AND c.enrolment_token_hash = e.token_hash)`).Scan(&orphanTokens); err != nil {
 			return err

@@ -5,27 +5,13 @@ import (
 	"crypto/rand"
 	"crypto/sha256"
 	"fmt"
-	"os"
 	"path/filepath"
-	"strings"
 	"sync"
 	"testing"
 	"time"
 
-	"github.com/jackc/pgx/v5"
+	"github.com/credfactory/credfactory/store/storetest"
 )
-
-// pgURL is the throwaway PostgreSQL server make test starts.
-func pgURL(t testing.TB) string {
-	url := os.Getenv("CREDFACTORY_TEST_POSTGRES_URL")
-	if url == "" {
-		if os.Getenv("CI") != "" {
-			t.Fatal("CREDFACTORY_TEST_POSTGRES_URL is unset under CI: run the tests through make test")
-		}
-		t.Skip("CREDFACTORY_TEST_POSTGRES_URL unset: make test starts a PostgreSQL server for these")
-	}
-	return url
-}
 
 // backends runs f once per engine: the embedded SQLite file and PostgreSQL
 // (in a schema of its own per test, so tests never see each other's rows).
@@ -57,28 +43,12 @@ func openSQLiteForTest(t testing.TB, obs Observer) *Store {
 
 func openPostgresForTest(t testing.TB, obs Observer) *Store {
 	t.Helper()
-	base := pgURL(t)
-	schema := fmt.Sprintf("t_%x", randomBytes(6))
-	conn, err := pgx.Connect(context.Background(), base)
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer conn.Close(context.Background())
-	if _, err := conn.Exec(context.Background(), "CREATE SCHEMA "+schema); err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(func() {
-		c, err := pgx.Connect(context.Background(), base)
-		if err == nil {
-			c.Exec(context.Background(), "DROP SCHEMA "+schema+" CASCADE")
-			c.Close(context.Background())
-		}
-	})
-	sep := "?"
-	if strings.Contains(base, "?") {
-		sep = "&"
-	}
-	s, err := Open(context.Background(), base+sep+"search_path="+schema, Options{Observer: obs, MaxConns: 40})
+	return openURLForTest(t, storetest.PostgresURL(t), obs)
+}
+
+func openURLForTest(t testing.TB, url string, obs Observer) *Store {
+	t.Helper()
+	s, err := Open(context.Background(), url, Options{Observer: obs, MaxConns: 40})
 	if err != nil {
 		t.Fatal(err)
 	}
