@@ -13,10 +13,21 @@ SOFTHSM_MODULE := /usr/lib/softhsm/libsofthsm2.so
 
 # Packages by what needs them; the checks are files, so an installed machine
 # pays no apt-get time.
-RUN_DEPS  := $(SOFTHSM_MODULE)
-TEST_DEPS := $(SOFTHSM_MODULE) /usr/bin/pkcs11-tool /usr/bin/openssl
+# gcc and libc6-dev: miekg/pkcs11 is cgo, and -race needs cgo too; without a
+# C compiler Go silently builds with cgo off and the HSM code does not compile.
+RUN_DEPS  := /usr/bin/gcc /usr/include/stdio.h /etc/ssl/certs/ca-certificates.crt $(SOFTHSM_MODULE)
+TEST_DEPS := $(RUN_DEPS) /usr/bin/pkcs11-tool /usr/bin/openssl
 
-.PHONY: run test build bench deps-run deps-test vet clean
+# PostgreSQL for the registry tests: any version under /usr/lib/postgresql.
+PG_CTL := $(firstword $(wildcard /usr/lib/postgresql/*/bin/pg_ctl))
+ifeq ($(PG_CTL),)
+TEST_DEPS += postgresql
+endif
+
+GO_TEST_FLAGS ?= -race -count=1 -timeout 10m
+GO_TEST_PKGS  ?= ./...
+
+.PHONY: run test build bench deps-run deps-test vet clean postgresql
 
 build:
 	$(GO) build -buildvcs=false -ldflags "-X main.version=$(VERSION)" -o $(BIN) ./cmd/credfactory
@@ -33,9 +44,11 @@ run: deps-run build
 	$(BIN) serve --data-dir "$(DATA_DIR)" --listen "$(LISTEN)"
 
 # Every test package makes its own SoftHSM token in a temp dir; none uses ./var.
+# deploy/dev/test.sh runs go vet, then go test with a throwaway PostgreSQL
+# cluster (deploy/dev/pg-test.sh) that it always stops and removes afterwards;
+# the tests find it in CREDFACTORY_TEST_POSTGRES_URL, _DIR and _CTL.
 test: deps-test
-	$(GO) vet ./...
-	$(GO) test -race -count=1 -timeout 10m ./...
+	GO="$(GO)" GO_TEST_FLAGS="$(GO_TEST_FLAGS)" GO_TEST_PKGS="$(GO_TEST_PKGS)" bash deploy/dev/test.sh
 
 # Go benchmarks of the HSM and the CA; figures go to bench/README.md.
 bench: deps-test
@@ -47,12 +60,21 @@ deps-run:
 deps-test:
 	@$(MAKE) --no-print-directory $(TEST_DEPS)
 
+/usr/bin/gcc:
+	$(call apt,gcc)
+/usr/include/stdio.h:
+	$(call apt,libc6-dev)
+/etc/ssl/certs/ca-certificates.crt:
+	$(call apt,ca-certificates)
 $(SOFTHSM_MODULE):
 	$(call apt,softhsm2)
 /usr/bin/pkcs11-tool:
 	$(call apt,opensc)
 /usr/bin/openssl:
 	$(call apt,openssl)
+postgresql:
+	@echo "installing postgresql (Debian package)"
+	@CREDFACTORY_APT_MARKER=/tmp/.credfactory-apt-updated-$$PPID bash deploy/dev/pg-test.sh install
 
 # apt-get update once per make invocation, then install.
 define apt

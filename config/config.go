@@ -42,7 +42,7 @@ type Store struct {
 	MaxRetries   int           `yaml:"max_retries" help:"retries of a transaction after serialization failures or lost connections"`
 	BatchMax     int           `yaml:"batch_max" help:"most redemptions committed in one transaction (group commit)"`
 	BatchWindow  time.Duration `yaml:"batch_window" help:"how long a batch waits for more redemptions; 0 batches only what queued during the previous commit"`
-	BatchWorkers int           `yaml:"batch_workers" help:"batches committed in parallel; 0 picks 1 for SQLite, 4 for PostgreSQL"`
+	BatchWorkers int           `yaml:"batch_workers" help:"batches committed in parallel (0 means 1, the best measured on SQLite and PostgreSQL)"`
 }
 
 // MAF is the credential registry's API.

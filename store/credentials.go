@@ -82,17 +82,25 @@ func scanCredential(r interface{ Scan(...any) error }) (Credential, error) {
 	return c, nil
 }
 
-func insertCredential(ctx context.Context, q querier, c Credential) error {
+func insertCredentialStmt(c Credential) (stmt, error) {
 	targets, err := json.Marshal(nonNil(c.TargetIDs))
+	if err != nil {
+		return stmt{}, err
+	}
+	return stmt{`INSERT INTO credentials (` + credentialColumns + `)
+		VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13, $14, $15, $16, $17, $18, $19, $20, $21, $22, $23, $24)`,
+		[]any{c.ID, c.AssignedID, c.DeviceID, c.Tenant, c.Type, c.SUID, c.Serial, c.CertSHA256, c.CertDER,
+			c.PublicKeySHA256, c.KeyID, c.KeID, c.KDFContext, c.SealedKey, string(targets), c.NotBefore.UTC(),
+			c.NotAfter.UTC(), c.Status, c.RevokedAt, c.RevocationReason, c.Source, c.OBFID, c.EnrolmentToken,
+			c.CreatedAt.UTC()}, 1}, nil
+}
+
+func insertCredential(ctx context.Context, q querier, c Credential) error {
+	s, err := insertCredentialStmt(c)
 	if err != nil {
 		return err
 	}
-	_, err = q.exec(ctx, `INSERT INTO credentials (`+credentialColumns+`)
-		VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13, $14, $15, $16, $17, $18, $19, $20, $21, $22, $23, $24)`,
-		c.ID, c.AssignedID, c.DeviceID, c.Tenant, c.Type, c.SUID, c.Serial, c.CertSHA256, c.CertDER,
-		c.PublicKeySHA256, c.KeyID, c.KeID, c.KDFContext, c.SealedKey, string(targets), c.NotBefore.UTC(),
-		c.NotAfter.UTC(), c.Status, c.RevokedAt, c.RevocationReason, c.Source, c.OBFID, c.EnrolmentToken,
-		c.CreatedAt.UTC())
+	_, err = q.exec(ctx, s.sql, s.args...)
 	return err
 }
 

@@ -5,6 +5,8 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"strconv"
+	"strings"
 	"time"
 )
 
@@ -161,61 +163,179 @@ func (e Enrolment) Check(r Redemption) (replay bool, err error) {
 	return false, fmt.Errorf("enrolment in unknown state %q", e.State)
 }
 
-// redeemOne is one redemption inside a transaction. Refusals (a redeemed,
-// expired or mismatched token) come back as itemErr and write nothing, so
-// the transaction and its other items go on; err is a database failure that
-// aborts the transaction.
-func redeemOne(ctx context.Context, q querier, r Redemption) (out Redeemed, itemErr, err error) {
-	e, err := scanEnrolment(q.queryRow(ctx, `SELECT `+enrolmentColumns+` FROM enrolments WHERE token_hash = $1`, r.TokenHash))
-	if errors.Is(err, ErrNotFound) {
-		return out, ErrTokenUnknown, nil
-	}
-	if err != nil {
-		return out, nil, err
-	}
-	replay, refusal := e.Check(r)
-	if refusal != nil {
-		return out, refusal, nil
-	}
-	if replay {
-		if e.CredentialID == nil {
-			return out, fmt.Errorf("enrolment redeemed without a credential"), nil
+// redeemBatch redeems items inside one transaction in three round trips,
+// whatever their number: one query loads every enrolment (and one more the
+// credentials of replays), Go decides each item, and one pipelined batch
+// writes the winners. Refusals (a redeemed, expired or mismatched token) come
+// back per item and write nothing, so the transaction and its other items go
+// on; err is a database failure that aborts the transaction.
+//
+// Items are decided in order, so a token twice in one batch behaves as it
+// would in two transactions: the first redeems it, the second is a replay
+// (same request or key) or ErrTokenRedeemed.
+func redeemBatch(ctx context.Context, q querier, items []Redemption) (outs []Redeemed, refusals []error, err error) {
+	outs, refusals = make([]Redeemed, len(items)), make([]error, len(items))
+	hashes := make([]any, 0, len(items))
+	seen := map[string]bool{}
+	for _, r := range items {
+		if !seen[string(r.TokenHash)] {
+			seen[string(r.TokenHash)] = true
+			hashes = append(hashes, r.TokenHash)
 		}
-		c, err := scanCredential(q.queryRow(ctx, `SELECT `+credentialColumns+` FROM credentials WHERE id = $1`, *e.CredentialID))
-		if err != nil {
-			return out, nil, err
+	}
+	enrolments := make(map[string]*Enrolment, len(hashes))
+	if err := queryIn(ctx, q, `SELECT `+enrolmentColumns+` FROM enrolments WHERE token_hash IN `, hashes, func(r rows) error {
+		e, err := scanEnrolment(r)
+		if err == nil {
+			enrolments[string(e.TokenHash)] = &e
 		}
-		return Redeemed{Credential: c, Replayed: true}, nil, nil
+		return err
+	}); err != nil {
+		return nil, nil, err
 	}
 
-	c := r.Credential
-	c.AssignedID, c.DeviceID, c.Tenant, c.EnrolmentToken = e.AssignedID, e.DeviceID, e.Tenant, e.TokenHash
-	if c.Status == "" {
-		c.Status = StatusActive
+	// Decide each item against the enrolment as this batch leaves it.
+	inBatch := map[string]Credential{} // credentials this batch records, by ID
+	var replays []any
+	var writes []stmt
+	for i, r := range items {
+		e := enrolments[string(r.TokenHash)]
+		if e == nil {
+			refusals[i] = ErrTokenUnknown
+			continue
+		}
+		replay, refusal := e.Check(r)
+		if refusal != nil {
+			refusals[i] = refusal
+			continue
+		}
+		if replay {
+			if e.CredentialID == nil {
+				refusals[i] = errors.New("enrolment redeemed without a credential")
+				continue
+			}
+			if c, ok := inBatch[*e.CredentialID]; ok {
+				outs[i] = Redeemed{Credential: c, Replayed: true}
+			} else {
+				replays = append(replays, *e.CredentialID)
+			}
+			continue
+		}
+		c := r.Credential
+		c.AssignedID, c.DeviceID, c.Tenant, c.EnrolmentToken = e.AssignedID, e.DeviceID, e.Tenant, e.TokenHash
+		if c.Status == "" {
+			c.Status = StatusActive
+		}
+		if c.CreatedAt.IsZero() {
+			c.CreatedAt = r.Now
+		}
+		if err := c.validate(); err != nil {
+			refusals[i] = err
+			continue
+		}
+		if _, dup := inBatch[c.ID]; dup {
+			refusals[i] = fmt.Errorf("%w: credential %s", ErrConflict, c.ID)
+			continue
+		}
+		now, reqID := r.Now.UTC(), r.RequestID
+		e.State, e.RedeemedAt, e.CredentialID, e.RequestID, e.PublicKeySHA256 = EnrolmentRedeemed, &now, &c.ID, &reqID, c.PublicKeySHA256
+		inBatch[c.ID] = c
+		outs[i] = Redeemed{Credential: c}
+		ins, err := insertCredentialStmt(c)
+		if err != nil {
+			return nil, nil, err
+		}
+		writes = append(writes,
+			stmt{`UPDATE enrolments SET state = 'redeemed', redeemed_at = $2, credential_id = $3, request_id = $4,
+				public_key_sha256 = $5 WHERE token_hash = $1 AND state = 'issued'`,
+				[]any{r.TokenHash, now, c.ID, r.RequestID, c.PublicKeySHA256}, 1},
+			ins,
+			stmt{`UPDATE devices SET state = 'enrolled', assigned_id = $2, updated_at = $3 WHERE id = $1`,
+				[]any{e.DeviceID, e.AssignedID, now}, -1},
+		)
 	}
-	if c.CreatedAt.IsZero() {
-		c.CreatedAt = r.Now
+	if len(replays) > 0 {
+		recorded := map[string]Credential{}
+		if err := queryIn(ctx, q, `SELECT `+credentialColumns+` FROM credentials WHERE id IN `, replays, func(r rows) error {
+			c, err := scanCredential(r)
+			recorded[c.ID] = c
+			return err
+		}); err != nil {
+			return nil, nil, err
+		}
+		for i, r := range items {
+			if outs[i].Credential.ID != "" || refusals[i] != nil {
+				continue
+			}
+			e := enrolments[string(r.TokenHash)]
+			c, ok := recorded[*e.CredentialID]
+			if !ok {
+				return nil, nil, fmt.Errorf("redeem: credential %s of a redeemed token is missing", *e.CredentialID)
+			}
+			outs[i] = Redeemed{Credential: c, Replayed: true}
+		}
 	}
-	if err := c.validate(); err != nil {
-		return out, err, nil
+	if err := execBatch(ctx, q, writes); err != nil {
+		return nil, nil, err
 	}
-	n, err := q.exec(ctx, `UPDATE enrolments SET state = 'redeemed', redeemed_at = $2, credential_id = $3,
-		request_id = $4, public_key_sha256 = $5 WHERE token_hash = $1 AND state = 'issued'`,
-		r.TokenHash, r.Now.UTC(), c.ID, r.RequestID, c.PublicKeySHA256)
+	return outs, refusals, nil
+}
+
+// stmt is one statement of a pipelined batch. want, when not -1, is the
+// number of rows it must affect; anything else aborts the transaction (a
+// token that changed under it must not get a credential).
+type stmt struct {
+	sql  string
+	args []any
+	want int64
+}
+
+func execBatch(ctx context.Context, q querier, stmts []stmt) error {
+	if len(stmts) == 0 {
+		return nil
+	}
+	counts, err := q.execBatch(ctx, stmts)
 	if err != nil {
-		return out, nil, err
+		return err
 	}
-	if n != 1 {
-		// Serializable isolation makes this unreachable; if it happens, the
-		// transaction must not record a credential for a token it lost.
-		return out, nil, fmt.Errorf("redeem: token changed under the transaction")
+	for i, s := range stmts {
+		if s.want >= 0 && counts[i] != s.want {
+			return fmt.Errorf("redeem: statement %d affected %d rows, want %d: a row changed under the transaction", i, counts[i], s.want)
+		}
 	}
-	if err := insertCredential(ctx, q, c); err != nil {
-		return out, nil, err
+	return nil
+}
+
+// queryIn runs prefix || "($1, $2, ...)" over values, in chunks the engines
+// accept, calling each for every row.
+func queryIn(ctx context.Context, q querier, prefix string, values []any, each func(rows) error) error {
+	const chunk = 500
+	for start := 0; start < len(values); start += chunk {
+		part := values[start:min(start+chunk, len(values))]
+		var b strings.Builder
+		b.WriteString(prefix)
+		b.WriteByte('(')
+		for i := range part {
+			if i > 0 {
+				b.WriteString(", ")
+			}
+			b.WriteString("$" + strconv.Itoa(i+1))
+		}
+		b.WriteByte(')')
+		r, err := q.query(ctx, b.String(), part...)
+		if err != nil {
+			return err
+		}
+		for r.Next() {
+			if err := each(r); err != nil {
+				r.Close()
+				return err
+			}
+		}
+		r.Close()
+		if err := r.Err(); err != nil {
+			return err
+		}
 	}
-	if _, err := q.exec(ctx, `UPDATE devices SET state = 'enrolled', assigned_id = $2, updated_at = $3 WHERE id = $1`,
-		e.DeviceID, e.AssignedID, r.Now.UTC()); err != nil {
-		return out, nil, err
-	}
-	return Redeemed{Credential: c}, nil, nil
+	return nil
 }

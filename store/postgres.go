@@ -204,6 +204,31 @@ func (q pgQuerier) queryRow(ctx context.Context, sql string, args ...any) row {
 	return pgRow{q.db.QueryRow(ctx, sql, args...)}
 }
 
+// execBatch pipelines the statements: one round trip for the lot.
+func (q pgQuerier) execBatch(ctx context.Context, stmts []stmt) ([]int64, error) {
+	sender, ok := q.db.(interface {
+		SendBatch(ctx context.Context, b *pgx.Batch) pgx.BatchResults
+	})
+	if !ok {
+		return nil, fmt.Errorf("store: batch outside a transaction")
+	}
+	var b pgx.Batch
+	for _, s := range stmts {
+		b.Queue(s.sql, s.args...)
+	}
+	res := sender.SendBatch(ctx, &b)
+	counts := make([]int64, len(stmts))
+	for i := range stmts {
+		tag, err := res.Exec()
+		if err != nil {
+			res.Close()
+			return nil, err
+		}
+		counts[i] = tag.RowsAffected()
+	}
+	return counts, res.Close()
+}
+
 type pgRow struct{ r pgx.Row }
 
 func (r pgRow) Scan(dest ...any) error {

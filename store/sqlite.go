@@ -179,6 +179,18 @@ func (q sqliteQuerier) queryRow(ctx context.Context, query string, args ...any) 
 	return sqliteRow{q.db.QueryRowContext(ctx, rewrite(query), toSQLite(args)...)}
 }
 
+func (q sqliteQuerier) execBatch(ctx context.Context, stmts []stmt) ([]int64, error) {
+	counts := make([]int64, len(stmts))
+	for i, s := range stmts {
+		n, err := q.exec(ctx, s.sql, s.args...)
+		if err != nil {
+			return nil, err
+		}
+		counts[i] = n
+	}
+	return counts, nil
+}
+
 type sqliteRows struct{ r *sql.Rows }
 
 func (r sqliteRows) Next() bool             { return r.r.Next() }

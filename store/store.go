@@ -26,6 +26,9 @@ type querier interface {
 	exec(ctx context.Context, sql string, args ...any) (int64, error)
 	query(ctx context.Context, sql string, args ...any) (rows, error)
 	queryRow(ctx context.Context, sql string, args ...any) row
+	// execBatch runs statements in order and returns their row counts; on
+	// PostgreSQL they travel in one round trip.
+	execBatch(ctx context.Context, stmts []stmt) ([]int64, error)
 }
 
 type rows interface {
