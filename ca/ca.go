@@ -7,6 +7,7 @@ import (
 	"crypto/rand"
 	"crypto/x509"
 	"fmt"
+	"net"
 	"net/url"
 	"time"
 )
@@ -179,6 +180,13 @@ func (c *CA) Issue(ctx context.Context, req Request) (*Issued, error) {
 		tmpl.PermittedDNSDomainsCritical = true
 		tmpl.PermittedDNSDomains = shape.permDNS
 		tmpl.PermittedURIDomains = shape.permURI
+		// A name type without a permitted subtree is unconstrained (RFC 5280
+		// §4.2.1.10): no device identity is an IP address, so every address
+		// is excluded.
+		tmpl.ExcludedIPRanges = []*net.IPNet{
+			{IP: net.IPv4zero.To4(), Mask: net.CIDRMask(0, 32)},
+			{IP: net.IPv6zero, Mask: net.CIDRMask(0, 128)},
+		}
 	}
 
 	var lintTBS []byte

@@ -219,9 +219,10 @@ func (p Profile) shape(req *Request, alg x509.PublicKeyAlgorithm) (*leafShape, e
 		s.subject = pkix.Name{CommonName: id}
 		s.isCA = true
 		s.keyUsage = x509.KeyUsageCertSign | x509.KeyUsageCRLSign | x509.KeyUsageDigitalSignature
-		// Restricting the sub-CA's EKUs stops an OBS key from minting,
-		// say, code-signing certificates that chain to the SP root.
-		s.extKeyUsage = []x509.ExtKeyUsage{x509.ExtKeyUsageClientAuth, x509.ExtKeyUsageServerAuth}
+		// Client auth only: an OBS provisions device credentials, and an
+		// OBS key must not mint server (or code-signing) certificates that
+		// chain to the SP root.
+		s.extKeyUsage = []x509.ExtKeyUsage{x509.ExtKeyUsageClientAuth}
 		s.permDNS, s.permURI = permDNS, permURI
 		def = DefaultOBFValidity
 

@@ -52,6 +52,12 @@ func TestOBFSubCA(t *testing.T) {
 	if !critical || !sc.PermittedDNSDomainsCritical {
 		t.Error("name constraints extension missing or not critical")
 	}
+	if len(sc.ExcludedIPRanges) != 2 {
+		t.Errorf("excluded IP ranges %v, want all of IPv4 and IPv6", sc.ExcludedIPRanges)
+	}
+	if !slices.Equal(sc.ExtKeyUsage, []x509.ExtKeyUsage{x509.ExtKeyUsageClientAuth}) {
+		t.Errorf("sub-CA EKU %v, want client auth only", sc.ExtKeyUsage)
+	}
 
 	obsCA, err := New(Config{Issuer: sc, Signer: subKey, Chain: []*x509.Certificate{sc, p.root}, Lint: true, Now: func() time.Time { return p.now }})
 	if err != nil {

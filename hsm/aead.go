@@ -36,14 +36,15 @@ func (m *Module) AEADKey(uri string) (*AEADKey, error) {
 }
 
 // Seal encrypts plaintext bound to aad and returns nonce || ciphertext || tag.
-// The 96-bit nonce is random from Go's CSPRNG: SoftHSM does not generate GCM
-// IVs, and a random nonce keeps a retried call from reusing one.
+// The 96-bit nonce is random from Go's CSPRNG (SoftHSM does not generate GCM
+// IVs). A retry after a broken session reuses it with the same key,
+// plaintext and aad, which reveals nothing.
 func (k *AEADKey) Seal(ctx context.Context, plaintext, aad []byte) ([]byte, error) {
 	nonce := make([]byte, gcmNonceSize)
 	if _, err := rand.Read(nonce); err != nil {
 		return nil, fmt.Errorf("hsm: GCM nonce: %w", err)
 	}
-	var ct []byte
+	var ct, used []byte
 	err := k.m.single(ctx, "aes_gcm_seal", k.key, func(s session, h pkcs11.ObjectHandle) error {
 		params := pkcs11.NewGCMParams(nonce, aad, gcmTagBits)
 		defer params.Free()
@@ -52,11 +53,21 @@ func (k *AEADKey) Seal(ctx context.Context, plaintext, aad []byte) ([]byte, erro
 			return err
 		}
 		var err error
-		ct, err = c.Encrypt(s.h, plaintext)
-		return err
+		if ct, err = c.Encrypt(s.h, plaintext); err != nil {
+			return err
+		}
+		// Some HSMs (FIPS mode) replace the caller's IV with their own;
+		// the one to store is the one the HSM used.
+		used = params.IV()
+		return nil
 	})
 	if err != nil {
 		return nil, fmt.Errorf("hsm: seal with %s: %w", k.key.ref, err)
+	}
+	if len(used) == gcmNonceSize {
+		nonce = used
+	} else if len(used) != 0 {
+		return nil, fmt.Errorf("hsm: seal with %s: the HSM used a %d-byte IV, want %d", k.key.ref, len(used), gcmNonceSize)
 	}
 	return append(nonce, ct...), nil
 }
@@ -80,6 +91,10 @@ func (k *AEADKey) Open(ctx context.Context, sealed, aad []byte) ([]byte, error) 
 		return err
 	})
 	var p11 pkcs11.Error
+	// A failed tag check is CKR_ENCRYPTED_DATA_INVALID per PKCS#11, but
+	// SoftHSM 2.6 answers CKR_GENERAL_ERROR. By now the pool has probed the
+	// session and ruled out a broken one, so either means the data did not
+	// authenticate.
 	if errors.As(err, &p11) && (p11 == pkcs11.CKR_ENCRYPTED_DATA_INVALID || p11 == pkcs11.CKR_GENERAL_ERROR) {
 		return nil, fmt.Errorf("%w: %s", ErrOpen, k.key.ref)
 	}

@@ -62,8 +62,10 @@ func (c Config) Validate() error {
 	if c.MaxSessions < 1 {
 		errs = append(errs, fmt.Errorf("hsm.max_sessions must be at least 1, got %d", c.MaxSessions))
 	}
-	if c.WaitTimeout < 0 {
-		errs = append(errs, errors.New("hsm.wait_timeout must not be negative"))
+	if c.WaitTimeout <= 0 {
+		// crypto.Signer.Sign has no context: without this bound a caller
+		// could wait forever for a session.
+		errs = append(errs, errors.New("hsm.wait_timeout must be positive"))
 	}
 	return errors.Join(errs...)
 }

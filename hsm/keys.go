@@ -60,13 +60,26 @@ func (k *keyHandle) handle(m *Module, s session) (pkcs11.ObjectHandle, error) {
 			h = c
 		}
 	}
-	k.cached.Store(&cachedHandle{epoch: s.epoch, h: h})
+	// A caller on an older epoch must not displace the current epoch's
+	// handle; concurrent misses in one epoch may each make a copy, which
+	// lives only as long as its session.
+	for {
+		old := k.cached.Load()
+		if old != nil && old.epoch > s.epoch {
+			break
+		}
+		if k.cached.CompareAndSwap(old, &cachedHandle{epoch: s.epoch, h: h}) {
+			break
+		}
+	}
 	return h, nil
 }
 
 // findObject finds exactly one object of class by the label and ID of ref.
 func (m *Module) findObject(s session, class uint, ref KeyRef) (pkcs11.ObjectHandle, error) {
-	tmpl := []*pkcs11.Attribute{pkcs11.NewAttribute(pkcs11.CKA_CLASS, class)}
+	// CKA_TOKEN: the session copies made by handle() carry the same class,
+	// label and ID, and must never make the token object look ambiguous.
+	tmpl := []*pkcs11.Attribute{pkcs11.NewAttribute(pkcs11.CKA_CLASS, class), pkcs11.NewAttribute(pkcs11.CKA_TOKEN, true)}
 	if ref.Label != "" {
 		tmpl = append(tmpl, pkcs11.NewAttribute(pkcs11.CKA_LABEL, ref.Label))
 	}

@@ -76,26 +76,25 @@ type Module struct {
 	signers map[string]*Signer
 }
 
-// library is one loaded PKCS#11 module shared by every Module on the same
-// path: C_Initialize is process-wide, so it is called once and C_Finalize
-// only when the last user closes.
+// library is one loaded PKCS#11 module. C_Initialize and C_Finalize are
+// process-wide, and a Module re-initialises its library to recover from a
+// lost token, so a library belongs to one Module at a time: a second Open of
+// the same path fails instead of having its sessions finalised under it.
 type library struct {
 	path string
 	ctx  *pkcs11.Ctx
-	refs int
 }
 
 var (
 	librariesMu sync.Mutex
-	libraries   = map[string]*library{}
+	libraries   = map[string]bool{}
 )
 
 func openLibrary(path string) (*library, error) {
 	librariesMu.Lock()
 	defer librariesMu.Unlock()
-	if l, ok := libraries[path]; ok {
-		l.refs++
-		return l, nil
+	if libraries[path] {
+		return nil, fmt.Errorf("PKCS#11 module %s is already open in this process: use one hsm.Module", path)
 	}
 	ctx := pkcs11.New(path)
 	if ctx == nil {
@@ -105,20 +104,16 @@ func openLibrary(path string) (*library, error) {
 		ctx.Destroy()
 		return nil, fmt.Errorf("initialise PKCS#11 module %s: %w", path, err)
 	}
-	l := &library{path: path, ctx: ctx, refs: 1}
-	libraries[path] = l
-	return l, nil
+	libraries[path] = true
+	return &library{path: path, ctx: ctx}, nil
 }
 
 func (l *library) release() {
 	librariesMu.Lock()
 	defer librariesMu.Unlock()
-	l.refs--
-	if l.refs == 0 {
-		_ = l.ctx.Finalize()
-		l.ctx.Destroy()
-		delete(libraries, l.path)
-	}
+	_ = l.ctx.Finalize()
+	l.ctx.Destroy()
+	delete(libraries, l.path)
 }
 
 // Open loads the module, finds the token, and opens the pool's sessions one
@@ -360,10 +355,16 @@ func (m *Module) doRetry(ctx context.Context, fn func(session) error, start time
 func (m *Module) attempt(fn func(session) error) error {
 	m.mu.RLock()
 	defer m.mu.RUnlock()
+	// Checked under the lock: Close holds it for writing while it finalises
+	// the library, and a call that waited behind it must not touch the
+	// finalised module.
+	if m.closed.Load() {
+		return ErrClosed
+	}
 	s, err := m.getSession()
 	if err != nil {
-		if brokenSession(err) {
-			m.epoch.Add(1)
+		if brokenSession(err) && !tokenGone(err) {
+			m.newEpoch(m.epoch.Load())
 		}
 		return err
 	}
@@ -373,11 +374,31 @@ func (m *Module) attempt(fn func(session) error) error {
 	}
 	if brokenSession(err) {
 		_ = m.lib.ctx.CloseSession(s.h)
-		m.epoch.CompareAndSwap(s.epoch, s.epoch+1)
+		// A lost token is re-initialised by reinit, which moves the epoch
+		// itself; bumping it here would make reinit think it was done.
+		if !tokenGone(err) {
+			m.newEpoch(s.epoch)
+		}
 		return err
 	}
 	m.putSession(s)
 	return err
+}
+
+// newEpoch moves on from epoch (if no one else has) and closes the idle
+// sessions of older epochs at once: each may hold session copies of keys,
+// and a live stale session would otherwise keep them until it is popped.
+func (m *Module) newEpoch(from uint64) {
+	if !m.epoch.CompareAndSwap(from, from+1) {
+		return
+	}
+	m.idleMu.Lock()
+	stale := m.idle
+	m.idle = nil
+	m.idleMu.Unlock()
+	for _, s := range stale {
+		_ = m.lib.ctx.CloseSession(s.h)
+	}
 }
 
 // reinit finalises and re-initialises the library and finds the token again

@@ -2,7 +2,6 @@ package main
 
 import (
 	"context"
-	"crypto/tls"
 	"crypto/x509"
 	"fmt"
 	"io"
@@ -154,14 +153,8 @@ func serve(ctx context.Context, cfg config.Config, stderr io.Writer) error {
 	verifier := clientauth.New([]*x509.Certificate{p.Root}, []*x509.Certificate{p.Issuing})
 
 	srv := server.New(server.Options{
-		Listen: cfg.Server.Listen,
-		TLS: &tls.Config{
-			Certificates: []tls.Certificate{p.TLS},
-			MinVersion:   tls.VersionTLS12,
-			// Requested, verified per route: required for OBF forwarding
-			// and the MAF, optional for RSPF (DESIGN.md "Front end").
-			ClientAuth: tls.RequestClientCert,
-		},
+		Listen:       cfg.Server.Listen,
+		TLS:          server.TLSConfig(p.TLS),
 		ReadTimeout:  cfg.Server.ReadTimeout,
 		WriteTimeout: cfg.Server.WriteTimeout,
 		IdleTimeout:  cfg.Server.IdleTimeout,

@@ -31,7 +31,7 @@ func TestMain(m *testing.M) {
 		}
 		defer os.RemoveAll(dir)
 		bin = filepath.Join(dir, "credfactory")
-		if out, err := exec.Command("go", "build", "-o", bin, ".").CombinedOutput(); err != nil {
+		if out, err := exec.Command("go", "build", "-buildvcs=false", "-o", bin, ".").CombinedOutput(); err != nil {
 			fmt.Fprintf(os.Stderr, "build: %v\n%s", err, out)
 			return 1
 		}
@@ -103,16 +103,23 @@ func TestInitTwiceThenServeAndStop(t *testing.T) {
 	if err := cmd.Start(); err != nil {
 		t.Fatal(err)
 	}
-	logs := make(chan string, 100)
+	logs := make(chan string, 1000)
+	drained := make(chan struct{})
 	go func() {
 		sc := bufio.NewScanner(stderr)
 		for sc.Scan() {
 			logs <- sc.Text()
 		}
 		close(logs)
+		close(drained)
 	}()
+	// Wait only after stderr is drained: Wait closes the pipe, and the last
+	// log lines ("stopped") would be lost.
 	exited := make(chan error, 1)
-	go func() { exited <- cmd.Wait() }()
+	go func() {
+		<-drained
+		exited <- cmd.Wait()
+	}()
 	t.Cleanup(func() { _ = cmd.Process.Kill() })
 
 	// Only the trust anchor: no InsecureSkipVerify, as a device would.

@@ -75,15 +75,30 @@ func Provision(module, dir, label string) (cfg hsm.Config, created bool, err err
 		return cfg, false, nil
 	}
 
+	// The PINs go to temporary files first and are renamed into place only
+	// once the token exists: a failed C_InitToken leaves no PIN file that
+	// would block the next attempt, and a token never exists whose PIN was
+	// not written down.
 	pin, soPIN := randomPIN(), randomPIN()
-	if err := writeSecret(cfg.PINFile, pin); err != nil {
+	soPINFile := filepath.Join(dir, SOPINFile)
+	pinTmp, err := writeSecret(cfg.PINFile, pin)
+	if err != nil {
 		return cfg, false, err
 	}
-	if err := writeSecret(filepath.Join(dir, SOPINFile), soPIN); err != nil {
+	defer os.Remove(pinTmp)
+	soTmp, err := writeSecret(soPINFile, soPIN)
+	if err != nil {
 		return cfg, false, err
 	}
+	defer os.Remove(soTmp)
 	if err := initToken(ctx, label, pin, soPIN); err != nil {
 		return cfg, false, fmt.Errorf("initialise token %q: %w", label, err)
+	}
+	if err := os.Rename(pinTmp, cfg.PINFile); err != nil {
+		return cfg, false, fmt.Errorf("PIN file: %w", err)
+	}
+	if err := os.Rename(soTmp, soPINFile); err != nil {
+		return cfg, false, fmt.Errorf("SO PIN file: %w", err)
 	}
 	return cfg, true, nil
 }
@@ -148,16 +163,23 @@ func randomPIN() string {
 	return hex.EncodeToString(b)
 }
 
-func writeSecret(path, secret string) error {
-	f, err := os.OpenFile(path, os.O_WRONLY|os.O_CREATE|os.O_EXCL, 0o600)
+// writeSecret writes secret to a new 0600 temporary file beside path and
+// returns its name; the caller renames it into place.
+func writeSecret(path, secret string) (string, error) {
+	f, err := os.CreateTemp(filepath.Dir(path), "."+filepath.Base(path)+".*")
 	if err != nil {
-		return fmt.Errorf("write %s: %w", filepath.Base(path), err)
+		return "", fmt.Errorf("write %s: %w", filepath.Base(path), err)
 	}
 	if _, err := f.WriteString(secret + "\n"); err != nil {
 		f.Close()
-		return fmt.Errorf("write %s: %w", filepath.Base(path), err)
+		os.Remove(f.Name())
+		return "", fmt.Errorf("write %s: %w", filepath.Base(path), err)
 	}
-	return f.Close()
+	if err := f.Close(); err != nil {
+		os.Remove(f.Name())
+		return "", fmt.Errorf("write %s: %w", filepath.Base(path), err)
+	}
+	return f.Name(), nil
 }
 
 func writeIfChanged(path string, data []byte, mode os.FileMode) error {
