@@ -14,6 +14,7 @@ import (
 	"os"
 	"path/filepath"
 	"slices"
+	"sync/atomic"
 	"time"
 
 	"github.com/credfactory/credfactory/ca"
@@ -39,10 +40,69 @@ type PKI struct {
 	Root    *x509.Certificate
 	Issuing *x509.Certificate
 	CA      *ca.CA
-	// TLS is the server identity: leaf and issuing CA, key in the HSM.
-	TLS tls.Certificate
-	KDF *hsm.HMACKey
-	KEK *hsm.AEADKey
+	KDF     *hsm.HMACKey
+	KEK     *hsm.AEADKey
+
+	cfg config.Config
+	// tls is the server identity (leaf and issuing CA, key in the HSM),
+	// swapped whole when it is renewed.
+	tls atomic.Pointer[tls.Certificate]
+}
+
+// TLS is the current server identity.
+func (p *PKI) TLS() *tls.Certificate { return p.tls.Load() }
+
+// GetCertificate serves the current identity to each handshake
+// (tls.Config.GetCertificate), so a renewal needs no restart.
+func (p *PKI) GetCertificate(*tls.ClientHelloInfo) (*tls.Certificate, error) {
+	return p.tls.Load(), nil
+}
+
+// RenewServerCert issues a new server certificate when less than 30 days
+// are left (or the names changed) and swaps it in; it reports whether it did.
+func (p *PKI) RenewServerCert(ctx context.Context) (bool, error) {
+	made, err := ensureServerCert(ctx, p.cfg, p.HSM, p.CA, time.Now())
+	if err != nil || !made {
+		return made, err
+	}
+	return true, p.loadTLS(ctx)
+}
+
+// KeepServerCertFresh calls RenewServerCert twice a day until ctx ends, so
+// a server that runs for months never serves an expired certificate.
+func (p *PKI) KeepServerCertFresh(ctx context.Context, onErr func(error)) {
+	t := time.NewTicker(12 * time.Hour)
+	defer t.Stop()
+	for {
+		select {
+		case <-ctx.Done():
+			return
+		case <-t.C:
+			if _, err := p.RenewServerCert(ctx); err != nil {
+				onErr(err)
+			}
+		}
+	}
+}
+
+func (p *PKI) loadTLS(ctx context.Context) error {
+	chain, err := readCerts(path(p.cfg, ServerCertFile))
+	if err != nil {
+		return err
+	}
+	signer, err := p.HSM.Signer(ctx, p.cfg.Server.TLSKey)
+	if err != nil {
+		return err
+	}
+	if err := ca.CheckSignerMatches(chain[0], signer); err != nil {
+		return fmt.Errorf("%s: %w", ServerCertFile, err)
+	}
+	cert := &tls.Certificate{PrivateKey: signer, Leaf: chain[0]}
+	for _, c := range chain {
+		cert.Certificate = append(cert.Certificate, c.Raw)
+	}
+	p.tls.Store(cert)
+	return nil
 }
 
 // Close closes the HSM.
@@ -162,18 +222,9 @@ func Open(ctx context.Context, cfg config.Config, obs hsm.Observer) (_ *PKI, err
 	if _, err := ensureServerCert(ctx, cfg, m, authority, time.Now()); err != nil {
 		return nil, err
 	}
-	chain, err := readCerts(path(cfg, ServerCertFile))
-	if err != nil {
+	p := &PKI{HSM: m, Root: root, Issuing: issuing, CA: authority, cfg: cfg}
+	if err := p.loadTLS(ctx); err != nil {
 		return nil, err
-	}
-	tlsSigner, err := m.Signer(ctx, cfg.Server.TLSKey)
-	if err != nil {
-		return nil, err
-	}
-	p := &PKI{HSM: m, Root: root, Issuing: issuing, CA: authority}
-	p.TLS = tls.Certificate{PrivateKey: tlsSigner, Leaf: chain[0]}
-	for _, c := range chain {
-		p.TLS.Certificate = append(p.TLS.Certificate, c.Raw)
 	}
 	if p.KDF, err = m.HMACKey(cfg.Keys.KDFMaster); err != nil {
 		return nil, err

@@ -103,7 +103,7 @@ func TestOpenIssuesChainsToTrustAnchor(t *testing.T) {
 	inter := x509.NewCertPool()
 	inter.AddCert(p.Issuing)
 	for _, name := range []string{"localhost", "127.0.0.1", "::1", "mef.sp.example", "192.0.2.10"} {
-		if _, err := p.TLS.Leaf.Verify(x509.VerifyOptions{DNSName: name, Roots: roots, Intermediates: inter}); err != nil {
+		if _, err := p.TLS().Leaf.Verify(x509.VerifyOptions{DNSName: name, Roots: roots, Intermediates: inter}); err != nil {
 			t.Errorf("server certificate for %s: %v", name, err)
 		}
 	}
@@ -135,8 +135,8 @@ func TestOpenIssuesChainsToTrustAnchor(t *testing.T) {
 
 	// The TLS key is the HSM's: its signature verifies with the leaf's key.
 	digest := sha256.Sum256([]byte("tls"))
-	sig, err := p.TLS.PrivateKey.(crypto.Signer).Sign(rand.Reader, digest[:], crypto.SHA256)
-	if err != nil || !ecdsa.VerifyASN1(p.TLS.Leaf.PublicKey.(*ecdsa.PublicKey), digest[:], sig) {
+	sig, err := p.TLS().PrivateKey.(crypto.Signer).Sign(rand.Reader, digest[:], crypto.SHA256)
+	if err != nil || !ecdsa.VerifyASN1(p.TLS().Leaf.PublicKey.(*ecdsa.PublicKey), digest[:], sig) {
 		t.Fatalf("TLS key does not match its certificate: %v", err)
 	}
 }
@@ -187,5 +187,25 @@ func BenchmarkIssueHSM(b *testing.B) {
 			})
 			b.ReportMetric(float64(b.N)/b.Elapsed().Seconds(), "certs/s")
 		})
+	}
+}
+
+func TestServerCertFollowsConfiguredNames(t *testing.T) {
+	c := cfg
+	c.Server.Hostnames = append(append([]string(nil), cfg.Server.Hostnames...), "renewed.sp.example")
+	p, err := pki.Open(context.Background(), c, nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer p.Close()
+	if err := p.TLS().Leaf.VerifyHostname("renewed.sp.example"); err != nil {
+		t.Fatalf("a newly configured host name was not added at start: %v", err)
+	}
+	got, err := p.GetCertificate(nil)
+	if err != nil || got != p.TLS() {
+		t.Fatal("GetCertificate does not serve the current identity")
+	}
+	if renewed, err := p.RenewServerCert(context.Background()); err != nil || renewed {
+		t.Fatalf("a fresh certificate was renewed again: %v %v", renewed, err)
 	}
 }

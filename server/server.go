@@ -278,15 +278,16 @@ func (f fasthttpLogger) Printf(format string, args ...any) {
 	f.l.Warn(fmt.Sprintf(format, args...), "component", "fasthttp")
 }
 
-// TLSConfig is the front end's TLS policy around the server's identity:
+// TLSConfig is the front end's TLS policy around the server's identity
+// (getCert, so a renewed certificate is served without a restart):
 // TLS 1.3, or TLS 1.2 with ECDHE-ECDSA and AES-GCM only (TS-0003 §10.2 names
 // ECDHE_ECDSA with AES-128; Go's defaults would also offer CBC-SHA1 and
 // ChaCha20). Client certificates are requested, never required, and
 // verified per route (package clientauth): RSPF devices may have none.
-func TLSConfig(cert tls.Certificate) *tls.Config {
+func TLSConfig(getCert func(*tls.ClientHelloInfo) (*tls.Certificate, error)) *tls.Config {
 	return &tls.Config{
-		Certificates: []tls.Certificate{cert},
-		MinVersion:   tls.VersionTLS12,
+		GetCertificate: getCert,
+		MinVersion:     tls.VersionTLS12,
 		CipherSuites: []uint16{
 			tls.TLS_ECDHE_ECDSA_WITH_AES_128_GCM_SHA256,
 			tls.TLS_ECDHE_ECDSA_WITH_AES_256_GCM_SHA384,

@@ -154,7 +154,7 @@ func serve(ctx context.Context, cfg config.Config, stderr io.Writer) error {
 
 	srv := server.New(server.Options{
 		Listen:       cfg.Server.Listen,
-		TLS:          server.TLSConfig(p.TLS),
+		TLS:          server.TLSConfig(p.GetCertificate),
 		ReadTimeout:  cfg.Server.ReadTimeout,
 		WriteTimeout: cfg.Server.WriteTimeout,
 		IdleTimeout:  cfg.Server.IdleTimeout,
@@ -173,6 +173,7 @@ func serve(ctx context.Context, cfg config.Config, stderr io.Writer) error {
 
 	ctx, stop := signal.NotifyContext(ctx, syscall.SIGTERM, syscall.SIGINT)
 	defer stop()
+	go p.KeepServerCertFresh(ctx, func(err error) { log.Error("renew the server certificate", "err", err.Error()) })
 	errc := make(chan error, 1)
 	go func() { errc <- srv.Serve() }()
 	log.Info("serving", "addr", "https://"+srv.Addr().String(), "trust_anchor", cfg.TrustAnchorPath(), "version", versionString())
