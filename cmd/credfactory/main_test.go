@@ -17,6 +17,8 @@ import (
 	"syscall"
 	"testing"
 	"time"
+
+	"github.com/credfactory/credfactory/store/storetest"
 )
 
 var bin string
@@ -220,5 +222,37 @@ func TestHelpListsEverySetting(t *testing.T) {
 		if !strings.Contains(out, want) {
 			t.Errorf("serve --help lacks %s", want)
 		}
+	}
+}
+
+// TestMigrate runs credfactory migrate twice on each backend: the second run
+// leaves the schema alone and says so.
+func TestMigrate(t *testing.T) {
+	urls := map[string]string{"sqlite": ""}
+	if os.Getenv(storetest.URLEnv) != "" || os.Getenv("CI") != "" {
+		urls["postgres"] = storetest.PostgresURL(t)
+	}
+	for name, url := range urls {
+		t.Run(name, func(t *testing.T) {
+			dir := t.TempDir()
+			migrate := func() string {
+				cmd := exec.Command(bin, "migrate", "--data-dir", dir)
+				cmd.Env = cleanEnv()
+				if url != "" {
+					cmd.Env = append(cmd.Env, "CREDFACTORY_STORE_URL="+url)
+				}
+				out, err := cmd.CombinedOutput()
+				if err != nil {
+					t.Fatalf("migrate: %v\n%s", err, out)
+				}
+				return string(out)
+			}
+			if out := migrate(); !strings.Contains(out, "applied [1]") {
+				t.Fatalf("first migrate: %s", out)
+			}
+			if out := migrate(); !strings.Contains(out, "is current") {
+				t.Fatalf("second migrate: %s", out)
+			}
+		})
 	}
 }
