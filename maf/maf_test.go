@@ -18,7 +18,6 @@ import (
 	"net/http"
 	"net/url"
 	"os"
-	"path/filepath"
 	"strings"
 	"testing"
 	"time"
@@ -79,28 +78,20 @@ func TestMain(m *testing.M) {
 
 // stores runs f on SQLite and on PostgreSQL (when make test provides it).
 func stores(t *testing.T, f func(t *testing.T, st *store.Store)) {
-	t.Run("sqlite", func(t *testing.T) {
-		st, err := store.Open(context.Background(), "sqlite://"+filepath.Join(t.TempDir(), "r.db"), store.Options{})
-		if err != nil {
-			t.Fatal(err)
-		}
-		t.Cleanup(st.Close)
-		if _, err := st.Migrate(context.Background()); err != nil {
-			t.Fatal(err)
-		}
-		f(t, st)
-	})
-	t.Run("postgres", func(t *testing.T) {
-		st, err := store.Open(context.Background(), storetest.PostgresURL(t), store.Options{})
-		if err != nil {
-			t.Fatal(err)
-		}
-		t.Cleanup(st.Close)
-		if _, err := st.Migrate(context.Background()); err != nil {
-			t.Fatal(err)
-		}
-		f(t, st)
-	})
+	storetest.Each(t, func(t *testing.T, url string) { f(t, openStore(t, url, store.Options{})) })
+}
+
+func openStore(t *testing.T, url string, opt store.Options) *store.Store {
+	t.Helper()
+	st, err := store.Open(context.Background(), url, opt)
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(st.Close)
+	if _, err := st.Migrate(context.Background()); err != nil {
+		t.Fatal(err)
+	}
+	return st
 }
 
 const (
@@ -406,14 +397,7 @@ func code(m map[string]any) string {
 // with a clear code, and recovers by itself when the server is back.
 func TestAPIWhileDatabaseIsDown(t *testing.T) {
 	cluster := storetest.PrivateCluster(t)
-	st, err := store.Open(context.Background(), cluster.URL, store.Options{MaxRetries: 2})
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer st.Close()
-	if _, err := st.Migrate(context.Background()); err != nil {
-		t.Fatal(err)
-	}
+	st := openStore(t, cluster.URL, store.Options{MaxRetries: 2})
 	reg := maf.New(st, nil, master, kek)
 	p := newPKI(t)
 	cred, _ := derivedPSK(t, reg, "Sdev-down", time.Now().Add(time.Hour))

@@ -16,29 +16,15 @@ import (
 // backends runs f once per engine: the embedded SQLite file and PostgreSQL
 // (in a schema of its own per test, so tests never see each other's rows).
 func backends(t *testing.T, f func(t *testing.T, s *Store, obs *countingObserver)) {
-	t.Run("sqlite", func(t *testing.T) {
+	storetest.Each(t, func(t *testing.T, url string) {
 		obs := &countingObserver{}
-		s := openSQLiteForTest(t, obs)
-		f(t, s, obs)
-	})
-	t.Run("postgres", func(t *testing.T) {
-		obs := &countingObserver{}
-		s := openPostgresForTest(t, obs)
-		f(t, s, obs)
+		f(t, openURLForTest(t, url, obs), obs)
 	})
 }
 
 func openSQLiteForTest(t testing.TB, obs Observer) *Store {
 	t.Helper()
-	s, err := Open(context.Background(), "sqlite://"+filepath.Join(t.TempDir(), "registry.db"), Options{Observer: obs})
-	if err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(s.Close)
-	if _, err := s.Migrate(context.Background()); err != nil {
-		t.Fatal(err)
-	}
-	return s
+	return openURLForTest(t, "sqlite://"+filepath.Join(t.TempDir(), "registry.db"), obs)
 }
 
 func openPostgresForTest(t testing.TB, obs Observer) *Store {

@@ -64,6 +64,13 @@ func schemaURL(t testing.TB, base string) string {
 	return base + sep + "search_path=" + schema
 }
 
+// Each runs f as subtests "sqlite" (a fresh file) and "postgres" (a fresh
+// schema on the shared server): the one suite, run on both backends.
+func Each(t *testing.T, f func(t *testing.T, url string)) {
+	t.Run("sqlite", func(t *testing.T) { f(t, "sqlite://"+filepath.Join(t.TempDir(), "registry.db")) })
+	t.Run("postgres", func(t *testing.T) { f(t, PostgresURL(t)) })
+}
+
 // Cluster is a PostgreSQL server of a test's own, for tests that stop it.
 type Cluster struct {
 	t      testing.TB

@@ -1,0 +1,52 @@
+package metrics
+
+import (
+	"errors"
+	"fmt"
+	"strings"
+	"testing"
+	"time"
+
+	"github.com/credfactory/credfactory/hsm"
+	"github.com/credfactory/credfactory/store"
+	"github.com/prometheus/common/expfmt"
+)
+
+// TestObserversFeedMetrics: what the HSM pool and the store report reaches
+// the exported series, with bounded labels.
+func TestObserversFeedMetrics(t *testing.T) {
+	r := New()
+	r.WatchHSMPool(func() hsm.Stats { return hsm.Stats{Max: 4, InUse: 3, Waiting: 7, Idle: 1} })
+	h := r.HSMObserver()
+	h.ObserveOp("ecdsa_sign", time.Millisecond, nil)
+	h.ObserveOp("ecdsa_sign", time.Millisecond, fmt.Errorf("sign: %w", hsm.ErrPoolTimeout))
+	h.ObserveRecovery("session_broken")
+	s := r.StoreObserver()
+	s.ObserveTx("redeem_batch", 2*time.Millisecond, 3, nil)
+	s.ObserveTx("redeem_batch", time.Millisecond, 0, fmt.Errorf("x: %w", store.ErrUnavailable))
+	s.ObserveTx("revoke", time.Millisecond, 0, errors.New("boom"))
+	s.ObserveBatch(32)
+
+	families, err := r.Gather()
+	if err != nil {
+		t.Fatal(err)
+	}
+	var text strings.Builder
+	for _, f := range families {
+		expfmt.MetricFamilyToText(&text, f)
+	}
+	for _, want := range []string{
+		`credfactory_hsm_operation_duration_seconds_count{op="ecdsa_sign"} 2`,
+		`credfactory_hsm_operation_errors_total{kind="pool_timeout",op="ecdsa_sign"} 1`,
+		`credfactory_hsm_recoveries_total{kind="session_broken"} 1`,
+		`credfactory_hsm_pool_sessions{state="waiting"} 7`,
+		`credfactory_store_transaction_retries_total{op="redeem_batch"} 3`,
+		`credfactory_store_transaction_errors_total{kind="unavailable",op="redeem_batch"} 1`,
+		`credfactory_store_transaction_errors_total{kind="other",op="revoke"} 1`,
+		`credfactory_store_batch_items_sum 32`,
+	} {
+		if !strings.Contains(text.String(), want) {
+			t.Errorf("missing %s", want)
+		}
+	}
+}
