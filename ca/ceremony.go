@@ -75,6 +75,19 @@ func CreateRoot(signer crypto.Signer, subject pkix.Name, validity time.Duration,
 // online issuing key should be limited to: if it leaks, it cannot mint
 // further CAs.
 func CreateIntermediate(parent *x509.Certificate, parentSigner crypto.Signer, pub crypto.PublicKey, subject pkix.Name, validity time.Duration, now time.Time) (*x509.Certificate, error) {
+	return createIntermediate(parent, parentSigner, pub, subject, validity, now, 0, nil)
+}
+
+// CreateOBFCA certifies pub as the CA that certifies trusted OBSes' name-
+// constrained sub-CAs (profile ProfileOBFSubCA). It has path length 1, one
+// level more than the issuing CA, and client authentication as its only
+// extended key usage, so nothing under it can serve TLS. Its key signs only
+// when an sp-admin registers an OBS.
+func CreateOBFCA(parent *x509.Certificate, parentSigner crypto.Signer, pub crypto.PublicKey, subject pkix.Name, validity time.Duration, now time.Time) (*x509.Certificate, error) {
+	return createIntermediate(parent, parentSigner, pub, subject, validity, now, 1, []x509.ExtKeyUsage{x509.ExtKeyUsageClientAuth})
+}
+
+func createIntermediate(parent *x509.Certificate, parentSigner crypto.Signer, pub crypto.PublicKey, subject pkix.Name, validity time.Duration, now time.Time, pathLen int, eku []x509.ExtKeyUsage) (*x509.Certificate, error) {
 	if parent == nil || parentSigner == nil {
 		return nil, fmt.Errorf("ca: create intermediate: nil parent certificate or signer")
 	}
@@ -113,8 +126,9 @@ func CreateIntermediate(parent *x509.Certificate, parentSigner crypto.Signer, pu
 		KeyUsage:              x509.KeyUsageCertSign | x509.KeyUsageCRLSign | x509.KeyUsageDigitalSignature,
 		BasicConstraintsValid: true,
 		IsCA:                  true,
-		MaxPathLen:            0,
-		MaxPathLenZero:        true,
+		MaxPathLen:            pathLen,
+		MaxPathLenZero:        pathLen == 0,
+		ExtKeyUsage:           eku,
 		SubjectKeyId:          ski,
 	}
 	der, err := x509.CreateCertificate(rand.Reader, tmpl, parent, pub, parentSigner)

@@ -27,6 +27,7 @@ import (
 const (
 	RootCertFile    = "ca/root.pem"
 	IssuingCertFile = "ca/issuing.pem"
+	OBFCertFile     = "ca/obf.pem"
 	ServerCertFile  = "tls/server.pem"
 )
 
@@ -40,7 +41,9 @@ type PKI struct {
 	Root    *x509.Certificate
 	Issuing *x509.Certificate
 	CA      *ca.CA
-	KDF     *hsm.HMACKey
+	// OBFCA certifies trusted OBSes' name-constrained sub-CAs.
+	OBFCA *ca.CA
+	KDF   *hsm.HMACKey
 	KEK     *hsm.AEADKey
 
 	cfg config.Config
@@ -169,6 +172,20 @@ func Init(ctx context.Context, cfg config.Config) (created []string, err error) 
 	if err := issuing.CheckSignatureFrom(root); err != nil {
 		return created, fmt.Errorf("%s is not signed by %s: %w", IssuingCertFile, RootCertFile, err)
 	}
+	obfSigner, err := m.Signer(ctx, cfg.CA.OBFKey)
+	if err != nil {
+		return created, err
+	}
+	_, made, err = loadOrCreate(path(cfg, OBFCertFile), obfSigner, func() (*x509.Certificate, error) {
+		return ca.CreateOBFCA(root, rootSigner, obfSigner.Public(),
+			pkix.Name{Organization: org, CommonName: cfg.CA.Organization + " OBF CA"}, cfg.CA.IssuingValidity, now)
+	})
+	if err != nil {
+		return created, fmt.Errorf("OBF CA: %w", err)
+	}
+	if made {
+		created = append(created, "OBF CA certificate "+path(cfg, OBFCertFile))
+	}
 	if changed, err := writeIfChanged(cfg.TrustAnchorPath(), ca.EncodeCertsPEM([]*x509.Certificate{root}), 0o644); err != nil {
 		return created, err
 	} else if changed {
@@ -222,7 +239,19 @@ func Open(ctx context.Context, cfg config.Config, obs hsm.Observer) (_ *PKI, err
 	if _, err := ensureServerCert(ctx, cfg, m, authority, time.Now()); err != nil {
 		return nil, err
 	}
-	p := &PKI{HSM: m, Root: root, Issuing: issuing, CA: authority, cfg: cfg}
+	obfCert, err := readCert(path(cfg, OBFCertFile))
+	if err != nil {
+		return nil, fmt.Errorf("%w (run credfactory init)", err)
+	}
+	obfSigner, err := m.Signer(ctx, cfg.CA.OBFKey)
+	if err != nil {
+		return nil, err
+	}
+	obfCA, err := ca.New(ca.Config{Issuer: obfCert, Signer: obfSigner, Chain: []*x509.Certificate{obfCert, root}, Lint: cfg.CA.Lint})
+	if err != nil {
+		return nil, fmt.Errorf("OBF CA: %w", err)
+	}
+	p := &PKI{HSM: m, Root: root, Issuing: issuing, CA: authority, OBFCA: obfCA, cfg: cfg}
 	if err := p.loadTLS(ctx); err != nil {
 		return nil, err
 	}
@@ -253,6 +282,7 @@ func keySpecs(cfg config.Config) []hsm.KeySpec {
 	return []hsm.KeySpec{
 		{URI: cfg.CA.RootKey, Type: caType},
 		{URI: cfg.CA.IssuingKey, Type: caType},
+		{URI: cfg.CA.OBFKey, Type: caType},
 		// TLS stays P-256: every device stack speaks it (TS-0003 §10.2).
 		{URI: cfg.Server.TLSKey, Type: hsm.KeyECDSAP256},
 		{URI: cfg.Keys.KDFMaster, Type: hsm.KeyHMAC},

@@ -72,6 +72,11 @@ func (s *Store) CreateEnrolment(ctx context.Context, e Enrolment) error {
 		if _, err := q.exec(ctx, `UPDATE enrolments SET state = 'cancelled' WHERE device_id = $1 AND state = 'issued'`, e.DeviceID); err != nil {
 			return err
 		}
+		if _, err := q.exec(ctx, `UPDATE devices SET assigned_id = $2, updated_at = $3,
+			state = CASE WHEN state = 'enrolled' THEN state ELSE 'token-issued' END WHERE id = $1`,
+			e.DeviceID, e.AssignedID, e.CreatedAt.UTC()); err != nil {
+			return err
+		}
 		_, err := q.exec(ctx, `INSERT INTO enrolments (`+enrolmentColumns+`)
 			VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, NULL, NULL, NULL, NULL)`,
 			e.TokenHash, e.DeviceID, e.AssignedID, e.StakeholderID, e.Tenant, e.OBFID, e.Mode,
@@ -338,4 +343,26 @@ func queryIn(ctx context.Context, q querier, prefix string, values []any, each f
 		}
 	}
 	return nil
+}
+
+// Enrolments lists a device's enrolments, newest first (the device page's
+// history).
+func (s *Store) Enrolments(ctx context.Context, deviceID string) ([]Enrolment, error) {
+	var out []Enrolment
+	err := s.read(ctx, func(q querier) error {
+		r, err := q.query(ctx, `SELECT `+enrolmentColumns+` FROM enrolments WHERE device_id = $1 ORDER BY created_at DESC`, deviceID)
+		if err != nil {
+			return err
+		}
+		defer r.Close()
+		for r.Next() {
+			e, err := scanEnrolment(r)
+			if err != nil {
+				return err
+			}
+			out = append(out, e)
+		}
+		return r.Err()
+	})
+	return out, err
 }

@@ -57,7 +57,12 @@ func (p *postgres) close() { p.pool.Close() }
 
 func (p *postgres) ping(ctx context.Context) error { return p.pool.Ping(ctx) }
 
-func (p *postgres) ddl() dialect { return pgDialect }
+func (p *postgres) ddl() dialect {
+	if p.cockroach {
+		return crdbDialect
+	}
+	return pgDialect
+}
 
 var serializable = pgx.TxOptions{IsoLevel: pgx.Serializable, AccessMode: pgx.ReadWrite}
 

@@ -14,14 +14,28 @@ type dialect struct {
 }
 
 var (
+	// {{key}} is a text key that sorts bytewise on every engine, so keyset
+	// paging and ID-prefix ranges mean the same everywhere: PostgreSQL's
+	// database collation may be a glibc locale that ignores punctuation.
 	pgDialect = dialect{strings.NewReplacer(
+		"{{key}}", `TEXT COLLATE "C"`,
 		"{{bytes}}", "BYTEA",
 		"{{time}}", "TIMESTAMPTZ",
 		"{{bool}}", "BOOL",
 		"{{int}}", "INT8",
 	)}
-	// SQLite: times are integer microseconds (see sqliteQuerier).
+	// CockroachDB's STRING already compares bytewise.
+	crdbDialect = dialect{strings.NewReplacer(
+		"{{key}}", "STRING",
+		"{{bytes}}", "BYTEA",
+		"{{time}}", "TIMESTAMPTZ",
+		"{{bool}}", "BOOL",
+		"{{int}}", "INT8",
+	)}
+	// SQLite: times are integer microseconds (see sqliteQuerier); TEXT
+	// compares bytewise (BINARY collation).
 	sqliteDialect = dialect{strings.NewReplacer(
+		"{{key}}", "TEXT",
 		"{{bytes}}", "BLOB",
 		"{{time}}", "INTEGER",
 		"{{bool}}", "INTEGER",
@@ -54,15 +68,26 @@ var migrations = []migration{{
 	name:    "registry",
 	stmts: []string{
 		`CREATE TABLE IF NOT EXISTS stakeholders (
-			id            TEXT PRIMARY KEY,
-			name          TEXT NOT NULL UNIQUE,
-			role          TEXT NOT NULL,
-			password_hash TEXT NOT NULL,
-			failed_logins {{int}} NOT NULL DEFAULT 0,
-			locked_until  {{time}},
-			created_at    {{time}} NOT NULL,
-			disabled_at   {{time}}
+			id                 TEXT PRIMARY KEY,
+			name               TEXT NOT NULL UNIQUE,
+			role               TEXT NOT NULL,
+			acts_for           TEXT,
+			password_hash      TEXT NOT NULL,
+			failed_logins      {{int}} NOT NULL DEFAULT 0,
+			locked_until       {{time}},
+			claim_failures     {{int}} NOT NULL DEFAULT 0,
+			claim_locked_until {{time}},
+			created_at         {{time}} NOT NULL,
+			disabled_at        {{time}}
 		)`,
+		`CREATE TABLE IF NOT EXISTS sessions (
+			id_hash        {{bytes}} PRIMARY KEY,
+			stakeholder_id TEXT NOT NULL,
+			csrf           TEXT NOT NULL,
+			created_at     {{time}} NOT NULL,
+			expires_at     {{time}} NOT NULL
+		)`,
+		`CREATE INDEX IF NOT EXISTS sessions_stakeholder ON sessions (stakeholder_id)`,
 		`CREATE TABLE IF NOT EXISTS api_keys (
 			id             TEXT PRIMARY KEY,
 			stakeholder_id TEXT NOT NULL,
@@ -79,26 +104,32 @@ var migrations = []migration{{
 			name               TEXT NOT NULL,
 			kind               TEXT NOT NULL,
 			trusted            {{bool}} NOT NULL,
-			client_cert_sha256 {{bytes}},
+			client_cert_sha256 {{bytes}} UNIQUE,
+			client_cert_der    {{bytes}},
 			subca_der          {{bytes}},
 			created_at         {{time}} NOT NULL,
 			disabled_at        {{time}}
 		)`,
 		`CREATE INDEX IF NOT EXISTS obfs_stakeholder ON obfs (stakeholder_id)`,
 		`CREATE TABLE IF NOT EXISTS devices (
-			id                 TEXT PRIMARY KEY,
+			id                 {{key}} PRIMARY KEY,
 			manufacturer_id    TEXT NOT NULL,
 			owner_id           TEXT,
+			tenant             {{key}} NOT NULL,
 			claim_code_hash    {{bytes}},
 			device_cert_der    {{bytes}},
 			device_cert_sha256 {{bytes}},
 			state              TEXT NOT NULL,
-			assigned_id        TEXT,
+			assigned_id        TEXT UNIQUE,
+			nonce_hash         {{bytes}},
+			nonce_expires_at   {{time}},
+			claim_failures     {{int}} NOT NULL DEFAULT 0,
+			claim_locked_until {{time}},
 			created_at         {{time}} NOT NULL,
 			updated_at         {{time}} NOT NULL
 		)`,
-		`CREATE INDEX IF NOT EXISTS devices_owner ON devices (owner_id)`,
-		`CREATE INDEX IF NOT EXISTS devices_manufacturer ON devices (manufacturer_id)`,
+		`CREATE INDEX IF NOT EXISTS devices_tenant ON devices (tenant, id)`,
+		`CREATE INDEX IF NOT EXISTS devices_tenant_state ON devices (tenant, state, id)`,
 		`CREATE TABLE IF NOT EXISTS enrolments (
 			token_hash         {{bytes}} PRIMARY KEY,
 			device_id          TEXT NOT NULL,

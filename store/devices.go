@@ -1,0 +1,270 @@
+package store
+
+import (
+	"context"
+	"fmt"
+	"strconv"
+	"strings"
+	"time"
+)
+
+// Device states, as the portal shows them.
+const (
+	DevicePreEnrolled = "pre-enrolled"
+	DeviceTokenIssued = "token-issued"
+	DeviceEnrolled    = "enrolled"
+	DeviceRevoked     = "revoked"
+)
+
+// Device is a pre-enrolled Enrollee.
+type Device struct {
+	ID             string
+	ManufacturerID string
+	OwnerID        *string
+	// Tenant is who may see and enrol it: its owner once handed over, its
+	// manufacturer before.
+	Tenant           string
+	ClaimCodeHash    []byte
+	DeviceCertDER    []byte
+	DeviceCertSHA256 []byte
+	State            string
+	AssignedID       *string
+	NonceHash        []byte
+	NonceExpiresAt   *time.Time
+	ClaimLockedUntil *time.Time
+	CreatedAt        time.Time
+	UpdatedAt        time.Time
+}
+
+const deviceColumns = `id, manufacturer_id, owner_id, tenant, claim_code_hash, device_cert_der, device_cert_sha256, state,
+	assigned_id, nonce_hash, nonce_expires_at, claim_locked_until, created_at, updated_at`
+
+func scanDevice(r row) (Device, error) {
+	var d Device
+	err := r.Scan(&d.ID, &d.ManufacturerID, &d.OwnerID, &d.Tenant, &d.ClaimCodeHash, &d.DeviceCertDER, &d.DeviceCertSHA256,
+		&d.State, &d.AssignedID, &d.NonceHash, &d.NonceExpiresAt, &d.ClaimLockedUntil, &d.CreatedAt, &d.UpdatedAt)
+	return d, err
+}
+
+// Upserted is the outcome of one row of a bulk pre-enrolment.
+type Upserted int
+
+// Row outcomes.
+const (
+	Inserted  Upserted = iota // new device
+	Unchanged                 // this manufacturer uploaded it before: idempotent
+	Taken                     // another manufacturer's device ID
+)
+
+// UpsertDevices pre-enrols devices for manufacturerID in chunks of one
+// multi-row INSERT each, so 100,000 rows are a few hundred statements, and
+// reports each row's outcome in order. Re-uploading a device is not an error
+// and changes nothing.
+func (s *Store) UpsertDevices(ctx context.Context, manufacturerID string, devices []Device, now time.Time) ([]Upserted, error) {
+	out := make([]Upserted, len(devices))
+	const chunk = 500
+	for start := 0; start < len(devices); start += chunk {
+		part := devices[start:min(start+chunk, len(devices))]
+		err := s.tx(ctx, "upsert_devices", func(q querier) error {
+			var b strings.Builder
+			b.WriteString(`INSERT INTO devices (id, manufacturer_id, tenant, claim_code_hash, device_cert_der, device_cert_sha256,
+				state, created_at, updated_at) VALUES `)
+			args := make([]any, 0, len(part)*9)
+			for i, d := range part {
+				if i > 0 {
+					b.WriteString(", ")
+				}
+				n := len(args)
+				b.WriteString("(")
+				for j := 1; j <= 9; j++ {
+					if j > 1 {
+						b.WriteString(", ")
+					}
+					b.WriteString("$" + strconv.Itoa(n+j))
+				}
+				b.WriteString(")")
+				args = append(args, d.ID, manufacturerID, manufacturerID, d.ClaimCodeHash, d.DeviceCertDER, d.DeviceCertSHA256,
+					DevicePreEnrolled, now.UTC(), now.UTC())
+			}
+			b.WriteString(` ON CONFLICT (id) DO NOTHING RETURNING id`)
+			r, err := q.query(ctx, b.String(), args...)
+			if err != nil {
+				return err
+			}
+			inserted := map[string]bool{}
+			for r.Next() {
+				var id string
+				if err := r.Scan(&id); err != nil {
+					r.Close()
+					return err
+				}
+				inserted[id] = true
+			}
+			r.Close()
+			if err := r.Err(); err != nil {
+				return err
+			}
+			var existing []any
+			for _, d := range part {
+				if !inserted[d.ID] {
+					existing = append(existing, d.ID)
+				}
+			}
+			owners := map[string]string{}
+			if len(existing) > 0 {
+				if err := queryIn(ctx, q, `SELECT id, manufacturer_id FROM devices WHERE id IN `, existing, func(r rows) error {
+					var id, m string
+					if err := r.Scan(&id, &m); err != nil {
+						return err
+					}
+					owners[id] = m
+					return nil
+				}); err != nil {
+					return err
+				}
+			}
+			for i, d := range part {
+				switch {
+				case inserted[d.ID]:
+					out[start+i] = Inserted
+				case owners[d.ID] == manufacturerID:
+					out[start+i] = Unchanged
+				default:
+					out[start+i] = Taken
+				}
+			}
+			return nil
+		})
+		if err != nil {
+			return nil, fmt.Errorf("pre-enrol devices: %w", err)
+		}
+	}
+	return out, nil
+}
+
+// DeviceFilter narrows a device listing.
+type DeviceFilter struct {
+	State    string // one of the Device* states, or "" for all
+	IDPrefix string
+	After    string // keyset cursor: the last ID of the previous page
+	Limit    int
+}
+
+// Devices lists a tenant's devices in ID order, one page at a time. Keyset
+// paging on the (tenant, id) and (tenant, state, id) indexes keeps every page
+// as fast at a million devices as at ten.
+func (s *Store) Devices(ctx context.Context, tenant string, f DeviceFilter) ([]Device, error) {
+	where, args := `tenant = $1`, []any{tenant}
+	if tenant == "" { // sp-admin: everyone's
+		where, args = `1 = 1`, nil
+	}
+	if f.State != "" {
+		args = append(args, f.State)
+		where += ` AND state = $` + strconv.Itoa(len(args))
+	}
+	if f.IDPrefix != "" {
+		// A range, not LIKE: it uses the index on every engine and needs no
+		// escaping of % and _.
+		args = append(args, f.IDPrefix, f.IDPrefix+"\U0010FFFF")
+		where += ` AND id >= $` + strconv.Itoa(len(args)-1) + ` AND id < $` + strconv.Itoa(len(args))
+	}
+	if f.After != "" {
+		args = append(args, f.After)
+		where += ` AND id > $` + strconv.Itoa(len(args))
+	}
+	limit := f.Limit
+	if limit <= 0 || limit > 1000 {
+		limit = 100
+	}
+	var out []Device
+	err := s.read(ctx, func(q querier) error {
+		r, err := q.query(ctx, `SELECT `+deviceColumns+` FROM devices WHERE `+where+` ORDER BY id LIMIT `+strconv.Itoa(limit), args...)
+		if err != nil {
+			return err
+		}
+		defer r.Close()
+		for r.Next() {
+			d, err := scanDevice(r)
+			if err != nil {
+				return err
+			}
+			out = append(out, d)
+		}
+		return r.Err()
+	})
+	if err != nil {
+		return nil, fmt.Errorf("list devices: %w", err)
+	}
+	return out, nil
+}
+
+// Device returns one device.
+func (s *Store) Device(ctx context.Context, id string) (Device, error) {
+	var d Device
+	err := s.read(ctx, func(q querier) (err error) {
+		d, err = scanDevice(q.queryRow(ctx, `SELECT `+deviceColumns+` FROM devices WHERE id = $1`, id))
+		return err
+	})
+	if err != nil {
+		return d, fmt.Errorf("device %s: %w", id, err)
+	}
+	return d, nil
+}
+
+// HandOver moves a manufacturer's devices to a subscriber's tenant and
+// returns how many moved; a device already handed over, or another
+// manufacturer's, is left alone.
+func (s *Store) HandOver(ctx context.Context, manufacturerID, subscriberID string, deviceIDs []string, actor string, now time.Time) (int, error) {
+	moved := 0
+	err := s.tx(ctx, "hand_over", func(q querier) error {
+		moved = 0
+		var role string
+		if err := q.queryRow(ctx, `SELECT role FROM stakeholders WHERE id = $1`, subscriberID).Scan(&role); err != nil {
+			return fmt.Errorf("subscriber: %w", err)
+		}
+		if role != RoleSubscriber {
+			return fmt.Errorf("devices are handed over to a subscriber, not a %s", role)
+		}
+		for _, id := range deviceIDs {
+			n, err := q.exec(ctx, `UPDATE devices SET owner_id = $3, tenant = $3, updated_at = $4
+				WHERE id = $1 AND manufacturer_id = $2 AND tenant = $2`, id, manufacturerID, subscriberID, now.UTC())
+			if err != nil {
+				return err
+			}
+			if n == 1 {
+				moved++
+				if err := insertAudit(ctx, q, AuditEvent{At: now, Tenant: subscriberID, Actor: actor, Action: "device.hand_over",
+					Subject: id, Detail: map[string]any{"from": manufacturerID}}); err != nil {
+					return err
+				}
+			}
+		}
+		return nil
+	})
+	return moved, err
+}
+
+// SetNonce stores the hash of a proof-of-control nonce for a device,
+// replacing any earlier one.
+func (s *Store) SetNonce(ctx context.Context, deviceID string, nonceHash []byte, expires time.Time) error {
+	return s.tx(ctx, "set_nonce", func(q querier) error {
+		n, err := q.exec(ctx, `UPDATE devices SET nonce_hash = $2, nonce_expires_at = $3 WHERE id = $1`, deviceID, nonceHash, expires.UTC())
+		if err == nil && n == 0 {
+			return ErrNotFound
+		}
+		return err
+	})
+}
+
+// TakeNonce consumes a device's nonce if it matches and has not expired: a
+// nonce proves control once.
+func (s *Store) TakeNonce(ctx context.Context, deviceID string, nonceHash []byte, now time.Time) (bool, error) {
+	ok := false
+	err := s.tx(ctx, "take_nonce", func(q querier) error {
+		n, err := q.exec(ctx, `UPDATE devices SET nonce_hash = NULL, nonce_expires_at = NULL
+			WHERE id = $1 AND nonce_hash = $2 AND nonce_expires_at > $3`, deviceID, nonceHash, now.UTC())
+		ok = n == 1
+		return err
+	})
+	return ok, err
+}

@@ -1,0 +1,318 @@
+package store
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"time"
+)
+
+// Stakeholder roles (DESIGN.md "Who uses it"). An installer acts for a
+// subscriber: it works in the subscriber's tenant.
+const (
+	RoleSPAdmin      = "sp-admin"
+	RoleManufacturer = "manufacturer"
+	RoleSubscriber   = "subscriber"
+	RoleInstaller    = "installer"
+)
+
+// Stakeholder is a portal account and, through Tenant, the scope of every
+// device it may see.
+type Stakeholder struct {
+	ID           string
+	Name         string
+	Role         string
+	ActsFor      *string
+	PasswordHash string
+	FailedLogins int
+	LockedUntil  *time.Time
+	CreatedAt    time.Time
+	DisabledAt   *time.Time
+}
+
+// Tenant is the stakeholder whose devices this one works on: itself, or
+// the subscriber an installer acts for.
+func (s Stakeholder) Tenant() string {
+	if s.ActsFor != nil {
+		return *s.ActsFor
+	}
+	return s.ID
+}
+
+const stakeholderColumns = `id, name, role, acts_for, password_hash, failed_logins, locked_until, created_at, disabled_at`
+
+func scanStakeholder(r row) (Stakeholder, error) {
+	var s Stakeholder
+	err := r.Scan(&s.ID, &s.Name, &s.Role, &s.ActsFor, &s.PasswordHash, &s.FailedLogins, &s.LockedUntil, &s.CreatedAt, &s.DisabledAt)
+	return s, err
+}
+
+// CreateStakeholder adds an account; a taken name is ErrConflict.
+func (s *Store) CreateStakeholder(ctx context.Context, st Stakeholder) error {
+	switch st.Role {
+	case RoleSPAdmin, RoleManufacturer, RoleSubscriber:
+		if st.ActsFor != nil {
+			return fmt.Errorf("create stakeholder: only an installer acts for another")
+		}
+	case RoleInstaller:
+		if st.ActsFor == nil {
+			return fmt.Errorf("create stakeholder: an installer acts for a subscriber")
+		}
+	default:
+		return fmt.Errorf("create stakeholder: unknown role %q", st.Role)
+	}
+	err := s.tx(ctx, "create_stakeholder", func(q querier) error {
+		if st.ActsFor != nil {
+			var role string
+			if err := q.queryRow(ctx, `SELECT role FROM stakeholders WHERE id = $1`, *st.ActsFor).Scan(&role); err != nil {
+				return fmt.Errorf("the subscriber an installer acts for: %w", err)
+			}
+			if role != RoleSubscriber {
+				return fmt.Errorf("an installer acts for a subscriber, not a %s", role)
+			}
+		}
+		_, err := q.exec(ctx, `INSERT INTO stakeholders (id, name, role, acts_for, password_hash, created_at)
+			VALUES ($1, $2, $3, $4, $5, $6)`, st.ID, st.Name, st.Role, st.ActsFor, st.PasswordHash, st.CreatedAt.UTC())
+		return err
+	})
+	if err != nil {
+		return fmt.Errorf("create stakeholder %q: %w", st.Name, err)
+	}
+	return nil
+}
+
+// StakeholderBy looks an account up by "id" or "name".
+func (s *Store) StakeholderBy(ctx context.Context, column, value string) (Stakeholder, error) {
+	if column != "id" && column != "name" {
+		return Stakeholder{}, fmt.Errorf("stakeholder lookup by %q", column)
+	}
+	var st Stakeholder
+	err := s.read(ctx, func(q querier) (err error) {
+		st, err = scanStakeholder(q.queryRow(ctx, `SELECT `+stakeholderColumns+` FROM stakeholders WHERE `+column+` = $1`, value))
+		return err
+	})
+	if err != nil {
+		return st, fmt.Errorf("stakeholder: %w", err)
+	}
+	return st, nil
+}
+
+// Stakeholders lists every account (for the sp-admin pages).
+func (s *Store) Stakeholders(ctx context.Context) ([]Stakeholder, error) {
+	var out []Stakeholder
+	err := s.read(ctx, func(q querier) error {
+		r, err := q.query(ctx, `SELECT `+stakeholderColumns+` FROM stakeholders ORDER BY name`)
+		if err != nil {
+			return err
+		}
+		defer r.Close()
+		for r.Next() {
+			st, err := scanStakeholder(r)
+			if err != nil {
+				return err
+			}
+			out = append(out, st)
+		}
+		return r.Err()
+	})
+	return out, err
+}
+
+// LoginResult records a login attempt's outcome: a success clears the
+// failure count, the maxFailures-th failure in a row locks the account for
+// lockFor. It returns the account's lock, if any, after the update.
+func (s *Store) LoginResult(ctx context.Context, id string, ok bool, now time.Time, maxFailures int, lockFor time.Duration) (*time.Time, error) {
+	var locked *time.Time
+	err := s.tx(ctx, "login", func(q querier) error {
+		if ok {
+			_, err := q.exec(ctx, `UPDATE stakeholders SET failed_logins = 0, locked_until = NULL WHERE id = $1`, id)
+			return err
+		}
+		var failures int
+		if err := q.queryRow(ctx, `SELECT failed_logins FROM stakeholders WHERE id = $1`, id).Scan(&failures); err != nil {
+			return err
+		}
+		failures++
+		locked = nil
+		if failures >= maxFailures {
+			until := now.Add(lockFor).UTC()
+			locked, failures = &until, 0
+		}
+		_, err := q.exec(ctx, `UPDATE stakeholders SET failed_logins = $2, locked_until = COALESCE($3, locked_until) WHERE id = $1`,
+			id, failures, locked)
+		return err
+	})
+	return locked, err
+}
+
+// ClaimFailure counts a wrong claim code against both the device and the
+// stakeholder trying it: past maxFailures either is locked for lockFor, so a
+// code cannot be brute-forced one device at a time or one account at a time.
+func (s *Store) ClaimFailure(ctx context.Context, deviceID, stakeholderID string, now time.Time, maxFailures int, lockFor time.Duration) error {
+	return s.tx(ctx, "claim_failure", func(q querier) error {
+		until := now.Add(lockFor).UTC()
+		for _, table := range []struct{ name, id string }{{"devices", deviceID}, {"stakeholders", stakeholderID}} {
+			if _, err := q.exec(ctx, `UPDATE `+table.name+` SET claim_failures = claim_failures + 1,
+				claim_locked_until = CASE WHEN claim_failures + 1 >= $2 THEN $3 ELSE claim_locked_until END
+				WHERE id = $1`, table.id, maxFailures, until); err != nil {
+				return err
+			}
+		}
+		return nil
+	})
+}
+
+// ErrClaimLocked: too many wrong claim codes for this device or account.
+var ErrClaimLocked = errors.New("store: too many wrong claim codes; try later")
+
+// ClaimAllowed reports ErrClaimLocked while the device or the stakeholder is
+// locked out of claim-code attempts.
+func (s *Store) ClaimAllowed(ctx context.Context, deviceID, stakeholderID string, now time.Time) error {
+	return s.read(ctx, func(q querier) error {
+		for _, table := range []struct{ name, id string }{{"devices", deviceID}, {"stakeholders", stakeholderID}} {
+			var until *time.Time
+			err := q.queryRow(ctx, `SELECT claim_locked_until FROM `+table.name+` WHERE id = $1`, table.id).Scan(&until)
+			if err != nil && !errors.Is(err, ErrNotFound) {
+				return err
+			}
+			if until != nil && now.Before(*until) {
+				return ErrClaimLocked
+			}
+		}
+		return nil
+	})
+}
+
+// ClaimSuccess clears the device's and stakeholder's claim failure counts.
+func (s *Store) ClaimSuccess(ctx context.Context, deviceID, stakeholderID string) error {
+	return s.tx(ctx, "claim_success", func(q querier) error {
+		for _, table := range []struct{ name, id string }{{"devices", deviceID}, {"stakeholders", stakeholderID}} {
+			if _, err := q.exec(ctx, `UPDATE `+table.name+` SET claim_failures = 0, claim_locked_until = NULL WHERE id = $1`, table.id); err != nil {
+				return err
+			}
+		}
+		return nil
+	})
+}
+
+// Session is a logged-in browser, found by the SHA-256 of its cookie.
+type Session struct {
+	IDHash        []byte
+	StakeholderID string
+	CSRF          string
+	CreatedAt     time.Time
+	ExpiresAt     time.Time
+}
+
+// CreateSession stores a session.
+func (s *Store) CreateSession(ctx context.Context, sess Session) error {
+	return s.tx(ctx, "create_session", func(q querier) error {
+		_, err := q.exec(ctx, `INSERT INTO sessions (id_hash, stakeholder_id, csrf, created_at, expires_at) VALUES ($1, $2, $3, $4, $5)`,
+			sess.IDHash, sess.StakeholderID, sess.CSRF, sess.CreatedAt.UTC(), sess.ExpiresAt.UTC())
+		return err
+	})
+}
+
+// SessionByHash returns a session and its stakeholder; an expired session
+// is ErrNotFound.
+func (s *Store) SessionByHash(ctx context.Context, idHash []byte, now time.Time) (Session, Stakeholder, error) {
+	var sess Session
+	var st Stakeholder
+	err := s.read(ctx, func(q querier) error {
+		if err := q.queryRow(ctx, `SELECT id_hash, stakeholder_id, csrf, created_at, expires_at FROM sessions WHERE id_hash = $1`,
+			idHash).Scan(&sess.IDHash, &sess.StakeholderID, &sess.CSRF, &sess.CreatedAt, &sess.ExpiresAt); err != nil {
+			return err
+		}
+		if !now.Before(sess.ExpiresAt) {
+			return ErrNotFound
+		}
+		var err error
+		st, err = scanStakeholder(q.queryRow(ctx, `SELECT `+stakeholderColumns+` FROM stakeholders WHERE id = $1`, sess.StakeholderID))
+		return err
+	})
+	return sess, st, err
+}
+
+// DeleteSession ends a session (logout).
+func (s *Store) DeleteSession(ctx context.Context, idHash []byte) error {
+	return s.tx(ctx, "delete_session", func(q querier) error {
+		_, err := q.exec(ctx, `DELETE FROM sessions WHERE id_hash = $1`, idHash)
+		return err
+	})
+}
+
+// APIKey is a machine client's credential, stored by its SHA-256 only.
+type APIKey struct {
+	ID            string
+	StakeholderID string
+	Name          string
+	KeyHash       []byte
+	CreatedAt     time.Time
+	LastUsedAt    *time.Time
+	RevokedAt     *time.Time
+}
+
+// CreateAPIKey stores a key's hash.
+func (s *Store) CreateAPIKey(ctx context.Context, k APIKey) error {
+	return s.tx(ctx, "create_api_key", func(q querier) error {
+		_, err := q.exec(ctx, `INSERT INTO api_keys (id, stakeholder_id, name, key_hash, created_at) VALUES ($1, $2, $3, $4, $5)`,
+			k.ID, k.StakeholderID, k.Name, k.KeyHash, k.CreatedAt.UTC())
+		return err
+	})
+}
+
+// APIKeyByHash returns an unrevoked key and its stakeholder.
+func (s *Store) APIKeyByHash(ctx context.Context, keyHash []byte) (APIKey, Stakeholder, error) {
+	var k APIKey
+	var st Stakeholder
+	err := s.read(ctx, func(q querier) error {
+		if err := q.queryRow(ctx, `SELECT id, stakeholder_id, name, key_hash, created_at, last_used_at, revoked_at
+			FROM api_keys WHERE key_hash = $1 AND revoked_at IS NULL`, keyHash).Scan(
+			&k.ID, &k.StakeholderID, &k.Name, &k.KeyHash, &k.CreatedAt, &k.LastUsedAt, &k.RevokedAt); err != nil {
+			return err
+		}
+		var err error
+		st, err = scanStakeholder(q.queryRow(ctx, `SELECT `+stakeholderColumns+` FROM stakeholders WHERE id = $1`, k.StakeholderID))
+		return err
+	})
+	return k, st, err
+}
+
+// APIKeys lists a stakeholder's keys (hashes included, never the keys).
+func (s *Store) APIKeys(ctx context.Context, stakeholderID string) ([]APIKey, error) {
+	var out []APIKey
+	err := s.read(ctx, func(q querier) error {
+		r, err := q.query(ctx, `SELECT id, stakeholder_id, name, key_hash, created_at, last_used_at, revoked_at
+			FROM api_keys WHERE stakeholder_id = $1 ORDER BY created_at, id`, stakeholderID)
+		if err != nil {
+			return err
+		}
+		defer r.Close()
+		for r.Next() {
+			var k APIKey
+			if err := r.Scan(&k.ID, &k.StakeholderID, &k.Name, &k.KeyHash, &k.CreatedAt, &k.LastUsedAt, &k.RevokedAt); err != nil {
+				return err
+			}
+			out = append(out, k)
+		}
+		return r.Err()
+	})
+	return out, err
+}
+
+// RevokeAPIKey revokes a stakeholder's key; another's key is ErrNotFound.
+func (s *Store) RevokeAPIKey(ctx context.Context, stakeholderID, id string, now time.Time) error {
+	return s.tx(ctx, "revoke_api_key", func(q querier) error {
+		n, err := q.exec(ctx, `UPDATE api_keys SET revoked_at = $3 WHERE id = $1 AND stakeholder_id = $2 AND revoked_at IS NULL`,
+			id, stakeholderID, now.UTC())
+		if err == nil && n == 0 {
+			return ErrNotFound
+		}
+		return err
+	})
+}
+
+// AppendAudit records one audit event on its own.
+func (s *Store) AppendAudit(ctx context.Context, e AuditEvent) error {
+	return s.tx(ctx, "audit", func(q querier) error { return insertAudit(ctx, q, e) })
+}
