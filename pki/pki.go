@@ -44,7 +44,7 @@ type PKI struct {
 	// OBFCA certifies trusted OBSes' name-constrained sub-CAs.
 	OBFCA *ca.CA
 	KDF   *hsm.HMACKey
-	KEK     *hsm.AEADKey
+	KEK   *hsm.AEADKey
 
 	cfg config.Config
 	// tls is the server identity (leaf and issuing CA, key in the HSM),
