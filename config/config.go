@@ -5,6 +5,7 @@ import (
 	"errors"
 	"fmt"
 	"io"
+	"net"
 	"os"
 	"path/filepath"
 	"strings"
@@ -30,6 +31,7 @@ type Config struct {
 	Server Server `yaml:"server"`
 	Store  Store  `yaml:"store"`
 	MAF    MAF    `yaml:"maf"`
+	Portal Portal `yaml:"portal"`
 	Log    Log    `yaml:"log"`
 }
 
@@ -43,6 +45,14 @@ type Store struct {
 	BatchMax     int           `yaml:"batch_max" help:"most redemptions committed in one transaction (group commit)"`
 	BatchWindow  time.Duration `yaml:"batch_window" help:"how long a batch waits for more redemptions; 0 batches only what queued during the previous commit"`
 	BatchWorkers int           `yaml:"batch_workers" help:"batches committed in parallel (0 means 1, the best measured on SQLite and PostgreSQL)"`
+}
+
+// Portal is the stakeholders' web portal and JSON API.
+type Portal struct {
+	MEFURI     string        `yaml:"mef_uri" help:"the MEF's URL put in enrolment bundles for untrusted OBFs (default https://<first host name>:<port of server.listen>)"`
+	SPDomain   string        `yaml:"sp_domain" help:"the SP's domain: host of issued AE-ID URIs (default the first of server.hostnames, else localhost)"`
+	TokenTTL   time.Duration `yaml:"token_ttl" help:"lifetime of an enrolment token"`
+	SessionTTL time.Duration `yaml:"session_ttl" help:"lifetime of a portal login session"`
 }
 
 // MAF is the credential registry's API.
@@ -132,7 +142,8 @@ func Default() Config {
 			MaxRetries: 10,
 			BatchMax:   128,
 		},
-		Log: Log{Level: "info", Format: "json"},
+		Portal: Portal{TokenTTL: 24 * time.Hour, SessionTTL: 12 * time.Hour},
+		Log:    Log{Level: "info", Format: "json"},
 	}
 }
 
@@ -186,6 +197,20 @@ func decodeFile(path string, cfg *Config) error {
 
 // derive fills the settings whose defaults live under the data directory.
 func (c *Config) derive() {
+	host := "localhost"
+	if len(c.Server.Hostnames) > 0 {
+		host = c.Server.Hostnames[0]
+	}
+	if c.Portal.SPDomain == "" {
+		c.Portal.SPDomain = host
+	}
+	if c.Portal.MEFURI == "" {
+		port := "8443"
+		if _, p, err := net.SplitHostPort(c.Server.Listen); err == nil {
+			port = p
+		}
+		c.Portal.MEFURI = "https://" + net.JoinHostPort(host, port)
+	}
 	if c.Store.URL == "" {
 		c.Store.URL = "sqlite://" + filepath.Join(c.DataDir, "registry.db")
 	}

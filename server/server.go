@@ -6,6 +6,7 @@ import (
 	"encoding/json"
 	"errors"
 	"fmt"
+	"io"
 	"log/slog"
 	"net"
 	"strconv"
@@ -104,9 +105,75 @@ func New(opts Options) *Server {
 }
 
 // Handle registers h for method and pattern (fasthttp/router syntax, e.g.
-// "/api/v1/devices/{deviceId}"). The pattern, not the path, labels metrics,
-// so their cardinality stays bounded.
+// "/api/v1/devices/{deviceId}"). The body is read before h runs, up to
+// Options.MaxBodyBytes (413 beyond). The pattern, not the path, labels
+// metrics, so their cardinality stays bounded.
 func (s *Server) Handle(method, pattern string, h Handler) {
+	s.handle(method, pattern, func(ctx *fasthttp.RequestCtx) error {
+		if err := s.readBody(ctx, int64(s.opts.MaxBodyBytes)); err != nil {
+			return err
+		}
+		return h(ctx)
+	})
+}
+
+// HandleStream registers a handler that reads the request body itself from
+// ctx.RequestBodyStream(), as it arrives, up to maxBody bytes (413 beyond,
+// for a declared length; a reader past the limit gets an error).
+func (s *Server) HandleStream(method, pattern string, maxBody int64, h Handler) {
+	s.handle(method, pattern, func(ctx *fasthttp.RequestCtx) error {
+		if n := ctx.Request.Header.ContentLength(); n > 0 && int64(n) > maxBody {
+			s.opts.Metrics.HTTPRejected.WithLabelValues("body_too_large").Inc()
+			return apierr.BodyTooLarge
+		}
+		if stream := ctx.RequestBodyStream(); stream != nil {
+			ctx.Request.SetBodyStream(&limitedBody{r: io.LimitReader(stream, maxBody+1), max: maxBody}, -1)
+		}
+		return h(ctx)
+	})
+}
+
+// ErrBodyTooLarge is what a streaming handler's body reader returns past the
+// route's limit; apierr maps it to 413.
+var ErrBodyTooLarge = apierr.BodyTooLarge
+
+type limitedBody struct {
+	r   io.Reader
+	n   int64
+	max int64
+}
+
+func (l *limitedBody) Read(p []byte) (int, error) {
+	n, err := l.r.Read(p)
+	l.n += int64(n)
+	if l.n > l.max {
+		return n, ErrBodyTooLarge
+	}
+	return n, err
+}
+
+func (s *Server) readBody(ctx *fasthttp.RequestCtx, limit int64) error {
+	if n := ctx.Request.Header.ContentLength(); n > 0 && int64(n) > limit {
+		s.opts.Metrics.HTTPRejected.WithLabelValues("body_too_large").Inc()
+		return apierr.BodyTooLarge
+	}
+	stream := ctx.RequestBodyStream()
+	if stream == nil {
+		return nil
+	}
+	body, err := io.ReadAll(io.LimitReader(stream, limit+1))
+	if err != nil {
+		return apierr.BadRequest
+	}
+	if int64(len(body)) > limit {
+		s.opts.Metrics.HTTPRejected.WithLabelValues("body_too_large").Inc()
+		return apierr.BodyTooLarge
+	}
+	ctx.Request.SetBody(body)
+	return nil
+}
+
+func (s *Server) handle(method, pattern string, h Handler) {
 	requests := s.opts.Metrics.HTTPRequests
 	duration := s.opts.Metrics.HTTPDuration.WithLabelValues(pattern)
 	s.router.Handle(method, pattern, func(ctx *fasthttp.RequestCtx) {

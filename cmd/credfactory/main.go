@@ -16,6 +16,7 @@ import (
 	"github.com/credfactory/credfactory/maf"
 	"github.com/credfactory/credfactory/metrics"
 	"github.com/credfactory/credfactory/pki"
+	"github.com/credfactory/credfactory/portal"
 	"github.com/credfactory/credfactory/server"
 	"github.com/credfactory/credfactory/store"
 	"github.com/spf13/cobra"
@@ -52,7 +53,7 @@ func newRoot(stdout, stderr io.Writer) *cobra.Command {
 		"data directory: embedded HSM token, CA certificates, trust-anchor.pem (env CREDFACTORY_DATA_DIR)")
 	root.PersistentFlags().StringVar(&g.configFile, "config", "",
 		"config file (YAML); default <data-dir>/"+config.DefaultFile+" if it exists")
-	root.AddCommand(newInit(g), newServe(g), newMigrate(g), newVersion())
+	root.AddCommand(newInit(g), newServe(g), newMigrate(g), newAdmin(g), newVersion())
 	return root
 }
 
@@ -108,12 +109,14 @@ connections and lets in-flight requests finish (server.shutdown_timeout).
 ` + config.Help(),
 		Args: cobra.NoArgs,
 		RunE: func(cmd *cobra.Command, _ []string) error {
+			if listen != "" {
+				// As the env override, so values derived from the address
+				// (portal.mef_uri) follow it.
+				os.Setenv("CREDFACTORY_SERVER_LISTEN", listen)
+			}
 			cfg, err := g.load()
 			if err != nil {
 				return err
-			}
-			if listen != "" {
-				cfg.Server.Listen = listen
 			}
 			return serve(cmd.Context(), cfg, cmd.ErrOrStderr())
 		},
@@ -166,6 +169,17 @@ func serve(ctx context.Context, cfg config.Config, stderr io.Writer) error {
 	})
 	for _, r := range maf.NewAPI(registry, verifier, cfg.MAF.AdminClients).Routes() {
 		srv.Handle(r.Method, r.Pattern, r.Handler)
+	}
+	pt := portal.New(portal.Config{
+		MEFURI: cfg.Portal.MEFURI, TrustAnchor: p.Root, SPDomain: cfg.Portal.SPDomain,
+		TokenTTL: cfg.Portal.TokenTTL, SessionTTL: cfg.Portal.SessionTTL,
+	}, st, p.KDF, p.CA, p.OBFCA, verifier)
+	for _, r := range append(pt.APIRoutes(), pt.PageRoutes()...) {
+		if r.Stream {
+			srv.HandleStream(r.Method, r.Pattern, r.MaxBody, r.Handler)
+		} else {
+			srv.Handle(r.Method, r.Pattern, r.Handler)
+		}
 	}
 	if err := srv.Listen(); err != nil {
 		return err

@@ -1,0 +1,112 @@
+package main
+
+import (
+	"bufio"
+	"context"
+	"errors"
+	"fmt"
+	"io"
+	"os"
+	"strings"
+
+	"github.com/credfactory/credfactory/portal"
+	"github.com/credfactory/credfactory/store"
+	"github.com/spf13/cobra"
+)
+
+// PasswordEnv carries a new stakeholder's password for scripts; otherwise it
+// is read from standard input. Never a flag: flags end up in shell history
+// and process listings.
+const PasswordEnv = "CREDFACTORY_PASSWORD"
+
+func newAdmin(g *globals) *cobra.Command {
+	admin := &cobra.Command{Use: "admin", Short: "Bootstrap accounts and API keys in the registry"}
+	var name, role, actsFor string
+	create := &cobra.Command{
+		Use:   "create-stakeholder",
+		Short: "Create a portal account (password from " + PasswordEnv + " or standard input)",
+		Long: `create-stakeholder adds a portal account. Roles: sp-admin, manufacturer,
+subscriber, installer (with --acts-for SUBSCRIBER). The password (at least 12
+characters) comes from ` + PasswordEnv + ` or the first line of standard input,
+never from a flag.`,
+		Args: cobra.NoArgs,
+		RunE: func(cmd *cobra.Command, _ []string) error {
+			password, err := readPassword(cmd.InOrStdin())
+			if err != nil {
+				return err
+			}
+			return withStore(cmd.Context(), g, func(st *store.Store) error {
+				p := portal.New(portal.Config{}, st, nil, nil, nil, nil)
+				s, err := p.CreateStakeholder(cmd.Context(), name, role, password, actsFor)
+				if err != nil {
+					return err
+				}
+				fmt.Fprintf(cmd.OutOrStdout(), "created %s %q (id %s)\n", s.Role, s.Name, s.ID)
+				return nil
+			})
+		},
+	}
+	create.Flags().StringVar(&name, "name", "", "account name (login)")
+	create.Flags().StringVar(&role, "role", "", "sp-admin, manufacturer, subscriber or installer")
+	create.Flags().StringVar(&actsFor, "acts-for", "", "for an installer: the subscriber it acts for")
+	_ = create.MarkFlagRequired("name")
+	_ = create.MarkFlagRequired("role")
+
+	var holder, keyName string
+	key := &cobra.Command{
+		Use:   "create-api-key",
+		Short: "Create an API key for a stakeholder and print it (shown once)",
+		Args:  cobra.NoArgs,
+		RunE: func(cmd *cobra.Command, _ []string) error {
+			return withStore(cmd.Context(), g, func(st *store.Store) error {
+				s, err := st.StakeholderBy(cmd.Context(), "name", holder)
+				if err != nil {
+					return fmt.Errorf("stakeholder %q: %w", holder, err)
+				}
+				p := portal.New(portal.Config{}, st, nil, nil, nil, nil)
+				k, _, err := p.NewAPIKey(cmd.Context(), portal.Principal{Stakeholder: s, Via: "admin-cli"}, keyName)
+				if err != nil {
+					return err
+				}
+				fmt.Fprintln(cmd.OutOrStdout(), k)
+				return nil
+			})
+		},
+	}
+	key.Flags().StringVar(&holder, "stakeholder", "", "the account the key acts as")
+	key.Flags().StringVar(&keyName, "name", "cli", "a name for the key")
+	_ = key.MarkFlagRequired("stakeholder")
+	admin.AddCommand(create, key)
+	return admin
+}
+
+func withStore(ctx context.Context, g *globals, fn func(*store.Store) error) error {
+	cfg, err := g.load()
+	if err != nil {
+		return err
+	}
+	st, err := openStore(ctx, cfg, nil)
+	if err != nil {
+		return err
+	}
+	defer st.Close()
+	if _, err := st.Migrate(ctx); err != nil {
+		return err
+	}
+	return fn(st)
+}
+
+func readPassword(stdin io.Reader) (string, error) {
+	if pw, ok := os.LookupEnv(PasswordEnv); ok && pw != "" {
+		return pw, nil
+	}
+	line, err := bufio.NewReader(stdin).ReadString('\n')
+	if err != nil && !errors.Is(err, io.EOF) {
+		return "", fmt.Errorf("read password: %w", err)
+	}
+	pw := strings.TrimRight(line, "\r\n")
+	if pw == "" {
+		return "", fmt.Errorf("no password: set %s or pipe it on standard input", PasswordEnv)
+	}
+	return pw, nil
+}

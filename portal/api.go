@@ -1,0 +1,355 @@
+package portal
+
+import (
+	"bytes"
+	"encoding/hex"
+	"encoding/json"
+	"errors"
+	"io"
+	"mime"
+	"net/http"
+	"strconv"
+	"strings"
+	"time"
+
+	"github.com/credfactory/credfactory/apierr"
+	"github.com/credfactory/credfactory/store"
+	"github.com/valyala/fasthttp"
+)
+
+// Route is one HTTP route; the front end registers it. Stream routes read
+// their body themselves, up to MaxBody.
+type Route struct {
+	Method, Pattern string
+	Handler         func(ctx *fasthttp.RequestCtx) error
+	Stream          bool
+	MaxBody         int64
+}
+
+// MaxUploadBytes bounds one bulk pre-enrolment (100,000 rows with
+// certificates fit comfortably).
+const MaxUploadBytes = 512 << 20
+
+// APIRoutes is the JSON API (api/openapi.yaml).
+func (p *Portal) APIRoutes() []Route {
+	return []Route{
+		{Method: "POST", Pattern: "/api/v1/devices", Handler: p.apiUpload, Stream: true, MaxBody: MaxUploadBytes},
+		{Method: "GET", Pattern: "/api/v1/devices", Handler: p.apiDevices},
+		{Method: "GET", Pattern: "/api/v1/devices/{deviceId}", Handler: p.apiDevice},
+		{Method: "POST", Pattern: "/api/v1/devices/{deviceId}/nonce", Handler: p.apiNonce},
+		{Method: "POST", Pattern: "/api/v1/devices/{deviceId}/enrolments", Handler: p.apiEnrol},
+		{Method: "POST", Pattern: "/api/v1/handovers", Handler: p.apiHandOver},
+		{Method: "POST", Pattern: "/api/v1/obfs", Handler: p.apiRegisterOBF},
+		{Method: "GET", Pattern: "/api/v1/obfs", Handler: p.apiOBFs},
+		{Method: "POST", Pattern: "/api/v1/api-keys", Handler: p.apiNewKey},
+		{Method: "GET", Pattern: "/api/v1/api-keys", Handler: p.apiKeys},
+		{Method: "POST", Pattern: "/api/v1/api-keys/{keyId}/revoke", Handler: p.apiRevokeKey},
+	}
+}
+
+func (p *Portal) apiUpload(ctx *fasthttp.RequestCtx) error {
+	who, err := p.Authenticate(ctx, false)
+	if err != nil {
+		return err
+	}
+	body := ctx.RequestBodyStream()
+	if body == nil {
+		body = bytes.NewReader(ctx.PostBody())
+	}
+	mt, _, _ := mime.ParseMediaType(string(ctx.Request.Header.ContentType()))
+	var rows RowReader
+	switch mt {
+	case "application/json":
+		rows, err = JSONRows(body)
+	case "text/csv":
+		rows, err = CSVRows(body)
+	default:
+		return apierr.New(http.StatusUnsupportedMediaType, "unsupported_media_type", "send application/json or text/csv")
+	}
+	if err != nil {
+		return err
+	}
+	report, err := p.Upload(ctx, who, rows)
+	if err != nil {
+		return err
+	}
+	return writeJSON(ctx, http.StatusOK, report)
+}
+
+// DeviceView is a device as the API shows it.
+type DeviceView struct {
+	DeviceID       string    `json:"deviceId"`
+	State          string    `json:"state"`
+	AssignedID     string    `json:"assignedId,omitempty"`
+	ManufacturerID string    `json:"manufacturerId"`
+	OwnerID        string    `json:"ownerId,omitempty"`
+	HasClaimCode   bool      `json:"hasClaimCode"`
+	DeviceCertSHA  string    `json:"deviceCertSha256,omitempty"`
+	CreatedAt      time.Time `json:"createdAt"`
+	UpdatedAt      time.Time `json:"updatedAt"`
+}
+
+// ViewDevice is the API's view of a device.
+func ViewDevice(d store.Device) DeviceView {
+	v := DeviceView{DeviceID: d.ID, State: d.State, ManufacturerID: d.ManufacturerID, HasClaimCode: len(d.ClaimCodeHash) > 0,
+		CreatedAt: d.CreatedAt, UpdatedAt: d.UpdatedAt}
+	if d.AssignedID != nil {
+		v.AssignedID = *d.AssignedID
+	}
+	if d.OwnerID != nil {
+		v.OwnerID = *d.OwnerID
+	}
+	if len(d.DeviceCertSHA256) > 0 {
+		v.DeviceCertSHA = hexString(d.DeviceCertSHA256)
+	}
+	return v
+}
+
+// FilterFromQuery reads state, prefix, after and limit.
+func FilterFromQuery(args *fasthttp.Args) store.DeviceFilter {
+	limit, _ := strconv.Atoi(string(args.Peek("limit")))
+	return store.DeviceFilter{State: string(args.Peek("state")), IDPrefix: string(args.Peek("prefix")),
+		After: string(args.Peek("after")), Limit: limit}
+}
+
+func (p *Portal) apiDevices(ctx *fasthttp.RequestCtx) error {
+	who, err := p.Authenticate(ctx, false)
+	if err != nil {
+		return err
+	}
+	f := FilterFromQuery(ctx.QueryArgs())
+	if f.Limit <= 0 || f.Limit > 1000 {
+		f.Limit = 100
+	}
+	ds, err := p.Devices(ctx, who, f)
+	if err != nil {
+		return err
+	}
+	out := struct {
+		Devices []DeviceView `json:"devices"`
+		Next    string       `json:"next,omitempty"`
+	}{Devices: []DeviceView{}}
+	for _, d := range ds {
+		out.Devices = append(out.Devices, ViewDevice(d))
+	}
+	if len(ds) == f.Limit {
+		out.Next = ds[len(ds)-1].ID
+	}
+	return writeJSON(ctx, http.StatusOK, out)
+}
+
+func (p *Portal) apiDevice(ctx *fasthttp.RequestCtx) error {
+	who, err := p.Authenticate(ctx, false)
+	if err != nil {
+		return err
+	}
+	det, err := p.Detail(ctx, who, param(ctx, "deviceId"))
+	if err != nil {
+		return err
+	}
+	type cred struct {
+		CredentialID string    `json:"credentialId"`
+		Type         string    `json:"type"`
+		SUID         int       `json:"suid"`
+		Status       string    `json:"status"`
+		NotAfter     time.Time `json:"notAfter"`
+	}
+	type event struct {
+		At     time.Time `json:"at"`
+		Actor  string    `json:"actor"`
+		Action string    `json:"action"`
+	}
+	out := struct {
+		DeviceView
+		Credentials []cred  `json:"credentials"`
+		Audit       []event `json:"audit"`
+	}{DeviceView: ViewDevice(det.Device), Credentials: []cred{}, Audit: []event{}}
+	for _, c := range det.Credentials {
+		out.Credentials = append(out.Credentials, cred{c.ID, c.Type, c.SUID, c.Status, c.NotAfter})
+	}
+	for _, e := range det.Audit {
+		out.Audit = append(out.Audit, event{e.At, e.Actor, e.Action})
+	}
+	return writeJSON(ctx, http.StatusOK, out)
+}
+
+func (p *Portal) apiNonce(ctx *fasthttp.RequestCtx) error {
+	who, err := p.Authenticate(ctx, false)
+	if err != nil {
+		return err
+	}
+	nonce, expires, err := p.Nonce(ctx, who, param(ctx, "deviceId"))
+	if err != nil {
+		return err
+	}
+	return writeJSON(ctx, http.StatusOK, map[string]any{"nonce": nonce, "expiresAt": expires})
+}
+
+func (p *Portal) apiEnrol(ctx *fasthttp.RequestCtx) error {
+	who, err := p.Authenticate(ctx, true)
+	if err != nil {
+		return err
+	}
+	var req EnrolRequest
+	if err := decodeJSON(ctx, &req); err != nil {
+		return err
+	}
+	b, err := p.Enrol(ctx, who, param(ctx, "deviceId"), req)
+	if err != nil {
+		return err
+	}
+	ctx.Response.Header.Set("Cache-Control", "no-store")
+	return writeJSON(ctx, http.StatusCreated, b)
+}
+
+func (p *Portal) apiHandOver(ctx *fasthttp.RequestCtx) error {
+	who, err := p.Authenticate(ctx, false)
+	if err != nil {
+		return err
+	}
+	var req struct {
+		Subscriber string   `json:"subscriber"`
+		DeviceIDs  []string `json:"deviceIds"`
+	}
+	if err := decodeJSON(ctx, &req); err != nil {
+		return err
+	}
+	n, err := p.HandOver(ctx, who, req.Subscriber, req.DeviceIDs)
+	if err != nil {
+		return err
+	}
+	return writeJSON(ctx, http.StatusOK, map[string]int{"handedOver": n})
+}
+
+// OBFView is an OBF as the API shows it.
+type OBFView struct {
+	ID            string `json:"obfId"`
+	Name          string `json:"name"`
+	Kind          string `json:"kind"`
+	Trusted       bool   `json:"trusted"`
+	StakeholderID string `json:"stakeholderId"`
+	ClientCert    string `json:"clientCert,omitempty"`
+	SubCACert     string `json:"subCaCert,omitempty"`
+}
+
+func (p *Portal) apiRegisterOBF(ctx *fasthttp.RequestCtx) error {
+	who, err := p.Authenticate(ctx, false)
+	if err != nil {
+		return err
+	}
+	var req OBFRequest
+	if err := decodeJSON(ctx, &req); err != nil {
+		return err
+	}
+	reg, err := p.RegisterOBF(ctx, who, req)
+	if err != nil {
+		return err
+	}
+	o := reg.OBF
+	return writeJSON(ctx, http.StatusCreated, OBFView{o.ID, o.Name, o.Kind, o.Trusted, o.StakeholderID, reg.ClientCert, reg.SubCACert})
+}
+
+func (p *Portal) apiOBFs(ctx *fasthttp.RequestCtx) error {
+	who, err := p.Authenticate(ctx, false)
+	if err != nil {
+		return err
+	}
+	os, err := p.OBFs(ctx, who)
+	if err != nil {
+		return err
+	}
+	out := struct {
+		OBFs []OBFView `json:"obfs"`
+	}{OBFs: []OBFView{}}
+	for _, o := range os {
+		out.OBFs = append(out.OBFs, OBFView{ID: o.ID, Name: o.Name, Kind: o.Kind, Trusted: o.Trusted, StakeholderID: o.StakeholderID})
+	}
+	return writeJSON(ctx, http.StatusOK, out)
+}
+
+func (p *Portal) apiNewKey(ctx *fasthttp.RequestCtx) error {
+	who, err := p.Authenticate(ctx, false)
+	if err != nil {
+		return err
+	}
+	var req struct {
+		Name string `json:"name"`
+	}
+	if err := decodeJSON(ctx, &req); err != nil {
+		return err
+	}
+	key, k, err := p.NewAPIKey(ctx, who, req.Name)
+	if err != nil {
+		return err
+	}
+	ctx.Response.Header.Set("Cache-Control", "no-store")
+	return writeJSON(ctx, http.StatusCreated, map[string]any{"keyId": k.ID, "name": k.Name, "key": key, "createdAt": k.CreatedAt})
+}
+
+func (p *Portal) apiKeys(ctx *fasthttp.RequestCtx) error {
+	who, err := p.Authenticate(ctx, false)
+	if err != nil {
+		return err
+	}
+	keys, err := p.APIKeys(ctx, who)
+	if err != nil {
+		return err
+	}
+	type view struct {
+		ID        string     `json:"keyId"`
+		Name      string     `json:"name"`
+		CreatedAt time.Time  `json:"createdAt"`
+		RevokedAt *time.Time `json:"revokedAt,omitempty"`
+	}
+	out := struct {
+		Keys []view `json:"keys"`
+	}{Keys: []view{}}
+	for _, k := range keys {
+		out.Keys = append(out.Keys, view{k.ID, k.Name, k.CreatedAt, k.RevokedAt})
+	}
+	return writeJSON(ctx, http.StatusOK, out)
+}
+
+func (p *Portal) apiRevokeKey(ctx *fasthttp.RequestCtx) error {
+	who, err := p.Authenticate(ctx, false)
+	if err != nil {
+		return err
+	}
+	if err := p.RevokeAPIKey(ctx, who, param(ctx, "keyId")); err != nil {
+		return err
+	}
+	return writeJSON(ctx, http.StatusOK, map[string]bool{"revoked": true})
+}
+
+// decodeJSON decodes the body strictly: unknown fields are refused, so a
+// misspelt field is an error rather than a silent default.
+func decodeJSON(ctx *fasthttp.RequestCtx, v any) error {
+	dec := json.NewDecoder(bytes.NewReader(ctx.PostBody()))
+	dec.DisallowUnknownFields()
+	if err := dec.Decode(v); err != nil {
+		msg := "the body must be JSON"
+		if !errors.Is(err, io.EOF) {
+			msg += ": " + strings.TrimPrefix(err.Error(), "json: ")
+		}
+		return apierr.New(http.StatusBadRequest, "bad_request", msg)
+	}
+	return nil
+}
+
+func writeJSON(ctx *fasthttp.RequestCtx, status int, v any) error {
+	b, err := json.Marshal(v)
+	if err != nil {
+		return err
+	}
+	ctx.SetStatusCode(status)
+	ctx.SetContentType("application/json")
+	ctx.SetBody(b)
+	return nil
+}
+
+func param(ctx *fasthttp.RequestCtx, name string) string {
+	s, _ := ctx.UserValue(name).(string)
+	return s
+}
+
+func hexString(b []byte) string { return hex.EncodeToString(b) }

@@ -1,0 +1,245 @@
+package portal
+
+import (
+	"context"
+	"crypto"
+	"crypto/ecdsa"
+	"crypto/rand"
+	"crypto/ed25519"
+	"crypto/rsa"
+	"crypto/sha256"
+	"crypto/subtle"
+	"crypto/x509"
+	"encoding/base32"
+	"encoding/base64"
+	"encoding/hex"
+	"errors"
+	"net/http"
+	"strings"
+	"time"
+
+	"github.com/credfactory/credfactory/apierr"
+	"github.com/credfactory/credfactory/ca"
+	"github.com/credfactory/credfactory/store"
+)
+
+// Proof is how the stakeholder proves control of the device: exactly one of
+// the claim code from its label, a signature by its existing certificate's
+// key over a nonce the portal issued, or (Vouch) the trusted OBF calling
+// with its own client certificate.
+type Proof struct {
+	ClaimCode string `json:"claimCode,omitempty"`
+	Nonce     string `json:"nonce,omitempty"`
+	Signature string `json:"signature,omitempty"`
+	Vouch     bool   `json:"vouch,omitempty"`
+}
+
+// EnrolRequest asks for an enrolment bundle (DESIGN.md "Interfaces").
+type EnrolRequest struct {
+	Proof Proof  `json:"proof"`
+	OBFID string `json:"obfId,omitempty"`
+	// AssignedIDType is "ae" (default: an SP-relative AE-ID, S prefix) or
+	// "cse" (a CSE-ID, / prefix).
+	AssignedIDType string `json:"assignedIdType,omitempty"`
+}
+
+// Bundle is what the OBF (or the stakeholder's own OBD) gets.
+type Bundle struct {
+	Token             string    `json:"token"`
+	AssignedID        string    `json:"assignedId"`
+	ExpiresAt         time.Time `json:"expiresAt"`
+	MEFURI            string    `json:"mefUri,omitempty"`
+	TrustAnchor       string    `json:"trustAnchor,omitempty"`
+	TrustAnchorSHA256 string    `json:"trustAnchorSha256,omitempty"`
+}
+
+var (
+	errWrongClaim  = apierr.New(http.StatusForbidden, "wrong_claim_code", "that is not this device's claim code")
+	errClaimLocked = &apierr.Error{Status: http.StatusTooManyRequests, Code: "claim_locked", Message: "too many wrong claim codes: try again later", RetryAfter: 900}
+	errBadProof    = apierr.New(http.StatusBadRequest, "bad_proof", "give exactly one proof: claimCode, nonce with signature, or vouch (as a trusted OBF)")
+	errUnknownOBF  = apierr.New(http.StatusNotFound, "unknown_obf", "no such on-boarding function for this stakeholder")
+)
+
+// Nonce issues a fresh nonce for proof of control by the device's existing
+// certificate; it replaces any earlier one and is good once.
+func (p *Portal) Nonce(ctx context.Context, who Principal, deviceID string) (string, time.Time, error) {
+	d, err := p.Device(ctx, who, deviceID)
+	if err != nil {
+		return "", time.Time{}, err
+	}
+	if len(d.DeviceCertDER) == 0 {
+		return "", time.Time{}, apierr.New(http.StatusConflict, "no_device_certificate", "this device was pre-enrolled without a certificate: prove control with its claim code")
+	}
+	nonce := randomToken()
+	expires := p.now().Add(p.cfg.NonceTTL)
+	if err := p.st.SetNonce(ctx, d.ID, sha(nonce), expires); err != nil {
+		return "", time.Time{}, storeErr(err)
+	}
+	return nonce, expires, nil
+}
+
+// Enrol checks the proof of control and the chosen OBF, then issues a token
+// bound to the device, its assigned ID, the OBF and (where known) the
+// device's certificate. Re-requesting cancels the device's open token.
+func (p *Portal) Enrol(ctx context.Context, who Principal, deviceID string, req EnrolRequest) (Bundle, error) {
+	if err := requireRole(who, store.RoleSubscriber, store.RoleInstaller, store.RoleManufacturer); err != nil {
+		return Bundle{}, err
+	}
+	d, err := p.Device(ctx, who, deviceID)
+	if err != nil {
+		return Bundle{}, err
+	}
+	if d.State == store.DeviceRevoked {
+		return Bundle{}, apierr.New(http.StatusConflict, "device_revoked", "this device's credentials were revoked: it must be released before it enrols again")
+	}
+	if err := p.checkProof(ctx, who, d, req.Proof); err != nil {
+		return Bundle{}, err
+	}
+
+	mode, obfID := store.ModeUntrusted, (*string)(nil)
+	if req.OBFID != "" {
+		o, err := p.st.OBFBy(ctx, "id", req.OBFID)
+		if errors.Is(err, store.ErrNotFound) || err == nil && (o.StakeholderID != d.Tenant || o.DisabledAt != nil) {
+			return Bundle{}, errUnknownOBF
+		}
+		if err != nil {
+			return Bundle{}, storeErr(err)
+		}
+		obfID = &o.ID
+		if o.Trusted {
+			mode = store.ModeTrusted
+		}
+	}
+	if req.Proof.Vouch && (obfID == nil || *obfID != who.OBF.ID) {
+		return Bundle{}, apierr.New(http.StatusBadRequest, "bad_proof", "a vouching OBF enrols the device for itself: set obfId to its own ID")
+	}
+
+	assigned := ""
+	if d.AssignedID != nil {
+		assigned = *d.AssignedID // a re-request keeps the device's identity
+	} else if assigned, err = newAssignedID(req.AssignedIDType); err != nil {
+		return Bundle{}, err
+	}
+	token := randomToken()
+	now := p.now()
+	e := store.Enrolment{TokenHash: sha(token), DeviceID: d.ID, AssignedID: assigned, StakeholderID: who.Stakeholder.ID,
+		Tenant: d.Tenant, OBFID: obfID, Mode: mode, DeviceCertSHA256: d.DeviceCertSHA256, ExpiresAt: now.Add(p.cfg.TokenTTL), CreatedAt: now}
+	if err := p.st.CreateEnrolment(ctx, e); err != nil {
+		return Bundle{}, storeErr(err)
+	}
+	detail := map[string]any{"assignedId": assigned, "mode": mode}
+	if obfID != nil {
+		detail["obfId"] = *obfID
+	}
+	_ = p.st.AppendAudit(ctx, store.AuditEvent{At: now, Tenant: d.Tenant, Actor: who.actor(), Action: "device.token_issued", Subject: d.ID, Detail: detail})
+
+	b := Bundle{Token: token, AssignedID: assigned, ExpiresAt: e.ExpiresAt}
+	if mode == store.ModeUntrusted {
+		// Only an untrusted OBF needs to be told where and whom to trust: a
+		// trusted one is the MEF for the device itself (DESIGN.md "Roles").
+		fp := sha256.Sum256(p.cfg.TrustAnchor.Raw)
+		b.MEFURI = p.cfg.MEFURI
+		b.TrustAnchor = string(ca.EncodeCertsPEM([]*x509.Certificate{p.cfg.TrustAnchor}))
+		b.TrustAnchorSHA256 = hex.EncodeToString(fp[:])
+	}
+	return b, nil
+}
+
+func (p *Portal) checkProof(ctx context.Context, who Principal, d store.Device, proof Proof) error {
+	n := 0
+	for _, given := range []bool{proof.ClaimCode != "", proof.Nonce != "" || proof.Signature != "", proof.Vouch} {
+		if given {
+			n++
+		}
+	}
+	if n != 1 {
+		return errBadProof
+	}
+	now := p.now()
+	switch {
+	case proof.ClaimCode != "":
+		if err := p.st.ClaimAllowed(ctx, d.ID, who.Stakeholder.ID, now); errors.Is(err, store.ErrClaimLocked) {
+			return errClaimLocked
+		} else if err != nil {
+			return storeErr(err)
+		}
+		if len(d.ClaimCodeHash) == 0 {
+			return apierr.New(http.StatusConflict, "no_claim_code", "this device was pre-enrolled without a claim code")
+		}
+		h, err := p.claimHash(ctx, d.ID, strings.TrimSpace(proof.ClaimCode))
+		if err != nil {
+			return err
+		}
+		if subtle.ConstantTimeCompare(h, d.ClaimCodeHash) != 1 {
+			if err := p.st.ClaimFailure(ctx, d.ID, who.Stakeholder.ID, now, p.cfg.ClaimMaxFailures, p.cfg.ClaimLockout); err != nil {
+				return storeErr(err)
+			}
+			_ = p.st.AppendAudit(ctx, store.AuditEvent{At: now, Tenant: d.Tenant, Actor: who.actor(), Action: "device.claim_failure", Subject: d.ID, Detail: map[string]any{}})
+			return errWrongClaim
+		}
+		return storeErr(p.st.ClaimSuccess(ctx, d.ID, who.Stakeholder.ID))
+	case proof.Vouch:
+		if who.OBF == nil || !who.OBF.Trusted || who.OBF.StakeholderID != d.Tenant {
+			return apierr.New(http.StatusForbidden, "not_a_trusted_obf", "only a trusted OBF of this device's stakeholder, calling with its client certificate, may vouch")
+		}
+		return nil
+	}
+	if proof.Nonce == "" || proof.Signature == "" {
+		return errBadProof
+	}
+	if len(d.DeviceCertDER) == 0 {
+		return apierr.New(http.StatusConflict, "no_device_certificate", "this device has no certificate to prove control with")
+	}
+	sig, err := base64.StdEncoding.DecodeString(proof.Signature)
+	if err != nil {
+		return apierr.New(http.StatusBadRequest, "bad_signature", "signature must be base64")
+	}
+	cert, err := x509.ParseCertificate(d.DeviceCertDER)
+	if err != nil {
+		return err
+	}
+	ok, err := p.st.TakeNonce(ctx, d.ID, sha(proof.Nonce), now)
+	if err != nil {
+		return storeErr(err)
+	}
+	if !ok {
+		return apierr.New(http.StatusForbidden, "bad_nonce", "the nonce is unknown, used or expired: ask for a new one")
+	}
+	if !verifyNonce(cert.PublicKey, []byte(proof.Nonce), sig) {
+		return apierr.New(http.StatusForbidden, "bad_signature", "the signature does not verify with the device's certificate")
+	}
+	return nil
+}
+
+// verifyNonce checks a signature over the nonce's ASCII bytes: ECDSA (ASN.1)
+// and RSA PKCS#1 v1.5 over SHA-256, or Ed25519 over the nonce itself.
+func verifyNonce(pub crypto.PublicKey, nonce, sig []byte) bool {
+	digest := sha256.Sum256(nonce)
+	switch k := pub.(type) {
+	case *ecdsa.PublicKey:
+		return ecdsa.VerifyASN1(k, digest[:], sig)
+	case *rsa.PublicKey:
+		return rsa.VerifyPKCS1v15(k, crypto.SHA256, digest[:], sig) == nil
+	case ed25519.PublicKey:
+		return ed25519.Verify(k, nonce, sig)
+	}
+	return false
+}
+
+// newAssignedID is an SP-relative AE-ID ("S" + 26 base32 characters, 130
+// random bits) or a CSE-ID ("/" + the same), unique without a lookup
+// (ONEM2M.md "Identifiers").
+func newAssignedID(kind string) (string, error) {
+	b := make([]byte, 17)
+	if _, err := rand.Read(b); err != nil {
+		return "", err
+	}
+	id := strings.ToLower(base32.StdEncoding.WithPadding(base32.NoPadding).EncodeToString(b))[:26]
+	switch kind {
+	case "", "ae":
+		return "S" + id, nil
+	case "cse":
+		return "/" + id, nil
+	}
+	return "", apierr.New(http.StatusBadRequest, "bad_assigned_id_type", "assignedIdType is ae or cse")
+}

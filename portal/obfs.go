@@ -1,0 +1,138 @@
+package portal
+
+import (
+	"context"
+	"crypto/sha256"
+	"crypto/x509"
+	"encoding/pem"
+	"errors"
+	"net/http"
+	"strings"
+
+	"github.com/credfactory/credfactory/apierr"
+	"github.com/credfactory/credfactory/ca"
+	"github.com/credfactory/credfactory/store"
+	"github.com/google/uuid"
+)
+
+// OBFRequest registers an on-boarding function (sp-admin).
+type OBFRequest struct {
+	Name    string `json:"name"`
+	Kind    string `json:"kind"` // obd or obs
+	Trusted bool   `json:"trusted"`
+	// Owner is the name of the stakeholder the OBF works for.
+	Owner string `json:"owner"`
+	// ClientCSR (PEM) certifies the key a trusted OBF forwards with; the key
+	// stays in the OBF's own HSM.
+	ClientCSR string `json:"clientCsr,omitempty"`
+	// SubCACSR (PEM), for a trusted OBS, certifies its name-constrained
+	// sub-CA, limited to PermittedDNSDomains / PermittedURIDomains.
+	SubCACSR            string   `json:"subCaCsr,omitempty"`
+	PermittedDNSDomains []string `json:"permittedDnsDomains,omitempty"`
+	PermittedURIDomains []string `json:"permittedUriDomains,omitempty"`
+}
+
+// RegisteredOBF answers a registration: the certificates, PEM with chains.
+type RegisteredOBF struct {
+	OBF        store.OBF `json:"-"`
+	ClientCert string    `json:"clientCert,omitempty"`
+	SubCACert  string    `json:"subCaCert,omitempty"`
+}
+
+// RegisterOBF records an OBF and, for a trusted one, issues its mTLS client
+// certificate and (OBS) its sub-CA.
+func (p *Portal) RegisterOBF(ctx context.Context, who Principal, req OBFRequest) (RegisteredOBF, error) {
+	if err := requireRole(who, store.RoleSPAdmin); err != nil {
+		return RegisteredOBF{}, err
+	}
+	req.Name = strings.TrimSpace(req.Name)
+	if req.Name == "" || len(req.Name) > 100 {
+		return RegisteredOBF{}, apierr.New(http.StatusBadRequest, "bad_name", "an OBF needs a name of 1 to 100 characters")
+	}
+	if req.Kind != store.OBD && req.Kind != store.OBS {
+		return RegisteredOBF{}, apierr.New(http.StatusBadRequest, "bad_kind", "kind is obd or obs")
+	}
+	owner, err := p.st.StakeholderBy(ctx, "name", req.Owner)
+	if errors.Is(err, store.ErrNotFound) {
+		return RegisteredOBF{}, apierr.New(http.StatusNotFound, "owner_not_found", "no such stakeholder")
+	}
+	if err != nil {
+		return RegisteredOBF{}, storeErr(err)
+	}
+	o := store.OBF{ID: uuid.NewString(), StakeholderID: owner.Tenant(), Name: req.Name, Kind: req.Kind, Trusted: req.Trusted, CreatedAt: p.now()}
+	out := RegisteredOBF{}
+	switch {
+	case !req.Trusted && (req.ClientCSR != "" || req.SubCACSR != ""):
+		return out, apierr.New(http.StatusBadRequest, "untrusted_obf_certificate", "an untrusted OBF gets no certificate: it only forwards the bundle")
+	case req.Trusted && req.ClientCSR == "":
+		return out, apierr.New(http.StatusBadRequest, "missing_csr", "a trusted OBF needs clientCsr: the key it forwards with")
+	case req.SubCACSR != "" && req.Kind != store.OBS:
+		return out, apierr.New(http.StatusBadRequest, "bad_kind", "only an OBS gets a sub-CA")
+	case req.Trusted && req.Kind == store.OBS && req.SubCACSR == "":
+		return out, apierr.New(http.StatusBadRequest, "missing_csr", "a trusted OBS needs subCaCsr: the sub-CA it issues device certificates with")
+	}
+	if req.Trusted {
+		csr, err := csrDER(req.ClientCSR)
+		if err != nil {
+			return out, err
+		}
+		issued, err := p.issuing.Issue(ctx, ca.Request{CSR: csr, Profile: ca.ProfileOBFClient, AssignedID: "obf-" + o.ID,
+			DNSNames: nil, URIs: nil})
+		if err != nil {
+			return out, caErr(err)
+		}
+		fp := sha256.Sum256(issued.DER)
+		o.ClientCertSHA256, o.ClientCertDER = fp[:], issued.DER
+		out.ClientCert = string(ca.EncodeCertsPEM(append([]*x509.Certificate{issued.Certificate}, issued.Chain...)))
+	}
+	if req.SubCACSR != "" {
+		csr, err := csrDER(req.SubCACSR)
+		if err != nil {
+			return out, err
+		}
+		issued, err := p.obfCA.Issue(ctx, ca.Request{CSR: csr, Profile: ca.ProfileOBFSubCA, AssignedID: "obs-" + o.ID,
+			PermittedDNSDomains: req.PermittedDNSDomains, PermittedURIDomains: req.PermittedURIDomains})
+		if err != nil {
+			return out, caErr(err)
+		}
+		o.SubCADER = issued.DER
+		out.SubCACert = string(ca.EncodeCertsPEM(append([]*x509.Certificate{issued.Certificate}, issued.Chain...)))
+	}
+	if err := p.st.CreateOBF(ctx, o, who.actor()); err != nil {
+		return out, storeErr(err)
+	}
+	out.OBF = o
+	return out, nil
+}
+
+// OBFs lists the OBFs the caller may use (an sp-admin: all).
+func (p *Portal) OBFs(ctx context.Context, who Principal) ([]store.OBF, error) {
+	os, err := p.st.OBFs(ctx, who.Tenant())
+	return os, storeErr(err)
+}
+
+func csrDER(pemText string) ([]byte, error) {
+	block, _ := pem.Decode([]byte(pemText))
+	if block == nil || block.Type != "CERTIFICATE REQUEST" && block.Type != "NEW CERTIFICATE REQUEST" {
+		return nil, apierr.New(http.StatusBadRequest, "bad_csr", "the CSR must be PEM (CERTIFICATE REQUEST)")
+	}
+	return block.Bytes, nil
+}
+
+// caErr turns the CA's typed refusals into 400s that say why.
+func caErr(err error) error {
+	var e *ca.Error
+	if errors.As(err, &e) {
+		code := "csr_refused"
+		switch {
+		case errors.Is(err, ca.ErrBadCSR):
+			code = "bad_csr"
+		case errors.Is(err, ca.ErrUnsupportedKey):
+			code = "unsupported_key"
+		case errors.Is(err, ca.ErrPolicy):
+			code = "policy_refused"
+		}
+		return &apierr.Error{Status: http.StatusBadRequest, Code: code, Message: e.Error(), Err: err}
+	}
+	return err
+}

@@ -1,0 +1,152 @@
+package portal
+
+import (
+	"context"
+	"crypto/rand"
+	"crypto/sha256"
+	"crypto/x509"
+	"encoding/base64"
+	"errors"
+	"net/http"
+	"time"
+
+	"github.com/credfactory/credfactory/apierr"
+	"github.com/credfactory/credfactory/ca"
+	"github.com/credfactory/credfactory/clientauth"
+	"github.com/credfactory/credfactory/store"
+)
+
+// Keyed hashes claim codes; hsm.HMACKey in production.
+type Keyed interface {
+	Sum(ctx context.Context, data []byte) ([]byte, error)
+}
+
+// Config holds the portal's policy.
+type Config struct {
+	// MEFURI is where an Enrollee enrols (in untrusted bundles).
+	MEFURI string
+	// TrustAnchor is the root the Enrollee checks the MEF against.
+	TrustAnchor *x509.Certificate
+	// SPDomain is the SP's FQDN: the host of issued AE-ID URIs.
+	SPDomain         string
+	TokenTTL         time.Duration
+	SessionTTL       time.Duration
+	NonceTTL         time.Duration
+	LoginMaxFailures int
+	LoginLockout     time.Duration
+	ClaimMaxFailures int
+	ClaimLockout     time.Duration
+}
+
+func (c *Config) defaults() {
+	if c.TokenTTL == 0 {
+		c.TokenTTL = 24 * time.Hour
+	}
+	if c.SessionTTL == 0 {
+		c.SessionTTL = 12 * time.Hour
+	}
+	if c.NonceTTL == 0 {
+		c.NonceTTL = 5 * time.Minute
+	}
+	if c.LoginMaxFailures == 0 {
+		c.LoginMaxFailures = 5
+	}
+	if c.LoginLockout == 0 {
+		c.LoginLockout = 15 * time.Minute
+	}
+	if c.ClaimMaxFailures == 0 {
+		c.ClaimMaxFailures = 5
+	}
+	if c.ClaimLockout == 0 {
+		c.ClaimLockout = 15 * time.Minute
+	}
+}
+
+// Portal is the portal's logic, shared by the JSON API and the pages.
+type Portal struct {
+	cfg      Config
+	st       *store.Store
+	claimKey Keyed
+	issuing  *ca.CA
+	obfCA    *ca.CA
+	obfAuth  *clientauth.Verifier
+	now      func() time.Time
+}
+
+// New builds a Portal. issuing certifies trusted OBFs' mTLS keys; obfCA
+// certifies OBSes' sub-CAs; obfAuth verifies an OBF's client certificate
+// when it vouches for a device.
+func New(cfg Config, st *store.Store, claimKey Keyed, issuing, obfCA *ca.CA, obfAuth *clientauth.Verifier) *Portal {
+	cfg.defaults()
+	return &Portal{cfg: cfg, st: st, claimKey: claimKey, issuing: issuing, obfCA: obfCA, obfAuth: obfAuth, now: time.Now}
+}
+
+// Principal is who is calling.
+type Principal struct {
+	Stakeholder store.Stakeholder
+	// Via is "session", "api-key" or "obf".
+	Via     string
+	Session *store.Session
+	// OBF is set when a trusted OBF called with its client certificate.
+	OBF *store.OBF
+}
+
+// Tenant is the tenant the caller works in; "" for an sp-admin, who sees all.
+func (p Principal) Tenant() string {
+	if p.Stakeholder.Role == store.RoleSPAdmin {
+		return ""
+	}
+	return p.Stakeholder.Tenant()
+}
+
+func (p Principal) actor() string {
+	if p.OBF != nil {
+		return "obf:" + p.OBF.ID
+	}
+	return p.Stakeholder.Name
+}
+
+// sees reports whether the caller may see a device of tenant.
+func (p Principal) sees(tenant string) bool { return p.Tenant() == "" || p.Tenant() == tenant }
+
+// Errors the portal answers with.
+var (
+	errUnauthenticated = apierr.New(http.StatusUnauthorized, "unauthenticated", "log in, or send Authorization: Bearer <API key>")
+	errForbidden       = apierr.New(http.StatusForbidden, "forbidden", "your role may not do this")
+	errDeviceNotFound  = apierr.New(http.StatusNotFound, "device_not_found", "no such device")
+	errUnavailable     = &apierr.Error{Status: http.StatusServiceUnavailable, Code: "registry_unavailable", Message: "the registry database is unavailable; retry", RetryAfter: 1}
+)
+
+func requireRole(p Principal, roles ...string) error {
+	for _, r := range roles {
+		if p.Stakeholder.Role == r {
+			return nil
+		}
+	}
+	return errForbidden
+}
+
+// randomToken is 256 bits, URL-safe: session IDs, API keys, enrolment tokens.
+func randomToken() string {
+	b := make([]byte, 32)
+	rand.Read(b)
+	return base64.RawURLEncoding.EncodeToString(b)
+}
+
+func sha(s string) []byte {
+	h := sha256.Sum256([]byte(s))
+	return h[:]
+}
+
+// storeErr maps store failures the caller cannot fix to 503, the rest through.
+func storeErr(err error) error {
+	if err == nil {
+		return nil
+	}
+	if errors.Is(err, store.ErrUnavailable) {
+		e := *errUnavailable
+		e.Err = err
+		return &e
+	}
+	return err
+}
