@@ -4,8 +4,8 @@ import (
 	"context"
 	"crypto"
 	"crypto/ecdsa"
-	"crypto/rand"
 	"crypto/ed25519"
+	"crypto/rand"
 	"crypto/rsa"
 	"crypto/sha256"
 	"crypto/subtle"
@@ -171,7 +171,7 @@ func (p *Portal) checkProof(ctx context.Context, who Principal, d store.Device, 
 			return err
 		}
 		if subtle.ConstantTimeCompare(h, d.ClaimCodeHash) != 1 {
-			if err := p.st.ClaimFailure(ctx, d.ID, who.Stakeholder.ID, now, p.cfg.ClaimMaxFailures, p.cfg.ClaimLockout); err != nil {
+			if err := p.st.ClaimFailure(ctx, d.ID, who.Stakeholder.ID, now, p.cfg.ClaimMaxFailures, p.cfg.ClaimMaxFailuresAccount, p.cfg.ClaimLockout); err != nil {
 				return storeErr(err)
 			}
 			_ = p.st.AppendAudit(ctx, store.AuditEvent{At: now, Tenant: d.Tenant, Actor: who.actor(), Action: "device.claim_failure", Subject: d.ID, Detail: map[string]any{}})

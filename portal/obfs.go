@@ -7,6 +7,7 @@ import (
 	"encoding/pem"
 	"errors"
 	"net/http"
+	"net/url"
 	"strings"
 
 	"github.com/credfactory/credfactory/apierr"
@@ -76,8 +77,10 @@ func (p *Portal) RegisterOBF(ctx context.Context, who Principal, req OBFRequest)
 		if err != nil {
 			return out, err
 		}
+		// The OBF is named by a URN of its registry ID: the MEF finds it by
+		// its certificate's fingerprint, the name is for people and logs.
 		issued, err := p.issuing.Issue(ctx, ca.Request{CSR: csr, Profile: ca.ProfileOBFClient, AssignedID: "obf-" + o.ID,
-			DNSNames: nil, URIs: nil})
+			URIs: []*url.URL{{Scheme: "urn", Opaque: "uuid:" + o.ID}}})
 		if err != nil {
 			return out, caErr(err)
 		}

@@ -34,8 +34,11 @@ type Config struct {
 	NonceTTL         time.Duration
 	LoginMaxFailures int
 	LoginLockout     time.Duration
-	ClaimMaxFailures int
-	ClaimLockout     time.Duration
+	// ClaimMaxFailures wrong claim codes lock a device; an account is
+	// locked after ClaimMaxFailuresAccount, across all its devices.
+	ClaimMaxFailures        int
+	ClaimMaxFailuresAccount int
+	ClaimLockout            time.Duration
 }
 
 func (c *Config) defaults() {
@@ -56,6 +59,9 @@ func (c *Config) defaults() {
 	}
 	if c.ClaimMaxFailures == 0 {
 		c.ClaimMaxFailures = 5
+	}
+	if c.ClaimMaxFailuresAccount == 0 {
+		c.ClaimMaxFailuresAccount = 25
 	}
 	if c.ClaimLockout == 0 {
 		c.ClaimLockout = 15 * time.Minute

@@ -146,15 +146,20 @@ func (s *Store) LoginResult(ctx context.Context, id string, ok bool, now time.Ti
 }
 
 // ClaimFailure counts a wrong claim code against both the device and the
-// stakeholder trying it: past maxFailures either is locked for lockFor, so a
-// code cannot be brute-forced one device at a time or one account at a time.
-func (s *Store) ClaimFailure(ctx context.Context, deviceID, stakeholderID string, now time.Time, maxFailures int, lockFor time.Duration) error {
+// stakeholder trying it: past deviceMax (for the device) or stakeholderMax
+// (for the account, which may mistype across many devices) either is locked
+// for lockFor, so codes cannot be brute-forced one device at a time nor
+// spread over many devices.
+func (s *Store) ClaimFailure(ctx context.Context, deviceID, stakeholderID string, now time.Time, deviceMax, stakeholderMax int, lockFor time.Duration) error {
 	return s.tx(ctx, "claim_failure", func(q querier) error {
 		until := now.Add(lockFor).UTC()
-		for _, table := range []struct{ name, id string }{{"devices", deviceID}, {"stakeholders", stakeholderID}} {
+		for _, table := range []struct {
+			name, id string
+			max      int
+		}{{"devices", deviceID, deviceMax}, {"stakeholders", stakeholderID, stakeholderMax}} {
 			if _, err := q.exec(ctx, `UPDATE `+table.name+` SET claim_failures = claim_failures + 1,
 				claim_locked_until = CASE WHEN claim_failures + 1 >= $2 THEN $3 ELSE claim_locked_until END
-				WHERE id = $1`, table.id, maxFailures, until); err != nil {
+				WHERE id = $1`, table.id, table.max, until); err != nil {
 				return err
 			}
 		}
