@@ -32,6 +32,7 @@ type Config struct {
 	Store  Store  `yaml:"store"`
 	MAF    MAF    `yaml:"maf"`
 	Portal Portal `yaml:"portal"`
+	MEF    MEF    `yaml:"mef"`
 	Log    Log    `yaml:"log"`
 }
 
@@ -53,6 +54,15 @@ type Portal struct {
 	SPDomain   string        `yaml:"sp_domain" help:"the SP's domain: host of issued AE-ID URIs (default the first of server.hostnames, else localhost)"`
 	TokenTTL   time.Duration `yaml:"token_ttl" help:"lifetime of an enrolment token"`
 	SessionTTL time.Duration `yaml:"session_ttl" help:"lifetime of a portal login session"`
+}
+
+// MEF is the enrolment function.
+type MEF struct {
+	FQDN         string        `yaml:"fqdn" help:"the MEF's FQDN, the host part of KeIDs and KpsaIDs (default portal.sp_domain)"`
+	MAFFQDN      string        `yaml:"maf_fqdn" help:"the MAF's FQDN, the host part of KmIDs and the MAF-ID in Km (default mef.fqdn)"`
+	KeyLifetime  time.Duration `yaml:"key_lifetime" help:"lifetime of shared keys provisioned over RSPF"`
+	CertValidity time.Duration `yaml:"cert_validity" help:"lifetime of device certificates (0: the device profile's, 1 year)"`
+	MaxForward   int           `yaml:"max_forward" help:"most items in one trusted-OBF forward batch"`
 }
 
 // MAF is the credential registry's API.
@@ -143,6 +153,7 @@ func Default() Config {
 			BatchMax:   128,
 		},
 		Portal: Portal{TokenTTL: 24 * time.Hour, SessionTTL: 12 * time.Hour},
+		MEF:    MEF{KeyLifetime: 365 * 24 * time.Hour, MaxForward: 1000},
 		Log:    Log{Level: "info", Format: "json"},
 	}
 }
@@ -210,6 +221,12 @@ func (c *Config) derive() {
 			port = p
 		}
 		c.Portal.MEFURI = "https://" + net.JoinHostPort(host, port)
+	}
+	if c.MEF.FQDN == "" {
+		c.MEF.FQDN = c.Portal.SPDomain
+	}
+	if c.MEF.MAFFQDN == "" {
+		c.MEF.MAFFQDN = c.MEF.FQDN
 	}
 	if c.Store.URL == "" {
 		c.Store.URL = "sqlite://" + filepath.Join(c.DataDir, "registry.db")

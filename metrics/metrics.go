@@ -31,6 +31,10 @@ type Registry struct {
 	storeErrors  *prometheus.CounterVec
 	storeBatch   prometheus.Histogram
 
+	enrolments     *prometheus.CounterVec
+	enrolDuration  *prometheus.HistogramVec
+	forwardBatches prometheus.Histogram
+
 	HTTPRequests *prometheus.CounterVec
 	HTTPDuration *prometheus.HistogramVec
 	HTTPRejected *prometheus.CounterVec
@@ -89,6 +93,21 @@ func New() *Registry {
 		Help:    "Redemptions committed per group-commit transaction.",
 		Buckets: []float64{1, 2, 4, 8, 16, 32, 64, 128, 256, 512, 1024},
 	})
+	r.enrolments = prometheus.NewCounterVec(prometheus.CounterOpts{
+		Namespace: Namespace, Name: "enrolments_total",
+		Help: "Enrolments by path (est, est_reenroll, json_cert, json_key, forward_cert, forward_key) and result (ok, replayed or an error code).",
+	}, []string{"path", "result"})
+	r.enrolDuration = prometheus.NewHistogramVec(prometheus.HistogramOpts{
+		Namespace: Namespace, Name: "enrolment_duration_seconds",
+		Help:    "Enrolment latency by path, from request to recorded credential.",
+		Buckets: []float64{.0005, .001, .0025, .005, .01, .025, .05, .1, .25, .5, 1, 2.5, 5},
+	}, []string{"path"})
+	r.forwardBatches = prometheus.NewHistogram(prometheus.HistogramOpts{
+		Namespace: Namespace, Name: "forward_batch_items",
+		Help:    "Items per trusted-OBF forward batch.",
+		Buckets: []float64{1, 10, 50, 100, 250, 500, 1000},
+	})
+	r.MustRegister(r.enrolments, r.enrolDuration, r.forwardBatches)
 	r.MustRegister(r.hsmOps, r.hsmErrors, r.hsmWait, r.hsmRecoveries, r.storeTx, r.storeRetries, r.storeErrors,
 		r.storeBatch, r.HTTPRequests, r.HTTPDuration, r.HTTPRejected)
 	return r
@@ -155,3 +174,19 @@ func storeErrorKind(err error) string {
 	}
 	return "other"
 }
+
+// MEFObserver returns the mef.Observer that feeds these metrics. Result
+// labels are error codes, a fixed vocabulary, never IDs.
+func (r *Registry) MEFObserver() MEFObserver { return MEFObserver{r} }
+
+// MEFObserver implements mef.Observer.
+type MEFObserver struct{ r *Registry }
+
+// ObserveEnrolment counts one enrolment and its latency.
+func (o MEFObserver) ObserveEnrolment(path, result string, d time.Duration) {
+	o.r.enrolments.WithLabelValues(path, result).Inc()
+	o.r.enrolDuration.WithLabelValues(path).Observe(d.Seconds())
+}
+
+// ObserveForwardBatch records a forward batch's size.
+func (o MEFObserver) ObserveForwardBatch(items int) { o.r.forwardBatches.Observe(float64(items)) }

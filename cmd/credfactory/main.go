@@ -14,6 +14,7 @@ import (
 	"github.com/credfactory/credfactory/clientauth"
 	"github.com/credfactory/credfactory/config"
 	"github.com/credfactory/credfactory/maf"
+	"github.com/credfactory/credfactory/mef"
 	"github.com/credfactory/credfactory/metrics"
 	"github.com/credfactory/credfactory/pki"
 	"github.com/credfactory/credfactory/portal"
@@ -53,7 +54,7 @@ func newRoot(stdout, stderr io.Writer) *cobra.Command {
 		"data directory: embedded HSM token, CA certificates, trust-anchor.pem (env CREDFACTORY_DATA_DIR)")
 	root.PersistentFlags().StringVar(&g.configFile, "config", "",
 		"config file (YAML); default <data-dir>/"+config.DefaultFile+" if it exists")
-	root.AddCommand(newInit(g), newServe(g), newMigrate(g), newAdmin(g), newVersion())
+	root.AddCommand(newInit(g), newServe(g), newMigrate(g), newAdmin(g), newEnroll(), newVersion())
 	return root
 }
 
@@ -168,6 +169,12 @@ func serve(ctx context.Context, cfg config.Config, stderr io.Writer) error {
 		Checks:       map[string]server.Check{"hsm": p.HSM.Ping, "store": st.Ping},
 	})
 	for _, r := range maf.NewAPI(registry, verifier, cfg.MAF.AdminClients).Routes() {
+		srv.Handle(r.Method, r.Pattern, r.Handler)
+	}
+	enrol := mef.New(mef.Config{FQDN: cfg.MEF.FQDN, MAFFQDN: cfg.MEF.MAFFQDN, SPDomain: cfg.Portal.SPDomain,
+		KeyLifetime: cfg.MEF.KeyLifetime, CertValidity: cfg.MEF.CertValidity, MaxForward: cfg.MEF.MaxForward},
+		st, registry, p.CA, p.Root, p.OBFCA.Issuer(), p.KDF, verifier, reg.MEFObserver())
+	for _, r := range enrol.Routes() {
 		srv.Handle(r.Method, r.Pattern, r.Handler)
 	}
 	pt := portal.New(portal.Config{

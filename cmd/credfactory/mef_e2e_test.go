@@ -1,0 +1,342 @@
+package main
+
+import (
+	"context"
+	"crypto/ecdsa"
+	"crypto/elliptic"
+	"crypto/rand"
+	"crypto/tls"
+	"crypto/x509"
+	"crypto/x509/pkix"
+	"encoding/base64"
+	"encoding/json"
+	"encoding/pem"
+	"fmt"
+	"math/big"
+	"net/url"
+	"os"
+	"os/exec"
+	"path/filepath"
+	"strings"
+	"testing"
+	"time"
+
+	"github.com/credfactory/credfactory/client"
+)
+
+// seed is the four seed cases' common setting: an SP with a manufacturer,
+// a subscriber owning six devices, and four OBFs.
+type seed struct {
+	*sp
+	alice                       string // the subscriber's API key
+	phone, lineU, tool, lineT   map[string]any
+	toolKey, lineTKey, lineTSub *ecdsa.PrivateKey
+}
+
+func newSeed(t *testing.T) *seed {
+	s := &seed{sp: startSP(t, "CREDFACTORY_PORTAL_SP_DOMAIN=sp.example")}
+	admin := s.stakeholder("admin", "sp-admin")
+	acme := s.stakeholder("acme", "manufacturer")
+	s.alice = s.stakeholder("alice", "subscriber")
+	var csv strings.Builder
+	csv.WriteString("deviceId,claimCode\n")
+	ids := []string{}
+	for i := 1; i <= 6; i++ {
+		fmt.Fprintf(&csv, "dev-%d,label-%d\n", i, i)
+		ids = append(ids, fmt.Sprintf("dev-%d", i))
+	}
+	if status, body := s.call(acme, "POST", "/api/v1/devices", "text/csv", []byte(csv.String())); status != 200 || body["accepted"] != float64(6) {
+		t.Fatalf("upload: %d %v", status, body)
+	}
+	if status, body := s.call(acme, "POST", "/api/v1/handovers", "application/json", mustJSON(map[string]any{"subscriber": "alice", "deviceIds": ids})); status != 200 {
+		t.Fatalf("hand over: %d %v", status, body)
+	}
+	register := func(req map[string]any) map[string]any {
+		req["owner"] = "alice"
+		status, body := s.call(admin, "POST", "/api/v1/obfs", "application/json", mustJSON(req))
+		if status != 201 {
+			t.Fatalf("register OBF %v: %d %v", req["name"], status, body)
+		}
+		return body
+	}
+	s.toolKey, _ = ecdsa.GenerateKey(elliptic.P256(), rand.Reader)
+	s.lineTKey, _ = ecdsa.GenerateKey(elliptic.P256(), rand.Reader)
+	s.lineTSub, _ = ecdsa.GenerateKey(elliptic.P256(), rand.Reader)
+	s.phone = register(map[string]any{"name": "phone", "kind": "obd"})
+	s.lineU = register(map[string]any{"name": "line-u", "kind": "obs"})
+	s.tool = register(map[string]any{"name": "tool", "kind": "obd", "trusted": true, "clientCsr": csrPEM(t, s.toolKey)})
+	s.lineT = register(map[string]any{"name": "line-t", "kind": "obs", "trusted": true, "clientCsr": csrPEM(t, s.lineTKey),
+		"subCaCsr": csrPEM(t, s.lineTSub), "permittedDnsDomains": []string{"line-t.factory.example"}})
+	return s
+}
+
+// bundle proves control of a device with its label and gets a bundle for obf
+// (nil: the stakeholder's own untrusted OBD).
+func (s *seed) bundle(device string, obf map[string]any) client.Bundle {
+	s.t.Helper()
+	req := map[string]any{"proof": map[string]any{"claimCode": "label-" + strings.TrimPrefix(device, "dev-")}}
+	if obf != nil {
+		req["obfId"] = obf["obfId"]
+	}
+	status, body := s.call(s.alice, "POST", "/api/v1/devices/"+device+"/enrolments", "application/json", mustJSON(req))
+	if status != 201 {
+		s.t.Fatalf("enrolment bundle for %s: %d %v", device, status, body)
+	}
+	var b client.Bundle
+	json.Unmarshal(mustJSON(body), &b)
+	return b
+}
+
+func (s *seed) writeBundle(b client.Bundle) string {
+	path := filepath.Join(s.t.TempDir(), "bundle.json")
+	os.WriteFile(path, mustJSON(b), 0o600)
+	return path
+}
+
+// obfConn is a trusted OBF's connection: its client certificate, trusting
+// the SP's root.
+func (s *seed) obfConn(reg map[string]any, key *ecdsa.PrivateKey) *client.Conn {
+	s.t.Helper()
+	certs := parsePEMCerts(s.t, reg["clientCert"].(string))
+	c := tls.Certificate{PrivateKey: key, Leaf: certs[0]}
+	for _, x := range certs {
+		c.Certificate = append(c.Certificate, x.Raw)
+	}
+	anchor := parsePEMCerts(s.t, readFile(s.t, filepath.Join(s.dir, "trust-anchor.pem")))
+	return client.NewConn(s.base, anchor, &c)
+}
+
+func parsePEMCerts(t *testing.T, text string) []*x509.Certificate {
+	t.Helper()
+	var out []*x509.Certificate
+	rest := []byte(text)
+	for {
+		var block *pem.Block
+		block, rest = pem.Decode(rest)
+		if block == nil {
+			break
+		}
+		c, err := x509.ParseCertificate(block.Bytes)
+		if err != nil {
+			t.Fatal(err)
+		}
+		out = append(out, c)
+	}
+	if len(out) == 0 {
+		t.Fatalf("no certificate in %q", text)
+	}
+	return out
+}
+
+func readFile(t *testing.T, path string) string {
+	t.Helper()
+	b, err := os.ReadFile(path)
+	if err != nil {
+		t.Fatal(err)
+	}
+	return string(b)
+}
+
+func opensslVerify(t *testing.T, anchor string, chain []*x509.Certificate) {
+	t.Helper()
+	dir := t.TempDir()
+	var untrusted strings.Builder
+	for _, c := range chain[1:] {
+		untrusted.Write(pem.EncodeToMemory(&pem.Block{Type: "CERTIFICATE", Bytes: c.Raw}))
+	}
+	os.WriteFile(filepath.Join(dir, "leaf.pem"), pem.EncodeToMemory(&pem.Block{Type: "CERTIFICATE", Bytes: chain[0].Raw}), 0o600)
+	os.WriteFile(filepath.Join(dir, "chain.pem"), []byte(untrusted.String()), 0o600)
+	args := []string{"verify", "-CAfile", anchor, "-purpose", "sslclient"}
+	if untrusted.Len() > 0 {
+		args = append(args, "-untrusted", filepath.Join(dir, "chain.pem"))
+	}
+	out, err := exec.Command("openssl", append(args, filepath.Join(dir, "leaf.pem"))...).CombinedOutput()
+	if err != nil || !strings.Contains(string(out), ": OK") {
+		t.Fatalf("openssl verify: %v\n%s", err, out)
+	}
+}
+
+// TestSeedCases runs the four seed cases end to end: portal enrolment →
+// bundle → OBF → Enrollee or OBS → MEF → MAF.
+func TestSeedCases(t *testing.T) {
+	s := newSeed(t)
+	ctx := context.Background()
+	anchorPath := filepath.Join(s.dir, "trust-anchor.pem")
+
+	// 1. Untrusted OBD: the stakeholder's phone hands the bundle to the
+	// device, which enrols over EST with credfactory enroll.
+	b1 := s.bundle("dev-1", nil)
+	if b1.MEFURI == "" || b1.TrustAnchor == "" {
+		t.Fatalf("untrusted bundle without MEF URI or trust anchor: %+v", b1)
+	}
+	out1 := filepath.Join(t.TempDir(), "dev-1")
+	s.cli("enroll", "--bundle", s.writeBundle(b1), "--out", out1)
+	for _, f := range []string{"key.pem", "cert.pem", "chain.pem"} {
+		if st, err := os.Stat(filepath.Join(out1, f)); err != nil || st.Mode().Perm() != 0o600 {
+			t.Fatalf("%s: %v %v", f, st, err)
+		}
+	}
+	leaf := parsePEMCerts(t, readFile(t, filepath.Join(out1, "cert.pem")))[0]
+	chain := parsePEMCerts(t, readFile(t, filepath.Join(out1, "chain.pem")))
+	opensslVerify(t, anchorPath, append([]*x509.Certificate{leaf}, chain...))
+	if leaf.Subject.CommonName != b1.AssignedID || len(leaf.URIs) != 1 || leaf.URIs[0].String() != "//sp.example/"+b1.AssignedID {
+		t.Fatalf("certificate names %q %v, want the assigned ID %s", leaf.Subject.CommonName, leaf.URIs, b1.AssignedID)
+	}
+	// The Enrollee lost the answer and runs again: same certificate.
+	s.cli("enroll", "--bundle", s.writeBundle(b1), "--out", out1)
+	if again := parsePEMCerts(t, readFile(t, filepath.Join(out1, "cert.pem")))[0]; !again.Equal(leaf) {
+		t.Fatal("a retry with the same token and key got a second certificate")
+	}
+	// Anyone else with the token: refused.
+	if out, err := exec.Command(bin, "enroll", "--bundle", s.writeBundle(b1), "--out", t.TempDir()).CombinedOutput(); err == nil || !strings.Contains(string(out), "token_redeemed") {
+		t.Fatalf("token reused with another key: %v\n%s", err, out)
+	}
+	// The MAF holds it: the device asks for its own credential's status.
+	devKeyPEM, _ := pem.Decode([]byte(readFile(t, filepath.Join(out1, "key.pem"))))
+	devKey, _ := x509.ParsePKCS8PrivateKey(devKeyPEM.Bytes)
+	devTLS := &tls.Certificate{Certificate: [][]byte{leaf.Raw, chain[0].Raw}, PrivateKey: devKey, Leaf: leaf}
+	status, list := s.callWith(s.client(devTLS), "", "GET", "/maf/v1/credentials?assignedId="+url.QueryEscape(b1.AssignedID), "", nil)
+	if status != 200 || len(list["credentials"].([]any)) != 1 {
+		t.Fatalf("MAF record of case 1: %d %v", status, list)
+	}
+
+	// 2. Untrusted OBS: the line forwards the bundle; the device asks for a
+	// shared key (Kpsa) that device 1 (its Target) may fetch from the MAF.
+	b2 := s.bundle("dev-2", s.lineU)
+	out2 := filepath.Join(t.TempDir(), "dev-2")
+	s.cli("enroll", "--bundle", s.writeBundle(b2), "--out", out2, "--psk", "--suid", "22", "--target", b1.AssignedID)
+	var psk client.KeyAnswer
+	json.Unmarshal([]byte(readFile(t, filepath.Join(out2, "psk.json"))), &psk)
+	if len(psk.Key) != 32 || !strings.HasPrefix(psk.CredentialID, "12-") || !strings.HasSuffix(psk.KeyID, "@sp.example") || psk.EnroleeID != b2.AssignedID {
+		t.Fatalf("shared key answer: %+v", psk)
+	}
+	s.cli("enroll", "--bundle", s.writeBundle(b2), "--out", out2, "--psk", "--suid", "22", "--target", b1.AssignedID)
+	var psk2 client.KeyAnswer
+	json.Unmarshal([]byte(readFile(t, filepath.Join(out2, "psk.json"))), &psk2)
+	if string(psk2.Key) != string(psk.Key) || !psk2.Replayed {
+		t.Fatal("a retry of the key request got another key")
+	}
+	status, fetched := s.callWith(s.client(devTLS), "", "GET", "/maf/v1/fetchCredentials/"+psk.KeID+"/22", "", nil)
+	if status != 200 || fetched["credential"] != base64.StdEncoding.EncodeToString(psk.Key) || fetched["enroleeId"] != b2.AssignedID {
+		t.Fatalf("Target fetches the key: %d %v", status, fetched)
+	}
+
+	// 3. Trusted OBD: the technician's tool provisions a shared key itself
+	// and forwards it; the SP seals it with the KEK.
+	b3 := s.bundle("dev-3", s.tool)
+	if b3.MEFURI != "" || b3.TrustAnchor != "" {
+		t.Fatalf("a trusted OBF's bundle carries MEF and trust anchor: %+v", b3)
+	}
+	tool := s.obfConn(s.tool, s.toolKey)
+	value := make([]byte, 32)
+	rand.Read(value)
+	item := client.ForwardItem{Token: b3.Token, AssignedID: b3.AssignedID}
+	item.Key = &struct {
+		SUID      int       `json:"suid"`
+		KeyID     string    `json:"keyId"`
+		KeID      string    `json:"keId,omitempty"`
+		TargetIDs []string  `json:"targetIds"`
+		Value     []byte    `json:"value"`
+		NotAfter  time.Time `json:"notAfter"`
+	}{SUID: 22, KeyID: "0a1b2c@tool.example", KeID: "0a1b2c3d4e5f60718293a4b5c6d7e8f9@tool.example", TargetIDs: []string{b1.AssignedID}, Value: value, NotAfter: time.Now().Add(24 * time.Hour)}
+	res, err := tool.Forward(ctx, []client.ForwardItem{item})
+	if err != nil || len(res) != 1 || res[0].Status != "recorded" {
+		t.Fatalf("forward key: %v %+v", err, res)
+	}
+	if res, err := tool.Forward(ctx, []client.ForwardItem{item}); err != nil || res[0].Status != "replayed" || res[0].CredentialID == "" {
+		t.Fatalf("resent key: %v %+v", err, res)
+	}
+	status, fetched = s.callWith(s.client(devTLS), "", "GET", "/maf/v1/fetchCredentials/"+item.Key.KeID+"/22", "", nil)
+	if status != 200 || fetched["credential"] != base64.StdEncoding.EncodeToString(value) {
+		t.Fatalf("Target fetches the forwarded key: %d %v", status, fetched)
+	}
+
+	// 4. Trusted OBS: the factory line issues the device certificate with
+	// its sub-CA and forwards a batch; one bad item does not stop the rest.
+	b4 := s.bundle("dev-4", s.lineT)
+	b5 := s.bundle("dev-5", s.lineT)
+	b6 := s.bundle("dev-6", s.tool) // another OBF's token
+	sub := parsePEMCerts(t, s.lineT["subCaCert"].(string))
+	line := s.obfConn(s.lineT, s.lineTKey)
+	c4 := obsIssue(t, sub[0], s.lineTSub, b4.AssignedID)
+	c5 := obsIssue(t, sub[0], s.lineTSub, b5.AssignedID)
+	selfSigned := obsIssue(t, nil, nil, b5.AssignedID)
+	batch := []client.ForwardItem{
+		{Token: b4.Token, AssignedID: b4.AssignedID, Certificate: pemCert(c4)},
+		{Token: b5.Token, AssignedID: b5.AssignedID, Certificate: pemCert(selfSigned)}, // not from its sub-CA
+		{Token: b6.Token, AssignedID: b6.AssignedID, Certificate: pemCert(obsIssue(t, sub[0], s.lineTSub, b6.AssignedID))},
+		{Token: b5.Token, AssignedID: b4.AssignedID, Certificate: pemCert(c5)}, // wrong assigned ID
+		{Token: "no-such-token", AssignedID: b5.AssignedID, Certificate: pemCert(c5)},
+		{Token: b5.Token, AssignedID: b5.AssignedID, Certificate: pemCert(c5)},
+	}
+	res, err = line.Forward(ctx, batch)
+	if err != nil {
+		t.Fatal(err)
+	}
+	want := []string{"recorded", "not_from_obf_sub_ca", "token_mismatch", "token_mismatch", "token_unknown", "recorded"}
+	for i, r := range res {
+		got := r.Status
+		if got == "refused" {
+			got = r.Code
+		}
+		if got != want[i] {
+			t.Errorf("item %d: %s (%s), want %s", i, got, r.Message, want[i])
+		}
+	}
+	opensslVerify(t, anchorPath, append([]*x509.Certificate{c4}, sub...))
+	res, err = line.Forward(ctx, batch)
+	if err != nil || res[0].Status != "replayed" || res[5].Status != "replayed" {
+		t.Fatalf("resent batch: %v %+v", err, res)
+	}
+	status, detail := s.call(s.alice, "GET", "/api/v1/devices/dev-4", "", nil)
+	if status != 200 || detail["state"] != "enrolled" || len(detail["credentials"].([]any)) != 1 {
+		t.Fatalf("dev-4 after forwarding: %d %v", status, detail)
+	}
+
+	// Forwarding needs a trusted OBF's certificate: none, or a device's, is refused.
+	anchor := parsePEMCerts(t, readFile(t, anchorPath))
+	if _, err := client.NewConn(s.base, anchor, nil).Forward(ctx, batch[:1]); !isCode(err, "client_certificate_required") {
+		t.Fatalf("forward without a certificate: %v", err)
+	}
+	if _, err := client.NewConn(s.base, anchor, devTLS).Forward(ctx, batch[:1]); !isCode(err, "not_a_trusted_obf") {
+		t.Fatalf("forward with a device certificate: %v", err)
+	}
+	big := make([]client.ForwardItem, 1001)
+	for i := range big {
+		big[i] = batch[0]
+	}
+	if _, err := line.Forward(ctx, big); !isCode(err, "batch_size") {
+		t.Fatalf("1,001 items: %v", err)
+	}
+}
+
+func isCode(err error, code string) bool {
+	e, ok := err.(*client.Error)
+	return ok && e.Code == code
+}
+
+// obsIssue plays the OBS's own MEF: a device certificate from its sub-CA
+// (nil: self-signed, as a rogue line would make).
+func obsIssue(t *testing.T, sub *x509.Certificate, subKey *ecdsa.PrivateKey, assignedID string) *x509.Certificate {
+	t.Helper()
+	devKey, _ := ecdsa.GenerateKey(elliptic.P256(), rand.Reader)
+	serial, _ := rand.Int(rand.Reader, new(big.Int).Lsh(big.NewInt(1), 128))
+	tmpl := &x509.Certificate{SerialNumber: serial, Subject: pkix.Name{CommonName: assignedID},
+		URIs:      []*url.URL{{Host: "sp.example", Path: "/" + assignedID}},
+		NotBefore: time.Now().Add(-time.Minute), NotAfter: time.Now().Add(30 * 24 * time.Hour),
+		KeyUsage: x509.KeyUsageDigitalSignature, ExtKeyUsage: []x509.ExtKeyUsage{x509.ExtKeyUsageClientAuth}}
+	parent, signer := sub, any(subKey)
+	if sub == nil {
+		parent, signer = tmpl, devKey
+	}
+	der, err := x509.CreateCertificate(rand.Reader, tmpl, parent, &devKey.PublicKey, signer)
+	if err != nil {
+		t.Fatal(err)
+	}
+	c, _ := x509.ParseCertificate(der)
+	return c
+}
+
+func pemCert(c *x509.Certificate) string {
+	return string(pem.EncodeToMemory(&pem.Block{Type: "CERTIFICATE", Bytes: c.Raw}))
+}

@@ -1,0 +1,229 @@
+package mef
+
+import (
+	"bytes"
+	"context"
+	"crypto/x509"
+	"encoding/asn1"
+	"errors"
+	"net/http"
+	"net/url"
+
+	"github.com/credfactory/credfactory/ca"
+	"github.com/credfactory/credfactory/kdf"
+	"github.com/credfactory/credfactory/store"
+	"golang.org/x/crypto/cryptobyte"
+	cbasn1 "golang.org/x/crypto/cryptobyte/asn1"
+)
+
+var (
+	oidChallengePassword = asn1.ObjectIdentifier{1, 2, 840, 113549, 1, 9, 7}
+	oidSAN               = asn1.ObjectIdentifier{2, 5, 29, 17}
+	oidKeyUsage          = asn1.ObjectIdentifier{2, 5, 29, 15}
+	oidExtKeyUsage       = asn1.ObjectIdentifier{2, 5, 29, 37}
+	oidSKI               = asn1.ObjectIdentifier{2, 5, 29, 14}
+	oidBasicConstraints  = asn1.ObjectIdentifier{2, 5, 29, 19}
+)
+
+// CertRequest is a certificate enrolment, from EST or JSON.
+type CertRequest struct {
+	// Token is the enrolment token (EST: the CSR's challengePassword).
+	Token string
+	// AssignedID, when the client names it (JSON), must be the token's.
+	AssignedID string
+	CSR        []byte // DER PKCS#10
+	// Peer is the Enrollee's TLS client certificate, if it sent one.
+	Peer *x509.Certificate
+	// RequestID identifies the request for idempotent retries; empty means
+	// the CSR's public key does.
+	RequestID string
+}
+
+// CertResult is an issued (or, on a retry, recorded) certificate.
+type CertResult struct {
+	Certificate *x509.Certificate
+	Chain       []*x509.Certificate
+	Credential  store.Credential
+	Replayed    bool
+}
+
+var (
+	errBadCSR        = fail(http.StatusBadRequest, "bad_csr", "the body is not a valid PKCS#10 certificate request")
+	errNoChallenge   = fail(http.StatusBadRequest, "missing_token", "the CSR carries no challengePassword: put the enrolment token there (TS-0003 §8.3.6)")
+	errSANMismatch   = fail(http.StatusBadRequest, "csr_san_mismatch", "the CSR asks for a subjectAltName that is not the assigned ID's URI")
+	errCSRExtensions = fail(http.StatusBadRequest, "csr_extension_refused", "the CSR asks for an extension a device certificate may not have")
+)
+
+// EnrolCert redeems a token for a certificate: checks the token before any
+// HSM work, issues from the CSR under the device profile (the assigned ID in
+// subject and URI SAN), and records it with the redemption in one
+// transaction. Nothing is answered that the MAF does not hold.
+func (m *MEF) EnrolCert(ctx context.Context, req CertRequest) (CertResult, error) {
+	if len(req.CSR) > ca.MaxCSRSize {
+		return CertResult{}, errBadCSR
+	}
+	csr, err := x509.ParseCertificateRequest(req.CSR)
+	if err != nil {
+		return CertResult{}, errBadCSR
+	}
+	if err := csr.CheckSignature(); err != nil {
+		e := *errBadCSR
+		e.Message = "the CSR's signature does not verify"
+		return CertResult{}, &e
+	}
+	if req.Token == "" {
+		if req.Token, err = challengePassword(csr.RawTBSCertificateRequest); err != nil {
+			return CertResult{}, err
+		}
+	}
+	pkHash := fingerprint(csr.RawSubjectPublicKeyInfo)
+	red := store.Redemption{TokenHash: tokenHash(req.Token), RequestID: req.RequestID, AssignedID: req.AssignedID,
+		Mode: store.ModeUntrusted, Now: m.now(), Credential: store.Credential{PublicKeySHA256: pkHash}}
+	if red.RequestID == "" {
+		red.RequestID = "spki:" + hexs(pkHash)
+	}
+	if req.Peer != nil {
+		red.DeviceCertSHA256 = fingerprint(req.Peer.Raw)
+	}
+	e, err := m.st.Enrolment(ctx, red.TokenHash)
+	if err != nil {
+		return CertResult{}, tokenErr(err)
+	}
+	replay, err := e.Check(red)
+	if err != nil {
+		return CertResult{}, tokenErr(err)
+	}
+	if replay {
+		return m.recorded(ctx, *e.CredentialID)
+	}
+	uri := AssignedIDURI(m.cfg.SPDomain, e.AssignedID)
+	if err := checkCSRNames(csr, uri); err != nil {
+		return CertResult{}, err
+	}
+	issued, err := m.ca.Issue(ctx, ca.Request{CSR: req.CSR, Profile: ca.ProfileDevice, AssignedID: e.AssignedID,
+		URIs: []*url.URL{uri}, Validity: m.cfg.CertValidity})
+	if err != nil {
+		return CertResult{}, caFailure(err)
+	}
+	serial := issued.Certificate.SerialNumber.Text(16)
+	fp := fingerprint(issued.DER)
+	red.Credential = store.Credential{
+		ID: kdf.CredentialID(certCredentialType(e.AssignedID), hexs(fp)), Type: store.TypeX509, SUID: int(kdf.SUIDCertSAEF),
+		Serial: &serial, CertSHA256: fp, CertDER: issued.DER, PublicKeySHA256: pkHash,
+		NotBefore: issued.Certificate.NotBefore, NotAfter: issued.Certificate.NotAfter, Source: store.SourceRSPF,
+	}
+	got, err := m.reg.Redeem(background(ctx), red)
+	if err != nil {
+		return CertResult{}, tokenErr(err)
+	}
+	if got.Replayed { // a concurrent retry of this request won: its certificate stands
+		return m.recorded(ctx, got.Credential.ID)
+	}
+	return CertResult{Certificate: issued.Certificate, Chain: issued.Chain, Credential: got.Credential}, nil
+}
+
+// recorded answers a retry with the certificate the MAF holds.
+func (m *MEF) recorded(ctx context.Context, credentialID string) (CertResult, error) {
+	c, err := m.reg.Get(ctx, store.ByID, credentialID)
+	if err != nil {
+		return CertResult{}, tokenErr(err)
+	}
+	if c.Type != store.TypeX509 {
+		return CertResult{}, errTokenRedeemed
+	}
+	cert, err := x509.ParseCertificate(c.CertDER)
+	if err != nil {
+		return CertResult{}, err
+	}
+	return CertResult{Certificate: cert, Chain: m.ca.Chain(), Credential: c, Replayed: true}, nil
+}
+
+// checkCSRNames refuses a CSR that asks for names or extensions the device
+// profile would not give it: silently dropping them would hand the device a
+// certificate other than the one it asked for.
+func checkCSRNames(csr *x509.CertificateRequest, want *url.URL) error {
+	if len(csr.DNSNames)+len(csr.EmailAddresses)+len(csr.IPAddresses) > 0 || len(csr.URIs) > 1 ||
+		len(csr.URIs) == 1 && csr.URIs[0].String() != want.String() {
+		e := *errSANMismatch
+		e.Message += " (" + want.String() + ")"
+		return &e
+	}
+	for _, ext := range csr.Extensions {
+		switch {
+		case ext.Id.Equal(oidSAN), ext.Id.Equal(oidKeyUsage), ext.Id.Equal(oidExtKeyUsage), ext.Id.Equal(oidSKI):
+		case ext.Id.Equal(oidBasicConstraints):
+			var bc struct {
+				IsCA bool `asn1:"optional"`
+			}
+			if _, err := asn1.Unmarshal(ext.Value, &bc); err != nil || bc.IsCA {
+				e := *errCSRExtensions
+				e.Message = "the CSR asks to be a CA"
+				return &e
+			}
+		default:
+			e := *errCSRExtensions
+			e.Message += ": " + ext.Id.String()
+			return &e
+		}
+	}
+	return nil
+}
+
+// challengePassword reads the challengePassword attribute (PKCS#9, RFC 2985
+// §5.4.1: a DirectoryString) from a CSR's CertificationRequestInfo. Go's
+// x509 does not expose CSR attributes other than extension requests.
+func challengePassword(tbs []byte) (string, error) {
+	in := cryptobyte.String(tbs)
+	var info, attrs cryptobyte.String
+	if !in.ReadASN1(&info, cbasn1.SEQUENCE) ||
+		!info.SkipASN1(cbasn1.INTEGER) || !info.SkipASN1(cbasn1.SEQUENCE) || !info.SkipASN1(cbasn1.SEQUENCE) {
+		return "", errBadCSR
+	}
+	if !info.ReadOptionalASN1(&attrs, nil, cbasn1.Tag(0).ContextSpecific().Constructed()) {
+		return "", errBadCSR
+	}
+	for !attrs.Empty() {
+		var attr, values cryptobyte.String
+		var oid asn1.ObjectIdentifier
+		if !attrs.ReadASN1(&attr, cbasn1.SEQUENCE) || !attr.ReadASN1ObjectIdentifier(&oid) || !attr.ReadASN1(&values, cbasn1.SET) {
+			return "", errBadCSR
+		}
+		if !oid.Equal(oidChallengePassword) {
+			continue
+		}
+		var tag cbasn1.Tag
+		var value cryptobyte.String
+		if !values.ReadAnyASN1(&value, &tag) {
+			return "", errBadCSR
+		}
+		switch tag {
+		case cbasn1.PrintableString, cbasn1.UTF8String, cbasn1.IA5String, cbasn1.T61String:
+			if len(value) == 0 || bytes.IndexByte(value, 0) >= 0 {
+				return "", errNoChallenge
+			}
+			return string(value), nil
+		}
+		return "", errBadCSR
+	}
+	return "", errNoChallenge
+}
+
+// caFailure turns the CA's typed refusals into 400s that say why.
+func caFailure(err error) error {
+	var e *ca.Error
+	if !errors.As(err, &e) {
+		return tokenErr(err)
+	}
+	code := "csr_refused"
+	switch {
+	case errors.Is(err, ca.ErrUnsupportedKey):
+		code = "unsupported_key"
+	case errors.Is(err, ca.ErrBadCSR):
+		code = "bad_csr"
+	case errors.Is(err, ca.ErrPolicy):
+		code = "policy_refused"
+	}
+	return &Failure{Status: http.StatusBadRequest, Code: code, Message: e.Error(), Err: err}
+}
+
+

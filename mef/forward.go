@@ -1,0 +1,225 @@
+package mef
+
+import (
+	"context"
+	"crypto/x509"
+	"encoding/base64"
+	"errors"
+	"net/http"
+	"strconv"
+	"sync"
+	"time"
+
+	"github.com/credfactory/credfactory/apierr"
+	"github.com/credfactory/credfactory/kdf"
+	"github.com/credfactory/credfactory/store"
+	"github.com/valyala/fasthttp"
+)
+
+// ForwardItem is one credential a trusted OBF provisioned and forwards.
+type ForwardItem struct {
+	Token      string `json:"token"`
+	AssignedID string `json:"assignedId"`
+	// RequestID makes a resend recognisable; empty means the token and the
+	// credential do.
+	RequestID string `json:"requestId,omitempty"`
+	// Certificate (PEM or base64 DER) issued by the OBF's sub-CA, or Key.
+	Certificate string `json:"certificate,omitempty"`
+	Key         *struct {
+		SUID      int       `json:"suid"`
+		KeyID     string    `json:"keyId"`
+		KeID      string    `json:"keId,omitempty"`
+		TargetIDs []string  `json:"targetIds"`
+		Value     string    `json:"value"` // base64
+		NotAfter  time.Time `json:"notAfter"`
+	} `json:"key,omitempty"`
+}
+
+// ForwardResult is one item's outcome.
+type ForwardResult struct {
+	Index        int    `json:"index"`
+	Status       string `json:"status"` // recorded, replayed or refused
+	CredentialID string `json:"credentialId,omitempty"`
+	Code         string `json:"code,omitempty"`
+	Message      string `json:"message,omitempty"`
+}
+
+var errNotTrustedOBF = fail(http.StatusForbidden, "not_a_trusted_obf", "forwarding takes the client certificate of a trusted, registered OBF")
+
+// Forward checks and records a trusted OBF's batch. Every item is checked on
+// its own (token issued to this OBF and unexpired, assigned ID, chain to the
+// OBF's sub-CA and inside its validity) and all are redeemed together, in the
+// registry's group commit; a bad item never rejects the good ones, and a
+// resent batch answers "replayed" for what is already recorded.
+func (m *MEF) Forward(ctx context.Context, obf store.OBF, items []ForwardItem) []ForwardResult {
+	results := make([]ForwardResult, len(items))
+	var subCA *x509.Certificate
+	if len(obf.SubCADER) > 0 {
+		subCA, _ = x509.ParseCertificate(obf.SubCADER)
+	}
+	var wg sync.WaitGroup
+	for i, it := range items {
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			start := time.Now()
+			res, path, err := m.forwardOne(ctx, obf, subCA, it)
+			res.Index = i
+			if err != nil {
+				e := apierr.As(tokenErr(err))
+				res = ForwardResult{Index: i, Status: "refused", Code: e.Code, Message: e.Message}
+			}
+			m.observe(path, res.Status == "replayed", err, start)
+			results[i] = res
+		}()
+	}
+	wg.Wait()
+	m.obs.ObserveForwardBatch(len(items))
+	return results
+}
+
+func (m *MEF) forwardOne(ctx context.Context, obf store.OBF, subCA *x509.Certificate, it ForwardItem) (ForwardResult, string, error) {
+	if it.Token == "" || it.AssignedID == "" || (it.Certificate == "") == (it.Key == nil) {
+		return ForwardResult{}, "forward", fail(http.StatusBadRequest, "bad_item", "an item needs token, assignedId and exactly one of certificate and key")
+	}
+	red := store.Redemption{TokenHash: tokenHash(it.Token), RequestID: it.RequestID, AssignedID: it.AssignedID,
+		Mode: store.ModeTrusted, OBFID: obf.ID, Now: m.now()}
+	e, err := m.st.Enrolment(ctx, red.TokenHash)
+	if err != nil {
+		return ForwardResult{}, "forward", err
+	}
+	var path string
+	if it.Certificate != "" {
+		path = "forward_cert"
+		der, err := decodeDER(it.Certificate, "CERTIFICATE")
+		if err != nil {
+			return ForwardResult{}, path, err
+		}
+		cert, err := m.checkForwardedCert(subCA, der, e.AssignedID)
+		if err != nil {
+			return ForwardResult{}, path, err
+		}
+		serial := cert.SerialNumber.Text(16)
+		fp := fingerprint(der)
+		red.Credential = store.Credential{ID: kdf.CredentialID(certCredentialType(e.AssignedID), hexs(fp)), Type: store.TypeX509,
+			SUID: int(kdf.SUIDCertSAEF), Serial: &serial, CertSHA256: fp, CertDER: der,
+			PublicKeySHA256: fingerprint(cert.RawSubjectPublicKeyInfo), NotBefore: cert.NotBefore, NotAfter: cert.NotAfter,
+			Source: store.SourceForward, OBFID: &obf.ID}
+		if red.RequestID == "" {
+			red.RequestID = "fwd:" + hexs(fingerprint(append(tokenHash(it.Token), fp...)))
+		}
+	} else {
+		path = "forward_key"
+		k := it.Key
+		value, err := base64.StdEncoding.DecodeString(k.Value)
+		kind := kdf.CredentialType(0)
+		switch s := kdf.SUID(k.SUID); {
+		case err != nil || len(value) < 16 || len(value) > 64:
+			return ForwardResult{}, path, fail(http.StatusBadRequest, "bad_key", "key.value must be 16 to 64 bytes, base64")
+		case s >= kdf.SUIDRSPFMAF && s <= kdf.SUIDRSPFESDataSignature:
+			kind = kdf.CredentialType(k.SUID - 10)
+		default:
+			return ForwardResult{}, path, fail(http.StatusBadRequest, "bad_key", "key.suid must be an RSPF-provisioned usage (21-25)")
+		}
+		if k.KeyID == "" || len(k.KeyID) > 255 || len(k.TargetIDs) == 0 || !k.NotAfter.After(red.Now) {
+			return ForwardResult{}, path, fail(http.StatusBadRequest, "bad_key", "key needs keyId, targetIds and a future notAfter")
+		}
+		credID := kdf.CredentialID(kind, k.KeyID)
+		if red.RequestID == "" {
+			red.RequestID = "fwd:" + hexs(fingerprint(append(append(tokenHash(it.Token), credID...), value...)))
+		}
+		if replay, err := e.Check(red); err != nil {
+			return ForwardResult{}, path, err
+		} else if replay {
+			return ForwardResult{Status: "replayed", CredentialID: deref(e.CredentialID)}, path, nil
+		}
+		// Sealed by the HSM's KEK, bound to the Credential-ID, before it
+		// touches the database (DESIGN.md "HSM").
+		sealed, err := m.reg.SealKey(ctx, credID, value)
+		if err != nil {
+			return ForwardResult{}, path, err
+		}
+		keyID := k.KeyID
+		var keID *string
+		if k.KeID != "" {
+			keID = &k.KeID
+		}
+		red.Credential = store.Credential{ID: credID, Type: store.TypePSK, SUID: k.SUID, KeyID: &keyID, KeID: keID,
+			SealedKey: sealed, TargetIDs: k.TargetIDs, NotBefore: red.Now, NotAfter: k.NotAfter, Source: store.SourceForward, OBFID: &obf.ID}
+	}
+	got, err := m.reg.Redeem(background(ctx), red)
+	if err != nil {
+		return ForwardResult{}, path, err
+	}
+	status := "recorded"
+	if got.Replayed {
+		status = "replayed"
+	}
+	return ForwardResult{Status: status, CredentialID: got.Credential.ID}, path, nil
+}
+
+// checkForwardedCert: the certificate must chain through this OBF's own
+// sub-CA (not another OBF's, not the SP's issuing CA) to the root, sit
+// inside the sub-CA's validity, and name the token's assigned ID.
+func (m *MEF) checkForwardedCert(subCA *x509.Certificate, der []byte, assignedID string) (*x509.Certificate, error) {
+	if subCA == nil {
+		return nil, fail(http.StatusForbidden, "no_sub_ca", "this OBF has no sub-CA to issue certificates with: forward keys, or register it as an OBS")
+	}
+	cert, err := x509.ParseCertificate(der)
+	if err != nil {
+		return nil, fail(http.StatusBadRequest, "bad_certificate", "the certificate does not parse")
+	}
+	if err := cert.CheckSignatureFrom(subCA); err != nil {
+		return nil, fail(http.StatusForbidden, "not_from_obf_sub_ca", "the certificate was not issued by this OBF's sub-CA")
+	}
+	roots := x509.NewCertPool()
+	roots.AddCert(m.root)
+	inter := x509.NewCertPool()
+	inter.AddCert(subCA)
+	inter.AddCert(m.obfCA)
+	if _, err := cert.Verify(x509.VerifyOptions{Roots: roots, Intermediates: inter, CurrentTime: m.now(),
+		KeyUsages: []x509.ExtKeyUsage{x509.ExtKeyUsageClientAuth}}); err != nil {
+		return nil, &Failure{Status: http.StatusForbidden, Code: "chain_invalid", Message: "the certificate does not chain to the SP root through the OBF's sub-CA: " + err.Error()}
+	}
+	if cert.NotBefore.Before(subCA.NotBefore) || cert.NotAfter.After(subCA.NotAfter) {
+		return nil, fail(http.StatusForbidden, "validity_outside_sub_ca", "the certificate's validity is not inside its sub-CA's")
+	}
+	want := AssignedIDURI(m.cfg.SPDomain, assignedID).String()
+	named := cert.Subject.CommonName == assignedID
+	for _, u := range cert.URIs {
+		named = named || u.String() == want
+	}
+	if !named {
+		return nil, fail(http.StatusForbidden, "assigned_id_mismatch", "the certificate does not name the token's assigned ID ("+want+")")
+	}
+	return cert, nil
+}
+
+func (m *MEF) forward(ctx *fasthttp.RequestCtx) error {
+	peer, err := m.peers.Verify(ctx.TLSConnectionState())
+	if err != nil {
+		return &Failure{Status: http.StatusUnauthorized, Code: "client_certificate_required", Message: "forwarding needs a trusted OBF's TLS client certificate", Err: err}
+	}
+	obf, err := m.st.OBFBy(ctx, "client_cert_sha256", peer.SHA256[:])
+	if errors.Is(err, store.ErrNotFound) || err == nil && (!obf.Trusted || obf.DisabledAt != nil) {
+		return errNotTrustedOBF
+	}
+	if err != nil {
+		return tokenErr(err)
+	}
+	var batch struct {
+		Items []ForwardItem `json:"items"`
+	}
+	if err := decodeStrict(ctx.PostBody(), &batch); err != nil {
+		return err
+	}
+	if len(batch.Items) == 0 || len(batch.Items) > m.cfg.MaxForward {
+		return fail(http.StatusRequestEntityTooLarge, "batch_size", "a batch has 1 to "+itoa(m.cfg.MaxForward)+" items")
+	}
+	results := m.Forward(ctx, obf, batch.Items)
+	return writeJSON(ctx, http.StatusOK, struct {
+		Results []ForwardResult `json:"results"`
+	}{results})
+}
+
+func itoa(n int) string { return strconv.Itoa(n) }

@@ -1,0 +1,298 @@
+package mef
+
+import (
+	"bytes"
+	"crypto/x509"
+	"encoding/asn1"
+	"encoding/base64"
+	"encoding/json"
+	"encoding/pem"
+	"errors"
+	"io"
+	"mime"
+	"net/http"
+	"strconv"
+	"strings"
+	"time"
+
+	"github.com/credfactory/credfactory/apierr"
+	"github.com/credfactory/credfactory/ca"
+	"github.com/credfactory/credfactory/kdf"
+	"github.com/smallstep/pkcs7"
+	"github.com/valyala/fasthttp"
+)
+
+// Route is one HTTP route; the front end registers it.
+type Route struct {
+	Method, Pattern string
+	Handler         func(ctx *fasthttp.RequestCtx) error
+}
+
+// Routes lists the MEF's endpoints (DESIGN.md "Interfaces").
+func (m *MEF) Routes() []Route {
+	return []Route{
+		{"GET", "/.well-known/est/cacerts", m.estCACerts},
+		{"GET", "/.well-known/est/csrattrs", m.estCSRAttrs},
+		{"POST", "/.well-known/est/simpleenroll", m.estEnroll},
+		{"POST", "/.well-known/est/simplereenroll", m.estReenroll},
+		{"POST", "/mef/v1/enrol", m.jsonEnrol},
+		{"POST", "/mef/v1/forward", m.forward},
+	}
+}
+
+// EST answers errors as text (RFC 7030 §4.2.3: the body is shown to the
+// operator), with the status and Retry-After a client acts on.
+func estError(ctx *fasthttp.RequestCtx, err error) error {
+	e := apierr.As(err)
+	if e.RetryAfter > 0 {
+		ctx.Response.Header.Set("Retry-After", strconv.Itoa(e.RetryAfter))
+	}
+	ctx.SetStatusCode(e.Status)
+	ctx.SetContentType("text/plain; charset=utf-8")
+	ctx.SetBodyString(e.Code + ": " + e.Message + "\n")
+	return nil
+}
+
+// writePKCS7 answers certs-only (RFC 7030 §4.1.3, §4.2.3): a degenerate
+// PKCS#7 SignedData, base64 with Content-Transfer-Encoding.
+func writePKCS7(ctx *fasthttp.RequestCtx, certs []*x509.Certificate) error {
+	var raw []byte
+	for _, c := range certs {
+		raw = append(raw, c.Raw...)
+	}
+	der, err := pkcs7.DegenerateCertificate(raw)
+	if err != nil {
+		return err
+	}
+	ctx.SetStatusCode(http.StatusOK)
+	ctx.SetContentType("application/pkcs7-mime; smime-type=certs-only")
+	ctx.Response.Header.Set("Content-Transfer-Encoding", "base64")
+	ctx.SetBody(wrap76(base64.StdEncoding.EncodeToString(der)))
+	return nil
+}
+
+func wrap76(s string) []byte {
+	var b bytes.Buffer
+	for len(s) > 76 {
+		b.WriteString(s[:76])
+		b.WriteString("\r\n")
+		s = s[76:]
+	}
+	b.WriteString(s)
+	b.WriteString("\r\n")
+	return b.Bytes()
+}
+
+func (m *MEF) estCACerts(ctx *fasthttp.RequestCtx) error {
+	// The issuing chain and the root: an EST client bootstraps from here
+	// (RFC 7030 §4.1.3), after checking the root out of band (the bundle's
+	// trust anchor fingerprint).
+	return writePKCS7(ctx, append(m.ca.Chain(), m.root))
+}
+
+// csrAttrs asks for what the MEF needs (RFC 7030 §4.5.2): the token as
+// challengePassword, a P-256 key, a SHA-256 signature, and a SAN (the
+// assigned ID's URI; the MEF fills it in if the CSR leaves it out).
+var csrAttrs = func() []byte {
+	type attribute struct {
+		Type   asn1.ObjectIdentifier
+		Values []asn1.ObjectIdentifier `asn1:"set"`
+	}
+	der, err := asn1.Marshal([]any{
+		oidChallengePassword,
+		attribute{Type: asn1.ObjectIdentifier{1, 2, 840, 10045, 2, 1}, Values: []asn1.ObjectIdentifier{{1, 2, 840, 10045, 3, 1, 7}}},
+		asn1.ObjectIdentifier{1, 2, 840, 10045, 4, 3, 2},
+		oidSAN,
+	})
+	if err != nil {
+		panic(err)
+	}
+	return der
+}()
+
+func (m *MEF) estCSRAttrs(ctx *fasthttp.RequestCtx) error {
+	ctx.SetStatusCode(http.StatusOK)
+	ctx.SetContentType("application/csrattrs")
+	ctx.Response.Header.Set("Content-Transfer-Encoding", "base64")
+	ctx.SetBody(wrap76(base64.StdEncoding.EncodeToString(csrAttrs)))
+	return nil
+}
+
+var errESTBody = fail(http.StatusBadRequest, "bad_request", "EST wants Content-Type application/pkcs10 and a base64 DER body")
+
+// estBody decodes an application/pkcs10 body: base64 (RFC 7030 §4.2.1),
+// whitespace allowed. PEM is accepted too, since curl users paste it.
+func estBody(ctx *fasthttp.RequestCtx) ([]byte, error) {
+	mt, _, _ := mime.ParseMediaType(string(ctx.Request.Header.ContentType()))
+	if mt != "application/pkcs10" {
+		return nil, fail(http.StatusUnsupportedMediaType, "unsupported_media_type", "EST wants Content-Type application/pkcs10")
+	}
+	body := ctx.PostBody()
+	if block, _ := pem.Decode(body); block != nil {
+		return block.Bytes, nil
+	}
+	clean := bytes.Map(func(r rune) rune {
+		if r == ' ' || r == '\t' || r == '\r' || r == '\n' {
+			return -1
+		}
+		return r
+	}, body)
+	der := make([]byte, base64.StdEncoding.DecodedLen(len(clean)))
+	n, err := base64.StdEncoding.Decode(der, clean)
+	if err != nil || n == 0 {
+		return nil, errESTBody
+	}
+	return der[:n], nil
+}
+
+func (m *MEF) estEnroll(ctx *fasthttp.RequestCtx) error {
+	start := time.Now()
+	csr, err := estBody(ctx)
+	var res CertResult
+	if err == nil {
+		res, err = m.EnrolCert(ctx, CertRequest{CSR: csr, Peer: peerCert(ctx)})
+	}
+	m.observe("est", res.Replayed, err, start)
+	if err != nil {
+		return estError(ctx, err)
+	}
+	return writePKCS7(ctx, append([]*x509.Certificate{res.Certificate}, res.Chain...))
+}
+
+func peerCert(ctx *fasthttp.RequestCtx) *x509.Certificate {
+	if st := ctx.TLSConnectionState(); st != nil && len(st.PeerCertificates) > 0 {
+		return st.PeerCertificates[0]
+	}
+	return nil
+}
+
+func (m *MEF) observe(path string, replayed bool, err error, start time.Time) {
+	result := errorCode(err)
+	if err == nil && replayed {
+		result = "replayed"
+	}
+	m.obs.ObserveEnrolment(path, result, time.Since(start))
+}
+
+// enrolJSON is the JSON twin of EST, and the RSPF for shared keys.
+type enrolJSON struct {
+	Token      string `json:"token"`
+	AssignedID string `json:"assignedId"`
+	RequestID  string `json:"requestId,omitempty"`
+	// CSR is base64 DER or PEM.
+	CSR string `json:"csr,omitempty"`
+	Key *struct {
+		SUID      int      `json:"suid"`
+		TargetIDs []string `json:"targetIds,omitempty"`
+	} `json:"key,omitempty"`
+}
+
+type certAnswer struct {
+	CredentialID string `json:"credentialId"`
+	AssignedID   string `json:"assignedId"`
+	Certificate  string `json:"certificate"`
+	Chain        string `json:"chain"`
+	Replayed     bool   `json:"replayed,omitempty"`
+}
+
+type keyAnswer struct {
+	CredentialID string    `json:"credentialId"`
+	KeyID        string    `json:"keyId"`
+	KeID         string    `json:"keId"`
+	Key          string    `json:"key"`
+	EnroleeID    string    `json:"enroleeId"`
+	SUID         int       `json:"suid"`
+	Lifetime     time.Time `json:"lifetime"`
+	Replayed     bool      `json:"replayed,omitempty"`
+}
+
+func (m *MEF) jsonEnrol(ctx *fasthttp.RequestCtx) error {
+	start := time.Now()
+	var req enrolJSON
+	if err := decodeStrict(ctx.PostBody(), &req); err != nil {
+		m.observe("json", false, err, start)
+		return err
+	}
+	if req.Token == "" || req.AssignedID == "" || (req.CSR == "") == (req.Key == nil) {
+		err := fail(http.StatusBadRequest, "bad_request", "give token, assignedId and exactly one of csr and key")
+		m.observe("json", false, err, start)
+		return err
+	}
+	ctx.Response.Header.Set("Cache-Control", "no-store")
+	if req.Key != nil {
+		var peer []byte
+		if c := peerCert(ctx); c != nil {
+			peer = fingerprint(c.Raw)
+		}
+		res, err := m.EnrolKey(ctx, KeyRequest{Token: req.Token, AssignedID: req.AssignedID, SUID: kdf.SUID(req.Key.SUID),
+			TargetIDs: req.Key.TargetIDs, RequestID: req.RequestID, Peer: peer})
+		m.observe("json_key", res.Replayed, err, start)
+		if err != nil {
+			return err
+		}
+		c := res.Credential
+		return writeJSON(ctx, http.StatusCreated, keyAnswer{CredentialID: c.ID, KeyID: deref(c.KeyID), KeID: deref(c.KeID),
+			Key: base64.StdEncoding.EncodeToString(res.Key), EnroleeID: c.AssignedID, SUID: c.SUID, Lifetime: c.NotAfter, Replayed: res.Replayed})
+	}
+	csr, err := decodeDER(req.CSR, "CERTIFICATE REQUEST")
+	if err != nil {
+		m.observe("json_cert", false, err, start)
+		return err
+	}
+	res, err := m.EnrolCert(ctx, CertRequest{Token: req.Token, AssignedID: req.AssignedID, CSR: csr, Peer: peerCert(ctx), RequestID: req.RequestID})
+	m.observe("json_cert", res.Replayed, err, start)
+	if err != nil {
+		return err
+	}
+	return writeJSON(ctx, http.StatusCreated, certAnswer{CredentialID: res.Credential.ID, AssignedID: res.Credential.AssignedID,
+		Certificate: string(ca.EncodeCertsPEM([]*x509.Certificate{res.Certificate})), Chain: string(ca.EncodeCertsPEM(res.Chain)), Replayed: res.Replayed})
+}
+
+// decodeDER takes PEM of the given type or base64 DER.
+func decodeDER(s, pemType string) ([]byte, error) {
+	if block, _ := pem.Decode([]byte(s)); block != nil {
+		if block.Type != pemType && block.Type != "NEW "+pemType {
+			return nil, fail(http.StatusBadRequest, "bad_encoding", "expected PEM "+pemType)
+		}
+		return block.Bytes, nil
+	}
+	der, err := base64.StdEncoding.DecodeString(strings.TrimSpace(s))
+	if err != nil || len(der) == 0 {
+		return nil, fail(http.StatusBadRequest, "bad_encoding", "expected PEM or base64 DER")
+	}
+	return der, nil
+}
+
+func decodeStrict(body []byte, v any) error {
+	dec := json.NewDecoder(bytes.NewReader(body))
+	dec.DisallowUnknownFields()
+	if err := dec.Decode(v); err != nil {
+		msg := "the body must be JSON"
+		if !errors.Is(err, io.EOF) {
+			msg += ": " + strings.TrimPrefix(err.Error(), "json: ")
+		}
+		return fail(http.StatusBadRequest, "bad_request", msg)
+	}
+	if dec.More() {
+		return fail(http.StatusBadRequest, "bad_request", "trailing data after the JSON object")
+	}
+	return nil
+}
+
+func writeJSON(ctx *fasthttp.RequestCtx, status int, v any) error {
+	b, err := json.Marshal(v)
+	if err != nil {
+		return err
+	}
+	ctx.SetStatusCode(status)
+	ctx.SetContentType("application/json")
+	ctx.SetBody(b)
+	return nil
+}
+
+func deref(s *string) string {
+	if s == nil {
+		return ""
+	}
+	return *s
+}

@@ -1,0 +1,171 @@
+package mef
+
+import (
+	"context"
+	"crypto/sha256"
+	"crypto/x509"
+	"encoding/hex"
+	"errors"
+	"fmt"
+	"net/http"
+	"net/url"
+	"strings"
+	"time"
+
+	"github.com/credfactory/credfactory/apierr"
+	"github.com/credfactory/credfactory/ca"
+	"github.com/credfactory/credfactory/clientauth"
+	"github.com/credfactory/credfactory/hsm"
+	"github.com/credfactory/credfactory/kdf"
+	"github.com/credfactory/credfactory/maf"
+	"github.com/credfactory/credfactory/store"
+)
+
+// Config is the MEF's identity and policy.
+type Config struct {
+	// FQDN is the MEF's: the host part of KeIDs and KpsaIDs (TS-0003 §10.3.4).
+	FQDN string
+	// MAFFQDN is the MAF's: the host part of KmIDs and the MAF-ID in Km.
+	MAFFQDN string
+	// SPDomain is the host of issued AE-ID / CSE-ID URIs.
+	SPDomain string
+	// KeyLifetime bounds shared keys (TS-0003 §10.7: never beyond the
+	// enrolment key's).
+	KeyLifetime time.Duration
+	// CertValidity bounds device certificates (0: the profile's default).
+	CertValidity time.Duration
+	// MaxForward is the most items in one forward batch.
+	MaxForward int
+}
+
+// Observer receives the MEF's measurements (package metrics implements it).
+type Observer interface {
+	// ObserveEnrolment: path is est, json_cert, json_key, forward_cert or
+	// forward_key; result is ok, replayed or an error code.
+	ObserveEnrolment(path, result string, d time.Duration)
+	ObserveForwardBatch(items int)
+}
+
+type nopObserver struct{}
+
+func (nopObserver) ObserveEnrolment(string, string, time.Duration) {}
+func (nopObserver) ObserveForwardBatch(int)                        {}
+
+// MEF issues and records credentials.
+type MEF struct {
+	cfg    Config
+	st     *store.Store
+	reg    *maf.Registry
+	ca     *ca.CA
+	root   *x509.Certificate
+	obfCA  *x509.Certificate
+	master kdf.Master
+	peers  *clientauth.Verifier
+	obs    Observer
+	now    func() time.Time
+}
+
+// New builds the MEF. issuing signs device certificates; root and obfCA
+// anchor the chains of trusted OBSes' sub-CAs; peers verifies TLS client
+// certificates (re-enrolment and forwarding OBFs).
+func New(cfg Config, st *store.Store, reg *maf.Registry, issuing *ca.CA, root, obfCA *x509.Certificate, master kdf.Master, peers *clientauth.Verifier, obs Observer) *MEF {
+	if cfg.KeyLifetime == 0 {
+		cfg.KeyLifetime = 365 * 24 * time.Hour
+	}
+	if cfg.MaxForward == 0 {
+		cfg.MaxForward = 1000
+	}
+	if obs == nil {
+		obs = nopObserver{}
+	}
+	return &MEF{cfg: cfg, st: st, reg: reg, ca: issuing, root: root, obfCA: obfCA, master: master, peers: peers, obs: obs, now: time.Now}
+}
+
+// Failure is a refusal with the status, the JSON code and the text an EST
+// client shows.
+type Failure = apierr.Error
+
+func fail(status int, code, msg string) *Failure { return apierr.New(status, code, msg) }
+
+var (
+	errTokenUnknown   = fail(http.StatusForbidden, "token_unknown", "unknown enrolment token")
+	errTokenRedeemed  = fail(http.StatusForbidden, "token_redeemed", "the enrolment token was already used")
+	errTokenExpired   = fail(http.StatusForbidden, "token_expired", "the enrolment token has expired")
+	errTokenCancelled = fail(http.StatusForbidden, "token_cancelled", "the enrolment token was cancelled (a newer one was issued, or the device was released)")
+	errTokenMismatch  = fail(http.StatusForbidden, "token_mismatch", "the enrolment token is bound to another assigned ID, OBF, path or device certificate")
+)
+
+// tokenErr maps the registry's verdicts on a token to answers.
+func tokenErr(err error) error {
+	var f *Failure
+	switch {
+	case err == nil:
+		return nil
+	case errors.As(err, &f):
+		return err
+	case errors.Is(err, store.ErrTokenUnknown):
+		return errTokenUnknown
+	case errors.Is(err, store.ErrTokenRedeemed):
+		return errTokenRedeemed
+	case errors.Is(err, store.ErrTokenExpired):
+		return errTokenExpired
+	case errors.Is(err, store.ErrTokenCancelled):
+		return errTokenCancelled
+	case errors.Is(err, store.ErrTokenMismatch):
+		e := *errTokenMismatch
+		e.Message = strings.TrimPrefix(err.Error(), "redeem: ")
+		return &e
+	case errors.Is(err, store.ErrUnavailable):
+		return &Failure{Status: http.StatusServiceUnavailable, Code: "registry_unavailable", Message: "the registry is unavailable; retry with the same token", RetryAfter: 1, Err: err}
+	case errors.Is(err, hsm.ErrUnavailable), errors.Is(err, hsm.ErrPoolTimeout):
+		return &Failure{Status: http.StatusServiceUnavailable, Code: "hsm_unavailable", Message: "the HSM is busy or unavailable; retry with the same token", RetryAfter: 1, Err: err}
+	case errors.Is(err, store.ErrConflict):
+		return &Failure{Status: http.StatusConflict, Code: "credential_exists", Message: "that credential is already recorded", Err: err}
+	}
+	return err
+}
+
+func tokenHash(token string) []byte {
+	h := sha256.Sum256([]byte(token))
+	return h[:]
+}
+
+// AssignedIDURI is the URI SAN of an assigned ID's certificate (TS-0003
+// §10.1): the absolute form //<SP domain>/<ID>, for an SP-relative AE-ID
+// ("S...") and a CSE-ID ("/...") alike.
+func AssignedIDURI(spDomain, assignedID string) *url.URL {
+	return &url.URL{Host: spDomain, Path: "/" + strings.TrimPrefix(assignedID, "/")}
+}
+
+// certCredentialType is the Credential-ID type of an assigned ID's
+// certificate (TS-0003 §10.4): 32 for a CSE-ID, 33 for an AE-ID.
+func certCredentialType(assignedID string) kdf.CredentialType {
+	if strings.HasPrefix(assignedID, "/") {
+		return kdf.CredentialCSEIDCert
+	}
+	return kdf.CredentialAEIDCert
+}
+
+func fingerprint(der []byte) []byte {
+	h := sha256.Sum256(der)
+	return h[:]
+}
+
+func hexs(b []byte) string { return hex.EncodeToString(b) }
+
+func errorCode(err error) string {
+	if err == nil {
+		return "ok"
+	}
+	var f *Failure
+	if errors.As(err, &f) {
+		return f.Code
+	}
+	return "internal"
+}
+
+func wrapf(format string, args ...any) error { return fmt.Errorf(format, args...) }
+
+// background: a redemption that has begun is finished even if the client
+// goes away, so a retry finds it (the answer was lost, not the credential).
+func background(ctx context.Context) context.Context { return context.WithoutCancel(ctx) }
