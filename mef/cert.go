@@ -225,5 +225,3 @@ func caFailure(err error) error {
 	}
 	return &Failure{Status: http.StatusBadRequest, Code: code, Message: e.Error(), Err: err}
 }
-
-
