@@ -19,6 +19,7 @@ import (
 
 var (
 	oidChallengePassword = asn1.ObjectIdentifier{1, 2, 840, 113549, 1, 9, 7}
+	oidExtensionRequest  = asn1.ObjectIdentifier{1, 2, 840, 113549, 1, 9, 14}
 	oidECDSAWithSHA256   = asn1.ObjectIdentifier{1, 2, 840, 10045, 4, 3, 2}
 	oidECDSAWithSHA384   = asn1.ObjectIdentifier{1, 2, 840, 10045, 4, 3, 3}
 	oidSHA256WithRSA     = asn1.ObjectIdentifier{1, 2, 840, 113549, 1, 1, 11}
@@ -29,7 +30,11 @@ var (
 // enrolment token, as TS-0003 §8.3.6 has EST carry it. Go's x509 cannot write
 // CSR attributes other than extension requests, so the request is assembled
 // here: CertificationRequestInfo (RFC 2986 §4.1), then the signature.
-func CSR(key crypto.Signer, commonName, challengePassword string) ([]byte, error) {
+//
+// extensions, if any, go in an extensionRequest attribute (PKCS#9): the
+// device profile decides the certificate, so a device needs none; they are
+// here for clients that must ask anyway, and for testing refusals.
+func CSR(key crypto.Signer, commonName, challengePassword string, extensions ...pkix.Extension) ([]byte, error) {
 	spki, err := x509.MarshalPKIXPublicKey(key.Public())
 	if err != nil {
 		return nil, fmt.Errorf("csr: public key: %w", err)
@@ -38,21 +43,32 @@ func CSR(key crypto.Signer, commonName, challengePassword string) ([]byte, error
 	if err != nil {
 		return nil, fmt.Errorf("csr: subject: %w", err)
 	}
+	var extReq []byte
+	if len(extensions) > 0 {
+		if extReq, err = asn1.Marshal(extensions); err != nil {
+			return nil, fmt.Errorf("csr: extensions: %w", err)
+		}
+	}
 	var info cryptobyte.Builder
 	info.AddASN1(cbasn1.SEQUENCE, func(b *cryptobyte.Builder) {
 		b.AddASN1Int64(0)
 		b.AddBytes(subject)
 		b.AddBytes(spki)
 		b.AddASN1(cbasn1.Tag(0).ContextSpecific().Constructed(), func(b *cryptobyte.Builder) {
-			if challengePassword == "" {
-				return
-			}
-			b.AddASN1(cbasn1.SEQUENCE, func(b *cryptobyte.Builder) {
-				b.AddASN1ObjectIdentifier(oidChallengePassword)
-				b.AddASN1(cbasn1.SET, func(b *cryptobyte.Builder) {
-					b.AddASN1(cbasn1.UTF8String, func(b *cryptobyte.Builder) { b.AddBytes([]byte(challengePassword)) })
+			if challengePassword != "" {
+				b.AddASN1(cbasn1.SEQUENCE, func(b *cryptobyte.Builder) {
+					b.AddASN1ObjectIdentifier(oidChallengePassword)
+					b.AddASN1(cbasn1.SET, func(b *cryptobyte.Builder) {
+						b.AddASN1(cbasn1.UTF8String, func(b *cryptobyte.Builder) { b.AddBytes([]byte(challengePassword)) })
+					})
 				})
-			})
+			}
+			if extReq != nil {
+				b.AddASN1(cbasn1.SEQUENCE, func(b *cryptobyte.Builder) {
+					b.AddASN1ObjectIdentifier(oidExtensionRequest)
+					b.AddASN1(cbasn1.SET, func(b *cryptobyte.Builder) { b.AddBytes(extReq) })
+				})
+			}
 		})
 	})
 	tbs, err := info.Bytes()

@@ -1,0 +1,214 @@
+package main
+
+import (
+	"crypto/ecdsa"
+	"crypto/elliptic"
+	"crypto/rand"
+	"crypto/tls"
+	"crypto/x509"
+	"crypto/x509/pkix"
+	"encoding/asn1"
+	"encoding/base64"
+	"encoding/pem"
+	"fmt"
+	"io"
+	"math/big"
+	"net/http"
+	"os"
+	"os/exec"
+	"path/filepath"
+	"strings"
+	"testing"
+	"time"
+
+	"github.com/credfactory/credfactory/client"
+)
+
+// TestESTWithCurlAndOpenSSL enrols with no credfactory code on the device
+// side: openssl makes the key and a CSR carrying the token as
+// challengePassword, curl posts it to simpleenroll, openssl reads the PKCS#7
+// answer and verifies the chain. Then the device renews with simplereenroll,
+// authenticated by the certificate it just got.
+func TestESTWithCurlAndOpenSSL(t *testing.T) {
+	for _, tool := range []string{"curl", "openssl"} {
+		if _, err := exec.LookPath(tool); err != nil {
+			t.Fatalf("%s is not installed", tool)
+		}
+	}
+	s := newSeed(t)
+	b := s.bundle("dev-1", nil)
+	dir := t.TempDir()
+	anchor := filepath.Join(s.dir, "trust-anchor.pem")
+	sh := func(name string, args ...string) string {
+		t.Helper()
+		out, err := exec.Command(name, args...).CombinedOutput()
+		if err != nil {
+			t.Fatalf("%s %s: %v\n%s", name, strings.Join(args, " "), err, out)
+		}
+		return string(out)
+	}
+	file := func(name string) string { return filepath.Join(dir, name) }
+	sh("openssl", "genpkey", "-algorithm", "EC", "-pkeyopt", "ec_paramgen_curve:P-256", "-out", file("key.pem"))
+	os.WriteFile(file("req.cnf"), []byte(fmt.Sprintf(`[req]
+distinguished_name = dn
+attributes = attrs
+prompt = no
+[dn]
+CN = device
+[attrs]
+challengePassword = %s
+`, b.Token)), 0o600)
+	sh("openssl", "req", "-new", "-key", file("key.pem"), "-config", file("req.cnf"), "-outform", "DER", "-out", file("csr.der"))
+	sh("openssl", "base64", "-in", file("csr.der"), "-out", file("csr.b64"))
+
+	// /cacerts first, as an EST client bootstraps.
+	sh("curl", "-sS", "--fail", "--cacert", anchor, "-o", file("cacerts.b64"), s.base+"/.well-known/est/cacerts")
+	sh("openssl", "base64", "-d", "-in", file("cacerts.b64"), "-out", file("cacerts.der"))
+	if out := sh("openssl", "pkcs7", "-inform", "DER", "-in", file("cacerts.der"), "-print_certs", "-noout"); !strings.Contains(out, "Root CA") {
+		t.Fatalf("cacerts holds no root: %s", out)
+	}
+
+	sh("curl", "-sS", "--fail-with-body", "--cacert", anchor, "-H", "Content-Type: application/pkcs10",
+		"-H", "Content-Transfer-Encoding: base64", "--data-binary", "@"+file("csr.b64"), "-o", file("resp.b64"),
+		s.base+"/.well-known/est/simpleenroll")
+	sh("openssl", "base64", "-d", "-in", file("resp.b64"), "-out", file("resp.der"))
+	sh("openssl", "pkcs7", "-inform", "DER", "-in", file("resp.der"), "-print_certs", "-out", file("certs.pem"))
+	certs := parsePEMCerts(t, readFile(t, file("certs.pem")))
+	if certs[0].Subject.CommonName != b.AssignedID {
+		t.Fatalf("issued for %q, want %s (the profile, not the CSR, names it)", certs[0].Subject.CommonName, b.AssignedID)
+	}
+	opensslVerify(t, anchor, certs)
+
+	// Renewal, authenticated by the certificate just issued.
+	os.WriteFile(file("leaf.pem"), []byte(pemCert(certs[0])+pemCert(certs[1])), 0o600)
+	os.WriteFile(file("renew.cnf"), []byte("[req]\ndistinguished_name = dn\nprompt = no\n[dn]\nCN = device\n"), 0o600)
+	sh("openssl", "req", "-new", "-key", file("key.pem"), "-config", file("renew.cnf"), "-outform", "DER", "-out", file("renew.der"))
+	sh("openssl", "base64", "-in", file("renew.der"), "-out", file("renew.b64"))
+	sh("curl", "-sS", "--fail-with-body", "--cacert", anchor, "--cert", file("leaf.pem"), "--key", file("key.pem"),
+		"-H", "Content-Type: application/pkcs10", "--data-binary", "@"+file("renew.b64"), "-o", file("renewed.b64"),
+		s.base+"/.well-known/est/simplereenroll")
+	sh("openssl", "base64", "-d", "-in", file("renewed.b64"), "-out", file("renewed.der"))
+	sh("openssl", "pkcs7", "-inform", "DER", "-in", file("renewed.der"), "-print_certs", "-out", file("renewed.pem"))
+	renewed := parsePEMCerts(t, readFile(t, file("renewed.pem")))
+	if renewed[0].Subject.CommonName != b.AssignedID || renewed[0].SerialNumber.Cmp(certs[0].SerialNumber) == 0 {
+		t.Fatalf("renewal: %s serial %x", renewed[0].Subject.CommonName, renewed[0].SerialNumber)
+	}
+	status, detail := s.call(s.alice, "GET", "/api/v1/devices/dev-1", "", nil)
+	if status != 200 || len(detail["credentials"].([]any)) != 2 {
+		t.Fatalf("the MAF keeps the history (2 certificates): %d %v", status, detail)
+	}
+	// Renewal without a certificate this SP issued is refused.
+	out, _ := exec.Command("curl", "-sS", "--cacert", anchor, "-H", "Content-Type: application/pkcs10",
+		"--data-binary", "@"+file("renew.b64"), "-w", "%{http_code}", s.base+"/.well-known/est/simplereenroll").CombinedOutput()
+	if !strings.HasSuffix(string(out), "401") {
+		t.Fatalf("reenroll without a client certificate: %s", out)
+	}
+}
+
+// TestEnrolmentBadInput: each malformed or wrong request gets a clear code
+// and leaves the device's token unredeemed and the MAF without a record.
+func TestEnrolmentBadInput(t *testing.T) {
+	s := newSeed(t)
+	b := s.bundle("dev-1", nil)
+	key, _ := ecdsa.GenerateKey(elliptic.P256(), rand.Reader)
+	est := func(contentType string, body []byte) (int, string) {
+		t.Helper()
+		req, _ := http.NewRequest("POST", s.base+"/.well-known/est/simpleenroll", strings.NewReader(string(body)))
+		req.Header.Set("Content-Type", contentType)
+		resp, err := s.client(nil).Do(req)
+		if err != nil {
+			t.Fatal(err)
+		}
+		defer resp.Body.Close()
+		raw, _ := io.ReadAll(resp.Body)
+		return resp.StatusCode, string(raw)
+	}
+	b64 := func(der []byte) []byte { return []byte(base64.StdEncoding.EncodeToString(der)) }
+	good, _ := client.CSR(key, "x", b.Token)
+	badSig := append([]byte(nil), good...)
+	badSig[len(badSig)-3] ^= 0xff
+	p224, _ := ecdsa.GenerateKey(elliptic.P224(), rand.Reader)
+	weak, _ := client.CSR(p224, "x", b.Token)
+	noToken, _ := client.CSR(key, "x", "")
+	unknown, _ := client.CSR(key, "x", "not-a-token")
+	san, _ := asn1.Marshal([]asn1.RawValue{{Tag: 2, Class: asn1.ClassContextSpecific, Bytes: []byte("evil.example")}})
+	withDNS, _ := client.CSR(key, "x", b.Token, pkix.Extension{Id: asn1.ObjectIdentifier{2, 5, 29, 17}, Value: san})
+	withCA, _ := client.CSR(key, "x", b.Token, pkix.Extension{Id: asn1.ObjectIdentifier{2, 5, 29, 19}, Critical: true, Value: []byte{0x30, 0x03, 0x01, 0x01, 0xff}})
+	for _, tc := range []struct {
+		name, contentType string
+		body              []byte
+		status            int
+		code              string
+	}{
+		{"wrong media type", "application/json", b64(good), 415, "unsupported_media_type"},
+		{"not base64", "application/pkcs10", []byte("!!!not base64!!!"), 400, "bad_request"},
+		{"not PKCS#10", "application/pkcs10", b64([]byte("garbage bytes here")), 400, "bad_csr"},
+		{"bad signature", "application/pkcs10", b64(badSig), 400, "bad_csr"},
+		{"P-224 key", "application/pkcs10", b64(weak), 400, "unsupported_key"},
+		{"no challengePassword", "application/pkcs10", b64(noToken), 400, "missing_token"},
+		{"unknown token", "application/pkcs10", b64(unknown), 403, "token_unknown"},
+		{"DNS SAN", "application/pkcs10", b64(withDNS), 400, "csr_san_mismatch"},
+		{"asks to be a CA", "application/pkcs10", b64(withCA), 400, "csr_extension_refused"},
+	} {
+		status, body := est(tc.contentType, tc.body)
+		if status != tc.status || !strings.HasPrefix(body, tc.code+":") {
+			t.Errorf("%s: %d %q, want %d %s", tc.name, status, body, tc.status, tc.code)
+		}
+	}
+	for _, tc := range []struct {
+		name, body string
+		code       string
+	}{
+		{"malformed JSON", `{"token":`, "bad_request"},
+		{"unknown field", `{"token":"x","assignedId":"S1","csr":"eA==","extra":1}`, "bad_request"},
+		{"csr and key", fmt.Sprintf(`{"token":%q,"assignedId":%q,"csr":"eA==","key":{"suid":22}}`, b.Token, b.AssignedID), "bad_request"},
+		{"bad base64 CSR", fmt.Sprintf(`{"token":%q,"assignedId":%q,"csr":"@@@"}`, b.Token, b.AssignedID), "bad_encoding"},
+		{"usage not for RSPF", fmt.Sprintf(`{"token":%q,"assignedId":%q,"requestId":"r1","key":{"suid":12}}`, b.Token, b.AssignedID), "bad_key_request"},
+		{"another assigned ID", fmt.Sprintf(`{"token":%q,"assignedId":"Sother","requestId":"r1","key":{"suid":22}}`, b.Token), "token_mismatch"},
+	} {
+		if status, body := s.call("", "POST", "/mef/v1/enrol", "application/json", []byte(tc.body)); status/100 != 4 || errCode(body) != tc.code {
+			t.Errorf("%s: %d %v, want %s", tc.name, status, body, tc.code)
+		}
+	}
+	status, detail := s.call(s.alice, "GET", "/api/v1/devices/dev-1", "", nil)
+	if status != 200 || detail["state"] != "token-issued" || len(detail["credentials"].([]any)) != 0 {
+		t.Fatalf("bad requests left a trace: %d %v", status, detail)
+	}
+	// And the token still works for the real device.
+	certs, err := client.NewConn(s.base, parsePEMCerts(t, b.TrustAnchor), nil).ESTEnroll(t.Context(), good, false)
+	if err != nil || certs[0].Subject.CommonName != b.AssignedID {
+		t.Fatalf("the genuine request after the bad ones: %v", err)
+	}
+}
+
+// TestEnrolmentBoundToDeviceCertificate: a device pre-enrolled with its
+// existing certificate must present it over TLS when it enrols.
+func TestEnrolmentBoundToDeviceCertificate(t *testing.T) {
+	s := newSeed(t)
+	devKey, _ := ecdsa.GenerateKey(elliptic.P256(), rand.Reader)
+	tmpl := &x509.Certificate{SerialNumber: big.NewInt(42), Subject: pkix.Name{CommonName: "factory-cert"},
+		NotBefore: time.Now().Add(-time.Hour), NotAfter: time.Now().Add(time.Hour),
+		ExtKeyUsage: []x509.ExtKeyUsage{x509.ExtKeyUsageClientAuth}, KeyUsage: x509.KeyUsageDigitalSignature}
+	der, _ := x509.CreateCertificate(rand.Reader, tmpl, tmpl, &devKey.PublicKey, devKey)
+	acme := strings.TrimSpace(s.cli("admin", "create-api-key", "--stakeholder", "acme"))
+	rows := fmt.Sprintf(`[{"deviceId":"bound-1","claimCode":"label-bound","deviceCert":%q}]`,
+		pem.EncodeToMemory(&pem.Block{Type: "CERTIFICATE", Bytes: der}))
+	if status, body := s.call(acme, "POST", "/api/v1/devices", "application/json", []byte(rows)); status != 200 || body["accepted"] != float64(1) {
+		t.Fatalf("upload: %d %v", status, body)
+	}
+	s.call(acme, "POST", "/api/v1/handovers", "application/json", mustJSON(map[string]any{"subscriber": "alice", "deviceIds": []string{"bound-1"}}))
+	status, body := s.call(s.alice, "POST", "/api/v1/devices/bound-1/enrolments", "application/json", []byte(`{"proof":{"claimCode":"label-bound"}}`))
+	if status != 201 {
+		t.Fatalf("bundle: %d %v", status, body)
+	}
+	anchor := parsePEMCerts(t, body["trustAnchor"].(string))
+	key, _ := ecdsa.GenerateKey(elliptic.P256(), rand.Reader)
+	csr, _ := client.CSR(key, "x", body["token"].(string))
+	if _, err := client.NewConn(s.base, anchor, nil).ESTEnroll(t.Context(), csr, false); !isCode(err, "token_mismatch") {
+		t.Fatalf("without the device certificate: %v", err)
+	}
+	own := &tls.Certificate{Certificate: [][]byte{der}, PrivateKey: devKey}
+	if certs, err := client.NewConn(s.base, anchor, own).ESTEnroll(t.Context(), csr, false); err != nil || len(certs) < 2 {
+		t.Fatalf("with the device certificate: %v", err)
+	}
+}
