@@ -63,3 +63,18 @@ export CREDFACTORY_TEST_POSTGRES_CTL=$CTL
 
 # shellcheck disable=SC2086 # flags and packages are word lists
 "$GO" test $GO_TEST_FLAGS $GO_TEST_PKGS
+
+# A short run of every fuzz target (request decoders: EST bodies, CSR
+# attributes, JSON enrolment and forward batches, upload streams, stored
+# derivation contexts). The seeds are in the fuzz functions; a longer run is
+# FUZZ_TIME=10m make test. Go fuzzes one target per invocation.
+FUZZ_TIME=${FUZZ_TIME:-4s}
+if [ "$FUZZ_TIME" != "0" ] && [ "$GO_TEST_PKGS" = "./..." ]; then
+	for pkg in $("$GO" list ./...); do
+		dir=$("$GO" list -f '{{.Dir}}' "$pkg")
+		for target in $(grep -ho '^func Fuzz[A-Za-z0-9_]*' "$dir"/*_test.go 2>/dev/null | sed 's/^func //'); do
+			echo "fuzz $pkg $target ($FUZZ_TIME)"
+			"$GO" test -run '^$' -fuzz "^${target}\$" -fuzztime "$FUZZ_TIME" "$pkg"
+		done
+	done
+fi
