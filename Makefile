@@ -16,7 +16,9 @@ SOFTHSM_MODULE := /usr/lib/softhsm/libsofthsm2.so
 # gcc and libc6-dev: miekg/pkcs11 is cgo, and -race needs cgo too; without a
 # C compiler Go silently builds with cgo off and the HSM code does not compile.
 RUN_DEPS  := /usr/bin/gcc /usr/include/stdio.h /etc/ssl/certs/ca-certificates.crt $(SOFTHSM_MODULE)
-TEST_DEPS := $(RUN_DEPS) /usr/bin/pkcs11-tool /usr/bin/openssl
+# chromium: the portal's browser test drives it headless (chromedp); under
+# CI (env CI set) that test fails without it, elsewhere it is skipped.
+TEST_DEPS := $(RUN_DEPS) /usr/bin/pkcs11-tool /usr/bin/openssl /usr/bin/chromium
 
 # PostgreSQL for the registry tests: any version under /usr/lib/postgresql.
 PG_CTL := $(firstword $(wildcard /usr/lib/postgresql/*/bin/pg_ctl))
@@ -72,6 +74,8 @@ $(SOFTHSM_MODULE):
 	$(call apt,opensc)
 /usr/bin/openssl:
 	$(call apt,openssl)
+/usr/bin/chromium:
+	$(call apt,chromium)
 postgresql:
 	@echo "installing postgresql (Debian package)"
 	@CREDFACTORY_APT_MARKER=/tmp/.credfactory-apt-updated-$$PPID bash deploy/dev/pg-test.sh install

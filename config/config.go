@@ -51,7 +51,7 @@ type Store struct {
 // Portal is the stakeholders' web portal and JSON API.
 type Portal struct {
 	MEFURI     string        `yaml:"mef_uri" help:"the MEF's URL put in enrolment bundles for untrusted OBFs (default https://<first host name>:<port of server.listen>)"`
-	SPDomain   string        `yaml:"sp_domain" help:"the SP's domain: host of issued AE-ID URIs (default the first of server.hostnames, else localhost)"`
+	SPDomain   string        `yaml:"sp_domain" help:"the SP's domain: host of issued AE-ID URIs (default the first of server.hostnames if it is a domain name, else credfactory.localhost)"`
 	TokenTTL   time.Duration `yaml:"token_ttl" help:"lifetime of an enrolment token"`
 	SessionTTL time.Duration `yaml:"session_ttl" help:"lifetime of a portal login session"`
 }
@@ -213,7 +213,14 @@ func (c *Config) derive() {
 		host = c.Server.Hostnames[0]
 	}
 	if c.Portal.SPDomain == "" {
-		c.Portal.SPDomain = host
+		// Certificates name devices under this domain, and a URI host must be
+		// an FQDN: a bare "localhost" fails the pre-issuance lint. The
+		// reserved .localhost TLD (RFC 6761) keeps the embedded default
+		// working and obviously local; production sets it.
+		c.Portal.SPDomain = "credfactory.localhost"
+		if len(c.Server.Hostnames) > 0 && strings.Contains(host, ".") && net.ParseIP(host) == nil {
+			c.Portal.SPDomain = host
+		}
 	}
 	if c.Portal.MEFURI == "" {
 		port := "8443"

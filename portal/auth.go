@@ -99,6 +99,14 @@ func SetSessionCookie(ctx *fasthttp.RequestCtx, value string, expires time.Time)
 // cookie. For a cookie-authenticated unsafe request the CSRF token must come
 // in the X-CSRF-Token header or the "csrf" form field.
 func (p *Portal) Authenticate(ctx *fasthttp.RequestCtx, allowOBF bool) (Principal, error) {
+	return p.authenticate(ctx, allowOBF, func() []byte { return ctx.FormValue("csrf") })
+}
+
+// authenticate is Authenticate with the form's CSRF token fetched by
+// formCSRF, which is called only for a cookie session's unsafe request that
+// has no X-CSRF-Token header. A streamed multipart form cannot be read with
+// ctx.FormValue: its page reads the token from the form's first part.
+func (p *Portal) authenticate(ctx *fasthttp.RequestCtx, allowOBF bool, formCSRF func() []byte) (Principal, error) {
 	now := p.now()
 	if auth := string(ctx.Request.Header.Peek("Authorization")); auth != "" {
 		key, ok := strings.CutPrefix(auth, "Bearer ")
@@ -146,7 +154,7 @@ func (p *Portal) Authenticate(ctx *fasthttp.RequestCtx, allowOBF bool) (Principa
 	if !ctx.IsGet() && !ctx.IsHead() {
 		token := ctx.Request.Header.Peek("X-CSRF-Token")
 		if len(token) == 0 {
-			token = ctx.FormValue("csrf")
+			token = formCSRF()
 		}
 		if subtle.ConstantTimeCompare(bytes.TrimSpace(token), []byte(sess.CSRF)) != 1 {
 			return Principal{}, errCSRF

@@ -81,13 +81,17 @@ func New(opts Options) *Server {
 		s.fail(ctx, "panic", apierr.As(fmt.Errorf("panic: %v", v)))
 	}
 	s.srv = &fasthttp.Server{
-		Handler:                      s.router.Handler,
-		ErrorHandler:                 s.transportError,
-		Name:                         "credfactory",
-		ReadTimeout:                  opts.ReadTimeout,
-		WriteTimeout:                 opts.WriteTimeout,
-		IdleTimeout:                  opts.IdleTimeout,
-		MaxRequestBodySize:           opts.MaxBodyBytes,
+		Handler:            s.router.Handler,
+		ErrorHandler:       s.transportError,
+		Name:               "credfactory",
+		ReadTimeout:        opts.ReadTimeout,
+		WriteTimeout:       opts.WriteTimeout,
+		IdleTimeout:        opts.IdleTimeout,
+		MaxRequestBodySize: opts.MaxBodyBytes,
+		// Bodies stream: routes read theirs through a limit (Handle) or
+		// consume it as it arrives (HandleStream: bulk uploads of 100,000
+		// devices are larger than any sensible in-memory limit).
+		StreamRequestBody:            true,
 		Concurrency:                  opts.MaxConns,
 		CloseOnShutdown:              true,
 		NoDefaultContentType:         true,
@@ -127,11 +131,20 @@ func (s *Server) HandleStream(method, pattern string, maxBody int64, h Handler) 
 			return apierr.BodyTooLarge
 		}
 		if stream := ctx.RequestBodyStream(); stream != nil {
+			// server.read_timeout covers headers and ordinary bodies; a
+			// streamed upload is read while it is processed and may take
+			// minutes, so it gets a deadline of its own.
+			if conn := ctx.Conn(); conn != nil {
+				_ = conn.SetReadDeadline(time.Now().Add(StreamReadTimeout))
+			}
 			ctx.Request.SetBodyStream(&limitedBody{r: io.LimitReader(stream, maxBody+1), max: maxBody}, -1)
 		}
 		return h(ctx)
 	})
 }
+
+// StreamReadTimeout bounds reading one streamed request body.
+const StreamReadTimeout = 15 * time.Minute
 
 // ErrBodyTooLarge is what a streaming handler's body reader returns past the
 // route's limit; apierr maps it to 413.

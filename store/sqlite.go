@@ -9,6 +9,7 @@ import (
 	"os"
 	"path/filepath"
 	"regexp"
+	"strconv"
 	"sync"
 	"time"
 
@@ -154,7 +155,21 @@ func rewrite(q string) string {
 	if v, ok := rewritten.Load(q); ok {
 		return v.(string)
 	}
-	out := placeholder.ReplaceAllString(q, "?$1")
+	// Plain "?" when the placeholders appear in order, each once: SQLite
+	// maps "?NNN" through a list it scans linearly per parameter, which
+	// made a 4,500-parameter bulk insert spend 70% of its time there.
+	inOrder := true
+	for i, m := range placeholder.FindAllStringSubmatch(q, -1) {
+		if m[1] != strconv.Itoa(i+1) {
+			inOrder = false
+			break
+		}
+	}
+	repl := "?$1"
+	if inOrder {
+		repl = "?"
+	}
+	out := placeholder.ReplaceAllString(q, repl)
 	rewritten.Store(q, out)
 	return out
 }
