@@ -1,10 +1,8 @@
 package maf
 
 import (
-	"bytes"
 	"encoding/base64"
 	"encoding/hex"
-	"encoding/json"
 	"errors"
 	"net/http"
 	"slices"
@@ -13,16 +11,11 @@ import (
 	"github.com/credfactory/credfactory/apierr"
 	"github.com/credfactory/credfactory/clientauth"
 	"github.com/credfactory/credfactory/hsm"
+	"github.com/credfactory/credfactory/httpapi"
 	"github.com/credfactory/credfactory/kdf"
 	"github.com/credfactory/credfactory/store"
 	"github.com/valyala/fasthttp"
 )
-
-// Route is one HTTP route the MAF serves; the front end registers them.
-type Route struct {
-	Method, Pattern string
-	Handler         func(ctx *fasthttp.RequestCtx) error
-}
 
 // API is the MAF's HTTP interface for MAF clients (CSEs, Enrolment Targets,
 // devices), each authenticated by a TLS client certificate.
@@ -40,12 +33,12 @@ func NewAPI(reg *Registry, verify *clientauth.Verifier, admins []string) *API {
 }
 
 // Routes lists the MAF API (DESIGN.md "Interfaces"; api/openapi.yaml).
-func (a *API) Routes() []Route {
-	return []Route{
-		{fasthttp.MethodGet, "/maf/v1/fetchCredentials/{keId}/{suid}", a.fetch},
-		{fasthttp.MethodGet, "/maf/v1/credentials/{credentialId}", a.status},
-		{fasthttp.MethodGet, "/maf/v1/credentials", a.list},
-		{fasthttp.MethodPost, "/maf/v1/credentials/{credentialId}/revoke", a.revoke},
+func (a *API) Routes() []httpapi.Route {
+	return []httpapi.Route{
+		{Method: fasthttp.MethodGet, Pattern: "/maf/v1/fetchCredentials/{keId}/{suid}", Handler: a.fetch},
+		{Method: fasthttp.MethodGet, Pattern: "/maf/v1/credentials/{credentialId}", Handler: a.status},
+		{Method: fasthttp.MethodGet, Pattern: "/maf/v1/credentials", Handler: a.list},
+		{Method: fasthttp.MethodPost, Pattern: "/maf/v1/credentials/{credentialId}/revoke", Handler: a.revoke},
 	}
 }
 
@@ -107,7 +100,7 @@ func (a *API) fetch(ctx *fasthttp.RequestCtx) error {
 		return err
 	}
 	keID, _ := ctx.UserValue("keId").(string)
-	suid, err := kdf.ParseSUID(stringParam(ctx, "suid"))
+	suid, err := kdf.ParseSUID(httpapi.Param(ctx, "suid"))
 	if err != nil {
 		return &apierr.Error{Status: http.StatusBadRequest, Code: "bad_suid", Message: "SUID must be a oneM2M usage code (TS-0004 m2m:suid)", Err: err}
 	}
@@ -119,7 +112,7 @@ func (a *API) fetch(ctx *fasthttp.RequestCtx) error {
 		return mapErr(err)
 	}
 	ctx.Response.Header.Set("Cache-Control", "no-store")
-	return writeJSON(ctx, http.StatusOK, fetchResponse{
+	return httpapi.JSON(ctx, http.StatusOK, fetchResponse{
 		Status: "success", Credential: base64.StdEncoding.EncodeToString(got.Key), CredentialID: got.Credential.ID,
 		EnroleeID: got.Credential.AssignedID, Lifetime: got.Credential.NotAfter, SUID: got.Credential.SUID,
 	})
@@ -168,7 +161,7 @@ func (a *API) status(ctx *fasthttp.RequestCtx) error {
 	if err != nil {
 		return err
 	}
-	cred, err := a.reg.Get(ctx, store.ByID, stringParam(ctx, "credentialId"))
+	cred, err := a.reg.Get(ctx, store.ByID, httpapi.Param(ctx, "credentialId"))
 	if err != nil {
 		return mapErr(err)
 	}
@@ -176,7 +169,7 @@ func (a *API) status(ctx *fasthttp.RequestCtx) error {
 		// The same answer as an unknown ID: existence is not disclosed.
 		return mapErr(store.ErrNotFound)
 	}
-	return writeJSON(ctx, http.StatusOK, view(cred))
+	return httpapi.JSON(ctx, http.StatusOK, view(cred))
 }
 
 func (a *API) list(ctx *fasthttp.RequestCtx) error {
@@ -211,7 +204,7 @@ func (a *API) list(ctx *fasthttp.RequestCtx) error {
 			out.Credentials = append(out.Credentials, view(cred))
 		}
 	}
-	return writeJSON(ctx, http.StatusOK, out)
+	return httpapi.JSON(ctx, http.StatusOK, out)
 }
 
 func one(c store.Credential, err error) ([]store.Credential, error) {
@@ -239,10 +232,8 @@ func (a *API) revoke(ctx *fasthttp.RequestCtx) error {
 		Reason string `json:"reason"`
 	}
 	if len(ctx.PostBody()) > 0 {
-		dec := json.NewDecoder(bytes.NewReader(ctx.PostBody()))
-		dec.DisallowUnknownFields()
-		if err := dec.Decode(&body); err != nil {
-			return &apierr.Error{Status: http.StatusBadRequest, Code: "bad_request", Message: "body must be {\"reason\": \"<RFC 5280 reason>\"}"}
+		if err := httpapi.Decode(ctx.PostBody(), &body); err != nil {
+			return err
 		}
 	}
 	reason := 0
@@ -253,7 +244,7 @@ func (a *API) revoke(ctx *fasthttp.RequestCtx) error {
 		}
 		reason = r
 	}
-	id := stringParam(ctx, "credentialId")
+	id := httpapi.Param(ctx, "credentialId")
 	cred, err := a.reg.Get(ctx, store.ByID, id)
 	if err != nil {
 		return mapErr(err)
@@ -269,7 +260,7 @@ func (a *API) revoke(ctx *fasthttp.RequestCtx) error {
 	if err != nil {
 		return mapErr(err)
 	}
-	return writeJSON(ctx, http.StatusOK, struct {
+	return httpapi.JSON(ctx, http.StatusOK, struct {
 		Revoked []string `json:"revoked"`
 	}{Revoked: append([]string{}, revoked...)})
 }
@@ -291,22 +282,6 @@ func mapErr(err error) error {
 		return &apierr.Error{Status: http.StatusServiceUnavailable, Code: "hsm_unavailable", Message: "the HSM is unavailable; retry", RetryAfter: 1, Err: err}
 	}
 	return err
-}
-
-func writeJSON(ctx *fasthttp.RequestCtx, status int, v any) error {
-	b, err := json.Marshal(v)
-	if err != nil {
-		return err
-	}
-	ctx.SetStatusCode(status)
-	ctx.SetContentType("application/json")
-	ctx.SetBody(b)
-	return nil
-}
-
-func stringParam(ctx *fasthttp.RequestCtx, name string) string {
-	s, _ := ctx.UserValue(name).(string)
-	return s
 }
 
 func firstOr(s []string, def string) string {

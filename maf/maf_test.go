@@ -348,9 +348,7 @@ func startAPI(t *testing.T, reg *maf.Registry, p pki) (func(*tls.Certificate) *h
 	t.Helper()
 	srv := server.New(server.Options{Listen: "127.0.0.1:0", MaxBodyBytes: 1 << 16, TLS: &tls.Config{
 		Certificates: []tls.Certificate{p.serverCert(t)}, ClientAuth: tls.RequestClientCert}})
-	for _, r := range maf.NewAPI(reg, clientauth.New([]*x509.Certificate{p.root}, []*x509.Certificate{p.issuing}), []string{"ops.sp.example"}).Routes() {
-		srv.Handle(r.Method, r.Pattern, r.Handler)
-	}
+	srv.Register(maf.NewAPI(reg, clientauth.New([]*x509.Certificate{p.root}, []*x509.Certificate{p.issuing}), []string{"ops.sp.example"}).Routes()...)
 	if err := srv.Listen(); err != nil {
 		t.Fatal(err)
 	}

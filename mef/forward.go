@@ -11,6 +11,7 @@ import (
 	"time"
 
 	"github.com/credfactory/credfactory/apierr"
+	"github.com/credfactory/credfactory/httpapi"
 	"github.com/credfactory/credfactory/kdf"
 	"github.com/credfactory/credfactory/store"
 	"github.com/valyala/fasthttp"
@@ -210,14 +211,14 @@ func (m *MEF) forward(ctx *fasthttp.RequestCtx) error {
 	var batch struct {
 		Items []ForwardItem `json:"items"`
 	}
-	if err := decodeStrict(ctx.PostBody(), &batch); err != nil {
+	if err := httpapi.Decode(ctx.PostBody(), &batch); err != nil {
 		return err
 	}
 	if len(batch.Items) == 0 || len(batch.Items) > m.cfg.MaxForward {
 		return fail(http.StatusRequestEntityTooLarge, "batch_size", "a batch has 1 to "+itoa(m.cfg.MaxForward)+" items")
 	}
 	results := m.Forward(ctx, obf, batch.Items)
-	return writeJSON(ctx, http.StatusOK, struct {
+	return httpapi.JSON(ctx, http.StatusOK, struct {
 		Results []ForwardResult `json:"results"`
 	}{results})
 }

@@ -8,6 +8,7 @@ import (
 	"encoding/base64"
 	"testing"
 
+	"github.com/credfactory/credfactory/httpapi"
 	"github.com/valyala/fasthttp"
 )
 
@@ -61,7 +62,7 @@ func FuzzEnrolJSON(f *testing.F) {
 	f.Add([]byte(`{} {}`))
 	f.Fuzz(func(t *testing.T, body []byte) {
 		var req enrolJSON
-		if err := decodeStrict(body, &req); err != nil {
+		if err := httpapi.Decode(body, &req); err != nil {
 			return
 		}
 		if req.CSR != "" {
@@ -78,7 +79,7 @@ func FuzzForwardBatch(f *testing.F) {
 		var batch struct {
 			Items []ForwardItem `json:"items"`
 		}
-		if err := decodeStrict(body, &batch); err != nil {
+		if err := httpapi.Decode(body, &batch); err != nil {
 			return
 		}
 		for _, it := range batch.Items {

@@ -5,10 +5,7 @@ import (
 	"crypto/x509"
 	"encoding/asn1"
 	"encoding/base64"
-	"encoding/json"
 	"encoding/pem"
-	"errors"
-	"io"
 	"mime"
 	"net/http"
 	"strconv"
@@ -17,26 +14,21 @@ import (
 
 	"github.com/credfactory/credfactory/apierr"
 	"github.com/credfactory/credfactory/ca"
+	"github.com/credfactory/credfactory/httpapi"
 	"github.com/credfactory/credfactory/kdf"
 	"github.com/smallstep/pkcs7"
 	"github.com/valyala/fasthttp"
 )
 
-// Route is one HTTP route; the front end registers it.
-type Route struct {
-	Method, Pattern string
-	Handler         func(ctx *fasthttp.RequestCtx) error
-}
-
 // Routes lists the MEF's endpoints (DESIGN.md "Interfaces").
-func (m *MEF) Routes() []Route {
-	return []Route{
-		{"GET", "/.well-known/est/cacerts", m.estCACerts},
-		{"GET", "/.well-known/est/csrattrs", m.estCSRAttrs},
-		{"POST", "/.well-known/est/simpleenroll", m.estEnroll},
-		{"POST", "/.well-known/est/simplereenroll", m.estReenroll},
-		{"POST", "/mef/v1/enrol", m.jsonEnrol},
-		{"POST", "/mef/v1/forward", m.forward},
+func (m *MEF) Routes() []httpapi.Route {
+	return []httpapi.Route{
+		{Method: "GET", Pattern: "/.well-known/est/cacerts", Handler: m.estCACerts},
+		{Method: "GET", Pattern: "/.well-known/est/csrattrs", Handler: m.estCSRAttrs},
+		{Method: "POST", Pattern: "/.well-known/est/simpleenroll", Handler: m.estEnroll},
+		{Method: "POST", Pattern: "/.well-known/est/simplereenroll", Handler: m.estReenroll},
+		{Method: "POST", Pattern: "/mef/v1/enrol", Handler: m.jsonEnrol},
+		{Method: "POST", Pattern: "/mef/v1/forward", Handler: m.forward},
 	}
 }
 
@@ -209,7 +201,7 @@ type keyAnswer struct {
 func (m *MEF) jsonEnrol(ctx *fasthttp.RequestCtx) error {
 	start := time.Now()
 	var req enrolJSON
-	if err := decodeStrict(ctx.PostBody(), &req); err != nil {
+	if err := httpapi.Decode(ctx.PostBody(), &req); err != nil {
 		m.observe("json", false, err, start)
 		return err
 	}
@@ -231,7 +223,7 @@ func (m *MEF) jsonEnrol(ctx *fasthttp.RequestCtx) error {
 			return err
 		}
 		c := res.Credential
-		return writeJSON(ctx, http.StatusCreated, keyAnswer{CredentialID: c.ID, KeyID: deref(c.KeyID), KeID: deref(c.KeID),
+		return httpapi.JSON(ctx, http.StatusCreated, keyAnswer{CredentialID: c.ID, KeyID: deref(c.KeyID), KeID: deref(c.KeID),
 			Key: base64.StdEncoding.EncodeToString(res.Key), EnroleeID: c.AssignedID, SUID: c.SUID, Lifetime: c.NotAfter, Replayed: res.Replayed})
 	}
 	csr, err := decodeDER(req.CSR, "CERTIFICATE REQUEST")
@@ -244,7 +236,7 @@ func (m *MEF) jsonEnrol(ctx *fasthttp.RequestCtx) error {
 	if err != nil {
 		return err
 	}
-	return writeJSON(ctx, http.StatusCreated, certAnswer{CredentialID: res.Credential.ID, AssignedID: res.Credential.AssignedID,
+	return httpapi.JSON(ctx, http.StatusCreated, certAnswer{CredentialID: res.Credential.ID, AssignedID: res.Credential.AssignedID,
 		Certificate: string(ca.EncodeCertsPEM([]*x509.Certificate{res.Certificate})), Chain: string(ca.EncodeCertsPEM(res.Chain)), Replayed: res.Replayed})
 }
 
@@ -261,33 +253,6 @@ func decodeDER(s, pemType string) ([]byte, error) {
 		return nil, fail(http.StatusBadRequest, "bad_encoding", "expected PEM or base64 DER")
 	}
 	return der, nil
-}
-
-func decodeStrict(body []byte, v any) error {
-	dec := json.NewDecoder(bytes.NewReader(body))
-	dec.DisallowUnknownFields()
-	if err := dec.Decode(v); err != nil {
-		msg := "the body must be JSON"
-		if !errors.Is(err, io.EOF) {
-			msg += ": " + strings.TrimPrefix(err.Error(), "json: ")
-		}
-		return fail(http.StatusBadRequest, "bad_request", msg)
-	}
-	if dec.More() {
-		return fail(http.StatusBadRequest, "bad_request", "trailing data after the JSON object")
-	}
-	return nil
-}
-
-func writeJSON(ctx *fasthttp.RequestCtx, status int, v any) error {
-	b, err := json.Marshal(v)
-	if err != nil {
-		return err
-	}
-	ctx.SetStatusCode(status)
-	ctx.SetContentType("application/json")
-	ctx.SetBody(b)
-	return nil
 }
 
 func deref(s *string) string {

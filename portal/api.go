@@ -3,28 +3,19 @@ package portal
 import (
 	"bytes"
 	"encoding/hex"
-	"encoding/json"
-	"errors"
-	"io"
 	"mime"
 	"net/http"
 	"strconv"
-	"strings"
 	"time"
 
 	"github.com/credfactory/credfactory/apierr"
+	"github.com/credfactory/credfactory/httpapi"
 	"github.com/credfactory/credfactory/store"
 	"github.com/valyala/fasthttp"
 )
 
-// Route is one HTTP route; the front end registers it. Stream routes read
-// their body themselves, up to MaxBody.
-type Route struct {
-	Method, Pattern string
-	Handler         func(ctx *fasthttp.RequestCtx) error
-	Stream          bool
-	MaxBody         int64
-}
+// Route is one HTTP route; the front end registers it.
+type Route = httpapi.Route
 
 // MaxUploadBytes bounds one bulk pre-enrolment (100,000 rows with
 // certificates fit comfortably).
@@ -73,7 +64,7 @@ func (p *Portal) apiUpload(ctx *fasthttp.RequestCtx) error {
 	if err != nil {
 		return err
 	}
-	return writeJSON(ctx, http.StatusOK, report)
+	return httpapi.JSON(ctx, http.StatusOK, report)
 }
 
 // DeviceView is a device as the API shows it.
@@ -135,7 +126,7 @@ func (p *Portal) apiDevices(ctx *fasthttp.RequestCtx) error {
 	if len(ds) == f.Limit {
 		out.Next = ds[len(ds)-1].ID
 	}
-	return writeJSON(ctx, http.StatusOK, out)
+	return httpapi.JSON(ctx, http.StatusOK, out)
 }
 
 func (p *Portal) apiDevice(ctx *fasthttp.RequestCtx) error {
@@ -143,7 +134,7 @@ func (p *Portal) apiDevice(ctx *fasthttp.RequestCtx) error {
 	if err != nil {
 		return err
 	}
-	det, err := p.Detail(ctx, who, param(ctx, "deviceId"))
+	det, err := p.Detail(ctx, who, httpapi.Param(ctx, "deviceId"))
 	if err != nil {
 		return err
 	}
@@ -170,7 +161,7 @@ func (p *Portal) apiDevice(ctx *fasthttp.RequestCtx) error {
 	for _, e := range det.Audit {
 		out.Audit = append(out.Audit, event{e.At, e.Actor, e.Action})
 	}
-	return writeJSON(ctx, http.StatusOK, out)
+	return httpapi.JSON(ctx, http.StatusOK, out)
 }
 
 func (p *Portal) apiNonce(ctx *fasthttp.RequestCtx) error {
@@ -178,11 +169,11 @@ func (p *Portal) apiNonce(ctx *fasthttp.RequestCtx) error {
 	if err != nil {
 		return err
 	}
-	nonce, expires, err := p.Nonce(ctx, who, param(ctx, "deviceId"))
+	nonce, expires, err := p.Nonce(ctx, who, httpapi.Param(ctx, "deviceId"))
 	if err != nil {
 		return err
 	}
-	return writeJSON(ctx, http.StatusOK, map[string]any{"nonce": nonce, "expiresAt": expires})
+	return httpapi.JSON(ctx, http.StatusOK, map[string]any{"nonce": nonce, "expiresAt": expires})
 }
 
 func (p *Portal) apiEnrol(ctx *fasthttp.RequestCtx) error {
@@ -194,12 +185,12 @@ func (p *Portal) apiEnrol(ctx *fasthttp.RequestCtx) error {
 	if err := decodeJSON(ctx, &req); err != nil {
 		return err
 	}
-	b, err := p.Enrol(ctx, who, param(ctx, "deviceId"), req)
+	b, err := p.Enrol(ctx, who, httpapi.Param(ctx, "deviceId"), req)
 	if err != nil {
 		return err
 	}
 	ctx.Response.Header.Set("Cache-Control", "no-store")
-	return writeJSON(ctx, http.StatusCreated, b)
+	return httpapi.JSON(ctx, http.StatusCreated, b)
 }
 
 func (p *Portal) apiHandOver(ctx *fasthttp.RequestCtx) error {
@@ -218,7 +209,7 @@ func (p *Portal) apiHandOver(ctx *fasthttp.RequestCtx) error {
 	if err != nil {
 		return err
 	}
-	return writeJSON(ctx, http.StatusOK, map[string]int{"handedOver": n})
+	return httpapi.JSON(ctx, http.StatusOK, map[string]int{"handedOver": n})
 }
 
 // OBFView is an OBF as the API shows it.
@@ -246,7 +237,7 @@ func (p *Portal) apiRegisterOBF(ctx *fasthttp.RequestCtx) error {
 		return err
 	}
 	o := reg.OBF
-	return writeJSON(ctx, http.StatusCreated, OBFView{o.ID, o.Name, o.Kind, o.Trusted, o.StakeholderID, reg.ClientCert, reg.SubCACert})
+	return httpapi.JSON(ctx, http.StatusCreated, OBFView{o.ID, o.Name, o.Kind, o.Trusted, o.StakeholderID, reg.ClientCert, reg.SubCACert})
 }
 
 func (p *Portal) apiOBFs(ctx *fasthttp.RequestCtx) error {
@@ -264,7 +255,7 @@ func (p *Portal) apiOBFs(ctx *fasthttp.RequestCtx) error {
 	for _, o := range os {
 		out.OBFs = append(out.OBFs, OBFView{ID: o.ID, Name: o.Name, Kind: o.Kind, Trusted: o.Trusted, StakeholderID: o.StakeholderID})
 	}
-	return writeJSON(ctx, http.StatusOK, out)
+	return httpapi.JSON(ctx, http.StatusOK, out)
 }
 
 func (p *Portal) apiNewKey(ctx *fasthttp.RequestCtx) error {
@@ -283,7 +274,7 @@ func (p *Portal) apiNewKey(ctx *fasthttp.RequestCtx) error {
 		return err
 	}
 	ctx.Response.Header.Set("Cache-Control", "no-store")
-	return writeJSON(ctx, http.StatusCreated, map[string]any{"keyId": k.ID, "name": k.Name, "key": key, "createdAt": k.CreatedAt})
+	return httpapi.JSON(ctx, http.StatusCreated, map[string]any{"keyId": k.ID, "name": k.Name, "key": key, "createdAt": k.CreatedAt})
 }
 
 func (p *Portal) apiKeys(ctx *fasthttp.RequestCtx) error {
@@ -307,7 +298,7 @@ func (p *Portal) apiKeys(ctx *fasthttp.RequestCtx) error {
 	for _, k := range keys {
 		out.Keys = append(out.Keys, view{k.ID, k.Name, k.CreatedAt, k.RevokedAt})
 	}
-	return writeJSON(ctx, http.StatusOK, out)
+	return httpapi.JSON(ctx, http.StatusOK, out)
 }
 
 func (p *Portal) apiRevokeKey(ctx *fasthttp.RequestCtx) error {
@@ -315,41 +306,12 @@ func (p *Portal) apiRevokeKey(ctx *fasthttp.RequestCtx) error {
 	if err != nil {
 		return err
 	}
-	if err := p.RevokeAPIKey(ctx, who, param(ctx, "keyId")); err != nil {
+	if err := p.RevokeAPIKey(ctx, who, httpapi.Param(ctx, "keyId")); err != nil {
 		return err
 	}
-	return writeJSON(ctx, http.StatusOK, map[string]bool{"revoked": true})
+	return httpapi.JSON(ctx, http.StatusOK, map[string]bool{"revoked": true})
 }
 
-// decodeJSON decodes the body strictly: unknown fields are refused, so a
-// misspelt field is an error rather than a silent default.
-func decodeJSON(ctx *fasthttp.RequestCtx, v any) error {
-	dec := json.NewDecoder(bytes.NewReader(ctx.PostBody()))
-	dec.DisallowUnknownFields()
-	if err := dec.Decode(v); err != nil {
-		msg := "the body must be JSON"
-		if !errors.Is(err, io.EOF) {
-			msg += ": " + strings.TrimPrefix(err.Error(), "json: ")
-		}
-		return apierr.New(http.StatusBadRequest, "bad_request", msg)
-	}
-	return nil
-}
-
-func writeJSON(ctx *fasthttp.RequestCtx, status int, v any) error {
-	b, err := json.Marshal(v)
-	if err != nil {
-		return err
-	}
-	ctx.SetStatusCode(status)
-	ctx.SetContentType("application/json")
-	ctx.SetBody(b)
-	return nil
-}
-
-func param(ctx *fasthttp.RequestCtx, name string) string {
-	s, _ := ctx.UserValue(name).(string)
-	return s
-}
+func decodeJSON(ctx *fasthttp.RequestCtx, v any) error { return httpapi.Decode(ctx.PostBody(), v) }
 
 func hexString(b []byte) string { return hex.EncodeToString(b) }

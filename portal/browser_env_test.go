@@ -124,13 +124,8 @@ func newPageEnv(t *testing.T) *pageEnv {
 	p := portal.New(portal.Config{MEFURI: base, TrustAnchor: root, SPDomain: "localhost"}, st, claimKey, issuing, issuing,
 		clientauth.New([]*x509.Certificate{root}, []*x509.Certificate{iss}))
 	// As cmd/credfactory's serve registers them.
-	for _, r := range append(p.APIRoutes(), p.PageRoutes()...) {
-		if r.Stream {
-			srv.HandleStream(r.Method, r.Pattern, r.MaxBody, r.Handler)
-		} else {
-			srv.Handle(r.Method, r.Pattern, r.Handler)
-		}
-	}
+	srv.Register(p.APIRoutes()...)
+	srv.Register(p.PageRoutes()...)
 	served := make(chan error, 1)
 	go func() { served <- srv.Serve() }()
 	t.Cleanup(func() {

@@ -22,6 +22,7 @@ import (
 	"time"
 
 	"github.com/credfactory/credfactory/apierr"
+	"github.com/credfactory/credfactory/httpapi"
 	"github.com/credfactory/credfactory/store"
 	"github.com/skip2/go-qrcode"
 	"github.com/valyala/fasthttp"
@@ -282,7 +283,7 @@ func (p *Portal) pageAuthWith(ctx *fasthttp.RequestCtx, formCSRF func() []byte) 
 }
 
 func staticFile(ctx *fasthttp.RequestCtx) error {
-	name := param(ctx, "file")
+	name := httpapi.Param(ctx, "file")
 	b, err := staticFS.ReadFile("static/" + name)
 	if err != nil || strings.Contains(name, "/") {
 		return apierr.New(http.StatusNotFound, "not_found", "no such file")
@@ -485,7 +486,7 @@ func (p *Portal) pageDevice(ctx *fasthttp.RequestCtx) error {
 	if err != nil {
 		return err
 	}
-	v, err := p.deviceView(ctx, who, param(ctx, "deviceId"))
+	v, err := p.deviceView(ctx, who, httpapi.Param(ctx, "deviceId"))
 	if err != nil {
 		return err
 	}
@@ -507,7 +508,7 @@ func (p *Portal) pageEnrol(ctx *fasthttp.RequestCtx) error {
 	if err != nil {
 		return err
 	}
-	id := param(ctx, "deviceId")
+	id := httpapi.Param(ctx, "deviceId")
 	args := ctx.PostArgs()
 	req := EnrolRequest{
 		Proof:          Proof{ClaimCode: strings.TrimSpace(string(args.Peek("claimCode")))},
@@ -871,7 +872,7 @@ func (p *Portal) pageRevokeAPIKey(ctx *fasthttp.RequestCtx) error {
 	if err != nil {
 		return err
 	}
-	if err := p.RevokeAPIKey(ctx, who, param(ctx, "keyId")); err != nil {
+	if err := p.RevokeAPIKey(ctx, who, httpapi.Param(ctx, "keyId")); err != nil {
 		return err
 	}
 	redirect(ctx, "/api-keys?revoked=1")

@@ -3,7 +3,6 @@ package server
 import (
 	"context"
 	"crypto/tls"
-	"encoding/json"
 	"errors"
 	"fmt"
 	"io"
@@ -14,6 +13,7 @@ import (
 	"time"
 
 	"github.com/credfactory/credfactory/apierr"
+	"github.com/credfactory/credfactory/httpapi"
 	"github.com/credfactory/credfactory/metrics"
 	"github.com/fasthttp/router"
 	"github.com/prometheus/client_golang/prometheus/promhttp"
@@ -23,7 +23,7 @@ import (
 
 // Handler serves one route. A returned error becomes the JSON error response
 // (see apierr.As); a handler that writes its own response returns nil.
-type Handler func(ctx *fasthttp.RequestCtx) error
+type Handler = httpapi.Handler
 
 // Check is a readiness probe of one dependency (HSM, store).
 type Check func(ctx context.Context) error
@@ -119,6 +119,17 @@ func (s *Server) Handle(method, pattern string, h Handler) {
 		}
 		return h(ctx)
 	})
+}
+
+// Register registers components' routes (streamed or not).
+func (s *Server) Register(routes ...httpapi.Route) {
+	for _, r := range routes {
+		if r.Stream {
+			s.HandleStream(r.Method, r.Pattern, r.MaxBody, r.Handler)
+		} else {
+			s.Handle(r.Method, r.Pattern, r.Handler)
+		}
+	}
 }
 
 // HandleStream registers a handler that reads the request body itself from
@@ -342,14 +353,9 @@ func write(ctx *fasthttp.RequestCtx, e *apierr.Error) {
 }
 
 func writeJSON(ctx *fasthttp.RequestCtx, status int, v any) {
-	b, err := json.Marshal(v)
-	if err != nil {
+	if err := httpapi.JSON(ctx, status, v); err != nil {
 		write(ctx, apierr.As(err))
-		return
 	}
-	ctx.SetStatusCode(status)
-	ctx.SetContentType("application/json")
-	ctx.SetBody(b)
 }
 
 type fasthttpLogger struct{ l *slog.Logger }
