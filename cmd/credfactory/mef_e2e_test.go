@@ -340,3 +340,47 @@ func obsIssue(t *testing.T, sub *x509.Certificate, subKey *ecdsa.PrivateKey, ass
 func pemCert(c *x509.Certificate) string {
 	return string(pem.EncodeToMemory(&pem.Block{Type: "CERTIFICATE", Bytes: c.Raw}))
 }
+
+// TestOBFVouches: a trusted OBF of the device's stakeholder proves control
+// itself, calling the portal API with its client certificate, and gets a
+// bundle for itself; a device's own certificate, or another OBF, may not.
+func TestOBFVouches(t *testing.T) {
+	s := newSeed(t)
+	ctx := context.Background()
+	tool := s.obfConn(s.tool, s.toolKey)
+	var b client.Bundle
+	err := tool.JSON(ctx, "POST", "/api/v1/devices/dev-1/enrolments", nil,
+		map[string]any{"proof": map[string]any{"vouch": true}, "obfId": s.tool["obfId"]}, &b)
+	if err != nil || b.Token == "" || b.MEFURI != "" {
+		t.Fatalf("vouching OBF: %v %+v", err, b)
+	}
+	// Vouching for another OBF's enrolment is refused.
+	err = tool.JSON(ctx, "POST", "/api/v1/devices/dev-2/enrolments", nil,
+		map[string]any{"proof": map[string]any{"vouch": true}, "obfId": s.lineT["obfId"]}, nil)
+	if !isCode(err, "bad_proof") {
+		t.Fatalf("vouching for another OBF: %v", err)
+	}
+	// A subscriber cannot claim a vouch with an API key.
+	if status, body := s.call(s.alice, "POST", "/api/v1/devices/dev-2/enrolments", "application/json",
+		mustJSON(map[string]any{"proof": map[string]any{"vouch": true}, "obfId": s.tool["obfId"]})); status != 403 || errCode(body) != "not_a_trusted_obf" {
+		t.Fatalf("vouch with an API key: %d %v", status, body)
+	}
+	// The token it got works on the trusted path, for that OBF only.
+	item := client.ForwardItem{Token: b.Token, AssignedID: b.AssignedID}
+	value := make([]byte, 32)
+	rand.Read(value)
+	item.Key = &struct {
+		SUID      int       `json:"suid"`
+		KeyID     string    `json:"keyId"`
+		KeID      string    `json:"keId,omitempty"`
+		TargetIDs []string  `json:"targetIds"`
+		Value     []byte    `json:"value"`
+		NotAfter  time.Time `json:"notAfter"`
+	}{SUID: 22, KeyID: "vouched@tool.example", TargetIDs: []string{"in-cse.example"}, Value: value, NotAfter: time.Now().Add(time.Hour)}
+	if res, err := s.obfConn(s.lineT, s.lineTKey).Forward(ctx, []client.ForwardItem{item}); err != nil || res[0].Code != "token_mismatch" {
+		t.Fatalf("another OBF forwards the vouched token: %v %+v", err, res)
+	}
+	if res, err := tool.Forward(ctx, []client.ForwardItem{item}); err != nil || res[0].Status != "recorded" {
+		t.Fatalf("the vouching OBF forwards: %v %+v", err, res)
+	}
+}
