@@ -26,6 +26,10 @@ func TestObserversFeedMetrics(t *testing.T) {
 	s.ObserveTx("redeem_batch", time.Millisecond, 0, fmt.Errorf("x: %w", store.ErrUnavailable))
 	s.ObserveTx("revoke", time.Millisecond, 0, errors.New("boom"))
 	s.ObserveBatch(32)
+	m := r.MEFObserver()
+	m.ObserveEnrolment("est", "ok", 3*time.Millisecond)
+	m.ObserveEnrolment("est", "token_redeemed", time.Millisecond)
+	m.ObserveForwardBatch(100)
 
 	families, err := r.Gather()
 	if err != nil {
@@ -44,6 +48,10 @@ func TestObserversFeedMetrics(t *testing.T) {
 		`credfactory_store_transaction_errors_total{kind="unavailable",op="redeem_batch"} 1`,
 		`credfactory_store_transaction_errors_total{kind="other",op="revoke"} 1`,
 		`credfactory_store_batch_items_sum 32`,
+		`credfactory_enrolments_total{path="est",result="ok"} 1`,
+		`credfactory_enrolments_total{path="est",result="token_redeemed"} 1`,
+		`credfactory_enrolment_duration_seconds_count{path="est"} 2`,
+		`credfactory_forward_batch_items_sum 100`,
 	} {
 		if !strings.Contains(text.String(), want) {
 			t.Errorf("missing %s", want)
