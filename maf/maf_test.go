@@ -3,13 +3,9 @@ package maf_test
 import (
 	"bytes"
 	"context"
-	"crypto/ecdsa"
-	"crypto/elliptic"
-	"crypto/rand"
 	"crypto/sha256"
 	"crypto/tls"
 	"crypto/x509"
-	"crypto/x509/pkix"
 	"encoding/base64"
 	"encoding/json"
 	"errors"
@@ -23,6 +19,7 @@ import (
 	"time"
 
 	"github.com/credfactory/credfactory/ca"
+	"github.com/credfactory/credfactory/ca/catest"
 	"github.com/credfactory/credfactory/clientauth"
 	"github.com/credfactory/credfactory/hsm"
 	"github.com/credfactory/credfactory/hsm/softhsm"
@@ -209,46 +206,9 @@ func TestFetch(t *testing.T) {
 	})
 }
 
-// pki is a software CA for client certificates: the MAF API checks chains,
-// the HSM's part here is the KDF and the KEK.
-type pki struct {
-	root, issuing *x509.Certificate
-	ca            *ca.CA
-}
+type pki = *catest.PKI
 
-func newPKI(t *testing.T) pki {
-	rootKey, _ := ecdsa.GenerateKey(elliptic.P256(), rand.Reader)
-	issKey, _ := ecdsa.GenerateKey(elliptic.P256(), rand.Reader)
-	now := time.Now()
-	root, err := ca.CreateRoot(rootKey, pkix.Name{CommonName: "test root"}, 24*time.Hour, now)
-	if err != nil {
-		t.Fatal(err)
-	}
-	iss, err := ca.CreateIntermediate(root, rootKey, &issKey.PublicKey, pkix.Name{CommonName: "test issuing"}, 24*time.Hour, now)
-	if err != nil {
-		t.Fatal(err)
-	}
-	c, err := ca.New(ca.Config{Issuer: iss, Signer: issKey, Chain: []*x509.Certificate{iss, root}})
-	if err != nil {
-		t.Fatal(err)
-	}
-	return pki{root: root, issuing: iss, ca: c}
-}
-
-func (p pki) client(t *testing.T, req ca.Request) tls.Certificate {
-	key, _ := ecdsa.GenerateKey(elliptic.P256(), rand.Reader)
-	csr, _ := x509.CreateCertificateRequest(rand.Reader, &x509.CertificateRequest{}, key)
-	req.CSR = csr
-	issued, err := p.ca.Issue(context.Background(), req)
-	if err != nil {
-		t.Fatal(err)
-	}
-	return tls.Certificate{Certificate: [][]byte{issued.DER, p.issuing.Raw}, PrivateKey: key, Leaf: issued.Certificate}
-}
-
-func (p pki) serverCert(t *testing.T) tls.Certificate {
-	return p.client(t, ca.Request{Profile: ca.ProfileServer, DNSNames: []string{"localhost"}})
-}
+func newPKI(t *testing.T) pki { return catest.New(t) }
 
 func TestAPI(t *testing.T) {
 	stores(t, func(t *testing.T, st *store.Store) {
@@ -259,7 +219,7 @@ func TestAPI(t *testing.T) {
 
 		// The device's own certificate is a credential the registry holds.
 		u, _ := url.Parse("//sp.example/Sdev-9")
-		devCert := p.client(t, ca.Request{Profile: ca.ProfileDevice, AssignedID: "Sdev-9", URIs: []*url.URL{u}})
+		devCert := p.Leaf(t, ca.Request{Profile: ca.ProfileDevice, AssignedID: "Sdev-9", URIs: []*url.URL{u}})
 		fp := sha256.Sum256(devCert.Leaf.Raw)
 		serial := devCert.Leaf.SerialNumber.Text(16)
 		devCred := store.Credential{ID: fmt.Sprintf("33-%x", fp), AssignedID: "Sdev-9", DeviceID: "dev-Sdev-9", Tenant: "tenant-1",
@@ -268,10 +228,10 @@ func TestAPI(t *testing.T) {
 		if err := reg.Register(ctx, devCred); err != nil {
 			t.Fatal(err)
 		}
-		targetCert := p.client(t, ca.Request{Profile: ca.ProfileOBFClient, AssignedID: target, DNSNames: []string{target}})
-		strangerCert := p.client(t, ca.Request{Profile: ca.ProfileOBFClient, AssignedID: "mn-cse.sp.example", DNSNames: []string{"mn-cse.sp.example"}})
-		adminCert := p.client(t, ca.Request{Profile: ca.ProfileOBFClient, AssignedID: "ops.sp.example", DNSNames: []string{"ops.sp.example"}})
-		foreign := newPKI(t).client(t, ca.Request{Profile: ca.ProfileOBFClient, AssignedID: target, DNSNames: []string{target}})
+		targetCert := p.Leaf(t, ca.Request{Profile: ca.ProfileOBFClient, AssignedID: target, DNSNames: []string{target}})
+		strangerCert := p.Leaf(t, ca.Request{Profile: ca.ProfileOBFClient, AssignedID: "mn-cse.sp.example", DNSNames: []string{"mn-cse.sp.example"}})
+		adminCert := p.Leaf(t, ca.Request{Profile: ca.ProfileOBFClient, AssignedID: "ops.sp.example", DNSNames: []string{"ops.sp.example"}})
+		foreign := newPKI(t).Leaf(t, ca.Request{Profile: ca.ProfileOBFClient, AssignedID: target, DNSNames: []string{target}})
 
 		as, call := startAPI(t, reg, p)
 		fetch := "/maf/v1/fetchCredentials/" + *cred.KeID + "/22"
@@ -347,8 +307,8 @@ type caller func(client *http.Client, method, path, body string) (int, map[strin
 func startAPI(t *testing.T, reg *maf.Registry, p pki) (func(*tls.Certificate) *http.Client, caller) {
 	t.Helper()
 	srv := server.New(server.Options{Listen: "127.0.0.1:0", MaxBodyBytes: 1 << 16, TLS: &tls.Config{
-		Certificates: []tls.Certificate{p.serverCert(t)}, ClientAuth: tls.RequestClientCert}})
-	srv.Register(maf.NewAPI(reg, clientauth.New([]*x509.Certificate{p.root}, []*x509.Certificate{p.issuing}), []string{"ops.sp.example"}).Routes()...)
+		Certificates: []tls.Certificate{p.ServerCert(t)}, ClientAuth: tls.RequestClientCert}})
+	srv.Register(maf.NewAPI(reg, clientauth.New([]*x509.Certificate{p.Root}, []*x509.Certificate{p.Issuing}), []string{"ops.sp.example"}).Routes()...)
 	if err := srv.Listen(); err != nil {
 		t.Fatal(err)
 	}
@@ -356,7 +316,7 @@ func startAPI(t *testing.T, reg *maf.Registry, p pki) (func(*tls.Certificate) *h
 	t.Cleanup(func() { srv.Shutdown(context.Background()) })
 	base := "https://localhost:" + strings.Split(srv.Addr().String(), ":")[1]
 	roots := x509.NewCertPool()
-	roots.AddCert(p.root)
+	roots.AddCert(p.Root)
 	as := func(cert *tls.Certificate) *http.Client {
 		cfg := &tls.Config{RootCAs: roots}
 		if cert != nil {
@@ -399,7 +359,7 @@ func TestAPIWhileDatabaseIsDown(t *testing.T) {
 	reg := maf.New(st, nil, master, kek)
 	p := newPKI(t)
 	cred, _ := derivedPSK(t, reg, "Sdev-down", time.Now().Add(time.Hour))
-	targetCert := p.client(t, ca.Request{Profile: ca.ProfileOBFClient, AssignedID: target, DNSNames: []string{target}})
+	targetCert := p.Leaf(t, ca.Request{Profile: ca.ProfileOBFClient, AssignedID: target, DNSNames: []string{target}})
 	as, call := startAPI(t, reg, p)
 	fetch := "/maf/v1/fetchCredentials/" + *cred.KeID + "/22"
 

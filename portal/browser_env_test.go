@@ -3,18 +3,13 @@ package portal_test
 import (
 	"bytes"
 	"context"
-	"crypto/ecdsa"
-	"crypto/elliptic"
-	"crypto/rand"
 	"crypto/sha256"
 	"crypto/tls"
 	"crypto/x509"
-	"crypto/x509/pkix"
 	"encoding/base64"
 	"html"
 	"io"
 	"mime/multipart"
-	"net"
 	"net/http"
 	"net/http/cookiejar"
 	"net/url"
@@ -24,7 +19,7 @@ import (
 	"testing"
 	"time"
 
-	"github.com/credfactory/credfactory/ca"
+	"github.com/credfactory/credfactory/ca/catest"
 	"github.com/credfactory/credfactory/clientauth"
 	"github.com/credfactory/credfactory/hsm"
 	"github.com/credfactory/credfactory/hsm/softhsm"
@@ -75,30 +70,11 @@ func newPageEnv(t *testing.T) *pageEnv {
 	}
 
 	// A software CA: root, issuing CA, the server's TLS certificate.
-	rootKey, _ := ecdsa.GenerateKey(elliptic.P256(), rand.Reader)
-	issKey, _ := ecdsa.GenerateKey(elliptic.P256(), rand.Reader)
-	now := time.Now()
-	root, err := ca.CreateRoot(rootKey, pkix.Name{CommonName: "portal test root"}, 24*time.Hour, now)
-	if err != nil {
-		t.Fatal(err)
-	}
-	iss, err := ca.CreateIntermediate(root, rootKey, &issKey.PublicKey, pkix.Name{CommonName: "portal test issuing"}, 24*time.Hour, now)
-	if err != nil {
-		t.Fatal(err)
-	}
-	issuing, err := ca.New(ca.Config{Issuer: iss, Signer: issKey, Chain: []*x509.Certificate{iss, root}})
-	if err != nil {
-		t.Fatal(err)
-	}
-	tlsKey, _ := ecdsa.GenerateKey(elliptic.P256(), rand.Reader)
-	csr, _ := x509.CreateCertificateRequest(rand.Reader, &x509.CertificateRequest{}, tlsKey)
-	leaf, err := issuing.Issue(ctx, ca.Request{CSR: csr, Profile: ca.ProfileServer, DNSNames: []string{"localhost"},
-		IPAddresses: []net.IP{net.IPv4(127, 0, 0, 1)}})
-	if err != nil {
-		t.Fatal(err)
-	}
-	serverCert := &tls.Certificate{Certificate: [][]byte{leaf.DER, iss.Raw}, PrivateKey: tlsKey, Leaf: leaf.Certificate}
-	spki := sha256.Sum256(leaf.Certificate.RawSubjectPublicKeyInfo)
+	testCA := catest.New(t)
+	root, iss, issuing := testCA.Root, testCA.Issuing, testCA.CA
+	sc := testCA.ServerCert(t)
+	serverCert := &sc
+	spki := sha256.Sum256(sc.Leaf.RawSubjectPublicKeyInfo)
 
 	st, err := store.Open(ctx, "sqlite://"+filepath.Join(dir, "registry.db"), store.Options{})
 	if err != nil {
