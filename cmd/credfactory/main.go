@@ -54,7 +54,7 @@ func newRoot(stdout, stderr io.Writer) *cobra.Command {
 		"data directory: embedded HSM token, CA certificates, trust-anchor.pem (env CREDFACTORY_DATA_DIR)")
 	root.PersistentFlags().StringVar(&g.configFile, "config", "",
 		"config file (YAML); default <data-dir>/"+config.DefaultFile+" if it exists")
-	root.AddCommand(newInit(g), newServe(g), newMigrate(g), newAdmin(g), newEnroll(), newVersion())
+	root.AddCommand(newInit(g), newServe(g), newMigrate(g), newAdmin(g), newEnroll(), newOBS(), newVersion())
 	return root
 }
 
@@ -168,26 +168,17 @@ func serve(ctx context.Context, cfg config.Config, stderr io.Writer) error {
 		Metrics:      reg,
 		Checks:       map[string]server.Check{"hsm": p.HSM.Ping, "store": st.Ping},
 	})
-	for _, r := range maf.NewAPI(registry, verifier, cfg.MAF.AdminClients).Routes() {
-		srv.Handle(r.Method, r.Pattern, r.Handler)
-	}
+	srv.Register(maf.NewAPI(registry, verifier, cfg.MAF.AdminClients).Routes()...)
 	enrol := mef.New(mef.Config{FQDN: cfg.MEF.FQDN, MAFFQDN: cfg.MEF.MAFFQDN, SPDomain: cfg.Portal.SPDomain,
 		KeyLifetime: cfg.MEF.KeyLifetime, CertValidity: cfg.MEF.CertValidity, MaxForward: cfg.MEF.MaxForward},
 		st, registry, p.CA, p.Root, p.OBFCA.Issuer(), p.KDF, verifier, reg.MEFObserver())
-	for _, r := range enrol.Routes() {
-		srv.Handle(r.Method, r.Pattern, r.Handler)
-	}
+	srv.Register(enrol.Routes()...)
 	pt := portal.New(portal.Config{
 		MEFURI: cfg.Portal.MEFURI, TrustAnchor: p.Root, SPDomain: cfg.Portal.SPDomain,
 		TokenTTL: cfg.Portal.TokenTTL, SessionTTL: cfg.Portal.SessionTTL,
 	}, st, p.KDF, p.CA, p.OBFCA, verifier)
-	for _, r := range append(pt.APIRoutes(), pt.PageRoutes()...) {
-		if r.Stream {
-			srv.HandleStream(r.Method, r.Pattern, r.MaxBody, r.Handler)
-		} else {
-			srv.Handle(r.Method, r.Pattern, r.Handler)
-		}
-	}
+	srv.Register(pt.APIRoutes()...)
+	srv.Register(pt.PageRoutes()...)
 	if err := srv.Listen(); err != nil {
 		return err
 	}

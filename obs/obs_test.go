@@ -1,0 +1,556 @@
+package obs
+
+import (
+	"context"
+	"crypto/ecdsa"
+	"crypto/elliptic"
+	"crypto/rand"
+	"crypto/tls"
+	"crypto/x509"
+	"crypto/x509/pkix"
+	"encoding/json"
+	"encoding/pem"
+	"errors"
+	"fmt"
+	"net"
+	"net/http"
+	"net/http/httptest"
+	"net/url"
+	"os"
+	"path/filepath"
+	"strings"
+	"sync"
+	"testing"
+	"time"
+
+	"github.com/credfactory/credfactory/ca"
+	"github.com/credfactory/credfactory/client"
+)
+
+// pki is the SP's hierarchy in software, as credfactory init makes it: a
+// root, an issuing CA (OBF client and server certificates) and the OBF CA
+// that certifies OBS sub-CAs.
+type pki struct {
+	root              *x509.Certificate
+	issuing, obfCA    *ca.CA
+	subChain          []*x509.Certificate
+	clientChain       []*x509.Certificate
+	clientKey, subKey *ecdsa.PrivateKey
+	serverCert        tls.Certificate
+}
+
+func newKey(t *testing.T) *ecdsa.PrivateKey {
+	k, err := ecdsa.GenerateKey(elliptic.P256(), rand.Reader)
+	if err != nil {
+		t.Fatal(err)
+	}
+	return k
+}
+
+func csrDER(t *testing.T, k *ecdsa.PrivateKey) []byte {
+	der, err := x509.CreateCertificateRequest(rand.Reader, &x509.CertificateRequest{Subject: pkix.Name{CommonName: "x"}}, k)
+	if err != nil {
+		t.Fatal(err)
+	}
+	return der
+}
+
+func newPKI(t *testing.T) *pki {
+	t.Helper()
+	now := time.Now()
+	rootKey, issKey, obfKey := newKey(t), newKey(t), newKey(t)
+	root, err := ca.CreateRoot(rootKey, pkix.Name{CommonName: "test root"}, 24*time.Hour*3650, now)
+	if err != nil {
+		t.Fatal(err)
+	}
+	issCert, err := ca.CreateIntermediate(root, rootKey, issKey.Public(), pkix.Name{CommonName: "test issuing"}, 24*time.Hour*1000, now)
+	if err != nil {
+		t.Fatal(err)
+	}
+	obfCert, err := ca.CreateOBFCA(root, rootKey, obfKey.Public(), pkix.Name{CommonName: "test obf ca"}, 24*time.Hour*1000, now)
+	if err != nil {
+		t.Fatal(err)
+	}
+	p := &pki{root: root, clientKey: newKey(t), subKey: newKey(t)}
+	if p.issuing, err = ca.New(ca.Config{Issuer: issCert, Signer: issKey, Chain: []*x509.Certificate{issCert, root}}); err != nil {
+		t.Fatal(err)
+	}
+	if p.obfCA, err = ca.New(ca.Config{Issuer: obfCert, Signer: obfKey, Chain: []*x509.Certificate{obfCert, root}}); err != nil {
+		t.Fatal(err)
+	}
+	ctx := context.Background()
+	sub, err := p.obfCA.Issue(ctx, ca.Request{CSR: csrDER(t, p.subKey), Profile: ca.ProfileOBFSubCA, AssignedID: "obs-1",
+		PermittedDNSDomains: []string{"line.factory.example"}})
+	if err != nil {
+		t.Fatal(err)
+	}
+	p.subChain = append([]*x509.Certificate{sub.Certificate}, sub.Chain...)
+	cl, err := p.issuing.Issue(ctx, ca.Request{CSR: csrDER(t, p.clientKey), Profile: ca.ProfileOBFClient, AssignedID: "obf-1",
+		URIs: []*url.URL{{Scheme: "urn", Opaque: "uuid:obs-1"}}})
+	if err != nil {
+		t.Fatal(err)
+	}
+	p.clientChain = append([]*x509.Certificate{cl.Certificate}, cl.Chain...)
+	srvKey := newKey(t)
+	srv, err := p.issuing.Issue(ctx, ca.Request{CSR: csrDER(t, srvKey), Profile: ca.ProfileServer, IPAddresses: []net.IP{net.IPv4(127, 0, 0, 1)}})
+	if err != nil {
+		t.Fatal(err)
+	}
+	p.serverCert = tls.Certificate{Certificate: [][]byte{srv.DER, issCert.Raw}, PrivateKey: srvKey}
+	return p
+}
+
+// fakeSP answers POST /mef/v1/forward through answer; it checks the client
+// certificate as the SP does (chain to the root).
+type fakeSP struct {
+	*httptest.Server
+	mu       sync.Mutex
+	requests [][]client.ForwardItem
+	answer   func(n int, items []client.ForwardItem) (int, []client.ForwardResult)
+}
+
+func newFakeSP(t *testing.T, p *pki) *fakeSP {
+	f := &fakeSP{}
+	f.answer = func(_ int, items []client.ForwardItem) (int, []client.ForwardResult) {
+		return 200, recordAll(items)
+	}
+	f.Server = httptest.NewUnstartedServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		if r.URL.Path != "/mef/v1/forward" || r.TLS == nil || len(r.TLS.PeerCertificates) == 0 {
+			http.Error(w, "no", http.StatusUnauthorized)
+			return
+		}
+		var body struct {
+			Items []client.ForwardItem `json:"items"`
+		}
+		if err := json.NewDecoder(r.Body).Decode(&body); err != nil {
+			http.Error(w, err.Error(), 400)
+			return
+		}
+		f.mu.Lock()
+		f.requests = append(f.requests, body.Items)
+		n := len(f.requests)
+		status, results := f.answer(n, body.Items)
+		f.mu.Unlock()
+		w.Header().Set("Content-Type", "application/json")
+		w.WriteHeader(status)
+		if status != 200 {
+			fmt.Fprintf(w, `{"error":{"code":"c%d","message":"m"}}`, status)
+			return
+		}
+		json.NewEncoder(w).Encode(map[string]any{"results": results})
+	}))
+	roots := x509.NewCertPool()
+	roots.AddCert(p.root)
+	f.TLS = &tls.Config{Certificates: []tls.Certificate{p.serverCert}, ClientAuth: tls.RequireAndVerifyClientCert, ClientCAs: roots}
+	f.StartTLS()
+	t.Cleanup(f.Close)
+	return f
+}
+
+func recordAll(items []client.ForwardItem) []client.ForwardResult {
+	out := make([]client.ForwardResult, len(items))
+	for i := range items {
+		out[i] = client.ForwardResult{Index: i, Status: "recorded", CredentialID: "c-" + items[i].AssignedID}
+	}
+	return out
+}
+
+func (f *fakeSP) items() []client.ForwardItem {
+	f.mu.Lock()
+	defer f.mu.Unlock()
+	var all []client.ForwardItem
+	for _, r := range f.requests {
+		all = append(all, r...)
+	}
+	return all
+}
+
+func writePEM(t *testing.T, path string, certs []*x509.Certificate) {
+	if err := os.WriteFile(path, ca.EncodeCertsPEM(certs), 0o600); err != nil {
+		t.Fatal(err)
+	}
+}
+
+// newTestOBS writes a config for an OBS with software keys pointed at
+// spURL and returns it.
+func newTestOBS(t *testing.T, p *pki, spURL, extra string) (*OBS, Config) {
+	t.Helper()
+	dir := t.TempDir()
+	writePEM(t, filepath.Join(dir, "anchor.pem"), []*x509.Certificate{p.root})
+	writePEM(t, filepath.Join(dir, "client.pem"), p.clientChain)
+	writePEM(t, filepath.Join(dir, "sub.pem"), p.subChain)
+	cfgText := extra
+	for _, line := range []string{"sp_url: " + spURL, "trust_anchor: anchor.pem", "client_cert: client.pem", "sub_ca_cert: sub.pem",
+		"sp_domain: sp.example", "retry_timeout: 2s", "flush_interval: 50ms"} {
+		if key, _, _ := strings.Cut(line, ":"); !strings.Contains(extra, key+":") {
+			cfgText += line + "\n"
+		}
+	}
+	path := filepath.Join(dir, "obs.yaml")
+	if err := os.WriteFile(path, []byte(cfgText), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	cfg, err := Load(path)
+	if err != nil {
+		t.Fatal(err)
+	}
+	o, err := New(cfg, Keys{Client: p.clientKey, SubCA: p.subKey}, nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	return o, cfg
+}
+
+var jobSeq int
+
+func dropJob(t *testing.T, cfg Config, job map[string]any) string {
+	t.Helper()
+	jobSeq++
+	name := fmt.Sprintf("job-%04d.json", jobSeq)
+	raw, _ := json.Marshal(job)
+	tmp := filepath.Join(cfg.Spool, DirIn, "."+name)
+	if err := os.WriteFile(tmp, raw, 0o600); err != nil {
+		t.Fatal(err)
+	}
+	if err := os.Rename(tmp, filepath.Join(cfg.Spool, DirIn, name)); err != nil {
+		t.Fatal(err)
+	}
+	return name
+}
+
+func bundle(id string) map[string]any {
+	return map[string]any{"token": "tok-" + id, "assignedId": id, "expiresAt": time.Now().Add(time.Hour)}
+}
+
+func certJob(t *testing.T, id string) (map[string]any, *ecdsa.PrivateKey) {
+	k := newKey(t)
+	csr := pem.EncodeToMemory(&pem.Block{Type: "CERTIFICATE REQUEST", Bytes: csrDER(t, k)})
+	return map[string]any{"bundle": bundle(id), "csr": string(csr)}, k
+}
+
+func keyJob(id string) map[string]any {
+	return map[string]any{"bundle": bundle(id), "key": map[string]any{"suid": 22, "targetIds": []string{"Starget"}}}
+}
+
+func files(t *testing.T, cfg Config, dir string) []string {
+	t.Helper()
+	entries, err := os.ReadDir(filepath.Join(cfg.Spool, dir))
+	if err != nil {
+		t.Fatal(err)
+	}
+	var out []string
+	for _, e := range entries {
+		out = append(out, e.Name())
+	}
+	return out
+}
+
+func readResult(t *testing.T, cfg Config, id string) Result {
+	t.Helper()
+	path := filepath.Join(cfg.Spool, DirOut, outName(id))
+	st, err := os.Stat(path)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if st.Mode().Perm() != 0o600 {
+		t.Fatalf("%s has mode %v, want 0600", path, st.Mode().Perm())
+	}
+	raw, _ := os.ReadFile(path)
+	var r Result
+	if err := json.Unmarshal(raw, &r); err != nil {
+		t.Fatal(err)
+	}
+	return r
+}
+
+func TestProvisionAndForward(t *testing.T) {
+	p := newPKI(t)
+	sp := newFakeSP(t, p)
+	o, cfg := newTestOBS(t, p, sp.URL, "")
+	cj, devKey := certJob(t, "Sdev1")
+	dropJob(t, cfg, cj)
+	dropJob(t, cfg, keyJob("Sdev2"))
+	cj3, _ := certJob(t, "/cse-3")
+	dropJob(t, cfg, cj3)
+
+	sum, err := o.Run(context.Background(), true)
+	if err != nil {
+		t.Fatalf("run: %v (%s)", err, sum)
+	}
+	if sum.Provisioned != 3 || sum.Recorded != 3 || sum.Pending != 0 || sum.JobsLeft != 0 {
+		t.Fatalf("summary: %s", sum)
+	}
+	if in, ob := files(t, cfg, DirIn), files(t, cfg, DirOutbox); len(in)+len(ob) != 0 {
+		t.Fatalf("left in in/ %v, outbox %v", in, ob)
+	}
+
+	// The certificate: from the sub-CA, for the device's key, naming the
+	// assigned ID, chaining to the root.
+	r := readResult(t, cfg, "Sdev1")
+	leaf, err := ca.ParseCertsPEM([]byte(r.Certificate))
+	if err != nil {
+		t.Fatal(err)
+	}
+	chain, _ := ca.ParseCertsPEM([]byte(r.Chain))
+	roots := x509.NewCertPool()
+	roots.AddCert(p.root)
+	inter := x509.NewCertPool()
+	for _, c := range chain {
+		inter.AddCert(c)
+	}
+	if _, err := leaf[0].Verify(x509.VerifyOptions{Roots: roots, Intermediates: inter, KeyUsages: []x509.ExtKeyUsage{x509.ExtKeyUsageClientAuth}}); err != nil {
+		t.Fatal(err)
+	}
+	if !leaf[0].PublicKey.(*ecdsa.PublicKey).Equal(&devKey.PublicKey) || leaf[0].Subject.CommonName != "Sdev1" ||
+		len(leaf[0].URIs) != 1 || leaf[0].URIs[0].String() != "//sp.example/Sdev1" {
+		t.Fatalf("certificate: CN %q URIs %v", leaf[0].Subject.CommonName, leaf[0].URIs)
+	}
+	if leaf[0].NotAfter.After(p.subChain[0].NotAfter) || leaf[0].NotBefore.Before(p.subChain[0].NotBefore) {
+		t.Fatal("certificate validity outside the sub-CA's")
+	}
+	if !strings.HasPrefix(r.CredentialID, "33-") || r.TrustAnchor == "" {
+		t.Fatalf("result: %+v", r)
+	}
+	if r := readResult(t, cfg, "/cse-3"); !strings.HasPrefix(r.CredentialID, "32-") {
+		t.Fatalf("CSE-ID result: %+v", r)
+	}
+
+	// The key: 32 bytes, IDs at the OBS's FQDN, the same value forwarded.
+	k := readResult(t, cfg, "Sdev2")
+	if k.Key == nil || len(k.Key.Value) != 32 || !strings.HasSuffix(k.Key.KeyID, "@line.factory.example") ||
+		k.Key.KeID != k.Key.KeyID || k.CredentialID != "12-"+k.Key.KeyID || k.Key.NotAfter.Before(time.Now().Add(300*24*time.Hour)) {
+		t.Fatalf("key result: %+v", k)
+	}
+	var sent *client.ForwardItem
+	for _, it := range sp.items() {
+		if it.AssignedID == "Sdev2" {
+			sent = &it
+		}
+	}
+	if sent == nil || sent.Token != "tok-Sdev2" || string(sent.Key.Value) != string(k.Key.Value) || sent.RequestID != k.RequestID || len(sent.RequestID) != 64 {
+		t.Fatalf("forwarded key item: %+v", sent)
+	}
+}
+
+func TestRefusedAndTransient(t *testing.T) {
+	p := newPKI(t)
+	sp := newFakeSP(t, p)
+	sp.answer = func(n int, items []client.ForwardItem) (int, []client.ForwardResult) {
+		if n == 1 {
+			return 503, nil
+		}
+		res := recordAll(items)
+		for i, it := range items {
+			switch {
+			case it.AssignedID == "Sbad":
+				res[i] = client.ForwardResult{Index: i, Status: "refused", Code: "token_mismatch", Message: "another OBF's token"}
+			case it.AssignedID == "Sflaky" && n == 2:
+				res[i] = client.ForwardResult{Index: i, Status: "refused", Code: "registry_unavailable"}
+			case it.AssignedID == "Sflaky":
+				res[i].Status = "replayed"
+			}
+		}
+		return 200, res
+	}
+	o, cfg := newTestOBS(t, p, sp.URL, "")
+	dropJob(t, cfg, keyJob("Sgood"))
+	dropJob(t, cfg, keyJob("Sbad"))
+	dropJob(t, cfg, keyJob("Sflaky"))
+	badJob := dropJob(t, cfg, map[string]any{"bundle": bundle("Snocsr"), "csr": "not pem"})
+	expired := bundle("Sold")
+	expired["expiresAt"] = time.Now().Add(-time.Minute)
+	dropJob(t, cfg, map[string]any{"bundle": expired, "key": map[string]any{"suid": 22, "targetIds": []string{"x"}}})
+
+	sum, err := o.Run(context.Background(), true)
+	if !errors.Is(err, ErrIncomplete) {
+		t.Fatalf("run with refusals: %v", err)
+	}
+	if sum.Provisioned != 3 || sum.Rejected != 2 || sum.Recorded != 1 || sum.Replayed != 1 || sum.Refused != 1 || sum.Pending != 0 {
+		t.Fatalf("summary: %s", sum)
+	}
+	if len(sp.requests) != 3 {
+		t.Fatalf("%d requests, want 3 (503, then a transient refusal, then the retry)", len(sp.requests))
+	}
+	refused := files(t, cfg, DirRefused)
+	if len(refused) != 4 {
+		t.Fatalf("refused/: %v", refused)
+	}
+	// The refused credential's result left out/ for refused/.
+	if _, err := os.Stat(filepath.Join(cfg.Spool, DirOut, outName("Sbad"))); !errors.Is(err, os.ErrNotExist) {
+		t.Fatalf("out/ still holds the refused credential: %v", err)
+	}
+	readResult(t, cfg, "Sgood")
+	codes := map[string]Refusal{}
+	for _, name := range refused {
+		if strings.HasSuffix(name, ".result.json") {
+			continue
+		}
+		raw, _ := os.ReadFile(filepath.Join(cfg.Spool, DirRefused, name))
+		var r Refusal
+		json.Unmarshal(raw, &r)
+		codes[r.Code] = r
+	}
+	if r := codes["token_mismatch"]; r.Source != "sp" || r.Item == nil || r.Item.AssignedID != "Sbad" || r.Message == "" {
+		t.Fatalf("SP refusal: %+v", r)
+	}
+	if r := codes["bad_csr"]; r.Source != "obs" || r.JobFile != badJob || !strings.Contains(r.Job, "Snocsr") {
+		t.Fatalf("OBS refusal: %+v", r)
+	}
+	if r := codes["token_expired"]; r.Source != "obs" {
+		t.Fatalf("expired bundle: %+v", codes)
+	}
+}
+
+func TestUnreachableThenRecover(t *testing.T) {
+	p := newPKI(t)
+	sp := newFakeSP(t, p)
+	// A closed port: nothing answers.
+	ln, _ := net.Listen("tcp", "127.0.0.1:0")
+	dead := "https://" + ln.Addr().String()
+	ln.Close()
+	o, cfg := newTestOBS(t, p, dead, "retry_timeout: 300ms\n")
+	cj, _ := certJob(t, "Sdev1")
+	job := dropJob(t, cfg, cj)
+	sum, err := o.Run(context.Background(), true)
+	if !errors.Is(err, ErrIncomplete) || sum.Pending != 1 || sum.Provisioned != 1 {
+		t.Fatalf("unreachable SP: %v %s", err, sum)
+	}
+	first := readResult(t, cfg, "Sdev1")
+
+	// A crash between the outbox record and the job's removal: the job is
+	// back, its out/ file gone. The next run finishes it from the record
+	// (same certificate) and sends it once.
+	raw, _ := json.Marshal(cj)
+	os.WriteFile(filepath.Join(cfg.Spool, DirIn, job), raw, 0o600)
+	os.Remove(filepath.Join(cfg.Spool, DirOut, outName("Sdev1")))
+
+	o2, err := New(withURL(cfg, sp.URL), Keys{Client: p.clientKey, SubCA: p.subKey}, nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	sum, err = o2.Run(context.Background(), true)
+	if err != nil || sum.Recorded != 1 || sum.Pending != 0 || sum.JobsLeft != 0 {
+		t.Fatalf("second run: %v %s", err, sum)
+	}
+	again := readResult(t, cfg, "Sdev1")
+	if again.Certificate != first.Certificate || again.RequestID != first.RequestID {
+		t.Fatal("the recovered job got a second certificate")
+	}
+	if items := sp.items(); len(items) != 1 || items[0].RequestID != first.RequestID {
+		t.Fatalf("sent %d items", len(items))
+	}
+}
+
+func withURL(cfg Config, u string) Config {
+	cfg.SPURL = u
+	return cfg
+}
+
+func TestBatchSizeAndAuthErrors(t *testing.T) {
+	p := newPKI(t)
+	sp := newFakeSP(t, p)
+	sp.answer = func(_ int, items []client.ForwardItem) (int, []client.ForwardResult) {
+		if len(items) > 2 {
+			return 413, nil
+		}
+		return 200, recordAll(items)
+	}
+	o, cfg := newTestOBS(t, p, sp.URL, "batch_size: 5\n")
+	for i := range 5 {
+		dropJob(t, cfg, keyJob(fmt.Sprintf("Sk%d", i)))
+	}
+	sum, err := o.Run(context.Background(), true)
+	if err != nil || sum.Recorded != 5 {
+		t.Fatalf("halving batches: %v %s", err, sum)
+	}
+	for _, r := range sp.requests[1:] {
+		if len(r) > 2 {
+			t.Fatalf("batch of %d after 413", len(r))
+		}
+	}
+
+	// 403: this OBS is not trusted (any more). Not retried, items kept.
+	calls := 0
+	sp.answer = func(int, []client.ForwardItem) (int, []client.ForwardResult) { calls++; return 403, nil }
+	dropJob(t, cfg, keyJob("Sk9"))
+	sum, err = o.Run(context.Background(), true)
+	if !errors.Is(err, ErrIncomplete) || calls != 1 || sum.Pending != 1 {
+		t.Fatalf("403: %v, %d calls, %s", err, calls, sum)
+	}
+}
+
+func TestDaemonStopsOnCancel(t *testing.T) {
+	p := newPKI(t)
+	sp := newFakeSP(t, p)
+	o, cfg := newTestOBS(t, p, sp.URL, "")
+	ctx, cancel := context.WithCancel(context.Background())
+	done := make(chan Summary)
+	go func() {
+		s, _ := o.Run(ctx, false)
+		done <- s
+	}()
+	dropJob(t, cfg, keyJob("Sd1"))
+	deadline := time.Now().Add(10 * time.Second)
+	for len(sp.items()) == 0 && time.Now().Before(deadline) {
+		time.Sleep(20 * time.Millisecond)
+	}
+	cancel()
+	s := <-done
+	if s.Recorded != 1 || s.Pending != 0 {
+		t.Fatalf("daemon: %s", s)
+	}
+}
+
+func TestConfig(t *testing.T) {
+	dir := t.TempDir()
+	write := func(text string) string {
+		p := filepath.Join(dir, "c.yaml")
+		os.WriteFile(p, []byte(text), 0o600)
+		return p
+	}
+	cfg, err := Load(write("spool: s\n"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	if cfg.BatchSize != 100 || cfg.Spool != filepath.Join(dir, "s") || cfg.HSM.PINFile != filepath.Join(dir, "hsm", "hsm-pin") ||
+		cfg.HSM.SoftHSMConf != filepath.Join(dir, "hsm", "softhsm2.conf") || cfg.CertValidity != 365*24*time.Hour {
+		t.Fatalf("defaults: %+v", cfg)
+	}
+	if err := cfg.CheckRun(); err == nil {
+		t.Fatal("run without SP settings")
+	}
+	for text, want := range map[string]string{
+		"spol: s\n":                     "field spol not found",
+		"batch_size: 1001\n":            "batch_size",
+		"batch_size: 0\n":               "batch_size",
+		"cert_validity: 9000h\n":        "cert_validity",
+		"client_key: pkcs11:object=a\n": "client_key",
+		"hsm: {pin_file: /x}\n":         "embedded token keeps them",
+		"log: {level: loud}\n":          "log.level",
+	} {
+		if _, err := Load(write(text)); err == nil || !strings.Contains(err.Error(), want) {
+			t.Errorf("%q: %v, want %q", text, err, want)
+		}
+	}
+	if _, err := Load(write("hsm: {embedded: false, pin_file: /x, token_label: t}\n")); err != nil {
+		t.Errorf("a real HSM: %v", err)
+	}
+}
+
+// A job that is not JSON may still be being written (a line that copies
+// files straight into in/): it is left alone until it settles, then refused.
+func TestHalfWrittenJob(t *testing.T) {
+	p := newPKI(t)
+	sp := newFakeSP(t, p)
+	o, cfg := newTestOBS(t, p, sp.URL, "")
+	os.WriteFile(filepath.Join(cfg.Spool, DirIn, "partial.json"), []byte(`{"bundle": {"tok`), 0o600)
+	sum, err := o.Run(context.Background(), true)
+	if !errors.Is(err, ErrIncomplete) || sum.JobsLeft != 1 || sum.Rejected != 0 {
+		t.Fatalf("fresh partial job: %v %s", err, sum)
+	}
+	o.now = func() time.Time { return time.Now().Add(time.Minute) }
+	sum, err = o.Run(context.Background(), true)
+	if !errors.Is(err, ErrIncomplete) || sum.JobsLeft != 0 || sum.Rejected != 1 {
+		t.Fatalf("settled partial job: %v %s", err, sum)
+	}
+}
