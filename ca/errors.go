@@ -71,3 +71,21 @@ func (e *Error) Unwrap() []error {
 func newErr(kind error, cause error, format string, args ...any) *Error {
 	return &Error{Kind: kind, Reason: fmt.Sprintf(format, args...), Err: cause}
 }
+
+// Code is a stable snake_case word for a refusal, for the APIs that report
+// it: bad_csr, unsupported_key (weak keys included), policy_refused, or
+// csr_refused for another *Error; "" when err is not the CA's refusal.
+func Code(err error) string {
+	var e *Error
+	switch {
+	case !errors.As(err, &e):
+		return ""
+	case errors.Is(err, ErrBadCSR):
+		return "bad_csr"
+	case errors.Is(err, ErrUnsupportedKey):
+		return "unsupported_key"
+	case errors.Is(err, ErrPolicy):
+		return "policy_refused"
+	}
+	return "csr_refused"
+}

@@ -226,20 +226,24 @@ func (c *Conn) EnrolKey(ctx context.Context, token, assignedID, requestID string
 	return out, err
 }
 
-// ForwardItem is one credential a trusted OBF forwards.
+// ForwardItem is one credential a trusted OBF forwards: a certificate its
+// sub-CA issued, or a shared key it provisioned.
 type ForwardItem struct {
-	Token       string `json:"token"`
-	AssignedID  string `json:"assignedId"`
-	RequestID   string `json:"requestId,omitempty"`
-	Certificate string `json:"certificate,omitempty"`
-	Key         *struct {
-		SUID      int       `json:"suid"`
-		KeyID     string    `json:"keyId"`
-		KeID      string    `json:"keId,omitempty"`
-		TargetIDs []string  `json:"targetIds"`
-		Value     []byte    `json:"value"`
-		NotAfter  time.Time `json:"notAfter"`
-	} `json:"key,omitempty"`
+	Token       string      `json:"token"`
+	AssignedID  string      `json:"assignedId"`
+	RequestID   string      `json:"requestId,omitempty"`
+	Certificate string      `json:"certificate,omitempty"`
+	Key         *ForwardKey `json:"key,omitempty"`
+}
+
+// ForwardKey is a shared key an OBF provisioned (value is sent base64).
+type ForwardKey struct {
+	SUID      int       `json:"suid"`
+	KeyID     string    `json:"keyId"`
+	KeID      string    `json:"keId,omitempty"`
+	TargetIDs []string  `json:"targetIds"`
+	Value     []byte    `json:"value"`
+	NotAfter  time.Time `json:"notAfter"`
 }
 
 // ForwardResult is the MEF's verdict on one item.

@@ -5,6 +5,7 @@ import (
 	"errors"
 	"fmt"
 	"io"
+	"log/slog"
 	"net"
 	"os"
 	"path/filepath"
@@ -284,17 +285,37 @@ func (c *Config) Validate() error {
 	if c.Server.MaxBodyBytes <= 0 {
 		errs = append(errs, errors.New("server.max_body_bytes must be positive"))
 	}
-	switch c.Log.Level {
-	case "debug", "info", "warn", "error":
-	default:
-		errs = append(errs, fmt.Errorf("log.level %q: want debug, info, warn or error", c.Log.Level))
-	}
-	switch c.Log.Format {
-	case "json", "text":
-	default:
-		errs = append(errs, fmt.Errorf("log.format %q: want json or text", c.Log.Format))
+	if err := c.Log.Validate(); err != nil {
+		errs = append(errs, err)
 	}
 	return errors.Join(errs...)
+}
+
+// Validate reports a level or format the logger does not know.
+func (l Log) Validate() error {
+	var errs []error
+	switch l.Level {
+	case "debug", "info", "warn", "error":
+	default:
+		errs = append(errs, fmt.Errorf("log.level %q: want debug, info, warn or error", l.Level))
+	}
+	switch l.Format {
+	case "json", "text":
+	default:
+		errs = append(errs, fmt.Errorf("log.format %q: want json or text", l.Format))
+	}
+	return errors.Join(errs...)
+}
+
+// Logger makes the process logger writing to w.
+func (l Log) Logger(w io.Writer) *slog.Logger {
+	var level slog.Level
+	_ = level.UnmarshalText([]byte(l.Level)) // checked by Validate
+	opts := &slog.HandlerOptions{Level: level}
+	if l.Format == "text" {
+		return slog.New(slog.NewTextHandler(w, opts))
+	}
+	return slog.New(slog.NewJSONHandler(w, opts))
 }
 
 func fileExists(p string) bool {

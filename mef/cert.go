@@ -5,7 +5,6 @@ import (
 	"context"
 	"crypto/x509"
 	"encoding/asn1"
-	"errors"
 	"net/http"
 	"net/url"
 
@@ -210,18 +209,8 @@ func challengePassword(tbs []byte) (string, error) {
 
 // caFailure turns the CA's typed refusals into 400s that say why.
 func caFailure(err error) error {
-	var e *ca.Error
-	if !errors.As(err, &e) {
-		return tokenErr(err)
+	if code := ca.Code(err); code != "" {
+		return &Failure{Status: http.StatusBadRequest, Code: code, Message: err.Error(), Err: err}
 	}
-	code := "csr_refused"
-	switch {
-	case errors.Is(err, ca.ErrUnsupportedKey):
-		code = "unsupported_key"
-	case errors.Is(err, ca.ErrBadCSR):
-		code = "bad_csr"
-	case errors.Is(err, ca.ErrPolicy):
-		code = "policy_refused"
-	}
-	return &Failure{Status: http.StatusBadRequest, Code: code, Message: e.Error(), Err: err}
+	return tokenErr(err)
 }

@@ -12,6 +12,7 @@ import (
 	"time"
 
 	"github.com/credfactory/credfactory/ca"
+	"github.com/credfactory/credfactory/config"
 	"github.com/credfactory/credfactory/hsm"
 	"github.com/credfactory/credfactory/hsm/softhsm"
 	"go.yaml.in/yaml/v3"
@@ -74,11 +75,8 @@ type HSM struct {
 	Dir string `yaml:"dir"`
 }
 
-// Log is the process log.
-type Log struct {
-	Level  string `yaml:"level"`
-	Format string `yaml:"format"`
-}
+// Log is the process log, configured as the server's is.
+type Log = config.Log
 
 // Default is the configuration before the file: an embedded SoftHSM token
 // under ./hsm and a spool under ./spool.
@@ -202,15 +200,8 @@ func (c *Config) Validate() error {
 	if c.KeyLifetime <= 0 {
 		errs = append(errs, errors.New("key_lifetime must be positive"))
 	}
-	switch c.Log.Level {
-	case "debug", "info", "warn", "error":
-	default:
-		errs = append(errs, fmt.Errorf("log.level %q: want debug, info, warn or error", c.Log.Level))
-	}
-	switch c.Log.Format {
-	case "json", "text":
-	default:
-		errs = append(errs, fmt.Errorf("log.format %q: want json or text", c.Log.Format))
+	if err := c.Log.Validate(); err != nil {
+		errs = append(errs, err)
 	}
 	return errors.Join(errs...)
 }

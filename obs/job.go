@@ -9,7 +9,6 @@ import (
 	"encoding/hex"
 	"encoding/json"
 	"encoding/pem"
-	"errors"
 	"fmt"
 	"net/url"
 	"strings"
@@ -165,18 +164,8 @@ func (o *OBS) provision(ctx context.Context, j Job) (client.ForwardItem, error) 
 		issued, err := o.ca.Issue(ctx, ca.Request{CSR: block.Bytes, Profile: ca.ProfileDevice, AssignedID: b.AssignedID,
 			URIs: []*url.URL{mef.AssignedIDURI(o.cfg.SPDomain, b.AssignedID)}, Validity: o.cfg.CertValidity})
 		if err != nil {
-			var ce *ca.Error
-			if errors.As(err, &ce) {
-				code := "csr_refused"
-				switch {
-				case errors.Is(err, ca.ErrBadCSR):
-					code = "bad_csr"
-				case errors.Is(err, ca.ErrUnsupportedKey):
-					code = "unsupported_key"
-				case errors.Is(err, ca.ErrPolicy):
-					code = "policy_refused"
-				}
-				return item, refuse(code, "%s", ce.Error())
+			if code := ca.Code(err); code != "" {
+				return item, refuse(code, "%s", err.Error())
 			}
 			return item, err
 		}
@@ -196,14 +185,7 @@ func (o *OBS) provision(ctx context.Context, j Job) (client.ForwardItem, error) 
 	if err != nil {
 		return item, err
 	}
-	item.Key = &struct {
-		SUID      int       `json:"suid"`
-		KeyID     string    `json:"keyId"`
-		KeID      string    `json:"keId,omitempty"`
-		TargetIDs []string  `json:"targetIds"`
-		Value     []byte    `json:"value"`
-		NotAfter  time.Time `json:"notAfter"`
-	}{SUID: j.Key.SUID, KeyID: keyID, KeID: kdf.KeID(rel, o.fqdn), TargetIDs: j.Key.TargetIDs, Value: value,
+	item.Key = &client.ForwardKey{SUID: j.Key.SUID, KeyID: keyID, KeID: kdf.KeID(rel, o.fqdn), TargetIDs: j.Key.TargetIDs, Value: value,
 		NotAfter: o.now().Add(o.cfg.KeyLifetime).UTC().Truncate(time.Second)}
 	item.RequestID = requestID(b.Token, value)
 	return item, nil

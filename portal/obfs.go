@@ -124,18 +124,8 @@ func csrDER(pemText string) ([]byte, error) {
 
 // caErr turns the CA's typed refusals into 400s that say why.
 func caErr(err error) error {
-	var e *ca.Error
-	if errors.As(err, &e) {
-		code := "csr_refused"
-		switch {
-		case errors.Is(err, ca.ErrBadCSR):
-			code = "bad_csr"
-		case errors.Is(err, ca.ErrUnsupportedKey):
-			code = "unsupported_key"
-		case errors.Is(err, ca.ErrPolicy):
-			code = "policy_refused"
-		}
-		return &apierr.Error{Status: http.StatusBadRequest, Code: code, Message: e.Error(), Err: err}
+	if code := ca.Code(err); code != "" {
+		return &apierr.Error{Status: http.StatusBadRequest, Code: code, Message: err.Error(), Err: err}
 	}
 	return err
 }

@@ -5,7 +5,6 @@ import (
 	"crypto/x509"
 	"fmt"
 	"io"
-	"log/slog"
 	"os"
 	"os/signal"
 	"runtime/debug"
@@ -127,7 +126,7 @@ connections and lets in-flight requests finish (server.shutdown_timeout).
 }
 
 func serve(ctx context.Context, cfg config.Config, stderr io.Writer) error {
-	log := newLogger(cfg.Log, stderr)
+	log := cfg.Log.Logger(stderr)
 	reg := metrics.New()
 	p, err := pki.Open(ctx, cfg, reg.HSMObserver())
 	if err != nil {
@@ -206,16 +205,6 @@ func serve(ctx context.Context, cfg config.Config, stderr io.Writer) error {
 	}
 	log.Info("stopped")
 	return nil
-}
-
-func newLogger(cfg config.Log, w io.Writer) *slog.Logger {
-	var level slog.Level
-	_ = level.UnmarshalText([]byte(cfg.Level)) // validated by config
-	opts := &slog.HandlerOptions{Level: level}
-	if cfg.Format == "text" {
-		return slog.New(slog.NewTextHandler(w, opts))
-	}
-	return slog.New(slog.NewJSONHandler(w, opts))
 }
 
 func newVersion() *cobra.Command {

@@ -231,14 +231,7 @@ func TestSeedCases(t *testing.T) {
 	value := make([]byte, 32)
 	rand.Read(value)
 	item := client.ForwardItem{Token: b3.Token, AssignedID: b3.AssignedID}
-	item.Key = &struct {
-		SUID      int       `json:"suid"`
-		KeyID     string    `json:"keyId"`
-		KeID      string    `json:"keId,omitempty"`
-		TargetIDs []string  `json:"targetIds"`
-		Value     []byte    `json:"value"`
-		NotAfter  time.Time `json:"notAfter"`
-	}{SUID: 22, KeyID: "0a1b2c@tool.example", KeID: "0a1b2c3d4e5f60718293a4b5c6d7e8f9@tool.example", TargetIDs: []string{b1.AssignedID}, Value: value, NotAfter: time.Now().Add(24 * time.Hour)}
+	item.Key = &client.ForwardKey{SUID: 22, KeyID: "0a1b2c@tool.example", KeID: "0a1b2c3d4e5f60718293a4b5c6d7e8f9@tool.example", TargetIDs: []string{b1.AssignedID}, Value: value, NotAfter: time.Now().Add(24 * time.Hour)}
 	res, err := tool.Forward(ctx, []client.ForwardItem{item})
 	if err != nil || len(res) != 1 || res[0].Status != "recorded" {
 		t.Fatalf("forward key: %v %+v", err, res)
@@ -369,14 +362,7 @@ func TestOBFVouches(t *testing.T) {
 	item := client.ForwardItem{Token: b.Token, AssignedID: b.AssignedID}
 	value := make([]byte, 32)
 	rand.Read(value)
-	item.Key = &struct {
-		SUID      int       `json:"suid"`
-		KeyID     string    `json:"keyId"`
-		KeID      string    `json:"keId,omitempty"`
-		TargetIDs []string  `json:"targetIds"`
-		Value     []byte    `json:"value"`
-		NotAfter  time.Time `json:"notAfter"`
-	}{SUID: 22, KeyID: "vouched@tool.example", TargetIDs: []string{"in-cse.example"}, Value: value, NotAfter: time.Now().Add(time.Hour)}
+	item.Key = &client.ForwardKey{SUID: 22, KeyID: "vouched@tool.example", TargetIDs: []string{"in-cse.example"}, Value: value, NotAfter: time.Now().Add(time.Hour)}
 	if res, err := s.obfConn(s.lineT, s.lineTKey).Forward(ctx, []client.ForwardItem{item}); err != nil || res[0].Code != "token_mismatch" {
 		t.Fatalf("another OBF forwards the vouched token: %v %+v", err, res)
 	}

@@ -3,8 +3,6 @@ package main
 import (
 	"errors"
 	"fmt"
-	"io"
-	"log/slog"
 	"os/signal"
 	"syscall"
 
@@ -131,7 +129,7 @@ func runOBS(cmd *cobra.Command, load func() (obs.Config, error), once bool) erro
 	if err != nil {
 		return err
 	}
-	log := obsLogger(cfg.Log, cmd.ErrOrStderr())
+	log := cfg.Log.Logger(cmd.ErrOrStderr())
 	ctx, stop := signal.NotifyContext(cmd.Context(), syscall.SIGTERM, syscall.SIGINT)
 	defer stop()
 	if err := cfg.CheckRun(); err != nil {
@@ -157,14 +155,4 @@ func runOBS(cmd *cobra.Command, load func() (obs.Config, error), once bool) erro
 		return fmt.Errorf("%w (%s); see %s", err, sum, cfg.Spool)
 	}
 	return err
-}
-
-func obsLogger(cfg obs.Log, w io.Writer) *slog.Logger {
-	var level slog.Level
-	_ = level.UnmarshalText([]byte(cfg.Level)) // validated by obs.Load
-	opts := &slog.HandlerOptions{Level: level}
-	if cfg.Format == "text" {
-		return slog.New(slog.NewTextHandler(w, opts))
-	}
-	return slog.New(slog.NewJSONHandler(w, opts))
 }
