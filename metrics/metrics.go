@@ -31,6 +31,10 @@ type Registry struct {
 	storeErrors  *prometheus.CounterVec
 	storeBatch   prometheus.Histogram
 
+	tokensIssued *prometheus.CounterVec
+	logins       *prometheus.CounterVec
+	caExpiry     *prometheus.GaugeVec
+
 	enrolments     *prometheus.CounterVec
 	enrolDuration  *prometheus.HistogramVec
 	forwardBatches prometheus.Histogram
@@ -108,6 +112,19 @@ func New() *Registry {
 		Buckets: []float64{1, 10, 50, 100, 250, 500, 1000},
 	})
 	r.MustRegister(r.enrolments, r.enrolDuration, r.forwardBatches)
+	r.tokensIssued = prometheus.NewCounterVec(prometheus.CounterOpts{
+		Namespace: Namespace, Name: "tokens_issued_total",
+		Help: "Enrolment tokens issued by the portal, by mode (trusted, untrusted). Redemptions are enrolments_total; refusals there carry token_expired, token_redeemed, ...",
+	}, []string{"mode"})
+	r.logins = prometheus.NewCounterVec(prometheus.CounterOpts{
+		Namespace: Namespace, Subsystem: "portal", Name: "logins_total",
+		Help: "Portal logins by result (ok, bad_credentials, account_locked, stakeholder_disabled).",
+	}, []string{"result"})
+	r.caExpiry = prometheus.NewGaugeVec(prometheus.GaugeOpts{
+		Namespace: Namespace, Name: "ca_certificate_expiry_timestamp_seconds",
+		Help: "NotAfter of the SP's own certificates (root, issuing, obf, server), as a Unix time.",
+	}, []string{"ca"})
+	r.MustRegister(r.tokensIssued, r.logins, r.caExpiry)
 	r.MustRegister(r.hsmOps, r.hsmErrors, r.hsmWait, r.hsmRecoveries, r.storeTx, r.storeRetries, r.storeErrors,
 		r.storeBatch, r.HTTPRequests, r.HTTPDuration, r.HTTPRejected)
 	return r
@@ -190,3 +207,21 @@ func (o MEFObserver) ObserveEnrolment(path, result string, d time.Duration) {
 
 // ObserveForwardBatch records a forward batch's size.
 func (o MEFObserver) ObserveForwardBatch(items int) { o.r.forwardBatches.Observe(float64(items)) }
+
+// SetCertificateExpiry publishes when one of the SP's own certificates
+// expires, for the expiry alert.
+func (r *Registry) SetCertificateExpiry(name string, notAfter time.Time) {
+	r.caExpiry.WithLabelValues(name).Set(float64(notAfter.Unix()))
+}
+
+// PortalObserver returns the portal.Observer that feeds these metrics.
+func (r *Registry) PortalObserver() PortalObserver { return PortalObserver{r} }
+
+// PortalObserver implements portal.Observer.
+type PortalObserver struct{ r *Registry }
+
+// ObserveLogin counts a login attempt by result.
+func (o PortalObserver) ObserveLogin(result string) { o.r.logins.WithLabelValues(result).Inc() }
+
+// ObserveTokenIssued counts an enrolment token by mode.
+func (o PortalObserver) ObserveTokenIssued(mode string) { o.r.tokensIssued.WithLabelValues(mode).Inc() }

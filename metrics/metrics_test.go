@@ -30,6 +30,11 @@ func TestObserversFeedMetrics(t *testing.T) {
 	m.ObserveEnrolment("est", "ok", 3*time.Millisecond)
 	m.ObserveEnrolment("est", "token_redeemed", time.Millisecond)
 	m.ObserveForwardBatch(100)
+	po := r.PortalObserver()
+	po.ObserveLogin("ok")
+	po.ObserveLogin("bad_credentials")
+	po.ObserveTokenIssued("untrusted")
+	r.SetCertificateExpiry("root", time.Unix(2000000000, 0))
 
 	families, err := r.Gather()
 	if err != nil {
@@ -52,6 +57,9 @@ func TestObserversFeedMetrics(t *testing.T) {
 		`credfactory_enrolments_total{path="est",result="token_redeemed"} 1`,
 		`credfactory_enrolment_duration_seconds_count{path="est"} 2`,
 		`credfactory_forward_batch_items_sum 100`,
+		`credfactory_portal_logins_total{result="bad_credentials"} 1`,
+		`credfactory_tokens_issued_total{mode="untrusted"} 1`,
+		`credfactory_ca_certificate_expiry_timestamp_seconds{ca="root"} 2e+09`,
 	} {
 		if !strings.Contains(text.String(), want) {
 			t.Errorf("missing %s", want)

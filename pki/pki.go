@@ -72,8 +72,9 @@ func (p *PKI) RenewServerCert(ctx context.Context) (bool, error) {
 }
 
 // KeepServerCertFresh calls RenewServerCert twice a day until ctx ends, so
-// a server that runs for months never serves an expired certificate.
-func (p *PKI) KeepServerCertFresh(ctx context.Context, onErr func(error)) {
+// a server that runs for months never serves an expired certificate; report
+// hears of each renewal (the new certificate) and each failure.
+func (p *PKI) KeepServerCertFresh(ctx context.Context, report func(renewed *tls.Certificate, err error)) {
 	t := time.NewTicker(12 * time.Hour)
 	defer t.Stop()
 	for {
@@ -81,8 +82,10 @@ func (p *PKI) KeepServerCertFresh(ctx context.Context, onErr func(error)) {
 		case <-ctx.Done():
 			return
 		case <-t.C:
-			if _, err := p.RenewServerCert(ctx); err != nil {
-				onErr(err)
+			if renewed, err := p.RenewServerCert(ctx); err != nil {
+				report(nil, err)
+			} else if renewed {
+				report(p.TLS(), nil)
 			}
 		}
 	}

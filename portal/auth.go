@@ -29,6 +29,16 @@ var (
 // Login checks a password and opens a session. The cookie value is
 // returned once; only its hash is stored.
 func (p *Portal) Login(ctx context.Context, name, password string) (cookie string, sess store.Session, err error) {
+	defer func() {
+		result := "ok"
+		var e *apierr.Error
+		if errors.As(err, &e) {
+			result = e.Code
+		} else if err != nil {
+			result = "error"
+		}
+		p.cfg.Observer.ObserveLogin(result)
+	}()
 	now := p.now()
 	st, err := p.st.StakeholderBy(ctx, "name", name)
 	if errors.Is(err, store.ErrNotFound) {

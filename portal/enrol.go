@@ -132,6 +132,7 @@ func (p *Portal) Enrol(ctx context.Context, who Principal, deviceID string, req 
 		detail["obfId"] = *obfID
 	}
 	_ = p.st.AppendAudit(ctx, store.AuditEvent{At: now, Tenant: d.Tenant, Actor: who.actor(), Action: "device.token_issued", Subject: d.ID, Detail: detail})
+	p.cfg.Observer.ObserveTokenIssued(mode)
 
 	b := Bundle{Token: token, AssignedID: assigned, ExpiresAt: e.ExpiresAt}
 	if mode == store.ModeUntrusted {

@@ -21,8 +21,21 @@ type Keyed interface {
 	Sum(ctx context.Context, data []byte) ([]byte, error)
 }
 
+// Observer receives what the portal measures (package metrics implements
+// it): login results and tokens issued.
+type Observer interface {
+	ObserveLogin(result string)
+	ObserveTokenIssued(mode string)
+}
+
+type nopObserver struct{}
+
+func (nopObserver) ObserveLogin(string)       {}
+func (nopObserver) ObserveTokenIssued(string) {}
+
 // Config holds the portal's policy.
 type Config struct {
+	Observer Observer
 	// MEFURI is where an Enrollee enrols (in untrusted bundles).
 	MEFURI string
 	// TrustAnchor is the root the Enrollee checks the MEF against.
@@ -42,6 +55,9 @@ type Config struct {
 }
 
 func (c *Config) defaults() {
+	if c.Observer == nil {
+		c.Observer = nopObserver{}
+	}
 	if c.TokenTTL == 0 {
 		c.TokenTTL = 24 * time.Hour
 	}

@@ -2,13 +2,16 @@ package server
 
 import (
 	"context"
+	"crypto/rand"
 	"crypto/tls"
+	"encoding/hex"
 	"errors"
 	"fmt"
 	"io"
 	"log/slog"
 	"net"
 	"strconv"
+	"strings"
 	"sync"
 	"time"
 
@@ -138,7 +141,6 @@ func (s *Server) Register(routes ...httpapi.Route) {
 func (s *Server) HandleStream(method, pattern string, maxBody int64, h Handler) {
 	s.handle(method, pattern, func(ctx *fasthttp.RequestCtx) error {
 		if n := ctx.Request.Header.ContentLength(); n > 0 && int64(n) > maxBody {
-			s.opts.Metrics.HTTPRejected.WithLabelValues("body_too_large").Inc()
 			return apierr.BodyTooLarge
 		}
 		if stream := ctx.RequestBodyStream(); stream != nil {
@@ -178,7 +180,6 @@ func (l *limitedBody) Read(p []byte) (int, error) {
 
 func (s *Server) readBody(ctx *fasthttp.RequestCtx, limit int64) error {
 	if n := ctx.Request.Header.ContentLength(); n > 0 && int64(n) > limit {
-		s.opts.Metrics.HTTPRejected.WithLabelValues("body_too_large").Inc()
 		return apierr.BodyTooLarge
 	}
 	stream := ctx.RequestBodyStream()
@@ -190,7 +191,6 @@ func (s *Server) readBody(ctx *fasthttp.RequestCtx, limit int64) error {
 		return apierr.BadRequest
 	}
 	if int64(len(body)) > limit {
-		s.opts.Metrics.HTTPRejected.WithLabelValues("body_too_large").Inc()
 		return apierr.BodyTooLarge
 	}
 	ctx.Request.SetBody(body)
@@ -202,10 +202,15 @@ func (s *Server) handle(method, pattern string, h Handler) {
 	duration := s.opts.Metrics.HTTPDuration.WithLabelValues(pattern)
 	s.router.Handle(method, pattern, func(ctx *fasthttp.RequestCtx) {
 		start := time.Now()
+		id := requestID(ctx)
 		if err := h(ctx); err != nil {
 			e := apierr.As(err)
 			if e.Status >= 500 {
-				s.log.Error("request failed", "route", pattern, "status", e.Status, "err", e.Error())
+				s.log.Error("request failed", "request_id", id, "route", pattern, "status", e.Status, "err", e.Error())
+			} else {
+				// Codes are a fixed vocabulary: a bounded label.
+				s.opts.Metrics.HTTPRejected.WithLabelValues(e.Code).Inc()
+				s.log.Debug("request refused", "request_id", id, "route", pattern, "status", e.Status, "code", e.Code)
 			}
 			write(ctx, e)
 		}
@@ -380,4 +385,21 @@ func TLSConfig(getCert func(*tls.ClientHelloInfo) (*tls.Certificate, error)) *tl
 		},
 		ClientAuth: tls.RequestClientCert,
 	}
+}
+
+// requestID names a request in logs and in the X-Request-ID answer header:
+// the client's own ID when it sent a sane one (so a factory line can follow
+// its requests), else a fresh random one.
+func requestID(ctx *fasthttp.RequestCtx) string {
+	id := string(ctx.Request.Header.Peek("X-Request-ID"))
+	if len(id) == 0 || len(id) > 64 || strings.IndexFunc(id, func(r rune) bool {
+		return !(r >= 'a' && r <= 'z' || r >= 'A' && r <= 'Z' || r >= '0' && r <= '9' || r == '-' || r == '_' || r == '.')
+	}) >= 0 {
+		var b [12]byte
+		rand.Read(b[:])
+		id = hex.EncodeToString(b[:])
+	}
+	ctx.Response.Header.Set("X-Request-ID", id)
+	ctx.SetUserValue("request_id", id)
+	return id
 }

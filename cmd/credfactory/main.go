@@ -2,6 +2,7 @@ package main
 
 import (
 	"context"
+	"crypto/tls"
 	"crypto/x509"
 	"fmt"
 	"io"
@@ -134,6 +135,10 @@ func serve(ctx context.Context, cfg config.Config, stderr io.Writer) error {
 	}
 	defer p.Close()
 	reg.WatchHSMPool(p.HSM.Stats)
+	reg.SetCertificateExpiry("root", p.Root.NotAfter)
+	reg.SetCertificateExpiry("issuing", p.Issuing.NotAfter)
+	reg.SetCertificateExpiry("obf", p.OBFCA.Issuer().NotAfter)
+	reg.SetCertificateExpiry("server", p.TLS().Leaf.NotAfter)
 
 	st, err := openStore(ctx, cfg, reg.StoreObserver())
 	if err != nil {
@@ -172,7 +177,7 @@ func serve(ctx context.Context, cfg config.Config, stderr io.Writer) error {
 		KeyLifetime: cfg.MEF.KeyLifetime, CertValidity: cfg.MEF.CertValidity, MaxForward: cfg.MEF.MaxForward},
 		st, registry, p.CA, p.Root, p.OBFCA.Issuer(), p.KDF, verifier, reg.MEFObserver())
 	srv.Register(enrol.Routes()...)
-	pt := portal.New(portal.Config{
+	pt := portal.New(portal.Config{Observer: reg.PortalObserver(),
 		MEFURI: cfg.Portal.MEFURI, TrustAnchor: p.Root, SPDomain: cfg.Portal.SPDomain,
 		TokenTTL: cfg.Portal.TokenTTL, SessionTTL: cfg.Portal.SessionTTL,
 	}, st, p.KDF, p.CA, p.OBFCA, verifier)
@@ -184,7 +189,14 @@ func serve(ctx context.Context, cfg config.Config, stderr io.Writer) error {
 
 	ctx, stop := signal.NotifyContext(ctx, syscall.SIGTERM, syscall.SIGINT)
 	defer stop()
-	go p.KeepServerCertFresh(ctx, func(err error) { log.Error("renew the server certificate", "err", err.Error()) })
+	go p.KeepServerCertFresh(ctx, func(renewed *tls.Certificate, err error) {
+		if err != nil {
+			log.Error("renew the server certificate", "err", err.Error())
+			return
+		}
+		reg.SetCertificateExpiry("server", renewed.Leaf.NotAfter)
+		log.Info("renewed the server certificate", "not_after", renewed.Leaf.NotAfter)
+	})
 	errc := make(chan error, 1)
 	go func() { errc <- srv.Serve() }()
 	log.Info("serving", "addr", "https://"+srv.Addr().String(), "trust_anchor", cfg.TrustAnchorPath(), "version", versionString())

@@ -12,6 +12,7 @@ import (
 	"encoding/json"
 	"encoding/pem"
 	"fmt"
+	"io"
 	"math/big"
 	"net/url"
 	"os"
@@ -294,6 +295,31 @@ func TestSeedCases(t *testing.T) {
 	if _, err := client.NewConn(s.base, anchor, devTLS).Forward(ctx, batch[:1]); !isCode(err, "not_a_trusted_obf") {
 		t.Fatalf("forward with a device certificate: %v", err)
 	}
+	// The run shows on /metrics: every path, tokens issued, CA expiry.
+	resp, err := s.client(nil).Get(s.base + "/metrics")
+	if err != nil {
+		t.Fatal(err)
+	}
+	raw, _ := io.ReadAll(resp.Body)
+	resp.Body.Close()
+	if resp.Header.Get("X-Request-ID") == "" {
+		t.Error("no X-Request-ID on the answer")
+	}
+	for _, want := range []string{
+		`credfactory_enrolments_total{path="est",result="ok"} 1`,
+		`credfactory_enrolments_total{path="est",result="replayed"} 1`,
+		`credfactory_enrolments_total{path="json_key",result="ok"} 1`,
+		`credfactory_enrolments_total{path="forward_cert",result="not_from_obf_sub_ca"} 2`,
+		`credfactory_enrolments_total{path="forward_key",result="replayed"} 1`,
+		`credfactory_tokens_issued_total{mode="trusted"} 4`,
+		`credfactory_ca_certificate_expiry_timestamp_seconds{ca="issuing"}`,
+		`credfactory_store_batch_items_count`,
+	} {
+		if !strings.Contains(string(raw), want) {
+			t.Errorf("/metrics lacks %s", want)
+		}
+	}
+
 	big := make([]client.ForwardItem, 1001)
 	for i := range big {
 		big[i] = batch[0]
