@@ -54,7 +54,7 @@ func newRoot(stdout, stderr io.Writer) *cobra.Command {
 		"data directory: embedded HSM token, CA certificates, trust-anchor.pem (env CREDFACTORY_DATA_DIR)")
 	root.PersistentFlags().StringVar(&g.configFile, "config", "",
 		"config file (YAML); default <data-dir>/"+config.DefaultFile+" if it exists")
-	root.AddCommand(newInit(g), newServe(g), newMigrate(g), newAdmin(g), newEnroll(), newOBS(), newVersion())
+	root.AddCommand(newInit(g), newServe(g), newMigrate(g), newAdmin(g), newEnroll(), newOBS(), newBench(), newVersion())
 	return root
 }
 

@@ -1,0 +1,236 @@
+package bench
+
+import (
+	"bufio"
+	"context"
+	"crypto/ecdsa"
+	"crypto/elliptic"
+	"crypto/rand"
+	"crypto/x509"
+	"errors"
+	"fmt"
+	"io"
+	"net/http"
+	"sort"
+	"strconv"
+	"strings"
+	"sync"
+	"sync/atomic"
+	"time"
+
+	"github.com/credfactory/credfactory/client"
+)
+
+// Paths the bench drives.
+const (
+	PathEST        = "est"         // untrusted RSPF, certificates over EST, keep-alive
+	PathESTNewConn = "est-newconn" // the same with a new TLS connection per enrolment
+	PathPSK        = "psk"         // untrusted RSPF, shared keys
+	PathForward    = "forward"     // trusted OBS forwarding, in batches
+)
+
+// Target is the server under test and the accounts the bench uses.
+type Target struct {
+	Base   string
+	Anchor []*x509.Certificate
+	// Manufacturer pre-enrols devices and proves control with their claim
+	// codes; Admin registers the bench's OBS.
+	ManufacturerKey, AdminKey, OwnerName string
+	// Metrics reads the server's /metrics (HSM ops, commits); nil to skip.
+	Metrics func(ctx context.Context) (map[string]float64, error)
+}
+
+// Config is one bench run.
+type Config struct {
+	Paths       []string
+	Concurrency []int
+	BatchSizes  []int // forwarding
+	Duration    time.Duration
+	// Tokens is how many enrolments each step may make at most (tokens are
+	// issued before the step; a step ends at Duration or when they run out).
+	Tokens int
+}
+
+// Result is one step: a path at one concurrency (and batch size).
+type Result struct {
+	Path          string         `json:"path"`
+	Concurrency   int            `json:"concurrency"`
+	BatchSize     int            `json:"batchSize,omitempty"`
+	Enrolments    int            `json:"enrolments"`
+	Seconds       float64        `json:"seconds"`
+	PerSecond     float64        `json:"enrolmentsPerSecond"`
+	P50           time.Duration  `json:"p50"`
+	P90           time.Duration  `json:"p90"`
+	P99           time.Duration  `json:"p99"`
+	Max           time.Duration  `json:"max"`
+	Errors        map[string]int `json:"errors,omitempty"`
+	HSMOpsPerSec  float64        `json:"hsmOpsPerSecond"`
+	CommitsPerSec float64        `json:"commitsPerSecond"`
+}
+
+// Runner holds a target and its prepared state.
+type Runner struct {
+	t      Target
+	conn   *client.Conn
+	nextID atomic.Int64
+	obs    *obsIdentity
+	out    io.Writer
+}
+
+// NewRunner prepares a run against t; progress lines go to out.
+func NewRunner(t Target, out io.Writer) *Runner {
+	return &Runner{t: t, conn: client.NewConn(t.Base, t.Anchor, nil), out: out}
+}
+
+// Run runs every step of cfg.
+func (r *Runner) Run(ctx context.Context, cfg Config) ([]Result, error) {
+	var results []Result
+	for _, path := range cfg.Paths {
+		batches := []int{0}
+		if path == PathForward {
+			batches = cfg.BatchSizes
+		}
+		for _, batch := range batches {
+			for _, c := range cfg.Concurrency {
+				res, err := r.step(ctx, path, c, batch, cfg)
+				if err != nil {
+					return results, fmt.Errorf("%s at %d: %w", path, c, err)
+				}
+				results = append(results, res)
+				fmt.Fprintf(r.out, "  %-12s c=%-4d batch=%-5d %8.0f/s  p99 %-10v errors %d\n", path, c, batch, res.PerSecond,
+					res.P99.Round(time.Microsecond), sum(res.Errors))
+			}
+		}
+	}
+	return results, nil
+}
+
+func sum(m map[string]int) int {
+	n := 0
+	for _, v := range m {
+		n += v
+	}
+	return n
+}
+
+// step prepares its work (not timed), then runs it for cfg.Duration.
+func (r *Runner) step(ctx context.Context, path string, concurrency, batch int, cfg Config) (Result, error) {
+	n := cfg.Tokens
+	if path == PathForward && batch > 0 {
+		n = max(n, batch*concurrency*2)
+	}
+	fmt.Fprintf(r.out, "  preparing %s c=%d: %d devices and tokens...\n", path, concurrency, n)
+	work, err := r.prepare(ctx, path, n, batch)
+	if err != nil {
+		return Result{}, err
+	}
+	before := r.metrics(ctx)
+	res := Result{Path: path, Concurrency: concurrency, BatchSize: batch, Errors: map[string]int{}}
+	var mu sync.Mutex
+	var lat []time.Duration
+	var next atomic.Int64
+	deadline := time.Now().Add(cfg.Duration)
+	start := time.Now()
+	var wg sync.WaitGroup
+	for w := 0; w < concurrency; w++ {
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			var mine []time.Duration
+			errs := map[string]int{}
+			done := 0
+			for time.Now().Before(deadline) {
+				i := int(next.Add(1)) - 1
+				if i >= len(work) {
+					break
+				}
+				t0 := time.Now()
+				k, err := work[i](ctx)
+				d := time.Since(t0)
+				if err != nil {
+					errs[code(err)]++
+					continue
+				}
+				done += k
+				mine = append(mine, d)
+			}
+			mu.Lock()
+			lat = append(lat, mine...)
+			res.Enrolments += done
+			for k, v := range errs {
+				res.Errors[k] += v
+			}
+			mu.Unlock()
+		}()
+	}
+	wg.Wait()
+	res.Seconds = time.Since(start).Seconds()
+	res.PerSecond = float64(res.Enrolments) / res.Seconds
+	sort.Slice(lat, func(i, j int) bool { return lat[i] < lat[j] })
+	if len(lat) > 0 {
+		q := func(p float64) time.Duration { return lat[min(len(lat)-1, int(p*float64(len(lat))))] }
+		res.P50, res.P90, res.P99, res.Max = q(.5), q(.9), q(.99), lat[len(lat)-1]
+	}
+	after := r.metrics(ctx)
+	if before != nil && after != nil {
+		res.HSMOpsPerSec = (after["hsm_ops"] - before["hsm_ops"]) / res.Seconds
+		res.CommitsPerSec = (after["commits"] - before["commits"]) / res.Seconds
+	}
+	return res, nil
+}
+
+func (r *Runner) metrics(ctx context.Context) map[string]float64 {
+	if r.t.Metrics == nil {
+		return nil
+	}
+	m, err := r.t.Metrics(ctx)
+	if err != nil {
+		return nil
+	}
+	return m
+}
+
+func code(err error) string {
+	var e *client.Error
+	if errors.As(err, &e) {
+		return e.Code
+	}
+	return "transport"
+}
+
+// MetricsFrom reads the server's /metrics and sums what the report uses:
+// HSM operations and registry transactions (each one commit).
+func MetricsFrom(conn *client.Conn) func(ctx context.Context) (map[string]float64, error) {
+	return func(ctx context.Context) (map[string]float64, error) {
+		req, _ := http.NewRequestWithContext(ctx, "GET", conn.Base+"/metrics", nil)
+		resp, err := conn.HTTP.Do(req)
+		if err != nil {
+			return nil, err
+		}
+		defer resp.Body.Close()
+		out := map[string]float64{}
+		sc := bufio.NewScanner(resp.Body)
+		sc.Buffer(make([]byte, 1<<20), 1<<20)
+		for sc.Scan() {
+			line := sc.Text()
+			var key string
+			switch {
+			case strings.HasPrefix(line, "credfactory_hsm_operation_duration_seconds_count{"):
+				key = "hsm_ops"
+			case strings.HasPrefix(line, "credfactory_store_transaction_duration_seconds_count{"):
+				key = "commits"
+			default:
+				continue
+			}
+			if v, err := strconv.ParseFloat(line[strings.LastIndexByte(line, ' ')+1:], 64); err == nil {
+				out[key] += v
+			}
+		}
+		return out, sc.Err()
+	}
+}
+
+func newKey() *ecdsa.PrivateKey {
+	k, _ := ecdsa.GenerateKey(elliptic.P256(), rand.Reader)
+	return k
+}
