@@ -89,8 +89,12 @@ verify, store commits) and reports each path as a ratio of its ceiling.`,
 			}
 			t.Metrics = bench.MetricsFrom(client.NewConn(t.Base, t.Anchor, nil))
 			fmt.Fprintf(out, "bench against %s: paths %v, concurrency %v, %v per step\n", t.Base, cfg.Paths, cfg.Concurrency, cfg.Duration)
-			results, err := bench.NewRunner(t, out).Run(ctx, cfg)
+			runner := bench.NewRunner(t, out)
+			results, err := runner.Run(ctx, cfg)
 			report.Results = results
+			if err == nil {
+				err = runner.Verify(ctx, results)
+			}
 			if stop != nil {
 				report.ServerRSSMiB = float64(stop()) / 1024
 			}
