@@ -131,7 +131,7 @@ func (r *Runner) prepare(ctx context.Context, path string, n, batch int) ([]task
 		}
 	case PathPSK:
 		for i, b := range bundles {
-			reqID := fmt.Sprintf("bench-%d", i)
+			reqID := fmt.Sprintf("bench-request-%016d", i)
 			work = append(work, func(ctx context.Context) (int, error) {
 				_, err := r.conn.EnrolKey(ctx, b.Token, b.AssignedID, reqID, 22, []string{"in-cse.bench.example"})
 				return 1, err

@@ -121,3 +121,11 @@ func newSerial(r io.Reader) (*big.Int, error) {
 		}
 	}
 }
+
+// CheckSubjectKey applies the issuance key policy (ECDSA P-256/P-384, RSA
+// 2048-4096 with e=65537, Ed25519) to a key from outside the CA, such as a
+// certificate a trusted OBS issued.
+func CheckSubjectKey(pub crypto.PublicKey) error {
+	_, err := checkPublicKey(pub)
+	return err
+}

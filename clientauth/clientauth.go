@@ -39,7 +39,8 @@ type Peer struct {
 	Certificate *x509.Certificate
 	// SHA256 of the leaf DER: how the registry finds a certificate it issued.
 	SHA256 [32]byte
-	// Names are the leaf's URI SANs, DNS SANs and subject CN, in that order.
+	// Names are the leaf's URI SANs and DNS SANs, in that order; never the
+	// CN, which no name constraint binds.
 	Names []string
 }
 
@@ -49,15 +50,12 @@ func (v *Verifier) Verify(state *tls.ConnectionState) (Peer, error) {
 		return Peer{}, ErrNoCertificate
 	}
 	leaf := state.PeerCertificates[0]
-	inter := v.intermediates
-	if len(state.PeerCertificates) > 1 {
-		inter = v.intermediates.Clone()
-		for _, c := range state.PeerCertificates[1:] {
-			inter.AddCert(c)
-		}
-	}
+	// Only the configured intermediates: a chain the client brings could
+	// run through an OBS's sub-CA, whose holder names its certificates as
+	// it likes (name constraints do not bind the CN, and device URIs share
+	// the SP's host). Client identities come from the SP's issuing CA.
 	if _, err := leaf.Verify(x509.VerifyOptions{
-		Roots: v.roots, Intermediates: inter, CurrentTime: v.now(),
+		Roots: v.roots, Intermediates: v.intermediates, CurrentTime: v.now(),
 		KeyUsages: []x509.ExtKeyUsage{x509.ExtKeyUsageClientAuth},
 	}); err != nil {
 		return Peer{}, fmt.Errorf("%w: %w", ErrUntrusted, err)
@@ -67,8 +65,5 @@ func (v *Verifier) Verify(state *tls.ConnectionState) (Peer, error) {
 		p.Names = append(p.Names, u.String())
 	}
 	p.Names = append(p.Names, leaf.DNSNames...)
-	if leaf.Subject.CommonName != "" {
-		p.Names = append(p.Names, leaf.Subject.CommonName)
-	}
 	return p, nil
 }

@@ -68,7 +68,7 @@ type MEF struct {
 
 // MAF is the credential registry's API.
 type MAF struct {
-	AdminClients []string `yaml:"admin_clients" help:"client certificate names (URI/DNS SAN or CN) that may read and revoke any credential through the MAF API"`
+	AdminClients []string `yaml:"admin_clients" help:"client certificate names (URI or DNS SAN of a certificate from the issuing CA) that may read and revoke any credential through the MAF API"`
 }
 
 // HSM is the PKCS#11 settings plus whether to run the embedded SoftHSM2.

@@ -1,6 +1,7 @@
 package maf
 
 import (
+	"crypto/sha256"
 	"encoding/base64"
 	"encoding/hex"
 	"errors"
@@ -22,7 +23,7 @@ import (
 type API struct {
 	reg    *Registry
 	verify *clientauth.Verifier
-	// admins are client names (URI/DNS SAN or CN) that may read and revoke
+	// admins are client names (URI or DNS SAN) that may read and revoke
 	// any credential: the SP's own back-office services.
 	admins []string
 }
@@ -51,12 +52,28 @@ type caller struct {
 }
 
 func (a *API) authenticate(ctx *fasthttp.RequestCtx) (caller, error) {
-	peer, err := a.verify.Verify(ctx.TLSConnectionState())
+	state := ctx.TLSConnectionState()
+	peer, err := a.verify.Verify(state)
 	switch {
 	case errors.Is(err, clientauth.ErrNoCertificate):
 		return caller{}, &apierr.Error{Status: http.StatusUnauthorized, Code: "client_certificate_required",
 			Message: "the MAF API requires a TLS client certificate issued by this SP"}
 	case err != nil:
+		// A device certificate a trusted OBS issued does not chain through
+		// the SP's issuing CA; it is accepted when the registry holds it,
+		// active and in date (the MEF checked its chain and names when it
+		// was forwarded), and then it is known by its assigned ID only,
+		// never by names its issuer chose.
+		leaf := state.PeerCertificates[0]
+		fp := sha256.Sum256(leaf.Raw)
+		own, lerr := a.reg.Get(ctx, store.ByCertSHA256, fp[:])
+		now := time.Now()
+		if lerr == nil && own.Status == store.StatusActive && now.After(leaf.NotBefore) && now.Before(leaf.NotAfter) {
+			return caller{names: []string{own.AssignedID}, assignedID: own.AssignedID}, nil
+		}
+		if lerr != nil && !errors.Is(lerr, store.ErrNotFound) {
+			return caller{}, mapErr(lerr)
+		}
 		return caller{}, &apierr.Error{Status: http.StatusUnauthorized, Code: "client_certificate_invalid",
 			Message: "the TLS client certificate does not chain to this SP's CA for client authentication", Err: err}
 	}

@@ -3,14 +3,19 @@ package maf_test
 import (
 	"bytes"
 	"context"
+	"crypto/ecdsa"
+	"crypto/elliptic"
+	"crypto/rand"
 	"crypto/sha256"
 	"crypto/tls"
 	"crypto/x509"
+	"crypto/x509/pkix"
 	"encoding/base64"
 	"encoding/json"
 	"errors"
 	"fmt"
 	"io"
+	"math/big"
 	"net/http"
 	"net/url"
 	"os"
@@ -370,5 +375,59 @@ func TestAPIWhileDatabaseIsDown(t *testing.T) {
 	cluster.Run("up")
 	if status, body := call(as(&targetCert), "GET", fetch, ""); status != 200 {
 		t.Fatalf("database back: %d %v", status, body)
+	}
+}
+
+// TestOBSIssuedCertificateCannotChooseItsNames: a trusted OBS's sub-CA
+// chains to the root, and it names its certificates as it likes (URI SANs
+// are not bound by a DNS-only constraint, the CN by none). The MAF must not
+// take those names: such a certificate is unknown to it unless the registry
+// holds it, and then it is its assigned ID only.
+func TestOBSIssuedCertificateCannotChooseItsNames(t *testing.T) {
+	st := openStore(t, "sqlite://"+t.TempDir()+"/r.db", store.Options{})
+	reg := maf.New(st, nil, master, kek)
+	p := newPKI(t)
+	obfKey, _ := ecdsa.GenerateKey(elliptic.P256(), rand.Reader)
+	obfCert, err := ca.CreateOBFCA(p.Root, p.RootKey, &obfKey.PublicKey, pkix.Name{CommonName: "obf ca"}, time.Hour, time.Now())
+	if err != nil {
+		t.Fatal(err)
+	}
+	obfCA, _ := ca.New(ca.Config{Issuer: obfCert, Signer: obfKey, Chain: []*x509.Certificate{obfCert, p.Root}})
+	subKey, _ := ecdsa.GenerateKey(elliptic.P256(), rand.Reader)
+	csr, _ := x509.CreateCertificateRequest(rand.Reader, &x509.CertificateRequest{}, subKey)
+	sub, err := obfCA.Issue(context.Background(), ca.Request{CSR: csr, Profile: ca.ProfileOBFSubCA, AssignedID: "obs-1", PermittedDNSDomains: []string{"line.factory.example"}})
+	if err != nil {
+		t.Fatal(err)
+	}
+	leafKey, _ := ecdsa.GenerateKey(elliptic.P256(), rand.Reader)
+	admin, _ := url.Parse("spiffe://sp.example/ops")
+	tmpl := &x509.Certificate{SerialNumber: big.NewInt(99), Subject: pkix.Name{CommonName: "ops.sp.example"}, URIs: []*url.URL{admin},
+		NotBefore: time.Now().Add(-time.Minute), NotAfter: time.Now().Add(time.Hour),
+		KeyUsage: x509.KeyUsageDigitalSignature, ExtKeyUsage: []x509.ExtKeyUsage{x509.ExtKeyUsageClientAuth}}
+	der, err := x509.CreateCertificate(rand.Reader, tmpl, sub.Certificate, &leafKey.PublicKey, subKey)
+	if err != nil {
+		t.Fatal(err)
+	}
+	rogue := tls.Certificate{Certificate: [][]byte{der, sub.DER, obfCert.Raw}, PrivateKey: leafKey}
+	cred, _ := derivedPSK(t, reg, "Svictim", time.Now().Add(time.Hour))
+
+	srv := server.New(server.Options{Listen: "127.0.0.1:0", MaxBodyBytes: 1 << 16, TLS: &tls.Config{
+		Certificates: []tls.Certificate{p.ServerCert(t)}, ClientAuth: tls.RequestClientCert}})
+	srv.Register(maf.NewAPI(reg, clientauth.New([]*x509.Certificate{p.Root}, []*x509.Certificate{p.Issuing}), []string{admin.String(), "ops.sp.example"}).Routes()...)
+	if err := srv.Listen(); err != nil {
+		t.Fatal(err)
+	}
+	go srv.Serve()
+	t.Cleanup(func() { srv.Shutdown(context.Background()) })
+	roots := x509.NewCertPool()
+	roots.AddCert(p.Root)
+	c := &http.Client{Timeout: 5 * time.Second, Transport: &http.Transport{TLSClientConfig: &tls.Config{RootCAs: roots, Certificates: []tls.Certificate{rogue}}}}
+	resp, err := c.Get("https://localhost:" + strings.Split(srv.Addr().String(), ":")[1] + "/maf/v1/credentials/" + cred.ID)
+	if err != nil {
+		t.Fatal(err)
+	}
+	resp.Body.Close()
+	if resp.StatusCode != http.StatusUnauthorized {
+		t.Fatalf("an OBS-issued certificate naming an admin got %d, want 401", resp.StatusCode)
 	}
 }

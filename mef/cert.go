@@ -127,7 +127,7 @@ func (m *MEF) recorded(ctx context.Context, credentialID string) (CertResult, er
 	if err != nil {
 		return CertResult{}, tokenErr(err)
 	}
-	if c.Type != store.TypeX509 {
+	if c.Type != store.TypeX509 || c.Status != store.StatusActive {
 		return CertResult{}, errTokenRedeemed
 	}
 	cert, err := x509.ParseCertificate(c.CertDER)

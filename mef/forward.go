@@ -11,6 +11,7 @@ import (
 	"time"
 
 	"github.com/credfactory/credfactory/apierr"
+	"github.com/credfactory/credfactory/ca"
 	"github.com/credfactory/credfactory/httpapi"
 	"github.com/credfactory/credfactory/kdf"
 	"github.com/credfactory/credfactory/store"
@@ -132,7 +133,10 @@ func (m *MEF) forwardOne(ctx context.Context, obf store.OBF, subCA *x509.Certifi
 		if replay, err := e.Check(red); err != nil {
 			return ForwardResult{}, path, err
 		} else if replay {
-			return ForwardResult{Status: "replayed", CredentialID: deref(e.CredentialID)}, path, nil
+			if deref(e.CredentialID) != credID {
+				return ForwardResult{}, path, errTokenRedeemed
+			}
+			return ForwardResult{Status: "replayed", CredentialID: credID}, path, nil
 		}
 		// Sealed by the HSM's KEK, bound to the Credential-ID, before it
 		// touches the database (DESIGN.md "HSM").
@@ -154,6 +158,12 @@ func (m *MEF) forwardOne(ctx context.Context, obf store.OBF, subCA *x509.Certifi
 	}
 	status := "recorded"
 	if got.Replayed {
+		// A replay answers only for the very credential recorded: another
+		// certificate for the same key is not it, and an OBS that handed it
+		// out would give the device one the MAF does not hold.
+		if got.Credential.ID != red.Credential.ID {
+			return ForwardResult{}, path, errTokenRedeemed
+		}
 		status = "replayed"
 	}
 	return ForwardResult{Status: status, CredentialID: got.Credential.ID}, path, nil
@@ -185,13 +195,22 @@ func (m *MEF) checkForwardedCert(subCA *x509.Certificate, der []byte, assignedID
 	if cert.NotBefore.Before(subCA.NotBefore) || cert.NotAfter.After(subCA.NotAfter) {
 		return nil, fail(http.StatusForbidden, "validity_outside_sub_ca", "the certificate's validity is not inside its sub-CA's")
 	}
+	// The certificate must name the device exactly as the SP would have
+	// (TS-0003 §10.1): peers identify a device by its URI SAN, so a CN for
+	// one device and a URI for another would impersonate the second.
 	want := AssignedIDURI(m.cfg.SPDomain, assignedID).String()
-	named := cert.Subject.CommonName == assignedID
-	for _, u := range cert.URIs {
-		named = named || u.String() == want
+	switch {
+	case len(cert.URIs) != 1 || cert.URIs[0].String() != want:
+		return nil, fail(http.StatusForbidden, "assigned_id_mismatch", "the certificate must carry exactly one URI SAN, the token's assigned ID ("+want+")")
+	case cert.Subject.CommonName != "" && cert.Subject.CommonName != assignedID:
+		return nil, fail(http.StatusForbidden, "assigned_id_mismatch", "the certificate's CN is not the token's assigned ID")
+	case len(cert.DNSNames)+len(cert.IPAddresses)+len(cert.EmailAddresses) > 0:
+		return nil, fail(http.StatusForbidden, "bad_certificate", "a device certificate carries no DNS, IP or e-mail names")
+	case cert.IsCA:
+		return nil, fail(http.StatusForbidden, "bad_certificate", "a device certificate is not a CA")
 	}
-	if !named {
-		return nil, fail(http.StatusForbidden, "assigned_id_mismatch", "the certificate does not name the token's assigned ID ("+want+")")
+	if err := ca.CheckSubjectKey(cert.PublicKey); err != nil {
+		return nil, fail(http.StatusForbidden, "unsupported_key", err.Error())
 	}
 	return cert, nil
 }

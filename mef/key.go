@@ -38,8 +38,10 @@ var errBadKeyRequest = fail(http.StatusBadRequest, "bad_key_request", "a key req
 // derivation context, never the key; the key is re-derived to answer, here
 // and on a retry.
 func (m *MEF) EnrolKey(ctx context.Context, req KeyRequest) (KeyResult, error) {
-	if req.RequestID == "" {
-		return KeyResult{}, fail(http.StatusBadRequest, "missing_request_id", "a key request needs a requestId: a retry with the same ID gets the same key")
+	if len(req.RequestID) < 16 || len(req.RequestID) > 128 {
+		// It is what a retry presents with the token to get the key again:
+		// it must be as unguessable as a secret (16+ random characters).
+		return KeyResult{}, fail(http.StatusBadRequest, "bad_request_id", "a key request needs a requestId of 16 to 128 random characters: a retry with the same ID gets the same key")
 	}
 	var kind kdf.CredentialType
 	switch req.SUID {
@@ -132,7 +134,7 @@ func (m *MEF) recordedKey(ctx context.Context, credentialID string) (KeyResult, 
 	if err != nil {
 		return KeyResult{}, tokenErr(err)
 	}
-	if c.Type != store.TypePSK {
+	if c.Type != store.TypePSK || c.Status != store.StatusActive {
 		return KeyResult{}, errTokenRedeemed
 	}
 	key, err := m.reg.Key(ctx, c)

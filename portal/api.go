@@ -32,6 +32,7 @@ func (p *Portal) APIRoutes() []Route {
 		{Method: "POST", Pattern: "/api/v1/handovers", Handler: p.apiHandOver},
 		{Method: "POST", Pattern: "/api/v1/obfs", Handler: p.apiRegisterOBF},
 		{Method: "GET", Pattern: "/api/v1/obfs", Handler: p.apiOBFs},
+		{Method: "POST", Pattern: "/api/v1/obfs/{obfId}/disable", Handler: p.apiDisableOBF},
 		{Method: "POST", Pattern: "/api/v1/api-keys", Handler: p.apiNewKey},
 		{Method: "GET", Pattern: "/api/v1/api-keys", Handler: p.apiKeys},
 		{Method: "POST", Pattern: "/api/v1/api-keys/{keyId}/revoke", Handler: p.apiRevokeKey},
@@ -315,3 +316,14 @@ func (p *Portal) apiRevokeKey(ctx *fasthttp.RequestCtx) error {
 func decodeJSON(ctx *fasthttp.RequestCtx, v any) error { return httpapi.Decode(ctx.PostBody(), v) }
 
 func hexString(b []byte) string { return hex.EncodeToString(b) }
+
+func (p *Portal) apiDisableOBF(ctx *fasthttp.RequestCtx) error {
+	who, err := p.Authenticate(ctx, false)
+	if err != nil {
+		return err
+	}
+	if err := p.DisableOBF(ctx, who, httpapi.Param(ctx, "obfId")); err != nil {
+		return err
+	}
+	return httpapi.JSON(ctx, http.StatusOK, map[string]bool{"disabled": true})
+}

@@ -123,7 +123,13 @@ func (p *Portal) Enrol(ctx context.Context, who Principal, deviceID string, req 
 	token := randomToken()
 	now := p.now()
 	e := store.Enrolment{TokenHash: sha(token), DeviceID: d.ID, AssignedID: assigned, StakeholderID: who.Stakeholder.ID,
-		Tenant: d.Tenant, OBFID: obfID, Mode: mode, DeviceCertSHA256: d.DeviceCertSHA256, ExpiresAt: now.Add(p.cfg.TokenTTL), CreatedAt: now}
+		Tenant: d.Tenant, OBFID: obfID, Mode: mode, ExpiresAt: now.Add(p.cfg.TokenTTL), CreatedAt: now}
+	if mode == store.ModeUntrusted {
+		// The Enrollee presents its existing certificate over TLS on the
+		// RSPF path; on the trusted path the OBF forwards, and the OBF is
+		// what the token is bound to.
+		e.DeviceCertSHA256 = d.DeviceCertSHA256
+	}
 	if err := p.st.CreateEnrolment(ctx, e); err != nil {
 		return Bundle{}, storeErr(err)
 	}
@@ -159,22 +165,22 @@ func (p *Portal) checkProof(ctx context.Context, who Principal, d store.Device, 
 	now := p.now()
 	switch {
 	case proof.ClaimCode != "":
-		if err := p.st.ClaimAllowed(ctx, d.ID, who.Stakeholder.ID, now); errors.Is(err, store.ErrClaimLocked) {
+		if len(d.ClaimCodeHash) == 0 {
+			return apierr.New(http.StatusConflict, "no_claim_code", "this device was pre-enrolled without a claim code")
+		}
+		// The attempt is reserved (counted) before the code is compared, so
+		// parallel guesses cannot slip past the limit.
+		err := p.st.ClaimAttempt(ctx, d.ID, who.Stakeholder.ID, now, p.cfg.ClaimMaxFailures, p.cfg.ClaimMaxFailuresAccount, p.cfg.ClaimLockout)
+		if errors.Is(err, store.ErrClaimLocked) {
 			return errClaimLocked
 		} else if err != nil {
 			return storeErr(err)
-		}
-		if len(d.ClaimCodeHash) == 0 {
-			return apierr.New(http.StatusConflict, "no_claim_code", "this device was pre-enrolled without a claim code")
 		}
 		h, err := p.claimHash(ctx, d.ID, strings.TrimSpace(proof.ClaimCode))
 		if err != nil {
 			return err
 		}
 		if subtle.ConstantTimeCompare(h, d.ClaimCodeHash) != 1 {
-			if err := p.st.ClaimFailure(ctx, d.ID, who.Stakeholder.ID, now, p.cfg.ClaimMaxFailures, p.cfg.ClaimMaxFailuresAccount, p.cfg.ClaimLockout); err != nil {
-				return storeErr(err)
-			}
 			_ = p.st.AppendAudit(ctx, store.AuditEvent{At: now, Tenant: d.Tenant, Actor: who.actor(), Action: "device.claim_failure", Subject: d.ID, Detail: map[string]any{}})
 			return errWrongClaim
 		}

@@ -129,3 +129,16 @@ func caErr(err error) error {
 	}
 	return err
 }
+
+// DisableOBF (sp-admin) stops an OBF at once: forwarding, vouching and new
+// enrolments for it are refused.
+func (p *Portal) DisableOBF(ctx context.Context, who Principal, id string) error {
+	if err := requireRole(who, store.RoleSPAdmin); err != nil {
+		return err
+	}
+	err := p.st.DisableOBF(ctx, id, who.actor(), p.now())
+	if errors.Is(err, store.ErrNotFound) {
+		return errUnknownOBF
+	}
+	return storeErr(err)
+}

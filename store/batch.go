@@ -57,12 +57,18 @@ type BatchOptions struct {
 // transaction, each gets its own result, and a refused item (a redeemed or
 // expired token) never fails its neighbours.
 type Batcher struct {
-	s    *Store
-	opt  BatchOptions
-	in   chan *pending
-	wg   sync.WaitGroup
-	once sync.Once
+	s   *Store
+	opt BatchOptions
+	in  chan *pending
+	wg  sync.WaitGroup
+	// mu guards closed and the channel: Redeem sends under a read lock, so
+	// Close (write lock) never closes the channel under a sender.
+	mu     sync.RWMutex
+	closed bool
 }
+
+// ErrClosed: the batcher was closed (the server is shutting down).
+var ErrClosed = errors.New("store: shutting down")
 
 type pending struct {
 	ctx  context.Context
@@ -93,7 +99,12 @@ func (s *Store) NewBatcher(opt BatchOptions) *Batcher {
 
 // Close stops accepting work and waits for queued redemptions to commit.
 func (b *Batcher) Close() {
-	b.once.Do(func() { close(b.in) })
+	b.mu.Lock()
+	if !b.closed {
+		b.closed = true
+		close(b.in)
+	}
+	b.mu.Unlock()
 	b.wg.Wait()
 }
 
@@ -105,9 +116,16 @@ func (b *Batcher) Redeem(ctx context.Context, r Redemption) (Redeemed, error) {
 		return Redeemed{}, err
 	}
 	p := &pending{ctx: ctx, r: r, done: make(chan batchResult, 1)}
+	b.mu.RLock()
+	if b.closed {
+		b.mu.RUnlock()
+		return Redeemed{}, fmt.Errorf("redeem: %w: %w", ErrUnavailable, ErrClosed)
+	}
 	select {
 	case b.in <- p:
+		b.mu.RUnlock()
 	case <-ctx.Done():
+		b.mu.RUnlock()
 		return Redeemed{}, fmt.Errorf("redeem: %w", ctx.Err())
 	}
 	select {

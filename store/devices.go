@@ -211,9 +211,9 @@ func (s *Store) Device(ctx context.Context, id string) (Device, error) {
 	return d, nil
 }
 
-// HandOver moves a manufacturer's devices to a subscriber's tenant and
-// returns how many moved; a device already handed over, or another
-// manufacturer's, is left alone.
+// HandOver moves a manufacturer's pre-enrolled devices to a subscriber's
+// tenant and returns how many moved; a device already handed over, another
+// manufacturer's, or one with a token or credential is left alone.
 func (s *Store) HandOver(ctx context.Context, manufacturerID, subscriberID string, deviceIDs []string, actor string, now time.Time) (int, error) {
 	moved := 0
 	err := s.tx(ctx, "hand_over", func(q querier) error {
@@ -226,8 +226,11 @@ func (s *Store) HandOver(ctx context.Context, manufacturerID, subscriberID strin
 			return fmt.Errorf("devices are handed over to a subscriber, not a %s", role)
 		}
 		for _, id := range deviceIDs {
+			// Only pre-enrolled devices move: one with an open token or a
+			// credential would carry the manufacturer's enrolment into the
+			// subscriber's tenant.
 			n, err := q.exec(ctx, `UPDATE devices SET owner_id = $3, tenant = $3, updated_at = $4
-				WHERE id = $1 AND manufacturer_id = $2 AND tenant = $2`, id, manufacturerID, subscriberID, now.UTC())
+				WHERE id = $1 AND manufacturer_id = $2 AND tenant = $2 AND state = 'pre-enrolled'`, id, manufacturerID, subscriberID, now.UTC())
 			if err != nil {
 				return err
 			}

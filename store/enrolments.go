@@ -157,6 +157,12 @@ func (e Enrolment) Check(r Redemption) (replay bool, err error) {
 	case EnrolmentRedeemed:
 		if e.RequestID != nil && *e.RequestID == r.RequestID ||
 			len(e.PublicKeySHA256) > 0 && bytes.Equal(e.PublicKeySHA256, r.Credential.PublicKeySHA256) {
+			// A retry is answered only within the token's own lifetime: after
+			// it, token and request ID must not stay a way to get the
+			// credential again.
+			if !r.Now.Before(e.ExpiresAt) {
+				return false, ErrTokenExpired
+			}
 			return true, nil
 		}
 		return false, ErrTokenRedeemed

@@ -96,3 +96,18 @@ func (s *Store) OBFs(ctx context.Context, stakeholderID string) ([]OBF, error) {
 	})
 	return out, err
 }
+
+// DisableOBF stops an OBF: it can no longer forward, vouch, or be chosen
+// for an enrolment.
+func (s *Store) DisableOBF(ctx context.Context, id, actor string, now time.Time) error {
+	return s.tx(ctx, "disable_obf", func(q querier) error {
+		var owner string
+		if err := q.queryRow(ctx, `SELECT stakeholder_id FROM obfs WHERE id = $1`, id).Scan(&owner); err != nil {
+			return err
+		}
+		if _, err := q.exec(ctx, `UPDATE obfs SET disabled_at = $2 WHERE id = $1 AND disabled_at IS NULL`, id, now.UTC()); err != nil {
+			return err
+		}
+		return insertAudit(ctx, q, AuditEvent{At: now, Tenant: owner, Actor: actor, Action: "obf.disable", Subject: id, Detail: map[string]any{}})
+	})
+}

@@ -145,43 +145,43 @@ func (s *Store) LoginResult(ctx context.Context, id string, ok bool, now time.Ti
 	return locked, err
 }
 
-// ClaimFailure counts a wrong claim code against both the device and the
-// stakeholder trying it: past deviceMax (for the device) or stakeholderMax
-// (for the account, which may mistype across many devices) either is locked
-// for lockFor, so codes cannot be brute-forced one device at a time nor
-// spread over many devices.
-func (s *Store) ClaimFailure(ctx context.Context, deviceID, stakeholderID string, now time.Time, deviceMax, stakeholderMax int, lockFor time.Duration) error {
-	return s.tx(ctx, "claim_failure", func(q querier) error {
-		until := now.Add(lockFor).UTC()
-		for _, table := range []struct {
-			name, id string
-			max      int
-		}{{"devices", deviceID, deviceMax}, {"stakeholders", stakeholderID, stakeholderMax}} {
-			if _, err := q.exec(ctx, `UPDATE `+table.name+` SET claim_failures = claim_failures + 1,
-				claim_locked_until = CASE WHEN claim_failures + 1 >= $2 THEN $3 ELSE claim_locked_until END
-				WHERE id = $1`, table.id, table.max, until); err != nil {
-				return err
-			}
-		}
-		return nil
-	})
-}
-
 // ErrClaimLocked: too many wrong claim codes for this device or account.
 var ErrClaimLocked = errors.New("store: too many wrong claim codes; try later")
 
-// ClaimAllowed reports ErrClaimLocked while the device or the stakeholder is
-// locked out of claim-code attempts.
-func (s *Store) ClaimAllowed(ctx context.Context, deviceID, stakeholderID string, now time.Time) error {
-	return s.read(ctx, func(q querier) error {
-		for _, table := range []struct{ name, id string }{{"devices", deviceID}, {"stakeholders", stakeholderID}} {
+// ClaimAttempt reserves one claim-code attempt against both the device and
+// the stakeholder before the code is compared: it counts as a failure until
+// ClaimSuccess clears it. Reserving inside one transaction is what makes the
+// limit hold under concurrency: checking a lock and counting a failure as two
+// steps let 200 parallel guesses through a limit of 5. Past deviceMax (the
+// device) or stakeholderMax (the account, which may mistype across many
+// devices) the attempt is refused with ErrClaimLocked and both stay locked
+// for lockFor.
+func (s *Store) ClaimAttempt(ctx context.Context, deviceID, stakeholderID string, now time.Time, deviceMax, stakeholderMax int, lockFor time.Duration) error {
+	return s.tx(ctx, "claim_attempt", func(q querier) error {
+		targets := []struct {
+			table, id string
+			max       int
+		}{{"devices", deviceID, deviceMax}, {"stakeholders", stakeholderID, stakeholderMax}}
+		for _, t := range targets {
 			var until *time.Time
-			err := q.queryRow(ctx, `SELECT claim_locked_until FROM `+table.name+` WHERE id = $1`, table.id).Scan(&until)
+			err := q.queryRow(ctx, `SELECT claim_locked_until FROM `+t.table+` WHERE id = $1`, t.id).Scan(&until)
 			if err != nil && !errors.Is(err, ErrNotFound) {
 				return err
 			}
 			if until != nil && now.Before(*until) {
 				return ErrClaimLocked
+			}
+		}
+		until := now.Add(lockFor).UTC()
+		for _, t := range targets {
+			// The attempt that reaches the limit locks and starts a new
+			// budget for after the lock.
+			if _, err := q.exec(ctx, `UPDATE `+t.table+` SET claim_failures = claim_failures + 1 WHERE id = $1`, t.id); err != nil {
+				return err
+			}
+			if _, err := q.exec(ctx, `UPDATE `+t.table+` SET claim_locked_until = $2, claim_failures = 0
+				WHERE id = $1 AND claim_failures >= $3`, t.id, until, t.max); err != nil {
+				return err
 			}
 		}
 		return nil
@@ -320,4 +320,22 @@ func (s *Store) RevokeAPIKey(ctx context.Context, stakeholderID, id string, now 
 // AppendAudit records one audit event on its own.
 func (s *Store) AppendAudit(ctx context.Context, e AuditEvent) error {
 	return s.tx(ctx, "audit", func(q querier) error { return insertAudit(ctx, q, e) })
+}
+
+// DisableStakeholder disables an account: its sessions and API keys stop
+// working at once (every authentication checks it).
+func (s *Store) DisableStakeholder(ctx context.Context, id, actor string, now time.Time) error {
+	return s.tx(ctx, "disable_stakeholder", func(q querier) error {
+		n, err := q.exec(ctx, `UPDATE stakeholders SET disabled_at = $2 WHERE id = $1 AND disabled_at IS NULL`, id, now.UTC())
+		if err != nil {
+			return err
+		}
+		if n == 0 {
+			return ErrNotFound
+		}
+		if _, err := q.exec(ctx, `DELETE FROM sessions WHERE stakeholder_id = $1`, id); err != nil {
+			return err
+		}
+		return insertAudit(ctx, q, AuditEvent{At: now, Tenant: id, Actor: actor, Action: "stakeholder.disable", Subject: id, Detail: map[string]any{}})
+	})
 }

@@ -2,6 +2,7 @@ package store
 
 import (
 	"context"
+	"errors"
 	"fmt"
 	"strings"
 	"time"
@@ -123,7 +124,15 @@ func (s *Store) tx(ctx context.Context, op string, fn func(q querier) error) err
 }
 
 func (s *Store) read(ctx context.Context, fn func(q querier) error) error {
-	return s.b.classify(s.b.read(ctx, fn))
+	// Bounded like a transaction attempt: a black-holed database must not
+	// hang a request for the TCP timeout.
+	ctx, cancel := context.WithTimeout(ctx, s.opt.TxTimeout)
+	defer cancel()
+	err := s.b.read(ctx, fn)
+	if errors.Is(err, context.DeadlineExceeded) && ctx.Err() != nil {
+		return fmt.Errorf("%w: read timed out after %v", ErrUnavailable, s.opt.TxTimeout)
+	}
+	return s.b.classify(err)
 }
 
 // redact drops the password from a URL for error messages.

@@ -291,3 +291,38 @@ func TestRevoke(t *testing.T) {
 		}
 	})
 }
+
+// TestClaimAttemptsUnderConcurrency: 50 parallel claim-code guesses against
+// a limit of 5 let exactly 5 through to the comparison.
+func TestClaimAttemptsUnderConcurrency(t *testing.T) {
+	backends(t, func(t *testing.T, s *Store, _ *countingObserver) {
+		ctx := context.Background()
+		if _, err := s.UpsertDevices(ctx, "m1", []Device{{ID: "claim-dev"}}, t0); err != nil {
+			t.Fatal(err)
+		}
+		var allowed, locked atomic.Int64
+		var wg sync.WaitGroup
+		for i := 0; i < 50; i++ {
+			wg.Add(1)
+			go func() {
+				defer wg.Done()
+				switch err := s.ClaimAttempt(ctx, "claim-dev", "stakeholder-x", t0, 5, 25, time.Hour); {
+				case err == nil:
+					allowed.Add(1)
+				case errors.Is(err, ErrClaimLocked):
+					locked.Add(1)
+				default:
+					t.Errorf("claim attempt: %v", err)
+				}
+			}()
+		}
+		wg.Wait()
+		if allowed.Load() != 5 || locked.Load() != 45 {
+			t.Fatalf("%d attempts reached the comparison, %d were locked out; want 5 and 45", allowed.Load(), locked.Load())
+		}
+		// After the lock, a new budget; a success clears the count.
+		if err := s.ClaimAttempt(ctx, "claim-dev", "stakeholder-x", t0.Add(2*time.Hour), 5, 25, time.Hour); err != nil {
+			t.Fatalf("after the lock expired: %v", err)
+		}
+	})
+}

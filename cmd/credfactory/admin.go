@@ -8,6 +8,7 @@ import (
 	"io"
 	"os"
 	"strings"
+	"time"
 
 	"github.com/credfactory/credfactory/portal"
 	"github.com/credfactory/credfactory/store"
@@ -76,7 +77,28 @@ never from a flag.`,
 	key.Flags().StringVar(&holder, "stakeholder", "", "the account the key acts as")
 	key.Flags().StringVar(&keyName, "name", "cli", "a name for the key")
 	_ = key.MarkFlagRequired("stakeholder")
-	admin.AddCommand(create, key)
+	var disableName string
+	disable := &cobra.Command{
+		Use:   "disable-stakeholder",
+		Short: "Disable an account: its sessions end and its API keys stop working at once",
+		Args:  cobra.NoArgs,
+		RunE: func(cmd *cobra.Command, _ []string) error {
+			return withStore(cmd.Context(), g, func(st *store.Store) error {
+				s, err := st.StakeholderBy(cmd.Context(), "name", disableName)
+				if err != nil {
+					return fmt.Errorf("stakeholder %q: %w", disableName, err)
+				}
+				if err := st.DisableStakeholder(cmd.Context(), s.ID, "admin-cli", time.Now()); err != nil {
+					return err
+				}
+				fmt.Fprintf(cmd.OutOrStdout(), "disabled %q\n", s.Name)
+				return nil
+			})
+		},
+	}
+	disable.Flags().StringVar(&disableName, "name", "", "account name")
+	_ = disable.MarkFlagRequired("name")
+	admin.AddCommand(create, key, disable)
 	return admin
 }
 

@@ -163,8 +163,9 @@ func TestEnrolmentBadInput(t *testing.T) {
 		{"unknown field", `{"token":"x","assignedId":"S1","csr":"eA==","extra":1}`, "bad_request"},
 		{"csr and key", fmt.Sprintf(`{"token":%q,"assignedId":%q,"csr":"eA==","key":{"suid":22}}`, b.Token, b.AssignedID), "bad_request"},
 		{"bad base64 CSR", fmt.Sprintf(`{"token":%q,"assignedId":%q,"csr":"@@@"}`, b.Token, b.AssignedID), "bad_encoding"},
-		{"usage not for RSPF", fmt.Sprintf(`{"token":%q,"assignedId":%q,"requestId":"r1","key":{"suid":12}}`, b.Token, b.AssignedID), "bad_key_request"},
-		{"another assigned ID", fmt.Sprintf(`{"token":%q,"assignedId":"Sother","requestId":"r1","key":{"suid":22}}`, b.Token), "token_mismatch"},
+		{"guessable request ID", fmt.Sprintf(`{"token":%q,"assignedId":%q,"requestId":"1","key":{"suid":22}}`, b.Token, b.AssignedID), "bad_request_id"},
+		{"usage not for RSPF", fmt.Sprintf(`{"token":%q,"assignedId":%q,"requestId":"0123456789abcdef0123","key":{"suid":12}}`, b.Token, b.AssignedID), "bad_key_request"},
+		{"another assigned ID", fmt.Sprintf(`{"token":%q,"assignedId":"Sother","requestId":"0123456789abcdef0123","key":{"suid":22}}`, b.Token), "token_mismatch"},
 	} {
 		if status, body := s.call("", "POST", "/mef/v1/enrol", "application/json", []byte(tc.body)); status/100 != 4 || errCode(body) != tc.code {
 			t.Errorf("%s: %d %v, want %s", tc.name, status, body, tc.code)

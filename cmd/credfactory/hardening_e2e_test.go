@@ -1,0 +1,95 @@
+package main
+
+import (
+	"context"
+	"crypto/ecdsa"
+	"crypto/elliptic"
+	"crypto/rand"
+	"crypto/x509"
+	"crypto/x509/pkix"
+	"math/big"
+	"net/url"
+	"strings"
+	"testing"
+	"time"
+
+	"github.com/credfactory/credfactory/client"
+)
+
+// TestTrustedPathHardening: what a trusted OBS may not get recorded, and
+// what stops working once an account or an OBF is disabled.
+func TestTrustedPathHardening(t *testing.T) {
+	s := newSeed(t)
+	ctx := context.Background()
+	sub := parsePEMCerts(t, s.lineT["subCaCert"].(string))
+	line := s.obfConn(s.lineT, s.lineTKey)
+	b1 := s.bundle("dev-1", s.lineT)
+	b2 := s.bundle("dev-2", s.lineT)
+
+	// A CN for one device and a URI for another impersonates the second.
+	mixed := issueNamed(t, sub[0], s.lineTSub, b1.AssignedID, "//sp.example/"+b2.AssignedID)
+	res, err := line.Forward(ctx, []client.ForwardItem{{Token: b1.Token, AssignedID: b1.AssignedID, Certificate: pemCert(mixed)}})
+	if err != nil || res[0].Code != "assigned_id_mismatch" {
+		t.Fatalf("CN of one device, URI of another: %v %+v", err, res)
+	}
+
+	// Recorded once; the same key in another certificate is not a replay.
+	key, _ := ecdsa.GenerateKey(elliptic.P256(), rand.Reader)
+	first := issueWithKey(t, sub[0], s.lineTSub, b1.AssignedID, key)
+	second := issueWithKey(t, sub[0], s.lineTSub, b1.AssignedID, key)
+	if res, err := line.Forward(ctx, []client.ForwardItem{{Token: b1.Token, AssignedID: b1.AssignedID, Certificate: pemCert(first)}}); err != nil || res[0].Status != "recorded" {
+		t.Fatalf("first certificate: %v %+v", err, res)
+	}
+	if res, err := line.Forward(ctx, []client.ForwardItem{{Token: b1.Token, AssignedID: b1.AssignedID, Certificate: pemCert(second)}}); err != nil || res[0].Code != "token_redeemed" {
+		t.Fatalf("another certificate for the same key answered as a replay: %v %+v", err, res)
+	}
+
+	// Hand-over moves only pre-enrolled devices.
+	acme := strings.TrimSpace(s.cli("admin", "create-api-key", "--stakeholder", "acme"))
+	s.call(acme, "POST", "/api/v1/devices", "text/csv", []byte("deviceId,claimCode\nkeep-1,label-keep\n"))
+	if status, body := s.call(acme, "POST", "/api/v1/devices/keep-1/enrolments", "application/json", []byte(`{"proof":{"claimCode":"label-keep"}}`)); status != 201 {
+		t.Fatalf("manufacturer token: %d %v", status, body)
+	}
+	if status, body := s.call(acme, "POST", "/api/v1/handovers", "application/json", mustJSON(map[string]any{"subscriber": "alice", "deviceIds": []string{"keep-1"}})); status != 200 || body["handedOver"] != float64(0) {
+		t.Fatalf("a device with an open token was handed over: %d %v", status, body)
+	}
+
+	// A disabled OBF can no longer forward; a disabled account's key stops.
+	admin := strings.TrimSpace(s.cli("admin", "create-api-key", "--stakeholder", "admin"))
+	if status, body := s.call(admin, "POST", "/api/v1/obfs/"+s.lineT["obfId"].(string)+"/disable", "", nil); status != 200 {
+		t.Fatalf("disable OBF: %d %v", status, body)
+	}
+	if _, err := line.Forward(ctx, []client.ForwardItem{{Token: b2.Token, AssignedID: b2.AssignedID, Certificate: pemCert(obsIssue(t, sub[0], s.lineTSub, b2.AssignedID))}}); !isCode(err, "not_a_trusted_obf") {
+		t.Fatalf("forward from a disabled OBF: %v", err)
+	}
+	s.cli("admin", "disable-stakeholder", "--name", "alice")
+	if status, body := s.call(s.alice, "GET", "/api/v1/devices", "", nil); status != 401 || errCode(body) != "stakeholder_disabled" {
+		t.Fatalf("API key of a disabled stakeholder: %d %v", status, body)
+	}
+}
+
+func issueNamed(t *testing.T, sub *x509.Certificate, subKey *ecdsa.PrivateKey, cn, uri string) *x509.Certificate {
+	t.Helper()
+	u, _ := url.Parse(uri)
+	key, _ := ecdsa.GenerateKey(elliptic.P256(), rand.Reader)
+	return sign(t, sub, subKey, &x509.Certificate{Subject: pkix.Name{CommonName: cn}, URIs: []*url.URL{u}}, key)
+}
+
+func issueWithKey(t *testing.T, sub *x509.Certificate, subKey *ecdsa.PrivateKey, assignedID string, key *ecdsa.PrivateKey) *x509.Certificate {
+	t.Helper()
+	return sign(t, sub, subKey, &x509.Certificate{Subject: pkix.Name{CommonName: assignedID},
+		URIs: []*url.URL{{Host: "sp.example", Path: "/" + assignedID}}}, key)
+}
+
+func sign(t *testing.T, sub *x509.Certificate, subKey *ecdsa.PrivateKey, tmpl *x509.Certificate, key *ecdsa.PrivateKey) *x509.Certificate {
+	t.Helper()
+	tmpl.SerialNumber, _ = rand.Int(rand.Reader, new(big.Int).Lsh(big.NewInt(1), 128))
+	tmpl.NotBefore, tmpl.NotAfter = time.Now().Add(-time.Minute), time.Now().Add(24*time.Hour)
+	tmpl.KeyUsage, tmpl.ExtKeyUsage = x509.KeyUsageDigitalSignature, []x509.ExtKeyUsage{x509.ExtKeyUsageClientAuth}
+	der, err := x509.CreateCertificate(rand.Reader, tmpl, sub, &key.PublicKey, subKey)
+	if err != nil {
+		t.Fatal(err)
+	}
+	c, _ := x509.ParseCertificate(der)
+	return c
+}
