@@ -19,6 +19,11 @@ RUN_DEPS  := /usr/bin/gcc /usr/include/stdio.h /etc/ssl/certs/ca-certificates.cr
 # chromium: the portal's browser test drives it headless (chromedp); under
 # CI (env CI set) that test fails without it, elsewhere it is skipped.
 TEST_DEPS := $(RUN_DEPS) /usr/bin/pkcs11-tool /usr/bin/openssl /usr/bin/chromium
+# prometheus: promtool checks and unit-tests deploy/prometheus's rules, and an
+# integration test runs the server scraping credfactory; under CI those tests
+# fail without them, elsewhere they are skipped. The package installs a
+# service it may start: the tests run their own server on a free port.
+TEST_DEPS += /usr/bin/promtool /usr/bin/prometheus
 
 # PostgreSQL for the registry tests: any version under /usr/lib/postgresql.
 PG_CTL := $(firstword $(wildcard /usr/lib/postgresql/*/bin/pg_ctl))
@@ -81,6 +86,8 @@ $(SOFTHSM_MODULE):
 	$(call apt,openssl)
 /usr/bin/chromium:
 	$(call apt,chromium)
+/usr/bin/promtool /usr/bin/prometheus:
+	$(call apt,prometheus)
 postgresql:
 	@echo "installing postgresql (Debian package)"
 	@CREDFACTORY_APT_MARKER=/tmp/.credfactory-apt-updated-$$PPID bash deploy/dev/pg-test.sh install

@@ -613,9 +613,10 @@ func TestOpsPromtool(t *testing.T) {
 // ---------------------------------------------------------------------------
 // A real Prometheus scraping a real credfactory.
 
-// TestOpsPrometheusScrapes starts /usr/bin/prometheus with a scrape job like
-// deploy/prometheus/prometheus.yml's (HTTPS, the trust anchor as CA file,
-// every second) and the shipped rules, enrols a device, and asks
+// TestOpsPrometheusScrapes starts /usr/bin/prometheus with
+// deploy/prometheus/prometheus.yml's scrape job pointed at a running
+// credfactory on loopback (HTTPS, its trust anchor as CA file, every second)
+// and the shipped rules, enrols a device, and asks
 // Prometheus' HTTP API for the enrolment series. Then it checks every rule
 // evaluates without error and every dashboard query parses and runs.
 func TestOpsPrometheusScrapes(t *testing.T) {
@@ -629,24 +630,41 @@ func TestOpsPrometheusScrapes(t *testing.T) {
 		t.Fatal(err)
 	}
 	port := strings.TrimPrefix(s.base, "https://localhost:")
-	cfg := fmt.Sprintf(`global:
-  scrape_interval: 1s
-  scrape_timeout: 1s
-  evaluation_interval: 1s
-rule_files:
-  - %q
-scrape_configs:
-  - job_name: credfactory
-    scheme: https
-    metrics_path: /metrics
-    tls_config:
-      ca_file: %q
-      server_name: localhost
-    static_configs:
-      - targets: ["127.0.0.1:%s"]
-`, rules, filepath.Join(s.dir, "trust-anchor.pem"), port)
+	// The shipped scrape job, pointed at this server: its name, scheme,
+	// path and TLS settings are deploy/prometheus/prometheus.yml's.
+	raw, err := os.ReadFile(opsPromConfigs[0])
+	if err != nil {
+		t.Fatal(err)
+	}
+	var cfg map[string]any
+	if err := yaml.Unmarshal(raw, &cfg); err != nil {
+		t.Fatal(err)
+	}
+	cfg["global"] = map[string]any{"scrape_interval": "1s", "scrape_timeout": "1s", "evaluation_interval": "1s"}
+	cfg["rule_files"] = []any{rules}
+	delete(cfg, "alerting")
+	var job map[string]any
+	for _, j := range list(cfg, "scrape_configs") {
+		if str(j, "job_name") == "credfactory" {
+			job = j.(map[string]any)
+		}
+	}
+	if job == nil || str(job, "scheme") != "https" {
+		t.Fatalf("%s: no https job credfactory", opsPromConfigs[0])
+	}
+	tlsCfg, _ := job["tls_config"].(map[string]any)
+	if tlsCfg == nil {
+		t.Fatalf("%s: job credfactory has no tls_config", opsPromConfigs[0])
+	}
+	tlsCfg["ca_file"] = filepath.Join(s.dir, "trust-anchor.pem")
+	tlsCfg["server_name"] = "localhost"
+	job["static_configs"] = []any{map[string]any{"targets": []any{"127.0.0.1:" + port}}}
+	out, err := yaml.Marshal(cfg)
+	if err != nil {
+		t.Fatal(err)
+	}
 	cfgPath := filepath.Join(dir, "prometheus.yml")
-	if err := os.WriteFile(cfgPath, []byte(cfg), 0o600); err != nil {
+	if err := os.WriteFile(cfgPath, out, 0o600); err != nil {
 		t.Fatal(err)
 	}
 	addr := freePort(t)
@@ -671,6 +689,7 @@ scrape_configs:
 			t.Logf("prometheus log:\n%s", logs.String())
 		}
 	})
+	started := time.Now()
 	api := "http://" + addr
 	hc := &http.Client{Timeout: 5 * time.Second}
 	query := func(q string) (string, []map[string]any, error) {
@@ -737,6 +756,8 @@ scrape_configs:
 		_, up, _ := query(`up{job="credfactory"}`)
 		return false, fmt.Sprintf("query answered %v; up: %v", res, up)
 	})
+
+	t.Logf("Prometheus has the enrolment series %s after it started", time.Since(started).Round(100*time.Millisecond))
 
 	// Every rule has been evaluated, without error.
 	waitFor("evaluated rules", 30*time.Second, func() (bool, string) {
