@@ -36,6 +36,9 @@ type Target struct {
 	// Manufacturer pre-enrols devices and proves control with their claim
 	// codes; Admin registers the bench's OBS.
 	ManufacturerKey, AdminKey, OwnerName string
+	// SPDomain is the host of device URIs (portal.sp_domain): the bench's
+	// OBS names its certificates as the SP requires.
+	SPDomain string
 	// Metrics reads the server's /metrics (HSM ops, commits); nil to skip.
 	Metrics func(ctx context.Context) (map[string]float64, error)
 }
@@ -192,8 +195,12 @@ func (r *Runner) metrics(ctx context.Context) map[string]float64 {
 
 func code(err error) string {
 	var e *client.Error
-	if errors.As(err, &e) {
+	var r refused
+	switch {
+	case errors.As(err, &e):
 		return e.Code
+	case errors.As(err, &r):
+		return string(r)
 	}
 	return "transport"
 }
@@ -234,3 +241,8 @@ func newKey() *ecdsa.PrivateKey {
 	k, _ := ecdsa.GenerateKey(elliptic.P256(), rand.Reader)
 	return k
 }
+
+// refused is a forward batch with refused items, by the first item's code.
+type refused string
+
+func (r refused) Error() string { return "refused: " + string(r) }

@@ -11,6 +11,7 @@ import (
 	"fmt"
 	"math/big"
 	"net/http"
+	"net/url"
 	"strings"
 	"sync"
 	"time"
@@ -140,7 +141,7 @@ func (r *Runner) prepare(ctx context.Context, path string, n, batch int) ([]task
 	case PathForward:
 		var items []client.ForwardItem
 		for _, b := range bundles {
-			cert, err := r.obs.issue(b.AssignedID)
+			cert, err := r.obs.issue(r.t.SPDomain, b.AssignedID)
 			if err != nil {
 				return nil, err
 			}
@@ -153,14 +154,16 @@ func (r *Runner) prepare(ctx context.Context, path string, n, batch int) ([]task
 				if err != nil {
 					return 0, err
 				}
-				ok := 0
+				ok, why := 0, ""
 				for _, x := range res {
 					if x.Status == "recorded" || x.Status == "replayed" {
 						ok++
+					} else if why == "" {
+						why = x.Code
 					}
 				}
 				if ok < len(part) {
-					return ok, fmt.Errorf("%d of %d items refused", len(part)-ok, len(part))
+					return ok, refused(why)
 				}
 				return ok, nil
 			})
@@ -204,9 +207,10 @@ func (r *Runner) registerOBS(ctx context.Context) (*obsIdentity, error) {
 }
 
 // issue plays the OBS's own MEF: a device certificate from its sub-CA.
-func (o *obsIdentity) issue(assignedID string) (string, error) {
+func (o *obsIdentity) issue(spDomain, assignedID string) (string, error) {
 	serial, _ := rand.Int(rand.Reader, new(big.Int).Lsh(big.NewInt(1), 128))
 	tmpl := &x509.Certificate{SerialNumber: serial, Subject: pkix.Name{CommonName: assignedID},
+		URIs:      []*url.URL{{Host: spDomain, Path: "/" + strings.TrimPrefix(assignedID, "/")}},
 		NotBefore: time.Now().Add(-time.Minute), NotAfter: time.Now().Add(30 * 24 * time.Hour),
 		KeyUsage: x509.KeyUsageDigitalSignature, ExtKeyUsage: []x509.ExtKeyUsage{x509.ExtKeyUsageClientAuth}}
 	dev := newKey()

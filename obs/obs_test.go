@@ -490,8 +490,15 @@ func TestDaemonStopsOnCancel(t *testing.T) {
 		done <- s
 	}()
 	dropJob(t, cfg, keyJob("Sd1"))
+	// Wait until the SP has the item and the OBS has cleared its outbox:
+	// cancelling between the two would (rightly) leave it pending.
+	outbox := filepath.Join(cfg.Spool, "outbox")
 	deadline := time.Now().Add(10 * time.Second)
-	for len(sp.items()) == 0 && time.Now().Before(deadline) {
+	for time.Now().Before(deadline) {
+		entries, _ := os.ReadDir(outbox)
+		if len(sp.items()) > 0 && len(entries) == 0 {
+			break
+		}
 		time.Sleep(20 * time.Millisecond)
 	}
 	cancel()

@@ -34,7 +34,7 @@ import (
 )
 
 func newBench() *cobra.Command {
-	var server, anchorPath, owner, storeURL, paths, conc, batches, jsonOut string
+	var server, anchorPath, owner, spDomain, storeURL, paths, conc, batches, jsonOut string
 	var duration time.Duration
 	var tokens int
 	var ceilings bool
@@ -85,7 +85,7 @@ verify, store commits) and reports each path as a ratio of its ceiling.`,
 					return err
 				}
 				t = bench.Target{Base: server, Anchor: anchor, ManufacturerKey: os.Getenv("CREDFACTORY_BENCH_MANUFACTURER_KEY"),
-					AdminKey: os.Getenv("CREDFACTORY_BENCH_ADMIN_KEY"), OwnerName: owner}
+					AdminKey: os.Getenv("CREDFACTORY_BENCH_ADMIN_KEY"), OwnerName: owner, SPDomain: spDomain}
 			}
 			t.Metrics = bench.MetricsFrom(client.NewConn(t.Base, t.Anchor, nil))
 			fmt.Fprintf(out, "bench against %s: paths %v, concurrency %v, %v per step\n", t.Base, cfg.Paths, cfg.Concurrency, cfg.Duration)
@@ -114,6 +114,7 @@ verify, store commits) and reports each path as a ratio of its ceiling.`,
 	cmd.Flags().StringVar(&server, "server", "", "base URL of a running server (default: start one)")
 	cmd.Flags().StringVar(&anchorPath, "anchor", "", "with --server: its trust anchor (PEM)")
 	cmd.Flags().StringVar(&owner, "owner", "", "with --server: the manufacturer's account name (owns the bench's OBS)")
+	cmd.Flags().StringVar(&spDomain, "sp-domain", "", "with --server: its portal.sp_domain (the host of device URIs)")
 	cmd.Flags().StringVar(&storeURL, "store-url", "", "without --server: the started server's store.url (default its SQLite file)")
 	cmd.Flags().StringVar(&paths, "paths", "est,psk,forward,est-newconn", "paths to drive: est, psk, forward, est-newconn")
 	cmd.Flags().StringVar(&conc, "concurrency", "1,8,64", "concurrent clients per step")
@@ -214,7 +215,8 @@ func startBenchServer(ctx context.Context, dir, storeURL string, out io.Writer) 
 		srv.Process.Kill()
 		return bench.Target{}, nil, err
 	}
-	t := bench.Target{Base: "https://localhost:" + port, Anchor: anchor, ManufacturerKey: maker, AdminKey: admin, OwnerName: "bench-maker"}
+	t := bench.Target{Base: "https://localhost:" + port, Anchor: anchor, ManufacturerKey: maker, AdminKey: admin,
+		OwnerName: "bench-maker", SPDomain: "bench.sp.example"}
 	conn := client.NewConn(t.Base, anchor, nil)
 	for deadline := time.Now().Add(30 * time.Second); ; time.Sleep(100 * time.Millisecond) {
 		if err := conn.JSON(ctx, "GET", "/readyz", nil, nil, nil); err == nil {
