@@ -118,9 +118,12 @@ func sum(m map[string]int) int {
 
 // step prepares its work (not timed), then runs it for cfg.Duration.
 func (r *Runner) step(ctx context.Context, path string, concurrency, batch int, cfg Config) (Result, error) {
+	// At least two batches: more would make setup (tokens are issued one
+	// by one through the portal) dwarf the step itself.
 	n := cfg.Tokens
 	if path == PathForward && batch > 0 {
-		n = max(n, batch*concurrency*2)
+		n = max(n, 2*batch)
+		n -= n % batch
 	}
 	fmt.Fprintf(r.out, "  preparing %s c=%d: %d devices and tokens...\n", path, concurrency, n)
 	work, err := r.prepare(ctx, path, n, batch)
