@@ -68,6 +68,9 @@ func JSONRows(r io.Reader) (RowReader, error) {
 		}
 		var row DeviceRow
 		if err := dec.Decode(&row); err != nil {
+			if e := streamErr(err); e != nil {
+				return DeviceRow{}, e
+			}
 			return DeviceRow{}, apierr.New(http.StatusBadRequest, "bad_upload", "malformed JSON row: "+err.Error())
 		}
 		return row, nil
@@ -99,6 +102,9 @@ func CSVRows(r io.Reader) (RowReader, error) {
 			if errors.Is(err, io.EOF) {
 				return DeviceRow{}, io.EOF
 			}
+			if e := streamErr(err); e != nil {
+				return DeviceRow{}, e
+			}
 			return DeviceRow{}, apierr.New(http.StatusBadRequest, "bad_upload", "malformed CSV: "+err.Error())
 		}
 		if len(rec) > len(header) {
@@ -117,6 +123,16 @@ func CSVRows(r io.Reader) (RowReader, error) {
 }
 
 var errRowShape = errors.New("more columns than the header")
+
+// streamErr passes on what the body reader itself reported (an upload over
+// the route's limit is a 413, not a parse error).
+func streamErr(err error) *apierr.Error {
+	var e *apierr.Error
+	if errors.As(err, &e) {
+		return e
+	}
+	return nil
+}
 
 // Upload pre-enrols a manufacturer's devices. Bad rows are reported and
 // skipped; good rows are stored in chunks as they stream in; re-uploading a
@@ -161,7 +177,15 @@ func (p *Portal) Upload(ctx context.Context, who Principal, next RowReader) (Upl
 			continue
 		}
 		if err != nil {
-			return report, err // the stream itself is broken: stop, keep what was stored
+			// The stream itself is broken: stop. What was stored stays (it
+			// was valid, and a corrected re-upload is idempotent); say so.
+			if ferr := flush(); ferr != nil {
+				return report, ferr
+			}
+			e := *apierr.As(err)
+			e.Message = fmt.Sprintf("%s (at row %d; the %d valid rows before it were stored: fix the file and upload it again, a re-upload changes nothing for them)",
+				e.Message, n, report.Inserted+report.Unchanged)
+			return report, &e
 		}
 		d, problem := p.checkRow(ctx, row)
 		if problem == "" {

@@ -98,6 +98,10 @@ func TestRoutesAndErrors(t *testing.T) {
 		s.Handle(fasthttp.MethodGet, "/broken", func(*fasthttp.RequestCtx) error {
 			return errors.New("database password is hunter2")
 		})
+		s.HandleStream(fasthttp.MethodPost, "/stream", 100, func(ctx *fasthttp.RequestCtx) error {
+			_, err := io.Copy(io.Discard, ctx.RequestBodyStream())
+			return err
+		})
 		s.Handle(fasthttp.MethodGet, "/busy", func(*fasthttp.RequestCtx) error {
 			return &apierr.Error{Status: http.StatusServiceUnavailable, Code: "hsm_unavailable", Message: "try later", RetryAfter: 3}
 		})
@@ -116,6 +120,8 @@ func TestRoutesAndErrors(t *testing.T) {
 		{"wrong method", "DELETE", "/healthz", nil, 405, "method_not_allowed", [2]string{}},
 		{"body over the limit", "POST", "/echo/1", bytes.Repeat([]byte("x"), 4096), 413, "body_too_large", [2]string{}},
 		{"typed error", "GET", "/conflict", nil, 409, "token_redeemed", [2]string{}},
+		{"streamed body within its limit", "POST", "/stream", bytes.Repeat([]byte("x"), 100), 200, "", [2]string{}},
+		{"streamed body over its limit", "POST", "/stream", bytes.Repeat([]byte("x"), 101), 413, "body_too_large", [2]string{}},
 		{"internal error hides its cause", "GET", "/broken", nil, 500, "internal", [2]string{}},
 		{"retry after", "GET", "/busy", nil, 503, "hsm_unavailable", [2]string{"Retry-After", "3"}},
 	}
@@ -161,7 +167,7 @@ func TestRoutesAndErrors(t *testing.T) {
 	resp.Body.Close()
 	for _, want := range []string{
 		`credfactory_http_requests_total{code="409",route="/conflict"} 1`,
-		`credfactory_http_rejected_total{reason="body_too_large"} 1`,
+		`credfactory_http_rejected_total{reason="body_too_large"} 2`,
 		`credfactory_http_rejected_total{reason="not_found"} 1`,
 	} {
 		if !strings.Contains(string(metrics), want) {

@@ -152,3 +152,15 @@ func TestPostgresRestartMidRun(t *testing.T) {
 		t.Fatalf("%d tokens redeemed, but %d redemptions succeeded: an answer was lost or a redemption was not reported", redeemed, ok.Load()+1)
 	}
 }
+
+func TestRedact(t *testing.T) {
+	for _, in := range []string{
+		"postgres://u:hunter2@db:5432/x?sslmode=disable",
+		"postgres://u@db:5432/x?password=hunter2&sslmode=disable",
+		"postgres://u:hunter2@db:5432/x?password=hunter2",
+	} {
+		if out := redact(in); strings.Contains(out, "hunter2") {
+			t.Errorf("redact(%q) = %q", in, out)
+		}
+	}
+}

@@ -2,6 +2,7 @@ package store
 
 import (
 	"context"
+	"net/url"
 	"errors"
 	"fmt"
 	"strings"
@@ -135,16 +136,20 @@ func (s *Store) read(ctx context.Context, fn func(q querier) error) error {
 	return s.b.classify(err)
 }
 
-// redact drops the password from a URL for error messages.
-func redact(url string) string {
-	at := strings.LastIndex(url, "@")
-	scheme := strings.Index(url, "://")
-	if at < 0 || scheme < 0 {
-		return url
+// redact drops the password from a URL for error messages: the userinfo
+// and any password= query parameter (libpq accepts both).
+func redact(raw string) string {
+	u, err := url.Parse(raw)
+	if err != nil {
+		return "<unparsable store URL>"
 	}
-	userinfo := url[scheme+3 : at]
-	if user, _, ok := strings.Cut(userinfo, ":"); ok {
-		return url[:scheme+3] + user + ":xxx" + url[at:]
+	if _, ok := u.User.Password(); ok {
+		u.User = url.UserPassword(u.User.Username(), "xxx")
 	}
-	return url
+	q := u.Query()
+	if q.Has("password") {
+		q.Set("password", "xxx")
+		u.RawQuery = q.Encode()
+	}
+	return u.String()
 }
