@@ -2,9 +2,9 @@ package store
 
 import (
 	"context"
-	"net/url"
 	"errors"
 	"fmt"
+	"net/url"
 	"strings"
 	"time"
 )
