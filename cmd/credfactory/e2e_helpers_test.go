@@ -12,6 +12,7 @@ import (
 	"os/exec"
 	"path/filepath"
 	"strings"
+	"sync"
 	"syscall"
 	"testing"
 	"time"
@@ -20,36 +21,64 @@ import (
 // sp is a running credfactory: the real binary, initialised into its own
 // data directory, serving on loopback with the embedded SoftHSM and SQLite.
 type sp struct {
-	t     *testing.T
-	dir   string
-	base  string
-	roots *x509.CertPool
-	env   []string
+	t       *testing.T
+	dir     string
+	base    string
+	roots   *x509.CertPool
+	env     []string
+	initOut string
+	// logs is everything serve printed; complete once stop has returned.
+	logs *lockedBuffer
+	stop func()
+}
+
+// lockedBuffer collects a process's output while a test reads it.
+type lockedBuffer struct {
+	mu sync.Mutex
+	b  bytes.Buffer
+}
+
+func (l *lockedBuffer) Write(p []byte) (int, error) {
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	return l.b.Write(p)
+}
+
+func (l *lockedBuffer) String() string {
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	return l.b.String()
 }
 
 func startSP(t *testing.T, env ...string) *sp {
 	t.Helper()
-	s := &sp{t: t, dir: t.TempDir(), env: append(cleanEnv(), env...)}
-	s.cli("init")
+	s := &sp{t: t, dir: t.TempDir(), env: append(cleanEnv(), env...), logs: &lockedBuffer{}}
+	s.initOut = s.cli("init")
 	addr := freePort(t)
 	cmd := exec.Command(bin, "serve", "--data-dir", s.dir, "--listen", addr)
 	cmd.Env = s.env
-	var logs bytes.Buffer
-	cmd.Stdout, cmd.Stderr = &logs, &logs
+	cmd.Stdout, cmd.Stderr = s.logs, s.logs
 	if err := cmd.Start(); err != nil {
 		t.Fatal(err)
 	}
 	exited := make(chan error, 1)
 	go func() { exited <- cmd.Wait() }()
+	var once sync.Once
+	s.stop = func() {
+		once.Do(func() {
+			cmd.Process.Signal(syscall.SIGTERM)
+			select {
+			case <-exited:
+			case <-time.After(20 * time.Second):
+				cmd.Process.Kill()
+				<-exited
+			}
+		})
+	}
 	t.Cleanup(func() {
-		cmd.Process.Signal(syscall.SIGTERM)
-		select {
-		case <-exited:
-		case <-time.After(20 * time.Second):
-			cmd.Process.Kill()
-		}
+		s.stop()
 		if t.Failed() {
-			t.Logf("serve log:\n%s", logs.String())
+			t.Logf("serve log:\n%s", s.logs.String())
 		}
 	})
 	anchor, err := os.ReadFile(filepath.Join(s.dir, "trust-anchor.pem"))
@@ -70,11 +99,11 @@ func startSP(t *testing.T, env ...string) *sp {
 		}
 		select {
 		case err := <-exited:
-			t.Fatalf("serve exited: %v\n%s", err, logs.String())
+			t.Fatalf("serve exited: %v\n%s", err, s.logs.String())
 		default:
 		}
 		if time.Now().After(deadline) {
-			t.Fatalf("serve not ready: %v\n%s", err, logs.String())
+			t.Fatalf("serve not ready: %v\n%s", err, s.logs.String())
 		}
 		time.Sleep(100 * time.Millisecond)
 	}

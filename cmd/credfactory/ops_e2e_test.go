@@ -27,7 +27,6 @@ import (
 	"slices"
 	"sort"
 	"strings"
-	"sync"
 	"syscall"
 	"testing"
 	"time"
@@ -825,85 +824,14 @@ func TestOpsPrometheusScrapes(t *testing.T) {
 // Logs
 
 // lockedBuffer is a bytes.Buffer a process writes while the test reads it.
-type lockedBuffer struct {
-	mu sync.Mutex
-	b  bytes.Buffer
-}
-
-func (l *lockedBuffer) Write(p []byte) (int, error) {
-	l.mu.Lock()
-	defer l.mu.Unlock()
-	return l.b.Write(p)
-}
-
-func (l *lockedBuffer) String() string {
-	l.mu.Lock()
-	defer l.mu.Unlock()
-	return l.b.String()
-}
-
-// startLoggedSP is startSP keeping the server's output: it returns the
+// startLoggedSP is startSP with the server's output kept: it returns the
 // output and a stop function (SIGTERM, then wait) after which the output is
-// complete. Every CLI command's output goes to transcript.
+// complete. init's output goes to transcript.
 func startLoggedSP(t *testing.T, transcript *strings.Builder, env ...string) (*sp, *lockedBuffer, func()) {
 	t.Helper()
-	s := &sp{t: t, dir: t.TempDir(), env: append(cleanEnv(), env...)}
-	transcript.WriteString(s.cli("init"))
-	addr := freePort(t)
-	cmd := exec.Command(bin, "serve", "--data-dir", s.dir, "--listen", addr)
-	cmd.Env = s.env
-	logs := &lockedBuffer{}
-	cmd.Stdout, cmd.Stderr = logs, logs
-	if err := cmd.Start(); err != nil {
-		t.Fatal(err)
-	}
-	exited := make(chan error, 1)
-	go func() { exited <- cmd.Wait() }()
-	var once sync.Once
-	stop := func() {
-		once.Do(func() {
-			cmd.Process.Signal(syscall.SIGTERM)
-			select {
-			case <-exited:
-			case <-time.After(20 * time.Second):
-				cmd.Process.Kill()
-				<-exited
-			}
-		})
-	}
-	t.Cleanup(func() {
-		stop()
-		if t.Failed() {
-			t.Logf("serve log:\n%s", logs.String())
-		}
-	})
-	anchor, err := os.ReadFile(filepath.Join(s.dir, "trust-anchor.pem"))
-	if err != nil {
-		t.Fatal(err)
-	}
-	s.roots = x509.NewCertPool()
-	s.roots.AppendCertsFromPEM(anchor)
-	_, port, _ := net.SplitHostPort(addr)
-	s.base = "https://localhost:" + port
-	for deadline := time.Now().Add(30 * time.Second); ; {
-		resp, err := s.client(nil).Get(s.base + "/readyz")
-		if err == nil {
-			resp.Body.Close()
-			if resp.StatusCode == 200 {
-				break
-			}
-		}
-		select {
-		case err := <-exited:
-			t.Fatalf("serve exited: %v\n%s", err, logs.String())
-		default:
-		}
-		if time.Now().After(deadline) {
-			t.Fatalf("serve not ready: %v\n%s", err, logs.String())
-		}
-		time.Sleep(100 * time.Millisecond)
-	}
-	return s, logs, stop
+	s := startSP(t, env...)
+	transcript.WriteString(s.initOut)
+	return s, s.logs, s.stop
 }
 
 func randomText(prefix string) string {
