@@ -61,7 +61,7 @@ test: deps-test
 # and 64 clients against a server it starts on the embedded defaults; figures
 # go to bench/README.md. The Go micro-benchmarks: make bench-go.
 bench: deps-run build
-	$(BIN) bench --ceilings --concurrency 1,8,64 --duration 3s --tokens 2000 --batches 1,100,1000 --json bench/last-run.json
+	$(BIN) bench --ceilings --concurrency 1,8,64 --duration 3s --tokens 2000 --batches 1,100,1000 --json bench/last-run.json --plot bench/last-run.svg
 
 bench-go: deps-test
 	$(GO) test -run '^$$' -bench . -benchtime 2s -count 1 ./hsm/ ./pki/ ./ca/

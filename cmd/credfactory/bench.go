@@ -34,7 +34,7 @@ import (
 )
 
 func newBench() *cobra.Command {
-	var server, anchorPath, owner, spDomain, storeURL, paths, conc, batches, jsonOut string
+	var server, anchorPath, owner, spDomain, storeURL, paths, conc, batches, jsonOut, plotOut string
 	var duration time.Duration
 	var tokens int
 	var ceilings bool
@@ -107,6 +107,19 @@ verify, store commits) and reports each path as a ratio of its ceiling.`,
 					return err
 				}
 			}
+			if plotOut != "" {
+				f, err := os.Create(plotOut)
+				if err != nil {
+					return err
+				}
+				if err := bench.Plot(results, f); err != nil {
+					f.Close()
+					return err
+				}
+				if err := f.Close(); err != nil {
+					return err
+				}
+			}
 			report.print(out)
 			return nil
 		},
@@ -122,6 +135,7 @@ verify, store commits) and reports each path as a ratio of its ceiling.`,
 	cmd.Flags().DurationVar(&duration, "duration", 5*time.Second, "length of each step")
 	cmd.Flags().IntVar(&tokens, "tokens", 3000, "enrolments prepared per step (a step ends when they run out)")
 	cmd.Flags().StringVar(&jsonOut, "json", "", "also write the report as JSON to this file")
+	cmd.Flags().StringVar(&plotOut, "plot", "", "also draw throughput and p99 against concurrency as SVG to this file")
 	cmd.Flags().BoolVar(&ceilings, "ceilings", false, "measure the raw ceilings first and report ratios")
 	return cmd
 }

@@ -13,8 +13,9 @@ import (
 // own server, measures, and checks the registry agrees with what it counted.
 func TestBenchSmoke(t *testing.T) {
 	report := filepath.Join(t.TempDir(), "bench.json")
-	cmd := exec.Command(bin, "bench", "--concurrency", "2", "--duration", "1s", "--tokens", "40",
-		"--paths", "est,psk,forward,est-newconn", "--batches", "5", "--json", report)
+	plot := filepath.Join(t.TempDir(), "bench.svg")
+	cmd := exec.Command(bin, "bench", "--concurrency", "1,2", "--duration", "1s", "--tokens", "40",
+		"--paths", "est,psk,forward,est-newconn", "--batches", "5", "--json", report, "--plot", plot)
 	cmd.Env = cleanEnv()
 	out, err := cmd.CombinedOutput()
 	if err != nil {
@@ -28,7 +29,11 @@ func TestBenchSmoke(t *testing.T) {
 	if err := json.Unmarshal(raw, &r); err != nil {
 		t.Fatal(err)
 	}
-	if len(r.Results) != 4 || r.ServerRSSMiB <= 0 {
+	svg, _ := os.ReadFile(plot)
+	if !strings.HasPrefix(string(svg), "<svg") || !strings.Contains(string(svg), "forward ×5") || strings.Count(string(svg), "<polyline") != 8 {
+		t.Fatalf("plot:\n%.400s", svg)
+	}
+	if len(r.Results) != 8 || r.ServerRSSMiB <= 0 {
 		t.Fatalf("report: %+v", r)
 	}
 	for _, x := range r.Results {
