@@ -21,16 +21,19 @@ type AuditEvent struct {
 }
 
 func insertAudit(ctx context.Context, q querier, e AuditEvent) error {
+	s := auditStmt(e)
+	_, err := q.exec(ctx, s.sql, s.args...)
+	return err
+}
+
+// auditStmt is the insert of one audit event, for a pipelined batch.
+func auditStmt(e AuditEvent) stmt {
 	if e.ID == "" {
 		e.ID = uuid.NewString()
 	}
-	detail, err := json.Marshal(e.Detail)
-	if err != nil {
-		return fmt.Errorf("audit detail: %w", err)
-	}
-	_, err = q.exec(ctx, `INSERT INTO audit_events (id, at, tenant, actor, action, subject, detail)
-		VALUES ($1, $2, $3, $4, $5, $6, $7)`, e.ID, e.At.UTC(), e.Tenant, e.Actor, e.Action, e.Subject, string(detail))
-	return err
+	detail, _ := json.Marshal(e.Detail) // maps of strings and numbers
+	return stmt{`INSERT INTO audit_events (id, at, tenant, actor, action, subject, detail)
+		VALUES ($1, $2, $3, $4, $5, $6, $7)`, []any{e.ID, e.At.UTC(), e.Tenant, e.Actor, e.Action, e.Subject, string(detail)}, 1}
 }
 
 // Audit lists a tenant's events for a subject, oldest first.

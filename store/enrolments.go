@@ -263,6 +263,8 @@ func redeemBatch(ctx context.Context, q querier, items []Redemption) (outs []Red
 			ins,
 			stmt{`UPDATE devices SET state = 'enrolled', assigned_id = $2, updated_at = $3 WHERE id = $1`,
 				[]any{e.DeviceID, e.AssignedID, now}, -1},
+			auditStmt(AuditEvent{At: now, Tenant: e.Tenant, Actor: enrolActor(r), Action: "device.enrolled", Subject: e.DeviceID,
+				Detail: map[string]any{"credentialId": c.ID, "assignedId": e.AssignedID, "mode": e.Mode}}),
 		)
 	}
 	if len(replays) > 0 {
@@ -371,4 +373,12 @@ func (s *Store) Enrolments(ctx context.Context, deviceID string) ([]Enrolment, e
 		return r.Err()
 	})
 	return out, err
+}
+
+// enrolActor names who redeemed a token, for the audit trail.
+func enrolActor(r Redemption) string {
+	if r.OBFID != "" {
+		return "obf:" + r.OBFID
+	}
+	return "enrollee:" + r.AssignedID
 }

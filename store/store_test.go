@@ -56,6 +56,10 @@ func TestRedeemRecordsCredential(t *testing.T) {
 		if _, err := s.Credential(ctx, ByID, "33-nope"); !errors.Is(err, ErrNotFound) {
 			t.Fatalf("unknown ID: %v", err)
 		}
+		events, err := s.Audit(ctx, e.Tenant, e.DeviceID)
+		if err != nil || len(events) != 1 || events[0].Action != "device.enrolled" || events[0].Detail["credentialId"] != c.ID {
+			t.Fatalf("audit of the enrolment: %+v %v", events, err)
+		}
 	})
 }
 
