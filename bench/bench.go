@@ -78,6 +78,8 @@ type Runner struct {
 	nextID atomic.Int64
 	obs    *obsIdentity
 	out    io.Writer
+	// Progress redraws a live count on out during each step (a terminal).
+	Progress bool
 }
 
 // NewRunner prepares a run against t; progress lines go to out.
@@ -137,6 +139,29 @@ func (r *Runner) step(ctx context.Context, path string, concurrency, batch int, 
 	var next atomic.Int64
 	deadline := time.Now().Add(cfg.Duration)
 	start := time.Now()
+	var progress atomic.Int64
+	stopProgress, progressDone := make(chan struct{}), make(chan struct{})
+	if !r.Progress {
+		close(progressDone)
+	} else {
+		go func() {
+			defer close(progressDone)
+			t := time.NewTicker(250 * time.Millisecond)
+			defer t.Stop()
+			for {
+				select {
+				case <-stopProgress:
+					fmt.Fprint(r.out, "\r\033[K")
+					return
+				case <-t.C:
+					el := time.Since(start)
+					bar := strings.Repeat("#", int(20*min(1, el.Seconds()/cfg.Duration.Seconds())))
+					fmt.Fprintf(r.out, "\r  [%-20s] %s c=%d: %d enrolments, %.0f/s", bar, path, concurrency, progress.Load(),
+						float64(progress.Load())/el.Seconds())
+				}
+			}
+		}()
+	}
 	var wg sync.WaitGroup
 	for w := 0; w < concurrency; w++ {
 		wg.Add(1)
@@ -158,6 +183,7 @@ func (r *Runner) step(ctx context.Context, path string, concurrency, batch int, 
 					continue
 				}
 				done += k
+				progress.Add(int64(k))
 				mine = append(mine, d)
 			}
 			mu.Lock()
@@ -170,6 +196,8 @@ func (r *Runner) step(ctx context.Context, path string, concurrency, batch int, 
 		}()
 	}
 	wg.Wait()
+	close(stopProgress)
+	<-progressDone
 	res.Seconds = time.Since(start).Seconds()
 	res.PerSecond = float64(res.Enrolments) / res.Seconds
 	sort.Slice(lat, func(i, j int) bool { return lat[i] < lat[j] })

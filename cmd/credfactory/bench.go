@@ -90,6 +90,11 @@ verify, store commits) and reports each path as a ratio of its ceiling.`,
 			t.Metrics = bench.MetricsFrom(client.NewConn(t.Base, t.Anchor, nil))
 			fmt.Fprintf(out, "bench against %s: paths %v, concurrency %v, %v per step\n", t.Base, cfg.Paths, cfg.Concurrency, cfg.Duration)
 			runner := bench.NewRunner(t, out)
+			if f, ok := out.(*os.File); ok {
+				if st, err := f.Stat(); err == nil && st.Mode()&os.ModeCharDevice != 0 {
+					runner.Progress = true // a terminal: a live bar per step
+				}
+			}
 			results, err := runner.Run(ctx, cfg)
 			report.Results = results
 			if err == nil {
