@@ -109,6 +109,7 @@ type Server struct {
 	MaxBodyBytes    int           `yaml:"max_body_bytes" help:"largest request body accepted; larger ones get 413"`
 	MaxConns        int           `yaml:"max_conns" help:"most connections served at once"`
 	ShutdownTimeout time.Duration `yaml:"shutdown_timeout" help:"on SIGTERM, how long in-flight requests may take to finish"`
+	DebugListen     string        `yaml:"debug_listen" help:"loopback address (e.g. 127.0.0.1:6060) serving Go's /debug/pprof over plain HTTP for profiling; empty (default) serves none"`
 }
 
 // Log is the process log.
@@ -285,10 +286,27 @@ func (c *Config) Validate() error {
 	if c.Server.MaxBodyBytes <= 0 {
 		errs = append(errs, errors.New("server.max_body_bytes must be positive"))
 	}
+	if c.Server.DebugListen != "" && !loopback(c.Server.DebugListen) {
+		errs = append(errs, fmt.Errorf("server.debug_listen %q: want a loopback address such as 127.0.0.1:6060", c.Server.DebugListen))
+	}
 	if err := c.Log.Validate(); err != nil {
 		errs = append(errs, err)
 	}
 	return errors.Join(errs...)
+}
+
+// loopback reports whether addr (host:port) can only be reached from this
+// machine: pprof has no authentication, so it must not be.
+func loopback(addr string) bool {
+	host, _, err := net.SplitHostPort(addr)
+	if err != nil {
+		return false
+	}
+	if host == "localhost" {
+		return true
+	}
+	ip := net.ParseIP(host)
+	return ip != nil && ip.IsLoopback()
 }
 
 // Validate reports a level or format the logger does not know.

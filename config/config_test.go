@@ -64,6 +64,13 @@ func TestLoad(t *testing.T) {
 		{name: "bad env", env: map[string]string{"CREDFACTORY_HSM_MAX_SESSIONS": "many"}, wantErr: "CREDFACTORY_HSM_MAX_SESSIONS"},
 		{name: "bad value", file: "log:\n  level: loud\n", wantErr: "log.level"},
 		{name: "bad key uri", file: "ca:\n  root_key: pkcs11:object=x\n", wantErr: "ca.root_key"},
+		{name: "debug on loopback", file: "server:\n  debug_listen: 127.0.0.1:6060\n", check: func(t *testing.T, c Config) {
+			if c.Server.DebugListen != "127.0.0.1:6060" {
+				t.Fatalf("debug_listen not applied: %q", c.Server.DebugListen)
+			}
+		}},
+		{name: "debug beyond loopback", file: "server:\n  debug_listen: 0.0.0.0:6060\n", wantErr: "server.debug_listen"},
+		{name: "debug no port", file: "server:\n  debug_listen: localhost\n", wantErr: "server.debug_listen"},
 		{name: "no token", file: "hsm:\n  token_label: \"\"\n", wantErr: "token_label"},
 	}
 	for _, tc := range tests {

@@ -4,12 +4,16 @@ import (
 	"context"
 	"crypto/tls"
 	"crypto/x509"
+	"errors"
 	"fmt"
 	"io"
+	"net/http"
+	"net/http/pprof"
 	"os"
 	"os/signal"
 	"runtime/debug"
 	"syscall"
+	"time"
 
 	"github.com/credfactory/credfactory/clientauth"
 	"github.com/credfactory/credfactory/config"
@@ -186,6 +190,18 @@ func serve(ctx context.Context, cfg config.Config, stderr io.Writer) error {
 	if err := srv.Listen(); err != nil {
 		return err
 	}
+	if cfg.Server.DebugListen != "" {
+		// net/http/pprof on its own loopback listener, never the TLS port:
+		// profiles show request contents and cost CPU to take.
+		dbg := &http.Server{Addr: cfg.Server.DebugListen, Handler: pprofMux(), ReadHeaderTimeout: 10 * time.Second}
+		go func() {
+			if err := dbg.ListenAndServe(); err != nil && !errors.Is(err, http.ErrServerClosed) {
+				log.Error("debug listener", "err", err.Error())
+			}
+		}()
+		defer dbg.Close()
+		log.Info("profiling on http://" + cfg.Server.DebugListen + "/debug/pprof/")
+	}
 
 	ctx, stop := signal.NotifyContext(ctx, syscall.SIGTERM, syscall.SIGINT)
 	defer stop()
@@ -264,4 +280,14 @@ func envOr(name, def string) string {
 		return v
 	}
 	return def
+}
+
+func pprofMux() *http.ServeMux {
+	mux := http.NewServeMux()
+	mux.HandleFunc("/debug/pprof/", pprof.Index)
+	mux.HandleFunc("/debug/pprof/cmdline", pprof.Cmdline)
+	mux.HandleFunc("/debug/pprof/profile", pprof.Profile)
+	mux.HandleFunc("/debug/pprof/symbol", pprof.Symbol)
+	mux.HandleFunc("/debug/pprof/trace", pprof.Trace)
+	return mux
 }
