@@ -103,16 +103,17 @@ func (r *Runner) Run(ctx context.Context, cfg Config) ([]Result, error) {
 				}
 				results = append(results, res)
 				fmt.Fprintf(r.out, "  %-12s c=%-4d batch=%-5d %8.0f/s  p99 %-10v errors %d\n", path, c, batch, res.PerSecond,
-					res.P99.Round(time.Microsecond), sum(res.Errors))
+					res.P99.Round(time.Microsecond), res.ErrorCount())
 			}
 		}
 	}
 	return results, nil
 }
 
-func sum(m map[string]int) int {
+// ErrorCount is how many requests of the step failed, whatever the code.
+func (r Result) ErrorCount() int {
 	n := 0
-	for _, v := range m {
+	for _, v := range r.Errors {
 		n += v
 	}
 	return n

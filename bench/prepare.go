@@ -16,6 +16,7 @@ import (
 	"sync"
 	"time"
 
+	"github.com/credfactory/credfactory/ca"
 	"github.com/credfactory/credfactory/client"
 )
 
@@ -194,10 +195,13 @@ func (r *Runner) registerOBS(ctx context.Context) (*obsIdentity, error) {
 	if err != nil {
 		return nil, fmt.Errorf("register the bench OBS: %w", err)
 	}
-	chain := parseCerts(reg.ClientCert)
-	sub := parseCerts(reg.SubCACert)
-	if len(chain) == 0 || len(sub) == 0 {
-		return nil, fmt.Errorf("register the bench OBS: no certificates in the answer")
+	chain, err := ca.ParseCertsPEM([]byte(reg.ClientCert))
+	if err != nil {
+		return nil, fmt.Errorf("register the bench OBS: client certificate: %w", err)
+	}
+	sub, err := ca.ParseCertsPEM([]byte(reg.SubCACert))
+	if err != nil {
+		return nil, fmt.Errorf("register the bench OBS: sub-CA certificate: %w", err)
 	}
 	cert := tls.Certificate{PrivateKey: clientKey, Leaf: chain[0]}
 	for _, c := range chain {
@@ -219,19 +223,4 @@ func (o *obsIdentity) issue(spDomain, assignedID string) (string, error) {
 		return "", err
 	}
 	return string(pem.EncodeToMemory(&pem.Block{Type: "CERTIFICATE", Bytes: der})), nil
-}
-
-func parseCerts(text string) []*x509.Certificate {
-	var out []*x509.Certificate
-	rest := []byte(text)
-	for {
-		var b *pem.Block
-		b, rest = pem.Decode(rest)
-		if b == nil {
-			return out
-		}
-		if c, err := x509.ParseCertificate(b.Bytes); err == nil {
-			out = append(out, c)
-		}
-	}
 }

@@ -15,6 +15,10 @@ const Namespace = "credfactory"
 
 // HSM latencies: SoftHSM signs in ~150 us, network HSMs in ms; the pool
 // wait can reach the configured timeout (seconds).
+// requestBuckets cover a request or transaction: sub-millisecond commits up
+// to the 10 s a client would long since have given up at.
+var requestBuckets = []float64{.0005, .001, .0025, .005, .01, .025, .05, .1, .25, .5, 1, 2.5, 5, 10}
+
 var hsmBuckets = []float64{.00005, .0001, .00025, .0005, .001, .0025, .005, .01, .025, .05, .1, .25, .5, 1, 2.5, 5}
 
 // Registry holds the process's metrics.
@@ -73,7 +77,7 @@ func New() *Registry {
 	r.HTTPDuration = prometheus.NewHistogramVec(prometheus.HistogramOpts{
 		Namespace: Namespace, Subsystem: "http", Name: "request_duration_seconds",
 		Help:    "HTTP request latency by route pattern.",
-		Buckets: []float64{.0005, .001, .0025, .005, .01, .025, .05, .1, .25, .5, 1, 2.5, 5, 10},
+		Buckets: requestBuckets,
 	}, []string{"route"})
 	r.HTTPRejected = prometheus.NewCounterVec(prometheus.CounterOpts{
 		Namespace: Namespace, Subsystem: "http", Name: "rejected_total",
@@ -82,7 +86,7 @@ func New() *Registry {
 	r.storeTx = prometheus.NewHistogramVec(prometheus.HistogramOpts{
 		Namespace: Namespace, Subsystem: "store", Name: "transaction_duration_seconds",
 		Help:    "Registry transactions (each one commit) by operation, retries included.",
-		Buckets: []float64{.0005, .001, .0025, .005, .01, .025, .05, .1, .25, .5, 1, 2.5, 5, 10},
+		Buckets: requestBuckets,
 	}, []string{"op"})
 	r.storeRetries = prometheus.NewCounterVec(prometheus.CounterOpts{
 		Namespace: Namespace, Subsystem: "store", Name: "transaction_retries_total",
@@ -104,7 +108,7 @@ func New() *Registry {
 	r.enrolDuration = prometheus.NewHistogramVec(prometheus.HistogramOpts{
 		Namespace: Namespace, Name: "enrolment_duration_seconds",
 		Help:    "Enrolment latency by path, from request to recorded credential.",
-		Buckets: []float64{.0005, .001, .0025, .005, .01, .025, .05, .1, .25, .5, 1, 2.5, 5},
+		Buckets: requestBuckets,
 	}, []string{"path"})
 	r.forwardBatches = prometheus.NewHistogram(prometheus.HistogramOpts{
 		Namespace: Namespace, Name: "forward_batch_items",

@@ -164,6 +164,7 @@ func (p *Portal) Upload(ctx context.Context, who Principal, next RowReader) (Upl
 				report.reject(rows[i], chunk[i].ID, "the device ID is registered by another manufacturer")
 			}
 		}
+		report.Accepted = report.Inserted + report.Unchanged
 		chunk, rows = chunk[:0], rows[:0]
 		return nil
 	}
@@ -184,7 +185,7 @@ func (p *Portal) Upload(ctx context.Context, who Principal, next RowReader) (Upl
 			}
 			e := *apierr.As(err)
 			e.Message = fmt.Sprintf("%s (at row %d; the %d valid rows before it were stored: fix the file and upload it again, a re-upload changes nothing for them)",
-				e.Message, n, report.Inserted+report.Unchanged)
+				e.Message, n, report.Accepted)
 			return report, &e
 		}
 		d, problem := p.checkRow(ctx, row)
@@ -208,7 +209,6 @@ func (p *Portal) Upload(ctx context.Context, who Principal, next RowReader) (Upl
 	if err := flush(); err != nil {
 		return report, err
 	}
-	report.Accepted = report.Inserted + report.Unchanged
 	return report, nil
 }
 

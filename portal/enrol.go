@@ -12,14 +12,12 @@ import (
 	"crypto/x509"
 	"encoding/base32"
 	"encoding/base64"
-	"encoding/hex"
 	"errors"
 	"net/http"
 	"strings"
 	"time"
 
 	"github.com/credfactory/credfactory/apierr"
-	"github.com/credfactory/credfactory/ca"
 	"github.com/credfactory/credfactory/store"
 )
 
@@ -51,6 +49,8 @@ type Bundle struct {
 	MEFURI            string    `json:"mefUri,omitempty"`
 	TrustAnchor       string    `json:"trustAnchor,omitempty"`
 	TrustAnchorSHA256 string    `json:"trustAnchorSha256,omitempty"`
+	// OBFName is for the page that shows the bundle, not part of it.
+	OBFName string `json:"-"`
 }
 
 var (
@@ -96,16 +96,21 @@ func (p *Portal) Enrol(ctx context.Context, who Principal, deviceID string, req 
 		return Bundle{}, err
 	}
 
-	mode, obfID := store.ModeUntrusted, (*string)(nil)
+	mode, obfID, obfName := store.ModeUntrusted, (*string)(nil), ""
 	if req.OBFID != "" {
-		o, err := p.st.OBFBy(ctx, "id", req.OBFID)
+		var o store.OBF
+		if who.OBF != nil && who.OBF.ID == req.OBFID {
+			o, err = *who.OBF, nil // a vouching OBF was just loaded by Authenticate
+		} else {
+			o, err = p.st.OBFBy(ctx, "id", req.OBFID)
+		}
 		if errors.Is(err, store.ErrNotFound) || err == nil && (o.StakeholderID != d.Tenant || o.DisabledAt != nil) {
 			return Bundle{}, errUnknownOBF
 		}
 		if err != nil {
 			return Bundle{}, storeErr(err)
 		}
-		obfID = &o.ID
+		obfID, obfName = &o.ID, o.Name
 		if o.Trusted {
 			mode = store.ModeTrusted
 		}
@@ -140,14 +145,11 @@ func (p *Portal) Enrol(ctx context.Context, who Principal, deviceID string, req 
 	_ = p.st.AppendAudit(ctx, store.AuditEvent{At: now, Tenant: d.Tenant, Actor: who.actor(), Action: "device.token_issued", Subject: d.ID, Detail: detail})
 	p.cfg.Observer.ObserveTokenIssued(mode)
 
-	b := Bundle{Token: token, AssignedID: assigned, ExpiresAt: e.ExpiresAt}
+	b := Bundle{Token: token, AssignedID: assigned, ExpiresAt: e.ExpiresAt, OBFName: obfName}
 	if mode == store.ModeUntrusted {
 		// Only an untrusted OBF needs to be told where and whom to trust: a
 		// trusted one is the MEF for the device itself (DESIGN.md "Roles").
-		fp := sha256.Sum256(p.cfg.TrustAnchor.Raw)
-		b.MEFURI = p.cfg.MEFURI
-		b.TrustAnchor = string(ca.EncodeCertsPEM([]*x509.Certificate{p.cfg.TrustAnchor}))
-		b.TrustAnchorSHA256 = hex.EncodeToString(fp[:])
+		b.MEFURI, b.TrustAnchor, b.TrustAnchorSHA256 = p.cfg.MEFURI, p.anchorPEM, p.anchorSHA256
 	}
 	return b, nil
 }

@@ -497,7 +497,6 @@ func (p *Portal) pageDevice(ctx *fasthttp.RequestCtx) error {
 type bundleData struct {
 	DeviceID string
 	Bundle
-	OBFName string
 	JSON    string
 	QR      template.URL
 	QRError string
@@ -543,11 +542,6 @@ func (p *Portal) pageEnrol(ctx *fasthttp.RequestCtx) error {
 		return err
 	}
 	d := &bundleData{DeviceID: id, Bundle: b, JSON: string(raw)}
-	if req.OBFID != "" {
-		if o, err := p.st.OBFBy(ctx, "id", req.OBFID); err == nil {
-			d.OBFName = o.Name
-		}
-	}
 	// The QR code is the bundle JSON itself, for an OBD to scan.
 	if png, err := qrcode.Encode(d.JSON, qrcode.Medium, -qrModulePixels); err != nil {
 		d.QRError = "The bundle is too large for a QR code: copy the JSON instead."
@@ -654,7 +648,6 @@ func (p *Portal) pageUploadPost(ctx *fasthttp.RequestCtx) error {
 			if err != nil {
 				// The stream broke: the rows before the break are stored
 				// (re-uploading the fixed file is idempotent).
-				report.Accepted = report.Inserted + report.Unchanged
 				e := apierr.As(err)
 				if e.Status < 500 {
 					v.Error = "The upload stopped: " + e.Message + ". Rows before it were stored; fix the file and upload it again."

@@ -6,6 +6,7 @@ import (
 	"crypto/sha256"
 	"crypto/x509"
 	"encoding/base64"
+	"encoding/hex"
 	"errors"
 	"net/http"
 	"time"
@@ -93,6 +94,9 @@ type Portal struct {
 	obfCA    *ca.CA
 	obfAuth  *clientauth.Verifier
 	now      func() time.Time
+	// anchorPEM and anchorSHA256 go into every untrusted bundle; the
+	// anchor is fixed for the process, so they are encoded once.
+	anchorPEM, anchorSHA256 string
 }
 
 // New builds a Portal. issuing certifies trusted OBFs' mTLS keys; obfCA
@@ -100,7 +104,13 @@ type Portal struct {
 // when it vouches for a device.
 func New(cfg Config, st *store.Store, claimKey Keyed, issuing, obfCA *ca.CA, obfAuth *clientauth.Verifier) *Portal {
 	cfg.defaults()
-	return &Portal{cfg: cfg, st: st, claimKey: claimKey, issuing: issuing, obfCA: obfCA, obfAuth: obfAuth, now: time.Now}
+	p := &Portal{cfg: cfg, st: st, claimKey: claimKey, issuing: issuing, obfCA: obfCA, obfAuth: obfAuth, now: time.Now}
+	if cfg.TrustAnchor != nil {
+		fp := sha256.Sum256(cfg.TrustAnchor.Raw)
+		p.anchorPEM = string(ca.EncodeCertsPEM([]*x509.Certificate{cfg.TrustAnchor}))
+		p.anchorSHA256 = hex.EncodeToString(fp[:])
+	}
+	return p
 }
 
 // Principal is who is calling.

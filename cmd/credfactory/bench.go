@@ -164,13 +164,9 @@ func (r benchReport) print(w io.Writer) {
 		if c := r.Ceilings[ceilingOf[x.Path]]; c > 0 {
 			ratio = fmt.Sprintf("%.2f", x.PerSecond/c)
 		}
-		errs := 0
-		for _, n := range x.Errors {
-			errs += n
-		}
 		fmt.Fprintf(tw, "%s\t%d\t%d\t%.0f\t%v\t%v\t%v\t%v\t%d\t%.0f\t%.0f\t%s\t\n", x.Path, x.Concurrency, x.BatchSize, x.PerSecond,
 			x.P50.Round(10*time.Microsecond), x.P90.Round(10*time.Microsecond), x.P99.Round(10*time.Microsecond),
-			x.Max.Round(10*time.Microsecond), errs, x.HSMOpsPerSec, x.CommitsPerSec, ratio)
+			x.Max.Round(10*time.Microsecond), x.ErrorCount(), x.HSMOpsPerSec, x.CommitsPerSec, ratio)
 	}
 	tw.Flush()
 	for k, v := range r.Ceilings {
