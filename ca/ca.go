@@ -121,10 +121,14 @@ func (c *CA) Issue(ctx context.Context, req Request) (*Issued, error) {
 	if err := ctx.Err(); err != nil {
 		return nil, fmt.Errorf("ca: issue: %w", err)
 	}
-	csr, alg, err := parseCSR(req.CSR)
-	if err != nil {
-		return nil, err
+	parsed := req.Parsed
+	if parsed == nil {
+		var err error
+		if parsed, err = ParseCSR(req.CSR); err != nil {
+			return nil, err
+		}
 	}
+	csr, alg := parsed.req, parsed.alg
 	shape, err := req.Profile.shape(&req, alg)
 	if err != nil {
 		return nil, err

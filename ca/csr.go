@@ -28,10 +28,32 @@ const (
 	maxSANs = 100
 )
 
-// parseCSR turns untrusted DER into a CSR whose key we accept and whose
-// self-signature verifies. The key policy runs before the signature check so
-// that a CSR with a key we would refuse anyway (RSA-8192, say) costs us a
-// parse, not an expensive verification.
+// CSR is a certificate request that ParseCSR accepted: parsed, its key
+// allowed by policy, its self-signature verified. Issue takes it as it is, so
+// a caller that has to read the request before issuing (the MEF finds the
+// enrolment token inside it) does not pay for the parse and the signature
+// check twice.
+type CSR struct {
+	req *x509.CertificateRequest
+	alg x509.PublicKeyAlgorithm
+}
+
+// Request is the parsed PKCS#10 request; callers must not modify it.
+func (c *CSR) Request() *x509.CertificateRequest { return c.req }
+
+// ParseCSR turns untrusted DER into a CSR whose key we accept and whose
+// self-signature verifies; refusals are *Error values as Issue's are.
+func ParseCSR(der []byte) (*CSR, error) {
+	csr, alg, err := parseCSR(der)
+	if err != nil {
+		return nil, err
+	}
+	return &CSR{req: csr, alg: alg}, nil
+}
+
+// parseCSR runs the cheap checks (size, key policy, name counts) before the
+// signature check, so that a CSR we would refuse anyway (RSA-8192, 10,000
+// SANs) costs us a parse, not an expensive verification.
 func parseCSR(der []byte) (*x509.CertificateRequest, x509.PublicKeyAlgorithm, error) {
 	switch {
 	case len(der) == 0:
@@ -62,14 +84,14 @@ func parseCSR(der []byte) (*x509.CertificateRequest, x509.PublicKeyAlgorithm, er
 		}
 		return nil, 0, err
 	}
-	if err := csr.CheckSignature(); err != nil {
-		return nil, 0, newErr(ErrBadCSR, err, "csr: signature does not verify")
-	}
 	if n := utf8.RuneCountInString(csr.Subject.CommonName); n > maxCommonNameLen {
 		return nil, 0, newErr(ErrBadCSR, nil, "csr: subject common name of %d characters exceeds the %d-character limit", n, maxCommonNameLen)
 	}
 	if n := len(csr.DNSNames) + len(csr.EmailAddresses) + len(csr.IPAddresses) + len(csr.URIs); n > maxSANs {
 		return nil, 0, newErr(ErrBadCSR, nil, "csr: %d subject alternative names exceed the limit of %d", n, maxSANs)
+	}
+	if err := csr.CheckSignature(); err != nil {
+		return nil, 0, newErr(ErrBadCSR, err, "csr: signature does not verify")
 	}
 	return csr, alg, nil
 }

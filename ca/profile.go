@@ -48,8 +48,11 @@ const (
 // public key is taken from CSR; everything else a certificate says comes from
 // Profile and the remaining fields.
 type Request struct {
-	// CSR is a DER PKCS#10 request (at most MaxCSRSize bytes).
+	// CSR is a DER PKCS#10 request (at most MaxCSRSize bytes); Parsed,
+	// when set, is the same request already through ParseCSR, and CSR is
+	// then ignored.
 	CSR     []byte
+	Parsed  *CSR
 	Profile Profile
 	// AssignedID is the identity the SP assigned: the AE-ID, CSE-ID or
 	// Node-ID for ProfileDevice (it becomes the subject CN), the OBF's ID

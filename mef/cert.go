@@ -58,18 +58,13 @@ var (
 // subject and URI SAN), and records it with the redemption in one
 // transaction. Nothing is answered that the MAF does not hold.
 func (m *MEF) EnrolCert(ctx context.Context, req CertRequest) (CertResult, error) {
-	if len(req.CSR) > ca.MaxCSRSize {
-		return CertResult{}, errBadCSR
-	}
-	csr, err := x509.ParseCertificateRequest(req.CSR)
+	// The CA's own parse, key policy and signature check, done once: the
+	// token is inside the request, and Issue takes the parsed CSR as is.
+	parsed, err := ca.ParseCSR(req.CSR)
 	if err != nil {
-		return CertResult{}, errBadCSR
+		return CertResult{}, caFailure(err)
 	}
-	if err := csr.CheckSignature(); err != nil {
-		e := *errBadCSR
-		e.Message = "the CSR's signature does not verify"
-		return CertResult{}, &e
-	}
+	csr := parsed.Request()
 	if req.Token == "" {
 		if req.Token, err = challengePassword(csr.RawTBSCertificateRequest); err != nil {
 			return CertResult{}, err
@@ -99,7 +94,7 @@ func (m *MEF) EnrolCert(ctx context.Context, req CertRequest) (CertResult, error
 	if err := checkCSRNames(csr, uri); err != nil {
 		return CertResult{}, err
 	}
-	issued, err := m.ca.Issue(ctx, ca.Request{CSR: req.CSR, Profile: ca.ProfileDevice, AssignedID: e.AssignedID,
+	issued, err := m.ca.Issue(ctx, ca.Request{Parsed: parsed, Profile: ca.ProfileDevice, AssignedID: e.AssignedID,
 		URIs: []*url.URL{uri}, Validity: m.cfg.CertValidity})
 	if err != nil {
 		return CertResult{}, caFailure(err)

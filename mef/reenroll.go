@@ -35,18 +35,15 @@ func (m *MEF) Reenrol(ctx context.Context, peer *x509.Certificate, csrDER []byte
 	if old.Status != store.StatusActive || !m.now().Before(old.NotAfter) {
 		return CertResult{}, fail(http.StatusForbidden, "certificate_not_active", "the certificate being renewed is "+old.Status+" or expired: enrol afresh")
 	}
-	if len(csrDER) > ca.MaxCSRSize {
-		return CertResult{}, errBadCSR
-	}
-	csr, err := x509.ParseCertificateRequest(csrDER)
-	if err != nil || csr.CheckSignature() != nil {
-		return CertResult{}, errBadCSR
+	parsed, err := ca.ParseCSR(csrDER)
+	if err != nil {
+		return CertResult{}, caFailure(err)
 	}
 	uri := AssignedIDURI(m.cfg.SPDomain, old.AssignedID)
-	if err := checkCSRNames(csr, uri); err != nil {
+	if err := checkCSRNames(parsed.Request(), uri); err != nil {
 		return CertResult{}, err
 	}
-	issued, err := m.ca.Issue(ctx, ca.Request{CSR: csrDER, Profile: ca.ProfileDevice, AssignedID: old.AssignedID,
+	issued, err := m.ca.Issue(ctx, ca.Request{Parsed: parsed, Profile: ca.ProfileDevice, AssignedID: old.AssignedID,
 		URIs: []*url.URL{uri}, Validity: m.cfg.CertValidity})
 	if err != nil {
 		return CertResult{}, caFailure(err)
@@ -55,7 +52,7 @@ func (m *MEF) Reenrol(ctx context.Context, peer *x509.Certificate, csrDER []byte
 	fp := fingerprint(issued.DER)
 	c := store.Credential{ID: kdf.CredentialID(certCredentialType(old.AssignedID), hexs(fp)), AssignedID: old.AssignedID,
 		DeviceID: old.DeviceID, Tenant: old.Tenant, Type: store.TypeX509, SUID: old.SUID, Serial: &serial, CertSHA256: fp,
-		CertDER: issued.DER, PublicKeySHA256: fingerprint(csr.RawSubjectPublicKeyInfo), NotBefore: issued.Certificate.NotBefore,
+		CertDER: issued.DER, PublicKeySHA256: fingerprint(parsed.Request().RawSubjectPublicKeyInfo), NotBefore: issued.Certificate.NotBefore,
 		NotAfter: issued.Certificate.NotAfter, Source: store.SourceRSPF, CreatedAt: m.now()}
 	if err := m.reg.Register(background(ctx), c); err != nil {
 		return CertResult{}, tokenErr(err)
