@@ -226,13 +226,15 @@ func buildChain(issuer *x509.Certificate, in []*x509.Certificate) ([]*x509.Certi
 	if len(in) == 0 {
 		in = []*x509.Certificate{issuer}
 	}
+	for i, c := range in {
+		if c == nil {
+			return nil, fmt.Errorf("chain[%d] is nil", i)
+		}
+	}
 	if !bytes.Equal(in[0].Raw, issuer.Raw) {
 		return nil, fmt.Errorf("chain[0] (%q) is not the issuer certificate", in[0].Subject.String())
 	}
 	for i := 0; i+1 < len(in); i++ {
-		if in[i] == nil || in[i+1] == nil {
-			return nil, fmt.Errorf("chain[%d] is nil", i+1)
-		}
 		if err := in[i].CheckSignatureFrom(in[i+1]); err != nil {
 			return nil, fmt.Errorf("chain[%d] (%q) is not signed by chain[%d] (%q): %w",
 				i, in[i].Subject.String(), i+1, in[i+1].Subject.String(), err)

@@ -160,8 +160,9 @@ func Open(cfg Config, obs Observer) (*Module, error) {
 	return m, nil
 }
 
-// Close closes the pool's sessions and, if no other Module uses the same
-// library, finalises it. Operations after Close fail with ErrClosed.
+// Close closes the pool's sessions and finalises the library (a process
+// opens each library through one Module). Operations after Close fail with
+// ErrClosed.
 func (m *Module) Close() {
 	if m.closed.Swap(true) {
 		return

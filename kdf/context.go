@@ -117,7 +117,7 @@ func (c Context) Derive(ctx context.Context, master Master) ([]byte, error) {
 	if err := c.Validate(); err != nil {
 		return nil, err
 	}
-	ke, err := EnrolmentKey(ctx, master, c.KeID)
+	ke, err := enrolmentKey(ctx, master, c.KeID)
 	if err != nil {
 		return nil, err
 	}

@@ -42,6 +42,12 @@ func EnrolmentKey(ctx context.Context, master Master, keID string) ([]byte, erro
 	if err := checkCanonicalKeID(keID); err != nil {
 		return nil, err
 	}
+	return enrolmentKey(ctx, master, keID)
+}
+
+// enrolmentKey is EnrolmentKey for a keID already known to be canonical
+// (Context.Derive has validated it).
+func enrolmentKey(ctx context.Context, master Master, keID string) ([]byte, error) {
 	ke, err := master.Derive(ctx, LabelEnrolmentRoot, []byte(keID))
 	if err != nil {
 		return nil, fmt.Errorf("kdf: derive enrolment key for %s: %w", keID, err)

@@ -419,9 +419,6 @@ func readCerts(file string) ([]*x509.Certificate, error) {
 	if err != nil {
 		return nil, fmt.Errorf("%s: %w", file, err)
 	}
-	if len(certs) == 0 {
-		return nil, fmt.Errorf("%s: no certificate", file)
-	}
 	return certs, nil
 }
 

@@ -8,6 +8,7 @@ import (
 	"crypto/rand"
 	"crypto/sha256"
 	"crypto/x509"
+	"errors"
 	"fmt"
 	"net/url"
 	"os"
@@ -153,9 +154,13 @@ func TestOpenRefusesForeignCertificate(t *testing.T) {
 	if err := os.WriteFile(file, root, 0o644); err != nil {
 		t.Fatal(err)
 	}
-	if p, err := pki.Open(context.Background(), cfg, nil); err == nil {
+	p, err := pki.Open(context.Background(), cfg, nil)
+	if err == nil {
 		p.Close()
-		t.Fatal("serve would start with an issuing certificate that is not its key's")
+	}
+	// The signer check must be what refuses, not any other failure to open.
+	if !errors.Is(err, ca.ErrSignerMismatch) {
+		t.Fatalf("serve would start with an issuing certificate that is not its key's: got %v, want ErrSignerMismatch", err)
 	}
 }
 
