@@ -164,7 +164,10 @@ func TestFetch(t *testing.T) {
 		}
 		// The database holds neither key.
 		for _, id := range []string{c.ID, fwdID} {
-			row, _ := reg.Get(ctx, store.ByID, id)
+			row, err := reg.Get(ctx, store.ByID, id)
+			if err != nil {
+				t.Fatal(err)
+			}
 			blob := fmt.Sprintf("%s%s%s", row.KDFContext, row.SealedKey, row.CertDER)
 			if bytes.Contains([]byte(blob), want) || bytes.Contains([]byte(blob), fwdKey) {
 				t.Fatalf("credential %s stores a usable key", id)

@@ -175,12 +175,13 @@ func (s *Store) ClaimAttempt(ctx context.Context, deviceID, stakeholderID string
 		until := now.Add(lockFor).UTC()
 		for _, t := range targets {
 			// The attempt that reaches the limit locks and starts a new
-			// budget for after the lock.
-			if _, err := q.exec(ctx, `UPDATE `+t.table+` SET claim_failures = claim_failures + 1 WHERE id = $1`, t.id); err != nil {
-				return err
-			}
-			if _, err := q.exec(ctx, `UPDATE `+t.table+` SET claim_locked_until = $2, claim_failures = 0
-				WHERE id = $1 AND claim_failures >= $3`, t.id, until, t.max); err != nil {
+			// budget for after the lock. One statement: SET expressions
+			// read the row as it was (SQL standard; SQLite and PostgreSQL
+			// alike), so both CASEs see the same old count.
+			if _, err := q.exec(ctx, `UPDATE `+t.table+` SET
+				claim_locked_until = CASE WHEN claim_failures + 1 >= $3 THEN $2 ELSE claim_locked_until END,
+				claim_failures = CASE WHEN claim_failures + 1 >= $3 THEN 0 ELSE claim_failures + 1 END
+				WHERE id = $1`, t.id, until, t.max); err != nil {
 				return err
 			}
 		}

@@ -304,6 +304,11 @@ func TestClaimAttemptsUnderConcurrency(t *testing.T) {
 		if _, err := s.UpsertDevices(ctx, "m1", []Device{{ID: "claim-dev"}}, t0); err != nil {
 			t.Fatal(err)
 		}
+		// The account must exist, or its UPDATEs hit no row and its limit
+		// is never exercised.
+		if err := s.CreateStakeholder(ctx, Stakeholder{ID: "stakeholder-x", Name: "x", Role: RoleSubscriber, CreatedAt: t0}); err != nil {
+			t.Fatal(err)
+		}
 		var allowed, locked atomic.Int64
 		var wg sync.WaitGroup
 		for i := 0; i < 50; i++ {
@@ -327,6 +332,34 @@ func TestClaimAttemptsUnderConcurrency(t *testing.T) {
 		// After the lock, a new budget; a success clears the count.
 		if err := s.ClaimAttempt(ctx, "claim-dev", "stakeholder-x", t0.Add(2*time.Hour), 5, 25, time.Hour); err != nil {
 			t.Fatalf("after the lock expired: %v", err)
+		}
+	})
+}
+
+// TestClaimAttemptsAccountLimit: an account mistyping across many devices is
+// locked at its own limit although no single device reached its limit.
+func TestClaimAttemptsAccountLimit(t *testing.T) {
+	backends(t, func(t *testing.T, s *Store, _ *countingObserver) {
+		ctx := context.Background()
+		devs := []Device{{ID: "acct-1"}, {ID: "acct-2"}, {ID: "acct-3"}, {ID: "acct-4"}}
+		if _, err := s.UpsertDevices(ctx, "m1", devs, t0); err != nil {
+			t.Fatal(err)
+		}
+		if err := s.CreateStakeholder(ctx, Stakeholder{ID: "stakeholder-y", Name: "y", Role: RoleSubscriber, CreatedAt: t0}); err != nil {
+			t.Fatal(err)
+		}
+		// Device limit 5, account limit 10: two devices x 4 attempts, then
+		// two more on a third device reach the account's limit.
+		for i, dev := range []string{"acct-1", "acct-1", "acct-1", "acct-1", "acct-2", "acct-2", "acct-2", "acct-2", "acct-3", "acct-3"} {
+			if err := s.ClaimAttempt(ctx, dev, "stakeholder-y", t0, 5, 10, time.Hour); err != nil {
+				t.Fatalf("attempt %d on %s: %v", i+1, dev, err)
+			}
+		}
+		if err := s.ClaimAttempt(ctx, "acct-4", "stakeholder-y", t0, 5, 10, time.Hour); !errors.Is(err, ErrClaimLocked) {
+			t.Fatalf("11th attempt of the account, first on its device: %v, want ErrClaimLocked", err)
+		}
+		if err := s.ClaimAttempt(ctx, "acct-4", "stakeholder-y", t0.Add(2*time.Hour), 5, 10, time.Hour); err != nil {
+			t.Fatalf("after the account's lock expired: %v", err)
 		}
 	})
 }
