@@ -102,7 +102,7 @@ func (m *MEF) EnrolCert(ctx context.Context, req CertRequest) (CertResult, error
 	serial := issued.Certificate.SerialNumber.Text(16)
 	fp := fingerprint(issued.DER)
 	red.Credential = store.Credential{
-		ID: kdf.CredentialID(certCredentialType(e.AssignedID), hexs(fp)), Type: store.TypeX509, SUID: int(kdf.SUIDCertSAEF),
+		ID: kdf.CredentialID(CertCredentialType(e.AssignedID), hexs(fp)), Type: store.TypeX509, SUID: int(kdf.SUIDCertSAEF),
 		Serial: &serial, CertSHA256: fp, CertDER: issued.DER, PublicKeySHA256: pkHash,
 		NotBefore: issued.Certificate.NotBefore, NotAfter: issued.Certificate.NotAfter, Source: store.SourceRSPF,
 	}

@@ -111,7 +111,7 @@ func (m *MEF) forwardOne(ctx context.Context, obf store.OBF, subCA *x509.Certifi
 		}
 		serial := cert.SerialNumber.Text(16)
 		fp := fingerprint(der)
-		red.Credential = store.Credential{ID: kdf.CredentialID(certCredentialType(e.AssignedID), hexs(fp)), Type: store.TypeX509,
+		red.Credential = store.Credential{ID: kdf.CredentialID(CertCredentialType(e.AssignedID), hexs(fp)), Type: store.TypeX509,
 			SUID: int(kdf.SUIDCertSAEF), Serial: &serial, CertSHA256: fp, CertDER: der,
 			PublicKeySHA256: fingerprint(cert.RawSubjectPublicKeyInfo), NotBefore: cert.NotBefore, NotAfter: cert.NotAfter,
 			Source: store.SourceForward, OBFID: &obf.ID}
@@ -252,15 +252,13 @@ func (m *MEF) forward(ctx *fasthttp.RequestCtx) error {
 		return err
 	}
 	if len(batch.Items) == 0 || len(batch.Items) > m.cfg.MaxForward {
-		return fail(http.StatusRequestEntityTooLarge, "batch_size", "a batch has 1 to "+itoa(m.cfg.MaxForward)+" items")
+		return fail(http.StatusRequestEntityTooLarge, "batch_size", "a batch has 1 to "+strconv.Itoa(m.cfg.MaxForward)+" items")
 	}
 	results := m.Forward(ctx, obf, batch.Items)
 	return httpapi.JSON(ctx, http.StatusOK, struct {
 		Results []ForwardResult `json:"results"`
 	}{results})
 }
-
-func itoa(n int) string { return strconv.Itoa(n) }
 
 // uriAllowed applies a sub-CA's URI name constraints to a host (RFC 5280
 // §4.2.1.10: a constraint with a leading dot covers subdomains, without it
@@ -286,11 +284,7 @@ func (m *MEF) subCAChain(subCA *x509.Certificate) error {
 	if subCA == nil {
 		return nil
 	}
-	roots := x509.NewCertPool()
-	roots.AddCert(m.root)
-	inter := x509.NewCertPool()
-	inter.AddCert(m.obfCA)
-	_, err := subCA.Verify(x509.VerifyOptions{Roots: roots, Intermediates: inter, CurrentTime: m.now(),
+	_, err := subCA.Verify(x509.VerifyOptions{Roots: m.roots, Intermediates: m.obfCAs, CurrentTime: m.now(),
 		KeyUsages: []x509.ExtKeyUsage{x509.ExtKeyUsageClientAuth}})
 	if err != nil || !subCA.IsCA {
 		return &Failure{Status: http.StatusForbidden, Code: "chain_invalid", Message: "this OBF's sub-CA does not chain to the SP root through the OBF CA"}

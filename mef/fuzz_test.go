@@ -58,6 +58,7 @@ func FuzzESTBody(f *testing.F) {
 func FuzzEnrolJSON(f *testing.F) {
 	f.Add([]byte(`{"token":"t","assignedId":"S1","csr":"eA=="}`))
 	f.Add([]byte(`{"token":"t","assignedId":"S1","requestId":"r","key":{"suid":22,"targetIds":["a"]}}`))
+	f.Add([]byte(`{"token":"t","assignedId":"S1","csr":"-----BEGIN CERTIFICATE REQUEST-----\n-----END CERTIFICATE REQUEST-----\n"}`))
 	f.Add([]byte(`{"token":`))
 	f.Add([]byte(`{} {}`))
 	f.Fuzz(func(t *testing.T, body []byte) {
@@ -66,7 +67,9 @@ func FuzzEnrolJSON(f *testing.F) {
 			return
 		}
 		if req.CSR != "" {
-			_, _ = decodeDER(req.CSR, "CERTIFICATE REQUEST")
+			if der, err := decodeDER(req.CSR, "CERTIFICATE REQUEST"); err == nil && len(der) == 0 {
+				t.Fatalf("accepted %q as an empty CSR", req.CSR)
+			}
 		}
 	})
 }
@@ -74,6 +77,7 @@ func FuzzEnrolJSON(f *testing.F) {
 func FuzzForwardBatch(f *testing.F) {
 	f.Add([]byte(`{"items":[{"token":"t","assignedId":"S1","certificate":"eA=="}]}`))
 	f.Add([]byte(`{"items":[{"token":"t","assignedId":"S1","key":{"suid":22,"keyId":"k","targetIds":["a"],"value":"AAAA","notAfter":"2030-01-01T00:00:00Z"}}]}`))
+	f.Add([]byte(`{"items":[{"token":"t","assignedId":"S1","certificate":"-----BEGIN CERTIFICATE-----\n-----END CERTIFICATE-----\n"}]}`))
 	f.Add([]byte(`{"items":null}`))
 	f.Fuzz(func(t *testing.T, body []byte) {
 		var batch struct {
@@ -84,8 +88,8 @@ func FuzzForwardBatch(f *testing.F) {
 		}
 		for _, it := range batch.Items {
 			if it.Certificate != "" {
-				if der, err := decodeDER(it.Certificate, "CERTIFICATE"); err == nil {
-					_, _ = x509.ParseCertificate(der)
+				if der, err := decodeDER(it.Certificate, "CERTIFICATE"); err == nil && len(der) == 0 {
+					t.Fatalf("accepted %q as an empty certificate", it.Certificate)
 				}
 			}
 		}

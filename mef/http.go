@@ -243,7 +243,7 @@ func (m *MEF) jsonEnrol(ctx *fasthttp.RequestCtx) error {
 // decodeDER takes PEM of the given type or base64 DER.
 func decodeDER(s, pemType string) ([]byte, error) {
 	if block, _ := pem.Decode([]byte(s)); block != nil {
-		if block.Type != pemType && block.Type != "NEW "+pemType {
+		if block.Type != pemType && block.Type != "NEW "+pemType || len(block.Bytes) == 0 {
 			return nil, fail(http.StatusBadRequest, "bad_encoding", "expected PEM "+pemType)
 		}
 		return block.Bytes, nil

@@ -6,7 +6,6 @@ import (
 	"crypto/x509"
 	"encoding/hex"
 	"errors"
-	"fmt"
 	"net/http"
 	"net/url"
 	"strings"
@@ -53,16 +52,17 @@ func (nopObserver) ObserveForwardBatch(int)                        {}
 
 // MEF issues and records credentials.
 type MEF struct {
-	cfg    Config
-	st     *store.Store
-	reg    *maf.Registry
-	ca     *ca.CA
-	root   *x509.Certificate
-	obfCA  *x509.Certificate
-	master kdf.Master
-	peers  *clientauth.Verifier
-	obs    Observer
-	now    func() time.Time
+	cfg  Config
+	st   *store.Store
+	reg  *maf.Registry
+	ca   *ca.CA
+	root *x509.Certificate
+	// roots and obfCAs verify OBF sub-CAs; the same for every batch.
+	roots, obfCAs *x509.CertPool
+	master        kdf.Master
+	peers         *clientauth.Verifier
+	obs           Observer
+	now           func() time.Time
 }
 
 // New builds the MEF. issuing signs device certificates; root and obfCA
@@ -78,7 +78,15 @@ func New(cfg Config, st *store.Store, reg *maf.Registry, issuing *ca.CA, root, o
 	if obs == nil {
 		obs = nopObserver{}
 	}
-	return &MEF{cfg: cfg, st: st, reg: reg, ca: issuing, root: root, obfCA: obfCA, master: master, peers: peers, obs: obs, now: time.Now}
+	m := &MEF{cfg: cfg, st: st, reg: reg, ca: issuing, root: root, master: master, peers: peers, obs: obs, now: time.Now,
+		roots: x509.NewCertPool(), obfCAs: x509.NewCertPool()}
+	if root != nil {
+		m.roots.AddCert(root)
+	}
+	if obfCA != nil {
+		m.obfCAs.AddCert(obfCA)
+	}
+	return m
 }
 
 // Failure is a refusal with the status, the JSON code and the text an EST
@@ -137,9 +145,9 @@ func AssignedIDURI(spDomain, assignedID string) *url.URL {
 	return &url.URL{Host: spDomain, Path: "/" + strings.TrimPrefix(assignedID, "/")}
 }
 
-// certCredentialType is the Credential-ID type of an assigned ID's
+// CertCredentialType is the Credential-ID type of an assigned ID's
 // certificate (TS-0003 §10.4): 32 for a CSE-ID, 33 for an AE-ID.
-func certCredentialType(assignedID string) kdf.CredentialType {
+func CertCredentialType(assignedID string) kdf.CredentialType {
 	if strings.HasPrefix(assignedID, "/") {
 		return kdf.CredentialCSEIDCert
 	}
@@ -157,14 +165,8 @@ func errorCode(err error) string {
 	if err == nil {
 		return "ok"
 	}
-	var f *Failure
-	if errors.As(err, &f) {
-		return f.Code
-	}
-	return "internal"
+	return apierr.As(err).Code
 }
-
-func wrapf(format string, args ...any) error { return fmt.Errorf(format, args...) }
 
 // background: a redemption that has begun is finished even if the client
 // goes away, so a retry finds it (the answer was lost, not the credential).

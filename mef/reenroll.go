@@ -50,7 +50,7 @@ func (m *MEF) Reenrol(ctx context.Context, peer *x509.Certificate, csrDER []byte
 	}
 	serial := issued.Certificate.SerialNumber.Text(16)
 	fp := fingerprint(issued.DER)
-	c := store.Credential{ID: kdf.CredentialID(certCredentialType(old.AssignedID), hexs(fp)), AssignedID: old.AssignedID,
+	c := store.Credential{ID: kdf.CredentialID(CertCredentialType(old.AssignedID), hexs(fp)), AssignedID: old.AssignedID,
 		DeviceID: old.DeviceID, Tenant: old.Tenant, Type: store.TypeX509, SUID: old.SUID, Serial: &serial, CertSHA256: fp,
 		CertDER: issued.DER, PublicKeySHA256: fingerprint(parsed.Request().RawSubjectPublicKeyInfo), NotBefore: issued.Certificate.NotBefore,
 		NotAfter: issued.Certificate.NotAfter, Source: store.SourceRSPF, CreatedAt: m.now()}

@@ -206,12 +206,8 @@ func (o *OBS) result(it client.ForwardItem) (Result, error) {
 		return r, err
 	}
 	sum := sha256.Sum256(certs[0].Raw)
-	typ := kdf.CredentialAEIDCert
-	if strings.HasPrefix(it.AssignedID, "/") {
-		typ = kdf.CredentialCSEIDCert
-	}
-	r.CredentialID = kdf.CredentialID(typ, hex.EncodeToString(sum[:]))
+	r.CredentialID = kdf.CredentialID(mef.CertCredentialType(it.AssignedID), hex.EncodeToString(sum[:]))
 	r.Certificate = it.Certificate
-	r.Chain = string(ca.EncodeCertsPEM(o.ca.Chain()))
+	r.Chain = o.chainPEM
 	return r, nil
 }

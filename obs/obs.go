@@ -37,6 +37,7 @@ type OBS struct {
 	ca        *ca.CA
 	conn      *client.Conn
 	anchorPEM string
+	chainPEM  string // the sub-CA's chain, as every result carries it
 	fqdn      string
 	now       func() time.Time
 
@@ -103,6 +104,7 @@ func New(cfg Config, keys Keys, log *slog.Logger) (*OBS, error) {
 		cfg: cfg, log: log, spool: spool{cfg.Spool}, ca: sub, fqdn: fqdn, now: time.Now,
 		conn:      client.NewConn(cfg.SPURL, anchors, &cert),
 		anchorPEM: string(ca.EncodeCertsPEM(anchors)),
+		chainPEM:  string(ca.EncodeCertsPEM(sub.Chain())),
 	}
 	o.batch.Store(int64(cfg.BatchSize))
 	if err := o.spool.make(); err != nil {
