@@ -79,13 +79,9 @@ func (m *MEF) EnrolCert(ctx context.Context, req CertRequest) (CertResult, error
 	if req.Peer != nil {
 		red.DeviceCertSHA256 = fingerprint(req.Peer.Raw)
 	}
-	e, err := m.st.Enrolment(ctx, red.TokenHash)
+	e, replay, err := m.precheck(ctx, red)
 	if err != nil {
-		return CertResult{}, tokenErr(err)
-	}
-	replay, err := e.Check(red)
-	if err != nil {
-		return CertResult{}, tokenErr(err)
+		return CertResult{}, err
 	}
 	if replay {
 		return m.recorded(ctx, *e.CredentialID)

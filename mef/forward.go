@@ -116,7 +116,7 @@ func (m *MEF) forwardOne(ctx context.Context, obf store.OBF, subCA *x509.Certifi
 			PublicKeySHA256: fingerprint(cert.RawSubjectPublicKeyInfo), NotBefore: cert.NotBefore, NotAfter: cert.NotAfter,
 			Source: store.SourceForward, OBFID: &obf.ID}
 		if red.RequestID == "" {
-			red.RequestID = "fwd:" + hexs(fingerprint(append(tokenHash(it.Token), fp...)))
+			red.RequestID = "fwd:" + hexs(fingerprint(append(slices.Clip(red.TokenHash), fp...)))
 		}
 	} else {
 		path = "forward_key"
@@ -136,7 +136,7 @@ func (m *MEF) forwardOne(ctx context.Context, obf store.OBF, subCA *x509.Certifi
 		}
 		credID := kdf.CredentialID(kind, k.KeyID)
 		if red.RequestID == "" {
-			red.RequestID = "fwd:" + hexs(fingerprint(append(append(tokenHash(it.Token), credID...), value...)))
+			red.RequestID = "fwd:" + hexs(fingerprint(append(append(slices.Clip(red.TokenHash), credID...), value...)))
 		}
 		if replay, err := e.Check(red); err != nil {
 			return ForwardResult{}, path, err

@@ -64,13 +64,9 @@ func (m *MEF) EnrolKey(ctx context.Context, req KeyRequest) (KeyResult, error) {
 	}
 	red := store.Redemption{TokenHash: tokenHash(req.Token), RequestID: req.RequestID, AssignedID: req.AssignedID,
 		Mode: store.ModeUntrusted, DeviceCertSHA256: req.Peer, Now: m.now()}
-	e, err := m.st.Enrolment(ctx, red.TokenHash)
+	e, replay, err := m.precheck(ctx, red)
 	if err != nil {
-		return KeyResult{}, tokenErr(err)
-	}
-	replay, err := e.Check(red)
-	if err != nil {
-		return KeyResult{}, tokenErr(err)
+		return KeyResult{}, err
 	}
 	if replay {
 		return m.recordedKey(ctx, *e.CredentialID)

@@ -133,6 +133,21 @@ func tokenErr(err error) error {
 	return err
 }
 
+// precheck reads the token's enrolment and judges red against it before
+// any HSM work, so an unknown, used or expired token costs one read and no
+// signature. The redemption's transaction checks again: this is the cheap
+// early refusal, not the guarantee. replay says red repeats the request
+// that already redeemed the token.
+func (m *MEF) precheck(ctx context.Context, red store.Redemption) (e store.Enrolment, replay bool, err error) {
+	if e, err = m.st.Enrolment(ctx, red.TokenHash); err != nil {
+		return e, false, tokenErr(err)
+	}
+	if replay, err = e.Check(red); err != nil {
+		return e, false, tokenErr(err)
+	}
+	return e, replay, nil
+}
+
 func tokenHash(token string) []byte {
 	h := sha256.Sum256([]byte(token))
 	return h[:]
