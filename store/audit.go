@@ -38,27 +38,14 @@ func auditStmt(e AuditEvent) stmt {
 
 // Audit lists a tenant's events for a subject, oldest first.
 func (s *Store) Audit(ctx context.Context, tenant, subject string) ([]AuditEvent, error) {
-	var out []AuditEvent
-	err := s.read(ctx, func(q querier) error {
-		r, err := q.query(ctx, `SELECT id, at, tenant, actor, action, subject, detail FROM audit_events
-			WHERE tenant = $1 AND subject = $2 ORDER BY at, id`, tenant, subject)
-		if err != nil {
-			return err
+	out, err := list(ctx, s, func(r row) (e AuditEvent, err error) {
+		var detail string
+		if err = r.Scan(&e.ID, &e.At, &e.Tenant, &e.Actor, &e.Action, &e.Subject, &detail); err != nil {
+			return e, err
 		}
-		defer r.Close()
-		for r.Next() {
-			var e AuditEvent
-			var detail string
-			if err := r.Scan(&e.ID, &e.At, &e.Tenant, &e.Actor, &e.Action, &e.Subject, &detail); err != nil {
-				return err
-			}
-			if err := json.Unmarshal([]byte(detail), &e.Detail); err != nil {
-				return err
-			}
-			out = append(out, e)
-		}
-		return r.Err()
-	})
+		return e, json.Unmarshal([]byte(detail), &e.Detail)
+	}, `SELECT id, at, tenant, actor, action, subject, detail FROM audit_events
+		WHERE tenant = $1 AND subject = $2 ORDER BY at, id`, tenant, subject)
 	if err != nil {
 		return nil, fmt.Errorf("audit: %w", err)
 	}

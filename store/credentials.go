@@ -66,7 +66,7 @@ const credentialColumns = `id, assigned_id, device_id, tenant, type, suid, seria
 	public_key_sha256, key_id, ke_id, kdf_context, sealed_key, target_ids, not_before, not_after, status,
 	revoked_at, revocation_reason, source, obf_id, enrolment_token_hash, created_at`
 
-func scanCredential(r interface{ Scan(...any) error }) (Credential, error) {
+func scanCredential(r row) (Credential, error) {
 	var c Credential
 	var targets string
 	err := r.Scan(&c.ID, &c.AssignedID, &c.DeviceID, &c.Tenant, &c.Type, &c.SUID, &c.Serial, &c.CertSHA256,
@@ -184,23 +184,7 @@ func (s *Store) Credentials(ctx context.Context, assignedID string) ([]Credentia
 }
 
 func (s *Store) listCredentials(ctx context.Context, where string, args ...any) ([]Credential, error) {
-	var out []Credential
-	err := s.read(ctx, func(q querier) error {
-		out = out[:0]
-		r, err := q.query(ctx, `SELECT `+credentialColumns+` FROM credentials `+where+` ORDER BY created_at, id`, args...)
-		if err != nil {
-			return err
-		}
-		defer r.Close()
-		for r.Next() {
-			c, err := scanCredential(r)
-			if err != nil {
-				return err
-			}
-			out = append(out, c)
-		}
-		return r.Err()
-	})
+	out, err := list(ctx, s, scanCredential, `SELECT `+credentialColumns+` FROM credentials `+where+` ORDER BY created_at, id`, args...)
 	if err != nil {
 		return nil, fmt.Errorf("list credentials: %w", err)
 	}
@@ -231,29 +215,23 @@ func (s *Store) Revoke(ctx context.Context, r Revocation) ([]string, error) {
 	}
 	var revoked []string
 	err := s.tx(ctx, "revoke", func(q querier) error {
-		revoked = revoked[:0]
 		where, args := `id = $1`, []any{r.ID}
 		if r.AssignedID != "" {
 			where, args = `assigned_id = $1`, []any{r.AssignedID}
 		}
-		rows, err := q.query(ctx, `SELECT id, suid FROM credentials WHERE `+where+` AND status = 'active'`, args...)
-		if err != nil {
-			return err
-		}
 		var ids []string
-		for rows.Next() {
+		err := queryEach(ctx, q, `SELECT id, suid FROM credentials WHERE `+where+` AND status = 'active'`, args, func(rs rows) error {
 			var id string
 			var suid int
-			if err := rows.Scan(&id, &suid); err != nil {
-				rows.Close()
+			if err := rs.Scan(&id, &suid); err != nil {
 				return err
 			}
 			if len(r.SUIDs) == 0 || containsInt(r.SUIDs, suid) {
 				ids = append(ids, id)
 			}
-		}
-		rows.Close()
-		if err := rows.Err(); err != nil {
+			return nil
+		})
+		if err != nil {
 			return err
 		}
 		if r.ID != "" && len(ids) == 0 {

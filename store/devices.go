@@ -87,21 +87,14 @@ func (s *Store) UpsertDevices(ctx context.Context, manufacturerID string, device
 					DevicePreEnrolled, now.UTC(), now.UTC())
 			}
 			b.WriteString(` ON CONFLICT (id) DO NOTHING RETURNING id`)
-			r, err := q.query(ctx, b.String(), args...)
-			if err != nil {
-				return err
-			}
 			inserted := map[string]bool{}
-			for r.Next() {
+			err := queryEach(ctx, q, b.String(), args, func(r rows) error {
 				var id string
-				if err := r.Scan(&id); err != nil {
-					r.Close()
-					return err
-				}
+				err := r.Scan(&id)
 				inserted[id] = true
-			}
-			r.Close()
-			if err := r.Err(); err != nil {
+				return err
+			})
+			if err != nil {
 				return err
 			}
 			var existing []any
@@ -176,22 +169,7 @@ func (s *Store) Devices(ctx context.Context, tenant string, f DeviceFilter) ([]D
 	if limit <= 0 || limit > 1000 {
 		limit = 100
 	}
-	var out []Device
-	err := s.read(ctx, func(q querier) error {
-		r, err := q.query(ctx, `SELECT `+deviceColumns+` FROM devices WHERE `+where+` ORDER BY id LIMIT `+strconv.Itoa(limit), args...)
-		if err != nil {
-			return err
-		}
-		defer r.Close()
-		for r.Next() {
-			d, err := scanDevice(r)
-			if err != nil {
-				return err
-			}
-			out = append(out, d)
-		}
-		return r.Err()
-	})
+	out, err := list(ctx, s, scanDevice, `SELECT `+deviceColumns+` FROM devices WHERE `+where+` ORDER BY id LIMIT `+strconv.Itoa(limit), args...)
 	if err != nil {
 		return nil, fmt.Errorf("list devices: %w", err)
 	}

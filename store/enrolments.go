@@ -335,44 +335,48 @@ func queryIn(ctx context.Context, q querier, prefix string, values []any, each f
 			b.WriteString("$" + strconv.Itoa(i+1))
 		}
 		b.WriteByte(')')
-		r, err := q.query(ctx, b.String(), part...)
-		if err != nil {
-			return err
-		}
-		for r.Next() {
-			if err := each(r); err != nil {
-				r.Close()
-				return err
-			}
-		}
-		r.Close()
-		if err := r.Err(); err != nil {
+		if err := queryEach(ctx, q, b.String(), part, each); err != nil {
 			return err
 		}
 	}
 	return nil
 }
 
+// queryEach runs sql and calls each for every row it returns.
+func queryEach(ctx context.Context, q querier, sql string, args []any, each func(rows) error) error {
+	r, err := q.query(ctx, sql, args...)
+	if err != nil {
+		return err
+	}
+	defer r.Close()
+	for r.Next() {
+		if err := each(r); err != nil {
+			return err
+		}
+	}
+	return r.Err()
+}
+
+// list is a read-only query whose every row scan turns into a T.
+func list[T any](ctx context.Context, s *Store, scan func(row) (T, error), sql string, args ...any) ([]T, error) {
+	var out []T
+	err := s.read(ctx, func(q querier) error {
+		out = out[:0]
+		return queryEach(ctx, q, sql, args, func(r rows) error {
+			v, err := scan(r)
+			if err == nil {
+				out = append(out, v)
+			}
+			return err
+		})
+	})
+	return out, err
+}
+
 // Enrolments lists a device's enrolments, newest first (the device page's
 // history).
 func (s *Store) Enrolments(ctx context.Context, deviceID string) ([]Enrolment, error) {
-	var out []Enrolment
-	err := s.read(ctx, func(q querier) error {
-		r, err := q.query(ctx, `SELECT `+enrolmentColumns+` FROM enrolments WHERE device_id = $1 ORDER BY created_at DESC`, deviceID)
-		if err != nil {
-			return err
-		}
-		defer r.Close()
-		for r.Next() {
-			e, err := scanEnrolment(r)
-			if err != nil {
-				return err
-			}
-			out = append(out, e)
-		}
-		return r.Err()
-	})
-	return out, err
+	return list(ctx, s, scanEnrolment, `SELECT `+enrolmentColumns+` FROM enrolments WHERE device_id = $1 ORDER BY created_at DESC`, deviceID)
 }
 
 // enrolActor names who redeemed a token, for the audit trail.

@@ -78,23 +78,7 @@ func (s *Store) OBFs(ctx context.Context, stakeholderID string) ([]OBF, error) {
 	if stakeholderID != "" {
 		where, args = `WHERE stakeholder_id = $1`, []any{stakeholderID}
 	}
-	var out []OBF
-	err := s.read(ctx, func(q querier) error {
-		r, err := q.query(ctx, `SELECT `+obfColumns+` FROM obfs `+where+` ORDER BY name, id`, args...)
-		if err != nil {
-			return err
-		}
-		defer r.Close()
-		for r.Next() {
-			o, err := scanOBF(r)
-			if err != nil {
-				return err
-			}
-			out = append(out, o)
-		}
-		return r.Err()
-	})
-	return out, err
+	return list(ctx, s, scanOBF, `SELECT `+obfColumns+` FROM obfs `+where+` ORDER BY name, id`, args...)
 }
 
 // DisableOBF stops an OBF: it can no longer forward, vouch, or be chosen

@@ -253,19 +253,12 @@ func (s *Store) Version(ctx context.Context) (int, error) {
 func (s *Store) appliedVersions(ctx context.Context) (map[int]bool, error) {
 	have := map[int]bool{}
 	err := s.read(ctx, func(q querier) error {
-		r, err := q.query(ctx, `SELECT version FROM schema_migrations`)
-		if err != nil {
-			return err
-		}
-		defer r.Close()
-		for r.Next() {
+		return queryEach(ctx, q, `SELECT version FROM schema_migrations`, nil, func(r rows) error {
 			var v int
-			if err := r.Scan(&v); err != nil {
-				return err
-			}
+			err := r.Scan(&v)
 			have[v] = true
-		}
-		return r.Err()
+			return err
+		})
 	})
 	if err != nil {
 		return nil, fmt.Errorf("read schema version: %w", err)

@@ -99,23 +99,7 @@ func (s *Store) StakeholderBy(ctx context.Context, column, value string) (Stakeh
 
 // Stakeholders lists every account (for the sp-admin pages).
 func (s *Store) Stakeholders(ctx context.Context) ([]Stakeholder, error) {
-	var out []Stakeholder
-	err := s.read(ctx, func(q querier) error {
-		r, err := q.query(ctx, `SELECT `+stakeholderColumns+` FROM stakeholders ORDER BY name`)
-		if err != nil {
-			return err
-		}
-		defer r.Close()
-		for r.Next() {
-			st, err := scanStakeholder(r)
-			if err != nil {
-				return err
-			}
-			out = append(out, st)
-		}
-		return r.Err()
-	})
-	return out, err
+	return list(ctx, s, scanStakeholder, `SELECT `+stakeholderColumns+` FROM stakeholders ORDER BY name`)
 }
 
 // LoginResult records a login attempt's outcome: a success clears the
@@ -286,24 +270,11 @@ func (s *Store) APIKeyByHash(ctx context.Context, keyHash []byte) (APIKey, Stake
 
 // APIKeys lists a stakeholder's keys (hashes included, never the keys).
 func (s *Store) APIKeys(ctx context.Context, stakeholderID string) ([]APIKey, error) {
-	var out []APIKey
-	err := s.read(ctx, func(q querier) error {
-		r, err := q.query(ctx, `SELECT id, stakeholder_id, name, key_hash, created_at, last_used_at, revoked_at
-			FROM api_keys WHERE stakeholder_id = $1 ORDER BY created_at, id`, stakeholderID)
-		if err != nil {
-			return err
-		}
-		defer r.Close()
-		for r.Next() {
-			var k APIKey
-			if err := r.Scan(&k.ID, &k.StakeholderID, &k.Name, &k.KeyHash, &k.CreatedAt, &k.LastUsedAt, &k.RevokedAt); err != nil {
-				return err
-			}
-			out = append(out, k)
-		}
-		return r.Err()
-	})
-	return out, err
+	return list(ctx, s, func(r row) (k APIKey, err error) {
+		err = r.Scan(&k.ID, &k.StakeholderID, &k.Name, &k.KeyHash, &k.CreatedAt, &k.LastUsedAt, &k.RevokedAt)
+		return k, err
+	}, `SELECT id, stakeholder_id, name, key_hash, created_at, last_used_at, revoked_at
+		FROM api_keys WHERE stakeholder_id = $1 ORDER BY created_at, id`, stakeholderID)
 }
 
 // RevokeAPIKey revokes a stakeholder's key; another's key is ErrNotFound.
