@@ -203,24 +203,29 @@ func (s *Store) HandOver(ctx context.Context, manufacturerID, subscriberID strin
 		if role != RoleSubscriber {
 			return fmt.Errorf("devices are handed over to a subscriber, not a %s", role)
 		}
-		for _, id := range deviceIDs {
-			// Only pre-enrolled devices move: one with an open token or a
-			// credential would carry the manufacturer's enrolment into the
-			// subscriber's tenant.
-			n, err := q.exec(ctx, `UPDATE devices SET owner_id = $3, tenant = $3, updated_at = $4
-				WHERE id = $1 AND manufacturer_id = $2 AND tenant = $2 AND state = 'pre-enrolled'`, id, manufacturerID, subscriberID, now.UTC())
-			if err != nil {
-				return err
-			}
+		// Only pre-enrolled devices move: one with an open token or a
+		// credential would carry the manufacturer's enrolment into the
+		// subscriber's tenant. Pipelined: two round trips on PostgreSQL
+		// whatever the number of devices.
+		moves := make([]stmt, len(deviceIDs))
+		for i, id := range deviceIDs {
+			moves[i] = stmt{`UPDATE devices SET owner_id = $3, tenant = $3, updated_at = $4
+				WHERE id = $1 AND manufacturer_id = $2 AND tenant = $2 AND state = 'pre-enrolled'`,
+				[]any{id, manufacturerID, subscriberID, now.UTC()}, -1}
+		}
+		counts, err := q.execBatch(ctx, moves)
+		if err != nil {
+			return err
+		}
+		var audits []stmt
+		for i, n := range counts {
 			if n == 1 {
 				moved++
-				if err := insertAudit(ctx, q, AuditEvent{At: now, Tenant: subscriberID, Actor: actor, Action: "device.hand_over",
-					Subject: id, Detail: map[string]any{"from": manufacturerID}}); err != nil {
-					return err
-				}
+				audits = append(audits, auditStmt(AuditEvent{At: now, Tenant: subscriberID, Actor: actor, Action: "device.hand_over",
+					Subject: deviceIDs[i], Detail: map[string]any{"from": manufacturerID}}))
 			}
 		}
-		return nil
+		return execBatch(ctx, q, audits)
 	})
 	return moved, err
 }

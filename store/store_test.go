@@ -363,3 +363,40 @@ func TestClaimAttemptsAccountLimit(t *testing.T) {
 		}
 	})
 }
+
+// TestHandOver: only the manufacturer's own pre-enrolled devices move, each
+// once, each with its audit event, on both backends (PostgreSQL pipelines
+// the statements).
+func TestHandOver(t *testing.T) {
+	backends(t, func(t *testing.T, s *Store, _ *countingObserver) {
+		ctx := context.Background()
+		if _, err := s.UpsertDevices(ctx, "m1", []Device{{ID: "ho-1"}, {ID: "ho-2"}}, t0); err != nil {
+			t.Fatal(err)
+		}
+		if _, err := s.UpsertDevices(ctx, "m2", []Device{{ID: "ho-other"}}, t0); err != nil {
+			t.Fatal(err)
+		}
+		if err := s.CreateStakeholder(ctx, Stakeholder{ID: "sub-1", Name: "sub", Role: RoleSubscriber, CreatedAt: t0}); err != nil {
+			t.Fatal(err)
+		}
+		moved, err := s.HandOver(ctx, "m1", "sub-1", []string{"ho-1", "ho-other", "ho-2", "ho-1", "ho-unknown"}, "m1-user", t0)
+		if err != nil {
+			t.Fatal(err)
+		}
+		if moved != 2 {
+			t.Fatalf("moved %d devices, want 2 (ho-1 and ho-2, once each)", moved)
+		}
+		for id, want := range map[string]int{"ho-1": 1, "ho-2": 1, "ho-other": 0} {
+			events, err := s.Audit(ctx, "sub-1", id)
+			if err != nil {
+				t.Fatal(err)
+			}
+			if len(events) != want || want == 1 && (events[0].Action != "device.hand_over" || events[0].Detail["from"] != "m1") {
+				t.Fatalf("%s: audit %+v, want %d hand-over event(s) from m1", id, events, want)
+			}
+		}
+		if moved, err := s.HandOver(ctx, "m1", "sub-1", []string{"ho-1"}, "m1-user", t0); err != nil || moved != 0 {
+			t.Fatalf("second hand-over of ho-1: moved %d, %v; want 0, nil", moved, err)
+		}
+	})
+}
