@@ -67,3 +67,17 @@ func (m *Module) DoFailOnceThen(ctx context.Context, code uint, between func()) 
 		return nil
 	})
 }
+
+// OnToken reports whether the handle the signer's operations use is the
+// token object itself (CKA_TOKEN true) or a session copy (false).
+func (s *Signer) OnToken(ctx context.Context) (onToken bool, err error) {
+	err = s.m.single(ctx, "probe", s.key, func(ss session, h pkcs11.ObjectHandle) error {
+		attrs, err := s.m.lib.ctx.GetAttributeValue(ss.h, h, []*pkcs11.Attribute{pkcs11.NewAttribute(pkcs11.CKA_TOKEN, nil)})
+		if err != nil {
+			return err
+		}
+		onToken = len(attrs) == 1 && len(attrs[0].Value) == 1 && attrs[0].Value[0] != 0
+		return nil
+	})
+	return onToken, err
+}

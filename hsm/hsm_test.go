@@ -124,6 +124,19 @@ func TestSignVerifiesWithStdlib(t *testing.T) {
 			}
 			defer m.Close()
 			testSignVerifies(t, m)
+			// handle() falls back to the token object when a copy fails:
+			// without this, both runs could be testing the same thing.
+			s, err := m.Signer(context.Background(), p256URI)
+			if err != nil {
+				t.Fatal(err)
+			}
+			onToken, err := s.OnToken(context.Background())
+			if err != nil {
+				t.Fatal(err)
+			}
+			if onToken != !sessionKeys {
+				t.Fatalf("signing with the token object: %v, want %v", onToken, !sessionKeys)
+			}
 		})
 	}
 }
