@@ -81,15 +81,30 @@ func issueWithKey(t *testing.T, sub *x509.Certificate, subKey *ecdsa.PrivateKey,
 		URIs: []*url.URL{{Host: "sp.example", Path: "/" + assignedID}}}, key)
 }
 
+// sign certifies key as tmpl says with the OBS's sub-CA; with sub nil the
+// certificate is self-signed (as a rogue line would make).
 func sign(t *testing.T, sub *x509.Certificate, subKey *ecdsa.PrivateKey, tmpl *x509.Certificate, key *ecdsa.PrivateKey) *x509.Certificate {
 	t.Helper()
 	tmpl.SerialNumber, _ = rand.Int(rand.Reader, new(big.Int).Lsh(big.NewInt(1), 128))
 	tmpl.NotBefore, tmpl.NotAfter = time.Now().Add(-time.Minute), time.Now().Add(24*time.Hour)
 	tmpl.KeyUsage, tmpl.ExtKeyUsage = x509.KeyUsageDigitalSignature, []x509.ExtKeyUsage{x509.ExtKeyUsageClientAuth}
-	der, err := x509.CreateCertificate(rand.Reader, tmpl, sub, &key.PublicKey, subKey)
+	parent, signer := sub, any(subKey)
+	if sub == nil {
+		parent, signer = tmpl, key
+	}
+	der, err := x509.CreateCertificate(rand.Reader, tmpl, parent, &key.PublicKey, signer)
 	if err != nil {
 		t.Fatal(err)
 	}
-	c, _ := x509.ParseCertificate(der)
+	c, err := x509.ParseCertificate(der)
+	if err != nil {
+		t.Fatal(err)
+	}
 	return c
+}
+
+func selfSigned(t *testing.T, assignedID string, key *ecdsa.PrivateKey) *x509.Certificate {
+	t.Helper()
+	return sign(t, nil, nil, &x509.Certificate{Subject: pkix.Name{CommonName: assignedID},
+		URIs: []*url.URL{{Host: "sp.example", Path: "/" + assignedID}}}, key)
 }

@@ -7,13 +7,11 @@ import (
 	"crypto/rand"
 	"crypto/tls"
 	"crypto/x509"
-	"crypto/x509/pkix"
 	"encoding/base64"
 	"encoding/json"
 	"encoding/pem"
 	"fmt"
 	"io"
-	"math/big"
 	"net/url"
 	"os"
 	"os/exec"
@@ -22,6 +20,7 @@ import (
 	"testing"
 	"time"
 
+	"github.com/credfactory/credfactory/ca"
 	"github.com/credfactory/credfactory/client"
 )
 
@@ -109,24 +108,11 @@ func (s *seed) obfConn(reg map[string]any, key *ecdsa.PrivateKey) *client.Conn {
 
 func parsePEMCerts(t *testing.T, text string) []*x509.Certificate {
 	t.Helper()
-	var out []*x509.Certificate
-	rest := []byte(text)
-	for {
-		var block *pem.Block
-		block, rest = pem.Decode(rest)
-		if block == nil {
-			break
-		}
-		c, err := x509.ParseCertificate(block.Bytes)
-		if err != nil {
-			t.Fatal(err)
-		}
-		out = append(out, c)
+	certs, err := ca.ParseCertsPEM([]byte(text))
+	if err != nil {
+		t.Fatal(err)
 	}
-	if len(out) == 0 {
-		t.Fatalf("no certificate in %q", text)
-	}
-	return out
+	return certs
 }
 
 func readFile(t *testing.T, path string) string {
@@ -339,21 +325,10 @@ func isCode(err error, code string) bool {
 func obsIssue(t *testing.T, sub *x509.Certificate, subKey *ecdsa.PrivateKey, assignedID string) *x509.Certificate {
 	t.Helper()
 	devKey, _ := ecdsa.GenerateKey(elliptic.P256(), rand.Reader)
-	serial, _ := rand.Int(rand.Reader, new(big.Int).Lsh(big.NewInt(1), 128))
-	tmpl := &x509.Certificate{SerialNumber: serial, Subject: pkix.Name{CommonName: assignedID},
-		URIs:      []*url.URL{{Host: "sp.example", Path: "/" + assignedID}},
-		NotBefore: time.Now().Add(-time.Minute), NotAfter: time.Now().Add(30 * 24 * time.Hour),
-		KeyUsage: x509.KeyUsageDigitalSignature, ExtKeyUsage: []x509.ExtKeyUsage{x509.ExtKeyUsageClientAuth}}
-	parent, signer := sub, any(subKey)
 	if sub == nil {
-		parent, signer = tmpl, devKey
+		return selfSigned(t, assignedID, devKey)
 	}
-	der, err := x509.CreateCertificate(rand.Reader, tmpl, parent, &devKey.PublicKey, signer)
-	if err != nil {
-		t.Fatal(err)
-	}
-	c, _ := x509.ParseCertificate(der)
-	return c
+	return issueWithKey(t, sub, subKey, assignedID, devKey)
 }
 
 func pemCert(c *x509.Certificate) string {
