@@ -121,6 +121,10 @@ func estBody(ctx *fasthttp.RequestCtx) ([]byte, error) {
 	}
 	body := ctx.PostBody()
 	if block, _ := pem.Decode(body); block != nil {
+		// A PEM armour round nothing is still no CSR.
+		if len(block.Bytes) == 0 {
+			return nil, errESTBody
+		}
 		return block.Bytes, nil
 	}
 	clean := bytes.Map(func(r rune) rune {
