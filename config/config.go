@@ -116,6 +116,7 @@ type Server struct {
 type Log struct {
 	Level  string `yaml:"level" help:"debug, info, warn or error"`
 	Format string `yaml:"format" help:"json or text"`
+	Access bool   `yaml:"access" help:"log one line per HTTP request (method, route pattern, status, duration, request ID, peer address); never bodies, query strings or headers"`
 }
 
 // Default is the embedded configuration: SoftHSM2 under the data directory.
@@ -156,7 +157,7 @@ func Default() Config {
 		},
 		Portal: Portal{TokenTTL: 24 * time.Hour, SessionTTL: 12 * time.Hour},
 		MEF:    MEF{KeyLifetime: 365 * 24 * time.Hour, MaxForward: 1000},
-		Log:    Log{Level: "info", Format: "json"},
+		Log:    Log{Level: "info", Format: "json", Access: true},
 	}
 }
 

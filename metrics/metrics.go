@@ -46,6 +46,9 @@ type Registry struct {
 	HTTPRequests *prometheus.CounterVec
 	HTTPDuration *prometheus.HistogramVec
 	HTTPRejected *prometheus.CounterVec
+	// Ready is the last /readyz result per check (1 ok, 0 failed): set
+	// when a probe runs, so it is as fresh as the orchestrator's probes.
+	Ready *prometheus.GaugeVec
 }
 
 // New registers the process, Go runtime and credfactory metrics.
@@ -83,6 +86,10 @@ func New() *Registry {
 		Namespace: Namespace, Subsystem: "http", Name: "rejected_total",
 		Help: "Requests refused before a handler ran or by the error mapper, by reason.",
 	}, []string{"reason"})
+	r.Ready = prometheus.NewGaugeVec(prometheus.GaugeOpts{
+		Namespace: Namespace, Name: "ready",
+		Help: "Result of the last readiness check of each dependency (hsm, store): 1 ready, 0 not. Updated when /readyz is probed.",
+	}, []string{"check"})
 	r.storeTx = prometheus.NewHistogramVec(prometheus.HistogramOpts{
 		Namespace: Namespace, Subsystem: "store", Name: "transaction_duration_seconds",
 		Help:    "Registry transactions (each one commit) by operation, retries included.",
@@ -130,7 +137,7 @@ func New() *Registry {
 	}, []string{"ca"})
 	r.MustRegister(r.tokensIssued, r.logins, r.caExpiry)
 	r.MustRegister(r.hsmOps, r.hsmErrors, r.hsmWait, r.hsmRecoveries, r.storeTx, r.storeRetries, r.storeErrors,
-		r.storeBatch, r.HTTPRequests, r.HTTPDuration, r.HTTPRejected)
+		r.storeBatch, r.HTTPRequests, r.HTTPDuration, r.HTTPRejected, r.Ready)
 	return r
 }
 

@@ -45,6 +45,10 @@ type Options struct {
 	// Checks are run by /readyz; each gets CheckTimeout.
 	Checks       map[string]Check
 	CheckTimeout time.Duration
+	// AccessLog logs one Info line per request. The route pattern stands
+	// for the path, and nothing of the query, headers or body is logged:
+	// tokens and claim codes travel there.
+	AccessLog bool
 }
 
 // Server is the HTTPS front end.
@@ -214,8 +218,16 @@ func (s *Server) handle(method, pattern string, h Handler) {
 			}
 			write(ctx, e)
 		}
-		duration.Observe(time.Since(start).Seconds())
-		requests.WithLabelValues(pattern, strconv.Itoa(ctx.Response.StatusCode())).Inc()
+		elapsed := time.Since(start)
+		duration.Observe(elapsed.Seconds())
+		status := ctx.Response.StatusCode()
+		requests.WithLabelValues(pattern, strconv.Itoa(status)).Inc()
+		if s.opts.AccessLog {
+			s.log.LogAttrs(context.Background(), slog.LevelInfo, "request",
+				slog.String("request_id", id), slog.String("method", method), slog.String("route", pattern),
+				slog.Int("status", status), slog.Duration("duration", elapsed),
+				slog.String("peer", ctx.RemoteIP().String()))
+		}
 	})
 }
 
@@ -315,10 +327,13 @@ func (s *Server) readiness() map[string]string {
 	for range s.opts.Checks {
 		r := <-results
 		checks[r.name] = "ok"
+		up := 1.0
 		if r.err != nil {
+			up = 0
 			checks[r.name] = "unavailable"
 			s.log.Warn("readiness check failed", "check", r.name, "err", r.err.Error())
 		}
+		s.opts.Metrics.Ready.WithLabelValues(r.name).Set(up)
 	}
 	s.ready, s.readyAt = checks, time.Now()
 	return checks

@@ -12,15 +12,19 @@ import (
 	"encoding/json"
 	"errors"
 	"io"
+	"log/slog"
 	"math/big"
 	"net"
 	"net/http"
 	"strings"
+	"sync"
 	"sync/atomic"
 	"testing"
 	"time"
 
 	"github.com/credfactory/credfactory/apierr"
+	"github.com/credfactory/credfactory/metrics"
+	dto "github.com/prometheus/client_model/go"
 	"github.com/credfactory/credfactory/server"
 	"github.com/valyala/fasthttp"
 )
@@ -178,7 +182,8 @@ func TestRoutesAndErrors(t *testing.T) {
 
 func TestReadyzReportsFailingCheck(t *testing.T) {
 	var calls atomic.Int32
-	_, client, base := start(t, server.Options{Checks: map[string]server.Check{
+	reg := metrics.New()
+	_, client, base := start(t, server.Options{Metrics: reg, Checks: map[string]server.Check{
 		"hsm":   func(context.Context) error { calls.Add(1); return errors.New("token /usr/lib/x.so unavailable") },
 		"store": func(context.Context) error { return nil },
 	}}, nil)
@@ -208,6 +213,74 @@ func TestReadyzReportsFailingCheck(t *testing.T) {
 	if n := calls.Load(); n > 2 {
 		t.Fatalf("21 probes ran the check %d times", n)
 	}
+	// The same verdict reaches Prometheus, for alerts that outlive a probe.
+	for check, want := range map[string]float64{"hsm": 0, "store": 1} {
+		var m dto.Metric
+		if err := reg.Ready.WithLabelValues(check).Write(&m); err != nil {
+			t.Fatal(err)
+		}
+		if got := m.GetGauge().GetValue(); got != want {
+			t.Errorf("credfactory_ready{check=%q} = %v, want %v", check, got, want)
+		}
+	}
+}
+
+func TestAccessLogNamesTheRouteNotThePath(t *testing.T) {
+	var buf syncBuffer
+	log := slog.New(slog.NewJSONHandler(&buf, nil))
+	_, client, base := start(t, server.Options{Logger: log, AccessLog: true}, func(s *server.Server) {
+		s.Handle(fasthttp.MethodGet, "/things/{id}", func(ctx *fasthttp.RequestCtx) error {
+			return apierr.New(http.StatusNotFound, "not_found", "no such thing")
+		})
+	})
+	req, _ := http.NewRequest("GET", base+"/things/secret-device?token=s3cr3t", nil)
+	req.Header.Set("X-Request-ID", "req-42")
+	resp, err := client.Do(req)
+	if err != nil {
+		t.Fatal(err)
+	}
+	resp.Body.Close()
+	var line struct {
+		Msg, RequestID, Method, Route, Peer string
+		Status                              int
+	}
+	for _, l := range strings.Split(strings.TrimSpace(buf.String()), "\n") {
+		var m map[string]any
+		if json.Unmarshal([]byte(l), &m) == nil && m["msg"] == "request" {
+			line.Method, _ = m["method"].(string)
+			line.Route, _ = m["route"].(string)
+			line.RequestID, _ = m["request_id"].(string)
+			line.Peer, _ = m["peer"].(string)
+			if f, ok := m["status"].(float64); ok {
+				line.Status = int(f)
+			}
+		}
+	}
+	if line.Route != "/things/{id}" || line.Method != "GET" || line.Status != 404 || line.RequestID != "req-42" || line.Peer != "127.0.0.1" {
+		t.Fatalf("access line %+v in %s", line, buf.String())
+	}
+	if strings.Contains(buf.String(), "s3cr3t") || strings.Contains(buf.String(), "secret-device") {
+		t.Fatalf("the access log holds the path or query: %s", buf.String())
+	}
+}
+
+// syncBuffer is a bytes.Buffer the server's goroutines may write to while
+// the test reads it.
+type syncBuffer struct {
+	mu  sync.Mutex
+	buf bytes.Buffer
+}
+
+func (b *syncBuffer) Write(p []byte) (int, error) {
+	b.mu.Lock()
+	defer b.mu.Unlock()
+	return b.buf.Write(p)
+}
+
+func (b *syncBuffer) String() string {
+	b.mu.Lock()
+	defer b.mu.Unlock()
+	return b.buf.String()
 }
 
 func TestShutdownLetsInFlightRequestsFinish(t *testing.T) {

@@ -175,6 +175,7 @@ func serve(ctx context.Context, cfg config.Config, stderr io.Writer) error {
 		Logger:       log,
 		Metrics:      reg,
 		Checks:       map[string]server.Check{"hsm": p.HSM.Ping, "store": st.Ping},
+		AccessLog:    cfg.Log.Access,
 	})
 	srv.Register(maf.NewAPI(registry, verifier, cfg.MAF.AdminClients).Routes()...)
 	enrol := mef.New(mef.Config{FQDN: cfg.MEF.FQDN, MAFFQDN: cfg.MEF.MAFFQDN, SPDomain: cfg.Portal.SPDomain,
