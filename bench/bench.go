@@ -77,6 +77,7 @@ type Runner struct {
 	conn   *client.Conn
 	nextID atomic.Int64
 	obs    *obsIdentity
+	led    ledger
 	out    io.Writer
 	// Progress redraws a live count on out during each step (a terminal).
 	Progress bool

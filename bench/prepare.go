@@ -127,16 +127,24 @@ func (r *Runner) prepare(ctx context.Context, path string, n, batch int) ([]task
 				return nil, err
 			}
 			work = append(work, func(ctx context.Context) (int, error) {
-				_, err := conn.ESTEnroll(ctx, csr, false)
-				return 1, err
+				certs, err := conn.ESTEnroll(ctx, csr, false)
+				if err != nil {
+					return 0, err
+				}
+				r.led.cert(certs[0].Raw)
+				return 1, nil
 			})
 		}
 	case PathPSK:
 		for i, b := range bundles {
 			reqID := fmt.Sprintf("bench-request-%016d", i)
 			work = append(work, func(ctx context.Context) (int, error) {
-				_, err := r.conn.EnrolKey(ctx, b.Token, b.AssignedID, reqID, 22, []string{"in-cse.bench.example"})
-				return 1, err
+				key, err := r.conn.EnrolKey(ctx, b.Token, b.AssignedID, reqID, 22, []string{"in-cse.bench.example"})
+				if err != nil {
+					return 0, err
+				}
+				r.led.key(key.CredentialID)
+				return 1, nil
 			})
 		}
 	case PathForward:
@@ -159,6 +167,10 @@ func (r *Runner) prepare(ctx context.Context, path string, n, batch int) ([]task
 				for _, x := range res {
 					if x.Status == "recorded" || x.Status == "replayed" {
 						ok++
+						if x.Index >= 0 && x.Index < len(part) {
+							block, _ := pem.Decode([]byte(part[x.Index].Certificate))
+							r.led.cert(block.Bytes)
+						}
 					} else if why == "" {
 						why = x.Code
 					}
@@ -207,6 +219,7 @@ func (r *Runner) registerOBS(ctx context.Context) (*obsIdentity, error) {
 	for _, c := range chain {
 		cert.Certificate = append(cert.Certificate, c.Raw)
 	}
+	r.led.intermediates(sub...)
 	return &obsIdentity{id: reg.ID, conn: client.NewConn(r.t.Base, r.t.Anchor, &cert), sub: sub[0], subKey: subKey}, nil
 }
 
