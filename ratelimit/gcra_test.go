@@ -207,7 +207,7 @@ func TestConfigValidate(t *testing.T) {
 
 type countObserver struct{ refused atomic.Int64 }
 
-func (o *countObserver) ObserveRateLimited(string)          { o.refused.Add(1) }
+func (o *countObserver) ObserveRateLimited(string)         { o.refused.Add(1) }
 func (o *countObserver) ObserveLimit(string, float64, int) {}
 
 func TestObserverCountsRefusals(t *testing.T) {
