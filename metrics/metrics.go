@@ -256,7 +256,9 @@ func (r *Registry) RateLimitObserver() RateLimitObserver { return RateLimitObser
 type RateLimitObserver struct{ r *Registry }
 
 // ObserveRateLimited counts one refusal.
-func (o RateLimitObserver) ObserveRateLimited(limit string) { o.r.rateLimited.WithLabelValues(limit).Inc() }
+func (o RateLimitObserver) ObserveRateLimited(limit string) {
+	o.r.rateLimited.WithLabelValues(limit).Inc()
+}
 
 // ObserveLimit publishes a limit's configuration, and makes its refusal
 // counter visible at 0 before the first refusal.
