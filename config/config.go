@@ -14,6 +14,7 @@ import (
 
 	"github.com/credfactory/credfactory/hsm"
 	"github.com/credfactory/credfactory/hsm/softhsm"
+	"github.com/credfactory/credfactory/ratelimit"
 	"go.yaml.in/yaml/v3"
 )
 
@@ -35,6 +36,8 @@ type Config struct {
 	Portal Portal `yaml:"portal"`
 	MEF    MEF    `yaml:"mef"`
 	Log    Log    `yaml:"log"`
+	// Limits are the per-key rate limits (issue 7 item 7).
+	Limits ratelimit.Config `yaml:"limits"`
 }
 
 // Store is the registry database.
@@ -158,6 +161,7 @@ func Default() Config {
 		Portal: Portal{TokenTTL: 24 * time.Hour, SessionTTL: 12 * time.Hour},
 		MEF:    MEF{KeyLifetime: 365 * 24 * time.Hour, MaxForward: 1000},
 		Log:    Log{Level: "info", Format: "json", Access: true},
+		Limits: ratelimit.DefaultConfig(),
 	}
 }
 
@@ -291,6 +295,9 @@ func (c *Config) Validate() error {
 		errs = append(errs, fmt.Errorf("server.debug_listen %q: want a loopback address such as 127.0.0.1:6060", c.Server.DebugListen))
 	}
 	if err := c.Log.Validate(); err != nil {
+		errs = append(errs, err)
+	}
+	if err := c.Limits.Validate(); err != nil {
 		errs = append(errs, err)
 	}
 	return errors.Join(errs...)

@@ -98,3 +98,26 @@ func TestLoad(t *testing.T) {
 		})
 	}
 }
+
+// TestExampleLimitsAreTheDefaults: deploy/config.example.yaml loads, and its
+// limits section states the defaults (so the example does not mislead).
+func TestExampleLimitsAreTheDefaults(t *testing.T) {
+	c, err := Load(t.TempDir(), "../deploy/config.example.yaml")
+	if err != nil {
+		t.Fatal(err)
+	}
+	d := Default().Limits
+	if c.Limits.EnrolSource != d.EnrolSource || c.Limits.EnrolTenant != d.EnrolTenant || c.Limits.EnrolOBF != d.EnrolOBF ||
+		c.Limits.TokenTenant != d.TokenTenant || c.Limits.LoginSource != d.LoginSource || c.Limits.LoginAccount != d.LoginAccount ||
+		c.Limits.MaxKeys != d.MaxKeys || len(c.Limits.TrustedProxies) != 0 {
+		t.Fatalf("example limits %+v, defaults %+v", c.Limits, d)
+	}
+	t.Setenv("CREDFACTORY_LIMITS_LOGIN_SOURCE_RATE", "0.25")
+	if c, err = Load(t.TempDir(), ""); err != nil || c.Limits.LoginSource.PerSecond != 0.25 {
+		t.Fatalf("a fractional rate from the environment: %v %+v", err, c.Limits.LoginSource)
+	}
+	t.Setenv("CREDFACTORY_LIMITS_LOGIN_SOURCE_BURST", "0")
+	if _, err = Load(t.TempDir(), ""); err == nil || !strings.Contains(err.Error(), "limits.login_source.burst") {
+		t.Fatalf("burst 0 with a rate: %v", err)
+	}
+}

@@ -20,11 +20,13 @@ type Setting struct {
 // Settings lists every setting in file order.
 func Settings() []Setting {
 	var out []Setting
-	walk(reflect.TypeOf(Config{}), nil, "", &out)
+	walk(reflect.TypeOf(Config{}), nil, "", "", &out)
 	return out
 }
 
-func walk(t reflect.Type, index []int, prefix string, out *[]Setting) {
+// walk lists t's leaves. A struct field's own help (e.g. limits.login_source's)
+// prefixes its leaves' help (rate, burst), which would not say whose they are.
+func walk(t reflect.Type, index []int, prefix, helpPrefix string, out *[]Setting) {
 	for i := 0; i < t.NumField(); i++ {
 		f := t.Field(i)
 		name, opts, _ := strings.Cut(f.Tag.Get("yaml"), ",")
@@ -33,7 +35,7 @@ func walk(t reflect.Type, index []int, prefix string, out *[]Setting) {
 		}
 		idx := append(append([]int(nil), index...), i)
 		if opts == "inline" {
-			walk(f.Type, idx, prefix, out)
+			walk(f.Type, idx, prefix, helpPrefix, out)
 			continue
 		}
 		key := name
@@ -41,13 +43,17 @@ func walk(t reflect.Type, index []int, prefix string, out *[]Setting) {
 			key = prefix + "." + name
 		}
 		if f.Type.Kind() == reflect.Struct && f.Type != reflect.TypeOf(time.Duration(0)) {
-			walk(f.Type, idx, key, out)
+			hp := helpPrefix
+			if h := f.Tag.Get("help"); h != "" {
+				hp = h + ": "
+			}
+			walk(f.Type, idx, key, hp, out)
 			continue
 		}
 		*out = append(*out, Setting{
 			Key:  key,
 			Env:  EnvPrefix + strings.ToUpper(strings.ReplaceAll(key, ".", "_")),
-			Help: f.Tag.Get("help"),
+			Help: helpPrefix + f.Tag.Get("help"),
 			path: idx,
 		})
 	}
@@ -94,6 +100,12 @@ func (s Setting) set(c *Config, raw string) error {
 			return err
 		}
 		v.SetInt(int64(n))
+	case reflect.Float64:
+		f, err := strconv.ParseFloat(raw, 64)
+		if err != nil {
+			return err
+		}
+		v.SetFloat(f)
 	case reflect.Bool:
 		b, err := strconv.ParseBool(raw)
 		if err != nil {

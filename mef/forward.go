@@ -254,6 +254,10 @@ func (m *MEF) forward(ctx *fasthttp.RequestCtx) error {
 	if len(batch.Items) == 0 || len(batch.Items) > m.cfg.MaxForward {
 		return fail(http.StatusRequestEntityTooLarge, "batch_size", "a batch has 1 to "+strconv.Itoa(m.cfg.MaxForward)+" items")
 	}
+	// The OBF's enrolment limit: a batch costs its items (limits.go).
+	if err := m.cfg.Limits.EnrolOBF.CheckN(obf.ID, len(batch.Items)); err != nil {
+		return err
+	}
 	results := m.Forward(ctx, obf, batch.Items)
 	return httpapi.JSON(ctx, http.StatusOK, struct {
 		Results []ForwardResult `json:"results"`

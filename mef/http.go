@@ -25,9 +25,10 @@ func (m *MEF) Routes() []httpapi.Route {
 	return []httpapi.Route{
 		{Method: "GET", Pattern: "/.well-known/est/cacerts", Handler: m.estCACerts},
 		{Method: "GET", Pattern: "/.well-known/est/csrattrs", Handler: m.estCSRAttrs},
-		{Method: "POST", Pattern: "/.well-known/est/simpleenroll", Handler: m.estEnroll},
-		{Method: "POST", Pattern: "/.well-known/est/simplereenroll", Handler: m.estReenroll},
-		{Method: "POST", Pattern: "/mef/v1/enrol", Handler: m.jsonEnrol},
+		// Enrolments are rate limited per source address first (limits.go).
+		{Method: "POST", Pattern: "/.well-known/est/simpleenroll", Handler: m.perSource(m.estEnroll, estError)},
+		{Method: "POST", Pattern: "/.well-known/est/simplereenroll", Handler: m.perSource(m.estReenroll, estError)},
+		{Method: "POST", Pattern: "/mef/v1/enrol", Handler: m.perSource(m.jsonEnrol, jsonAnswer)},
 		{Method: "POST", Pattern: "/mef/v1/forward", Handler: m.forward},
 	}
 }

@@ -17,6 +17,7 @@ import (
 	"github.com/credfactory/credfactory/hsm"
 	"github.com/credfactory/credfactory/kdf"
 	"github.com/credfactory/credfactory/maf"
+	"github.com/credfactory/credfactory/ratelimit"
 	"github.com/credfactory/credfactory/store"
 )
 
@@ -35,6 +36,8 @@ type Config struct {
 	CertValidity time.Duration
 	// MaxForward is the most items in one forward batch.
 	MaxForward int
+	// Limits are the rate limits (limits.go); the zero value limits nothing.
+	Limits ratelimit.Limits
 }
 
 // Observer receives the MEF's measurements (package metrics implements it).
@@ -144,6 +147,14 @@ func (m *MEF) precheck(ctx context.Context, red store.Redemption) (e store.Enrol
 	}
 	if replay, err = e.Check(red); err != nil {
 		return e, false, tokenErr(err)
+	}
+	// The tenant's enrolment limit, before any HSM work. A replay is not
+	// charged: it costs no signature, and a device whose answer was lost
+	// must get its credential back.
+	if !replay {
+		if err := m.cfg.Limits.EnrolTenant.Check(e.Tenant); err != nil {
+			return e, false, err
+		}
 	}
 	return e, replay, nil
 }

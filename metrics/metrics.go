@@ -49,6 +49,11 @@ type Registry struct {
 	// Ready is the last /readyz result per check (1 ok, 0 failed): set
 	// when a probe runs, so it is as fresh as the orchestrator's probes.
 	Ready *prometheus.GaugeVec
+
+	// Rate limits (issue 7 item 7): refusals and the configuration.
+	rateLimited    *prometheus.CounterVec
+	rateLimitRate  *prometheus.GaugeVec
+	rateLimitBurst *prometheus.GaugeVec
 }
 
 // New registers the process, Go runtime and credfactory metrics.
@@ -136,6 +141,19 @@ func New() *Registry {
 		Help: "NotAfter of the SP's own certificates (root, issuing, obf, server), as a Unix time.",
 	}, []string{"ca"})
 	r.MustRegister(r.tokensIssued, r.logins, r.caExpiry)
+	r.rateLimited = prometheus.NewCounterVec(prometheus.CounterOpts{
+		Namespace: Namespace, Name: "rate_limited_total",
+		Help: "Requests refused with 429 by a rate limit, by limit (enrol_source, enrol_tenant, enrol_obf, token_tenant, login_source, login_account).",
+	}, []string{"limit"})
+	r.rateLimitRate = prometheus.NewGaugeVec(prometheus.GaugeOpts{
+		Namespace: Namespace, Name: "rate_limit_per_second",
+		Help: "Configured sustained rate per key of each rate limit, on this replica (0: the limit is off).",
+	}, []string{"limit"})
+	r.rateLimitBurst = prometheus.NewGaugeVec(prometheus.GaugeOpts{
+		Namespace: Namespace, Name: "rate_limit_burst",
+		Help: "Configured burst per key of each rate limit, on this replica.",
+	}, []string{"limit"})
+	r.MustRegister(r.rateLimited, r.rateLimitRate, r.rateLimitBurst)
 	r.MustRegister(r.hsmOps, r.hsmErrors, r.hsmWait, r.hsmRecoveries, r.storeTx, r.storeRetries, r.storeErrors,
 		r.storeBatch, r.HTTPRequests, r.HTTPDuration, r.HTTPRejected, r.Ready)
 	return r
@@ -236,3 +254,23 @@ func (o PortalObserver) ObserveLogin(result string) { o.r.logins.WithLabelValues
 
 // ObserveTokenIssued counts an enrolment token by mode.
 func (o PortalObserver) ObserveTokenIssued(mode string) { o.r.tokensIssued.WithLabelValues(mode).Inc() }
+
+// RateLimitObserver returns the ratelimit.Observer that feeds these metrics.
+func (r *Registry) RateLimitObserver() RateLimitObserver { return RateLimitObserver{r} }
+
+// RateLimitObserver implements ratelimit.Observer. The label is the limit's
+// name, never the key (an address or tenant would be unbounded).
+type RateLimitObserver struct{ r *Registry }
+
+// ObserveRateLimited counts one refusal.
+func (o RateLimitObserver) ObserveRateLimited(limit string) {
+	o.r.rateLimited.WithLabelValues(limit).Inc()
+}
+
+// ObserveLimit publishes a limit's configuration, and makes its refusal
+// counter visible at 0 before the first refusal.
+func (o RateLimitObserver) ObserveLimit(limit string, perSecond float64, burst int) {
+	o.r.rateLimitRate.WithLabelValues(limit).Set(perSecond)
+	o.r.rateLimitBurst.WithLabelValues(limit).Set(float64(burst))
+	o.r.rateLimited.WithLabelValues(limit)
+}

@@ -66,3 +66,33 @@ func TestObserversFeedMetrics(t *testing.T) {
 		}
 	}
 }
+
+// TestRateLimitMetrics: the limits' configuration and refusals are
+// exported by limit name (issue 7 item 7).
+func TestRateLimitMetrics(t *testing.T) {
+	r := New()
+	o := r.RateLimitObserver()
+	o.ObserveLimit("login_source", 0.5, 10)
+	o.ObserveLimit("enrol_obf", 0, 0)
+	o.ObserveRateLimited("login_source")
+	o.ObserveRateLimited("login_source")
+	families, err := r.Gather()
+	if err != nil {
+		t.Fatal(err)
+	}
+	var text strings.Builder
+	for _, f := range families {
+		expfmt.MetricFamilyToText(&text, f)
+	}
+	for _, want := range []string{
+		`credfactory_rate_limit_per_second{limit="login_source"} 0.5`,
+		`credfactory_rate_limit_burst{limit="login_source"} 10`,
+		`credfactory_rate_limit_per_second{limit="enrol_obf"} 0`,
+		`credfactory_rate_limited_total{limit="login_source"} 2`,
+		`credfactory_rate_limited_total{limit="enrol_obf"} 0`,
+	} {
+		if !strings.Contains(text.String(), want) {
+			t.Errorf("missing %s", want)
+		}
+	}
+}

@@ -42,7 +42,7 @@ func (p *Portal) Login(ctx context.Context, name, password string) (cookie strin
 	now := p.now()
 	st, err := p.st.StakeholderBy(ctx, "name", name)
 	if errors.Is(err, store.ErrNotFound) {
-		CheckPassword(dummyHash, password) // same cost as a real check
+		checkPassword(dummyHash, password) // same cost as a real check
 		return "", sess, errBadLogin
 	}
 	if err != nil {
@@ -56,7 +56,7 @@ func (p *Portal) Login(ctx context.Context, name, password string) (cookie strin
 		e.RetryAfter = int(st.LockedUntil.Sub(now).Seconds()) + 1
 		return "", sess, &e
 	}
-	ok, err := CheckPassword(st.PasswordHash, password)
+	ok, err := checkPassword(st.PasswordHash, password)
 	if err != nil {
 		return "", sess, err
 	}

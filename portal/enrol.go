@@ -85,6 +85,10 @@ func (p *Portal) Enrol(ctx context.Context, who Principal, deviceID string, req 
 	if err := requireRole(who, store.RoleSubscriber, store.RoleInstaller, store.RoleManufacturer); err != nil {
 		return Bundle{}, err
 	}
+	// Token issuance is rate limited per tenant, before any registry work.
+	if err := p.cfg.Limits.TokenTenant.Check(who.Stakeholder.Tenant()); err != nil {
+		return Bundle{}, err
+	}
 	d, err := p.Device(ctx, who, deviceID)
 	if err != nil {
 		return Bundle{}, err

@@ -321,7 +321,12 @@ func (p *Portal) pageLoginPost(ctx *fasthttp.RequestCtx) error {
 	}
 	args := ctx.PostArgs()
 	name := strings.TrimSpace(string(args.Peek("name")))
-	cookie, sess, err := p.Login(ctx, name, string(args.Peek("password")))
+	// Rate limits per source and per account name before Login hashes
+	// anything: a login flood costs map lookups, not argon2 (issue 7).
+	cookie, sess, err := "", store.Session{}, p.cfg.Limits.CheckLogin(ctx, name)
+	if err == nil {
+		cookie, sess, err = p.Login(ctx, name, string(args.Peek("password")))
+	}
 	if err != nil {
 		e := apierr.As(err)
 		if e.Status >= 500 {

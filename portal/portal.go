@@ -14,6 +14,7 @@ import (
 	"github.com/credfactory/credfactory/apierr"
 	"github.com/credfactory/credfactory/ca"
 	"github.com/credfactory/credfactory/clientauth"
+	"github.com/credfactory/credfactory/ratelimit"
 	"github.com/credfactory/credfactory/store"
 )
 
@@ -53,6 +54,9 @@ type Config struct {
 	ClaimMaxFailures        int
 	ClaimMaxFailuresAccount int
 	ClaimLockout            time.Duration
+	// Limits are the rate limits on logins and token issuance (issue 7
+	// item 7); the zero value limits nothing.
+	Limits ratelimit.Limits
 }
 
 func (c *Config) defaults() {

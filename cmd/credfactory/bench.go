@@ -220,6 +220,11 @@ func startBenchServer(ctx context.Context, dir, storeURL string, out io.Writer) 
 	}
 	srv := exec.Command(self, "serve", "--data-dir", dir, "--listen", "127.0.0.1:"+port)
 	srv.Env = append(env, "CREDFACTORY_LOG_LEVEL=warn", "CREDFACTORY_PORTAL_SP_DOMAIN=bench.sp.example")
+	// The bench measures the server, not its rate limits: 64 clients on
+	// one loopback address and one tenant would be throttled by design.
+	for _, l := range []string{"ENROL_SOURCE", "ENROL_TENANT", "ENROL_OBF", "TOKEN_TENANT", "LOGIN_SOURCE", "LOGIN_ACCOUNT"} {
+		srv.Env = append(srv.Env, "CREDFACTORY_LIMITS_"+l+"_RATE=0")
+	}
 	srv.Stdout, srv.Stderr = io.Discard, os.Stderr
 	if err := srv.Start(); err != nil {
 		return bench.Target{}, nil, err

@@ -178,13 +178,18 @@ func serve(ctx context.Context, cfg config.Config, stderr io.Writer) error {
 		AccessLog:    cfg.Log.Access,
 	})
 	srv.Register(maf.NewAPI(registry, verifier, cfg.MAF.AdminClients).Routes()...)
+	// Rate limits (issue 7 item 7), per replica; the MEF and the portal apply them.
+	limits, err := cfg.Limits.Build(reg.RateLimitObserver(), nil)
+	if err != nil {
+		return err
+	}
 	enrol := mef.New(mef.Config{FQDN: cfg.MEF.FQDN, MAFFQDN: cfg.MEF.MAFFQDN, SPDomain: cfg.Portal.SPDomain,
-		KeyLifetime: cfg.MEF.KeyLifetime, CertValidity: cfg.MEF.CertValidity, MaxForward: cfg.MEF.MaxForward},
+		KeyLifetime: cfg.MEF.KeyLifetime, CertValidity: cfg.MEF.CertValidity, MaxForward: cfg.MEF.MaxForward, Limits: limits},
 		st, registry, p.CA, p.Root, p.OBFCA.Issuer(), p.KDF, verifier, reg.MEFObserver())
 	srv.Register(enrol.Routes()...)
 	pt := portal.New(portal.Config{Observer: reg.PortalObserver(),
 		MEFURI: cfg.Portal.MEFURI, TrustAnchor: p.Root, SPDomain: cfg.Portal.SPDomain,
-		TokenTTL: cfg.Portal.TokenTTL, SessionTTL: cfg.Portal.SessionTTL,
+		TokenTTL: cfg.Portal.TokenTTL, SessionTTL: cfg.Portal.SessionTTL, Limits: limits,
 	}, st, p.KDF, p.CA, p.OBFCA, verifier)
 	srv.Register(pt.APIRoutes()...)
 	srv.Register(pt.PageRoutes()...)

@@ -1,0 +1,226 @@
+package ratelimit
+
+import (
+	"bytes"
+	"fmt"
+	"net/netip"
+	"time"
+
+	"github.com/valyala/fasthttp"
+)
+
+// Rate is one limit's setting.
+type Rate struct {
+	PerSecond float64 `yaml:"rate" help:"sustained requests per second per key, on each replica; 0 disables"`
+	Burst     int     `yaml:"burst" help:"requests a key may make at once before the rate applies"`
+}
+
+// Config is the limits section of the server's configuration. Every rate is
+// per replica (see the package doc).
+type Config struct {
+	EnrolSource  Rate `yaml:"enrol_source" help:"enrolments (EST simpleenroll and simplereenroll, POST /mef/v1/enrol) per source address, checked before any HSM work"`
+	EnrolTenant  Rate `yaml:"enrol_tenant" help:"RSPF enrolments per tenant (the token's), checked after the token is read and before any HSM work"`
+	EnrolOBF     Rate `yaml:"enrol_obf" help:"credentials forwarded per trusted OBF (its client certificate); a batch costs its item count"`
+	TokenTenant  Rate `yaml:"token_tenant" help:"enrolment tokens issued per tenant (portal API and page)"`
+	LoginSource  Rate `yaml:"login_source" help:"portal logins per source address, checked before the password hash"`
+	LoginAccount Rate `yaml:"login_account" help:"portal logins per account name, checked before the password hash"`
+	MaxKeys      int  `yaml:"max_keys" help:"most keys (addresses, tenants, names) each limit tracks; idle ones are dropped first"`
+	// TrustedProxies name the reverse proxies allowed to say who the
+	// client is; anyone else's X-Forwarded-For is ignored (it is just a
+	// header, and a client could otherwise pick a fresh source per request).
+	TrustedProxies []string `yaml:"trusted_proxies" help:"addresses or CIDRs of reverse proxies whose X-Forwarded-For names the client; empty: the TCP peer is the source"`
+}
+
+// Names of the limits: metric labels and config keys.
+const (
+	NameEnrolSource  = "enrol_source"
+	NameEnrolTenant  = "enrol_tenant"
+	NameEnrolOBF     = "enrol_obf"
+	NameTokenTenant  = "token_tenant"
+	NameLoginSource  = "login_source"
+	NameLoginAccount = "login_account"
+)
+
+// DefaultConfig is generous for honest clients: a factory line behind one
+// NAT address enrols hundreds of devices a second; a person logs in rarely.
+// The bench (credfactory bench) turns the limits off: it measures the
+// server, not them.
+func DefaultConfig() Config {
+	return Config{
+		EnrolSource:  Rate{PerSecond: 200, Burst: 400},
+		EnrolTenant:  Rate{PerSecond: 1000, Burst: 2000},
+		EnrolOBF:     Rate{PerSecond: 2000, Burst: 5000},
+		TokenTenant:  Rate{PerSecond: 500, Burst: 1000},
+		LoginSource:  Rate{PerSecond: 2, Burst: 20},
+		LoginAccount: Rate{PerSecond: 1, Burst: 10},
+		MaxKeys:      DefaultMaxKeys,
+	}
+}
+
+func (c Config) named() []struct {
+	name string
+	r    Rate
+} {
+	return []struct {
+		name string
+		r    Rate
+	}{{NameEnrolSource, c.EnrolSource}, {NameEnrolTenant, c.EnrolTenant}, {NameEnrolOBF, c.EnrolOBF},
+		{NameTokenTenant, c.TokenTenant}, {NameLoginSource, c.LoginSource}, {NameLoginAccount, c.LoginAccount}}
+}
+
+// Validate says what is wrong with c, naming the setting.
+func (c Config) Validate() error {
+	for _, n := range c.named() {
+		switch r := n.r; {
+		case r.PerSecond < 0 || r.PerSecond != r.PerSecond:
+			return fmt.Errorf("limits.%s.rate must be 0 (off) or positive", n.name)
+		case r.PerSecond > 0 && r.PerSecond < 0.001:
+			return fmt.Errorf("limits.%s.rate must be at least 0.001 per second (or 0, off)", n.name)
+		case r.PerSecond > 0 && (r.Burst < 1 || r.Burst > 1_000_000):
+			return fmt.Errorf("limits.%s.burst must be 1 to 1000000", n.name)
+		}
+	}
+	if c.MaxKeys < 0 {
+		return fmt.Errorf("limits.max_keys must not be negative")
+	}
+	if _, err := parsePrefixes(c.TrustedProxies); err != nil {
+		return err
+	}
+	return nil
+}
+
+func parsePrefixes(list []string) ([]netip.Prefix, error) {
+	var out []netip.Prefix
+	for _, s := range list {
+		p, err := netip.ParsePrefix(s)
+		if err != nil {
+			a, aerr := netip.ParseAddr(s)
+			if aerr != nil {
+				return nil, fmt.Errorf("limits.trusted_proxies: %q is neither an address nor a CIDR", s)
+			}
+			p = netip.PrefixFrom(a.Unmap(), a.Unmap().BitLen())
+		}
+		out = append(out, p.Masked())
+	}
+	return out, nil
+}
+
+// Limits are the server's limits; a nil one is off. The zero value limits
+// nothing (unit tests of the components, admin commands).
+type Limits struct {
+	EnrolSource  *Limiter[Addr]
+	EnrolTenant  *Limiter[string]
+	EnrolOBF     *Limiter[string]
+	TokenTenant  *Limiter[string]
+	LoginSource  *Limiter[Addr]
+	LoginAccount *Limiter[string]
+	proxies      []netip.Prefix
+}
+
+// Build makes the limits c configures and publishes their settings to obs
+// (which may be nil); now is the clock (nil: the real one).
+func (c Config) Build(obs Observer, now func() time.Time) (Limits, error) {
+	if err := c.Validate(); err != nil {
+		return Limits{}, err
+	}
+	proxies, _ := parsePrefixes(c.TrustedProxies)
+	opts := func(name string, r Rate) Options {
+		if obs != nil {
+			if r.PerSecond <= 0 {
+				r = Rate{}
+			}
+			obs.ObserveLimit(name, r.PerSecond, r.Burst)
+		}
+		return Options{Name: name, Rate: r.PerSecond, Burst: r.Burst, MaxKeys: c.MaxKeys, Now: now, Observer: obs}
+	}
+	return Limits{
+		EnrolSource:  New[Addr](opts(NameEnrolSource, c.EnrolSource)),
+		EnrolTenant:  New[string](opts(NameEnrolTenant, c.EnrolTenant)),
+		EnrolOBF:     New[string](opts(NameEnrolOBF, c.EnrolOBF)),
+		TokenTenant:  New[string](opts(NameTokenTenant, c.TokenTenant)),
+		LoginSource:  New[Addr](opts(NameLoginSource, c.LoginSource)),
+		LoginAccount: New[string](opts(NameLoginAccount, c.LoginAccount)),
+		proxies:      proxies,
+	}, nil
+}
+
+// Addr keys a source: an IPv4 address (as IPv4-mapped IPv6), or an IPv6
+// address's /64, since one IPv6 host commonly holds a whole /64 and could
+// otherwise take a fresh address, and a fresh burst, per request.
+type Addr [16]byte
+
+// AddrOf is the key of ip.
+func AddrOf(ip netip.Addr) Addr {
+	ip = ip.Unmap()
+	if ip.Is6() {
+		p, _ := ip.Prefix(64)
+		ip = p.Addr()
+	}
+	return Addr(netip.AddrFrom16(ip.As16()).As16())
+}
+
+// Source is the client's address: the TCP peer, or, when the peer is a
+// trusted proxy, the rightmost X-Forwarded-For entry that is not itself a
+// trusted proxy (entries further left are whatever the client claimed).
+func (l *Limits) Source(ctx *fasthttp.RequestCtx) netip.Addr {
+	peer, _ := netip.AddrFromSlice(ctx.RemoteIP())
+	peer = peer.Unmap()
+	if len(l.proxies) == 0 || !l.trusted(peer) {
+		return peer
+	}
+	xff := ctx.Request.Header.Peek("X-Forwarded-For")
+	for len(xff) > 0 {
+		var part []byte
+		if i := bytes.LastIndexByte(xff, ','); i >= 0 {
+			part, xff = xff[i+1:], xff[:i]
+		} else {
+			part, xff = xff, nil
+		}
+		a, err := netip.ParseAddr(string(bytes.TrimSpace(part)))
+		if err != nil {
+			break // garbage: the last trusted hop is the best we know
+		}
+		peer = a.Unmap()
+		if !l.trusted(peer) {
+			break
+		}
+	}
+	return peer
+}
+
+func (l *Limits) trusted(a netip.Addr) bool {
+	for _, p := range l.proxies {
+		if p.Contains(a) {
+			return true
+		}
+	}
+	return false
+}
+
+// CheckEnrolSource applies enrol_source to the request's source.
+func (l *Limits) CheckEnrolSource(ctx *fasthttp.RequestCtx) error {
+	if l.EnrolSource == nil {
+		return nil
+	}
+	return l.EnrolSource.Check(AddrOf(l.Source(ctx)))
+}
+
+// CheckLogin applies login_source and login_account, before any password
+// is hashed: a flood of logins costs a map lookup each, not argon2.
+// Both are charged, so a spray of names from one address and a guess at
+// one name from many addresses are each held to their limit.
+func (l *Limits) CheckLogin(ctx *fasthttp.RequestCtx, account string) error {
+	if l.LoginSource != nil {
+		if err := l.LoginSource.Check(AddrOf(l.Source(ctx))); err != nil {
+			return err
+		}
+	}
+	if len(account) > maxAccountKey {
+		// Names are at most 100 characters; a longer one names no account,
+		// and must not pin megabytes of form body in the map.
+		account = account[:maxAccountKey]
+	}
+	return l.LoginAccount.Check(account)
+}
+
+const maxAccountKey = 128
