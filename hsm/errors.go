@@ -22,6 +22,14 @@ var (
 	ErrKeyNotFound = errors.New("hsm: key not found")
 	// ErrClosed: the module was closed.
 	ErrClosed = errors.New("hsm: closed")
+
+	// errTokenLost: an operation failed and the token itself then failed
+	// C_GetTokenInfo. SoftHSM2 reports a token whose storage went away
+	// with CKR_GENERAL_ERROR (login, token info) or a handle error and
+	// never with CKR_TOKEN_NOT_PRESENT; and it stays broken after the
+	// storage is back until C_Finalize/C_Initialize reloads it. So a token
+	// that no longer answers is treated like a removed one: re-initialise.
+	errTokenLost = errors.New("hsm: the token no longer answers")
 )
 
 // brokenSession reports whether err means the session (or the login behind
@@ -47,6 +55,9 @@ func brokenSession(err error) bool {
 // tokenGone reports whether err means the slot or token itself is gone, so
 // the module must be re-initialised, not just a session reopened.
 func tokenGone(err error) bool {
+	if errors.Is(err, errTokenLost) {
+		return true
+	}
 	var p11 pkcs11.Error
 	if !errors.As(err, &p11) {
 		return false
@@ -72,6 +83,8 @@ func ErrorKind(err error) string {
 		return "canceled"
 	case errors.Is(err, ErrUnavailable):
 		return "unavailable"
+	case errors.Is(err, errTokenLost):
+		return "token_lost"
 	case errors.Is(err, ErrLogin):
 		return "login"
 	case errors.Is(err, ErrKeyNotFound):
