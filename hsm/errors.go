@@ -7,14 +7,16 @@ import (
 	"github.com/miekg/pkcs11"
 )
 
-// Errors a caller decides on. Server code maps ErrUnavailable and
-// ErrPoolTimeout to 503 (retry later), the rest to 500.
+// Errors a caller decides on. ErrUnavailable and ErrPoolTimeout mean retry
+// later: they carry the answer (503 hsm_unavailable) that the HTTP layer
+// gives wherever one surfaces unmapped (apierr.Unavailable); the rest are
+// 500s unless a caller maps them.
 var (
 	// ErrPoolTimeout: no session became free before the caller's deadline.
-	ErrPoolTimeout = errors.New("hsm: no free session before the deadline")
+	ErrPoolTimeout error = &unavailableError{"hsm: no free session before the deadline"}
 	// ErrUnavailable: the token cannot be reached now (removed, not
 	// present, module not answering); the pool keeps trying to recover.
-	ErrUnavailable = errors.New("hsm: token unavailable")
+	ErrUnavailable error = &unavailableError{"hsm: token unavailable"}
 	// ErrLogin: the PIN was refused. The pool never retries a refused PIN,
 	// so that it cannot lock the token by itself.
 	ErrLogin = errors.New("hsm: login refused")
@@ -31,6 +33,17 @@ var (
 	// that no longer answers is treated like a removed one: re-initialise.
 	errTokenLost = errors.New("hsm: the token no longer answers")
 )
+
+// unavailableError is an outage a client should retry after.
+type unavailableError struct{ msg string }
+
+func (e *unavailableError) Error() string { return e.msg }
+
+// Unavailable implements apierr.Unavailable (without importing it: hsm
+// knows nothing of HTTP, only what a caller should be told).
+func (e *unavailableError) Unavailable() (code, message string) {
+	return "hsm_unavailable", "the HSM is busy or unavailable; retry"
+}
 
 // brokenSession reports whether err means the session (or the login behind
 // it) is gone, so the operation should be retried on a fresh, logged-in

@@ -14,6 +14,7 @@ import (
 	"testing"
 	"time"
 
+	"github.com/credfactory/credfactory/apierr"
 	"github.com/credfactory/credfactory/hsm"
 	"github.com/credfactory/credfactory/hsm/softhsm"
 	"github.com/miekg/pkcs11"
@@ -228,4 +229,20 @@ func takeTokenAway(t *testing.T) (away, back func()) {
 	}
 	t.Cleanup(func() { move(out, in, false) })
 	return func() { move(in, out, true) }, func() { move(out, in, false) }
+}
+
+// TestOutageErrorsAnswer503: however a caller wraps them, the pool's
+// outage errors reach an HTTP client as 503 hsm_unavailable, also through
+// handlers that do not map them (the portal's claim-code HMAC did not, and
+// answered 500 during an HSM outage).
+func TestOutageErrorsAnswer503(t *testing.T) {
+	for _, err := range []error{hsm.ErrUnavailable, hsm.ErrPoolTimeout} {
+		wrapped := fmt.Errorf("claim code: %w", fmt.Errorf("hsm: HMAC: %w", err))
+		if !errors.Is(wrapped, err) {
+			t.Fatalf("%v: errors.Is lost", err)
+		}
+		if e := apierr.As(wrapped); e.Status != 503 || e.Code != "hsm_unavailable" || e.RetryAfter < 1 {
+			t.Fatalf("%v: answered %d %s Retry-After %d", err, e.Status, e.Code, e.RetryAfter)
+		}
+	}
 }
