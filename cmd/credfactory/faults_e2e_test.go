@@ -5,6 +5,7 @@ package main
 // and the registry see afterwards.
 
 import (
+	"bytes"
 	"context"
 	"crypto/ecdsa"
 	"crypto/elliptic"
@@ -16,6 +17,7 @@ import (
 	"errors"
 	"fmt"
 	"net"
+	"net/http"
 	"os"
 	"os/exec"
 	"path/filepath"
@@ -415,4 +417,219 @@ func deref(s *string) string {
 		return "<nil>"
 	}
 	return *s
+}
+
+// TestFaultHSMOutageUnderLoad takes SoftHSM2's token away from a running
+// server while clients enrol, by moving the token's directory out of the
+// token store (what SoftHSM2 does then: see hsm.TestTokenStorageGoneAndBack),
+// and puts it back. Meanwhile requests that need the HSM fail with 503 and
+// hsm_unavailable (never a 500), /readyz says unready, and afterwards the
+// same server, not restarted, serves again and every client's retry of its
+// unchanged request succeeds.
+//
+// With session keys (the default) SoftHSM2 keeps signing from memory until
+// something asks the token itself: here /readyz, which the test polls as a
+// load balancer would. With token keys every signature notices at once.
+//
+// The clients keep their TLS connections: the server's TLS key is in the
+// same HSM, so a new handshake fails during the outage (a client sees a
+// connection error, not a 503); counted, and allowed only then.
+func TestFaultHSMOutageUnderLoad(t *testing.T) {
+	for _, c := range []struct {
+		name string
+		env  []string
+	}{
+		{"session_keys", nil},
+		{"token_keys", []string{"CREDFACTORY_HSM_SESSION_KEYS=false"}},
+	} {
+		t.Run(c.name, func(t *testing.T) {
+			s := initSP(t, c.env...)
+			run := s.serve(freePort(t))
+			hsmOutage(t, s, run)
+		})
+	}
+}
+
+func hsmOutage(t *testing.T, s *sp, run *serving) {
+	const devices, workers = 161, 4
+	jobs := faultFleet(t, s, devices)
+	spare := jobs[len(jobs)-1] // asks the portal for a bundle during the outage
+	jobs = jobs[:len(jobs)-1]
+	anchor := parsePEMCerts(t, readFile(t, filepath.Join(s.dir, "trust-anchor.pem")))
+	conn := client.NewConn(s.base, anchor, nil)
+	ops := s.client(nil) // the operator's and the load balancer's connection
+	alice := strings.TrimSpace(s.cli("admin", "create-api-key", "--stakeholder", "alice"))
+	if status, _ := s.callWith(ops, alice, "GET", "/api/v1/devices/"+spare.device, "", nil); status != 200 {
+		t.Fatalf("device: %d", status)
+	}
+	ready := func() (int, map[string]any) { return s.callWith(ops, "", "GET", "/readyz", "", nil) }
+
+	var (
+		mu        sync.Mutex
+		statuses  = map[string]int{} // "503 hsm_unavailable", "conn", ...
+		ok        atomic.Int32
+		failed    atomic.Int32
+		outage    atomic.Bool
+		connLost  atomic.Int32
+		unexpect  []string
+		queue     = make(chan *faultJob, len(jobs))
+		ctx       = t.Context()
+		wg        sync.WaitGroup
+		pace      = 25 * time.Millisecond
+		completed = make([]*faultJob, 0, len(jobs))
+	)
+	for _, j := range jobs {
+		queue <- j
+	}
+	close(queue)
+	for range workers {
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			for j := range queue {
+				for {
+					time.Sleep(pace) // a factory line's pace, so the run spans the outage
+					j.do(ctx, conn)
+					var e *client.Error
+					mu.Lock()
+					switch {
+					case j.got:
+						statuses["200"]++
+						completed = append(completed, j)
+					case errors.As(j.err, &e):
+						statuses[fmt.Sprintf("%d %s", e.Status, e.Code)]++
+						if e.Status != 503 || e.Code != "hsm_unavailable" {
+							unexpect = append(unexpect, fmt.Sprintf("%s: %v", j.device, j.err))
+						}
+					default:
+						statuses["conn"]++
+						if !outage.Load() {
+							unexpect = append(unexpect, fmt.Sprintf("%s: connection error outside the outage: %v", j.device, j.err))
+						}
+					}
+					mu.Unlock()
+					if j.got {
+						ok.Add(1)
+						break
+					}
+					if j.err != nil && ctx.Err() != nil {
+						return
+					}
+					failed.Add(1)
+					var ce *client.Error
+					if !errors.As(j.err, &ce) {
+						connLost.Add(1)
+					}
+				}
+			}
+		}()
+	}
+	waitFor := func(what string, cond func() bool) {
+		t.Helper()
+		for deadline := time.Now().Add(20 * time.Second); !cond(); time.Sleep(20 * time.Millisecond) {
+			if time.Now().After(deadline) {
+				mu.Lock()
+				defer mu.Unlock()
+				t.Fatalf("timed out waiting for %s; answers so far %v", what, statuses)
+			}
+			select {
+			case err := <-run.exited:
+				t.Fatalf("serve exited: %v", err)
+			default:
+			}
+		}
+	}
+
+	waitFor("enrolments before the outage", func() bool { return ok.Load() >= 10 })
+	away, back := takeTokenAway(t, s.dir)
+	outage.Store(true)
+	away()
+	failedBefore := failed.Load()
+	waitFor("/readyz to say unready", func() bool {
+		status, body := ready()
+		return status == 503 && str(body, "checks", "hsm") == "unavailable"
+	})
+	waitFor("enrolments to fail", func() bool { return failed.Load() >= failedBefore+5 })
+	// The portal needs the HSM for a bundle (the claim code's HMAC).
+	status, body, hdr := rawCall(t, ops, s.base, alice, "POST", "/api/v1/devices/"+spare.device+"/enrolments",
+		mustJSON(map[string]any{"proof": map[string]any{"claimCode": "label-160"}}))
+	if status != 503 || errCode(body) != "hsm_unavailable" || hdr.Get("Retry-After") == "" {
+		t.Errorf("portal bundle during the outage: %d %v Retry-After %q, want 503 hsm_unavailable with Retry-After", status, body, hdr.Get("Retry-After"))
+	}
+	okBefore := ok.Load()
+
+	back()
+	waitFor("/readyz to recover", func() bool { status, _ := ready(); return status == 200 })
+	outage.Store(false)
+	waitFor("enrolments after the outage", func() bool { return ok.Load() >= okBefore+10 })
+	if status, body := s.callWith(ops, alice, "POST", "/api/v1/devices/"+spare.device+"/enrolments", "application/json",
+		mustJSON(map[string]any{"proof": map[string]any{"claimCode": "label-160"}})); status != 201 {
+		t.Errorf("portal bundle after the outage: %d %v", status, body)
+	}
+	wg.Wait()
+
+	mu.Lock()
+	defer mu.Unlock()
+	t.Logf("answers: %v (connection errors during the outage: %d)", statuses, connLost.Load())
+	for _, u := range unexpect {
+		t.Error(u)
+	}
+	if statuses["503 hsm_unavailable"] == 0 {
+		t.Error("no request saw the outage")
+	}
+	if len(completed) != len(jobs) {
+		t.Errorf("%d of %d enrolments completed after the outage", len(completed), len(jobs))
+	}
+	select {
+	case err := <-run.exited:
+		t.Fatalf("serve exited: %v", err)
+	default:
+	}
+}
+
+// takeTokenAway returns functions that move the SP's SoftHSM2 token
+// directory out of the token store (SoftHSM2 scans every directory in it,
+// so a rename in place would not hide it) and back; a failed test still
+// gets it back.
+func takeTokenAway(t *testing.T, dataDir string) (away, back func()) {
+	t.Helper()
+	tokens := filepath.Join(dataDir, "hsm", "tokens")
+	entries, err := os.ReadDir(tokens)
+	if err != nil || len(entries) != 1 {
+		t.Fatalf("token store %s: %v, %d entries", tokens, err, len(entries))
+	}
+	in := filepath.Join(tokens, entries[0].Name())
+	out := filepath.Join(dataDir, "hsm", "away-"+entries[0].Name())
+	var mu sync.Mutex
+	isAway := false
+	move := func(from, to string, state bool) {
+		mu.Lock()
+		defer mu.Unlock()
+		if isAway == state {
+			return
+		}
+		if err := os.Rename(from, to); err != nil {
+			t.Error(err)
+			return
+		}
+		isAway = state
+	}
+	t.Cleanup(func() { move(out, in, false) })
+	return func() { move(in, out, true) }, func() { move(out, in, false) }
+}
+
+// rawCall is callWith that also returns the answer's headers.
+func rawCall(t *testing.T, c *http.Client, base, key, method, path string, body []byte) (int, map[string]any, http.Header) {
+	t.Helper()
+	req, _ := http.NewRequest(method, base+path, bytes.NewReader(body))
+	req.Header.Set("Authorization", "Bearer "+key)
+	req.Header.Set("Content-Type", "application/json")
+	resp, err := c.Do(req)
+	if err != nil {
+		t.Fatalf("%s %s: %v", method, path, err)
+	}
+	defer resp.Body.Close()
+	var out map[string]any
+	json.NewDecoder(resp.Body).Decode(&out)
+	return resp.StatusCode, out, resp.Header
 }
