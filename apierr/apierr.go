@@ -40,12 +40,28 @@ var (
 	BadRequest       = New(http.StatusBadRequest, "bad_request", "the request could not be parsed")
 )
 
-// As returns err as an *Error, mapping anything else to a 500 that keeps
-// the cause for the log but tells the client nothing about internals.
+// Unavailable is implemented by errors that mean a dependency is down for
+// now (the HSM: see hsm.ErrUnavailable). As answers them 503 with their
+// code and a Retry-After, so that a handler that does not map them itself
+// still tells the client to retry instead of answering 500 for an outage.
+// A package implements it without importing apierr.
+type Unavailable interface {
+	error
+	Unavailable() (code, message string)
+}
+
+// As returns err as an *Error, mapping an Unavailable to a 503 and anything
+// else to a 500 that keeps the cause for the log but tells the client
+// nothing about internals.
 func As(err error) *Error {
 	var e *Error
 	if errors.As(err, &e) {
 		return e
+	}
+	var u Unavailable
+	if errors.As(err, &u) {
+		code, msg := u.Unavailable()
+		return &Error{Status: http.StatusServiceUnavailable, Code: code, Message: msg, RetryAfter: 1, Err: err}
 	}
 	return &Error{Status: http.StatusInternalServerError, Code: "internal", Message: "internal error", Err: err}
 }

@@ -7,14 +7,16 @@ import (
 	"github.com/miekg/pkcs11"
 )
 
-// Errors a caller decides on. Server code maps ErrUnavailable and
-// ErrPoolTimeout to 503 (retry later), the rest to 500.
+// Errors a caller decides on. ErrUnavailable and ErrPoolTimeout mean retry
+// later: they carry the answer (503 hsm_unavailable) that the HTTP layer
+// gives wherever one surfaces unmapped (apierr.Unavailable); the rest are
+// 500s unless a caller maps them.
 var (
 	// ErrPoolTimeout: no session became free before the caller's deadline.
-	ErrPoolTimeout = errors.New("hsm: no free session before the deadline")
+	ErrPoolTimeout error = &unavailableError{"hsm: no free session before the deadline"}
 	// ErrUnavailable: the token cannot be reached now (removed, not
 	// present, module not answering); the pool keeps trying to recover.
-	ErrUnavailable = errors.New("hsm: token unavailable")
+	ErrUnavailable error = &unavailableError{"hsm: token unavailable"}
 	// ErrLogin: the PIN was refused. The pool never retries a refused PIN,
 	// so that it cannot lock the token by itself.
 	ErrLogin = errors.New("hsm: login refused")
@@ -22,7 +24,26 @@ var (
 	ErrKeyNotFound = errors.New("hsm: key not found")
 	// ErrClosed: the module was closed.
 	ErrClosed = errors.New("hsm: closed")
+
+	// errTokenLost: an operation failed and the token itself then failed
+	// C_GetTokenInfo. SoftHSM2 reports a token whose storage went away
+	// with CKR_GENERAL_ERROR (login, token info) or a handle error and
+	// never with CKR_TOKEN_NOT_PRESENT; and it stays broken after the
+	// storage is back until C_Finalize/C_Initialize reloads it. So a token
+	// that no longer answers is treated like a removed one: re-initialise.
+	errTokenLost = errors.New("hsm: the token no longer answers")
 )
+
+// unavailableError is an outage a client should retry after.
+type unavailableError struct{ msg string }
+
+func (e *unavailableError) Error() string { return e.msg }
+
+// Unavailable implements apierr.Unavailable (without importing it: hsm
+// knows nothing of HTTP, only what a caller should be told).
+func (e *unavailableError) Unavailable() (code, message string) {
+	return "hsm_unavailable", "the HSM is busy or unavailable; retry"
+}
 
 // brokenSession reports whether err means the session (or the login behind
 // it) is gone, so the operation should be retried on a fresh, logged-in
@@ -47,6 +68,9 @@ func brokenSession(err error) bool {
 // tokenGone reports whether err means the slot or token itself is gone, so
 // the module must be re-initialised, not just a session reopened.
 func tokenGone(err error) bool {
+	if errors.Is(err, errTokenLost) {
+		return true
+	}
 	var p11 pkcs11.Error
 	if !errors.As(err, &p11) {
 		return false
@@ -72,6 +96,8 @@ func ErrorKind(err error) string {
 		return "canceled"
 	case errors.Is(err, ErrUnavailable):
 		return "unavailable"
+	case errors.Is(err, errTokenLost):
+		return "token_lost"
 	case errors.Is(err, ErrLogin):
 		return "login"
 	case errors.Is(err, ErrKeyNotFound):

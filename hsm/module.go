@@ -186,7 +186,12 @@ func (m *Module) Stats() Stats {
 	return Stats{Max: m.cfg.MaxSessions, InUse: int(m.inUse.Load()), Waiting: int(m.waiting.Load()), Idle: idle}
 }
 
-// Ping checks that a logged-in session can be had and answers, for /readyz.
+// Ping checks that a logged-in session can be had and that the token
+// answers, for /readyz. The token is asked too (C_GetTokenInfo) because a
+// session alone can outlive its token: SoftHSM2 answers session calls, and
+// signs with session copies of keys, from memory after its token storage
+// is gone. A token that fails is re-initialised by the pool (see
+// errTokenLost), so the probe that finds the outage also starts recovery.
 func (m *Module) Ping(ctx context.Context) error {
 	return m.do(ctx, "ping", func(s session) error {
 		info, err := m.lib.ctx.GetSessionInfo(s.h)
@@ -195,6 +200,12 @@ func (m *Module) Ping(ctx context.Context) error {
 		}
 		if info.State != pkcs11.CKS_RW_USER_FUNCTIONS && info.State != pkcs11.CKS_RO_USER_FUNCTIONS {
 			return pkcs11.Error(pkcs11.CKR_USER_NOT_LOGGED_IN)
+		}
+		if _, err := m.lib.ctx.GetTokenInfo(m.slot); err != nil {
+			if tokenGone(err) {
+				return err
+			}
+			return fmt.Errorf("%w: token info: %w", errTokenLost, err)
 		}
 		return nil
 	})
@@ -364,14 +375,15 @@ func (m *Module) attempt(fn func(session) error) error {
 	}
 	s, err := m.getSession()
 	if err != nil {
+		err = m.probeToken(err)
 		if brokenSession(err) && !tokenGone(err) {
 			m.newEpoch(m.epoch.Load())
 		}
 		return err
 	}
 	err = fn(s)
-	if err != nil && !brokenSession(err) {
-		err = m.probe(s, err)
+	if err != nil && !brokenSession(err) && !tokenGone(err) {
+		err = m.probeToken(m.probe(s, err))
 	}
 	if brokenSession(err) {
 		_ = m.lib.ctx.CloseSession(s.h)
@@ -432,6 +444,23 @@ func (m *Module) reinit(seenEpoch uint64) error {
 	m.slot = slot
 	m.epoch.Add(1)
 	return nil
+}
+
+// probeToken asks the token whether it still answers after an operation
+// failed in a way that the session does not explain: a PKCS#11 error other
+// than a session or token code, or a key that is no longer found. If
+// C_GetTokenInfo fails too, the token is lost (errTokenLost) and the pool
+// re-initialises the module; SoftHSM2 has no other way to say that its
+// token storage went away. Paid only on failures. Called under m.mu.RLock.
+func (m *Module) probeToken(opErr error) error {
+	var p11 pkcs11.Error
+	if brokenSession(opErr) || tokenGone(opErr) || !(errors.As(opErr, &p11) || errors.Is(opErr, ErrKeyNotFound)) {
+		return opErr
+	}
+	if _, err := m.lib.ctx.GetTokenInfo(m.slot); err != nil {
+		return fmt.Errorf("%w: token info: %v (after: %w)", errTokenLost, err, opErr)
+	}
+	return opErr
 }
 
 // probe asks whether an operation failed because its session broke under

@@ -3,10 +3,20 @@ package hsm_test
 import (
 	"context"
 	"crypto"
+	"crypto/ecdsa"
 	"crypto/sha256"
+	"errors"
 	"fmt"
+	"os"
+	"path/filepath"
+	"sync"
+	"sync/atomic"
 	"testing"
+	"time"
 
+	"github.com/credfactory/credfactory/apierr"
+	"github.com/credfactory/credfactory/hsm"
+	"github.com/credfactory/credfactory/hsm/softhsm"
 	"github.com/miekg/pkcs11"
 )
 
@@ -73,5 +83,166 @@ func TestTokenGoneReinitialises(t *testing.T) {
 				t.Fatalf("sign after re-initialisation: %v", err)
 			}
 		})
+	}
+}
+
+// TestTokenStorageGoneAndBack takes a real SoftHSM2 token away under load
+// by moving its directory out of the token store, then puts it back. What
+// SoftHSM2 does (2.6.1, file backend), found by trying it:
+//   - calls on token objects fail (CKR_OBJECT_HANDLE_INVALID), a new
+//     login and C_GetTokenInfo fail with CKR_GENERAL_ERROR, a key lookup
+//     finds nothing; never CKR_TOKEN_NOT_PRESENT or CKR_DEVICE_REMOVED;
+//   - session objects (session_keys: the default) and session calls keep
+//     working from memory, so signing goes on until something asks the
+//     token itself: here, Ping (/readyz);
+//   - the token stays broken in the process after its directory is back,
+//     until C_Finalize and C_Initialize reload the store.
+//
+// So a failure the session does not explain is checked with C_GetTokenInfo
+// and, if the token fails that too, handled as a removed token: callers get
+// ErrUnavailable (never a raw PKCS#11 error, which the server would answer
+// with a 500) and the module re-initialises as soon as the token is back,
+// without a restart. Moving a directory is safe under running calls, unlike
+// closing their sessions under them, which can crash SoftHSM2.
+func TestTokenStorageGoneAndBack(t *testing.T) {
+	for _, sessionKeys := range []bool{true, false} {
+		t.Run(fmt.Sprintf("session_keys=%v", sessionKeys), func(t *testing.T) {
+			rec := &recorder{}
+			cfg := testCfg
+			cfg.SessionKeys = sessionKeys
+			cfg.WaitTimeout = 2 * time.Second
+			m, err := hsm.Open(cfg, rec)
+			if err != nil {
+				t.Fatal(err)
+			}
+			t.Cleanup(m.Close)
+			signer, err := m.Signer(context.Background(), p256URI)
+			if err != nil {
+				t.Fatal(err)
+			}
+			mac, err := m.HMACKey(hmacURI)
+			if err != nil {
+				t.Fatal(err)
+			}
+			digest := sha256.Sum256([]byte("under load"))
+			sign := func() error {
+				sig, err := signer.Sign(nil, digest[:], crypto.SHA256)
+				if err == nil && !ecdsa.VerifyASN1(signer.Public().(*ecdsa.PublicKey), digest[:], sig) {
+					return errors.New("signature does not verify")
+				}
+				return err
+			}
+			if err := sign(); err != nil {
+				t.Fatal(err)
+			}
+			away, back := takeTokenAway(t)
+
+			// Load throughout: every failure must be one a caller can
+			// answer with 503.
+			stop := make(chan struct{})
+			var wg sync.WaitGroup
+			var bad atomic.Value
+			var failed atomic.Int64
+			for i := 0; i < 4; i++ {
+				wg.Add(1)
+				go func() {
+					defer wg.Done()
+					for {
+						select {
+						case <-stop:
+							return
+						default:
+						}
+						err := sign()
+						if i%2 == 1 {
+							_, err = mac.Sum(context.Background(), []byte("x"))
+						}
+						if err != nil {
+							failed.Add(1)
+							if !errors.Is(err, hsm.ErrUnavailable) && !errors.Is(err, hsm.ErrPoolTimeout) {
+								bad.Store(err)
+							}
+						}
+					}
+				}()
+			}
+			defer func() { close(stop); wg.Wait() }()
+
+			away()
+			if err := m.Ping(context.Background()); !errors.Is(err, hsm.ErrUnavailable) {
+				t.Fatalf("ping with the token gone: %v, want ErrUnavailable", err)
+			}
+			if err := sign(); !errors.Is(err, hsm.ErrUnavailable) {
+				t.Fatalf("sign with the token gone: %v, want ErrUnavailable", err)
+			}
+			if _, err := mac.Sum(context.Background(), []byte("x")); !errors.Is(err, hsm.ErrUnavailable) {
+				t.Fatalf("HMAC with the token gone: %v, want ErrUnavailable", err)
+			}
+			back()
+			deadline := time.Now().Add(15 * time.Second)
+			for m.Ping(context.Background()) != nil || sign() != nil {
+				if time.Now().After(deadline) {
+					t.Fatalf("no recovery after the token came back: ping %v, sign %v", m.Ping(context.Background()), sign())
+				}
+				time.Sleep(50 * time.Millisecond)
+			}
+			if _, err := mac.Sum(context.Background(), []byte("x")); err != nil {
+				t.Fatalf("HMAC after recovery: %v", err)
+			}
+			if err, _ := bad.Load().(error); err != nil {
+				t.Fatalf("a failure during the outage was not ErrUnavailable: %v", err)
+			}
+			rec.mu.Lock()
+			reinits := rec.recoveries["reinit"]
+			rec.mu.Unlock()
+			if reinits == 0 || failed.Load() == 0 {
+				t.Fatalf("the outage was not seen: %d re-initialisations, %d failed calls", reinits, failed.Load())
+			}
+		})
+	}
+}
+
+// takeTokenAway returns functions that move the test token's directory out
+// of SoftHSM2's token store and back; a test that fails in between still
+// gets it back.
+func takeTokenAway(t *testing.T) (away, back func()) {
+	t.Helper()
+	tokens := filepath.Join(testDir, softhsm.TokensDir)
+	entries, err := os.ReadDir(tokens)
+	if err != nil || len(entries) != 1 {
+		t.Fatalf("token store %s: %v, %d entries", tokens, err, len(entries))
+	}
+	in := filepath.Join(tokens, entries[0].Name())
+	out := filepath.Join(testDir, "away-"+entries[0].Name())
+	var mu sync.Mutex
+	isAway := false
+	move := func(from, to string, state bool) {
+		mu.Lock()
+		defer mu.Unlock()
+		if isAway == state {
+			return
+		}
+		if err := os.Rename(from, to); err != nil {
+			t.Fatal(err)
+		}
+		isAway = state
+	}
+	t.Cleanup(func() { move(out, in, false) })
+	return func() { move(in, out, true) }, func() { move(out, in, false) }
+}
+
+// TestOutageErrorsAnswer503: however a caller wraps them, the pool's
+// outage errors reach an HTTP client as 503 hsm_unavailable, also through
+// handlers that do not map them (the portal's claim-code HMAC did not, and
+// answered 500 during an HSM outage).
+func TestOutageErrorsAnswer503(t *testing.T) {
+	for _, err := range []error{hsm.ErrUnavailable, hsm.ErrPoolTimeout} {
+		wrapped := fmt.Errorf("claim code: %w", fmt.Errorf("hsm: HMAC: %w", err))
+		if !errors.Is(wrapped, err) {
+			t.Fatalf("%v: errors.Is lost", err)
+		}
+		if e := apierr.As(wrapped); e.Status != 503 || e.Code != "hsm_unavailable" || e.RetryAfter < 1 {
+			t.Fatalf("%v: answered %d %s Retry-After %d", err, e.Status, e.Code, e.RetryAfter)
+		}
 	}
 }
