@@ -9,9 +9,9 @@ import (
 	"crypto/rand"
 	"crypto/rsa"
 	"crypto/sha1"
-	"crypto/x509"
 	_ "crypto/sha256" // hash algorithms OCSP requests may name
 	_ "crypto/sha512"
+	"crypto/x509"
 	"encoding/asn1"
 	"errors"
 	"fmt"

@@ -203,4 +203,3 @@ func failure(err error) ([]byte, string) {
 	}
 	return ca.OCSPInternalError, "internal_error"
 }
-

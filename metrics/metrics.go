@@ -43,6 +43,11 @@ type Registry struct {
 	enrolDuration  *prometheus.HistogramVec
 	forwardBatches prometheus.Histogram
 
+	ocspResponses  *prometheus.CounterVec
+	crlGenerations *prometheus.CounterVec
+	crlDuration    prometheus.Histogram
+	crlEntries     prometheus.Gauge
+
 	HTTPRequests *prometheus.CounterVec
 	HTTPDuration *prometheus.HistogramVec
 	HTTPRejected *prometheus.CounterVec
@@ -129,6 +134,24 @@ func New() *Registry {
 		Help: "NotAfter of the SP's own certificates (root, issuing, obf, server), as a Unix time.",
 	}, []string{"ca"})
 	r.MustRegister(r.tokensIssued, r.logins, r.caExpiry)
+	r.ocspResponses = prometheus.NewCounterVec(prometheus.CounterOpts{
+		Namespace: Namespace, Subsystem: "ocsp", Name: "responses_total",
+		Help: "OCSP responses by status (good, revoked, unknown, unauthorized, malformed, try_later, internal_error).",
+	}, []string{"status"})
+	r.crlGenerations = prometheus.NewCounterVec(prometheus.CounterOpts{
+		Namespace: Namespace, Subsystem: "crl", Name: "generations_total",
+		Help: "CRL generations of the issuing CA by result (ok, error).",
+	}, []string{"result"})
+	r.crlDuration = prometheus.NewHistogram(prometheus.HistogramOpts{
+		Namespace: Namespace, Subsystem: "crl", Name: "generation_duration_seconds",
+		Help:    "Time to read the revoked serials and sign one CRL.",
+		Buckets: []float64{.005, .01, .025, .05, .1, .25, .5, 1, 2.5, 5, 10, 30, 60},
+	})
+	r.crlEntries = prometheus.NewGauge(prometheus.GaugeOpts{
+		Namespace: Namespace, Subsystem: "crl", Name: "entries",
+		Help: "Revoked certificates listed on the current CRL.",
+	})
+	r.MustRegister(r.ocspResponses, r.crlGenerations, r.crlDuration, r.crlEntries)
 	r.MustRegister(r.hsmOps, r.hsmErrors, r.hsmWait, r.hsmRecoveries, r.storeTx, r.storeRetries, r.storeErrors,
 		r.storeBatch, r.HTTPRequests, r.HTTPDuration, r.HTTPRejected)
 	return r
@@ -229,3 +252,23 @@ func (o PortalObserver) ObserveLogin(result string) { o.r.logins.WithLabelValues
 
 // ObserveTokenIssued counts an enrolment token by mode.
 func (o PortalObserver) ObserveTokenIssued(mode string) { o.r.tokensIssued.WithLabelValues(mode).Inc() }
+
+// CAStatusObserver returns the castatus.Observer that feeds these metrics.
+func (r *Registry) CAStatusObserver() CAStatusObserver { return CAStatusObserver{r} }
+
+// CAStatusObserver implements castatus.Observer.
+type CAStatusObserver struct{ r *Registry }
+
+// ObserveCRL records one CRL generation.
+func (o CAStatusObserver) ObserveCRL(d time.Duration, entries int, err error) {
+	if err != nil {
+		o.r.crlGenerations.WithLabelValues("error").Inc()
+		return
+	}
+	o.r.crlGenerations.WithLabelValues("ok").Inc()
+	o.r.crlDuration.Observe(d.Seconds())
+	o.r.crlEntries.Set(float64(entries))
+}
+
+// ObserveOCSP counts one OCSP response by status.
+func (o CAStatusObserver) ObserveOCSP(status string) { o.r.ocspResponses.WithLabelValues(status).Inc() }
