@@ -50,6 +50,10 @@ type CA struct {
 	crl    []string
 	ocsp   []string
 	linter *linter
+	// issuerHashes and responderKeyHash identify the issuer in OCSP
+	// (ocsp.go), computed once.
+	issuerHashes     map[crypto.Hash]issuerHash
+	responderKeyHash []byte
 }
 
 // Issued is the result of a successful issuance.
@@ -85,6 +89,9 @@ func New(cfg Config) (*CA, error) {
 		return nil, fmt.Errorf("ca: config: %w", err)
 	}
 	c := &CA{issuer: cfg.Issuer, signer: cfg.Signer, chain: chain, now: cfg.Now}
+	if c.issuerHashes, c.responderKeyHash, err = ocspIdentity(cfg.Issuer); err != nil {
+		return nil, fmt.Errorf("ca: config: %w", err)
+	}
 	if c.now == nil {
 		c.now = time.Now
 	}

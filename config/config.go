@@ -7,6 +7,7 @@ import (
 	"io"
 	"log/slog"
 	"net"
+	"net/url"
 	"os"
 	"path/filepath"
 	"strings"
@@ -92,6 +93,10 @@ type CA struct {
 	RootValidity    time.Duration `yaml:"root_validity" help:"lifetime of the root certificate made by init"`
 	IssuingValidity time.Duration `yaml:"issuing_validity" help:"lifetime of the issuing CA certificate made by init"`
 	Lint            bool          `yaml:"lint" help:"lint every certificate with zlint before the HSM signs it"`
+	StatusURL       string        `yaml:"status_url" help:"public base URL of the CA's CRL and OCSP, written into every certificate the issuing CA issues as <url>/ca/v1/crl/issuing.crl and <url>/ocsp (default http://<first host name>:<port of ca.status_listen>, or https://<first host name>:<port of server.listen> without it)"`
+	StatusListen    string        `yaml:"status_listen" help:"address of a plain-HTTP listener serving only the CRL and OCSP (relying parties fetch those over HTTP; the answers are signed); empty serves them on the TLS listener only"`
+	CRLInterval     time.Duration `yaml:"crl_interval" help:"how often the issuing CA's CRL is regenerated (a revocation also regenerates it at the next fetch), and how long caches may keep it"`
+	CRLValidity     time.Duration `yaml:"crl_validity" help:"CRL nextUpdate minus thisUpdate; longer than ca.crl_interval so relying parties ride out a late regeneration"`
 }
 
 // Keys are the symmetric keys in the HSM.
@@ -136,6 +141,8 @@ func Default() Config {
 			RootValidity:    20 * 365 * 24 * time.Hour,
 			IssuingValidity: 5 * 365 * 24 * time.Hour,
 			Lint:            true,
+			CRLInterval:     time.Hour,
+			CRLValidity:     24 * time.Hour,
 		},
 		Keys: Keys{
 			KDFMaster: "pkcs11:object=credfactory-kdf-master;type=secret-key",
@@ -236,6 +243,19 @@ func (c *Config) derive() {
 		}
 		c.Portal.MEFURI = "https://" + net.JoinHostPort(host, port)
 	}
+	if c.CA.StatusURL == "" {
+		// Relying parties fetch CRLs and OCSP over plain HTTP, so the
+		// plain listener is the one to name when there is one.
+		scheme, addr := "https", c.Server.Listen
+		if c.CA.StatusListen != "" {
+			scheme, addr = "http", c.CA.StatusListen
+		}
+		port := "8443"
+		if _, p, err := net.SplitHostPort(addr); err == nil {
+			port = p
+		}
+		c.CA.StatusURL = scheme + "://" + net.JoinHostPort(host, port)
+	}
 	if c.MEF.FQDN == "" {
 		c.MEF.FQDN = c.Portal.SPDomain
 	}
@@ -284,6 +304,19 @@ func (c *Config) Validate() error {
 	}
 	if !strings.HasPrefix(c.Store.URL, "sqlite://") && !strings.HasPrefix(c.Store.URL, "postgres://") && !strings.HasPrefix(c.Store.URL, "postgresql://") {
 		errs = append(errs, errors.New("store.url: want sqlite:///path or postgres://..."))
+	}
+	if u, err := url.Parse(c.CA.StatusURL); err != nil || (u.Scheme != "http" && u.Scheme != "https") || u.Host == "" ||
+		u.RawQuery != "" || u.Fragment != "" {
+		errs = append(errs, fmt.Errorf("ca.status_url %q: want an absolute http:// or https:// URL without query", c.CA.StatusURL))
+	}
+	if c.CA.StatusListen != "" {
+		if _, _, err := net.SplitHostPort(c.CA.StatusListen); err != nil {
+			errs = append(errs, fmt.Errorf("ca.status_listen %q: want host:port", c.CA.StatusListen))
+		}
+	}
+	if c.CA.CRLInterval <= 0 || c.CA.CRLValidity <= c.CA.CRLInterval {
+		errs = append(errs, fmt.Errorf("ca.crl_interval %v and ca.crl_validity %v: want a positive interval and a longer validity",
+			c.CA.CRLInterval, c.CA.CRLValidity))
 	}
 	if c.Server.Listen == "" {
 		errs = append(errs, errors.New("server.listen is empty"))

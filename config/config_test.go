@@ -72,6 +72,25 @@ func TestLoad(t *testing.T) {
 		{name: "debug beyond loopback", file: "server:\n  debug_listen: 0.0.0.0:6060\n", wantErr: "server.debug_listen"},
 		{name: "debug no port", file: "server:\n  debug_listen: localhost\n", wantErr: "server.debug_listen"},
 		{name: "no token", file: "hsm:\n  token_label: \"\"\n", wantErr: "token_label"},
+		{name: "status url over the TLS listener", check: func(t *testing.T, c Config) {
+			if c.CA.StatusURL != "https://localhost:8443" || c.CA.CRLInterval != time.Hour || c.CA.CRLValidity <= c.CA.CRLInterval {
+				t.Fatalf("CA status defaults: %+v", c.CA)
+			}
+		}},
+		{name: "status url over the plain listener", file: "ca:\n  status_listen: 0.0.0.0:8080\nserver:\n  hostnames: [ca.sp.example]\n",
+			check: func(t *testing.T, c Config) {
+				if c.CA.StatusURL != "http://ca.sp.example:8080" {
+					t.Fatalf("status_url %q, want http://ca.sp.example:8080", c.CA.StatusURL)
+				}
+			}},
+		{name: "status url set", file: "ca:\n  status_listen: :8080\n  status_url: http://status.sp.example\n", check: func(t *testing.T, c Config) {
+			if c.CA.StatusURL != "http://status.sp.example" {
+				t.Fatalf("status_url %q", c.CA.StatusURL)
+			}
+		}},
+		{name: "status url relative", file: "ca:\n  status_url: status.sp.example/crl\n", wantErr: "ca.status_url"},
+		{name: "status listen without port", file: "ca:\n  status_listen: localhost\n", wantErr: "ca.status_listen"},
+		{name: "crl validity within the interval", file: "ca:\n  crl_interval: 2h\n  crl_validity: 1h\n", wantErr: "ca.crl_validity"},
 	}
 	for _, tc := range tests {
 		t.Run(tc.name, func(t *testing.T) {

@@ -35,7 +35,14 @@ type Registry struct {
 	master kdf.Master
 	kek    Sealer
 	now    func() time.Time
+	// onRevoke are called after a revocation that revoked something
+	// (the CRL publisher marks its CRL stale). Set before serving.
+	onRevoke []func()
 }
+
+// OnRevoke registers f to run after every revocation that changed a
+// credential. Call it while wiring, before the registry is in use.
+func (r *Registry) OnRevoke(f func()) { r.onRevoke = append(r.onRevoke, f) }
 
 // New builds a Registry. batch may be nil (every redemption commits alone).
 func New(st *store.Store, batch *store.Batcher, master kdf.Master, kek Sealer) *Registry {
@@ -90,7 +97,13 @@ func (r *Registry) Revoke(ctx context.Context, rev store.Revocation) ([]string, 
 	if rev.At.IsZero() {
 		rev.At = r.now()
 	}
-	return r.st.Revoke(ctx, rev)
+	revoked, err := r.st.Revoke(ctx, rev)
+	if err == nil && len(revoked) > 0 {
+		for _, f := range r.onRevoke {
+			f()
+		}
+	}
+	return revoked, err
 }
 
 // Deregister ends an assigned ID's registration: every active credential is

@@ -43,6 +43,11 @@ type Registry struct {
 	enrolDuration  *prometheus.HistogramVec
 	forwardBatches prometheus.Histogram
 
+	ocspResponses  *prometheus.CounterVec
+	crlGenerations *prometheus.CounterVec
+	crlDuration    prometheus.Histogram
+	crlEntries     prometheus.Gauge
+
 	HTTPRequests *prometheus.CounterVec
 	HTTPDuration *prometheus.HistogramVec
 	HTTPRejected *prometheus.CounterVec
@@ -154,6 +159,24 @@ func New() *Registry {
 		Help: "Configured burst per key of each rate limit, on this replica.",
 	}, []string{"limit"})
 	r.MustRegister(r.rateLimited, r.rateLimitRate, r.rateLimitBurst)
+	r.ocspResponses = prometheus.NewCounterVec(prometheus.CounterOpts{
+		Namespace: Namespace, Subsystem: "ocsp", Name: "responses_total",
+		Help: "OCSP responses by status (good, revoked, unknown, unauthorized, malformed, try_later, internal_error).",
+	}, []string{"status"})
+	r.crlGenerations = prometheus.NewCounterVec(prometheus.CounterOpts{
+		Namespace: Namespace, Subsystem: "crl", Name: "generations_total",
+		Help: "CRL generations of the issuing CA by result (ok, error).",
+	}, []string{"result"})
+	r.crlDuration = prometheus.NewHistogram(prometheus.HistogramOpts{
+		Namespace: Namespace, Subsystem: "crl", Name: "generation_duration_seconds",
+		Help:    "Time to read the revoked serials and sign one CRL.",
+		Buckets: []float64{.005, .01, .025, .05, .1, .25, .5, 1, 2.5, 5, 10, 30, 60},
+	})
+	r.crlEntries = prometheus.NewGauge(prometheus.GaugeOpts{
+		Namespace: Namespace, Subsystem: "crl", Name: "entries",
+		Help: "Revoked certificates listed on the current CRL.",
+	})
+	r.MustRegister(r.ocspResponses, r.crlGenerations, r.crlDuration, r.crlEntries)
 	r.MustRegister(r.hsmOps, r.hsmErrors, r.hsmWait, r.hsmRecoveries, r.storeTx, r.storeRetries, r.storeErrors,
 		r.storeBatch, r.HTTPRequests, r.HTTPDuration, r.HTTPRejected, r.Ready)
 	return r
@@ -274,3 +297,23 @@ func (o RateLimitObserver) ObserveLimit(limit string, perSecond float64, burst i
 	o.r.rateLimitBurst.WithLabelValues(limit).Set(float64(burst))
 	o.r.rateLimited.WithLabelValues(limit)
 }
+
+// CAStatusObserver returns the castatus.Observer that feeds these metrics.
+func (r *Registry) CAStatusObserver() CAStatusObserver { return CAStatusObserver{r} }
+
+// CAStatusObserver implements castatus.Observer.
+type CAStatusObserver struct{ r *Registry }
+
+// ObserveCRL records one CRL generation.
+func (o CAStatusObserver) ObserveCRL(d time.Duration, entries int, err error) {
+	if err != nil {
+		o.r.crlGenerations.WithLabelValues("error").Inc()
+		return
+	}
+	o.r.crlGenerations.WithLabelValues("ok").Inc()
+	o.r.crlDuration.Observe(d.Seconds())
+	o.r.crlEntries.Set(float64(entries))
+}
+
+// ObserveOCSP counts one OCSP response by status.
+func (o CAStatusObserver) ObserveOCSP(status string) { o.r.ocspResponses.WithLabelValues(status).Inc() }

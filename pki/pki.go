@@ -299,6 +299,10 @@ func newCA(cfg config.Config, root, issuing *x509.Certificate, signer crypto.Sig
 		Signer: signer,
 		Chain:  []*x509.Certificate{issuing, root},
 		Lint:   cfg.CA.Lint,
+		// Every certificate of the issuing CA names its CRL and OCSP
+		// responder (TS-0003 §8.1.2.2; package castatus serves them).
+		CRLURL:  ca.CRLURL(cfg.CA.StatusURL, ca.IssuingCRLName),
+		OCSPURL: ca.OCSPURL(cfg.CA.StatusURL),
 	})
 	if err != nil {
 		return nil, fmt.Errorf("issuing CA: %w", err)

@@ -33,7 +33,12 @@ type Check func(ctx context.Context) error
 
 // Options configure a Server.
 type Options struct {
-	Listen       string
+	Listen string
+	// StatusListen, when set, is a plain-HTTP address serving only the
+	// routes given to RegisterStatus (the CA's CRL and OCSP): relying
+	// parties fetch those over HTTP, the answers being signed, and cannot
+	// be expected to trust our TLS chain before they have checked it.
+	StatusListen string
 	TLS          *tls.Config
 	ReadTimeout  time.Duration
 	WriteTimeout time.Duration
@@ -57,9 +62,13 @@ type Server struct {
 	log    *slog.Logger
 	router *router.Router
 	srv    *fasthttp.Server
+	// statusRouter and statusSrv serve StatusListen (nil without it).
+	statusRouter *router.Router
+	statusSrv    *fasthttp.Server
 
-	mu sync.Mutex
-	ln net.Listener
+	mu       sync.Mutex
+	ln       net.Listener
+	statusLn net.Listener
 
 	readyMu sync.Mutex
 	ready   map[string]string
@@ -77,18 +86,41 @@ func New(opts Options) *Server {
 	if opts.CheckTimeout == 0 {
 		opts.CheckTimeout = 2 * time.Second
 	}
-	s := &Server{opts: opts, log: opts.Logger, router: router.New()}
-	s.router.NotFound = func(ctx *fasthttp.RequestCtx) { s.fail(ctx, "not_found", apierr.NotFound) }
-	s.router.MethodNotAllowed = func(ctx *fasthttp.RequestCtx) {
+	s := &Server{opts: opts, log: opts.Logger}
+	s.router = s.newRouter()
+	s.srv = s.newFastHTTP(s.router)
+	if opts.StatusListen != "" {
+		s.statusRouter = s.newRouter()
+		s.statusSrv = s.newFastHTTP(s.statusRouter)
+	}
+	s.Handle(fasthttp.MethodGet, "/healthz", s.healthz)
+	s.Handle(fasthttp.MethodGet, "/readyz", s.readyz)
+	metricsHandler := fasthttpadaptor.NewFastHTTPHandler(promhttp.HandlerFor(opts.Metrics.Registry, promhttp.HandlerOpts{}))
+	s.Handle(fasthttp.MethodGet, "/metrics", func(ctx *fasthttp.RequestCtx) error {
+		metricsHandler(ctx)
+		return nil
+	})
+	return s
+}
+
+func (s *Server) newRouter() *router.Router {
+	r := router.New()
+	r.NotFound = func(ctx *fasthttp.RequestCtx) { s.fail(ctx, "not_found", apierr.NotFound) }
+	r.MethodNotAllowed = func(ctx *fasthttp.RequestCtx) {
 		s.fail(ctx, "method_not_allowed", apierr.MethodNotAllowed)
 	}
-	s.router.HandleOPTIONS = false
-	s.router.PanicHandler = func(ctx *fasthttp.RequestCtx, v any) {
+	r.HandleOPTIONS = false
+	r.PanicHandler = func(ctx *fasthttp.RequestCtx, v any) {
 		s.log.Error("handler panicked", "path", string(ctx.Path()), "panic", fmt.Sprint(v))
 		s.fail(ctx, "panic", apierr.As(fmt.Errorf("panic: %v", v)))
 	}
-	s.srv = &fasthttp.Server{
-		Handler:            s.router.Handler,
+	return r
+}
+
+func (s *Server) newFastHTTP(r *router.Router) *fasthttp.Server {
+	opts := s.opts
+	return &fasthttp.Server{
+		Handler:            r.Handler,
 		ErrorHandler:       s.transportError,
 		Name:               "credfactory",
 		ReadTimeout:        opts.ReadTimeout,
@@ -105,14 +137,6 @@ func New(opts Options) *Server {
 		DisablePreParseMultipartForm: true,
 		Logger:                       fasthttpLogger{s.log},
 	}
-	s.Handle(fasthttp.MethodGet, "/healthz", s.healthz)
-	s.Handle(fasthttp.MethodGet, "/readyz", s.readyz)
-	metricsHandler := fasthttpadaptor.NewFastHTTPHandler(promhttp.HandlerFor(opts.Metrics.Registry, promhttp.HandlerOpts{}))
-	s.Handle(fasthttp.MethodGet, "/metrics", func(ctx *fasthttp.RequestCtx) error {
-		metricsHandler(ctx)
-		return nil
-	})
-	return s
 }
 
 // Handle registers h for method and pattern (fasthttp/router syntax, e.g.
@@ -135,6 +159,27 @@ func (s *Server) Register(routes ...httpapi.Route) {
 			s.HandleStream(r.Method, r.Pattern, r.MaxBody, r.Handler)
 		} else {
 			s.Handle(r.Method, r.Pattern, r.Handler)
+		}
+	}
+}
+
+// RegisterStatus registers routes on the TLS listener and, when
+// Options.StatusListen is set, on the plain-HTTP status listener too. Only
+// routes whose answers are public and signed belong here.
+func (s *Server) RegisterStatus(routes ...httpapi.Route) {
+	for _, r := range routes {
+		if r.Stream {
+			panic("server: status routes are not streamed")
+		}
+		s.Handle(r.Method, r.Pattern, r.Handler)
+		if s.statusRouter != nil {
+			h := r.Handler
+			s.statusRouter.Handle(r.Method, r.Pattern, s.wrap(r.Pattern, func(ctx *fasthttp.RequestCtx) error {
+				if err := s.readBody(ctx, int64(s.opts.MaxBodyBytes)); err != nil {
+					return err
+				}
+				return h(ctx)
+			}))
 		}
 	}
 }
@@ -202,9 +247,14 @@ func (s *Server) readBody(ctx *fasthttp.RequestCtx, limit int64) error {
 }
 
 func (s *Server) handle(method, pattern string, h Handler) {
+	s.router.Handle(method, pattern, s.wrap(pattern, h))
+}
+
+// wrap adds request IDs, error answers, logs and metrics to h.
+func (s *Server) wrap(pattern string, h Handler) fasthttp.RequestHandler {
 	requests := s.opts.Metrics.HTTPRequests
 	duration := s.opts.Metrics.HTTPDuration.WithLabelValues(pattern)
-	s.router.Handle(method, pattern, func(ctx *fasthttp.RequestCtx) {
+	return func(ctx *fasthttp.RequestCtx) {
 		start := time.Now()
 		id := requestID(ctx)
 		if err := h(ctx); err != nil {
@@ -224,11 +274,11 @@ func (s *Server) handle(method, pattern string, h Handler) {
 		requests.WithLabelValues(pattern, strconv.Itoa(status)).Inc()
 		if s.opts.AccessLog {
 			s.log.LogAttrs(context.Background(), slog.LevelInfo, "request",
-				slog.String("request_id", id), slog.String("method", method), slog.String("route", pattern),
+				slog.String("request_id", id), slog.String("method", string(ctx.Method())), slog.String("route", pattern),
 				slog.Int("status", status), slog.Duration("duration", elapsed),
 				slog.String("peer", ctx.RemoteIP().String()))
 		}
-	})
+	}
 }
 
 // Listen binds the listening socket, so that the caller learns the address
@@ -238,10 +288,28 @@ func (s *Server) Listen() error {
 	if err != nil {
 		return fmt.Errorf("listen on %s: %w", s.opts.Listen, err)
 	}
+	var statusLn net.Listener
+	if s.statusSrv != nil {
+		if statusLn, err = net.Listen("tcp", s.opts.StatusListen); err != nil {
+			ln.Close()
+			return fmt.Errorf("listen on %s (status): %w", s.opts.StatusListen, err)
+		}
+	}
 	s.mu.Lock()
-	s.ln = ln
+	s.ln, s.statusLn = ln, statusLn
 	s.mu.Unlock()
 	return nil
+}
+
+// StatusAddr is the bound plain-HTTP status address, after Listen; nil
+// without Options.StatusListen.
+func (s *Server) StatusAddr() net.Addr {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	if s.statusLn == nil {
+		return nil
+	}
+	return s.statusLn.Addr()
 }
 
 // Addr is the bound address, after Listen.
@@ -266,8 +334,30 @@ func (s *Server) Serve() error {
 	}
 	s.mu.Lock()
 	ln := tls.NewListener(s.ln, s.opts.TLS)
+	statusLn := s.statusLn
 	s.mu.Unlock()
-	if err := s.srv.Serve(ln); err != nil && !errors.Is(err, net.ErrClosed) {
+	statusErr := make(chan error, 1)
+	if statusLn != nil {
+		go func() {
+			if err := s.statusSrv.Serve(statusLn); err != nil && !errors.Is(err, net.ErrClosed) {
+				statusErr <- fmt.Errorf("serve status listener: %w", err)
+				return
+			}
+			statusErr <- nil
+		}()
+	}
+	err := s.srv.Serve(ln)
+	if statusLn != nil {
+		// Both stop together: Shutdown stops the status server too, and a
+		// TLS listener that failed takes the status one down with it.
+		if err != nil {
+			s.statusSrv.Shutdown()
+		}
+		if serr := <-statusErr; serr != nil && (err == nil || errors.Is(err, net.ErrClosed)) {
+			return serr
+		}
+	}
+	if err != nil && !errors.Is(err, net.ErrClosed) {
 		return fmt.Errorf("serve: %w", err)
 	}
 	return nil
@@ -276,6 +366,11 @@ func (s *Server) Serve() error {
 // Shutdown stops accepting connections and waits, at most until ctx ends,
 // for in-flight requests to finish; idle keep-alive connections are closed.
 func (s *Server) Shutdown(ctx context.Context) error {
+	if s.statusSrv != nil {
+		if err := s.statusSrv.ShutdownWithContext(ctx); err != nil {
+			return fmt.Errorf("shutdown status listener: %w", err)
+		}
+	}
 	if err := s.srv.ShutdownWithContext(ctx); err != nil {
 		return fmt.Errorf("shutdown: %w", err)
 	}

@@ -24,8 +24,8 @@ import (
 
 	"github.com/credfactory/credfactory/apierr"
 	"github.com/credfactory/credfactory/metrics"
-	dto "github.com/prometheus/client_model/go"
 	"github.com/credfactory/credfactory/server"
+	dto "github.com/prometheus/client_model/go"
 	"github.com/valyala/fasthttp"
 )
 

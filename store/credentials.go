@@ -87,12 +87,12 @@ func insertCredentialStmt(c Credential) (stmt, error) {
 	if err != nil {
 		return stmt{}, err
 	}
-	return stmt{`INSERT INTO credentials (` + credentialColumns + `)
-		VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13, $14, $15, $16, $17, $18, $19, $20, $21, $22, $23, $24)`,
+	return stmt{`INSERT INTO credentials (` + credentialColumns + `, issuer_key_id)
+		VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13, $14, $15, $16, $17, $18, $19, $20, $21, $22, $23, $24, $25)`,
 		[]any{c.ID, c.AssignedID, c.DeviceID, c.Tenant, c.Type, c.SUID, c.Serial, c.CertSHA256, c.CertDER,
 			c.PublicKeySHA256, c.KeyID, c.KeID, c.KDFContext, c.SealedKey, string(targets), c.NotBefore.UTC(),
 			c.NotAfter.UTC(), c.Status, c.RevokedAt, c.RevocationReason, c.Source, c.OBFID, c.EnrolmentToken,
-			c.CreatedAt.UTC()}, 1}, nil
+			c.CreatedAt.UTC(), issuerKeyIDOf(c)}, 1}, nil
 }
 
 func insertCredential(ctx context.Context, q querier, c Credential) error {

@@ -15,6 +15,7 @@ import (
 	"syscall"
 	"time"
 
+	"github.com/credfactory/credfactory/castatus"
 	"github.com/credfactory/credfactory/clientauth"
 	"github.com/credfactory/credfactory/config"
 	"github.com/credfactory/credfactory/maf"
@@ -164,8 +165,18 @@ func serve(ctx context.Context, cfg config.Config, stderr io.Writer) error {
 	registry := maf.New(st, batcher, p.KDF, p.KEK)
 	verifier := clientauth.New([]*x509.Certificate{p.Root}, []*x509.Certificate{p.Issuing})
 
+	status, err := castatus.New(p.CA, st, castatus.Config{Interval: cfg.CA.CRLInterval, Validity: cfg.CA.CRLValidity,
+		Observer: reg.CAStatusObserver(), Logger: log})
+	if err != nil {
+		return err
+	}
+	// A revocation through this process regenerates the CRL at its next
+	// fetch; other replicas notice through the registry's watermark.
+	registry.OnRevoke(status.MarkStale)
+
 	srv := server.New(server.Options{
 		Listen:       cfg.Server.Listen,
+		StatusListen: cfg.CA.StatusListen,
 		TLS:          server.TLSConfig(p.GetCertificate),
 		ReadTimeout:  cfg.Server.ReadTimeout,
 		WriteTimeout: cfg.Server.WriteTimeout,
@@ -177,6 +188,7 @@ func serve(ctx context.Context, cfg config.Config, stderr io.Writer) error {
 		Checks:       map[string]server.Check{"hsm": p.HSM.Ping, "store": st.Ping},
 		AccessLog:    cfg.Log.Access,
 	})
+	srv.RegisterStatus(status.Routes()...)
 	srv.Register(maf.NewAPI(registry, verifier, cfg.MAF.AdminClients).Routes()...)
 	// Rate limits (issue 7 item 7), per replica; the MEF and the portal apply them.
 	limits, err := cfg.Limits.Build(reg.RateLimitObserver(), nil)
@@ -219,6 +231,10 @@ func serve(ctx context.Context, cfg config.Config, stderr io.Writer) error {
 		reg.SetCertificateExpiry("server", renewed.Leaf.NotAfter)
 		log.Info("renewed the server certificate", "not_after", renewed.Leaf.NotAfter)
 	})
+	go status.Run(ctx)
+	if a := srv.StatusAddr(); a != nil {
+		log.Info("serving CRL and OCSP over plain HTTP", "addr", "http://"+a.String(), "status_url", cfg.CA.StatusURL)
+	}
 	errc := make(chan error, 1)
 	go func() { errc <- srv.Serve() }()
 	log.Info("serving", "addr", "https://"+srv.Addr().String(), "trust_anchor", cfg.TrustAnchorPath(), "version", versionString())

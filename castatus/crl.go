@@ -1,0 +1,257 @@
+package castatus
+
+import (
+	"context"
+	"crypto/x509"
+	"encoding/hex"
+	"errors"
+	"fmt"
+	"log/slog"
+	"sync"
+	"sync/atomic"
+	"time"
+
+	"github.com/credfactory/credfactory/ca"
+	"github.com/credfactory/credfactory/store"
+)
+
+// Registry is what the status services read (package store implements it).
+type Registry interface {
+	RevokedCertificates(ctx context.Context, issuerKeyID string, unexpiredAt time.Time, after string, limit int) ([]store.RevokedCertificate, error)
+	RevocationWatermark(ctx context.Context, issuerKeyID string) (time.Time, error)
+	CertificateStatusBySerial(ctx context.Context, serial string) (store.CertificateStatus, error)
+}
+
+// Observer receives what the metrics need. Status and result values are a
+// fixed vocabulary.
+type Observer interface {
+	// ObserveCRL reports one CRL generation: its duration, its entries
+	// and its error (nil on success).
+	ObserveCRL(d time.Duration, entries int, err error)
+	// ObserveOCSP counts one OCSP answer: good, revoked, unknown,
+	// unauthorized, malformed, try_later or internal_error.
+	ObserveOCSP(status string)
+}
+
+type nopObserver struct{}
+
+func (nopObserver) ObserveCRL(time.Duration, int, error) {}
+func (nopObserver) ObserveOCSP(string)                   {}
+
+// Config tunes a Service. Zero values take the defaults.
+type Config struct {
+	// Interval is how often the CRL is regenerated (default 1h), and the
+	// longest a cache may keep it.
+	Interval time.Duration
+	// Validity is nextUpdate - thisUpdate (default 24h). It must exceed
+	// Interval, so relying parties keep a valid CRL through a failed or
+	// late regeneration.
+	Validity time.Duration
+	// PageSize is how many revoked serials one registry read returns
+	// (default 2000).
+	PageSize int
+	// StaleCheck is how often, at most, a CRL fetch asks the registry
+	// whether another replica revoked something (default 1s).
+	StaleCheck time.Duration
+	Observer   Observer
+	Logger     *slog.Logger
+	// Now is the clock; nil means time.Now. Tests set it.
+	Now func() time.Time
+}
+
+// Service is the issuing CA's CRL publisher and OCSP responder. It is safe
+// for concurrent use.
+type Service struct {
+	ca          *ca.CA
+	reg         Registry
+	cfg         Config
+	issuerKeyID string
+
+	cur   atomic.Pointer[ca.CRL]
+	stale atomic.Bool
+	// lastCheck is when the registry watermark was last read (Unix ns).
+	lastCheck atomic.Int64
+
+	// mu serialises generations, so concurrent fetches of a stale CRL
+	// cause one, not one each.
+	mu        sync.Mutex
+	watermark time.Time // registry watermark the current CRL was built at
+	last      time.Time // thisUpdate of the last generation, for monotonicity
+}
+
+// New builds the status services of authority over reg. The CRL is built
+// on first use (or by Run).
+func New(authority *ca.CA, reg Registry, cfg Config) (*Service, error) {
+	if cfg.Interval == 0 {
+		cfg.Interval = time.Hour
+	}
+	if cfg.Validity == 0 {
+		cfg.Validity = 24 * time.Hour
+	}
+	if cfg.PageSize == 0 {
+		cfg.PageSize = 2000
+	}
+	if cfg.StaleCheck == 0 {
+		cfg.StaleCheck = time.Second
+	}
+	if cfg.Observer == nil {
+		cfg.Observer = nopObserver{}
+	}
+	if cfg.Logger == nil {
+		cfg.Logger = slog.Default()
+	}
+	if cfg.Now == nil {
+		cfg.Now = time.Now
+	}
+	if cfg.Interval < 0 || cfg.Validity <= cfg.Interval {
+		return nil, fmt.Errorf("castatus: CRL validity %v must exceed the regeneration interval %v", cfg.Validity, cfg.Interval)
+	}
+	if len(authority.Issuer().SubjectKeyId) == 0 {
+		return nil, errors.New("castatus: the issuer certificate has no subject key ID")
+	}
+	return &Service{ca: authority, reg: reg, cfg: cfg, issuerKeyID: hex.EncodeToString(authority.Issuer().SubjectKeyId)}, nil
+}
+
+// IssuerKeyID is the registry's name for this CA's certificates.
+func (s *Service) IssuerKeyID() string { return s.issuerKeyID }
+
+// MarkStale says a certificate was revoked: the next fetch regenerates the
+// CRL. It costs one atomic store, so revocation paths call it freely.
+func (s *Service) MarkStale() { s.stale.Store(true) }
+
+// CRL returns a current CRL, regenerating it when none exists, it is older
+// than Interval, this process revoked something since (MarkStale), or the
+// registry's revocation watermark moved past it. If regeneration fails
+// while the previous CRL is still valid (before its nextUpdate), the
+// previous one is served and the failure logged: a registry outage must not
+// take the CRL away from relying parties.
+func (s *Service) CRL(ctx context.Context) (*ca.CRL, error) {
+	now := s.cfg.Now()
+	if cur := s.cur.Load(); cur != nil && !s.stale.Load() && now.Before(cur.ThisUpdate.Add(s.cfg.Interval)) &&
+		now.UnixNano()-s.lastCheck.Load() < int64(s.cfg.StaleCheck) {
+		return cur, nil
+	}
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	cur := s.cur.Load()
+	regenerate := cur == nil || s.stale.Load() || !now.Before(cur.ThisUpdate.Add(s.cfg.Interval))
+	if !regenerate && now.UnixNano()-s.lastCheck.Load() >= int64(s.cfg.StaleCheck) {
+		wm, err := s.reg.RevocationWatermark(ctx, s.issuerKeyID)
+		s.lastCheck.Store(now.UnixNano())
+		if err != nil {
+			s.cfg.Logger.Warn("CRL staleness check failed; serving the current CRL", "err", err.Error())
+			return cur, nil
+		}
+		regenerate = wm.After(s.watermark)
+	}
+	if !regenerate {
+		return cur, nil
+	}
+	fresh, err := s.generateLocked(ctx)
+	if err != nil {
+		if cur != nil && now.Before(cur.NextUpdate) {
+			s.cfg.Logger.Error("CRL regeneration failed; serving the previous CRL", "err", err.Error(),
+				"this_update", cur.ThisUpdate, "next_update", cur.NextUpdate)
+			return cur, nil
+		}
+		return nil, err
+	}
+	return fresh, nil
+}
+
+// Generate builds and signs a new CRL now and makes it current.
+func (s *Service) Generate(ctx context.Context) (*ca.CRL, error) {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	return s.generateLocked(ctx)
+}
+
+func (s *Service) generateLocked(ctx context.Context) (crl *ca.CRL, err error) {
+	start := time.Now()
+	entries := 0
+	defer func() { s.cfg.Observer.ObserveCRL(time.Since(start), entries, err) }()
+
+	// Cleared before reading, so a revocation that lands while we page
+	// marks the result stale again instead of being lost.
+	s.stale.Store(false)
+	thisUpdate := s.cfg.Now()
+	if !thisUpdate.After(s.last) {
+		// The CRL number is derived from thisUpdate: keep it increasing
+		// even if the clock steps back or two generations share an instant.
+		thisUpdate = s.last.Add(time.Nanosecond)
+	}
+	// The watermark is read before the serials: whatever is revoked after
+	// it moves the watermark and triggers the next regeneration.
+	wm, err := s.reg.RevocationWatermark(ctx, s.issuerKeyID)
+	if err != nil {
+		s.stale.Store(true)
+		return nil, fmt.Errorf("generate CRL: %w", err)
+	}
+	list, err := s.collect(ctx, thisUpdate)
+	if err != nil {
+		s.stale.Store(true)
+		return nil, fmt.Errorf("generate CRL: %w", err)
+	}
+	entries = len(list)
+	crl, err = s.ca.SignCRL(ctx, thisUpdate, thisUpdate.Add(s.cfg.Validity), list)
+	if err != nil {
+		s.stale.Store(true)
+		return nil, fmt.Errorf("generate CRL: %w", err)
+	}
+	s.last, s.watermark = thisUpdate, wm
+	s.lastCheck.Store(thisUpdate.UnixNano())
+	s.cur.Store(crl)
+	return crl, nil
+}
+
+// collect pages through the issuer's revoked certificates, one short read
+// per page (store.RevokedCertificates): the registry is never held for the
+// length of a generation.
+func (s *Service) collect(ctx context.Context, at time.Time) ([]x509.RevocationListEntry, error) {
+	var out []x509.RevocationListEntry
+	after := ""
+	for {
+		page, err := s.reg.RevokedCertificates(ctx, s.issuerKeyID, at, after, s.cfg.PageSize)
+		if err != nil {
+			return nil, err
+		}
+		for _, rc := range page {
+			serial, err := ca.ParseSerialHex(rc.Serial)
+			if err != nil {
+				// One corrupt row must not withhold every other revocation.
+				s.cfg.Logger.Error("revoked certificate with an unreadable serial left off the CRL", "serial", rc.Serial)
+				continue
+			}
+			out = append(out, x509.RevocationListEntry{SerialNumber: serial, RevocationTime: rc.RevokedAt,
+				ReasonCode: ca.NormalizeReason(rc.Reason)})
+		}
+		if len(page) < s.cfg.PageSize {
+			return out, nil
+		}
+		after = page[len(page)-1].Serial
+	}
+}
+
+// Run regenerates the CRL every Interval until ctx ends, so fetches rarely
+// wait for a generation and a stale-but-valid CRL never lingers. A failed
+// generation is retried after a minute (or Interval, if shorter).
+func (s *Service) Run(ctx context.Context) {
+	retry := min(time.Minute, s.cfg.Interval)
+	wait := time.Duration(0)
+	for {
+		select {
+		case <-ctx.Done():
+			return
+		case <-time.After(wait):
+		}
+		if _, err := s.Generate(ctx); err != nil {
+			if ctx.Err() != nil {
+				return
+			}
+			s.cfg.Logger.Error("scheduled CRL generation failed", "err", err.Error(), "retry_in", retry.String())
+			wait = retry
+			continue
+		}
+		wait = s.cfg.Interval
+	}
+}

@@ -1,0 +1,205 @@
+package castatus
+
+import (
+	"bytes"
+	"context"
+	"encoding/base64"
+	"errors"
+	"net/http"
+	"net/url"
+	"strconv"
+	"strings"
+	"time"
+
+	"github.com/credfactory/credfactory/apierr"
+	"github.com/credfactory/credfactory/ca"
+	"github.com/credfactory/credfactory/hsm"
+	"github.com/credfactory/credfactory/httpapi"
+	"github.com/credfactory/credfactory/store"
+	"github.com/valyala/fasthttp"
+)
+
+// Routes are the CRL and OCSP endpoints. They need no authentication: the
+// answers are signed and public by design.
+func (s *Service) Routes() []httpapi.Route {
+	return []httpapi.Route{
+		{Method: http.MethodGet, Pattern: ca.CRLPathPrefix + "{issuer}" + ca.CRLPathSuffix, Handler: s.serveCRL},
+		{Method: http.MethodGet, Pattern: ca.OCSPPath + "/{request:*}", Handler: s.ocspGET},
+		{Method: http.MethodPost, Pattern: ca.OCSPPath, Handler: s.ocspPOST},
+	}
+}
+
+func (s *Service) serveCRL(ctx *fasthttp.RequestCtx) error {
+	if httpapi.Param(ctx, "issuer") != ca.IssuingCRLName {
+		return &apierr.Error{Status: http.StatusNotFound, Code: "unknown_issuer",
+			Message: "no CRL for that issuer; the issuing CA's is " + ca.CRLPathPrefix + ca.IssuingCRLName + ca.CRLPathSuffix}
+	}
+	crl, err := s.CRL(ctx)
+	if err != nil {
+		return unavailable(err, "crl_unavailable", "the CRL cannot be generated now; retry")
+	}
+	now := s.cfg.Now()
+	etag := `"` + crl.Number.Text(16) + `"`
+	// Caches may keep the CRL until the next scheduled regeneration (never
+	// past nextUpdate): after that a fresher one exists. Revocations in
+	// between reach relying parties that cache at the next interval, or at
+	// once through OCSP.
+	expires := crl.ThisUpdate.Add(s.cfg.Interval)
+	if crl.NextUpdate.Before(expires) {
+		expires = crl.NextUpdate
+	}
+	maxAge := max(0, int(expires.Sub(now)/time.Second))
+	h := &ctx.Response.Header
+	h.Set("ETag", etag)
+	h.Set("Last-Modified", crl.ThisUpdate.UTC().Format(http.TimeFormat))
+	h.Set("Expires", now.Add(time.Duration(maxAge)*time.Second).UTC().Format(http.TimeFormat))
+	h.Set("Cache-Control", "public, max-age="+strconv.Itoa(maxAge))
+	if notModified(&ctx.Request.Header, etag, crl.ThisUpdate) {
+		ctx.SetStatusCode(http.StatusNotModified)
+		return nil
+	}
+	ctx.SetContentType("application/pkix-crl")
+	ctx.SetStatusCode(http.StatusOK)
+	ctx.SetBody(crl.DER)
+	return nil
+}
+
+// notModified applies RFC 9110 §13.1: If-None-Match, when present, decides
+// alone; otherwise If-Modified-Since compares with Last-Modified.
+func notModified(h *fasthttp.RequestHeader, etag string, modified time.Time) bool {
+	if inm := h.Peek("If-None-Match"); len(inm) > 0 {
+		for _, tag := range strings.Split(string(inm), ",") {
+			tag = strings.TrimPrefix(strings.TrimSpace(tag), "W/")
+			if tag == "*" || tag == etag {
+				return true
+			}
+		}
+		return false
+	}
+	if ims := h.Peek("If-Modified-Since"); len(ims) > 0 {
+		t, err := http.ParseTime(string(ims))
+		return err == nil && !modified.Truncate(time.Second).After(t)
+	}
+	return false
+}
+
+func unavailable(err error, code, msg string) error {
+	return &apierr.Error{Status: http.StatusServiceUnavailable, Code: code, Message: msg, RetryAfter: 1, Err: err}
+}
+
+// ocspGET serves RFC 6960 Appendix A.1 GET: the base64 DER request,
+// URL-encoded, as the last path segment. The raw path is decoded here,
+// because the router's cleaned path would fold the "//" that base64 may
+// contain.
+func (s *Service) ocspGET(ctx *fasthttp.RequestCtx) error {
+	raw := string(ctx.Request.URI().PathOriginal())
+	_, enc, _ := strings.Cut(raw, ca.OCSPPath+"/")
+	der, ok := decodeGETRequest(enc)
+	if !ok {
+		s.writeOCSP(ctx, ca.OCSPMalformedRequest, "malformed")
+		return nil
+	}
+	s.answer(ctx, der)
+	return nil
+}
+
+func decodeGETRequest(enc string) ([]byte, bool) {
+	unescaped, err := url.PathUnescape(enc)
+	if err != nil || unescaped == "" || len(unescaped) > 2*ca.MaxOCSPRequestSize {
+		return nil, false
+	}
+	// Standard base64 per RFC 6960; some clients send the URL-safe or the
+	// unpadded alphabet, which cost nothing to accept.
+	for _, e := range []*base64.Encoding{base64.StdEncoding, base64.RawStdEncoding, base64.URLEncoding, base64.RawURLEncoding} {
+		if der, err := e.DecodeString(unescaped); err == nil {
+			return der, true
+		}
+	}
+	return nil, false
+}
+
+// ocspPOST serves RFC 6960 Appendix A.1 POST (application/ocsp-request).
+func (s *Service) ocspPOST(ctx *fasthttp.RequestCtx) error {
+	if ct := ctx.Request.Header.ContentType(); len(ct) > 0 && !bytes.HasPrefix(ct, []byte("application/ocsp-request")) {
+		return &apierr.Error{Status: http.StatusUnsupportedMediaType, Code: "unsupported_media_type",
+			Message: "OCSP requests are application/ocsp-request"}
+	}
+	s.answer(ctx, ctx.PostBody())
+	return nil
+}
+
+// answer writes the OCSP response to one DER request. Every outcome is an
+// OCSP response with HTTP 200, as RFC 6960 clients expect.
+func (s *Service) answer(ctx *fasthttp.RequestCtx, der []byte) {
+	resp, label := s.Respond(ctx, der)
+	s.writeOCSP(ctx, resp, label)
+}
+
+func (s *Service) writeOCSP(ctx *fasthttp.RequestCtx, resp []byte, label string) {
+	s.cfg.Observer.ObserveOCSP(label)
+	ctx.SetStatusCode(http.StatusOK)
+	ctx.SetContentType("application/ocsp-response")
+	// Status is read per request so a revocation shows at once: no cache
+	// may answer for us.
+	ctx.Response.Header.Set("Cache-Control", "no-cache")
+	ctx.SetBody(resp)
+}
+
+// Respond answers one DER OCSP request and names the outcome (the metric's
+// label):
+//   - malformed: unparsable, or for several certificates: malformedRequest;
+//   - unauthorized: the CertID names another issuer (or a hash we do not
+//     know), so we cannot answer authoritatively: unauthorized, as RFC 5019
+//     §2.2.3 and RFC 6960 §2.3 prescribe and Boulder does, rather than a
+//     signed "unknown" about a CA that is not ours;
+//   - unknown: our issuer, but no certificate we issued has that serial
+//     (never issued, or issued by an OBS sub-CA and forwarded to us): a
+//     signed "unknown" (RFC 6960 §2.2);
+//   - good / revoked: from the registry, read now;
+//   - try_later: the registry or the HSM is unavailable;
+//   - internal_error: anything else.
+func (s *Service) Respond(ctx context.Context, der []byte) ([]byte, string) {
+	req, err := ca.ParseOCSPRequest(der)
+	if err != nil {
+		return ca.OCSPMalformedRequest, "malformed"
+	}
+	if !s.ca.IsOurs(req) {
+		return ca.OCSPUnauthorized, "unauthorized"
+	}
+	now := s.cfg.Now()
+	// A response is no fresher than the CRL schedule promises, and a
+	// client that caches it must ask again after one interval.
+	a := ca.OCSPAnswer{Status: ca.OCSPGood, ThisUpdate: now, NextUpdate: now.Add(s.cfg.Interval)}
+	cs, err := s.reg.CertificateStatusBySerial(ctx, req.Serial.Text(16))
+	switch {
+	case errors.Is(err, store.ErrNotFound) || req.Serial.Sign() <= 0:
+		a.Status = ca.OCSPUnknown
+	case err != nil:
+		s.cfg.Logger.Warn("OCSP status read failed", "err", err.Error())
+		return failure(err)
+	case cs.IssuerKeyID != s.issuerKeyID:
+		a.Status = ca.OCSPUnknown
+	case cs.Status == store.StatusRevoked || cs.RevokedAt != nil:
+		a.Status = ca.OCSPRevoked
+		a.Reason = ca.NormalizeReason(cs.Reason)
+		if cs.RevokedAt != nil {
+			a.RevokedAt = *cs.RevokedAt
+		} else {
+			a.RevokedAt = now
+		}
+	}
+	resp, err := s.ca.SignOCSP(ctx, req, a)
+	if err != nil {
+		s.cfg.Logger.Warn("OCSP response signing failed", "err", err.Error())
+		return failure(err)
+	}
+	return resp, a.Status.String()
+}
+
+func failure(err error) ([]byte, string) {
+	if errors.Is(err, store.ErrUnavailable) || errors.Is(err, hsm.ErrUnavailable) || errors.Is(err, hsm.ErrPoolTimeout) ||
+		errors.Is(err, context.DeadlineExceeded) {
+		return ca.OCSPTryLater, "try_later"
+	}
+	return ca.OCSPInternalError, "internal_error"
+}
