@@ -254,7 +254,7 @@ func TestRelease(t *testing.T) {
 // device must end with no active credential: either the redemption was
 // refused (token cancelled) or the credential it recorded is revoked.
 func TestReleaseRacesRedemption(t *testing.T) {
-	backends(t, func(t *testing.T, s *Store, _ *countingObserver) {
+	backends(t, func(t *testing.T, s *Store, obs *countingObserver) {
 		ctx := context.Background()
 		b := s.NewBatcher(BatchOptions{})
 		defer b.Close()
@@ -315,7 +315,8 @@ func TestReleaseRacesRedemption(t *testing.T) {
 				t.Fatalf("round %d: device after the race: %+v %v", round, d, err)
 			}
 		}
-		t.Logf("%d rounds: %v", rounds, outcomes)
+		_, retries, _ := obs.snapshot()
+		t.Logf("%d rounds: %v; serialization retries %v", rounds, outcomes, retries)
 	})
 }
 
