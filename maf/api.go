@@ -40,6 +40,7 @@ func (a *API) Routes() []httpapi.Route {
 		{Method: fasthttp.MethodGet, Pattern: "/maf/v1/credentials/{credentialId}", Handler: a.status},
 		{Method: fasthttp.MethodGet, Pattern: "/maf/v1/credentials", Handler: a.list},
 		{Method: fasthttp.MethodPost, Pattern: "/maf/v1/credentials/{credentialId}/revoke", Handler: a.revoke},
+		{Method: fasthttp.MethodPost, Pattern: "/maf/v1/devices/{assignedId}/revoke", Handler: a.revokeDevice},
 	}
 }
 
@@ -234,10 +235,30 @@ func one(c store.Credential, err error) ([]store.Credential, error) {
 	return []store.Credential{c}, nil
 }
 
-// reasons are the RFC 5280 CRLReason names a client may give.
-var reasons = map[string]int{
-	"unspecified": 0, "keyCompromise": 1, "cACompromise": 2, "affiliationChanged": 3, "superseded": 4,
-	"cessationOfOperation": 5, "certificateHold": 6, "privilegeWithdrawn": 9, "aACompromise": 10,
+// revokeBody is a revocation request: an RFC 5280 reason name and, for a
+// device (assigned ID) revocation, the usages to limit it to.
+type revokeBody struct {
+	Reason string `json:"reason"`
+	SUIDs  []int  `json:"suids"`
+}
+
+func decodeRevoke(ctx *fasthttp.RequestCtx) (revokeBody, int, error) {
+	var body revokeBody
+	if len(ctx.PostBody()) > 0 {
+		if err := httpapi.Decode(ctx.PostBody(), &body); err != nil {
+			return body, 0, err
+		}
+	}
+	reason, err := ParseReason(body.Reason)
+	if err != nil {
+		return body, 0, err
+	}
+	for _, s := range body.SUIDs {
+		if !kdf.SUID(s).Valid() {
+			return body, 0, &apierr.Error{Status: http.StatusBadRequest, Code: "bad_suid", Message: "suids must be oneM2M usage codes (TS-0004 m2m:suid)"}
+		}
+	}
+	return body, reason, nil
 }
 
 func (a *API) revoke(ctx *fasthttp.RequestCtx) error {
@@ -245,21 +266,12 @@ func (a *API) revoke(ctx *fasthttp.RequestCtx) error {
 	if err != nil {
 		return err
 	}
-	var body struct {
-		Reason string `json:"reason"`
+	body, reason, err := decodeRevoke(ctx)
+	if err != nil {
+		return err
 	}
-	if len(ctx.PostBody()) > 0 {
-		if err := httpapi.Decode(ctx.PostBody(), &body); err != nil {
-			return err
-		}
-	}
-	reason := 0
-	if body.Reason != "" {
-		r, ok := reasons[body.Reason]
-		if !ok {
-			return &apierr.Error{Status: http.StatusBadRequest, Code: "bad_reason", Message: "reason must be an RFC 5280 CRLReason name such as keyCompromise"}
-		}
-		reason = r
+	if len(body.SUIDs) > 0 {
+		return &apierr.Error{Status: http.StatusBadRequest, Code: "bad_request", Message: "suids narrow a device revocation (/maf/v1/devices/{assignedId}/revoke), not one credential"}
 	}
 	id := httpapi.Param(ctx, "credentialId")
 	cred, err := a.reg.Get(ctx, store.ByID, id)
@@ -277,6 +289,42 @@ func (a *API) revoke(ctx *fasthttp.RequestCtx) error {
 	if err != nil {
 		return mapErr(err)
 	}
+	return revokedJSON(ctx, revoked)
+}
+
+// revokeDevice revokes every active credential of an assigned ID, or those
+// of the given usages: an SP administrator's tool (a lost or compromised
+// device), not something a device does to itself.
+func (a *API) revokeDevice(ctx *fasthttp.RequestCtx) error {
+	c, err := a.authenticate(ctx)
+	if err != nil {
+		return err
+	}
+	if !c.admin {
+		return &apierr.Error{Status: http.StatusForbidden, Code: "not_authorised", Message: "only an SP administrator may revoke a device's credentials"}
+	}
+	body, reason, err := decodeRevoke(ctx)
+	if err != nil {
+		return err
+	}
+	assigned := httpapi.Param(ctx, "assignedId")
+	creds, err := a.reg.List(ctx, assigned)
+	if err != nil {
+		return mapErr(err)
+	}
+	if len(creds) == 0 {
+		return &apierr.Error{Status: http.StatusNotFound, Code: "assigned_id_not_found", Message: "no credentials for that assigned ID"}
+	}
+	actor := "maf-client:" + firstOr(c.names, "unknown")
+	// Each audit event goes to its credential's own tenant (Tenant empty).
+	revoked, err := a.reg.Revoke(ctx, store.Revocation{AssignedID: assigned, SUIDs: body.SUIDs, Reason: reason, Actor: actor})
+	if err != nil {
+		return mapErr(err)
+	}
+	return revokedJSON(ctx, revoked)
+}
+
+func revokedJSON(ctx *fasthttp.RequestCtx, revoked []string) error {
 	return httpapi.JSON(ctx, http.StatusOK, struct {
 		Revoked []string `json:"revoked"`
 	}{Revoked: append([]string{}, revoked...)})
@@ -293,6 +341,8 @@ func mapErr(err error) error {
 		return &apierr.Error{Status: http.StatusGone, Code: "credential_revoked", Message: "the credential was revoked", Err: err}
 	case errors.Is(err, ErrExpired):
 		return &apierr.Error{Status: http.StatusGone, Code: "credential_expired", Message: "the credential has expired", Err: err}
+	case errors.Is(err, store.ErrInvalid):
+		return &apierr.Error{Status: http.StatusBadRequest, Code: "bad_request", Message: "the request is invalid", Err: err}
 	case errors.Is(err, store.ErrUnavailable):
 		return &apierr.Error{Status: http.StatusServiceUnavailable, Code: "registry_unavailable", Message: "the registry database is unavailable; retry", RetryAfter: 1, Err: err}
 	case errors.Is(err, hsm.ErrUnavailable), errors.Is(err, hsm.ErrPoolTimeout):

@@ -308,6 +308,74 @@ func TestAPI(t *testing.T) {
 	})
 }
 
+// TestRevokeDevice: an SP administrator revokes an assigned ID's
+// credentials, all or a SUID set, through the MAF API; a revoked shared key
+// is no longer returned by key retrieval, and nobody else may do it.
+func TestRevokeDevice(t *testing.T) {
+	stores(t, func(t *testing.T, st *store.Store) {
+		ctx := context.Background()
+		reg := maf.New(st, nil, master, kek)
+		p := newPKI(t)
+		saef, saefKey := derivedPSK(t, reg, "Sdev-8", time.Now().Add(time.Hour))
+		saef2, _ := derivedPSK(t, reg, "Sdev-8", time.Now().Add(time.Hour))
+		neighbour, _ := derivedPSK(t, reg, "Sdev-8b", time.Now().Add(time.Hour))
+		targetCert := p.Leaf(t, ca.Request{Profile: ca.ProfileOBFClient, AssignedID: target, DNSNames: []string{target}})
+		adminCert := p.Leaf(t, ca.Request{Profile: ca.ProfileOBFClient, AssignedID: "ops.sp.example", DNSNames: []string{"ops.sp.example"}})
+		as, call := startAPI(t, reg, p)
+		fetch := func(c store.Credential) string { return "/maf/v1/fetchCredentials/" + *c.KeID + "/22" }
+
+		if status, body := call(as(&targetCert), "GET", fetch(saef), ""); status != 200 || body["credential"] != base64.StdEncoding.EncodeToString(saefKey) {
+			t.Fatalf("fetch before revocation: %d %v", status, body)
+		}
+		for _, tc := range []struct {
+			name   string
+			client *http.Client
+			path   string
+			body   string
+			status int
+			code   string
+		}{
+			{"not an admin", as(&targetCert), "/maf/v1/devices/Sdev-8/revoke", `{"reason":"keyCompromise"}`, 403, "not_authorised"},
+			{"no certificate", as(nil), "/maf/v1/devices/Sdev-8/revoke", `{}`, 401, "client_certificate_required"},
+			{"bad reason", as(&adminCert), "/maf/v1/devices/Sdev-8/revoke", `{"reason":"removeFromCRL"}`, 400, "bad_reason"},
+			{"bad SUID", as(&adminCert), "/maf/v1/devices/Sdev-8/revoke", `{"suids":[99]}`, 400, "bad_suid"},
+			{"unknown assigned ID", as(&adminCert), "/maf/v1/devices/Snobody/revoke", `{}`, 404, "assigned_id_not_found"},
+			{"SUIDs on one credential", as(&adminCert), "/maf/v1/credentials/" + saef.ID + "/revoke", `{"suids":[22]}`, 400, "bad_request"},
+		} {
+			if status, body := call(tc.client, "POST", tc.path, tc.body); status != tc.status || code(body) != tc.code {
+				t.Errorf("%s: %d %v, want %d %s", tc.name, status, body, tc.status, tc.code)
+			}
+		}
+		// A SUID set that matches nothing revokes nothing.
+		if status, body := call(as(&adminCert), "POST", "/maf/v1/devices/Sdev-8/revoke", `{"reason":"keyCompromise","suids":[42]}`); status != 200 || len(body["revoked"].([]any)) != 0 {
+			t.Fatalf("revoke SUID 42: %d %v", status, body)
+		}
+		if status, _ := call(as(&targetCert), "GET", fetch(saef), ""); status != 200 {
+			t.Fatalf("a non-matching SUID set revoked the key: %d", status)
+		}
+		status, body := call(as(&adminCert), "POST", "/maf/v1/devices/Sdev-8/revoke", `{"reason":"keyCompromise","suids":[22]}`)
+		if status != 200 || len(body["revoked"].([]any)) != 2 {
+			t.Fatalf("revoke SUID 22 of Sdev-8: %d %v", status, body)
+		}
+		if status, _ := call(as(&targetCert), "GET", fetch(neighbour), ""); status != 200 {
+			t.Fatalf("revoking Sdev-8 touched Sdev-8b's key: %d", status)
+		}
+		for _, c := range []store.Credential{saef, saef2} {
+			if status, body := call(as(&targetCert), "GET", fetch(c), ""); status != 410 || code(body) != "credential_revoked" {
+				t.Fatalf("fetch of %s after revocation: %d %v", c.ID, status, body)
+			}
+			got, _ := reg.Get(ctx, store.ByID, c.ID)
+			if got.RevocationReason == nil || *got.RevocationReason != 1 {
+				t.Fatalf("%s: reason %v, want keyCompromise (1)", c.ID, got.RevocationReason)
+			}
+		}
+		// Again: idempotent.
+		if status, body := call(as(&adminCert), "POST", "/maf/v1/devices/Sdev-8/revoke", `{"reason":"superseded"}`); status != 200 || len(body["revoked"].([]any)) != 0 {
+			t.Fatalf("revoking again: %d %v", status, body)
+		}
+	})
+}
+
 type caller func(client *http.Client, method, path, body string) (int, map[string]any)
 
 // startAPI serves the MAF API over real TLS on loopback and returns a client

@@ -29,6 +29,8 @@ func (p *Portal) APIRoutes() []Route {
 		{Method: "GET", Pattern: "/api/v1/devices/{deviceId}", Handler: p.apiDevice},
 		{Method: "POST", Pattern: "/api/v1/devices/{deviceId}/nonce", Handler: p.apiNonce},
 		{Method: "POST", Pattern: "/api/v1/devices/{deviceId}/enrolments", Handler: p.apiEnrol},
+		{Method: "POST", Pattern: "/api/v1/devices/{deviceId}/release", Handler: p.apiRelease},
+		{Method: "POST", Pattern: "/api/v1/devices/{deviceId}/revoke", Handler: p.apiRevoke},
 		{Method: "POST", Pattern: "/api/v1/handovers", Handler: p.apiHandOver},
 		{Method: "POST", Pattern: "/api/v1/obfs", Handler: p.apiRegisterOBF},
 		{Method: "GET", Pattern: "/api/v1/obfs", Handler: p.apiOBFs},
@@ -192,6 +194,42 @@ func (p *Portal) apiEnrol(ctx *fasthttp.RequestCtx) error {
 	}
 	ctx.Response.Header.Set("Cache-Control", "no-store")
 	return httpapi.JSON(ctx, http.StatusCreated, b)
+}
+
+func (p *Portal) apiRelease(ctx *fasthttp.RequestCtx) error {
+	who, err := p.Authenticate(ctx, false)
+	if err != nil {
+		return err
+	}
+	var req ReleaseRequest
+	if len(bytes.TrimSpace(ctx.PostBody())) > 0 { // the body is optional
+		if err := decodeJSON(ctx, &req); err != nil {
+			return err
+		}
+	}
+	id := httpapi.Param(ctx, "deviceId")
+	out, err := p.Release(ctx, who, id, req)
+	if err != nil {
+		return err
+	}
+	return httpapi.JSON(ctx, http.StatusOK, map[string]any{"deviceId": id, "state": store.DevicePreEnrolled,
+		"revoked": append([]string{}, out.Revoked...), "cancelledTokens": out.Cancelled})
+}
+
+func (p *Portal) apiRevoke(ctx *fasthttp.RequestCtx) error {
+	who, err := p.Authenticate(ctx, false)
+	if err != nil {
+		return err
+	}
+	var req RevokeRequest
+	if err := decodeJSON(ctx, &req); err != nil {
+		return err
+	}
+	ids, err := p.Revoke(ctx, who, httpapi.Param(ctx, "deviceId"), req)
+	if err != nil {
+		return err
+	}
+	return httpapi.JSON(ctx, http.StatusOK, map[string]any{"revoked": append([]string{}, ids...)})
 }
 
 func (p *Portal) apiHandOver(ctx *fasthttp.RequestCtx) error {

@@ -66,9 +66,15 @@ func (p *Portal) Login(ctx context.Context, name, password string) (cookie strin
 	}
 	if !ok {
 		_ = p.st.AppendAudit(ctx, store.AuditEvent{At: now, Tenant: st.Tenant(), Actor: name, Action: "login.failure", Subject: st.ID, Detail: map[string]any{}})
-		if locked != nil {
-			return "", sess, errLocked
-		}
+	}
+	if locked != nil {
+		// Locked by this failure, or by a concurrent one while the password
+		// was being checked: the right password does not get past a lock.
+		e := *errLocked
+		e.RetryAfter = int(locked.Sub(now).Seconds()) + 1
+		return "", sess, &e
+	}
+	if !ok {
 		return "", sess, errBadLogin
 	}
 	cookie = randomToken()

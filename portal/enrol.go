@@ -63,7 +63,7 @@ var (
 // Nonce issues a fresh nonce for proof of control by the device's existing
 // certificate; it replaces any earlier one and is good once.
 func (p *Portal) Nonce(ctx context.Context, who Principal, deviceID string) (string, time.Time, error) {
-	d, err := p.Device(ctx, who, deviceID)
+	d, _, err := p.enrollable(ctx, who, deviceID)
 	if err != nil {
 		return "", time.Time{}, err
 	}
@@ -80,7 +80,9 @@ func (p *Portal) Nonce(ctx context.Context, who Principal, deviceID string) (str
 
 // Enrol checks the proof of control and the chosen OBF, then issues a token
 // bound to the device, its assigned ID, the OBF and (where known) the
-// device's certificate. Re-requesting cancels the device's open token.
+// device's certificate. Re-requesting cancels the device's open token. An
+// unowned device (see enrollable) is claimed by the token: it moves into the
+// caller's tenant with a fresh assigned ID.
 func (p *Portal) Enrol(ctx context.Context, who Principal, deviceID string, req EnrolRequest) (Bundle, error) {
 	if err := requireRole(who, store.RoleSubscriber, store.RoleInstaller, store.RoleManufacturer); err != nil {
 		return Bundle{}, err
@@ -89,14 +91,14 @@ func (p *Portal) Enrol(ctx context.Context, who Principal, deviceID string, req 
 	if err := p.cfg.Limits.TokenTenant.Check(who.Stakeholder.Tenant()); err != nil {
 		return Bundle{}, err
 	}
-	d, err := p.Device(ctx, who, deviceID)
+	d, tenant, err := p.enrollable(ctx, who, deviceID)
 	if err != nil {
 		return Bundle{}, err
 	}
 	if d.State == store.DeviceRevoked {
 		return Bundle{}, apierr.New(http.StatusConflict, "device_revoked", "this device's credentials were revoked: it must be released before it enrols again")
 	}
-	if err := p.checkProof(ctx, who, d, req.Proof); err != nil {
+	if err := p.checkProof(ctx, who, d, tenant, req.Proof); err != nil {
 		return Bundle{}, err
 	}
 
@@ -108,7 +110,7 @@ func (p *Portal) Enrol(ctx context.Context, who Principal, deviceID string, req 
 		} else {
 			o, err = p.st.OBFBy(ctx, "id", req.OBFID)
 		}
-		if errors.Is(err, store.ErrNotFound) || err == nil && (o.StakeholderID != d.Tenant || o.DisabledAt != nil) {
+		if errors.Is(err, store.ErrNotFound) || err == nil && (o.StakeholderID != tenant || o.DisabledAt != nil) {
 			return Bundle{}, errUnknownOBF
 		}
 		if err != nil {
@@ -132,21 +134,26 @@ func (p *Portal) Enrol(ctx context.Context, who Principal, deviceID string, req 
 	token := randomToken()
 	now := p.now()
 	e := store.Enrolment{TokenHash: sha(token), DeviceID: d.ID, AssignedID: assigned, StakeholderID: who.Stakeholder.ID,
-		Tenant: d.Tenant, OBFID: obfID, Mode: mode, ExpiresAt: now.Add(p.cfg.TokenTTL), CreatedAt: now}
+		Tenant: tenant, OBFID: obfID, Mode: mode, ExpiresAt: now.Add(p.cfg.TokenTTL), CreatedAt: now}
 	if mode == store.ModeUntrusted {
 		// The Enrollee presents its existing certificate over TLS on the
 		// RSPF path; on the trusted path the OBF forwards, and the OBF is
 		// what the token is bound to.
 		e.DeviceCertSHA256 = d.DeviceCertSHA256
 	}
-	if err := p.st.CreateEnrolment(ctx, e); err != nil {
+	if err := p.st.CreateEnrolment(ctx, e); errors.Is(err, store.ErrNotFound) {
+		return Bundle{}, errDeviceNotFound // another claimant won, or it was released meanwhile
+	} else if err != nil {
 		return Bundle{}, storeErr(err)
 	}
 	detail := map[string]any{"assignedId": assigned, "mode": mode}
+	if tenant != d.Tenant {
+		detail["claimedFrom"] = d.Tenant
+	}
 	if obfID != nil {
 		detail["obfId"] = *obfID
 	}
-	_ = p.st.AppendAudit(ctx, store.AuditEvent{At: now, Tenant: d.Tenant, Actor: who.actor(), Action: "device.token_issued", Subject: d.ID, Detail: detail})
+	_ = p.st.AppendAudit(ctx, store.AuditEvent{At: now, Tenant: tenant, Actor: who.actor(), Action: "device.token_issued", Subject: d.ID, Detail: detail})
 	p.cfg.Observer.ObserveTokenIssued(mode)
 
 	b := Bundle{Token: token, AssignedID: assigned, ExpiresAt: e.ExpiresAt, OBFName: obfName}
@@ -158,7 +165,8 @@ func (p *Portal) Enrol(ctx context.Context, who Principal, deviceID string, req 
 	return b, nil
 }
 
-func (p *Portal) checkProof(ctx context.Context, who Principal, d store.Device, proof Proof) error {
+// checkProof checks the proof of control of d for a token of tenant.
+func (p *Portal) checkProof(ctx context.Context, who Principal, d store.Device, tenant string, proof Proof) error {
 	n := 0
 	for _, given := range []bool{proof.ClaimCode != "", proof.Nonce != "" || proof.Signature != "", proof.Vouch} {
 		if given {
@@ -192,7 +200,7 @@ func (p *Portal) checkProof(ctx context.Context, who Principal, d store.Device, 
 		}
 		return storeErr(p.st.ClaimSuccess(ctx, d.ID, who.Stakeholder.ID))
 	case proof.Vouch:
-		if who.OBF == nil || !who.OBF.Trusted || who.OBF.StakeholderID != d.Tenant {
+		if who.OBF == nil || !who.OBF.Trusted || who.OBF.StakeholderID != tenant {
 			return apierr.New(http.StatusForbidden, "not_a_trusted_obf", "only a trusted OBF of this device's stakeholder, calling with its client certificate, may vouch")
 		}
 		return nil

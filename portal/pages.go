@@ -15,6 +15,7 @@ import (
 	"mime"
 	"mime/multipart"
 	"net/http"
+	"net/url"
 	"path"
 	"sort"
 	"strconv"
@@ -23,6 +24,7 @@ import (
 
 	"github.com/credfactory/credfactory/apierr"
 	"github.com/credfactory/credfactory/httpapi"
+	"github.com/credfactory/credfactory/maf"
 	"github.com/credfactory/credfactory/store"
 	"github.com/skip2/go-qrcode"
 	"github.com/valyala/fasthttp"
@@ -120,6 +122,9 @@ func (p *Portal) PageRoutes() []Route {
 		{Method: "GET", Pattern: "/devices", Handler: page(p.pageDevices)},
 		{Method: "GET", Pattern: "/devices/{deviceId}", Handler: page(p.pageDevice)},
 		{Method: "POST", Pattern: "/devices/{deviceId}/enrol", Handler: page(p.pageEnrol)},
+		{Method: "POST", Pattern: "/devices/{deviceId}/release", Handler: page(p.pageRelease)},
+		{Method: "POST", Pattern: "/devices/{deviceId}/revoke", Handler: page(p.pageRevoke)},
+		{Method: "POST", Pattern: "/claim", Handler: page(p.pageClaim)},
 		{Method: "POST", Pattern: "/handovers", Handler: page(p.pageHandOver)},
 		{Method: "GET", Pattern: "/upload", Handler: page(p.pageUpload)},
 		// The upload streams: its CSRF token is the form's first part.
@@ -375,6 +380,9 @@ type devicesData struct {
 	After, Next    string
 	States         []string
 	IsManufacturer bool
+	// CanClaim: a subscriber or installer may claim an unowned device by
+	// its claim code (a released one, say).
+	CanClaim bool
 }
 
 func (p *Portal) pageDevices(ctx *fasthttp.RequestCtx) error {
@@ -391,6 +399,9 @@ func (p *Portal) pageDevices(ctx *fasthttp.RequestCtx) error {
 	if n, err := strconv.Atoi(string(q.Peek("handedOver"))); err == nil && v.Error == "" {
 		v.Notice = fmt.Sprintf("%d device(s) handed over.", n)
 	}
+	if id := string(q.Peek("released")); id != "" && v.Error == "" {
+		v.Notice = fmt.Sprintf("Device %s was released: its credentials are revoked and it is no longer yours.", id)
+	}
 	render(ctx, status, "devices", v)
 	return nil
 }
@@ -402,6 +413,7 @@ func (p *Portal) devicesView(ctx *fasthttp.RequestCtx, who Principal, f store.De
 		Prefix: f.IDPrefix, State: f.State, After: f.After,
 		States:         []string{store.DevicePreEnrolled, store.DeviceTokenIssued, store.DeviceEnrolled, store.DeviceRevoked},
 		IsManufacturer: who.Stakeholder.Role == store.RoleManufacturer,
+		CanClaim:       requireRole(who, store.RoleSubscriber, store.RoleInstaller) == nil,
 	}
 	v := newView(&who, "Devices", "devices", d)
 	if len(f.IDPrefix) > 128 || len(f.After) > 128 {
@@ -463,6 +475,11 @@ type deviceData struct {
 	OBFNames map[string]string
 	CanEnrol bool
 	OBFID    string
+	// CanRelease: the owner or an sp-admin may release the device;
+	// CanRevoke: it has active credentials the caller may revoke.
+	CanRelease, CanRevoke bool
+	Active                []store.Credential
+	Reasons               []string
 }
 
 func (p *Portal) deviceView(ctx *fasthttp.RequestCtx, who Principal, id string) (view, error) {
@@ -483,6 +500,14 @@ func (p *Portal) deviceView(ctx *fasthttp.RequestCtx, who Principal, id string) 
 	}
 	d.CanEnrol = requireRole(who, store.RoleSubscriber, store.RoleInstaller, store.RoleManufacturer) == nil &&
 		det.Device.State != store.DeviceRevoked
+	d.CanRelease = who.Via != "obf" && requireRole(who, store.RoleSubscriber, store.RoleManufacturer, store.RoleSPAdmin) == nil
+	for _, c := range det.Credentials {
+		if c.Status == store.StatusActive {
+			d.Active = append(d.Active, c)
+		}
+	}
+	d.CanRevoke = who.Via != "obf" && len(d.Active) > 0
+	d.Reasons = maf.ReasonNames()
 	return newView(&who, "Device "+det.Device.ID, "devices", d), nil
 }
 
@@ -542,6 +567,10 @@ func (p *Portal) pageEnrol(ctx *fasthttp.RequestCtx) error {
 		render(ctx, e.Status, "device", v)
 		return nil
 	}
+	return p.renderBundle(ctx, who, id, b)
+}
+
+func (p *Portal) renderBundle(ctx *fasthttp.RequestCtx, who Principal, id string, b Bundle) error {
 	raw, err := json.Marshal(b)
 	if err != nil {
 		return err
@@ -555,6 +584,97 @@ func (p *Portal) pageEnrol(ctx *fasthttp.RequestCtx) error {
 	}
 	render(ctx, http.StatusOK, "bundle", newView(&who, "Enrolment bundle", "devices", d))
 	return nil
+}
+
+// Release, revocation and claims (ownership transfer).
+
+func (p *Portal) pageRelease(ctx *fasthttp.RequestCtx) error {
+	who, err := p.pageAuth(ctx)
+	if err != nil {
+		return err
+	}
+	id := httpapi.Param(ctx, "deviceId")
+	args := ctx.PostArgs()
+	_, err = p.Release(ctx, who, id, ReleaseRequest{Reason: string(args.Peek("reason")), RevocationReason: string(args.Peek("revocationReason"))})
+	if err != nil {
+		return p.deviceError(ctx, who, id, "The device was not released: ", err)
+	}
+	redirect(ctx, "/devices?released="+url.QueryEscape(id))
+	return nil
+}
+
+func (p *Portal) pageRevoke(ctx *fasthttp.RequestCtx) error {
+	who, err := p.pageAuth(ctx)
+	if err != nil {
+		return err
+	}
+	id := httpapi.Param(ctx, "deviceId")
+	args := ctx.PostArgs()
+	req := RevokeRequest{CredentialID: strings.TrimSpace(string(args.Peek("credentialId"))), Reason: string(args.Peek("reason"))}
+	for _, raw := range strings.FieldsFunc(string(args.Peek("suids")), func(r rune) bool { return r == ',' || r == ' ' }) {
+		n, err := strconv.Atoi(raw)
+		if err != nil {
+			return p.deviceError(ctx, who, id, "Nothing was revoked: ", apierr.New(http.StatusBadRequest, "bad_suid", "usage codes are numbers such as 22 or 42, separated by commas"))
+		}
+		req.SUIDs = append(req.SUIDs, n)
+	}
+	if _, err := p.Revoke(ctx, who, id, req); err != nil {
+		return p.deviceError(ctx, who, id, "Nothing was revoked: ", err)
+	}
+	redirect(ctx, "/devices/"+url.PathEscape(id))
+	return nil
+}
+
+// deviceError shows the device page again with what went wrong, or the
+// error page where there is no device page to show.
+func (p *Portal) deviceError(ctx *fasthttp.RequestCtx, who Principal, id, prefix string, err error) error {
+	e := apierr.As(err)
+	if e.Status >= 500 || e.Code == "device_not_found" || e.Code == "forbidden" {
+		return err
+	}
+	v, verr := p.deviceView(ctx, who, id)
+	if verr != nil {
+		return verr
+	}
+	v.Error = prefix + e.Message
+	render(ctx, e.Status, "device", v)
+	return nil
+}
+
+// pageClaim takes an unowned device (a released one, say) by its claim
+// code: the same Enrol as the device page, for a device the caller cannot
+// see yet.
+func (p *Portal) pageClaim(ctx *fasthttp.RequestCtx) error {
+	who, err := p.pageAuth(ctx)
+	if err != nil {
+		return err
+	}
+	args := ctx.PostArgs()
+	id := strings.TrimSpace(string(args.Peek("deviceId")))
+	req := EnrolRequest{Proof: Proof{ClaimCode: strings.TrimSpace(string(args.Peek("claimCode")))}}
+	var b Bundle
+	if id == "" || req.Proof.ClaimCode == "" {
+		err = apierr.New(http.StatusBadRequest, "bad_proof", "Enter the device ID and the claim code printed on the device's label.")
+	} else {
+		b, err = p.Enrol(ctx, who, id, req)
+	}
+	if err != nil {
+		e := apierr.As(err)
+		if e.Status >= 500 {
+			return err
+		}
+		v, _, verr := p.devicesView(ctx, who, store.DeviceFilter{})
+		if verr != nil {
+			return verr
+		}
+		v.Error = "The device was not claimed: " + e.Message
+		if e.RetryAfter > 0 {
+			ctx.Response.Header.Set("Retry-After", strconv.Itoa(e.RetryAfter))
+		}
+		render(ctx, e.Status, "devices", v)
+		return nil
+	}
+	return p.renderBundle(ctx, who, id, b)
 }
 
 // Bulk upload.

@@ -5,6 +5,9 @@ import (
 	"encoding/json"
 	"errors"
 	"fmt"
+	"slices"
+	"strconv"
+	"strings"
 	"time"
 )
 
@@ -191,67 +194,118 @@ func (s *Store) listCredentials(ctx context.Context, where string, args ...any) 
 	return out, nil
 }
 
-// Revocation says which active credentials to revoke and why.
+// Revocation says which active credentials to revoke and why. The scope is
+// one credential (ID), all of a device's (DeviceID) or all of an assigned
+// ID's (AssignedID); SUIDs narrows a device or assigned-ID scope to those
+// usages. ID may be combined with DeviceID: the credential must then belong
+// to that device (the portal revokes within a device its caller may see).
 type Revocation struct {
-	// Exactly one of ID and AssignedID.
 	ID         string
+	DeviceID   string
 	AssignedID string
-	// SUIDs, when set, limits an AssignedID revocation to these usages
-	// (a factory reset revokes SAEF, ESPrim and ESData ones only).
+	// SUIDs, when set, limits a DeviceID or AssignedID revocation to these
+	// usages (a factory reset revokes SAEF, ESPrim and ESData ones only).
 	SUIDs []int
-	// Reason is an RFC 5280 CRLReason code.
+	// Reason is an RFC 5280 CRLReason code (ValidReason).
 	Reason int
 	At     time.Time
-	// Actor and Tenant go to the audit trail.
+	// Actor and Tenant go to the audit trail; an empty Tenant records each
+	// event in its credential's own tenant.
 	Actor, Tenant string
+}
+
+// RFC 5280 §5.3.1 CRLReason codes.
+const (
+	ReasonUnspecified          = 0
+	ReasonKeyCompromise        = 1
+	ReasonCACompromise         = 2
+	ReasonAffiliationChanged   = 3
+	ReasonSuperseded           = 4
+	ReasonCessationOfOperation = 5
+	ReasonCertificateHold      = 6
+	ReasonRemoveFromCRL        = 8
+	ReasonPrivilegeWithdrawn   = 9
+	ReasonAACompromise         = 10
+)
+
+// ValidReason reports whether code is an RFC 5280 CRLReason a credential may
+// be revoked with: 0-10 but 7, which RFC 5280 leaves unassigned, and 8
+// (removeFromCRL), which only a delta CRL uses to take an entry back, so it
+// can never be why something is revoked.
+func ValidReason(code int) bool {
+	return code >= ReasonUnspecified && code <= ReasonAACompromise && code != 7 && code != ReasonRemoveFromCRL
+}
+
+func (r Revocation) check() error {
+	n := 0
+	for _, set := range []bool{r.ID != "", r.AssignedID != "", r.DeviceID != "" && r.ID == ""} {
+		if set {
+			n++
+		}
+	}
+	switch {
+	case n != 1:
+		return errors.New("give one of a credential ID, a device ID or an assigned ID")
+	case r.ID != "" && len(r.SUIDs) > 0:
+		return errors.New("a SUID set narrows a device or assigned-ID revocation, not one credential")
+	case !ValidReason(r.Reason):
+		return fmt.Errorf("%w: reason %d is not an RFC 5280 CRLReason (0-6, 9, 10)", ErrInvalid, r.Reason)
+	case r.At.IsZero():
+		return errors.New("a revocation needs its time")
+	}
+	return nil
+}
+
+// where is the revocation's scope as SQL, its parameters starting at $first.
+func (r Revocation) where(first int) (string, []any) {
+	var conds []string
+	var args []any
+	add := func(cond string, v any) {
+		args = append(args, v)
+		conds = append(conds, strings.ReplaceAll(cond, "$?", "$"+strconv.Itoa(first+len(args)-1)))
+	}
+	if r.ID != "" {
+		add("id = $?", r.ID)
+	}
+	if r.DeviceID != "" {
+		add("device_id = $?", r.DeviceID)
+	}
+	if r.AssignedID != "" {
+		add("assigned_id = $?", r.AssignedID)
+	}
+	if len(r.SUIDs) > 0 {
+		ph := make([]string, len(r.SUIDs))
+		for i, suid := range r.SUIDs {
+			args = append(args, suid)
+			ph[i] = "$" + strconv.Itoa(first+len(args)-1)
+		}
+		conds = append(conds, "suid IN ("+strings.Join(ph, ", ")+")")
+	}
+	return strings.Join(conds, " AND "), args
 }
 
 // Revoke marks the matching active credentials revoked and records who did
 // it, in one transaction. It returns the revoked Credential-IDs; revoking
-// an already revoked credential changes nothing and is not an error.
+// an already revoked credential changes nothing and is not an error, an
+// unknown credential ID is ErrNotFound.
+//
+// Set-based whatever the scope: one UPDATE ... RETURNING marks them all, and
+// the audit rows go in one pipelined batch, so revoking a device's twenty
+// credentials costs three round trips, not forty.
 func (s *Store) Revoke(ctx context.Context, r Revocation) ([]string, error) {
-	if (r.ID == "") == (r.AssignedID == "") {
-		return nil, errors.New("revoke: give a credential ID or an assigned ID")
+	if err := r.check(); err != nil {
+		return nil, fmt.Errorf("revoke: %w", err)
 	}
 	var revoked []string
-	err := s.tx(ctx, "revoke", func(q querier) error {
-		where, args := `id = $1`, []any{r.ID}
-		if r.AssignedID != "" {
-			where, args = `assigned_id = $1`, []any{r.AssignedID}
-		}
-		var ids []string
-		err := queryEach(ctx, q, `SELECT id, suid FROM credentials WHERE `+where+` AND status = 'active'`, args, func(rs rows) error {
-			var id string
-			var suid int
-			if err := rs.Scan(&id, &suid); err != nil {
-				return err
-			}
-			if len(r.SUIDs) == 0 || containsInt(r.SUIDs, suid) {
-				ids = append(ids, id)
-			}
-			return nil
-		})
-		if err != nil {
-			return err
-		}
-		if r.ID != "" && len(ids) == 0 {
+	err := s.tx(ctx, "revoke", func(q querier) (err error) {
+		revoked, err = revokeIn(ctx, q, r)
+		if err == nil && r.ID != "" && len(revoked) == 0 {
+			where, args := r.where(1)
 			var status string
-			if err := q.queryRow(ctx, `SELECT status FROM credentials WHERE id = $1`, r.ID).Scan(&status); err != nil {
-				return err // ErrNotFound for an unknown ID
-			}
+			// ErrNotFound for an unknown ID (or one of another device).
+			return q.queryRow(ctx, `SELECT status FROM credentials WHERE `+where, args...).Scan(&status)
 		}
-		for _, id := range ids {
-			if _, err := q.exec(ctx, `UPDATE credentials SET status = 'revoked', revoked_at = $2, revocation_reason = $3
-				WHERE id = $1 AND status = 'active'`, id, r.At.UTC(), r.Reason); err != nil {
-				return err
-			}
-			if err := insertAudit(ctx, q, AuditEvent{At: r.At, Tenant: r.Tenant, Actor: r.Actor, Action: "credential.revoke",
-				Subject: id, Detail: map[string]any{"reason": r.Reason}}); err != nil {
-				return err
-			}
-		}
-		revoked = ids
-		return nil
+		return err
 	})
 	if err != nil {
 		return nil, fmt.Errorf("revoke: %w", err)
@@ -259,11 +313,31 @@ func (s *Store) Revoke(ctx context.Context, r Revocation) ([]string, error) {
 	return revoked, nil
 }
 
-func containsInt(list []int, v int) bool {
-	for _, x := range list {
-		if x == v {
-			return true
-		}
+// revokeIn is Revoke inside the caller's transaction (Release shares it).
+func revokeIn(ctx context.Context, q querier, r Revocation) ([]string, error) {
+	where, args := r.where(3)
+	var ids []string
+	var audits []stmt
+	err := queryEach(ctx, q, `UPDATE credentials SET status = 'revoked', revoked_at = $1, revocation_reason = $2
+		WHERE `+where+` AND status = 'active' RETURNING id, tenant, suid`, append([]any{r.At.UTC(), r.Reason}, args...),
+		func(rs rows) error {
+			var id, tenant string
+			var suid int
+			if err := rs.Scan(&id, &tenant, &suid); err != nil {
+				return err
+			}
+			if r.Tenant != "" {
+				tenant = r.Tenant
+			}
+			ids = append(ids, id)
+			audits = append(audits, auditStmt(AuditEvent{At: r.At, Tenant: tenant, Actor: r.Actor, Action: "credential.revoke",
+				Subject: id, Detail: map[string]any{"reason": r.Reason, "suid": suid}}))
+			return nil
+		})
+	if err != nil {
+		return nil, err
 	}
-	return false
+	// RETURNING order is unspecified; callers and tests get a stable one.
+	slices.Sort(ids)
+	return ids, execBatch(ctx, q, audits)
 }

@@ -57,6 +57,13 @@ func scanEnrolment(r row) (Enrolment, error) {
 
 // CreateEnrolment records a new token. The caller (the portal) cancels any
 // open token of the device in the same call: a device has one open token.
+//
+// e.Tenant is who the token is for. When it is not the device's tenant, the
+// enrolment is a claim: the caller proved control of an unowned,
+// pre-enrolled device (a released one, or one its manufacturer never handed
+// over), and the device moves into e.Tenant with it, owned. A device that is
+// owned, or past pre-enrolled, by then (a concurrent claim won) is
+// ErrNotFound, and nothing is written.
 func (s *Store) CreateEnrolment(ctx context.Context, e Enrolment) error {
 	if len(e.TokenHash) != 32 || e.DeviceID == "" || e.AssignedID == "" || e.Tenant == "" {
 		return errors.New("create enrolment: token hash, device, assigned ID and tenant are required")
@@ -69,15 +76,21 @@ func (s *Store) CreateEnrolment(ctx context.Context, e Enrolment) error {
 	}
 	e.State = EnrolmentIssued
 	err := s.tx(ctx, "create_enrolment", func(q querier) error {
+		n, err := q.exec(ctx, `UPDATE devices SET assigned_id = $2, updated_at = $3,
+			owner_id = CASE WHEN tenant = $4 THEN owner_id ELSE $4 END, tenant = $4,
+			state = CASE WHEN state = 'enrolled' THEN state ELSE 'token-issued' END
+			WHERE id = $1 AND (tenant = $4 OR owner_id IS NULL AND state = 'pre-enrolled')`,
+			e.DeviceID, e.AssignedID, e.CreatedAt.UTC(), e.Tenant)
+		if err != nil {
+			return err
+		}
+		if n != 1 {
+			return ErrNotFound
+		}
 		if _, err := q.exec(ctx, `UPDATE enrolments SET state = 'cancelled' WHERE device_id = $1 AND state = 'issued'`, e.DeviceID); err != nil {
 			return err
 		}
-		if _, err := q.exec(ctx, `UPDATE devices SET assigned_id = $2, updated_at = $3,
-			state = CASE WHEN state = 'enrolled' THEN state ELSE 'token-issued' END WHERE id = $1`,
-			e.DeviceID, e.AssignedID, e.CreatedAt.UTC()); err != nil {
-			return err
-		}
-		_, err := q.exec(ctx, `INSERT INTO enrolments (`+enrolmentColumns+`)
+		_, err = q.exec(ctx, `INSERT INTO enrolments (`+enrolmentColumns+`)
 			VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, NULL, NULL, NULL, NULL)`,
 			e.TokenHash, e.DeviceID, e.AssignedID, e.StakeholderID, e.Tenant, e.OBFID, e.Mode,
 			e.DeviceCertSHA256, e.ExpiresAt.UTC(), e.State, e.CreatedAt.UTC())
@@ -284,6 +297,13 @@ func redeemBatch(ctx context.Context, q querier, items []Redemption) (outs []Red
 			c, ok := recorded[*e.CredentialID]
 			if !ok {
 				return nil, nil, fmt.Errorf("redeem: credential %s of a redeemed token is missing", *e.CredentialID)
+			}
+			// [i7-transfer] A retry must not hand out a credential that was
+			// revoked since (the device was released, or the credential
+			// revoked): the token is as good as cancelled.
+			if c.Status == StatusRevoked {
+				refusals[i] = fmt.Errorf("%w: the credential it bought (%s) was revoked", ErrTokenCancelled, c.ID)
+				continue
 			}
 			outs[i] = Redeemed{Credential: c, Replayed: true}
 		}

@@ -12,6 +12,9 @@ var (
 	// ErrUnavailable: the database cannot be reached or is restarting;
 	// nothing was changed by this call, or the change is safe to retry.
 	ErrUnavailable = errors.New("store: database unavailable")
+	// ErrInvalid: the request itself is malformed (say, a revocation reason
+	// RFC 5280 does not define); nothing was written.
+	ErrInvalid = errors.New("store: invalid request")
 
 	// ErrTokenUnknown: no enrolment has this token.
 	ErrTokenUnknown = errors.New("store: unknown enrolment token")

@@ -103,6 +103,11 @@ func newEnrolment(t testing.TB, s *Store, mod func(*Enrolment)) Enrolment {
 	if mod != nil {
 		mod(&e)
 	}
+	// The device is uploaded by its manufacturer; the token's tenant claims
+	// it (CreateEnrolment moves an unowned pre-enrolled device).
+	if _, err := s.UpsertDevices(context.Background(), "maker-1", []Device{{ID: e.DeviceID}}, t0); err != nil {
+		t.Fatal(err)
+	}
 	if err := s.CreateEnrolment(context.Background(), e); err != nil {
 		t.Fatal(err)
 	}

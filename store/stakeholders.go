@@ -104,26 +104,35 @@ func (s *Store) Stakeholders(ctx context.Context) ([]Stakeholder, error) {
 
 // LoginResult records a login attempt's outcome: a success clears the
 // failure count, the maxFailures-th failure in a row locks the account for
-// lockFor. It returns the account's lock, if any, after the update.
+// lockFor. It returns the lock in force after the update (nil when the
+// account is not locked at now), whoever set it: this attempt, or a
+// concurrent one that locked the account while this password was being
+// checked. A success does not lift such a lock; the caller refuses the
+// login while one is returned.
 func (s *Store) LoginResult(ctx context.Context, id string, ok bool, now time.Time, maxFailures int, lockFor time.Duration) (*time.Time, error) {
 	var locked *time.Time
 	err := s.tx(ctx, "login", func(q querier) error {
-		if ok {
-			_, err := q.exec(ctx, `UPDATE stakeholders SET failed_logins = 0, locked_until = NULL WHERE id = $1`, id)
-			return err
-		}
 		var failures int
-		if err := q.queryRow(ctx, `SELECT failed_logins FROM stakeholders WHERE id = $1`, id).Scan(&failures); err != nil {
+		locked = nil
+		if err := q.queryRow(ctx, `SELECT failed_logins, locked_until FROM stakeholders WHERE id = $1`, id).Scan(&failures, &locked); err != nil {
 			return err
 		}
-		failures++
-		locked = nil
-		if failures >= maxFailures {
-			until := now.Add(lockFor).UTC()
-			locked, failures = &until, 0
+		if locked != nil && !now.Before(*locked) {
+			locked = nil // an expired lock is no lock
 		}
-		_, err := q.exec(ctx, `UPDATE stakeholders SET failed_logins = $2, locked_until = COALESCE($3, locked_until) WHERE id = $1`,
-			id, failures, locked)
+		switch {
+		case ok && locked == nil:
+			failures = 0
+		case ok:
+			return nil // locked meanwhile: the success counts for nothing
+		default:
+			failures++
+			if failures >= maxFailures {
+				until := now.Add(lockFor).UTC()
+				locked, failures = &until, 0
+			}
+		}
+		_, err := q.exec(ctx, `UPDATE stakeholders SET failed_logins = $2, locked_until = $3 WHERE id = $1`, id, failures, locked)
 		return err
 	})
 	return locked, err

@@ -1,0 +1,134 @@
+package portal
+
+import (
+	"context"
+	"errors"
+	"net/http"
+	"strings"
+
+	"github.com/credfactory/credfactory/apierr"
+	"github.com/credfactory/credfactory/kdf"
+	"github.com/credfactory/credfactory/maf"
+	"github.com/credfactory/credfactory/store"
+)
+
+// ReleaseRequest asks to release a device (ownership transfer). Both fields
+// are optional.
+type ReleaseRequest struct {
+	// Reason is free text for the audit trail ("sold", "returned").
+	Reason string `json:"reason,omitempty"`
+	// RevocationReason is the RFC 5280 CRLReason name the credentials are
+	// revoked with; default affiliationChanged (the owner changed).
+	RevocationReason string `json:"revocationReason,omitempty"`
+}
+
+// RevokeRequest revokes one credential of a device (CredentialID), the
+// device's credentials of some usages (SUIDs), or, with neither, all of its
+// credentials.
+type RevokeRequest struct {
+	CredentialID string `json:"credentialId,omitempty"`
+	SUIDs        []int  `json:"suids,omitempty"`
+	// Reason is an RFC 5280 CRLReason name; default unspecified.
+	Reason string `json:"reason,omitempty"`
+}
+
+const maxNote = 500
+
+var errCredentialNotFound = apierr.New(http.StatusNotFound, "credential_not_found", "no such credential on this device")
+
+// Release hands a device back (store.Release): its credentials are revoked,
+// its open tokens cancelled, and it returns, pre-enrolled and unowned, to
+// its manufacturer, to be claimed afresh by whoever proves control of it.
+// The device's owner (its subscriber, or the manufacturer while it still
+// holds it) may release it, and an sp-admin may force it; another tenant
+// gets 404, exactly as for a device that does not exist.
+func (p *Portal) Release(ctx context.Context, who Principal, deviceID string, req ReleaseRequest) (store.Released, error) {
+	d, err := p.Device(ctx, who, deviceID)
+	if err != nil {
+		return store.Released{}, err
+	}
+	// An installer works on the subscriber's devices but does not give them
+	// away; a trusted OBF acts for a device, never on its ownership.
+	if who.Via == "obf" {
+		return store.Released{}, errForbidden
+	}
+	if err := requireRole(who, store.RoleSubscriber, store.RoleManufacturer, store.RoleSPAdmin); err != nil {
+		return store.Released{}, err
+	}
+	note := strings.TrimSpace(req.Reason)
+	if len(note) > maxNote {
+		return store.Released{}, apierr.New(http.StatusBadRequest, "bad_reason", "the reason is at most 500 characters")
+	}
+	code := store.ReasonAffiliationChanged
+	if req.RevocationReason != "" {
+		if code, err = maf.ParseReason(req.RevocationReason); err != nil {
+			return store.Released{}, err
+		}
+	}
+	out, err := p.st.Release(ctx, store.Release{DeviceID: d.ID, Tenant: who.Tenant(), Reason: code, Note: note,
+		Actor: who.actor(), At: p.now()})
+	if errors.Is(err, store.ErrNotFound) {
+		return out, errDeviceNotFound // released or moved under us
+	}
+	return out, storeErr(err)
+}
+
+// Revoke revokes one, some or all of a device's active credentials. Anyone
+// who works on the device (its subscriber, installer or manufacturer) or an
+// sp-admin may; revoking is always safe to allow, unlike releasing.
+func (p *Portal) Revoke(ctx context.Context, who Principal, deviceID string, req RevokeRequest) ([]string, error) {
+	d, err := p.Device(ctx, who, deviceID)
+	if err != nil {
+		return nil, err
+	}
+	if who.Via == "obf" {
+		return nil, errForbidden
+	}
+	code, err := maf.ParseReason(req.Reason)
+	if err != nil {
+		return nil, err
+	}
+	if req.CredentialID != "" && len(req.SUIDs) > 0 {
+		return nil, apierr.New(http.StatusBadRequest, "bad_request", "give credentialId or suids, not both")
+	}
+	for _, s := range req.SUIDs {
+		if !kdf.SUID(s).Valid() {
+			return nil, apierr.New(http.StatusBadRequest, "bad_suid", "suids must be oneM2M usage codes (TS-0004 m2m:suid)")
+		}
+	}
+	rev := store.Revocation{DeviceID: d.ID, SUIDs: req.SUIDs, Reason: code, At: p.now(), Actor: who.actor()}
+	if req.CredentialID != "" {
+		rev.ID = req.CredentialID // DeviceID stays: it must be this device's
+	}
+	ids, err := p.st.Revoke(ctx, rev)
+	if errors.Is(err, store.ErrNotFound) {
+		return nil, errCredentialNotFound
+	}
+	if errors.Is(err, store.ErrInvalid) {
+		return nil, apierr.New(http.StatusBadRequest, "bad_reason", err.Error())
+	}
+	return ids, storeErr(err)
+}
+
+// enrollable finds the device a caller asks a nonce or a token for, and the
+// tenant the token will be for. A device the caller sees is its own tenant's.
+// An unowned, pre-enrolled device (released by its owner, or never handed
+// over by its manufacturer) may be claimed by a subscriber or an installer:
+// the proof of control that follows is what entitles them, and the claim
+// limits on wrong codes hold as for any device. Any other device is 404.
+func (p *Portal) enrollable(ctx context.Context, who Principal, id string) (store.Device, string, error) {
+	d, err := p.st.Device(ctx, id)
+	switch {
+	case errors.Is(err, store.ErrNotFound):
+		return d, "", errDeviceNotFound
+	case err != nil:
+		return d, "", storeErr(err)
+	case who.sees(d.Tenant):
+		return d, d.Tenant, nil
+	case claimable(d) && requireRole(who, store.RoleSubscriber, store.RoleInstaller) == nil:
+		return d, who.Tenant(), nil
+	}
+	return store.Device{}, "", errDeviceNotFound
+}
+
+func claimable(d store.Device) bool { return d.OwnerID == nil && d.State == store.DevicePreEnrolled }
