@@ -57,6 +57,10 @@ type Config struct {
 	// Limits are the rate limits on logins and token issuance (issue 7
 	// item 7); the zero value limits nothing.
 	Limits ratelimit.Limits
+	// OnRevoke runs after a release or revocation that revoked something,
+	// so that the CRL is regenerated at its next fetch instead of after
+	// the registry check (castatus.Service.MarkStale).
+	OnRevoke func()
 }
 
 func (c *Config) defaults() {

@@ -67,6 +67,9 @@ func (p *Portal) Release(ctx context.Context, who Principal, deviceID string, re
 	}
 	out, err := p.st.Release(ctx, store.Release{DeviceID: d.ID, Tenant: who.Tenant(), Reason: code, Note: note,
 		Actor: who.actor(), At: p.now()})
+	if err == nil && len(out.Revoked) > 0 {
+		p.revoked()
+	}
 	if errors.Is(err, store.ErrNotFound) {
 		return out, errDeviceNotFound // released or moved under us
 	}
@@ -101,6 +104,9 @@ func (p *Portal) Revoke(ctx context.Context, who Principal, deviceID string, req
 		rev.ID = req.CredentialID // DeviceID stays: it must be this device's
 	}
 	ids, err := p.st.Revoke(ctx, rev)
+	if err == nil && len(ids) > 0 {
+		p.revoked()
+	}
 	if errors.Is(err, store.ErrNotFound) {
 		return nil, errCredentialNotFound
 	}
@@ -132,3 +138,9 @@ func (p *Portal) enrollable(ctx context.Context, who Principal, id string) (stor
 }
 
 func claimable(d store.Device) bool { return d.OwnerID == nil && d.State == store.DevicePreEnrolled }
+
+func (p *Portal) revoked() {
+	if p.cfg.OnRevoke != nil {
+		p.cfg.OnRevoke()
+	}
+}

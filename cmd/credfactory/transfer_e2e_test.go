@@ -1,6 +1,7 @@
 package main
 
 import (
+	"bytes"
 	"crypto/sha256"
 	"crypto/tls"
 	"crypto/x509"
@@ -9,6 +10,7 @@ import (
 	"encoding/json"
 	"encoding/pem"
 	"fmt"
+	"io"
 	"net/url"
 	"os"
 	"os/exec"
@@ -17,6 +19,7 @@ import (
 	"testing"
 
 	"github.com/credfactory/credfactory/client"
+	"golang.org/x/crypto/ocsp"
 )
 
 // enrolled is what `credfactory enroll` left in a directory: the
@@ -54,18 +57,57 @@ func (s *sp) claim(key, device, code string) (int, client.Bundle, map[string]any
 	return status, b, body
 }
 
-// assertRevokedOCSP is where the OCSP answer for a revoked certificate is
-// checked once the OCSP responder is merged (issue 7, item 3).
-//
-// TODO(lead, after merging the OCSP/CRL branch): ask the SP's /ocsp about
-// cert (issuer: chain[0]) and require "revoked" with reason
-// affiliationChanged (3), and that it is on the next CRL. Until then the
-// registry's own record is what is checked: status "revoked".
+// assertRevokedOCSP asks the SP's OCSP responder about cert and requires
+// "revoked" with reason affiliationChanged, as a relying party checking the
+// released device's old certificate would see it; and requires the serial
+// on the CRL fetched right after (the release marks the CRL stale).
 func assertRevokedOCSP(t *testing.T, s *sp, cert *x509.Certificate, chain []*x509.Certificate) {
 	t.Helper()
-	_ = s
-	_ = cert
-	_ = chain
+	issuer := chain[0]
+	if len(cert.OCSPServer) != 1 || len(cert.CRLDistributionPoints) != 1 {
+		t.Fatalf("the certificate names OCSP %v and CRL %v", cert.OCSPServer, cert.CRLDistributionPoints)
+	}
+	req, err := ocsp.CreateRequest(cert, issuer, nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	hc := s.client(nil)
+	resp, err := hc.Post(s.base+"/ocsp", "application/ocsp-request", bytes.NewReader(req))
+	if err != nil {
+		t.Fatal(err)
+	}
+	raw, _ := io.ReadAll(resp.Body)
+	resp.Body.Close()
+	answer, err := ocsp.ParseResponseForCert(raw, cert, issuer)
+	if err != nil {
+		t.Fatalf("OCSP answer: %v", err)
+	}
+	if answer.Status != ocsp.Revoked || answer.RevocationReason != ocsp.AffiliationChanged {
+		t.Fatalf("OCSP says status %d reason %d for the released device's certificate, want revoked (1), affiliationChanged (3)",
+			answer.Status, answer.RevocationReason)
+	}
+	resp, err = hc.Get(s.base + "/ca/v1/crl/issuing.crl")
+	if err != nil {
+		t.Fatal(err)
+	}
+	der, _ := io.ReadAll(resp.Body)
+	resp.Body.Close()
+	crl, err := x509.ParseRevocationList(der)
+	if err != nil {
+		t.Fatalf("CRL: %v", err)
+	}
+	if err := crl.CheckSignatureFrom(issuer); err != nil {
+		t.Fatalf("CRL signature: %v", err)
+	}
+	for _, e := range crl.RevokedCertificateEntries {
+		if e.SerialNumber.Cmp(cert.SerialNumber) == 0 {
+			if e.ReasonCode != ocsp.AffiliationChanged {
+				t.Fatalf("CRL reason %d, want affiliationChanged", e.ReasonCode)
+			}
+			return
+		}
+	}
+	t.Fatalf("the released device's certificate %x is not on the CRL (%d entries)", cert.SerialNumber, len(crl.RevokedCertificateEntries))
 }
 
 // TestOwnershipTransfer walks the whole transfer on the real binary: alice
