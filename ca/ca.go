@@ -181,8 +181,16 @@ func (c *CA) Issue(ctx context.Context, req Request) (*Issued, error) {
 		DNSNames:              shape.dnsNames,
 		IPAddresses:           shape.ips,
 		URIs:                  shape.uris,
-		CRLDistributionPoints: c.crl,
-		OCSPServer:            c.ocsp,
+	}
+	if req.Profile == ProfileDevice {
+		// Only device certificates are credentials the registry records,
+		// so only they can be listed on the CRL or answered by OCSP: on
+		// the server and OBF client certificates the pointers would earn
+		// relying parties an "unknown" and nothing else. Those are
+		// withdrawn by renewal (server) and by disabling the OBF, which
+		// the mTLS check reads from the registry.
+		tmpl.CRLDistributionPoints = c.crl
+		tmpl.OCSPServer = c.ocsp
 	}
 	if shape.isCA {
 		// The OBS sub-CA issues device certificates only, never further

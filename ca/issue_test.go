@@ -121,8 +121,13 @@ func TestIssueChainVerifies(t *testing.T) {
 				if !bytes.Equal(leaf.SubjectKeyId, wantSKI) {
 					t.Errorf("SKI = %x, want %x", leaf.SubjectKeyId, wantSKI)
 				}
-				if !slices.Equal(leaf.CRLDistributionPoints, []string{crlURL}) || !slices.Equal(leaf.OCSPServer, []string{ocspURL}) {
-					t.Errorf("CRL DP %v, OCSP %v", leaf.CRLDistributionPoints, leaf.OCSPServer)
+				// Status pointers only where the registry can answer: devices.
+				wantCRL, wantOCSP := []string(nil), []string(nil)
+				if tt.profile == ProfileDevice {
+					wantCRL, wantOCSP = []string{crlURL}, []string{ocspURL}
+				}
+				if !slices.Equal(leaf.CRLDistributionPoints, wantCRL) || !slices.Equal(leaf.OCSPServer, wantOCSP) {
+					t.Errorf("CRL DP %v, OCSP %v, want %v, %v", leaf.CRLDistributionPoints, leaf.OCSPServer, wantCRL, wantOCSP)
 				}
 				if want := p.now.Add(-time.Minute).Truncate(time.Second); !leaf.NotBefore.Equal(want) {
 					t.Errorf("NotBefore = %v, want %v", leaf.NotBefore, want)
