@@ -35,6 +35,9 @@ type Config struct {
 	CertValidity time.Duration
 	// MaxForward is the most items in one forward batch.
 	MaxForward int
+	// RenewBefore, when positive, allows simplereenroll only within this
+	// long before the certificate's expiry (0: any time it is current).
+	RenewBefore time.Duration
 }
 
 // Observer receives the MEF's measurements (package metrics implements it).

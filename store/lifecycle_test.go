@@ -222,7 +222,9 @@ func TestReRegistrationSupersedesKey(t *testing.T) {
 		got := make([]Redeemed, 2)
 		for i := range got {
 			// Another device row per token: a device has one open token.
-			e := newEnrolment(t, s, func(e *Enrolment) { e.DeviceID, e.AssignedID = fmt.Sprintf("%s-%d", first.DeviceID, i), first.AssignedID })
+			e := newEnrolment(t, s, func(e *Enrolment) {
+				e.DeviceID, e.AssignedID = fmt.Sprintf("%s-%d", first.DeviceID, i), first.AssignedID
+			})
 			wg.Add(1)
 			go func() {
 				defer wg.Done()
@@ -481,4 +483,3 @@ func TestSweepRacesRevocation(t *testing.T) {
 		t.Logf("%d revoked, %d expired by the sweep", len(revokedByCall), expired)
 	})
 }
-

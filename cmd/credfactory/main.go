@@ -178,7 +178,8 @@ func serve(ctx context.Context, cfg config.Config, stderr io.Writer) error {
 	})
 	srv.Register(maf.NewAPI(registry, verifier, cfg.MAF.AdminClients).Routes()...)
 	enrol := mef.New(mef.Config{FQDN: cfg.MEF.FQDN, MAFFQDN: cfg.MEF.MAFFQDN, SPDomain: cfg.Portal.SPDomain,
-		KeyLifetime: cfg.MEF.KeyLifetime, CertValidity: cfg.MEF.CertValidity, MaxForward: cfg.MEF.MaxForward},
+		KeyLifetime: cfg.MEF.KeyLifetime, CertValidity: cfg.MEF.CertValidity, MaxForward: cfg.MEF.MaxForward,
+		RenewBefore: cfg.MEF.RenewBefore},
 		st, registry, p.CA, p.Root, p.OBFCA.Issuer(), p.KDF, verifier, reg.MEFObserver())
 	srv.Register(enrol.Routes()...)
 	pt := portal.New(portal.Config{Observer: reg.PortalObserver(),
@@ -213,6 +214,8 @@ func serve(ctx context.Context, cfg config.Config, stderr io.Writer) error {
 		reg.SetCertificateExpiry("server", renewed.Leaf.NotAfter)
 		log.Info("renewed the server certificate", "not_after", renewed.Leaf.NotAfter)
 	})
+	stopSweeper := startSweeper(ctx, cfg, st, reg, log)
+	defer stopSweeper()
 	errc := make(chan error, 1)
 	go func() { errc <- srv.Serve() }()
 	log.Info("serving", "addr", "https://"+srv.Addr().String(), "trust_anchor", cfg.TrustAnchorPath(), "version", versionString())
