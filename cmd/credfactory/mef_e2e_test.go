@@ -33,8 +33,8 @@ type seed struct {
 	toolKey, lineTKey, lineTSub *ecdsa.PrivateKey
 }
 
-func newSeed(t *testing.T) *seed {
-	s := &seed{sp: startSP(t, "CREDFACTORY_PORTAL_SP_DOMAIN=sp.example")}
+func newSeed(t *testing.T, env ...string) *seed {
+	s := &seed{sp: startSP(t, append([]string{"CREDFACTORY_PORTAL_SP_DOMAIN=sp.example"}, env...)...)}
 	admin := s.stakeholder("admin", "sp-admin")
 	acme := s.stakeholder("acme", "manufacturer")
 	s.alice = s.stakeholder("alice", "subscriber")
