@@ -307,12 +307,17 @@ func TestSweepChunks(t *testing.T) {
 		if _, err := s.Revoke(ctx, Revocation{ID: due[0], Reason: 1, At: now, Actor: "test", Tenant: "tenant-1"}); err != nil {
 			t.Fatal(err)
 		}
+		// A run is bounded (MaxChunks); the next run carries on.
+		first, err := s.Sweep(ctx, SweepOptions{Holder: "replica-a", Chunk: 1000, Now: now, MaxChunks: 1})
+		if err != nil || first.Tokens != 1000 || first.Credentials != 1000 {
+			t.Fatalf("bounded sweep: %+v %v, want one chunk of each", first, err)
+		}
 		res, err := s.Sweep(ctx, SweepOptions{Holder: "replica-a", Chunk: 1000, Now: now})
 		if err != nil {
 			t.Fatal(err)
 		}
-		if !res.Held || res.Tokens != 2300 || res.Credentials != 2299 {
-			t.Fatalf("sweep: %+v, want 2300 tokens and 2299 credentials", res)
+		if !res.Held || first.Tokens+res.Tokens != 2300 || first.Credentials+res.Credentials != 2299 {
+			t.Fatalf("sweeps: %+v then %+v, want 2300 tokens and 2299 credentials", first, res)
 		}
 		txs, _, _ := obs.snapshot()
 		if txs["sweep_token"] != 3 || txs["sweep_credential"] != 3 {

@@ -53,6 +53,9 @@ type SweepOptions struct {
 	Chunk int
 	// Now is the instant compared with expiries (default time.Now()).
 	Now time.Time
+	// MaxChunks bounds the chunks per kind in one run (default 1,000), so a
+	// run ends in bounded time whatever the backlog; the next run goes on.
+	MaxChunks int
 }
 
 // SweepResult is what one sweep did.
@@ -134,6 +137,9 @@ func (s *Store) Sweep(ctx context.Context, opt SweepOptions) (SweepResult, error
 	if opt.LeaseTTL <= 0 {
 		opt.LeaseTTL = 3 * time.Minute
 	}
+	if opt.MaxChunks <= 0 {
+		opt.MaxChunks = 1000
+	}
 	if opt.Now.IsZero() {
 		opt.Now = time.Now()
 	}
@@ -143,7 +149,7 @@ func (s *Store) Sweep(ctx context.Context, opt SweepOptions) (SweepResult, error
 	}
 	res := SweepResult{Held: true}
 	for _, k := range sweepKinds {
-		for {
+		for range opt.MaxChunks {
 			if err := ctx.Err(); err != nil {
 				return res, fmt.Errorf("sweep: %w", err)
 			}
