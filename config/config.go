@@ -51,6 +51,9 @@ type Store struct {
 	BatchMax     int           `yaml:"batch_max" help:"most redemptions committed in one transaction (group commit)"`
 	BatchWindow  time.Duration `yaml:"batch_window" help:"how long a batch waits for more redemptions; 0 batches only what queued during the previous commit"`
 	BatchWorkers int           `yaml:"batch_workers" help:"batches committed in parallel (0 means 1, the best measured on SQLite and PostgreSQL)"`
+	// The expiry sweep (issue 7): one replica at a time, by lease.
+	SweepInterval time.Duration `yaml:"sweep_interval" help:"how often the expiry sweep marks tokens and credentials past their lifetime as expired (one replica sweeps at a time, by lease); 0 turns it off"`
+	SweepChunk    int           `yaml:"sweep_chunk" help:"most rows the expiry sweep changes in one transaction"`
 }
 
 // Portal is the stakeholders' web portal and JSON API.
@@ -68,6 +71,7 @@ type MEF struct {
 	KeyLifetime  time.Duration `yaml:"key_lifetime" help:"lifetime of shared keys provisioned over RSPF"`
 	CertValidity time.Duration `yaml:"cert_validity" help:"lifetime of device certificates (0: the device profile's, 1 year)"`
 	MaxForward   int           `yaml:"max_forward" help:"most items in one trusted-OBF forward batch"`
+	RenewBefore  time.Duration `yaml:"renew_before" help:"allow EST simplereenroll only within this long before the certificate expires (0: any time while it is current)"`
 }
 
 // MAF is the credential registry's API.
@@ -164,6 +168,10 @@ func Default() Config {
 			TxTimeout:  10 * time.Second,
 			MaxRetries: 10,
 			BatchMax:   128,
+			// A minute: tokens live a day and certificates a year, so the
+			// registry says "expired" within a minute of it being true.
+			SweepInterval: time.Minute,
+			SweepChunk:    1000,
 		},
 		Portal: Portal{TokenTTL: 24 * time.Hour, SessionTTL: 12 * time.Hour},
 		MEF:    MEF{KeyLifetime: 365 * 24 * time.Hour, MaxForward: 1000},
@@ -317,6 +325,9 @@ func (c *Config) Validate() error {
 	if c.CA.CRLInterval <= 0 || c.CA.CRLValidity <= c.CA.CRLInterval {
 		errs = append(errs, fmt.Errorf("ca.crl_interval %v and ca.crl_validity %v: want a positive interval and a longer validity",
 			c.CA.CRLInterval, c.CA.CRLValidity))
+	}
+	if c.Store.SweepInterval < 0 || c.Store.SweepChunk <= 0 || c.MEF.RenewBefore < 0 {
+		errs = append(errs, errors.New("store.sweep_interval and mef.renew_before must not be negative, store.sweep_chunk must be positive"))
 	}
 	if c.Server.Listen == "" {
 		errs = append(errs, errors.New("server.listen is empty"))

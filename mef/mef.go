@@ -38,6 +38,9 @@ type Config struct {
 	MaxForward int
 	// Limits are the rate limits (limits.go); the zero value limits nothing.
 	Limits ratelimit.Limits
+	// RenewBefore, when positive, allows simplereenroll only within this
+	// long before the certificate's expiry (0: any time it is current).
+	RenewBefore time.Duration
 }
 
 // Observer receives the MEF's measurements (package metrics implements it).

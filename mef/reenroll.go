@@ -14,34 +14,85 @@ import (
 	"github.com/valyala/fasthttp"
 )
 
-var errReenrollAuth = fail(http.StatusUnauthorized, "client_certificate_required",
-	"simplereenroll is authenticated by the certificate being renewed: present it as the TLS client certificate")
+var (
+	errReenrollAuth = fail(http.StatusUnauthorized, "client_certificate_required",
+		"simplereenroll is authenticated by the certificate being renewed: present it as the TLS client certificate")
+	errUnknownCert     = fail(http.StatusForbidden, "unknown_certificate", "the TLS client certificate is not one this SP issued")
+	errCertSuperseded  = fail(http.StatusForbidden, "certificate_superseded", "the certificate was already renewed: renew with its successor, the current certificate")
+	errCertRevoked     = fail(http.StatusForbidden, "certificate_revoked", "the certificate is revoked: enrol afresh with a new token")
+	errCertExpired     = fail(http.StatusForbidden, "certificate_expired", "the certificate has expired: enrol afresh with a new token")
+	errNotRenewable    = fail(http.StatusForbidden, "not_renewable", "only certificates renew through simplereenroll")
+	errSubjectMismatch = fail(http.StatusBadRequest, "csr_subject_mismatch",
+		"the CSR's subject must be empty or the assigned ID's, as in the certificate being renewed (RFC 7030 §4.2.2)")
+)
 
-// Reenrol renews a certificate (RFC 7030 §4.2.2): the TLS client certificate
-// must be an active certificate this MAF holds; the new one is for the same
-// assigned ID and is recorded before it is answered. The old one stays valid
-// until it expires or is revoked, so a device can switch over safely.
+// renewErr maps the registry's verdicts on a renewal to answers.
+func renewErr(err error) error {
+	var early *store.TooEarlyError
+	switch {
+	case errors.Is(err, store.ErrNotFound):
+		return errUnknownCert
+	case errors.Is(err, store.ErrCertSuperseded):
+		return errCertSuperseded
+	case errors.Is(err, store.ErrCertRevoked):
+		return errCertRevoked
+	case errors.Is(err, store.ErrCertExpired):
+		return errCertExpired
+	case errors.Is(err, store.ErrNotRenewable):
+		return errNotRenewable
+	case errors.As(err, &early):
+		return fail(http.StatusForbidden, "renewal_too_early",
+			"renewal is allowed only within mef.renew_before of expiry: retry after "+early.Opens.UTC().Format(time.RFC3339))
+	}
+	return tokenErr(err)
+}
+
+// Reenrol renews a certificate (RFC 7030 §4.2.2; compare step-ca's
+// /renew): the TLS client certificate must be the current certificate of
+// its assigned ID in the registry (active, unexpired, never renewed); the
+// CSR asks for the same assigned ID (empty subject or the same CN, no other
+// SAN than the assigned ID's URI); the new certificate is recorded and the
+// old one superseded in one transaction (store.Renewal says why it is
+// superseded rather than left valid). A retry with the same old certificate
+// and the same public key gets the certificate already issued, with no new
+// signature.
 func (m *MEF) Reenrol(ctx context.Context, peer *x509.Certificate, csrDER []byte) (CertResult, error) {
 	if peer == nil {
 		return CertResult{}, errReenrollAuth
-	}
-	old, err := m.reg.Get(ctx, store.ByCertSHA256, fingerprint(peer.Raw))
-	if errors.Is(err, store.ErrNotFound) {
-		return CertResult{}, fail(http.StatusForbidden, "unknown_certificate", "the TLS client certificate is not one this SP issued")
-	}
-	if err != nil {
-		return CertResult{}, tokenErr(err)
-	}
-	if old.Status != store.StatusActive || !m.now().Before(old.NotAfter) {
-		return CertResult{}, fail(http.StatusForbidden, "certificate_not_active", "the certificate being renewed is "+old.Status+" or expired: enrol afresh")
 	}
 	parsed, err := ca.ParseCSR(csrDER)
 	if err != nil {
 		return CertResult{}, caFailure(err)
 	}
+	csr := parsed.Request()
+	pkHash := fingerprint(csr.RawSubjectPublicKeyInfo)
+	old, err := m.reg.Get(ctx, store.ByCertSHA256, fingerprint(peer.Raw))
+	if err != nil {
+		return CertResult{}, renewErr(err)
+	}
+	// The cheap early verdict, before the HSM signs; Renew checks again
+	// inside its transaction. Only a superseded certificate has a
+	// successor to look up (a retry whose answer was lost).
+	var successor *store.Credential
+	if old.Status == store.StatusRevoked && old.RevocationReason != nil && *old.RevocationReason == store.ReasonSuperseded {
+		if _, successor, err = m.st.RenewalState(ctx, old.ID); err != nil {
+			return CertResult{}, renewErr(err)
+		}
+	}
+	now := m.now()
+	replay, err := store.CheckRenewal(old, successor, pkHash, now, m.cfg.RenewBefore)
+	if err != nil {
+		return CertResult{}, renewErr(err)
+	}
+	if replay {
+		return m.certResult(*successor)
+	}
 	uri := AssignedIDURI(m.cfg.SPDomain, old.AssignedID)
-	if err := checkCSRNames(parsed.Request(), uri); err != nil {
+	if err := checkCSRNames(csr, uri); err != nil {
 		return CertResult{}, err
+	}
+	if n := csr.Subject.Names; len(n) > 0 && (len(n) != 1 || csr.Subject.CommonName != old.AssignedID) {
+		return CertResult{}, errSubjectMismatch
 	}
 	issued, err := m.ca.Issue(ctx, ca.Request{Parsed: parsed, Profile: ca.ProfileDevice, AssignedID: old.AssignedID,
 		URIs: []*url.URL{uri}, Validity: m.cfg.CertValidity})
@@ -50,14 +101,27 @@ func (m *MEF) Reenrol(ctx context.Context, peer *x509.Certificate, csrDER []byte
 	}
 	serial := issued.Certificate.SerialNumber.Text(16)
 	fp := fingerprint(issued.DER)
-	c := store.Credential{ID: kdf.CredentialID(CertCredentialType(old.AssignedID), hexs(fp)), AssignedID: old.AssignedID,
-		DeviceID: old.DeviceID, Tenant: old.Tenant, Type: store.TypeX509, SUID: old.SUID, Serial: &serial, CertSHA256: fp,
-		CertDER: issued.DER, PublicKeySHA256: fingerprint(parsed.Request().RawSubjectPublicKeyInfo), NotBefore: issued.Certificate.NotBefore,
-		NotAfter: issued.Certificate.NotAfter, Source: store.SourceRSPF, CreatedAt: m.now()}
-	if err := m.reg.Register(background(ctx), c); err != nil {
-		return CertResult{}, tokenErr(err)
+	c := store.Credential{ID: kdf.CredentialID(CertCredentialType(old.AssignedID), hexs(fp)), Type: store.TypeX509,
+		Serial: &serial, CertSHA256: fp, CertDER: issued.DER, PublicKeySHA256: pkHash, NotBefore: issued.Certificate.NotBefore,
+		NotAfter: issued.Certificate.NotAfter, Source: store.SourceRSPF}
+	got, err := m.st.Renew(background(ctx), store.Renewal{OldID: old.ID, Credential: c, Now: now,
+		RenewBefore: m.cfg.RenewBefore, Actor: "enrollee:" + old.AssignedID})
+	if err != nil {
+		return CertResult{}, renewErr(err)
 	}
-	return CertResult{Certificate: issued.Certificate, Chain: issued.Chain, Credential: c}, nil
+	if got.Replayed { // a concurrent retry won: its certificate stands, this one is dropped unseen
+		return m.certResult(got.Credential)
+	}
+	return CertResult{Certificate: issued.Certificate, Chain: issued.Chain, Credential: got.Credential}, nil
+}
+
+// certResult answers with a recorded certificate.
+func (m *MEF) certResult(c store.Credential) (CertResult, error) {
+	cert, err := x509.ParseCertificate(c.CertDER)
+	if err != nil {
+		return CertResult{}, err
+	}
+	return CertResult{Certificate: cert, Chain: m.ca.Chain(), Credential: c, Replayed: true}, nil
 }
 
 func (m *MEF) estReenroll(ctx *fasthttp.RequestCtx) error {
@@ -71,7 +135,7 @@ func (m *MEF) estReenroll(ctx *fasthttp.RequestCtx) error {
 		}
 		res, err = m.Reenrol(ctx, peer, csr)
 	}
-	m.observe("est_reenroll", false, err, start)
+	m.observe("est_reenroll", res.Replayed, err, start)
 	if err != nil {
 		return estError(ctx, err)
 	}

@@ -370,4 +370,3 @@ func TestLoginResult(t *testing.T) {
 	})
 }
 
-func ptr[T any](v T) *T { return &v }

@@ -213,6 +213,39 @@ var migrations = []migration{{
 		`CREATE INDEX IF NOT EXISTS credentials_revoked_at ON credentials (issuer_key_id, revoked_at) WHERE status = 'revoked'`,
 	},
 	backfill: backfillIssuerKeyIDs,
+}, {
+	// Renewal and expiry (issue 7).
+	version: 3,
+	name:    "renewal_and_expiry_sweep",
+	stmts: []string{
+		// renewals links a certificate to the one that replaced it through
+		// EST simplereenroll. The primary key on old_id makes "one renewal
+		// per certificate" a database fact, so two racing renewals of the
+		// same certificate cannot both commit, and a retry finds the
+		// certificate the first one issued. A table of its own, not a column
+		// on credentials: SQLite has no ADD COLUMN IF NOT EXISTS, and every
+		// migration statement must be safe to run twice.
+		`CREATE TABLE IF NOT EXISTS renewals (
+			old_id     TEXT PRIMARY KEY,
+			new_id     TEXT NOT NULL UNIQUE,
+			created_at {{time}} NOT NULL
+		)`,
+		// leases: who runs a singleton background job (the expiry sweep)
+		// among several replicas, and until when.
+		`CREATE TABLE IF NOT EXISTS leases (
+			name       {{key}} PRIMARY KEY,
+			holder     TEXT NOT NULL,
+			expires_at {{time}} NOT NULL
+		)`,
+		// Partial indexes hold only the rows the sweep may still change
+		// (open tokens, active credentials), so a sweep reads the few that
+		// are due instead of the table, and the index shrinks as rows leave
+		// those states. All three engines accept partial indexes; the
+		// sweep's WHERE repeats each predicate literally so the planners
+		// (SQLite's especially) use them.
+		`CREATE INDEX IF NOT EXISTS enrolments_open_expiry ON enrolments (expires_at) WHERE state = 'issued'`,
+		`CREATE INDEX IF NOT EXISTS credentials_active_expiry ON credentials (not_after) WHERE status = 'active'`,
+	},
 }}
 
 // duplicateColumn reports SQLite's answer to adding a column that exists,

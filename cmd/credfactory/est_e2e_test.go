@@ -81,7 +81,8 @@ challengePassword = %s
 
 	// Renewal, authenticated by the certificate just issued.
 	os.WriteFile(file("leaf.pem"), []byte(pemCert(certs[0])+pemCert(certs[1])), 0o600)
-	os.WriteFile(file("renew.cnf"), []byte("[req]\ndistinguished_name = dn\nprompt = no\n[dn]\nCN = device\n"), 0o600)
+	// RFC 7030 §4.2.2: the renewal asks for the same subject (the assigned ID).
+	os.WriteFile(file("renew.cnf"), []byte("[req]\ndistinguished_name = dn\nprompt = no\n[dn]\nCN = "+b.AssignedID+"\n"), 0o600)
 	sh("openssl", "req", "-new", "-key", file("key.pem"), "-config", file("renew.cnf"), "-outform", "DER", "-out", file("renew.der"))
 	sh("openssl", "base64", "-in", file("renew.der"), "-out", file("renew.b64"))
 	sh("curl", "-sS", "--fail-with-body", "--cacert", anchor, "--cert", file("leaf.pem"), "--key", file("key.pem"),

@@ -196,7 +196,8 @@ func serve(ctx context.Context, cfg config.Config, stderr io.Writer) error {
 		return err
 	}
 	enrol := mef.New(mef.Config{FQDN: cfg.MEF.FQDN, MAFFQDN: cfg.MEF.MAFFQDN, SPDomain: cfg.Portal.SPDomain,
-		KeyLifetime: cfg.MEF.KeyLifetime, CertValidity: cfg.MEF.CertValidity, MaxForward: cfg.MEF.MaxForward, Limits: limits},
+		KeyLifetime: cfg.MEF.KeyLifetime, CertValidity: cfg.MEF.CertValidity, MaxForward: cfg.MEF.MaxForward, Limits: limits,
+		RenewBefore: cfg.MEF.RenewBefore},
 		st, registry, p.CA, p.Root, p.OBFCA.Issuer(), p.KDF, verifier, reg.MEFObserver())
 	srv.Register(enrol.Routes()...)
 	pt := portal.New(portal.Config{Observer: reg.PortalObserver(),
@@ -235,6 +236,8 @@ func serve(ctx context.Context, cfg config.Config, stderr io.Writer) error {
 	if a := srv.StatusAddr(); a != nil {
 		log.Info("serving CRL and OCSP over plain HTTP", "addr", "http://"+a.String(), "status_url", cfg.CA.StatusURL)
 	}
+	stopSweeper := startSweeper(ctx, cfg, st, reg, log)
+	defer stopSweeper()
 	errc := make(chan error, 1)
 	go func() { errc <- srv.Serve() }()
 	log.Info("serving", "addr", "https://"+srv.Addr().String(), "trust_anchor", cfg.TrustAnchorPath(), "version", versionString())

@@ -1,0 +1,200 @@
+package mef
+
+import (
+	"context"
+	"crypto"
+	"crypto/ecdsa"
+	"crypto/elliptic"
+	"crypto/rand"
+	"crypto/sha256"
+	"crypto/x509"
+	"crypto/x509/pkix"
+	"encoding/asn1"
+	"errors"
+	"net/url"
+	"testing"
+	"time"
+
+	"github.com/credfactory/credfactory/apierr"
+	"github.com/credfactory/credfactory/ca"
+	"github.com/credfactory/credfactory/ca/catest"
+	"github.com/credfactory/credfactory/client"
+	"github.com/credfactory/credfactory/maf"
+	"github.com/credfactory/credfactory/store"
+	"github.com/credfactory/credfactory/store/storetest"
+)
+
+// renewEnv is an MEF on a real registry (SQLite or PostgreSQL) with a
+// software CA, and a clock the test moves.
+type renewEnv struct {
+	t   *testing.T
+	st  *store.Store
+	m   *MEF
+	pki *catest.PKI
+	now time.Time
+}
+
+func newRenewEnv(t *testing.T, url string) *renewEnv {
+	st, err := store.Open(context.Background(), url, store.Options{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(st.Close)
+	if _, err := st.Migrate(context.Background()); err != nil {
+		t.Fatal(err)
+	}
+	p := catest.New(t)
+	env := &renewEnv{t: t, st: st, pki: p, now: time.Now()}
+	env.m = New(Config{FQDN: "mef.sp.example", SPDomain: "sp.example", CertValidity: 2 * time.Hour},
+		st, maf.New(st, nil, nil, nil), p.CA, p.Root, nil, nil, nil, nil)
+	env.m.now = func() time.Time { return env.now }
+	return env
+}
+
+// enrol gives a new device a certificate through simpleenroll and returns
+// it with its key.
+func (e *renewEnv) enrol(device string) (*x509.Certificate, crypto.Signer) {
+	e.t.Helper()
+	token := device + "-token"
+	h := sha256.Sum256([]byte(token))
+	if err := e.st.CreateEnrolment(context.Background(), store.Enrolment{TokenHash: h[:], DeviceID: device, AssignedID: "S" + device,
+		StakeholderID: "stk", Tenant: "tenant-1", Mode: store.ModeUntrusted, ExpiresAt: e.now.Add(time.Hour), CreatedAt: e.now}); err != nil {
+		e.t.Fatal(err)
+	}
+	key, _ := ecdsa.GenerateKey(elliptic.P256(), rand.Reader)
+	csr, err := client.CSR(key, "", token)
+	if err != nil {
+		e.t.Fatal(err)
+	}
+	res, err := e.m.EnrolCert(context.Background(), CertRequest{CSR: csr})
+	if err != nil {
+		e.t.Fatal(err)
+	}
+	return res.Certificate, key
+}
+
+func csrFor(t *testing.T, key crypto.Signer, cn string, ext ...pkix.Extension) []byte {
+	t.Helper()
+	der, err := client.CSR(key, cn, "", ext...)
+	if err != nil {
+		t.Fatal(err)
+	}
+	return der
+}
+
+func newKey() crypto.Signer {
+	k, _ := ecdsa.GenerateKey(elliptic.P256(), rand.Reader)
+	return k
+}
+
+func (e *renewEnv) credential(cert *x509.Certificate) store.Credential {
+	e.t.Helper()
+	c, err := e.st.Credential(context.Background(), store.ByCertSHA256, fingerprint(cert.Raw))
+	if err != nil {
+		e.t.Fatal(err)
+	}
+	return c
+}
+
+func wantCode(t *testing.T, what string, err error, status int, code string) {
+	t.Helper()
+	var f *apierr.Error
+	if !errors.As(err, &f) || f.Status != status || f.Code != code {
+		t.Errorf("%s: %v, want %d %s", what, err, status, code)
+	}
+}
+
+func TestReenrol(t *testing.T) {
+	storetest.Each(t, func(t *testing.T, dbURL string) {
+		e := newRenewEnv(t, dbURL)
+		ctx := context.Background()
+		cert1, key1 := e.enrol("dev1")
+
+		// The current certificate renews, for the same assigned ID, with the
+		// same key or a new one.
+		key2 := newKey()
+		renewCSR := csrFor(t, key2, "Sdev1")
+		r2, err := e.m.Reenrol(ctx, cert1, renewCSR)
+		if err != nil {
+			t.Fatal(err)
+		}
+		cert2 := r2.Certificate
+		if r2.Replayed || cert2.Subject.CommonName != "Sdev1" || len(cert2.URIs) != 1 || cert2.URIs[0].String() != "//sp.example/Sdev1" ||
+			cert2.SerialNumber.Cmp(cert1.SerialNumber) == 0 {
+			t.Fatalf("renewed: CN %s URIs %v serial %x", cert2.Subject.CommonName, cert2.URIs, cert2.SerialNumber)
+		}
+		if old := e.credential(cert1); old.Status != store.StatusRevoked || *old.RevocationReason != store.ReasonSuperseded {
+			t.Fatalf("the renewed certificate is %s, want superseded", old.Status)
+		}
+		if c := e.credential(cert2); c.Status != store.StatusActive || c.AssignedID != "Sdev1" || c.DeviceID != "dev1" {
+			t.Fatalf("new certificate's record: %+v", c)
+		}
+
+		// The answer was lost: the same request again gets the same
+		// certificate, and nothing new is recorded.
+		again, err := e.m.Reenrol(ctx, cert1, renewCSR)
+		if err != nil || !again.Replayed || !again.Certificate.Equal(cert2) {
+			t.Fatalf("retry: replayed=%v %v", again.Replayed, err)
+		}
+		if all, _ := e.st.Credentials(ctx, "Sdev1"); len(all) != 2 {
+			t.Fatalf("%d certificates recorded after a retry, want 2 (history kept, no duplicate)", len(all))
+		}
+
+		// An empty subject is fine too (the profile names the certificate).
+		cert3r, err := e.m.Reenrol(ctx, cert2, csrFor(t, key1, ""))
+		if err != nil {
+			t.Fatal(err)
+		}
+		cert3 := cert3r.Certificate
+
+		dnsSAN, _ := asn1.Marshal([]asn1.RawValue{{Tag: 2, Class: asn1.ClassContextSpecific, Bytes: []byte("evil.example")}})
+		otherURI, _ := asn1.Marshal([]asn1.RawValue{{Tag: 6, Class: asn1.ClassContextSpecific, Bytes: []byte("//sp.example/Sother")}})
+		revokedCert, _ := e.enrol("dev-revoked")
+		if _, err := e.st.Revoke(ctx, store.Revocation{ID: e.credential(revokedCert).ID, Reason: 1, At: e.now, Actor: "t", Tenant: "tenant-1"}); err != nil {
+			t.Fatal(err)
+		}
+		expiring, _ := e.enrol("dev-expiring")
+		stranger := e.pki.Leaf(t, ca.Request{Profile: ca.ProfileDevice, AssignedID: "Sdev1", URIs: []*url.URL{AssignedIDURI("sp.example", "Sdev1")}}).Leaf
+
+		for _, tc := range []struct {
+			name   string
+			peer   *x509.Certificate
+			csr    []byte
+			at     time.Duration // from now
+			before time.Duration // mef.renew_before
+			status int
+			code   string
+		}{
+			{"no client certificate", nil, csrFor(t, newKey(), ""), 0, 0, 401, "client_certificate_required"},
+			{"certificate this SP never recorded", stranger, csrFor(t, newKey(), ""), 0, 0, 403, "unknown_certificate"},
+			{"superseded, another key", cert1, csrFor(t, newKey(), ""), 0, 0, 403, "certificate_superseded"},
+			{"superseded twice, the first renewal's key", cert1, renewCSR, 0, 0, 403, "certificate_superseded"},
+			{"revoked", revokedCert, csrFor(t, newKey(), ""), 0, 0, 403, "certificate_revoked"},
+			{"expired", expiring, csrFor(t, newKey(), ""), 3 * time.Hour, 0, 403, "certificate_expired"},
+			{"outside the renewal window", cert3, csrFor(t, newKey(), ""), 0, time.Hour, 403, "renewal_too_early"},
+			{"SAN for a DNS name", cert3, csrFor(t, newKey(), "", pkix.Extension{Id: oidSAN, Value: dnsSAN}), 0, 0, 400, "csr_san_mismatch"},
+			{"SAN for another assigned ID", cert3, csrFor(t, newKey(), "", pkix.Extension{Id: oidSAN, Value: otherURI}), 0, 0, 400, "csr_san_mismatch"},
+			{"subject of another assigned ID", cert3, csrFor(t, newKey(), "Sother"), 0, 0, 400, "csr_subject_mismatch"},
+		} {
+			saved := e.now
+			e.now = e.now.Add(tc.at)
+			e.m.cfg.RenewBefore = tc.before
+			_, err := e.m.Reenrol(ctx, tc.peer, tc.csr)
+			wantCode(t, tc.name, err, tc.status, tc.code)
+			e.now, e.m.cfg.RenewBefore = saved, 0
+		}
+		// Refusals recorded nothing and left the current certificate current.
+		if all, _ := e.st.Credentials(ctx, "Sdev1"); len(all) != 3 {
+			t.Fatalf("%d certificates after refusals, want 3", len(all))
+		}
+		if c := e.credential(cert3); c.Status != store.StatusActive {
+			t.Fatalf("the current certificate is %s after refused renewals", c.Status)
+		}
+		// Inside the renewal window it renews.
+		e.m.cfg.RenewBefore = time.Hour
+		e.now = cert3.NotAfter.Add(-30 * time.Minute)
+		if _, err := e.m.Reenrol(ctx, cert3, csrFor(t, newKey(), "")); err != nil {
+			t.Fatalf("inside the window: %v", err)
+		}
+	})
+}
