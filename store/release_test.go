@@ -369,4 +369,3 @@ func TestLoginResult(t *testing.T) {
 		}
 	})
 }
-
