@@ -57,6 +57,10 @@ func (e *renewEnv) enrol(device string) (*x509.Certificate, crypto.Signer) {
 	e.t.Helper()
 	token := device + "-token"
 	h := sha256.Sum256([]byte(token))
+	// Uploaded by its manufacturer, then claimed by the token's tenant.
+	if _, err := e.st.UpsertDevices(context.Background(), "maker", []store.Device{{ID: device}}, e.now); err != nil {
+		e.t.Fatal(err)
+	}
 	if err := e.st.CreateEnrolment(context.Background(), store.Enrolment{TokenHash: h[:], DeviceID: device, AssignedID: "S" + device,
 		StakeholderID: "stk", Tenant: "tenant-1", Mode: store.ModeUntrusted, ExpiresAt: e.now.Add(time.Hour), CreatedAt: e.now}); err != nil {
 		e.t.Fatal(err)

@@ -216,36 +216,10 @@ func TestReRegistrationSupersedesKey(t *testing.T) {
 				t.Errorf("%s: %s reason %v, want %s %v", tc.id, c.Status, c.RevocationReason, tc.status, tc.reason)
 			}
 		}
-		// Two re-registrations in one group commit: the later one stands.
-		b := s.NewBatcher(BatchOptions{Window: 50 * time.Millisecond})
-		defer b.Close()
-		var wg sync.WaitGroup
-		got := make([]Redeemed, 2)
-		for i := range got {
-			// Another device row per token: a device has one open token.
-			e := newEnrolment(t, s, func(e *Enrolment) {
-				e.DeviceID, e.AssignedID = fmt.Sprintf("%s-%d", first.DeviceID, i), first.AssignedID
-			})
-			wg.Add(1)
-			go func() {
-				defer wg.Done()
-				var err error
-				if got[i], err = b.Redeem(ctx, redemption(e, psk(22))); err != nil {
-					t.Error(err)
-				}
-			}()
-		}
-		wg.Wait()
-		active := 0
-		all, _ := s.Credentials(ctx, first.AssignedID)
-		for _, c := range all {
-			if c.SUID == 22 && c.Status == StatusActive {
-				active++
-			}
-		}
-		if active != 1 {
-			t.Fatalf("%d active SAEF keys after re-registrations, want 1", active)
-		}
+		// Two re-registrations of one assigned ID cannot meet in one group
+		// commit: a device has one open token (CreateEnrolment cancels the
+		// others) and an assigned ID one device (devices.assigned_id is
+		// unique), so the sequence above is the whole story.
 	})
 }
 
