@@ -175,6 +175,10 @@ func (p *postgres) classify(err error) error {
 		return nil
 	case errors.As(err, &pgErr) && pgErr.Code == "23505":
 		return fmt.Errorf("%w: %s", ErrConflict, pgErr.ConstraintName)
+	case errors.As(err, &pgErr) && (pgErr.Code == "42P07" || pgErr.Code == "42710"):
+		// duplicate_table / duplicate_object: only DDL meets these, when
+		// another replica's migration created the object first.
+		return fmt.Errorf("%w: %s", ErrConflict, pgErr.Message)
 	case connectionLost(err):
 		return fmt.Errorf("%w: %w", ErrUnavailable, err)
 	case serializationFailure(err):

@@ -2,6 +2,7 @@ package store
 
 import (
 	"context"
+	"errors"
 	"fmt"
 	"strings"
 	"time"
@@ -222,9 +223,9 @@ var migrations = []migration{{
 		// EST simplereenroll. The primary key on old_id makes "one renewal
 		// per certificate" a database fact, so two racing renewals of the
 		// same certificate cannot both commit, and a retry finds the
-		// certificate the first one issued. A table of its own, not a column
-		// on credentials: SQLite has no ADD COLUMN IF NOT EXISTS, and every
-		// migration statement must be safe to run twice.
+		// certificate the first one issued. A table of its own rather than
+		// a column on credentials: the hot credentials table keeps its row
+		// width and indexes, and the link is written once per renewal.
 		`CREATE TABLE IF NOT EXISTS renewals (
 			old_id     TEXT PRIMARY KEY,
 			new_id     TEXT NOT NULL UNIQUE,
@@ -248,6 +249,36 @@ var migrations = []migration{{
 	},
 }}
 
+// ddl runs one idempotent schema statement. Replicas that start together
+// run the same statements at once, and on PostgreSQL two CREATE ... IF NOT
+// EXISTS of one object race in the system catalog: the loser fails with a
+// unique violation on pg_class or pg_type (or 42P07) although the object
+// now exists. Run again once the winner has committed, IF NOT EXISTS
+// makes the statement a no-op; an error that persists is real.
+func (s *Store) ddl(ctx context.Context, stmt string) error {
+	var err error
+	for attempt := 0; attempt < 5; attempt++ {
+		if attempt > 0 {
+			select {
+			case <-ctx.Done():
+				return errors.Join(err, ctx.Err())
+			case <-time.After(time.Duration(attempt) * 100 * time.Millisecond):
+			}
+		}
+		err = s.tx(ctx, "migrate", func(q querier) error {
+			_, err := q.exec(ctx, stmt)
+			return err
+		})
+		if err == nil || duplicateColumn(err) {
+			return nil
+		}
+		if !errors.Is(err, ErrConflict) {
+			return err
+		}
+	}
+	return err
+}
+
 // duplicateColumn reports SQLite's answer to adding a column that exists,
 // which a re-run of an interrupted migration meets (see {{if_not_exists}}).
 func duplicateColumn(err error) bool {
@@ -261,14 +292,11 @@ func SchemaVersion() int { return migrations[len(migrations)-1].version }
 // applied. It is safe to run from several replicas at once.
 func (s *Store) Migrate(ctx context.Context) (applied []int, err error) {
 	d := s.b.ddl()
-	if err := s.tx(ctx, "migrate", func(q querier) error {
-		_, err := q.exec(ctx, d.sql(`CREATE TABLE IF NOT EXISTS schema_migrations (
+	if err := s.ddl(ctx, d.sql(`CREATE TABLE IF NOT EXISTS schema_migrations (
 			version    {{int}} PRIMARY KEY,
 			name       TEXT NOT NULL,
 			applied_at {{time}} NOT NULL
-		)`))
-		return err
-	}); err != nil {
+		)`)); err != nil {
 		return nil, fmt.Errorf("migrate: %w", err)
 	}
 	have, err := s.appliedVersions(ctx)
@@ -282,10 +310,7 @@ func (s *Store) Migrate(ctx context.Context) (applied []int, err error) {
 		// DDL runs statement by statement: CockroachDB advises against
 		// schema changes inside multi-statement transactions.
 		for _, stmt := range m.stmts {
-			if err := s.tx(ctx, "migrate", func(q querier) error {
-				_, err := q.exec(ctx, d.sql(stmt))
-				return err
-			}); err != nil && !duplicateColumn(err) {
+			if err := s.ddl(ctx, d.sql(stmt)); err != nil {
 				return applied, fmt.Errorf("migration %d (%s): %w", m.version, m.name, err)
 			}
 		}

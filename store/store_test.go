@@ -9,6 +9,8 @@ import (
 	"sync/atomic"
 	"testing"
 	"time"
+
+	"github.com/credfactory/credfactory/store/storetest"
 )
 
 func TestMigrateIsIdempotent(t *testing.T) {
@@ -397,6 +399,54 @@ func TestHandOver(t *testing.T) {
 		}
 		if moved, err := s.HandOver(ctx, "m1", "sub-1", []string{"ho-1"}, "m1-user", t0); err != nil || moved != 0 {
 			t.Fatalf("second hand-over of ho-1: moved %d, %v; want 0, nil", moved, err)
+		}
+	})
+}
+
+// TestConcurrentMigrate: replicas starting together all run Migrate. On
+// PostgreSQL two CREATE ... IF NOT EXISTS of the same object race in the
+// catalog (the loser gets a unique violation on pg_class or pg_type); every
+// replica must still come up, on a fresh database and on one at version 1.
+func TestConcurrentMigrate(t *testing.T) {
+	storetest.Each(t, func(t *testing.T, url string) {
+		ctx := context.Background()
+		for round := 0; round < 2; round++ {
+			stores := make([]*Store, 4)
+			for i := range stores {
+				s, err := Open(ctx, url, Options{MaxConns: 4})
+				if err != nil {
+					t.Fatal(err)
+				}
+				t.Cleanup(s.Close)
+				stores[i] = s
+			}
+			if round == 1 {
+				// Back to version 1, as a database the previous release left.
+				if err := stores[0].tx(ctx, "test", func(q querier) error {
+					_, err := q.exec(ctx, `DELETE FROM schema_migrations WHERE version > 1`)
+					return err
+				}); err != nil {
+					t.Fatal(err)
+				}
+			}
+			var wg sync.WaitGroup
+			errs := make([]error, len(stores))
+			for i, s := range stores {
+				wg.Add(1)
+				go func() {
+					defer wg.Done()
+					_, errs[i] = s.Migrate(ctx)
+				}()
+			}
+			wg.Wait()
+			for i, err := range errs {
+				if err != nil {
+					t.Fatalf("round %d: replica %d: %v", round, i, err)
+				}
+			}
+			if v, err := stores[0].Version(ctx); err != nil || v != SchemaVersion() {
+				t.Fatalf("round %d: version %d, %v", round, v, err)
+			}
 		}
 	})
 }
