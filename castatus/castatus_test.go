@@ -180,6 +180,36 @@ func TestCRLStaleThroughRegistry(t *testing.T) {
 	}
 }
 
+// TestCRLStaleThroughLateRevocation: another replica's revocation is
+// stamped before the last one this CRL saw (its transaction began earlier,
+// or its clock is behind) and commits after the CRL was built. The latest
+// revocation time does not move; the CRL must be rebuilt all the same.
+func TestCRLStaleThroughLateRevocation(t *testing.T) {
+	f := newFixture(t)
+	ctx := context.Background()
+	_, early := f.enrol(f.pki, "Sa", store.SourceRSPF)
+	late, lateID := f.enrol(f.pki, "Sb", store.SourceRSPF)
+	f.advance(10 * time.Millisecond)
+	stampedEarlier := f.now()
+	f.advance(10 * time.Millisecond)
+	f.revoke(early, ca.ReasonKeyCompromise)
+	if _, err := f.svc.CRL(ctx); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := f.st.Revoke(ctx, store.Revocation{ID: lateID, Reason: ca.ReasonKeyCompromise, At: stampedEarlier,
+		Actor: "other replica", Tenant: "t"}); err != nil {
+		t.Fatal(err)
+	}
+	f.advance(2 * time.Second)
+	c, err := f.svc.CRL(ctx)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if _, ok := serials(t, c)[late.SerialNumber.Text(16)]; !ok {
+		t.Error("a revocation committed late with an earlier stamp never reached the CRL")
+	}
+}
+
 func TestCRLServedWhileRegistryDown(t *testing.T) {
 	f := newFixture(t)
 	ctx := context.Background()

@@ -18,7 +18,7 @@ import (
 // Registry is what the status services read (package store implements it).
 type Registry interface {
 	RevokedCertificates(ctx context.Context, issuerKeyID string, unexpiredAt time.Time, after string, limit int) ([]store.RevokedCertificate, error)
-	RevocationWatermark(ctx context.Context, issuerKeyID string) (time.Time, error)
+	RevocationWatermark(ctx context.Context, issuerKeyID string, since time.Time) (store.Watermark, error)
 	CertificateStatusBySerial(ctx context.Context, serial string) (store.CertificateStatus, error)
 }
 
@@ -53,6 +53,11 @@ type Config struct {
 	// StaleCheck is how often, at most, a CRL fetch asks the registry
 	// whether another replica revoked something (default 1s).
 	StaleCheck time.Duration
+	// Grace bounds how long a revoking transaction may run plus the clock
+	// skew between replicas (default 10m): revocations stamped up to Grace
+	// before a generation began and committed after it still make that CRL
+	// stale (store.RevocationWatermark).
+	Grace time.Duration
 	Observer   Observer
 	Logger     *slog.Logger
 	// Now is the clock; nil means time.Now. Tests set it.
@@ -75,7 +80,8 @@ type Service struct {
 	// mu serialises generations, so concurrent fetches of a stale CRL
 	// cause one, not one each.
 	mu        sync.Mutex
-	watermark time.Time // registry watermark the current CRL was built at
+	watermark store.Watermark // registry watermark the current CRL was built at...
+	wmSince   time.Time       // ...counting revocations stamped after this
 	last      time.Time // thisUpdate of the last generation, for monotonicity
 }
 
@@ -93,6 +99,9 @@ func New(authority *ca.CA, reg Registry, cfg Config) (*Service, error) {
 	}
 	if cfg.StaleCheck == 0 {
 		cfg.StaleCheck = time.Second
+	}
+	if cfg.Grace == 0 {
+		cfg.Grace = 10 * time.Minute
 	}
 	if cfg.Observer == nil {
 		cfg.Observer = nopObserver{}
@@ -136,13 +145,13 @@ func (s *Service) CRL(ctx context.Context) (*ca.CRL, error) {
 	cur := s.cur.Load()
 	regenerate := cur == nil || s.stale.Load() || !now.Before(cur.ThisUpdate.Add(s.cfg.Interval))
 	if !regenerate && now.UnixNano()-s.lastCheck.Load() >= int64(s.cfg.StaleCheck) {
-		wm, err := s.reg.RevocationWatermark(ctx, s.issuerKeyID)
+		wm, err := s.reg.RevocationWatermark(ctx, s.issuerKeyID, s.wmSince)
 		s.lastCheck.Store(now.UnixNano())
 		if err != nil {
 			s.cfg.Logger.Warn("CRL staleness check failed; serving the current CRL", "err", err.Error())
 			return cur, nil
 		}
-		regenerate = wm.After(s.watermark)
+		regenerate = wm != s.watermark
 	}
 	if !regenerate {
 		return cur, nil
@@ -181,8 +190,10 @@ func (s *Service) generateLocked(ctx context.Context) (crl *ca.CRL, err error) {
 		thisUpdate = s.last.Add(time.Nanosecond)
 	}
 	// The watermark is read before the serials: whatever is revoked after
-	// it moves the watermark and triggers the next regeneration.
-	wm, err := s.reg.RevocationWatermark(ctx, s.issuerKeyID)
+	// it moves the watermark and triggers the next regeneration, even if
+	// its revoked_at is earlier than revocations already seen.
+	since := thisUpdate.Add(-s.cfg.Grace)
+	wm, err := s.reg.RevocationWatermark(ctx, s.issuerKeyID, since)
 	if err != nil {
 		s.stale.Store(true)
 		return nil, fmt.Errorf("generate CRL: %w", err)
@@ -198,7 +209,7 @@ func (s *Service) generateLocked(ctx context.Context) (crl *ca.CRL, err error) {
 		s.stale.Store(true)
 		return nil, fmt.Errorf("generate CRL: %w", err)
 	}
-	s.last, s.watermark = thisUpdate, wm
+	s.last, s.watermark, s.wmSince = thisUpdate, wm, since
 	s.lastCheck.Store(thisUpdate.UnixNano())
 	s.cur.Store(crl)
 	return crl, nil

@@ -68,23 +68,39 @@ func (s *Store) RevokedCertificates(ctx context.Context, issuerKeyID string, une
 	return out, nil
 }
 
-// RevocationWatermark is the latest revocation time among one issuer's
-// revoked certificates (zero when there are none): a CRL built before it
-// is stale. One index lookup (credentials_revoked_at), cheap enough to ask
-// on every CRL fetch, so a revocation on another replica shows at once.
-func (s *Store) RevocationWatermark(ctx context.Context, issuerKeyID string) (time.Time, error) {
+// Watermark summarises one issuer's revocations stamped after a point in
+// time: a CRL built when it read one Watermark is stale once the same
+// question gets another answer.
+type Watermark struct {
+	// Latest is the latest revocation time (zero when there is none).
+	Latest time.Time
+	// Count is how many revocations are stamped after the point.
+	Count int64
+}
+
+// RevocationWatermark reads the Watermark of one issuer's revocations
+// stamped after since. The count, not only the latest time, is what makes
+// it sound across replicas: revoked_at is the revoking replica's clock when
+// its transaction began, so a slow transaction may commit a revocation
+// stamped earlier than one already seen; it still adds one to the count,
+// as long as it is stamped after since (the caller sets since back by more
+// than any transaction lasts plus clock skew). One range over the
+// credentials_revoked_at index, cheap enough to ask on every CRL fetch.
+func (s *Store) RevocationWatermark(ctx context.Context, issuerKeyID string, since time.Time) (Watermark, error) {
+	var w Watermark
 	var at *time.Time
 	err := s.read(ctx, func(q querier) error {
-		return q.queryRow(ctx, `SELECT MAX(revoked_at) FROM credentials WHERE issuer_key_id = $1 AND status = 'revoked'`,
-			issuerKeyID).Scan(&at)
+		return q.queryRow(ctx, `SELECT MAX(revoked_at), COUNT(*) FROM credentials
+			WHERE issuer_key_id = $1 AND status = 'revoked' AND revoked_at > $2`,
+			issuerKeyID, since.UTC()).Scan(&at, &w.Count)
 	})
 	if err != nil {
-		return time.Time{}, fmt.Errorf("revocation watermark of %s: %w", issuerKeyID, err)
+		return w, fmt.Errorf("revocation watermark of %s: %w", issuerKeyID, err)
 	}
-	if at == nil {
-		return time.Time{}, nil
+	if at != nil {
+		w.Latest = at.UTC()
 	}
-	return at.UTC(), nil
+	return w, nil
 }
 
 // CertificateStatus is what an OCSP responder needs about one serial.

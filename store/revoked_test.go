@@ -180,12 +180,30 @@ func TestRevokedCertificatesPaging(t *testing.T) {
 			t.Error("limit 0 accepted")
 		}
 
-		wm, err := s.RevocationWatermark(ctx, ours.keyID)
-		if err != nil || !wm.Equal(now) {
-			t.Errorf("watermark %v, %v; want the latest revocation %v (the sub-CA's later ones do not count)", wm, err, now)
+		wm, err := s.RevocationWatermark(ctx, ours.keyID, time.Time{})
+		if err != nil || !wm.Latest.Equal(now) || wm.Count != 18 {
+			t.Errorf("watermark %+v, %v; want the latest revocation %v and 18 of them (the sub-CA's do not count)", wm, err, now)
 		}
-		if wm, err := s.RevocationWatermark(ctx, "00"); err != nil || !wm.IsZero() {
-			t.Errorf("watermark of an issuer without revocations: %v, %v", wm, err)
+		since := now.Add(-10 * time.Minute)
+		recent, err := s.RevocationWatermark(ctx, ours.keyID, since)
+		if err != nil || !recent.Latest.Equal(now) || recent.Count != 8 {
+			t.Errorf("watermark since %v: %+v, %v; want 8 revocations", since, recent, err)
+		}
+		// A revocation that commits late, stamped before the latest one
+		// already seen (a slow transaction, another replica's clock):
+		// Latest stays, the count moves, so a CRL built before it is stale.
+		late := ours.certCredential("1fff", SourceRSPF, valid)
+		if err := s.RegisterCredential(ctx, late); err != nil {
+			t.Fatal(err)
+		}
+		if _, err := s.Revoke(ctx, Revocation{ID: late.ID, Reason: 1, At: now.Add(-3 * time.Minute), Actor: "test", Tenant: "t1"}); err != nil {
+			t.Fatal(err)
+		}
+		if again, err := s.RevocationWatermark(ctx, ours.keyID, since); err != nil || again == recent || again.Count != 9 {
+			t.Errorf("after a late revocation: %+v, %v; want it to differ from %+v", again, err, recent)
+		}
+		if wm, err := s.RevocationWatermark(ctx, "00", time.Time{}); err != nil || !wm.Latest.IsZero() || wm.Count != 0 {
+			t.Errorf("watermark of an issuer without revocations: %+v, %v", wm, err)
 		}
 
 		st, err := s.CertificateStatusBySerial(ctx, fmt.Sprintf("%x", 0x1000+1*7))
