@@ -57,9 +57,9 @@ type Config struct {
 	// skew between replicas (default 10m): revocations stamped up to Grace
 	// before a generation began and committed after it still make that CRL
 	// stale (store.RevocationWatermark).
-	Grace time.Duration
-	Observer   Observer
-	Logger     *slog.Logger
+	Grace    time.Duration
+	Observer Observer
+	Logger   *slog.Logger
 	// Now is the clock; nil means time.Now. Tests set it.
 	Now func() time.Time
 }
@@ -82,7 +82,7 @@ type Service struct {
 	mu        sync.Mutex
 	watermark store.Watermark // registry watermark the current CRL was built at...
 	wmSince   time.Time       // ...counting revocations stamped after this
-	last      time.Time // thisUpdate of the last generation, for monotonicity
+	last      time.Time       // thisUpdate of the last generation, for monotonicity
 }
 
 // New builds the status services of authority over reg. The CRL is built
