@@ -212,6 +212,11 @@ var migrations = []migration{{
 		`ALTER TABLE credentials ADD COLUMN {{if_not_exists}} issuer_key_id TEXT`,
 		`CREATE INDEX IF NOT EXISTS credentials_revoked ON credentials (issuer_key_id, serial) WHERE status = 'revoked'`,
 		`CREATE INDEX IF NOT EXISTS credentials_revoked_at ON credentials (issuer_key_id, revoked_at) WHERE status = 'revoked'`,
+		// Certificates whose issuer is not recorded yet: the backfill's
+		// work list, empty once it is done, so the sweep can look at it
+		// every run for rows a replica of the previous release wrote
+		// during a rolling upgrade.
+		`CREATE INDEX IF NOT EXISTS credentials_issuer_unknown ON credentials (id) WHERE type = 'x509' AND issuer_key_id IS NULL`,
 	},
 	backfill: backfillIssuerKeyIDs,
 }, {
