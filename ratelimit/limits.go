@@ -162,27 +162,35 @@ func AddrOf(ip netip.Addr) Addr {
 // Source is the client's address: the TCP peer, or, when the peer is a
 // trusted proxy, the rightmost X-Forwarded-For entry that is not itself a
 // trusted proxy (entries further left are whatever the client claimed).
+//
+// Every X-Forwarded-For line counts, last to first: a proxy may append a
+// line of its own (HAProxy's option forwardfor) rather than extend the
+// client's, and the first line is then the client's own claim. A malformed
+// entry ends the walk at the last trusted hop.
 func (l *Limits) Source(ctx *fasthttp.RequestCtx) netip.Addr {
 	peer, _ := netip.AddrFromSlice(ctx.RemoteIP())
 	peer = peer.Unmap()
 	if len(l.proxies) == 0 || !l.trusted(peer) {
 		return peer
 	}
-	xff := ctx.Request.Header.Peek("X-Forwarded-For")
-	for len(xff) > 0 {
-		var part []byte
-		if i := bytes.LastIndexByte(xff, ','); i >= 0 {
-			part, xff = xff[i+1:], xff[:i]
-		} else {
-			part, xff = xff, nil
-		}
-		a, err := netip.ParseAddr(string(bytes.TrimSpace(part)))
-		if err != nil {
-			break // garbage: the last trusted hop is the best we know
-		}
-		peer = a.Unmap()
-		if !l.trusted(peer) {
-			break
+	lines := ctx.Request.Header.PeekAll("X-Forwarded-For")
+	for i := len(lines) - 1; i >= 0; i-- {
+		xff := lines[i]
+		for len(xff) > 0 {
+			var part []byte
+			if j := bytes.LastIndexByte(xff, ','); j >= 0 {
+				part, xff = xff[j+1:], xff[:j]
+			} else {
+				part, xff = xff, nil
+			}
+			a, err := netip.ParseAddr(string(bytes.TrimSpace(part)))
+			if err != nil {
+				return peer // garbage: the last trusted hop is the best we know
+			}
+			peer = a.Unmap()
+			if !l.trusted(peer) {
+				return peer
+			}
 		}
 	}
 	return peer
