@@ -5,6 +5,7 @@ import (
 	"fmt"
 	"net/http"
 	"net/netip"
+	"strings"
 	"sync/atomic"
 	"testing"
 	"time"
@@ -226,5 +227,40 @@ func TestObserverCountsRefusals(t *testing.T) {
 	}
 	if n := obs.refused.Load(); n != 3 {
 		t.Fatalf("refusals counted %d, want 3", n)
+	}
+}
+
+// TestLoginAccountKeysTheWholeName: two account names that share a long
+// prefix (multibyte names reach any byte cap quickly) are two accounts,
+// each with its own budget, not one merged key.
+func TestLoginAccountKeysTheWholeName(t *testing.T) {
+	prefix := strings.Repeat("ü", 100) // 200 bytes
+	tests := []struct {
+		name   string
+		a, b   string
+		shared bool
+	}{
+		{"distinct long names", prefix + "a", prefix + "b", false},
+		{"distinct short names", "alice", "bob", false},
+		{"one name", prefix, prefix, true},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			lim, err := Config{LoginAccount: Rate{PerSecond: 0.001, Burst: 1}}.Build(nil, nil)
+			if err != nil {
+				t.Fatal(err)
+			}
+			ctx := requestFrom("192.0.2.1")
+			if err := lim.CheckLogin(ctx, tt.a); err != nil {
+				t.Fatalf("first login refused: %v", err)
+			}
+			err = lim.CheckLogin(ctx, tt.b)
+			if tt.shared && err == nil {
+				t.Fatal("a second login to one account within the burst was admitted")
+			}
+			if !tt.shared && err != nil {
+				t.Fatalf("a login to another account was charged to the first: %v", err)
+			}
+		})
 	}
 }

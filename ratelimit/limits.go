@@ -2,6 +2,7 @@ package ratelimit
 
 import (
 	"bytes"
+	"crypto/sha256"
 	"fmt"
 	"net/netip"
 	"time"
@@ -113,7 +114,7 @@ type Limits struct {
 	EnrolOBF     *Limiter[string]
 	TokenTenant  *Limiter[string]
 	LoginSource  *Limiter[Addr]
-	LoginAccount *Limiter[string]
+	LoginAccount *Limiter[Account]
 	proxies      []netip.Prefix
 }
 
@@ -139,7 +140,7 @@ func (c Config) Build(obs Observer, now func() time.Time) (Limits, error) {
 		EnrolOBF:     New[string](opts(NameEnrolOBF, c.EnrolOBF)),
 		TokenTenant:  New[string](opts(NameTokenTenant, c.TokenTenant)),
 		LoginSource:  New[Addr](opts(NameLoginSource, c.LoginSource)),
-		LoginAccount: New[string](opts(NameLoginAccount, c.LoginAccount)),
+		LoginAccount: New[Account](opts(NameLoginAccount, c.LoginAccount)),
 		proxies:      proxies,
 	}, nil
 }
@@ -223,12 +224,17 @@ func (l *Limits) CheckLogin(ctx *fasthttp.RequestCtx, account string) error {
 			return err
 		}
 	}
-	if len(account) > maxAccountKey {
-		// Names are at most 100 characters; a longer one names no account,
-		// and must not pin megabytes of form body in the map.
-		account = account[:maxAccountKey]
+	if l.LoginAccount == nil {
+		return nil
 	}
-	return l.LoginAccount.Check(account)
+	return l.LoginAccount.Check(AccountOf(account))
 }
 
-const maxAccountKey = 128
+// Account keys login_account: the SHA-256 of the whole (caller-normalised)
+// name. A fixed-size key means a huge name cannot pin its form body in the
+// map, and unlike a truncated prefix it keeps two long names (multibyte
+// ones reach any byte cap quickly) apart, each with its own budget.
+type Account [sha256.Size]byte
+
+// AccountOf is the key of the account name.
+func AccountOf(name string) Account { return sha256.Sum256([]byte(name)) }
