@@ -40,6 +40,9 @@ func renewErr(err error) error {
 		return errCertExpired
 	case errors.Is(err, store.ErrNotRenewable):
 		return errNotRenewable
+	case errors.As(err, &early) && early.Young:
+		return fail(http.StatusForbidden, "renewal_too_early",
+			"a certificate renews only once it is mef.renew_after old: retry after "+early.Opens.UTC().Format(time.RFC3339))
 	case errors.As(err, &early):
 		return fail(http.StatusForbidden, "renewal_too_early",
 			"renewal is allowed only within mef.renew_before of expiry: retry after "+early.Opens.UTC().Format(time.RFC3339))
@@ -80,7 +83,7 @@ func (m *MEF) Reenrol(ctx context.Context, peer *x509.Certificate, csrDER []byte
 		}
 	}
 	now := m.now()
-	replay, err := store.CheckRenewal(old, successor, pkHash, now, m.cfg.RenewBefore)
+	replay, err := store.CheckRenewal(old, successor, pkHash, now, m.cfg.RenewBefore, m.cfg.RenewAfter)
 	if err != nil {
 		return CertResult{}, renewErr(err)
 	}
@@ -94,6 +97,13 @@ func (m *MEF) Reenrol(ctx context.Context, peer *x509.Certificate, csrDER []byte
 	if n := csr.Subject.Names; len(n) > 0 && (len(n) != 1 || csr.Subject.CommonName != old.AssignedID) {
 		return CertResult{}, errSubjectMismatch
 	}
+	// The tenant's enrolment limit, before the HSM signs, as for a first
+	// enrolment (precheck): a renewal costs a signature and, through the
+	// superseded certificate, a CRL entry. A replay is not charged (no
+	// signature; a device whose answer was lost must get it back).
+	if err := m.cfg.Limits.EnrolTenant.Check(old.Tenant); err != nil {
+		return CertResult{}, err
+	}
 	issued, err := m.ca.Issue(ctx, ca.Request{Parsed: parsed, Profile: ca.ProfileDevice, AssignedID: old.AssignedID,
 		URIs: []*url.URL{uri}, Validity: m.cfg.CertValidity})
 	if err != nil {
@@ -105,7 +115,7 @@ func (m *MEF) Reenrol(ctx context.Context, peer *x509.Certificate, csrDER []byte
 		Serial: &serial, CertSHA256: fp, CertDER: issued.DER, PublicKeySHA256: pkHash, NotBefore: issued.Certificate.NotBefore,
 		NotAfter: issued.Certificate.NotAfter, Source: store.SourceRSPF}
 	got, err := m.st.Renew(background(ctx), store.Renewal{OldID: old.ID, Credential: c, Now: now,
-		RenewBefore: m.cfg.RenewBefore, Actor: "enrollee:" + old.AssignedID})
+		RenewBefore: m.cfg.RenewBefore, RenewAfter: m.cfg.RenewAfter, Actor: "enrollee:" + old.AssignedID})
 	if err != nil {
 		return CertResult{}, renewErr(err)
 	}

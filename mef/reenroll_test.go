@@ -12,6 +12,8 @@ import (
 	"encoding/asn1"
 	"errors"
 	"net/url"
+	"strconv"
+	"strings"
 	"testing"
 	"time"
 
@@ -20,6 +22,7 @@ import (
 	"github.com/credfactory/credfactory/ca/catest"
 	"github.com/credfactory/credfactory/client"
 	"github.com/credfactory/credfactory/maf"
+	"github.com/credfactory/credfactory/ratelimit"
 	"github.com/credfactory/credfactory/store"
 	"github.com/credfactory/credfactory/store/storetest"
 )
@@ -45,8 +48,9 @@ func newRenewEnv(t *testing.T, url string) *renewEnv {
 	}
 	p := catest.New(t)
 	env := &renewEnv{t: t, st: st, pki: p, now: time.Now()}
+	clock := func() time.Time { return env.now }
 	env.m = New(Config{FQDN: "mef.sp.example", SPDomain: "sp.example", CertValidity: 2 * time.Hour},
-		st, maf.New(st, nil, nil, nil), p.CA, p.Root, nil, nil, nil, nil)
+		st, maf.New(st, nil, nil, nil), p.WithClock(t, clock), p.Root, nil, nil, nil, nil)
 	env.m.now = func() time.Time { return env.now }
 	return env
 }
@@ -199,6 +203,76 @@ func TestReenrol(t *testing.T) {
 		e.now = cert3.NotAfter.Add(-30 * time.Minute)
 		if _, err := e.m.Reenrol(ctx, cert3, csrFor(t, newKey(), "")); err != nil {
 			t.Fatalf("inside the window: %v", err)
+		}
+	})
+}
+
+// TestReenrolCannotInflateTheCRL: each renewal supersedes a certificate,
+// and so adds a CRL entry; back-to-back renewals by one device are held by
+// mef.renew_after (a minimum age) and charged to the tenant's enrolment
+// limit, while the retry of a renewal already done still answers.
+func TestReenrolCannotInflateTheCRL(t *testing.T) {
+	storetest.Each(t, func(t *testing.T, dbURL string) {
+		ctx := context.Background()
+		for i, tc := range []struct {
+			name       string
+			renewAfter time.Duration
+			limit      ratelimit.Rate // enrol_tenant
+			at         time.Duration  // the new certificate's age at the second renewal
+			status     int
+			code       string
+		}{
+			{"a certificate younger than renew_after", time.Hour, ratelimit.Rate{}, 10 * time.Minute, 403, "renewal_too_early"},
+			{"renew_after off", 0, ratelimit.Rate{}, 0, 0, ""},
+			{"old enough", time.Hour, ratelimit.Rate{}, 61 * time.Minute, 0, ""},
+			// The enrolment, then the first renewal, use the burst of 2.
+			{"the tenant's enrolment limit", 0, ratelimit.Rate{PerSecond: 0.001, Burst: 2}, 0, 429, "rate_limited"},
+		} {
+			t.Run(tc.name, func(t *testing.T) {
+				e := newRenewEnv(t, dbURL)
+				limits, err := ratelimit.Config{EnrolTenant: tc.limit}.Build(nil, func() time.Time { return e.now })
+				if err != nil {
+					t.Fatal(err)
+				}
+				e.m.cfg.Limits, e.m.cfg.RenewAfter = limits, tc.renewAfter
+				device := "crl" + strconv.Itoa(i)
+				cert1, _ := e.enrol(device)
+				// Ages count from not-before (backdated a minute by the CA,
+				// truncated to the second); the clock never goes back.
+				at := func(t time.Time) {
+					if t.After(e.now) {
+						e.now = t
+					}
+				}
+				at(cert1.NotBefore.Add(tc.renewAfter + time.Minute)) // the first renewal is allowed
+				renewCSR := csrFor(t, newKey(), "")
+				r2, err := e.m.Reenrol(ctx, cert1, renewCSR)
+				if err != nil {
+					t.Fatalf("first renewal: %v", err)
+				}
+				at(r2.Certificate.NotBefore.Add(tc.at + time.Minute))
+				_, err = e.m.Reenrol(ctx, r2.Certificate, csrFor(t, newKey(), ""))
+				if tc.code == "" {
+					if err != nil {
+						t.Fatalf("second renewal: %v", err)
+					}
+					return
+				}
+				wantCode(t, "second renewal", err, tc.status, tc.code)
+				if f := (*apierr.Error)(nil); errors.As(err, &f) && tc.code == "renewal_too_early" &&
+					!strings.Contains(f.Message, r2.Certificate.NotBefore.Add(tc.renewAfter).UTC().Format(time.RFC3339)) {
+					t.Errorf("the refusal does not say when renewal opens: %s", f.Message)
+				}
+				// The retry of the first renewal still answers, uncharged and
+				// whatever the window says.
+				again, err := e.m.Reenrol(ctx, cert1, renewCSR)
+				if err != nil || !again.Replayed || !again.Certificate.Equal(r2.Certificate) {
+					t.Fatalf("retry of the first renewal: replayed=%v %v", again.Replayed, err)
+				}
+				if all, _ := e.st.Credentials(ctx, "S"+device); len(all) != 2 {
+					t.Fatalf("%d certificates after a refused renewal, want 2", len(all))
+				}
+			})
 		}
 	})
 }

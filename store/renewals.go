@@ -51,6 +51,11 @@ type Renewal struct {
 	// RenewBefore, when positive, allows renewal only within this long
 	// before the old certificate's not-after.
 	RenewBefore time.Duration
+	// RenewAfter, when positive, allows renewal only once the old
+	// certificate is this old (since its not-before): each renewal puts a
+	// superseded certificate on the CRL, so back-to-back renewals would let
+	// one device inflate it.
+	RenewAfter time.Duration
 	// Actor goes to the audit trail.
 	Actor string
 }
@@ -65,8 +70,13 @@ type Renewed struct {
 	Replayed bool
 }
 
-// TooEarlyError says when the renewal window opens.
-type TooEarlyError struct{ Opens time.Time }
+// TooEarlyError says when the renewal window opens. Young: the window is
+// shut because the certificate is younger than the minimum age (RenewAfter),
+// not because expiry is still far (RenewBefore).
+type TooEarlyError struct {
+	Opens time.Time
+	Young bool
+}
 
 func (e *TooEarlyError) Error() string {
 	return fmt.Sprintf("%v: the renewal window opens at %s", ErrRenewTooEarly, e.Opens.UTC().Format(time.RFC3339))
@@ -77,8 +87,9 @@ func (e *TooEarlyError) Unwrap() error { return ErrRenewTooEarly }
 // CheckRenewal judges whether old may be renewed now for a key whose
 // SubjectPublicKeyInfo hashes to publicKey. successor is the certificate
 // that already replaced old, if any. A retry of the renewal that produced
-// successor (same key, successor still current) is (true, nil).
-func CheckRenewal(old Credential, successor *Credential, publicKey []byte, now time.Time, renewBefore time.Duration) (replay bool, err error) {
+// successor (same key, successor still current) is (true, nil), whatever
+// the renewal window says now. renewBefore and renewAfter are Renewal's.
+func CheckRenewal(old Credential, successor *Credential, publicKey []byte, now time.Time, renewBefore, renewAfter time.Duration) (replay bool, err error) {
 	if old.Type != TypeX509 {
 		return false, ErrNotRenewable
 	}
@@ -95,6 +106,8 @@ func CheckRenewal(old Credential, successor *Credential, publicKey []byte, now t
 		return false, ErrCertExpired
 	case renewBefore > 0 && now.Before(old.NotAfter.Add(-renewBefore)):
 		return false, &TooEarlyError{Opens: old.NotAfter.Add(-renewBefore)}
+	case renewAfter > 0 && now.Before(old.NotBefore.Add(renewAfter)):
+		return false, &TooEarlyError{Opens: old.NotBefore.Add(renewAfter), Young: true}
 	}
 	return false, nil
 }
@@ -143,7 +156,7 @@ func (s *Store) Renew(ctx context.Context, r Renewal) (Renewed, error) {
 		if err != nil {
 			return err
 		}
-		replay, err := CheckRenewal(old, succ, r.Credential.PublicKeySHA256, r.Now, r.RenewBefore)
+		replay, err := CheckRenewal(old, succ, r.Credential.PublicKeySHA256, r.Now, r.RenewBefore, r.RenewAfter)
 		if err != nil {
 			return err
 		}

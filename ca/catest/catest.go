@@ -22,6 +22,7 @@ import (
 type PKI struct {
 	Root, Issuing *x509.Certificate
 	RootKey       *ecdsa.PrivateKey
+	IssuingKey    *ecdsa.PrivateKey
 	CA            *ca.CA
 }
 
@@ -43,7 +44,7 @@ func New(t testing.TB) *PKI {
 	if err != nil {
 		t.Fatal(err)
 	}
-	return &PKI{Root: root, Issuing: iss, RootKey: rootKey, CA: c}
+	return &PKI{Root: root, Issuing: iss, RootKey: rootKey, IssuingKey: issKey, CA: c}
 }
 
 // Leaf issues req (its CSR made here for a fresh P-256 key) and returns it
@@ -58,6 +59,17 @@ func (p *PKI) Leaf(t testing.TB, req ca.Request) tls.Certificate {
 		t.Fatal(err)
 	}
 	return tls.Certificate{Certificate: [][]byte{issued.DER, p.Issuing.Raw}, PrivateKey: key, Leaf: issued.Certificate}
+}
+
+// WithClock is the issuing CA with now as its clock, for tests that move
+// time.
+func (p *PKI) WithClock(t testing.TB, now func() time.Time) *ca.CA {
+	t.Helper()
+	c, err := ca.New(ca.Config{Issuer: p.Issuing, Signer: p.IssuingKey, Chain: []*x509.Certificate{p.Issuing, p.Root}, Now: now})
+	if err != nil {
+		t.Fatal(err)
+	}
+	return c
 }
 
 // ServerCert is a TLS server identity for localhost and 127.0.0.1.
