@@ -2,6 +2,7 @@ package mef
 
 import (
 	"context"
+	"crypto/tls"
 	"crypto/x509"
 	"errors"
 	"net/http"
@@ -9,6 +10,7 @@ import (
 	"time"
 
 	"github.com/credfactory/credfactory/ca"
+	"github.com/credfactory/credfactory/clientauth"
 	"github.com/credfactory/credfactory/kdf"
 	"github.com/credfactory/credfactory/store"
 	"github.com/valyala/fasthttp"
@@ -22,6 +24,8 @@ var (
 	errCertRevoked     = fail(http.StatusForbidden, "certificate_revoked", "the certificate is revoked: enrol afresh with a new token")
 	errCertExpired     = fail(http.StatusForbidden, "certificate_expired", "the certificate has expired: enrol afresh with a new token")
 	errNotRenewable    = fail(http.StatusForbidden, "not_renewable", "only certificates renew through simplereenroll")
+	errPeerUntrusted   = fail(http.StatusForbidden, "not_renewable",
+		"the TLS client certificate does not verify against this SP's issuing CA (not yet valid, or issued elsewhere: a certificate a trusted OBS forwarded renews through that OBS)")
 	errSubjectMismatch = fail(http.StatusBadRequest, "csr_subject_mismatch",
 		"the CSR's subject must be empty or the assigned ID's, as in the certificate being renewed (RFC 7030 §4.2.2)")
 )
@@ -125,6 +129,27 @@ func (m *MEF) Reenrol(ctx context.Context, peer *x509.Certificate, csrDER []byte
 	return CertResult{Certificate: issued.Certificate, Chain: issued.Chain, Credential: got.Credential}, nil
 }
 
+// renewalPeer is the verified TLS client certificate of a simplereenroll.
+// Only a request without one gets 401: a certificate that was presented
+// but failed verification would not pass on a retry either, so the answer
+// says why (expired: enrol afresh; another issuer, such as an OBS's sub-CA:
+// not ours to renew) rather than asking for a certificate.
+func (m *MEF) renewalPeer(state *tls.ConnectionState) (*x509.Certificate, error) {
+	p, err := m.peers.Verify(state)
+	switch {
+	case err == nil:
+		return p.Certificate, nil
+	case errors.Is(err, clientauth.ErrNoCertificate):
+		return nil, errReenrollAuth
+	}
+	f := *errPeerUntrusted
+	if !m.now().Before(state.PeerCertificates[0].NotAfter) {
+		f = *errCertExpired
+	}
+	f.Err = err // for the log: why the chain failed
+	return nil, &f
+}
+
 // certResult answers with a recorded certificate.
 func (m *MEF) certResult(c store.Credential) (CertResult, error) {
 	cert, err := x509.ParseCertificate(c.CertDER)
@@ -140,10 +165,9 @@ func (m *MEF) estReenroll(ctx *fasthttp.RequestCtx) error {
 	var res CertResult
 	if err == nil {
 		var peer *x509.Certificate
-		if p, verr := m.peers.Verify(ctx.TLSConnectionState()); verr == nil {
-			peer = p.Certificate
+		if peer, err = m.renewalPeer(ctx.TLSConnectionState()); err == nil {
+			res, err = m.Reenrol(ctx, peer, csr)
 		}
-		res, err = m.Reenrol(ctx, peer, csr)
 	}
 	m.observe("est_reenroll", res.Replayed, err, start)
 	if err != nil {

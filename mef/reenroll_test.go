@@ -7,10 +7,12 @@ import (
 	"crypto/elliptic"
 	"crypto/rand"
 	"crypto/sha256"
+	"crypto/tls"
 	"crypto/x509"
 	"crypto/x509/pkix"
 	"encoding/asn1"
 	"errors"
+	"net"
 	"net/url"
 	"strconv"
 	"strings"
@@ -21,6 +23,7 @@ import (
 	"github.com/credfactory/credfactory/ca"
 	"github.com/credfactory/credfactory/ca/catest"
 	"github.com/credfactory/credfactory/client"
+	"github.com/credfactory/credfactory/clientauth"
 	"github.com/credfactory/credfactory/maf"
 	"github.com/credfactory/credfactory/ratelimit"
 	"github.com/credfactory/credfactory/store"
@@ -275,4 +278,119 @@ func TestReenrolCannotInflateTheCRL(t *testing.T) {
 			})
 		}
 	})
+}
+
+// TestReenrolPeerRefusals: over a real TLS handshake on loopback (the
+// server requests a client certificate without verifying it, as the
+// server package does), a client certificate that fails verification is
+// refused with what is wrong with it, and 401 is kept for a request
+// without one.
+func TestReenrolPeerRefusals(t *testing.T) {
+	now := time.Now()
+	p := catest.NewAt(t, now.Add(-4*time.Hour)) // valid from four hours ago
+	m := New(Config{SPDomain: "sp.example"}, nil, nil, p.CA, p.Root, nil, nil,
+		clientauth.New([]*x509.Certificate{p.Root}, []*x509.Certificate{p.Issuing}), nil)
+	m.now = func() time.Time { return now }
+	device := ca.Request{Profile: ca.ProfileDevice, AssignedID: "Sdev1", URIs: []*url.URL{AssignedIDURI("sp.example", "Sdev1")}}
+
+	// Issued three hours ago for an hour, by the SP's issuing CA.
+	expired := leafFrom(t, p.WithClock(t, func() time.Time { return now.Add(-3 * time.Hour) }), p.Issuing, device, time.Hour)
+	// Issued by an OBF sub-CA under the same root (a forwarded certificate).
+	obfKey, _ := ecdsa.GenerateKey(elliptic.P256(), rand.Reader)
+	obfCert, err := ca.CreateIntermediate(p.Root, p.RootKey, &obfKey.PublicKey, pkix.Name{CommonName: "OBF sub-CA"}, 2*time.Hour, now)
+	if err != nil {
+		t.Fatal(err)
+	}
+	obfCA, err := ca.New(ca.Config{Issuer: obfCert, Signer: obfKey, Chain: []*x509.Certificate{obfCert, p.Root}})
+	if err != nil {
+		t.Fatal(err)
+	}
+	forwarded := leafFrom(t, obfCA, obfCert, device, time.Hour)
+	current := p.Leaf(t, device)
+
+	for _, tc := range []struct {
+		name   string
+		cert   *tls.Certificate
+		status int
+		code   string
+	}{
+		{"no client certificate", nil, 401, "client_certificate_required"},
+		{"expired", &expired, 403, "certificate_expired"},
+		{"forwarded by an OBS", &forwarded, 403, "not_renewable"},
+		{"current, from the issuing CA", &current, 0, ""},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			state := handshake(t, p, tc.cert)
+			peer, err := m.renewalPeer(&state)
+			if tc.code == "" {
+				if err != nil || !peer.Equal(tc.cert.Leaf) {
+					t.Fatalf("a current certificate: %v", err)
+				}
+				return
+			}
+			wantCode(t, tc.name, err, tc.status, tc.code)
+		})
+	}
+}
+
+// leafFrom issues req by c (whose certificate is issuer) for a fresh key.
+func leafFrom(t *testing.T, c *ca.CA, issuer *x509.Certificate, req ca.Request, validity time.Duration) tls.Certificate {
+	t.Helper()
+	key := newKey()
+	csr, _ := x509.CreateCertificateRequest(rand.Reader, &x509.CertificateRequest{}, key)
+	req.CSR, req.Validity = csr, validity
+	issued, err := c.Issue(context.Background(), req)
+	if err != nil {
+		t.Fatal(err)
+	}
+	return tls.Certificate{Certificate: [][]byte{issued.DER, issuer.Raw}, PrivateKey: key, Leaf: issued.Certificate}
+}
+
+// handshake runs a TLS handshake on loopback presenting cert (nil: none)
+// and returns the server's view of it.
+func handshake(t *testing.T, p *catest.PKI, cert *tls.Certificate) tls.ConnectionState {
+	t.Helper()
+	ln, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer ln.Close()
+	type result struct {
+		state tls.ConnectionState
+		err   error
+	}
+	done := make(chan result, 1)
+	go func() {
+		c, err := ln.Accept()
+		if err != nil {
+			done <- result{err: err}
+			return
+		}
+		defer c.Close()
+		srv := tls.Server(c, &tls.Config{Certificates: []tls.Certificate{p.ServerCert(t)}, ClientAuth: tls.RequestClientCert})
+		err = srv.Handshake()
+		if err == nil {
+			_, err = srv.Write([]byte{1}) // the client waits for this: the server saw its certificate
+		}
+		done <- result{srv.ConnectionState(), err}
+	}()
+	roots := x509.NewCertPool()
+	roots.AddCert(p.Root)
+	cfg := &tls.Config{RootCAs: roots, ServerName: "localhost"}
+	if cert != nil {
+		cfg.Certificates = []tls.Certificate{*cert}
+	}
+	c, err := tls.Dial("tcp", ln.Addr().String(), cfg)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer c.Close()
+	if _, err := c.Read(make([]byte, 1)); err != nil {
+		t.Fatal(err)
+	}
+	r := <-done
+	if r.err != nil {
+		t.Fatal(r.err)
+	}
+	return r.state
 }

@@ -29,9 +29,15 @@ type PKI struct {
 // New makes a fresh hierarchy valid for a day.
 func New(t testing.TB) *PKI {
 	t.Helper()
+	return NewAt(t, time.Now())
+}
+
+// NewAt makes a hierarchy valid for a day from now, so a test can issue a
+// certificate that has already expired.
+func NewAt(t testing.TB, now time.Time) *PKI {
+	t.Helper()
 	rootKey, _ := ecdsa.GenerateKey(elliptic.P256(), rand.Reader)
 	issKey, _ := ecdsa.GenerateKey(elliptic.P256(), rand.Reader)
-	now := time.Now()
 	root, err := ca.CreateRoot(rootKey, pkix.Name{CommonName: "test root"}, 24*time.Hour, now)
 	if err != nil {
 		t.Fatal(err)
