@@ -19,12 +19,12 @@ import (
 var (
 	errReenrollAuth = fail(http.StatusUnauthorized, "client_certificate_required",
 		"simplereenroll is authenticated by the certificate being renewed: present it as the TLS client certificate")
-	errUnknownCert     = fail(http.StatusForbidden, "unknown_certificate", "the TLS client certificate is not one this SP issued")
-	errCertSuperseded  = fail(http.StatusForbidden, "certificate_superseded", "the certificate was already renewed: renew with its successor, the current certificate")
-	errCertRevoked     = fail(http.StatusForbidden, "certificate_revoked", "the certificate is revoked: enrol afresh with a new token")
-	errCertExpired     = fail(http.StatusForbidden, "certificate_expired", "the certificate has expired: enrol afresh with a new token")
-	errNotRenewable    = fail(http.StatusForbidden, "not_renewable", "only certificates renew through simplereenroll")
-	errPeerUntrusted   = fail(http.StatusForbidden, "not_renewable",
+	errUnknownCert    = fail(http.StatusForbidden, "unknown_certificate", "the TLS client certificate is not one this SP issued")
+	errCertSuperseded = fail(http.StatusForbidden, "certificate_superseded", "the certificate was already renewed: renew with its successor, the current certificate")
+	errCertRevoked    = fail(http.StatusForbidden, "certificate_revoked", "the certificate is revoked: enrol afresh with a new token")
+	errCertExpired    = fail(http.StatusForbidden, "certificate_expired", "the certificate has expired: enrol afresh with a new token")
+	errNotRenewable   = fail(http.StatusForbidden, "not_renewable", "only certificates renew through simplereenroll")
+	errPeerUntrusted  = fail(http.StatusForbidden, "not_renewable",
 		"the TLS client certificate does not verify against this SP's issuing CA (not yet valid, or issued elsewhere: a certificate a trusted OBS forwarded renews through that OBS)")
 	errSubjectMismatch = fail(http.StatusBadRequest, "csr_subject_mismatch",
 		"the CSR's subject must be empty or the assigned ID's, as in the certificate being renewed (RFC 7030 §4.2.2)")
