@@ -3,8 +3,10 @@ package store
 import (
 	"bytes"
 	"context"
+	"encoding/json"
 	"errors"
 	"fmt"
+	"slices"
 	"time"
 )
 
@@ -221,11 +223,31 @@ func prefixed(alias, columns string) string {
 }
 
 // supersedeKeysStmt revokes (reason superseded) the active shared keys of
-// an assigned ID and usage: the re-registration that records a new one
-// replaces them (issue 7: "shared keys are renewed by re-registration").
-// Conditional on 'active', so a key revoked for another reason keeps it.
-func supersedeKeysStmt(assignedID string, suid int, at time.Time) stmt {
+// an assigned ID with the usage and targets of the key c that re-registers
+// them (issue 7: "shared keys are renewed by re-registration"). The targets
+// count: keys of SUIDs 23-25 are per target (TS-0003 §10.3.3, the Kuc
+// context names targetIds[0]), so a key for T2 must leave the key for T1.
+// Targets are compared as the canonical JSON text insertCredentialStmt
+// writes (targetsJSON). Conditional on 'active', so a key revoked for
+// another reason keeps it.
+func supersedeKeysStmt(assignedID string, c Credential, at time.Time) (stmt, error) {
+	targets, err := targetsJSON(c.TargetIDs)
+	if err != nil {
+		return stmt{}, err
+	}
 	return stmt{`UPDATE credentials SET status = 'revoked', revoked_at = $3, revocation_reason = $4
-		WHERE assigned_id = $1 AND suid = $2 AND type = 'psk' AND status = 'active'`,
-		[]any{assignedID, suid, at.UTC(), ReasonSuperseded}, -1}
+		WHERE assigned_id = $1 AND suid = $2 AND type = 'psk' AND status = 'active' AND target_ids = $5`,
+		[]any{assignedID, c.SUID, at.UTC(), ReasonSuperseded, targets}, -1}, nil
+}
+
+// targetsJSON is the stored form of a key's target IDs: a JSON array,
+// sorted, so that one set of targets has one text whatever order a request
+// listed them in (supersedeKeysStmt compares it).
+func targetsJSON(ids []string) (string, error) {
+	sorted := slices.Sorted(slices.Values(nonNil(ids)))
+	if sorted == nil {
+		sorted = []string{}
+	}
+	b, err := json.Marshal(sorted)
+	return string(b), err
 }
