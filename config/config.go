@@ -72,6 +72,7 @@ type MEF struct {
 	CertValidity time.Duration `yaml:"cert_validity" help:"lifetime of device certificates (0: the device profile's, 1 year)"`
 	MaxForward   int           `yaml:"max_forward" help:"most items in one trusted-OBF forward batch"`
 	RenewBefore  time.Duration `yaml:"renew_before" help:"allow EST simplereenroll only within this long before the certificate expires (0: any time while it is current)"`
+	RenewAfter   time.Duration `yaml:"renew_after" help:"refuse EST simplereenroll for a certificate younger than this (each renewal adds a superseded certificate to the CRL; 0: off)"`
 }
 
 // MAF is the credential registry's API.
@@ -174,7 +175,7 @@ func Default() Config {
 			SweepChunk:    1000,
 		},
 		Portal: Portal{TokenTTL: 24 * time.Hour, SessionTTL: 12 * time.Hour},
-		MEF:    MEF{KeyLifetime: 365 * 24 * time.Hour, MaxForward: 1000},
+		MEF:    MEF{KeyLifetime: 365 * 24 * time.Hour, MaxForward: 1000, RenewAfter: time.Hour},
 		Log:    Log{Level: "info", Format: "json", Access: true},
 		Limits: ratelimit.DefaultConfig(),
 	}
@@ -326,8 +327,12 @@ func (c *Config) Validate() error {
 		errs = append(errs, fmt.Errorf("ca.crl_interval %v and ca.crl_validity %v: want a positive interval and a longer validity",
 			c.CA.CRLInterval, c.CA.CRLValidity))
 	}
-	if c.Store.SweepInterval < 0 || c.Store.SweepChunk <= 0 || c.MEF.RenewBefore < 0 {
-		errs = append(errs, errors.New("store.sweep_interval and mef.renew_before must not be negative, store.sweep_chunk must be positive"))
+	if c.Store.SweepInterval < 0 || c.Store.SweepChunk <= 0 || c.MEF.RenewBefore < 0 || c.MEF.RenewAfter < 0 {
+		errs = append(errs, errors.New("store.sweep_interval, mef.renew_before and mef.renew_after must not be negative, store.sweep_chunk must be positive"))
+	}
+	if c.MEF.CertValidity > 0 && c.MEF.RenewAfter >= c.MEF.CertValidity {
+		// No certificate would ever be old enough to renew.
+		errs = append(errs, fmt.Errorf("mef.renew_after %v must be shorter than mef.cert_validity %v", c.MEF.RenewAfter, c.MEF.CertValidity))
 	}
 	if c.Server.Listen == "" {
 		errs = append(errs, errors.New("server.listen is empty"))

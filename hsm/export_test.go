@@ -2,6 +2,7 @@ package hsm
 
 import (
 	"context"
+	"time"
 
 	"github.com/miekg/pkcs11"
 )
@@ -80,4 +81,11 @@ func (s *Signer) OnToken(ctx context.Context) (onToken bool, err error) {
 		return nil
 	})
 	return onToken, err
+}
+
+// SetReinitGap sets the least time between two re-initialisations.
+func (m *Module) SetReinitGap(d time.Duration) {
+	m.mu.Lock()
+	defer m.mu.Unlock()
+	m.reinitGap = d
 }

@@ -54,9 +54,10 @@ type Module struct {
 	// mu is held for reading by every operation and for writing only while
 	// the module is re-initialised after the token went away, because
 	// C_Finalize under a running call is undefined behaviour.
-	mu            sync.RWMutex
-	slot          uint
-	lastReinitErr time.Time
+	mu         sync.RWMutex
+	slot       uint
+	lastReinit time.Time // the last re-initialisation attempt, under mu
+	reinitGap  time.Duration
 
 	// epoch changes whenever sessions or object handles may be stale;
 	// idle sessions and cached key handles from an older epoch are
@@ -138,12 +139,13 @@ func Open(cfg Config, obs Observer) (*Module, error) {
 		return nil, err
 	}
 	m := &Module{
-		cfg:     cfg,
-		pin:     pin,
-		obs:     obs,
-		lib:     lib,
-		sem:     make(chan struct{}, cfg.MaxSessions),
-		signers: map[string]*Signer{},
+		cfg:       cfg,
+		pin:       pin,
+		obs:       obs,
+		lib:       lib,
+		sem:       make(chan struct{}, cfg.MaxSessions),
+		signers:   map[string]*Signer{},
+		reinitGap: reinitGap,
 	}
 	if m.slot, err = m.findSlot(); err != nil {
 		lib.release()
@@ -414,31 +416,40 @@ func (m *Module) newEpoch(from uint64) {
 	}
 }
 
+// reinitGap is the least time between two re-initialisations (reinit).
+const reinitGap = time.Second
+
 // reinit finalises and re-initialises the library and finds the token again
 // (SoftHSM renumbers slots), unless another caller already did so since
-// seenEpoch. A failed attempt is not repeated within a second, so a missing
-// token costs a fast ErrUnavailable rather than a storm of C_Initialize calls.
+// seenEpoch. Re-initialisations are at least reinitGap apart, successful or
+// not: a missing token costs a fast ErrUnavailable rather than a storm of
+// C_Initialize calls, and so does a network HSM whose C_GetTokenInfo times
+// out under load right after a successful re-initialisation (each one
+// drops every session and costs logins, which would deepen the overload).
+// Callers within the gap get ErrUnavailable (503, Retry-After) rather than
+// waiting for it: a waiting caller would hold its pool slot and the
+// request for up to the whole gap, and the client's retry is as good.
 func (m *Module) reinit(seenEpoch uint64) error {
 	m.mu.Lock()
 	defer m.mu.Unlock()
 	if m.epoch.Load() != seenEpoch {
 		return nil
 	}
-	if time.Since(m.lastReinitErr) < time.Second {
-		return fmt.Errorf("%w: recovery failed less than a second ago", ErrUnavailable)
+	if since := time.Since(m.lastReinit); since < m.reinitGap {
+		return fmt.Errorf("%w: token lost again %v after the last re-initialisation (at most one per %v)",
+			ErrUnavailable, since.Round(time.Millisecond), m.reinitGap)
 	}
+	m.lastReinit = time.Now()
 	m.obs.ObserveRecovery("reinit")
 	m.idleMu.Lock()
 	m.idle = nil // C_Finalize closes them all
 	m.idleMu.Unlock()
 	_ = m.lib.ctx.Finalize()
 	if err := m.lib.ctx.Initialize(); err != nil && !errors.Is(err, pkcs11.Error(pkcs11.CKR_CRYPTOKI_ALREADY_INITIALIZED)) {
-		m.lastReinitErr = time.Now()
 		return fmt.Errorf("%w: re-initialise module: %w", ErrUnavailable, err)
 	}
 	slot, err := m.findSlot()
 	if err != nil {
-		m.lastReinitErr = time.Now()
 		return err
 	}
 	m.slot = slot

@@ -86,6 +86,47 @@ func TestTokenGoneReinitialises(t *testing.T) {
 	}
 }
 
+// TestReinitGapAfterSuccess: a token that looks lost again right after a
+// successful re-initialisation (a network HSM whose C_GetTokenInfo times
+// out under load) does not get another C_Finalize/C_Initialize at once:
+// callers within the gap get ErrUnavailable, a 503 with Retry-After.
+func TestReinitGapAfterSuccess(t *testing.T) {
+	for _, tc := range []struct {
+		name        string
+		gap         time.Duration // 0: the default
+		wantReinits int
+		secondErr   error
+	}{
+		{"within the default gap", 0, 1, hsm.ErrUnavailable},
+		{"gap off", -1, 2, nil},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			rec := &recorder{}
+			m := open(t, 2, rec)
+			if tc.gap != 0 {
+				m.SetReinitGap(max(tc.gap, 0))
+			}
+			if err := m.DoFailOnceThen(context.Background(), pkcs11.CKR_DEVICE_REMOVED, func() {}); err != nil {
+				t.Fatalf("first recovery: %v", err)
+			}
+			err := m.DoFailOnceThen(context.Background(), pkcs11.CKR_DEVICE_REMOVED, func() {})
+			if tc.secondErr == nil && err != nil || tc.secondErr != nil && !errors.Is(err, tc.secondErr) {
+				t.Fatalf("token lost again at once: %v, want %v", err, tc.secondErr)
+			}
+			rec.mu.Lock()
+			reinits := rec.recoveries["reinit"]
+			rec.mu.Unlock()
+			if reinits != tc.wantReinits {
+				t.Fatalf("%d re-initialisations, want %d", reinits, tc.wantReinits)
+			}
+			// The module still works (the refusal broke nothing).
+			if err := m.Ping(context.Background()); err != nil {
+				t.Fatalf("ping: %v", err)
+			}
+		})
+	}
+}
+
 // TestTokenStorageGoneAndBack takes a real SoftHSM2 token away under load
 // by moving its directory out of the token store, then puts it back. What
 // SoftHSM2 does (2.6.1, file backend), found by trying it:
@@ -153,14 +194,19 @@ func TestTokenStorageGoneAndBack(t *testing.T) {
 							return
 						default:
 						}
-						err := sign()
+						// Odd goroutines HMAC too; each error is checked,
+						// so no sign failure hides behind an HMAC result.
+						errs := []error{sign()}
 						if i%2 == 1 {
-							_, err = mac.Sum(context.Background(), []byte("x"))
+							_, err := mac.Sum(context.Background(), []byte("x"))
+							errs = append(errs, err)
 						}
-						if err != nil {
-							failed.Add(1)
-							if !errors.Is(err, hsm.ErrUnavailable) && !errors.Is(err, hsm.ErrPoolTimeout) {
-								bad.Store(err)
+						for _, err := range errs {
+							if err != nil {
+								failed.Add(1)
+								if !errors.Is(err, hsm.ErrUnavailable) && !errors.Is(err, hsm.ErrPoolTimeout) {
+									bad.Store(err)
+								}
 							}
 						}
 					}

@@ -41,6 +41,9 @@ type Config struct {
 	// RenewBefore, when positive, allows simplereenroll only within this
 	// long before the certificate's expiry (0: any time it is current).
 	RenewBefore time.Duration
+	// RenewAfter, when positive, refuses simplereenroll for a certificate
+	// younger than this (store.Renewal says why).
+	RenewAfter time.Duration
 }
 
 // Observer receives the MEF's measurements (package metrics implements it).

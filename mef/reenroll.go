@@ -2,6 +2,7 @@ package mef
 
 import (
 	"context"
+	"crypto/tls"
 	"crypto/x509"
 	"errors"
 	"net/http"
@@ -9,6 +10,7 @@ import (
 	"time"
 
 	"github.com/credfactory/credfactory/ca"
+	"github.com/credfactory/credfactory/clientauth"
 	"github.com/credfactory/credfactory/kdf"
 	"github.com/credfactory/credfactory/store"
 	"github.com/valyala/fasthttp"
@@ -17,11 +19,13 @@ import (
 var (
 	errReenrollAuth = fail(http.StatusUnauthorized, "client_certificate_required",
 		"simplereenroll is authenticated by the certificate being renewed: present it as the TLS client certificate")
-	errUnknownCert     = fail(http.StatusForbidden, "unknown_certificate", "the TLS client certificate is not one this SP issued")
-	errCertSuperseded  = fail(http.StatusForbidden, "certificate_superseded", "the certificate was already renewed: renew with its successor, the current certificate")
-	errCertRevoked     = fail(http.StatusForbidden, "certificate_revoked", "the certificate is revoked: enrol afresh with a new token")
-	errCertExpired     = fail(http.StatusForbidden, "certificate_expired", "the certificate has expired: enrol afresh with a new token")
-	errNotRenewable    = fail(http.StatusForbidden, "not_renewable", "only certificates renew through simplereenroll")
+	errUnknownCert    = fail(http.StatusForbidden, "unknown_certificate", "the TLS client certificate is not one this SP issued")
+	errCertSuperseded = fail(http.StatusForbidden, "certificate_superseded", "the certificate was already renewed: renew with its successor, the current certificate")
+	errCertRevoked    = fail(http.StatusForbidden, "certificate_revoked", "the certificate is revoked: enrol afresh with a new token")
+	errCertExpired    = fail(http.StatusForbidden, "certificate_expired", "the certificate has expired: enrol afresh with a new token")
+	errNotRenewable   = fail(http.StatusForbidden, "not_renewable", "only certificates renew through simplereenroll")
+	errPeerUntrusted  = fail(http.StatusForbidden, "not_renewable",
+		"the TLS client certificate does not verify against this SP's issuing CA (not yet valid, or issued elsewhere: a certificate a trusted OBS forwarded renews through that OBS)")
 	errSubjectMismatch = fail(http.StatusBadRequest, "csr_subject_mismatch",
 		"the CSR's subject must be empty or the assigned ID's, as in the certificate being renewed (RFC 7030 §4.2.2)")
 )
@@ -40,6 +44,9 @@ func renewErr(err error) error {
 		return errCertExpired
 	case errors.Is(err, store.ErrNotRenewable):
 		return errNotRenewable
+	case errors.As(err, &early) && early.Young:
+		return fail(http.StatusForbidden, "renewal_too_early",
+			"a certificate renews only once it is mef.renew_after old: retry after "+early.Opens.UTC().Format(time.RFC3339))
 	case errors.As(err, &early):
 		return fail(http.StatusForbidden, "renewal_too_early",
 			"renewal is allowed only within mef.renew_before of expiry: retry after "+early.Opens.UTC().Format(time.RFC3339))
@@ -80,7 +87,7 @@ func (m *MEF) Reenrol(ctx context.Context, peer *x509.Certificate, csrDER []byte
 		}
 	}
 	now := m.now()
-	replay, err := store.CheckRenewal(old, successor, pkHash, now, m.cfg.RenewBefore)
+	replay, err := store.CheckRenewal(old, successor, pkHash, now, m.cfg.RenewBefore, m.cfg.RenewAfter)
 	if err != nil {
 		return CertResult{}, renewErr(err)
 	}
@@ -94,6 +101,13 @@ func (m *MEF) Reenrol(ctx context.Context, peer *x509.Certificate, csrDER []byte
 	if n := csr.Subject.Names; len(n) > 0 && (len(n) != 1 || csr.Subject.CommonName != old.AssignedID) {
 		return CertResult{}, errSubjectMismatch
 	}
+	// The tenant's enrolment limit, before the HSM signs, as for a first
+	// enrolment (precheck): a renewal costs a signature and, through the
+	// superseded certificate, a CRL entry. A replay is not charged (no
+	// signature; a device whose answer was lost must get it back).
+	if err := m.cfg.Limits.EnrolTenant.Check(old.Tenant); err != nil {
+		return CertResult{}, err
+	}
 	issued, err := m.ca.Issue(ctx, ca.Request{Parsed: parsed, Profile: ca.ProfileDevice, AssignedID: old.AssignedID,
 		URIs: []*url.URL{uri}, Validity: m.cfg.CertValidity})
 	if err != nil {
@@ -105,7 +119,7 @@ func (m *MEF) Reenrol(ctx context.Context, peer *x509.Certificate, csrDER []byte
 		Serial: &serial, CertSHA256: fp, CertDER: issued.DER, PublicKeySHA256: pkHash, NotBefore: issued.Certificate.NotBefore,
 		NotAfter: issued.Certificate.NotAfter, Source: store.SourceRSPF}
 	got, err := m.st.Renew(background(ctx), store.Renewal{OldID: old.ID, Credential: c, Now: now,
-		RenewBefore: m.cfg.RenewBefore, Actor: "enrollee:" + old.AssignedID})
+		RenewBefore: m.cfg.RenewBefore, RenewAfter: m.cfg.RenewAfter, Actor: "enrollee:" + old.AssignedID})
 	if err != nil {
 		return CertResult{}, renewErr(err)
 	}
@@ -113,6 +127,27 @@ func (m *MEF) Reenrol(ctx context.Context, peer *x509.Certificate, csrDER []byte
 		return m.certResult(got.Credential)
 	}
 	return CertResult{Certificate: issued.Certificate, Chain: issued.Chain, Credential: got.Credential}, nil
+}
+
+// renewalPeer is the verified TLS client certificate of a simplereenroll.
+// Only a request without one gets 401: a certificate that was presented
+// but failed verification would not pass on a retry either, so the answer
+// says why (expired: enrol afresh; another issuer, such as an OBS's sub-CA:
+// not ours to renew) rather than asking for a certificate.
+func (m *MEF) renewalPeer(state *tls.ConnectionState) (*x509.Certificate, error) {
+	p, err := m.peers.Verify(state)
+	switch {
+	case err == nil:
+		return p.Certificate, nil
+	case errors.Is(err, clientauth.ErrNoCertificate):
+		return nil, errReenrollAuth
+	}
+	f := *errPeerUntrusted
+	if !m.now().Before(state.PeerCertificates[0].NotAfter) {
+		f = *errCertExpired
+	}
+	f.Err = err // for the log: why the chain failed
+	return nil, &f
 }
 
 // certResult answers with a recorded certificate.
@@ -130,10 +165,9 @@ func (m *MEF) estReenroll(ctx *fasthttp.RequestCtx) error {
 	var res CertResult
 	if err == nil {
 		var peer *x509.Certificate
-		if p, verr := m.peers.Verify(ctx.TLSConnectionState()); verr == nil {
-			peer = p.Certificate
+		if peer, err = m.renewalPeer(ctx.TLSConnectionState()); err == nil {
+			res, err = m.Reenrol(ctx, peer, csr)
 		}
-		res, err = m.Reenrol(ctx, peer, csr)
 	}
 	m.observe("est_reenroll", res.Replayed, err, start)
 	if err != nil {

@@ -5,6 +5,7 @@ import (
 	"fmt"
 	"net/http"
 	"net/netip"
+	"strings"
 	"sync/atomic"
 	"testing"
 	"time"
@@ -154,15 +155,23 @@ func TestSource(t *testing.T) {
 		name    string
 		proxies []string
 		peer    string
-		xff     string
+		xff     []string // one element per header line
 		want    string
 	}{
-		{"no proxies: the peer, whatever the header says", nil, "192.0.2.7", "198.51.100.1", "192.0.2.7"},
-		{"untrusted peer: header ignored", []string{"10.0.0.0/8"}, "192.0.2.7", "198.51.100.1", "192.0.2.7"},
-		{"trusted proxy: the client it names", []string{"10.0.0.0/8"}, "10.1.2.3", "198.51.100.1", "198.51.100.1"},
-		{"spoofed entries left of the proxy's are skipped", []string{"10.0.0.0/8"}, "10.1.2.3", "6.6.6.6, 198.51.100.1", "198.51.100.1"},
-		{"chain of trusted proxies", []string{"10.0.0.0/8", "192.0.2.1"}, "10.1.2.3", "198.51.100.1, 192.0.2.1", "198.51.100.1"},
-		{"garbage: the last trusted hop", []string{"10.0.0.0/8"}, "10.1.2.3", "nonsense", "10.1.2.3"},
+		{"no proxies: the peer, whatever the header says", nil, "192.0.2.7", []string{"198.51.100.1"}, "192.0.2.7"},
+		{"untrusted peer: header ignored", []string{"10.0.0.0/8"}, "192.0.2.7", []string{"198.51.100.1"}, "192.0.2.7"},
+		{"trusted proxy: the client it names", []string{"10.0.0.0/8"}, "10.1.2.3", []string{"198.51.100.1"}, "198.51.100.1"},
+		{"spoofed entries left of the proxy's are skipped", []string{"10.0.0.0/8"}, "10.1.2.3", []string{"6.6.6.6, 198.51.100.1"}, "198.51.100.1"},
+		{"chain of trusted proxies", []string{"10.0.0.0/8", "192.0.2.1"}, "10.1.2.3", []string{"198.51.100.1, 192.0.2.1"}, "198.51.100.1"},
+		{"garbage: the last trusted hop", []string{"10.0.0.0/8"}, "10.1.2.3", []string{"nonsense"}, "10.1.2.3"},
+		// HAProxy's option forwardfor appends its own line: the client's
+		// spoofed line comes first and must not be taken for the client.
+		{"proxy appends a line: the proxy's line wins", []string{"10.0.0.0/8"}, "10.1.2.3", []string{"6.6.6.6", "198.51.100.1"}, "198.51.100.1"},
+		{"lines walked last to first through trusted hops", []string{"10.0.0.0/8"}, "10.1.2.3", []string{"6.6.6.6, 198.51.100.1", "10.9.9.9"}, "198.51.100.1"},
+		{"entries of the last line right to left", []string{"10.0.0.0/8"}, "10.1.2.3", []string{"6.6.6.6", "198.51.100.1, 10.4.4.4"}, "198.51.100.1"},
+		{"garbage in the last line: the last trusted hop", []string{"10.0.0.0/8"}, "10.1.2.3", []string{"6.6.6.6", "10.4.4.4, junk"}, "10.1.2.3"},
+		{"the client is found before garbage further left", []string{"10.0.0.0/8"}, "10.1.2.3", []string{"junk, 6.6.6.6", "10.4.4.4"}, "6.6.6.6"},
+		{"garbage line before trusted hops: the last trusted one", []string{"10.0.0.0/8"}, "10.1.2.3", []string{"junk", "10.4.4.4"}, "10.4.4.4"},
 	}
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {
@@ -170,7 +179,7 @@ func TestSource(t *testing.T) {
 			if err != nil {
 				t.Fatal(err)
 			}
-			ctx := requestFrom(tt.peer, tt.xff)
+			ctx := requestFrom(tt.peer, tt.xff...)
 			if got := lim.Source(ctx); got != a(tt.want) {
 				t.Fatalf("source %v, want %v", got, tt.want)
 			}
@@ -218,5 +227,40 @@ func TestObserverCountsRefusals(t *testing.T) {
 	}
 	if n := obs.refused.Load(); n != 3 {
 		t.Fatalf("refusals counted %d, want 3", n)
+	}
+}
+
+// TestLoginAccountKeysTheWholeName: two account names that share a long
+// prefix (multibyte names reach any byte cap quickly) are two accounts,
+// each with its own budget, not one merged key.
+func TestLoginAccountKeysTheWholeName(t *testing.T) {
+	prefix := strings.Repeat("ü", 100) // 200 bytes
+	tests := []struct {
+		name   string
+		a, b   string
+		shared bool
+	}{
+		{"distinct long names", prefix + "a", prefix + "b", false},
+		{"distinct short names", "alice", "bob", false},
+		{"one name", prefix, prefix, true},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			lim, err := Config{LoginAccount: Rate{PerSecond: 0.001, Burst: 1}}.Build(nil, nil)
+			if err != nil {
+				t.Fatal(err)
+			}
+			ctx := requestFrom("192.0.2.1")
+			if err := lim.CheckLogin(ctx, tt.a); err != nil {
+				t.Fatalf("first login refused: %v", err)
+			}
+			err = lim.CheckLogin(ctx, tt.b)
+			if tt.shared && err == nil {
+				t.Fatal("a second login to one account within the burst was admitted")
+			}
+			if !tt.shared && err != nil {
+				t.Fatalf("a login to another account was charged to the first: %v", err)
+			}
+		})
 	}
 }

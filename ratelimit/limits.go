@@ -2,6 +2,7 @@ package ratelimit
 
 import (
 	"bytes"
+	"crypto/sha256"
 	"fmt"
 	"net/netip"
 	"time"
@@ -113,7 +114,7 @@ type Limits struct {
 	EnrolOBF     *Limiter[string]
 	TokenTenant  *Limiter[string]
 	LoginSource  *Limiter[Addr]
-	LoginAccount *Limiter[string]
+	LoginAccount *Limiter[Account]
 	proxies      []netip.Prefix
 }
 
@@ -139,7 +140,7 @@ func (c Config) Build(obs Observer, now func() time.Time) (Limits, error) {
 		EnrolOBF:     New[string](opts(NameEnrolOBF, c.EnrolOBF)),
 		TokenTenant:  New[string](opts(NameTokenTenant, c.TokenTenant)),
 		LoginSource:  New[Addr](opts(NameLoginSource, c.LoginSource)),
-		LoginAccount: New[string](opts(NameLoginAccount, c.LoginAccount)),
+		LoginAccount: New[Account](opts(NameLoginAccount, c.LoginAccount)),
 		proxies:      proxies,
 	}, nil
 }
@@ -162,27 +163,35 @@ func AddrOf(ip netip.Addr) Addr {
 // Source is the client's address: the TCP peer, or, when the peer is a
 // trusted proxy, the rightmost X-Forwarded-For entry that is not itself a
 // trusted proxy (entries further left are whatever the client claimed).
+//
+// Every X-Forwarded-For line counts, last to first: a proxy may append a
+// line of its own (HAProxy's option forwardfor) rather than extend the
+// client's, and the first line is then the client's own claim. A malformed
+// entry ends the walk at the last trusted hop.
 func (l *Limits) Source(ctx *fasthttp.RequestCtx) netip.Addr {
 	peer, _ := netip.AddrFromSlice(ctx.RemoteIP())
 	peer = peer.Unmap()
 	if len(l.proxies) == 0 || !l.trusted(peer) {
 		return peer
 	}
-	xff := ctx.Request.Header.Peek("X-Forwarded-For")
-	for len(xff) > 0 {
-		var part []byte
-		if i := bytes.LastIndexByte(xff, ','); i >= 0 {
-			part, xff = xff[i+1:], xff[:i]
-		} else {
-			part, xff = xff, nil
-		}
-		a, err := netip.ParseAddr(string(bytes.TrimSpace(part)))
-		if err != nil {
-			break // garbage: the last trusted hop is the best we know
-		}
-		peer = a.Unmap()
-		if !l.trusted(peer) {
-			break
+	lines := ctx.Request.Header.PeekAll("X-Forwarded-For")
+	for i := len(lines) - 1; i >= 0; i-- {
+		xff := lines[i]
+		for len(xff) > 0 {
+			var part []byte
+			if j := bytes.LastIndexByte(xff, ','); j >= 0 {
+				part, xff = xff[j+1:], xff[:j]
+			} else {
+				part, xff = xff, nil
+			}
+			a, err := netip.ParseAddr(string(bytes.TrimSpace(part)))
+			if err != nil {
+				return peer // garbage: the last trusted hop is the best we know
+			}
+			peer = a.Unmap()
+			if !l.trusted(peer) {
+				return peer
+			}
 		}
 	}
 	return peer
@@ -215,12 +224,17 @@ func (l *Limits) CheckLogin(ctx *fasthttp.RequestCtx, account string) error {
 			return err
 		}
 	}
-	if len(account) > maxAccountKey {
-		// Names are at most 100 characters; a longer one names no account,
-		// and must not pin megabytes of form body in the map.
-		account = account[:maxAccountKey]
+	if l.LoginAccount == nil {
+		return nil
 	}
-	return l.LoginAccount.Check(account)
+	return l.LoginAccount.Check(AccountOf(account))
 }
 
-const maxAccountKey = 128
+// Account keys login_account: the SHA-256 of the whole (caller-normalised)
+// name. A fixed-size key means a huge name cannot pin its form body in the
+// map, and unlike a truncated prefix it keeps two long names (multibyte
+// ones reach any byte cap quickly) apart, each with its own budget.
+type Account [sha256.Size]byte
+
+// AccountOf is the key of the account name.
+func AccountOf(name string) Account { return sha256.Sum256([]byte(name)) }

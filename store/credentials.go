@@ -86,7 +86,7 @@ func scanCredential(r row) (Credential, error) {
 }
 
 func insertCredentialStmt(c Credential) (stmt, error) {
-	targets, err := json.Marshal(nonNil(c.TargetIDs))
+	targets, err := targetsJSON(c.TargetIDs)
 	if err != nil {
 		return stmt{}, err
 	}

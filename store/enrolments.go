@@ -272,13 +272,16 @@ func redeemBatch(ctx context.Context, q querier, items []Redemption) (outs []Red
 		// [issue 7 renewal] Shared keys are renewed by re-registration
 		// (TS-0003 §8.8 key registration; issue 7 item 5): a redemption that
 		// records a shared key supersedes the assigned ID's active key of the
-		// same usage in this same transaction (revoked, RFC 5280 reason 4),
-		// so exactly one key per assigned ID and SUID is fetchable and the
-		// old row stays as history. Placed before the insert, it cannot hit
-		// the new key; items are in order, so a later item of this batch
-		// supersedes an earlier one.
+		// same usage and targets in this same transaction (revoked, RFC 5280
+		// reason 4), so one key per assigned ID, usage and targets is
+		// fetchable and the old row stays as history. Placed before the
+		// insert, it cannot hit the new key.
 		if c.Type == TypePSK {
-			writes = append(writes, supersedeKeysStmt(e.AssignedID, c.SUID, now))
+			sup, err := supersedeKeysStmt(e.AssignedID, c, now)
+			if err != nil {
+				return nil, nil, err
+			}
+			writes = append(writes, sup)
 		}
 		writes = append(writes,
 			stmt{`UPDATE enrolments SET state = 'redeemed', redeemed_at = $2, credential_id = $3, request_id = $4,

@@ -178,42 +178,57 @@ func TestRenewConcurrent(t *testing.T) {
 }
 
 // TestReRegistrationSupersedesKey: a shared key recorded for an assigned ID
-// and usage replaces the active one of the same usage, in its transaction.
+// replaces the active one of the same usage and the same targets, in its
+// transaction. Keys of SUIDs 23-25 are per target (TS-0003 §10.3: the Kuc
+// context names targetIds[0]), so a key for another target stands.
 func TestReRegistrationSupersedesKey(t *testing.T) {
 	backends(t, func(t *testing.T, s *Store, _ *countingObserver) {
 		ctx := context.Background()
 		first := newEnrolment(t, s, nil)
-		psk := func(suid int) Credential {
+		psk := func(suid int, targets ...string) Credential {
 			kid := fmt.Sprintf("%x@mef.example", randomBytes(8))
 			return Credential{ID: "12-" + kid, Type: TypePSK, SUID: suid, KeyID: &kid, KeID: &kid, KDFContext: []byte("{}"),
-				NotBefore: t0, NotAfter: t0.Add(24 * time.Hour), Source: SourceRSPF}
+				TargetIDs: targets, NotBefore: t0, NotAfter: t0.Add(24 * time.Hour), Source: SourceRSPF}
 		}
-		redeem := func(e Enrolment, c Credential) Credential {
+		redeemed := 0
+		redeem := func(c Credential) Credential {
 			t.Helper()
+			e := first // then a fresh token for the same device and assigned ID
+			if redeemed++; redeemed > 1 {
+				e = newEnrolment(t, s, func(e *Enrolment) { e.DeviceID, e.AssignedID = first.DeviceID, first.AssignedID })
+			}
 			got, err := s.Redeem(ctx, redemption(e, c))
 			if err != nil {
 				t.Fatal(err)
 			}
 			return got.Credential
 		}
-		old22, other23 := redeem(first, psk(22)), Credential{}
-		second := newEnrolment(t, s, func(e *Enrolment) { e.DeviceID, e.AssignedID = first.DeviceID, first.AssignedID })
-		other23 = redeem(second, psk(23))
-		third := newEnrolment(t, s, func(e *Enrolment) { e.DeviceID, e.AssignedID = first.DeviceID, first.AssignedID })
-		new22 := redeem(third, psk(22))
+		// In order: each key is registered after the ones above it.
+		old22 := redeem(psk(22))
+		t1 := redeem(psk(23, "T1"))
+		t2 := redeem(psk(23, "T2"))
+		t1t2 := redeem(psk(23, "T1", "T2"))
+		t2t1 := redeem(psk(23, "T2", "T1")) // the same targets in another order
+		t1dat := redeem(psk(24, "T1"))
+		new22 := redeem(psk(22))
 
 		for _, tc := range []struct {
-			id, status string
-			reason     *int
+			name string
+			id   string
+			live bool
 		}{
-			{old22.ID, StatusRevoked, ptr(ReasonSuperseded)},
-			{other23.ID, StatusActive, nil},
-			{new22.ID, StatusActive, nil},
+			{"SUID 22 key, re-registered", old22.ID, false},
+			{"SUID 22 key that replaced it", new22.ID, true},
+			{"SUID 23 key for T1, then one for T2", t1.ID, true},
+			{"SUID 23 key for T2", t2.ID, true},
+			{"SUID 23 key for T1,T2, then T2,T1", t1t2.ID, false},
+			{"SUID 23 key for T2,T1", t2t1.ID, true},
+			{"SUID 24 key for T1", t1dat.ID, true},
 		} {
 			c := mustCredential(t, s, tc.id)
-			if c.Status != tc.status || (tc.reason == nil) != (c.RevocationReason == nil) ||
-				tc.reason != nil && *c.RevocationReason != *tc.reason {
-				t.Errorf("%s: %s reason %v, want %s %v", tc.id, c.Status, c.RevocationReason, tc.status, tc.reason)
+			superseded := c.Status == StatusRevoked && c.RevocationReason != nil && *c.RevocationReason == ReasonSuperseded
+			if tc.live && c.Status != StatusActive || !tc.live && !superseded {
+				t.Errorf("%s: %s reason %v, want active %v", tc.name, c.Status, c.RevocationReason, tc.live)
 			}
 		}
 		// Two re-registrations of one assigned ID cannot meet in one group

@@ -3,8 +3,10 @@ package store
 import (
 	"bytes"
 	"context"
+	"encoding/json"
 	"errors"
 	"fmt"
+	"slices"
 	"time"
 )
 
@@ -51,6 +53,11 @@ type Renewal struct {
 	// RenewBefore, when positive, allows renewal only within this long
 	// before the old certificate's not-after.
 	RenewBefore time.Duration
+	// RenewAfter, when positive, allows renewal only once the old
+	// certificate is this old (since its not-before): each renewal puts a
+	// superseded certificate on the CRL, so back-to-back renewals would let
+	// one device inflate it.
+	RenewAfter time.Duration
 	// Actor goes to the audit trail.
 	Actor string
 }
@@ -65,8 +72,13 @@ type Renewed struct {
 	Replayed bool
 }
 
-// TooEarlyError says when the renewal window opens.
-type TooEarlyError struct{ Opens time.Time }
+// TooEarlyError says when the renewal window opens. Young: the window is
+// shut because the certificate is younger than the minimum age (RenewAfter),
+// not because expiry is still far (RenewBefore).
+type TooEarlyError struct {
+	Opens time.Time
+	Young bool
+}
 
 func (e *TooEarlyError) Error() string {
 	return fmt.Sprintf("%v: the renewal window opens at %s", ErrRenewTooEarly, e.Opens.UTC().Format(time.RFC3339))
@@ -77,8 +89,9 @@ func (e *TooEarlyError) Unwrap() error { return ErrRenewTooEarly }
 // CheckRenewal judges whether old may be renewed now for a key whose
 // SubjectPublicKeyInfo hashes to publicKey. successor is the certificate
 // that already replaced old, if any. A retry of the renewal that produced
-// successor (same key, successor still current) is (true, nil).
-func CheckRenewal(old Credential, successor *Credential, publicKey []byte, now time.Time, renewBefore time.Duration) (replay bool, err error) {
+// successor (same key, successor still current) is (true, nil), whatever
+// the renewal window says now. renewBefore and renewAfter are Renewal's.
+func CheckRenewal(old Credential, successor *Credential, publicKey []byte, now time.Time, renewBefore, renewAfter time.Duration) (replay bool, err error) {
 	if old.Type != TypeX509 {
 		return false, ErrNotRenewable
 	}
@@ -95,6 +108,8 @@ func CheckRenewal(old Credential, successor *Credential, publicKey []byte, now t
 		return false, ErrCertExpired
 	case renewBefore > 0 && now.Before(old.NotAfter.Add(-renewBefore)):
 		return false, &TooEarlyError{Opens: old.NotAfter.Add(-renewBefore)}
+	case renewAfter > 0 && now.Before(old.NotBefore.Add(renewAfter)):
+		return false, &TooEarlyError{Opens: old.NotBefore.Add(renewAfter), Young: true}
 	}
 	return false, nil
 }
@@ -143,7 +158,7 @@ func (s *Store) Renew(ctx context.Context, r Renewal) (Renewed, error) {
 		if err != nil {
 			return err
 		}
-		replay, err := CheckRenewal(old, succ, r.Credential.PublicKeySHA256, r.Now, r.RenewBefore)
+		replay, err := CheckRenewal(old, succ, r.Credential.PublicKeySHA256, r.Now, r.RenewBefore, r.RenewAfter)
 		if err != nil {
 			return err
 		}
@@ -208,11 +223,31 @@ func prefixed(alias, columns string) string {
 }
 
 // supersedeKeysStmt revokes (reason superseded) the active shared keys of
-// an assigned ID and usage: the re-registration that records a new one
-// replaces them (issue 7: "shared keys are renewed by re-registration").
-// Conditional on 'active', so a key revoked for another reason keeps it.
-func supersedeKeysStmt(assignedID string, suid int, at time.Time) stmt {
+// an assigned ID with the usage and targets of the key c that re-registers
+// them (issue 7: "shared keys are renewed by re-registration"). The targets
+// count: keys of SUIDs 23-25 are per target (TS-0003 §10.3.3, the Kuc
+// context names targetIds[0]), so a key for T2 must leave the key for T1.
+// Targets are compared as the canonical JSON text insertCredentialStmt
+// writes (targetsJSON). Conditional on 'active', so a key revoked for
+// another reason keeps it.
+func supersedeKeysStmt(assignedID string, c Credential, at time.Time) (stmt, error) {
+	targets, err := targetsJSON(c.TargetIDs)
+	if err != nil {
+		return stmt{}, err
+	}
 	return stmt{`UPDATE credentials SET status = 'revoked', revoked_at = $3, revocation_reason = $4
-		WHERE assigned_id = $1 AND suid = $2 AND type = 'psk' AND status = 'active'`,
-		[]any{assignedID, suid, at.UTC(), ReasonSuperseded}, -1}
+		WHERE assigned_id = $1 AND suid = $2 AND type = 'psk' AND status = 'active' AND target_ids = $5`,
+		[]any{assignedID, c.SUID, at.UTC(), ReasonSuperseded, targets}, -1}, nil
+}
+
+// targetsJSON is the stored form of a key's target IDs: a JSON array,
+// sorted, so that one set of targets has one text whatever order a request
+// listed them in (supersedeKeysStmt compares it).
+func targetsJSON(ids []string) (string, error) {
+	sorted := slices.Sorted(slices.Values(nonNil(ids)))
+	if sorted == nil {
+		sorted = []string{}
+	}
+	b, err := json.Marshal(sorted)
+	return string(b), err
 }

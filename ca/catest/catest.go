@@ -22,15 +22,22 @@ import (
 type PKI struct {
 	Root, Issuing *x509.Certificate
 	RootKey       *ecdsa.PrivateKey
+	IssuingKey    *ecdsa.PrivateKey
 	CA            *ca.CA
 }
 
 // New makes a fresh hierarchy valid for a day.
 func New(t testing.TB) *PKI {
 	t.Helper()
+	return NewAt(t, time.Now())
+}
+
+// NewAt makes a hierarchy valid for a day from now, so a test can issue a
+// certificate that has already expired.
+func NewAt(t testing.TB, now time.Time) *PKI {
+	t.Helper()
 	rootKey, _ := ecdsa.GenerateKey(elliptic.P256(), rand.Reader)
 	issKey, _ := ecdsa.GenerateKey(elliptic.P256(), rand.Reader)
-	now := time.Now()
 	root, err := ca.CreateRoot(rootKey, pkix.Name{CommonName: "test root"}, 24*time.Hour, now)
 	if err != nil {
 		t.Fatal(err)
@@ -43,7 +50,7 @@ func New(t testing.TB) *PKI {
 	if err != nil {
 		t.Fatal(err)
 	}
-	return &PKI{Root: root, Issuing: iss, RootKey: rootKey, CA: c}
+	return &PKI{Root: root, Issuing: iss, RootKey: rootKey, IssuingKey: issKey, CA: c}
 }
 
 // Leaf issues req (its CSR made here for a fresh P-256 key) and returns it
@@ -58,6 +65,17 @@ func (p *PKI) Leaf(t testing.TB, req ca.Request) tls.Certificate {
 		t.Fatal(err)
 	}
 	return tls.Certificate{Certificate: [][]byte{issued.DER, p.Issuing.Raw}, PrivateKey: key, Leaf: issued.Certificate}
+}
+
+// WithClock is the issuing CA with now as its clock, for tests that move
+// time.
+func (p *PKI) WithClock(t testing.TB, now func() time.Time) *ca.CA {
+	t.Helper()
+	c, err := ca.New(ca.Config{Issuer: p.Issuing, Signer: p.IssuingKey, Chain: []*x509.Certificate{p.Issuing, p.Root}, Now: now})
+	if err != nil {
+		t.Fatal(err)
+	}
+	return c
 }
 
 // ServerCert is a TLS server identity for localhost and 127.0.0.1.

@@ -35,7 +35,8 @@ func TestESTWithCurlAndOpenSSL(t *testing.T) {
 			t.Fatalf("%s is not installed", tool)
 		}
 	}
-	s := newSeed(t)
+	// Renewal right after enrolment: off the minimum age (mef.renew_after).
+	s := newSeed(t, "CREDFACTORY_MEF_RENEW_AFTER=0s")
 	b := s.bundle("dev-1", nil)
 	dir := t.TempDir()
 	anchor := filepath.Join(s.dir, "trust-anchor.pem")

@@ -26,9 +26,10 @@ import (
 // expired.
 func TestRenewalAndExpiry(t *testing.T) {
 	// Short token and key lifetimes so the sweep has something to do within
-	// the test; certificates keep the default year.
+	// the test; certificates keep the default year, and renew at any age
+	// (mef.renew_after off: the device renews back to back).
 	s := newSeed(t, "CREDFACTORY_STORE_SWEEP_INTERVAL=300ms", "CREDFACTORY_PORTAL_TOKEN_TTL=20s",
-		"CREDFACTORY_MEF_KEY_LIFETIME=20s")
+		"CREDFACTORY_MEF_KEY_LIFETIME=20s", "CREDFACTORY_MEF_RENEW_AFTER=0s")
 	ctx := t.Context()
 	anchor := parsePEMCerts(t, readFile(t, filepath.Join(s.dir, "trust-anchor.pem")))
 	b := s.bundle("dev-1", nil)
