@@ -134,7 +134,7 @@ func (p *Portal) Enrol(ctx context.Context, who Principal, deviceID string, req 
 	token := randomToken()
 	now := p.now()
 	e := store.Enrolment{TokenHash: sha(token), DeviceID: d.ID, AssignedID: assigned, StakeholderID: who.Stakeholder.ID,
-		Tenant: tenant, OBFID: obfID, Mode: mode, ExpiresAt: now.Add(p.cfg.TokenTTL), CreatedAt: now}
+		Tenant: tenant, ExpectTenant: d.Tenant, OBFID: obfID, Mode: mode, ExpiresAt: now.Add(p.cfg.TokenTTL), CreatedAt: now}
 	if mode == store.ModeUntrusted {
 		// The Enrollee presents its existing certificate over TLS on the
 		// RSPF path; on the trusted path the OBF forwards, and the OBF is
@@ -142,7 +142,7 @@ func (p *Portal) Enrol(ctx context.Context, who Principal, deviceID string, req 
 		e.DeviceCertSHA256 = d.DeviceCertSHA256
 	}
 	if err := p.st.CreateEnrolment(ctx, e); errors.Is(err, store.ErrNotFound) {
-		return Bundle{}, errDeviceNotFound // another claimant won, or it was released meanwhile
+		return Bundle{}, errDeviceNotFound // another claimant won, or it moved (released) since we read it
 	} else if err != nil {
 		return Bundle{}, storeErr(err)
 	}
