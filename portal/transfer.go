@@ -99,7 +99,12 @@ func (p *Portal) Revoke(ctx context.Context, who Principal, deviceID string, req
 			return nil, apierr.New(http.StatusBadRequest, "bad_suid", "suids must be oneM2M usage codes (TS-0004 m2m:suid)")
 		}
 	}
-	rev := store.Revocation{DeviceID: d.ID, SUIDs: req.SUIDs, Reason: code, At: p.now(), Actor: who.actor()}
+	// Tenant is checked again inside the store's transaction: the device
+	// may be released and claimed by another tenant after Device read it,
+	// and it may still carry its previous owner's active credentials;
+	// neither is this caller's to revoke. An sp-admin (Tenant "") is
+	// unscoped.
+	rev := store.Revocation{DeviceID: d.ID, SUIDs: req.SUIDs, Reason: code, At: p.now(), Actor: who.actor(), Tenant: who.Tenant()}
 	if req.CredentialID != "" {
 		rev.ID = req.CredentialID // DeviceID stays: it must be this device's
 	}
