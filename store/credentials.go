@@ -186,9 +186,13 @@ func (s *Store) Credentials(ctx context.Context, assignedID string) ([]Credentia
 	return s.listCredentials(ctx, `WHERE assigned_id = $1`, assignedID)
 }
 
-// CredentialsOf is Credentials of one tenant only; "" is every tenant's.
+// CredentialsOf is Credentials of one tenant only ("" is every tenant's, for
+// an sp-admin): the device page shows its viewer's own history.
 func (s *Store) CredentialsOf(ctx context.Context, assignedID, tenant string) ([]Credential, error) {
-	return s.Credentials(ctx, assignedID)
+	if tenant == "" {
+		return s.Credentials(ctx, assignedID)
+	}
+	return s.listCredentials(ctx, `WHERE assigned_id = $1 AND tenant = $2`, assignedID, tenant)
 }
 
 func (s *Store) listCredentials(ctx context.Context, where string, args ...any) ([]Credential, error) {

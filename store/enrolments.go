@@ -420,9 +420,15 @@ func (s *Store) Enrolments(ctx context.Context, deviceID string) ([]Enrolment, e
 	return list(ctx, s, scanEnrolment, `SELECT `+enrolmentColumns+` FROM enrolments WHERE device_id = $1 ORDER BY created_at DESC`, deviceID)
 }
 
-// EnrolmentsOf is Enrolments of one tenant only; "" is every tenant's.
+// EnrolmentsOf is Enrolments of one tenant only ("" is every tenant's, for
+// an sp-admin): after an ownership transfer the device's new owner, and its
+// manufacturer, must not see the previous owner's tokens.
 func (s *Store) EnrolmentsOf(ctx context.Context, deviceID, tenant string) ([]Enrolment, error) {
-	return s.Enrolments(ctx, deviceID)
+	if tenant == "" {
+		return s.Enrolments(ctx, deviceID)
+	}
+	return list(ctx, s, scanEnrolment, `SELECT `+enrolmentColumns+` FROM enrolments WHERE device_id = $1 AND tenant = $2
+		ORDER BY created_at DESC`, deviceID, tenant)
 }
 
 // enrolActor names who redeemed a token, for the audit trail.
