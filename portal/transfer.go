@@ -123,10 +123,12 @@ func (p *Portal) Revoke(ctx context.Context, who Principal, deviceID string, req
 
 // enrollable finds the device a caller asks a nonce or a token for, and the
 // tenant the token will be for. A device the caller sees is its own tenant's.
-// An unowned, pre-enrolled device (released by its owner, or never handed
-// over by its manufacturer) may be claimed by a subscriber or an installer:
-// the proof of control that follows is what entitles them, and the claim
-// limits on wrong codes hold as for any device. Any other device is 404.
+// A released device, still unowned and pre-enrolled, may be claimed by a
+// subscriber or an installer: the proof of control that follows (a claim
+// code or a nonce signature) is what entitles them, and the claim limits on
+// wrong codes hold as for any device. A device its manufacturer never
+// handed over is not claimable: reading its label is no right to it. Any
+// other device is 404.
 func (p *Portal) enrollable(ctx context.Context, who Principal, id string) (store.Device, string, error) {
 	d, err := p.st.Device(ctx, id)
 	switch {
@@ -142,7 +144,9 @@ func (p *Portal) enrollable(ctx context.Context, who Principal, id string) (stor
 	return store.Device{}, "", errDeviceNotFound
 }
 
-func claimable(d store.Device) bool { return d.OwnerID == nil && d.State == store.DevicePreEnrolled }
+func claimable(d store.Device) bool {
+	return d.ReleasedAt != nil && d.OwnerID == nil && d.State == store.DevicePreEnrolled
+}
 
 func (p *Portal) revoked() {
 	if p.cfg.OnRevoke != nil {

@@ -85,7 +85,7 @@ func (s *Store) CreateEnrolment(ctx context.Context, e Enrolment) error {
 		// force-released the device after the portal read it; without it the
 		// 'owner_id IS NULL' branch would take the device straight back to
 		// its old tenant with the withdrawn assigned ID.
-		n, err := q.exec(ctx, `UPDATE devices SET assigned_id = $2, updated_at = $3,
+		n, err := q.exec(ctx, `UPDATE devices SET assigned_id = $2, updated_at = $3, released_at = NULL,
 			owner_id = CASE WHEN tenant = $4 THEN owner_id ELSE $4 END, tenant = $4,
 			state = CASE WHEN state = 'enrolled' THEN state ELSE 'token-issued' END
 			WHERE id = $1 AND (tenant = $4 OR owner_id IS NULL AND state = 'pre-enrolled')
