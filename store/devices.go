@@ -35,8 +35,8 @@ type Device struct {
 	// ReleasedAt is when its owner released it: set, the device (unowned
 	// and pre-enrolled) may be claimed by proof of control.
 	ReleasedAt *time.Time
-	CreatedAt        time.Time
-	UpdatedAt        time.Time
+	CreatedAt  time.Time
+	UpdatedAt  time.Time
 }
 
 const deviceColumns = `id, manufacturer_id, owner_id, tenant, claim_code_hash, device_cert_der, device_cert_sha256, state,
