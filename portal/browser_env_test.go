@@ -45,7 +45,11 @@ type pageEnv struct {
 
 const pageClaimKeyURI = "pkcs11:object=portal-page-test-claim;type=secret-key"
 
-func newPageEnv(t *testing.T) *pageEnv {
+func newPageEnv(t *testing.T) *pageEnv { t.Helper(); return newPageEnvWith(t, nil) }
+
+// newPageEnvWith is newPageEnv with the portal's configuration adjusted by
+// mod (rate limits, say) before the portal is made.
+func newPageEnvWith(t *testing.T, mod func(*portal.Config)) *pageEnv {
 	t.Helper()
 	ctx := context.Background()
 	dir := t.TempDir()
@@ -97,7 +101,11 @@ func newPageEnv(t *testing.T) *pageEnv {
 		t.Fatal(err)
 	}
 	base := "https://" + srv.Addr().String()
-	p := portal.New(portal.Config{MEFURI: base, TrustAnchor: root, SPDomain: "localhost"}, st, claimKey, issuing, issuing,
+	pcfg := portal.Config{MEFURI: base, TrustAnchor: root, SPDomain: "localhost"}
+	if mod != nil {
+		mod(&pcfg)
+	}
+	p := portal.New(pcfg, st, claimKey, issuing, issuing,
 		clientauth.New([]*x509.Certificate{root}, []*x509.Certificate{iss}))
 	// As cmd/credfactory's serve registers them.
 	srv.Register(p.APIRoutes()...)

@@ -304,12 +304,15 @@ func (p *Portal) Detail(ctx context.Context, who Principal, id string) (DeviceDe
 		return DeviceDetail{}, err
 	}
 	out := DeviceDetail{Device: d}
+	// The viewer's tenant's history only: after a transfer the new owner
+	// (and the manufacturer holding a released device) must not see the
+	// previous owner's tokens or credentials. An sp-admin sees all.
 	if d.AssignedID != nil {
-		if out.Credentials, err = p.st.Credentials(ctx, *d.AssignedID); err != nil {
+		if out.Credentials, err = p.st.CredentialsOf(ctx, *d.AssignedID, who.Tenant()); err != nil {
 			return out, storeErr(err)
 		}
 	}
-	if out.Enrolments, err = p.st.Enrolments(ctx, d.ID); err != nil {
+	if out.Enrolments, err = p.st.EnrolmentsOf(ctx, d.ID, who.Tenant()); err != nil {
 		return out, storeErr(err)
 	}
 	if out.Audit, err = p.st.Audit(ctx, d.Tenant, d.ID); err != nil {

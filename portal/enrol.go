@@ -63,11 +63,19 @@ var (
 // Nonce issues a fresh nonce for proof of control by the device's existing
 // certificate; it replaces any earlier one and is good once.
 func (p *Portal) Nonce(ctx context.Context, who Principal, deviceID string) (string, time.Time, error) {
-	d, _, err := p.enrollable(ctx, who, deviceID)
+	// A nonce writes the registry and replaces any claimant's earlier one,
+	// so it counts against the tenant's token limit like a token does.
+	if err := p.cfg.Limits.TokenTenant.Check(who.Stakeholder.Tenant()); err != nil {
+		return "", time.Time{}, err
+	}
+	d, tenant, err := p.enrollable(ctx, who, deviceID)
 	if err != nil {
 		return "", time.Time{}, err
 	}
 	if len(d.DeviceCertDER) == 0 {
+		if tenant != d.Tenant {
+			return "", time.Time{}, errDeviceNotFound // a claimant learns nothing about another tenant's device
+		}
 		return "", time.Time{}, apierr.New(http.StatusConflict, "no_device_certificate", "this device was pre-enrolled without a certificate: prove control with its claim code")
 	}
 	nonce := randomToken()
@@ -134,7 +142,7 @@ func (p *Portal) Enrol(ctx context.Context, who Principal, deviceID string, req 
 	token := randomToken()
 	now := p.now()
 	e := store.Enrolment{TokenHash: sha(token), DeviceID: d.ID, AssignedID: assigned, StakeholderID: who.Stakeholder.ID,
-		Tenant: tenant, OBFID: obfID, Mode: mode, ExpiresAt: now.Add(p.cfg.TokenTTL), CreatedAt: now}
+		Tenant: tenant, ExpectTenant: d.Tenant, OBFID: obfID, Mode: mode, ExpiresAt: now.Add(p.cfg.TokenTTL), CreatedAt: now}
 	if mode == store.ModeUntrusted {
 		// The Enrollee presents its existing certificate over TLS on the
 		// RSPF path; on the trusted path the OBF forwards, and the OBF is
@@ -142,7 +150,7 @@ func (p *Portal) Enrol(ctx context.Context, who Principal, deviceID string, req 
 		e.DeviceCertSHA256 = d.DeviceCertSHA256
 	}
 	if err := p.st.CreateEnrolment(ctx, e); errors.Is(err, store.ErrNotFound) {
-		return Bundle{}, errDeviceNotFound // another claimant won, or it was released meanwhile
+		return Bundle{}, errDeviceNotFound // another claimant won, or it moved (released) since we read it
 	} else if err != nil {
 		return Bundle{}, storeErr(err)
 	}
@@ -165,8 +173,14 @@ func (p *Portal) Enrol(ctx context.Context, who Principal, deviceID string, req 
 	return b, nil
 }
 
-// checkProof checks the proof of control of d for a token of tenant.
+// checkProof checks the proof of control of d for a token of tenant. When
+// tenant is not the device's, the token is a claim: vouching proves nothing
+// then (a trusted OBF vouches for its own stakeholder's devices only), and a
+// proof method the device lacks is 404, exactly as for a device that does
+// not exist, so that a claimant cannot tell another tenant's unowned devices
+// apart; a wrong proof stays 403 (the claim lockouts limit guessing).
 func (p *Portal) checkProof(ctx context.Context, who Principal, d store.Device, tenant string, proof Proof) error {
+	claim := tenant != d.Tenant
 	n := 0
 	for _, given := range []bool{proof.ClaimCode != "", proof.Nonce != "" || proof.Signature != "", proof.Vouch} {
 		if given {
@@ -180,6 +194,9 @@ func (p *Portal) checkProof(ctx context.Context, who Principal, d store.Device, 
 	switch {
 	case proof.ClaimCode != "":
 		if len(d.ClaimCodeHash) == 0 {
+			if claim {
+				return errDeviceNotFound
+			}
 			return apierr.New(http.StatusConflict, "no_claim_code", "this device was pre-enrolled without a claim code")
 		}
 		// The attempt is reserved (counted) before the code is compared, so
@@ -200,7 +217,12 @@ func (p *Portal) checkProof(ctx context.Context, who Principal, d store.Device, 
 		}
 		return storeErr(p.st.ClaimSuccess(ctx, d.ID, who.Stakeholder.ID))
 	case proof.Vouch:
-		if who.OBF == nil || !who.OBF.Trusted || who.OBF.StakeholderID != tenant {
+		if claim {
+			return errDeviceNotFound
+		}
+		// The device's current tenant, not the token's: vouching proves
+		// control only of a device already the OBF's stakeholder's.
+		if who.OBF == nil || !who.OBF.Trusted || who.OBF.StakeholderID != d.Tenant {
 			return apierr.New(http.StatusForbidden, "not_a_trusted_obf", "only a trusted OBF of this device's stakeholder, calling with its client certificate, may vouch")
 		}
 		return nil
@@ -209,6 +231,9 @@ func (p *Portal) checkProof(ctx context.Context, who Principal, d store.Device, 
 		return errBadProof
 	}
 	if len(d.DeviceCertDER) == 0 {
+		if claim {
+			return errDeviceNotFound
+		}
 		return apierr.New(http.StatusConflict, "no_device_certificate", "this device has no certificate to prove control with")
 	}
 	sig, err := base64.StdEncoding.DecodeString(proof.Signature)

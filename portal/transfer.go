@@ -99,7 +99,12 @@ func (p *Portal) Revoke(ctx context.Context, who Principal, deviceID string, req
 			return nil, apierr.New(http.StatusBadRequest, "bad_suid", "suids must be oneM2M usage codes (TS-0004 m2m:suid)")
 		}
 	}
-	rev := store.Revocation{DeviceID: d.ID, SUIDs: req.SUIDs, Reason: code, At: p.now(), Actor: who.actor()}
+	// Tenant is checked again inside the store's transaction: the device
+	// may be released and claimed by another tenant after Device read it,
+	// and it may still carry its previous owner's active credentials;
+	// neither is this caller's to revoke. An sp-admin (Tenant "") is
+	// unscoped.
+	rev := store.Revocation{DeviceID: d.ID, SUIDs: req.SUIDs, Reason: code, At: p.now(), Actor: who.actor(), Tenant: who.Tenant()}
 	if req.CredentialID != "" {
 		rev.ID = req.CredentialID // DeviceID stays: it must be this device's
 	}
@@ -118,10 +123,12 @@ func (p *Portal) Revoke(ctx context.Context, who Principal, deviceID string, req
 
 // enrollable finds the device a caller asks a nonce or a token for, and the
 // tenant the token will be for. A device the caller sees is its own tenant's.
-// An unowned, pre-enrolled device (released by its owner, or never handed
-// over by its manufacturer) may be claimed by a subscriber or an installer:
-// the proof of control that follows is what entitles them, and the claim
-// limits on wrong codes hold as for any device. Any other device is 404.
+// A released device, still unowned and pre-enrolled, may be claimed by a
+// subscriber or an installer: the proof of control that follows (a claim
+// code or a nonce signature) is what entitles them, and the claim limits on
+// wrong codes hold as for any device. A device its manufacturer never
+// handed over is not claimable: reading its label is no right to it. Any
+// other device is 404.
 func (p *Portal) enrollable(ctx context.Context, who Principal, id string) (store.Device, string, error) {
 	d, err := p.st.Device(ctx, id)
 	switch {
@@ -137,7 +144,9 @@ func (p *Portal) enrollable(ctx context.Context, who Principal, id string) (stor
 	return store.Device{}, "", errDeviceNotFound
 }
 
-func claimable(d store.Device) bool { return d.OwnerID == nil && d.State == store.DevicePreEnrolled }
+func claimable(d store.Device) bool {
+	return d.ReleasedAt != nil && d.OwnerID == nil && d.State == store.DevicePreEnrolled
+}
 
 func (p *Portal) revoked() {
 	if p.cfg.OnRevoke != nil {

@@ -186,6 +186,15 @@ func (s *Store) Credentials(ctx context.Context, assignedID string) ([]Credentia
 	return s.listCredentials(ctx, `WHERE assigned_id = $1`, assignedID)
 }
 
+// CredentialsOf is Credentials of one tenant only ("" is every tenant's, for
+// an sp-admin): the device page shows its viewer's own history.
+func (s *Store) CredentialsOf(ctx context.Context, assignedID, tenant string) ([]Credential, error) {
+	if tenant == "" {
+		return s.Credentials(ctx, assignedID)
+	}
+	return s.listCredentials(ctx, `WHERE assigned_id = $1 AND tenant = $2`, assignedID, tenant)
+}
+
 func (s *Store) listCredentials(ctx context.Context, where string, args ...any) ([]Credential, error) {
 	out, err := list(ctx, s, scanCredential, `SELECT `+credentialColumns+` FROM credentials `+where+` ORDER BY created_at, id`, args...)
 	if err != nil {
@@ -209,9 +218,14 @@ type Revocation struct {
 	// Reason is an RFC 5280 CRLReason code (ValidReason).
 	Reason int
 	At     time.Time
-	// Actor and Tenant go to the audit trail; an empty Tenant records each
-	// event in its credential's own tenant.
-	Actor, Tenant string
+	// Tenant, when set, scopes the revocation to that tenant's credentials,
+	// checked inside the transaction: a tenant caller (a portal user) never
+	// revokes another tenant's rows, even if the device moved (released and
+	// claimed) after it looked, or the device still carries the previous
+	// owner's active credentials. Empty is an unscoped caller (sp-admin, MAF
+	// administrator). Audit events always go to each credential's own tenant.
+	Tenant string
+	Actor  string
 }
 
 // RFC 5280 §5.3.1 CRLReason codes.
@@ -273,6 +287,9 @@ func (r Revocation) where(first int) (string, []any) {
 	if r.AssignedID != "" {
 		add("assigned_id = $?", r.AssignedID)
 	}
+	if r.Tenant != "" {
+		add("tenant = $?", r.Tenant)
+	}
 	if len(r.SUIDs) > 0 {
 		ph := make([]string, len(r.SUIDs))
 		for i, suid := range r.SUIDs {
@@ -302,7 +319,8 @@ func (s *Store) Revoke(ctx context.Context, r Revocation) ([]string, error) {
 		if err == nil && r.ID != "" && len(revoked) == 0 {
 			where, args := r.where(1)
 			var status string
-			// ErrNotFound for an unknown ID (or one of another device).
+			// ErrNotFound for an unknown ID (or one of another device or
+			// tenant).
 			return q.queryRow(ctx, `SELECT status FROM credentials WHERE `+where, args...).Scan(&status)
 		}
 		return err
@@ -325,9 +343,6 @@ func revokeIn(ctx context.Context, q querier, r Revocation) ([]string, error) {
 			var suid int
 			if err := rs.Scan(&id, &tenant, &suid); err != nil {
 				return err
-			}
-			if r.Tenant != "" {
-				tenant = r.Tenant
 			}
 			ids = append(ids, id)
 			audits = append(audits, auditStmt(AuditEvent{At: r.At, Tenant: tenant, Actor: r.Actor, Action: "credential.revoke",

@@ -32,17 +32,20 @@ type Device struct {
 	NonceHash        []byte
 	NonceExpiresAt   *time.Time
 	ClaimLockedUntil *time.Time
-	CreatedAt        time.Time
-	UpdatedAt        time.Time
+	// ReleasedAt is when its owner released it: set, the device (unowned
+	// and pre-enrolled) may be claimed by proof of control.
+	ReleasedAt *time.Time
+	CreatedAt  time.Time
+	UpdatedAt  time.Time
 }
 
 const deviceColumns = `id, manufacturer_id, owner_id, tenant, claim_code_hash, device_cert_der, device_cert_sha256, state,
-	assigned_id, nonce_hash, nonce_expires_at, claim_locked_until, created_at, updated_at`
+	assigned_id, nonce_hash, nonce_expires_at, claim_locked_until, released_at, created_at, updated_at`
 
 func scanDevice(r row) (Device, error) {
 	var d Device
 	err := r.Scan(&d.ID, &d.ManufacturerID, &d.OwnerID, &d.Tenant, &d.ClaimCodeHash, &d.DeviceCertDER, &d.DeviceCertSHA256,
-		&d.State, &d.AssignedID, &d.NonceHash, &d.NonceExpiresAt, &d.ClaimLockedUntil, &d.CreatedAt, &d.UpdatedAt)
+		&d.State, &d.AssignedID, &d.NonceHash, &d.NonceExpiresAt, &d.ClaimLockedUntil, &d.ReleasedAt, &d.CreatedAt, &d.UpdatedAt)
 	return d, err
 }
 
@@ -209,7 +212,7 @@ func (s *Store) HandOver(ctx context.Context, manufacturerID, subscriberID strin
 		// whatever the number of devices.
 		moves := make([]stmt, len(deviceIDs))
 		for i, id := range deviceIDs {
-			moves[i] = stmt{`UPDATE devices SET owner_id = $3, tenant = $3, updated_at = $4
+			moves[i] = stmt{`UPDATE devices SET owner_id = $3, tenant = $3, updated_at = $4, released_at = NULL
 				WHERE id = $1 AND manufacturer_id = $2 AND tenant = $2 AND state = 'pre-enrolled'`,
 				[]any{id, manufacturerID, subscriberID, now.UTC()}, -1}
 		}

@@ -28,6 +28,9 @@ type Enrolment struct {
 	AssignedID    string
 	StakeholderID string
 	Tenant        string
+	// ExpectTenant, when set, is the device's tenant as the caller read
+	// it: the enrolment is refused (ErrNotFound) if the device moved since.
+	ExpectTenant string
 	// OBFID is the on-boarding function the token was issued to; for the
 	// trusted mode only that OBF may forward with it.
 	OBFID *string
@@ -63,7 +66,9 @@ func scanEnrolment(r row) (Enrolment, error) {
 // pre-enrolled device (a released one, or one its manufacturer never handed
 // over), and the device moves into e.Tenant with it, owned. A device that is
 // owned, or past pre-enrolled, by then (a concurrent claim won) is
-// ErrNotFound, and nothing is written.
+// ErrNotFound, and nothing is written; so is a device no longer in
+// e.ExpectTenant, the tenant the caller read it in (the portal always sets
+// it: a claim passes the manufacturer's tenant it saw).
 func (s *Store) CreateEnrolment(ctx context.Context, e Enrolment) error {
 	if len(e.TokenHash) != 32 || e.DeviceID == "" || e.AssignedID == "" || e.Tenant == "" {
 		return errors.New("create enrolment: token hash, device, assigned ID and tenant are required")
@@ -76,11 +81,16 @@ func (s *Store) CreateEnrolment(ctx context.Context, e Enrolment) error {
 	}
 	e.State = EnrolmentIssued
 	err := s.tx(ctx, "create_enrolment", func(q querier) error {
-		n, err := q.exec(ctx, `UPDATE devices SET assigned_id = $2, updated_at = $3,
+		// The compare-and-swap on ExpectTenant ($5): an sp-admin may have
+		// force-released the device after the portal read it; without it the
+		// 'owner_id IS NULL' branch would take the device straight back to
+		// its old tenant with the withdrawn assigned ID.
+		n, err := q.exec(ctx, `UPDATE devices SET assigned_id = $2, updated_at = $3, released_at = NULL,
 			owner_id = CASE WHEN tenant = $4 THEN owner_id ELSE $4 END, tenant = $4,
 			state = CASE WHEN state = 'enrolled' THEN state ELSE 'token-issued' END
-			WHERE id = $1 AND (tenant = $4 OR owner_id IS NULL AND state = 'pre-enrolled')`,
-			e.DeviceID, e.AssignedID, e.CreatedAt.UTC(), e.Tenant)
+			WHERE id = $1 AND (tenant = $4 OR owner_id IS NULL AND state = 'pre-enrolled')
+			AND ($5 = '' OR tenant = $5)`,
+			e.DeviceID, e.AssignedID, e.CreatedAt.UTC(), e.Tenant, e.ExpectTenant)
 		if err != nil {
 			return err
 		}
@@ -411,6 +421,17 @@ func list[T any](ctx context.Context, s *Store, scan func(row) (T, error), sql s
 // history).
 func (s *Store) Enrolments(ctx context.Context, deviceID string) ([]Enrolment, error) {
 	return list(ctx, s, scanEnrolment, `SELECT `+enrolmentColumns+` FROM enrolments WHERE device_id = $1 ORDER BY created_at DESC`, deviceID)
+}
+
+// EnrolmentsOf is Enrolments of one tenant only ("" is every tenant's, for
+// an sp-admin): after an ownership transfer the device's new owner, and its
+// manufacturer, must not see the previous owner's tokens.
+func (s *Store) EnrolmentsOf(ctx context.Context, deviceID, tenant string) ([]Enrolment, error) {
+	if tenant == "" {
+		return s.Enrolments(ctx, deviceID)
+	}
+	return list(ctx, s, scanEnrolment, `SELECT `+enrolmentColumns+` FROM enrolments WHERE device_id = $1 AND tenant = $2
+		ORDER BY created_at DESC`, deviceID, tenant)
 }
 
 // enrolActor names who redeemed a token, for the audit trail.

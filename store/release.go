@@ -62,7 +62,8 @@ type Released struct {
 //
 // The tenant becomes the manufacturer's because the manufacturer uploaded
 // the device and is the one party with a standing claim on it: the device is
-// back where the upload left it (HandOver may pass it on again), the old
+// back where the upload left it (HandOver may pass it on again), marked
+// released (released_at: only a released device is claimable), the old
 // owner's tenant no longer matches (it sees nothing), and a new stakeholder
 // takes it by proving control. The assigned ID is cleared so the next
 // owner's enrolment gets a fresh one: the old ID stays in the credential
@@ -104,7 +105,7 @@ func (s *Store) Release(ctx context.Context, r Release) (Released, error) {
 		counts, err := q.execBatch(ctx, []stmt{
 			{`UPDATE enrolments SET state = 'cancelled' WHERE device_id = $1 AND state = 'issued'`, []any{r.DeviceID}, -1},
 			{`UPDATE devices SET owner_id = NULL, tenant = manufacturer_id, state = 'pre-enrolled', assigned_id = NULL,
-				nonce_hash = NULL, nonce_expires_at = NULL, updated_at = $2 WHERE id = $1`, []any{r.DeviceID, now}, 1},
+				nonce_hash = NULL, nonce_expires_at = NULL, updated_at = $2, released_at = $2 WHERE id = $1`, []any{r.DeviceID, now}, 1},
 		})
 		if err != nil {
 			return err

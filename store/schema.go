@@ -252,6 +252,17 @@ var migrations = []migration{{
 		`CREATE INDEX IF NOT EXISTS enrolments_open_expiry ON enrolments (expires_at) WHERE state = 'issued'`,
 		`CREATE INDEX IF NOT EXISTS credentials_active_expiry ON credentials (not_after) WHERE status = 'active'`,
 	},
+}, {
+	// Claims only after a release (issue 7 review): released_at marks a
+	// device its owner (or an sp-admin) handed back; only such a device,
+	// unowned and pre-enrolled, may be claimed by proof of control. A
+	// device its manufacturer never handed over is not claimable by
+	// whoever reads its label. A claim and a hand-over clear it.
+	version: 4,
+	name:    "device_released_at",
+	stmts: []string{
+		`ALTER TABLE devices ADD COLUMN {{if_not_exists}} released_at {{time}}`,
+	},
 }}
 
 // ddl runs one idempotent schema statement. Replicas that start together

@@ -143,7 +143,7 @@ var ErrClaimLocked = errors.New("store: too many wrong claim codes; try later")
 
 // ClaimAttempt reserves one claim-code attempt against both the device and
 // the stakeholder before the code is compared: it counts as a failure until
-// ClaimSuccess clears it. Reserving inside one transaction is what makes the
+// ClaimSuccess refunds it. Reserving inside one transaction is what makes the
 // limit hold under concurrency: checking a lock and counting a failure as two
 // steps let 200 parallel guesses through a limit of 5. Past deviceMax (the
 // device) or stakeholderMax (the account, which may mistype across many
@@ -182,15 +182,20 @@ func (s *Store) ClaimAttempt(ctx context.Context, deviceID, stakeholderID string
 	})
 }
 
-// ClaimSuccess clears the device's and stakeholder's claim failure counts.
+// ClaimSuccess clears the device's claim failure count and gives the
+// account back the one attempt ClaimAttempt reserved for this (correct)
+// code, no more: the rest of the account's count stays and expires with
+// its lock window. Resetting it would let an attacker who knows one code
+// (his own device's) restore his budget for guessing other devices' codes
+// after every few guesses.
 func (s *Store) ClaimSuccess(ctx context.Context, deviceID, stakeholderID string) error {
 	return s.tx(ctx, "claim_success", func(q querier) error {
-		for _, table := range []struct{ name, id string }{{"devices", deviceID}, {"stakeholders", stakeholderID}} {
-			if _, err := q.exec(ctx, `UPDATE `+table.name+` SET claim_failures = 0, claim_locked_until = NULL WHERE id = $1`, table.id); err != nil {
-				return err
-			}
-		}
-		return nil
+		_, err := q.execBatch(ctx, []stmt{
+			{`UPDATE devices SET claim_failures = 0, claim_locked_until = NULL WHERE id = $1`, []any{deviceID}, -1},
+			{`UPDATE stakeholders SET claim_failures = CASE WHEN claim_failures > 0 THEN claim_failures - 1 ELSE 0 END
+				WHERE id = $1`, []any{stakeholderID}, -1},
+		})
+		return err
 	})
 }
 
