@@ -7,8 +7,6 @@ import (
 	"crypto/sha256"
 	"errors"
 	"fmt"
-	"os"
-	"path/filepath"
 	"sync"
 	"sync/atomic"
 	"testing"
@@ -248,33 +246,22 @@ func TestTokenStorageGoneAndBack(t *testing.T) {
 	}
 }
 
-// takeTokenAway returns functions that move the test token's directory out
-// of SoftHSM2's token store and back; a test that fails in between still
-// gets it back.
+// takeTokenAway returns functions that hide the test token from SoftHSM2
+// and bring it back; a test that fails in between still gets it back.
 func takeTokenAway(t *testing.T) (away, back func()) {
 	t.Helper()
-	tokens := filepath.Join(testDir, softhsm.TokensDir)
-	entries, err := os.ReadDir(tokens)
-	if err != nil || len(entries) != 1 {
-		t.Fatalf("token store %s: %v, %d entries", tokens, err, len(entries))
+	o, err := softhsm.NewOutage(testDir)
+	if err != nil {
+		t.Fatal(err)
 	}
-	in := filepath.Join(tokens, entries[0].Name())
-	out := filepath.Join(testDir, "away-"+entries[0].Name())
-	var mu sync.Mutex
-	isAway := false
-	move := func(from, to string, state bool) {
-		mu.Lock()
-		defer mu.Unlock()
-		if isAway == state {
-			return
-		}
-		if err := os.Rename(from, to); err != nil {
-			t.Fatal(err)
-		}
-		isAway = state
+	t.Cleanup(func() { _ = o.Back() })
+	return func() { noErr(t, o.Away()) }, func() { noErr(t, o.Back()) }
+}
+
+func noErr(t *testing.T, err error) {
+	if err != nil {
+		t.Error(err)
 	}
-	t.Cleanup(func() { move(out, in, false) })
-	return func() { move(in, out, true) }, func() { move(out, in, false) }
 }
 
 // TestOutageErrorsAnswer503: however a caller wraps them, the pool's

@@ -151,6 +151,18 @@ func (s *sp) call(key, method, path, contentType string, body []byte) (int, map[
 
 func (s *sp) callWith(c *http.Client, key, method, path, contentType string, body []byte) (int, map[string]any) {
 	s.t.Helper()
+	status, _, raw := s.send(c, key, method, path, contentType, body)
+	var out map[string]any
+	if len(raw) > 0 && json.Unmarshal(raw, &out) != nil {
+		s.t.Fatalf("%s %s: %d, not JSON: %.300s", method, path, status, raw)
+	}
+	return status, out
+}
+
+// send is the one request helper under callWith and raw: the status, the
+// answer's headers and its body.
+func (s *sp) send(c *http.Client, key, method, path, contentType string, body []byte) (int, http.Header, []byte) {
+	s.t.Helper()
 	req, _ := http.NewRequest(method, s.base+path, bytes.NewReader(body))
 	if key != "" {
 		req.Header.Set("Authorization", "Bearer "+key)
@@ -164,11 +176,7 @@ func (s *sp) callWith(c *http.Client, key, method, path, contentType string, bod
 	}
 	defer resp.Body.Close()
 	raw, _ := io.ReadAll(resp.Body)
-	var out map[string]any
-	if len(raw) > 0 && json.Unmarshal(raw, &out) != nil {
-		s.t.Fatalf("%s %s: %d, not JSON: %.300s", method, path, resp.StatusCode, raw)
-	}
-	return resp.StatusCode, out
+	return resp.StatusCode, resp.Header, raw
 }
 
 func errCode(m map[string]any) string {

@@ -5,7 +5,6 @@ package main
 // and the registry see afterwards.
 
 import (
-	"bytes"
 	"context"
 	"crypto/ecdsa"
 	"crypto/elliptic"
@@ -17,7 +16,6 @@ import (
 	"errors"
 	"fmt"
 	"net"
-	"net/http"
 	"os"
 	"os/exec"
 	"path/filepath"
@@ -29,6 +27,7 @@ import (
 	"time"
 
 	"github.com/credfactory/credfactory/client"
+	"github.com/credfactory/credfactory/hsm/softhsm"
 	"github.com/credfactory/credfactory/kdf"
 	"github.com/credfactory/credfactory/mef"
 	"github.com/credfactory/credfactory/store"
@@ -551,8 +550,10 @@ func hsmOutage(t *testing.T, s *sp, run *serving) {
 	})
 	waitFor("enrolments to fail", func() bool { return failed.Load() >= failedBefore+5 })
 	// The portal needs the HSM for a bundle (the claim code's HMAC).
-	status, body, hdr := rawCall(t, ops, s.base, alice, "POST", "/api/v1/devices/"+spare.device+"/enrolments",
+	status, hdr, raw := s.send(ops, alice, "POST", "/api/v1/devices/"+spare.device+"/enrolments", "application/json",
 		mustJSON(map[string]any{"proof": map[string]any{"claimCode": "label-160"}}))
+	var body map[string]any
+	_ = json.Unmarshal(raw, &body)
 	if status != 503 || errCode(body) != "hsm_unavailable" || hdr.Get("Retry-After") == "" {
 		t.Errorf("portal bundle during the outage: %d %v Retry-After %q, want 503 hsm_unavailable with Retry-After", status, body, hdr.Get("Retry-After"))
 	}
@@ -587,49 +588,20 @@ func hsmOutage(t *testing.T, s *sp, run *serving) {
 	}
 }
 
-// takeTokenAway returns functions that move the SP's SoftHSM2 token
-// directory out of the token store (SoftHSM2 scans every directory in it,
-// so a rename in place would not hide it) and back; a failed test still
-// gets it back.
+// takeTokenAway returns functions that hide the SP's SoftHSM2 token from
+// the running server and bring it back; a failed test still gets it back.
 func takeTokenAway(t *testing.T, dataDir string) (away, back func()) {
 	t.Helper()
-	tokens := filepath.Join(dataDir, "hsm", "tokens")
-	entries, err := os.ReadDir(tokens)
-	if err != nil || len(entries) != 1 {
-		t.Fatalf("token store %s: %v, %d entries", tokens, err, len(entries))
+	o, err := softhsm.NewOutage(filepath.Join(dataDir, "hsm"))
+	if err != nil {
+		t.Fatal(err)
 	}
-	in := filepath.Join(tokens, entries[0].Name())
-	out := filepath.Join(dataDir, "hsm", "away-"+entries[0].Name())
-	var mu sync.Mutex
-	isAway := false
-	move := func(from, to string, state bool) {
-		mu.Lock()
-		defer mu.Unlock()
-		if isAway == state {
-			return
-		}
-		if err := os.Rename(from, to); err != nil {
-			t.Error(err)
-			return
-		}
-		isAway = state
-	}
-	t.Cleanup(func() { move(out, in, false) })
-	return func() { move(in, out, true) }, func() { move(out, in, false) }
+	t.Cleanup(func() { _ = o.Back() })
+	return func() { noErr(t, o.Away()) }, func() { noErr(t, o.Back()) }
 }
 
-// rawCall is callWith that also returns the answer's headers.
-func rawCall(t *testing.T, c *http.Client, base, key, method, path string, body []byte) (int, map[string]any, http.Header) {
-	t.Helper()
-	req, _ := http.NewRequest(method, base+path, bytes.NewReader(body))
-	req.Header.Set("Authorization", "Bearer "+key)
-	req.Header.Set("Content-Type", "application/json")
-	resp, err := c.Do(req)
+func noErr(t *testing.T, err error) {
 	if err != nil {
-		t.Fatalf("%s %s: %v", method, path, err)
+		t.Error(err)
 	}
-	defer resp.Body.Close()
-	var out map[string]any
-	json.NewDecoder(resp.Body).Decode(&out)
-	return resp.StatusCode, out, resp.Header
 }

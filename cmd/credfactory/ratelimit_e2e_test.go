@@ -29,20 +29,8 @@ func (s *sp) fromSource(ip string, cert *tls.Certificate) *http.Client {
 // raw sends a request and returns the status, Retry-After and body as text.
 func (s *sp) raw(c *http.Client, key, method, path, contentType, body string) (int, string, string) {
 	s.t.Helper()
-	req, _ := http.NewRequest(method, s.base+path, strings.NewReader(body))
-	if key != "" {
-		req.Header.Set("Authorization", "Bearer "+key)
-	}
-	if contentType != "" {
-		req.Header.Set("Content-Type", contentType)
-	}
-	resp, err := c.Do(req)
-	if err != nil {
-		s.t.Fatalf("%s %s: %v", method, path, err)
-	}
-	defer resp.Body.Close()
-	b, _ := io.ReadAll(resp.Body)
-	return resp.StatusCode, resp.Header.Get("Retry-After"), string(b)
+	status, hdr, b := s.send(c, key, method, path, contentType, []byte(body))
+	return status, hdr.Get("Retry-After"), string(b)
 }
 
 // TestRateLimits: each limited route answers a burst over its limit with
