@@ -5,6 +5,8 @@
 GO       ?= go
 DATA_DIR ?= ./var
 LISTEN   ?= 127.0.0.1:8443
+# CRL and OCSP over plain HTTP (signed answers; what relying parties fetch).
+STATUS_LISTEN ?= 127.0.0.1:8080
 VERSION  ?= $(shell git describe --always --dirty 2>/dev/null || echo dev)
 BIN      := bin/credfactory
 SUDO     := $(shell [ "$$(id -u)" -eq 0 ] || echo sudo)
@@ -46,9 +48,11 @@ run: deps-run build
 	@echo "  trust anchor:  $(DATA_DIR)/trust-anchor.pem"
 	@echo "  try:           curl --cacert $(DATA_DIR)/trust-anchor.pem https://localhost:$(lastword $(subst :, ,$(LISTEN)))/readyz"
 	@echo "  metrics:       https://localhost:$(lastword $(subst :, ,$(LISTEN)))/metrics"
+	@echo "  CRL and OCSP:  http://localhost:$(lastword $(subst :, ,$(STATUS_LISTEN)))/ca/v1/crl/issuing.crl, .../ocsp"
 	@echo "  stop with Ctrl-C (in-flight requests finish first)"
 	@echo
-	$(BIN) serve --data-dir "$(DATA_DIR)" --listen "$(LISTEN)"
+	CREDFACTORY_CA_STATUS_LISTEN="$${CREDFACTORY_CA_STATUS_LISTEN:-$(STATUS_LISTEN)}" \
+	  $(BIN) serve --data-dir "$(DATA_DIR)" --listen "$(LISTEN)"
 
 # Every test package makes its own SoftHSM token in a temp dir; none uses ./var.
 # deploy/dev/test.sh runs go vet, then go test with a throwaway PostgreSQL
