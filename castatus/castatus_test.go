@@ -427,3 +427,36 @@ func TestOCSPOverHTTP(t *testing.T) {
 		})
 	}
 }
+
+// TestCRLKeepsExpiredEntriesOneValidity: RFC 5280 §3.3 — an entry stays
+// until it has appeared on one regularly scheduled CRL issued beyond the
+// certificate's validity. Collecting at thisUpdate - Validity keeps it on
+// every CRL for one Validity after notAfter, which covers failed or late
+// generations and the other replicas' schedules.
+func TestCRLKeepsExpiredEntriesOneValidity(t *testing.T) {
+	f := newFixture(t)
+	ctx := context.Background()
+	leaf, id := f.enrol(f.pki, "Sa", store.SourceRSPF)
+	f.revoke(id, ca.ReasonKeyCompromise)
+	serial := leaf.SerialNumber.Text(16)
+	tests := []struct {
+		name   string
+		at     time.Time
+		listed bool
+	}{
+		{"before notAfter", f.now(), true},
+		{"just after notAfter", leaf.NotAfter.Add(time.Second), true},
+		{"within one validity after notAfter", leaf.NotAfter.Add(f.svc.cfg.Validity - time.Minute), true},
+		{"past notAfter + validity", leaf.NotAfter.Add(f.svc.cfg.Validity + time.Second), false},
+	}
+	for _, tt := range tests {
+		f.clock.Store(tt.at.UnixNano())
+		crl, err := f.svc.Generate(ctx)
+		if err != nil {
+			t.Fatal(err)
+		}
+		if _, ok := serials(t, crl)[serial]; ok != tt.listed {
+			t.Errorf("%s: serial listed %v, want %v", tt.name, ok, tt.listed)
+		}
+	}
+}

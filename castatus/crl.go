@@ -198,7 +198,11 @@ func (s *Service) generateLocked(ctx context.Context) (crl *ca.CRL, err error) {
 		s.stale.Store(true)
 		return nil, fmt.Errorf("generate CRL: %w", err)
 	}
-	list, err := s.collect(ctx, thisUpdate)
+	// RFC 5280 §3.3: an entry stays until it has appeared on one regularly
+	// scheduled CRL issued beyond the certificate's validity. Keeping it
+	// for one Validity after notAfter does that even when generations fail
+	// or another replica publishes on its own schedule.
+	list, err := s.collect(ctx, thisUpdate.Add(-s.cfg.Validity))
 	if err != nil {
 		s.stale.Store(true)
 		return nil, fmt.Errorf("generate CRL: %w", err)

@@ -33,9 +33,11 @@ type RevokedCertificate struct {
 // RevokedCertificates returns up to limit revoked certificates of one
 // issuer whose serial sorts after after (keyset paging: pass the last
 // serial of the previous page, "" for the first), in serial order.
-// Certificates that expired before unexpiredAt are left out: RFC 5280 §3.3
-// lets a CRL drop entries once the certificate has expired, which keeps the
-// CRL from growing for ever.
+// Certificates that expired before unexpiredAt are left out, which keeps the
+// CRL from growing for ever; RFC 5280 §3.3 allows dropping an entry only
+// after it appeared on one scheduled CRL issued beyond the certificate's
+// validity, so callers pass a point well before thisUpdate (castatus uses
+// thisUpdate - Validity).
 //
 // Each call is one short read over the credentials_revoked partial index:
 // a CRL generation pages through millions of entries without holding a
