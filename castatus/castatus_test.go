@@ -460,3 +460,168 @@ func TestCRLKeepsExpiredEntriesOneValidity(t *testing.T) {
 		}
 	}
 }
+
+// faultyRegistry wraps the real registry: it can fail every read, or block
+// the first page read of a generation until released.
+type faultyRegistry struct {
+	Registry
+	fail    atomic.Bool
+	block   atomic.Bool
+	blocked chan struct{} // receives once a page read blocks
+	release chan struct{} // closing it lets blocked reads go on
+}
+
+func newFaultyRegistry(r Registry) *faultyRegistry {
+	return &faultyRegistry{Registry: r, blocked: make(chan struct{}, 1), release: make(chan struct{})}
+}
+
+func (r *faultyRegistry) RevokedCertificates(ctx context.Context, issuer string, at time.Time, after string, limit int) ([]store.RevokedCertificate, error) {
+	if r.fail.Load() {
+		return nil, store.ErrUnavailable
+	}
+	if r.block.Load() {
+		select {
+		case r.blocked <- struct{}{}:
+		default:
+		}
+		<-r.release
+	}
+	return r.Registry.RevokedCertificates(ctx, issuer, at, after, limit)
+}
+
+func (r *faultyRegistry) RevocationWatermark(ctx context.Context, issuer string, since time.Time) (store.Watermark, error) {
+	if r.fail.Load() {
+		return store.Watermark{}, store.ErrUnavailable
+	}
+	return r.Registry.RevocationWatermark(ctx, issuer, since)
+}
+
+func (f *fixture) wrap(t *testing.T) *faultyRegistry {
+	t.Helper()
+	reg := newFaultyRegistry(f.st)
+	svc, err := New(f.pki.CA, reg, f.svc.cfg)
+	if err != nil {
+		t.Fatal(err)
+	}
+	f.svc = svc
+	return reg
+}
+
+// TestCRLFailureBacksOff: while regenerations fail and the current CRL is
+// valid, fetches serve it and retry at most once per backoff (StaleCheck,
+// doubling), not once each: N fetches during an outage are not N scans.
+func TestCRLFailureBacksOff(t *testing.T) {
+	f := newFixture(t)
+	reg := f.wrap(t)
+	ctx := context.Background()
+	first, err := f.svc.CRL(ctx)
+	if err != nil {
+		t.Fatal(err)
+	}
+	reg.fail.Store(true)
+	f.svc.MarkStale()
+	f.advance(2 * time.Hour) // past the interval: every fetch wants a new CRL
+	tests := []struct {
+		name    string
+		fetches int
+		step    time.Duration
+		want    int64 // generations attempted over the fetches
+	}{
+		{"first second: one attempt", 100, 5 * time.Millisecond, 1},
+		{"after the first backoff (1s)", 100, 5 * time.Millisecond, 1},
+		{"within the doubled backoff (2s)", 100, 10 * time.Millisecond, 0},
+		{"after it", 100, 10 * time.Millisecond, 1},
+	}
+	for i, tt := range tests {
+		if i == 1 {
+			f.advance(time.Second)
+		}
+		n := f.obs.crls.Load()
+		for range tt.fetches {
+			if c, err := f.svc.CRL(ctx); err != nil || c != first {
+				t.Fatalf("%s: the valid CRL is not served: %v", tt.name, err)
+			}
+			f.advance(tt.step)
+		}
+		if got := f.obs.crls.Load() - n; got != tt.want {
+			t.Errorf("%s: %d generations over %d fetches, want %d", tt.name, got, tt.fetches, tt.want)
+		}
+	}
+	reg.fail.Store(false)
+	f.advance(4 * time.Second)
+	if c, err := f.svc.CRL(ctx); err != nil || c == first {
+		t.Errorf("no regeneration once the registry is back: %v", err)
+	}
+}
+
+// TestCRLFetchDoesNotWaitForGeneration: a fetch during a slow generation
+// (Run's, or another fetch's) returns the current, valid CRL at once.
+func TestCRLFetchDoesNotWaitForGeneration(t *testing.T) {
+	f := newFixture(t)
+	reg := f.wrap(t)
+	ctx := context.Background()
+	first, err := f.svc.CRL(ctx)
+	if err != nil {
+		t.Fatal(err)
+	}
+	reg.block.Store(true)
+	done := make(chan error, 1)
+	go func() { _, err := f.svc.Generate(ctx); done <- err }()
+	<-reg.blocked
+	f.svc.MarkStale()
+	f.advance(2 * time.Hour)
+	got := make(chan *ca.CRL, 1)
+	go func() { c, _ := f.svc.CRL(ctx); got <- c }()
+	select {
+	case c := <-got:
+		if c != first {
+			t.Error("a fetch during a generation got another CRL than the current one")
+		}
+	case <-time.After(10 * time.Second):
+		t.Error("a fetch waited for a generation in flight although the current CRL is valid")
+	}
+	reg.block.Store(false)
+	close(reg.release)
+	if err := <-done; err != nil {
+		t.Fatal(err)
+	}
+}
+
+// TestRunSchedulesFromCurrentCRL: Run is due a margin before the current
+// CRL's ThisUpdate + Interval, whoever built it, so it neither rebuilds
+// right after a fetch did nor lets fetches find the CRL expired first.
+func TestRunSchedulesFromCurrentCRL(t *testing.T) {
+	f := newFixture(t)
+	if d := f.svc.nextScheduled(); d != 0 {
+		t.Errorf("without a CRL Run waits %v", d)
+	}
+	crl, err := f.svc.CRL(context.Background())
+	if err != nil {
+		t.Fatal(err)
+	}
+	want := crl.ThisUpdate.Add(time.Hour - time.Minute).Sub(f.now())
+	if d := f.svc.nextScheduled(); d != want || d <= 58*time.Minute {
+		t.Errorf("Run due in %v, want %v (interval less a minute)", d, want)
+	}
+	f.advance(time.Hour)
+	if d := f.svc.nextScheduled(); d > 0 {
+		t.Errorf("Run not due past the interval: %v", d)
+	}
+}
+
+// TestStaleCRLNotCacheable: a CRL served while its regeneration fails
+// misses a revocation, so caches may not keep it.
+func TestStaleCRLNotCacheable(t *testing.T) {
+	f := newFixture(t)
+	reg := f.wrap(t)
+	crlPath := ca.CRLPathPrefix + ca.IssuingCRLName + ca.CRLPathSuffix
+	if resp := serve(t, f, http.MethodGet, crlPath, nil); resp.StatusCode() != 200 {
+		t.Fatal(resp.StatusCode())
+	}
+	reg.fail.Store(true)
+	f.svc.MarkStale()
+	resp := serve(t, f, http.MethodGet, crlPath, nil)
+	if cc := string(resp.Header.Peek("Cache-Control")); resp.StatusCode() != 200 || cc != "public, max-age=0" {
+		t.Errorf("stale CRL: %d, Cache-Control %q, want max-age=0", resp.StatusCode(), cc)
+	}
+}

@@ -76,6 +76,11 @@ type Service struct {
 	stale atomic.Bool
 	// lastCheck is when the registry watermark was last read (Unix ns).
 	lastCheck atomic.Int64
+	// failedAt is when the last generation failed (Unix ns, 0 after a
+	// success); fetches do not retry for backoff (ns) after it.
+	failedAt atomic.Int64
+	backoff  atomic.Int64
+	lastErr  atomic.Pointer[error]
 
 	// mu serialises generations, so concurrent fetches of a stale CRL
 	// cause one, not one each.
@@ -134,38 +139,92 @@ func (s *Service) MarkStale() { s.stale.Store(true) }
 // while the previous CRL is still valid (before its nextUpdate), the
 // previous one is served and the failure logged: a registry outage must not
 // take the CRL away from relying parties.
+//
+// A fetch never waits for a generation while the current CRL is valid: if
+// one is in flight (Run's or another fetch's) it gets the current CRL at
+// once. After a failed generation, fetches serve the current CRL without
+// retrying for a backoff (StaleCheck, doubling up to a minute), so N
+// fetches during an outage are not N full scans; Run retries on its own
+// schedule meanwhile.
 func (s *Service) CRL(ctx context.Context) (*ca.CRL, error) {
+	crl, _, err := s.crl(ctx)
+	return crl, err
+}
+
+// crl is CRL that also says whether the CRL served is known to be out of
+// date (a revocation is not on it yet), which shortens what caches may keep.
+func (s *Service) crl(ctx context.Context) (*ca.CRL, bool, error) {
 	now := s.cfg.Now()
-	if cur := s.cur.Load(); cur != nil && !s.stale.Load() && now.Before(cur.ThisUpdate.Add(s.cfg.Interval)) &&
-		now.UnixNano()-s.lastCheck.Load() < int64(s.cfg.StaleCheck) {
-		return cur, nil
-	}
-	s.mu.Lock()
-	defer s.mu.Unlock()
 	cur := s.cur.Load()
+	if cur != nil && !s.stale.Load() && now.Before(cur.ThisUpdate.Add(s.cfg.Interval)) &&
+		now.UnixNano()-s.lastCheck.Load() < int64(s.cfg.StaleCheck) {
+		return cur, false, nil
+	}
+	valid := cur != nil && now.Before(cur.NextUpdate)
+	if s.backingOff(now) {
+		if valid {
+			return cur, true, nil
+		}
+		if err := s.lastErr.Load(); err != nil {
+			return nil, true, *err
+		}
+	}
+	if valid {
+		if !s.mu.TryLock() {
+			// A generation is in flight: what it builds will be served
+			// by later fetches; this one need not wait for it.
+			return cur, true, nil
+		}
+	} else {
+		s.mu.Lock()
+	}
+	defer s.mu.Unlock()
+	cur = s.cur.Load()
 	regenerate := cur == nil || s.stale.Load() || !now.Before(cur.ThisUpdate.Add(s.cfg.Interval))
 	if !regenerate && now.UnixNano()-s.lastCheck.Load() >= int64(s.cfg.StaleCheck) {
 		wm, err := s.reg.RevocationWatermark(ctx, s.issuerKeyID, s.wmSince)
 		s.lastCheck.Store(now.UnixNano())
 		if err != nil {
 			s.cfg.Logger.Warn("CRL staleness check failed; serving the current CRL", "err", err.Error())
-			return cur, nil
+			return cur, false, nil
 		}
 		regenerate = wm != s.watermark
 	}
 	if !regenerate {
-		return cur, nil
+		return cur, false, nil
 	}
 	fresh, err := s.generateLocked(ctx)
 	if err != nil {
 		if cur != nil && now.Before(cur.NextUpdate) {
 			s.cfg.Logger.Error("CRL regeneration failed; serving the previous CRL", "err", err.Error(),
-				"this_update", cur.ThisUpdate, "next_update", cur.NextUpdate)
-			return cur, nil
+				"this_update", cur.ThisUpdate, "next_update", cur.NextUpdate, "retry_in", time.Duration(s.backoff.Load()).String())
+			return cur, true, nil
 		}
-		return nil, err
+		return nil, true, err
 	}
-	return fresh, nil
+	return fresh, false, nil
+}
+
+// backingOff says whether a generation failed less than the current backoff
+// ago.
+func (s *Service) backingOff(now time.Time) bool {
+	at := s.failedAt.Load()
+	return at != 0 && now.UnixNano()-at < s.backoff.Load()
+}
+
+// failed records a failed generation and doubles the backoff (from
+// StaleCheck, up to a minute).
+func (s *Service) failed(now time.Time, err error) {
+	b := time.Duration(s.backoff.Load())
+	switch {
+	case b == 0:
+		b = s.cfg.StaleCheck
+	case b < time.Minute:
+		b = min(2*b, time.Minute)
+	}
+	s.backoff.Store(int64(b))
+	s.failedAt.Store(now.UnixNano())
+	s.lastErr.Store(&err)
 }
 
 // Generate builds and signs a new CRL now and makes it current.
@@ -178,7 +237,15 @@ func (s *Service) Generate(ctx context.Context) (*ca.CRL, error) {
 func (s *Service) generateLocked(ctx context.Context) (crl *ca.CRL, err error) {
 	start := time.Now()
 	entries := 0
-	defer func() { s.cfg.Observer.ObserveCRL(time.Since(start), entries, err) }()
+	defer func() {
+		s.cfg.Observer.ObserveCRL(time.Since(start), entries, err)
+		if err != nil {
+			s.failed(s.cfg.Now(), err)
+		} else {
+			s.failedAt.Store(0)
+			s.backoff.Store(0)
+		}
+	}()
 
 	// Cleared before reading, so a revocation that lands while we page
 	// marks the result stale again instead of being lost.
@@ -247,8 +314,11 @@ func (s *Service) collect(ctx context.Context, at time.Time) ([]x509.RevocationL
 	}
 }
 
-// Run regenerates the CRL every Interval until ctx ends, so fetches rarely
-// wait for a generation and a stale-but-valid CRL never lingers. A failed
+// Run regenerates the CRL a little before each current CRL's
+// ThisUpdate + Interval, until ctx ends, so fetches rarely wait for a
+// generation and a stale-but-valid CRL never lingers. It waits from the
+// current CRL, whoever built it: when fetches have just regenerated it (a
+// revocation), Run does not build another one back to back. A failed
 // generation is retried after a minute (or Interval, if shorter).
 func (s *Service) Run(ctx context.Context) {
 	retry := min(time.Minute, s.cfg.Interval)
@@ -259,6 +329,10 @@ func (s *Service) Run(ctx context.Context) {
 			return
 		case <-time.After(wait):
 		}
+		if due := s.nextScheduled(); due > 0 {
+			wait = due // a fetch regenerated it meanwhile
+			continue
+		}
 		if _, err := s.Generate(ctx); err != nil {
 			if ctx.Err() != nil {
 				return
@@ -267,6 +341,19 @@ func (s *Service) Run(ctx context.Context) {
 			wait = retry
 			continue
 		}
-		wait = s.cfg.Interval
+		wait = s.nextScheduled()
 	}
+}
+
+// nextScheduled is how long until the current CRL is due for its scheduled
+// regeneration: ThisUpdate + Interval less a margin (a tenth of Interval,
+// at most a minute), so Run replaces it before fetches find it expired and
+// each start a generation of their own.
+func (s *Service) nextScheduled() time.Duration {
+	cur := s.cur.Load()
+	if cur == nil {
+		return 0
+	}
+	margin := min(s.cfg.Interval/10, time.Minute)
+	return cur.ThisUpdate.Add(s.cfg.Interval - margin).Sub(s.cfg.Now())
 }

@@ -34,7 +34,7 @@ func (s *Service) serveCRL(ctx *fasthttp.RequestCtx) error {
 		return &apierr.Error{Status: http.StatusNotFound, Code: "unknown_issuer",
 			Message: "no CRL for that issuer; the issuing CA's is " + ca.CRLPathPrefix + ca.IssuingCRLName + ca.CRLPathSuffix}
 	}
-	crl, err := s.CRL(ctx)
+	crl, stale, err := s.crl(ctx)
 	if err != nil {
 		return unavailable(err, "crl_unavailable", "the CRL cannot be generated now; retry")
 	}
@@ -49,6 +49,11 @@ func (s *Service) serveCRL(ctx *fasthttp.RequestCtx) error {
 		expires = crl.NextUpdate
 	}
 	maxAge := max(0, int(expires.Sub(now)/time.Second))
+	if stale {
+		// A revocation is not on it yet (its regeneration failed or is in
+		// flight): no cache may keep it for an interval.
+		maxAge = 0
+	}
 	h := &ctx.Response.Header
 	h.Set("ETag", etag)
 	h.Set("Last-Modified", crl.ThisUpdate.UTC().Format(http.TimeFormat))
