@@ -47,7 +47,7 @@ func TestSignCRL(t *testing.T) {
 		{SerialNumber: big.NewInt(0x11), RevocationTime: revokedAt, ReasonCode: ReasonKeyCompromise},
 		{SerialNumber: big.NewInt(0x12), RevocationTime: revokedAt, ReasonCode: ReasonSuperseded},
 	}
-	crl, err := c.SignCRL(context.Background(), thisUpdate, thisUpdate.Add(24*time.Hour), entries)
+	crl, err := c.SignCRL(context.Background(), nil, thisUpdate, thisUpdate.Add(24*time.Hour), entries)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -87,10 +87,10 @@ func TestSignCRL(t *testing.T) {
 		}
 	}
 
-	if _, err := c.SignCRL(context.Background(), thisUpdate, thisUpdate, nil); err == nil {
+	if _, err := c.SignCRL(context.Background(), nil, thisUpdate, thisUpdate, nil); err == nil {
 		t.Error("a CRL whose nextUpdate is not after thisUpdate was signed")
 	}
-	empty, err := c.SignCRL(context.Background(), thisUpdate.Add(time.Nanosecond), thisUpdate.Add(time.Hour), nil)
+	empty, err := c.SignCRL(context.Background(), nil, thisUpdate.Add(time.Nanosecond), thisUpdate.Add(time.Hour), nil)
 	if err != nil {
 		t.Fatal(err)
 	}

@@ -5,6 +5,7 @@ import (
 	"crypto/sha256"
 	"crypto/x509"
 	"encoding/base64"
+	"math/big"
 	"net/http"
 	"net/url"
 	"path/filepath"
@@ -17,6 +18,7 @@ import (
 	"github.com/credfactory/credfactory/ca"
 	"github.com/credfactory/credfactory/ca/catest"
 	"github.com/credfactory/credfactory/store"
+	"github.com/credfactory/credfactory/store/storetest"
 	"github.com/valyala/fasthttp"
 	"golang.org/x/crypto/ocsp"
 )
@@ -624,4 +626,41 @@ func TestStaleCRLNotCacheable(t *testing.T) {
 	if cc := string(resp.Header.Peek("Cache-Control")); resp.StatusCode() != 200 || cc != "public, max-age=0" {
 		t.Errorf("stale CRL: %d, Cache-Control %q, want max-age=0", resp.StatusCode(), cc)
 	}
+}
+
+// TestCRLNumbersAcrossReplicas: two replicas over one registry, the second
+// with its clock an hour behind: each CRL still carries a higher number
+// than every one before it, whoever signed it (RFC 5280 §5.2.3).
+func TestCRLNumbersAcrossReplicas(t *testing.T) {
+	storetest.Each(t, func(t *testing.T, url string) {
+		ctx := context.Background()
+		p := catest.New(t)
+		st, err := store.Open(ctx, url, store.Options{})
+		if err != nil {
+			t.Fatal(err)
+		}
+		t.Cleanup(st.Close)
+		if _, err := st.Migrate(ctx); err != nil {
+			t.Fatal(err)
+		}
+		replica := func(skew time.Duration) *Service {
+			svc, err := New(p.CA, st, Config{Now: func() time.Time { return time.Now().Add(skew) }})
+			if err != nil {
+				t.Fatal(err)
+			}
+			return svc
+		}
+		ahead, behind := replica(0), replica(-time.Hour)
+		var last *big.Int
+		for i, svc := range []*Service{ahead, behind, behind, ahead, behind} {
+			crl, err := svc.Generate(ctx)
+			if err != nil {
+				t.Fatal(err)
+			}
+			if last != nil && crl.Number.Cmp(last) <= 0 {
+				t.Errorf("CRL %d: number %v not above the previous %v", i, crl.Number, last)
+			}
+			last = crl.Number
+		}
+	})
 }

@@ -7,6 +7,7 @@ import (
 	"errors"
 	"fmt"
 	"log/slog"
+	"math/big"
 	"sync"
 	"sync/atomic"
 	"time"
@@ -20,6 +21,7 @@ type Registry interface {
 	RevokedCertificates(ctx context.Context, issuerKeyID string, unexpiredAt time.Time, after string, limit int) ([]store.RevokedCertificate, error)
 	RevocationWatermark(ctx context.Context, issuerKeyID string, since time.Time) (store.Watermark, error)
 	CertificateStatusBySerial(ctx context.Context, serial string) (store.CertificateStatus, error)
+	NextCRLNumber(ctx context.Context, issuerKeyID string, atLeast int64) (int64, error)
 }
 
 // Observer receives what the metrics need. Status and result values are a
@@ -275,7 +277,16 @@ func (s *Service) generateLocked(ctx context.Context) (crl *ca.CRL, err error) {
 		return nil, fmt.Errorf("generate CRL: %w", err)
 	}
 	entries = len(list)
-	crl, err = s.ca.SignCRL(ctx, thisUpdate, thisUpdate.Add(s.cfg.Validity), list)
+	// The number is reserved in the registry, after the slow part and
+	// right before signing: the clock's number unless a CRL with that one
+	// or a higher one is out already (a replica's clock is ahead, or ours
+	// stepped back), since relying parties keep the highest.
+	n, err := s.reg.NextCRLNumber(ctx, s.issuerKeyID, thisUpdate.UnixNano())
+	if err != nil {
+		s.stale.Store(true)
+		return nil, fmt.Errorf("generate CRL: %w", err)
+	}
+	crl, err = s.ca.SignCRL(ctx, big.NewInt(n), thisUpdate, thisUpdate.Add(s.cfg.Validity), list)
 	if err != nil {
 		s.stale.Store(true)
 		return nil, fmt.Errorf("generate CRL: %w", err)

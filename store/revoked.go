@@ -259,3 +259,24 @@ func backfillIssuerKeyIDs(ctx context.Context, s *Store) error {
 		after = items[len(items)-1].id
 	}
 }
+
+// NextCRLNumber reserves the CRL number of the issuer's next CRL: atLeast
+// (the caller's time-based number) or, when a CRL with that number or a
+// higher one was already published (another replica's clock is ahead, or
+// this one stepped back), one more than the highest. One short statement in
+// a serializable transaction, so concurrent generations on any replica get
+// distinct, increasing numbers. INT8 holds nanoseconds since 1970 until
+// 2262.
+func (s *Store) NextCRLNumber(ctx context.Context, issuerKeyID string, atLeast int64) (int64, error) {
+	var n int64
+	err := s.tx(ctx, "crl_number", func(q querier) error {
+		return q.queryRow(ctx, `INSERT INTO crl_numbers (issuer_key_id, number) VALUES ($1, $2)
+			ON CONFLICT (issuer_key_id) DO UPDATE SET number = CASE
+				WHEN crl_numbers.number >= excluded.number THEN crl_numbers.number + 1 ELSE excluded.number END
+			RETURNING number`, issuerKeyID, atLeast).Scan(&n)
+	})
+	if err != nil {
+		return 0, fmt.Errorf("next CRL number of %s: %w", issuerKeyID, err)
+	}
+	return n, nil
+}
