@@ -6,9 +6,11 @@ import (
 	"crypto/x509"
 	"encoding/base64"
 	"math/big"
+	"net"
 	"net/http"
 	"net/url"
 	"path/filepath"
+	"strconv"
 	"strings"
 	"sync/atomic"
 	"testing"
@@ -17,6 +19,8 @@ import (
 	"github.com/credfactory/credfactory/apierr"
 	"github.com/credfactory/credfactory/ca"
 	"github.com/credfactory/credfactory/ca/catest"
+	"github.com/credfactory/credfactory/httpapi"
+	"github.com/credfactory/credfactory/ratelimit"
 	"github.com/credfactory/credfactory/store"
 	"github.com/credfactory/credfactory/store/storetest"
 	"github.com/valyala/fasthttp"
@@ -401,6 +405,8 @@ func TestOCSPOverHTTP(t *testing.T) {
 		{"GET empty", http.MethodGet, ca.OCSPPath + "/", nil, "", false, 200},
 		{"POST garbage", http.MethodPost, ca.OCSPPath, []byte{0x30, 0x03, 1, 2, 3}, "application/ocsp-request", false, 200},
 		{"POST wrong type", http.MethodPost, ca.OCSPPath, der, "application/json", false, 415},
+		{"POST type in capitals, with a parameter", http.MethodPost, ca.OCSPPath, der, "Application/OCSP-Request; x=1", true, 200},
+		{"POST type as a prefix only", http.MethodPost, ca.OCSPPath, der, "application/ocsp-requestx", false, 415},
 	}
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {
@@ -467,10 +473,11 @@ func TestCRLKeepsExpiredEntriesOneValidity(t *testing.T) {
 // the first page read of a generation until released.
 type faultyRegistry struct {
 	Registry
-	fail    atomic.Bool
-	block   atomic.Bool
-	blocked chan struct{} // receives once a page read blocks
-	release chan struct{} // closing it lets blocked reads go on
+	fail        atomic.Bool
+	block       atomic.Bool
+	blocked     chan struct{} // receives once a page read blocks
+	release     chan struct{} // closing it lets blocked reads go on
+	statusReads atomic.Int64
 }
 
 func newFaultyRegistry(r Registry) *faultyRegistry {
@@ -496,6 +503,11 @@ func (r *faultyRegistry) RevocationWatermark(ctx context.Context, issuer string,
 		return store.Watermark{}, store.ErrUnavailable
 	}
 	return r.Registry.RevocationWatermark(ctx, issuer, since)
+}
+
+func (r *faultyRegistry) CertificateStatusBySerial(ctx context.Context, serial string) (store.CertificateStatus, error) {
+	r.statusReads.Add(1)
+	return r.Registry.CertificateStatusBySerial(ctx, serial)
 }
 
 func (f *fixture) wrap(t *testing.T) *faultyRegistry {
@@ -663,4 +675,106 @@ func TestCRLNumbersAcrossReplicas(t *testing.T) {
 			last = crl.Number
 		}
 	})
+}
+
+// TestOCSPImpossibleSerials: serials we never issue (more than 20 octets,
+// zero, negative) are answered unauthorized without a registry read.
+func TestOCSPImpossibleSerials(t *testing.T) {
+	f := newFixture(t)
+	reg := f.wrap(t)
+	leaf, _ := f.enrol(f.pki, "Sa", store.SourceRSPF)
+	tests := []struct {
+		name   string
+		serial *big.Int
+		want   string
+	}{
+		{"21 octets", new(big.Int).Lsh(big.NewInt(1), 160), "unauthorized"},
+		{"zero", big.NewInt(0), "unauthorized"},
+		{"negative", big.NewInt(-5), "unauthorized"},
+		{"20 octets", new(big.Int).Sub(new(big.Int).Lsh(big.NewInt(1), 160), big.NewInt(1)), "unknown"},
+	}
+	for _, tt := range tests {
+		forged := *leaf
+		forged.SerialNumber = tt.serial
+		der, err := ocsp.CreateRequest(&forged, f.pki.Issuing, nil)
+		if err != nil {
+			t.Fatal(err)
+		}
+		n := reg.statusReads.Load()
+		_, label := f.svc.Respond(context.Background(), der)
+		reads := reg.statusReads.Load() - n
+		if label != tt.want || (tt.want == "unauthorized") != (reads == 0) {
+			t.Errorf("%s: %s after %d registry reads, want %s", tt.name, label, reads, tt.want)
+		}
+	}
+}
+
+// TestOCSPSignerCap: with every signature slot taken, OCSP answers tryLater
+// within SignerWait instead of queueing on the HSM.
+func TestOCSPSignerCap(t *testing.T) {
+	f := newFixture(t)
+	leaf, _ := f.enrol(f.pki, "Sa", store.SourceRSPF)
+	der, err := ocsp.CreateRequest(leaf, f.pki.Issuing, nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	f.svc.signers <- struct{}{} // the one slot (default Signers 1) busy
+	if resp, label := f.svc.Respond(context.Background(), der); label != "try_later" || string(resp) != string(ocsp.TryLaterErrorResponse) {
+		t.Errorf("all signers busy: %s", label)
+	}
+	<-f.svc.signers
+	if _, label := f.svc.Respond(context.Background(), der); label != "good" {
+		t.Errorf("signer free: %s", label)
+	}
+}
+
+// TestStatusRateLimit: limits.status_source holds one source on the CRL
+// and OCSP routes: 429 with Retry-After; OCSP's body is tryLater.
+func TestStatusRateLimit(t *testing.T) {
+	f := newFixture(t)
+	limits, err := ratelimit.Config{StatusSource: ratelimit.Rate{PerSecond: 1, Burst: 2}}.Build(nil, f.now)
+	if err != nil {
+		t.Fatal(err)
+	}
+	f.svc.cfg.Limits = &limits
+	routes := map[string]httpapi.Handler{}
+	for _, r := range f.svc.Routes() {
+		routes[r.Method+" "+r.Pattern] = r.Handler
+	}
+	call := func(method, pattern string) *fasthttp.Response {
+		var ctx fasthttp.RequestCtx
+		var req fasthttp.Request
+		req.Header.SetMethod(method)
+		req.SetRequestURI(ca.OCSPPath + "/MA==")
+		ctx.Init(&req, &net.TCPAddr{IP: net.IPv4(192, 0, 2, 1)}, nil)
+		ctx.SetUserValue("issuer", ca.IssuingCRLName)
+		if err := routes[method+" "+pattern](&ctx); err != nil {
+			e := apierr.As(err)
+			ctx.SetStatusCode(e.Status)
+			ctx.Response.Header.Set("Retry-After", strconv.Itoa(e.RetryAfter))
+		}
+		var out fasthttp.Response
+		ctx.Response.CopyTo(&out)
+		return &out
+	}
+	crl := ca.CRLPathPrefix + "{issuer}" + ca.CRLPathSuffix
+	ocspGET := ca.OCSPPath + "/{request:*}"
+	tests := []struct {
+		method, pattern string
+		want            int
+	}{
+		{"GET", crl, 200}, {"GET", ocspGET, 200}, {"GET", crl, 429}, {"GET", ocspGET, 429}, {"HEAD", crl, 429},
+	}
+	for i, tt := range tests {
+		resp := call(tt.method, tt.pattern)
+		if resp.StatusCode() != tt.want {
+			t.Errorf("request %d (%s %s): %d, want %d", i, tt.method, tt.pattern, resp.StatusCode(), tt.want)
+		}
+		if tt.want == 429 && string(resp.Header.Peek("Retry-After")) != "1" {
+			t.Errorf("request %d: Retry-After %q", i, resp.Header.Peek("Retry-After"))
+		}
+		if tt.want == 429 && tt.pattern == ocspGET && string(resp.Body()) != string(ocsp.TryLaterErrorResponse) {
+			t.Errorf("request %d: OCSP refusal is not tryLater: %x", i, resp.Body())
+		}
+	}
 }

@@ -13,6 +13,7 @@ import (
 	"time"
 
 	"github.com/credfactory/credfactory/ca"
+	"github.com/credfactory/credfactory/ratelimit"
 	"github.com/credfactory/credfactory/store"
 )
 
@@ -59,9 +60,19 @@ type Config struct {
 	// skew between replicas (default 10m): revocations stamped up to Grace
 	// before a generation began and committed after it still make that CRL
 	// stale (store.RevocationWatermark).
-	Grace    time.Duration
-	Observer Observer
-	Logger   *slog.Logger
+	Grace time.Duration
+	// Limits, when set, holds each source to limits.status_source on the
+	// CRL and OCSP routes: they are unauthenticated, and an OCSP answer
+	// costs a registry read and an HSM signature.
+	Limits *ratelimit.Limits
+	// Signers caps concurrent OCSP signatures (default 1), so a flood of
+	// OCSP requests cannot take the HSM sessions enrolment needs; a request
+	// that finds them all busy for SignerWait (default 50ms) is answered
+	// tryLater.
+	Signers    int
+	SignerWait time.Duration
+	Observer   Observer
+	Logger     *slog.Logger
 	// Now is the clock; nil means time.Now. Tests set it.
 	Now func() time.Time
 }
@@ -73,6 +84,9 @@ type Service struct {
 	reg         Registry
 	cfg         Config
 	issuerKeyID string
+
+	// signers holds one token per OCSP signature in flight.
+	signers chan struct{}
 
 	cur   atomic.Pointer[ca.CRL]
 	stale atomic.Bool
@@ -110,6 +124,12 @@ func New(authority *ca.CA, reg Registry, cfg Config) (*Service, error) {
 	if cfg.Grace == 0 {
 		cfg.Grace = 10 * time.Minute
 	}
+	if cfg.Signers <= 0 {
+		cfg.Signers = 1
+	}
+	if cfg.SignerWait <= 0 {
+		cfg.SignerWait = 50 * time.Millisecond
+	}
 	if cfg.Observer == nil {
 		cfg.Observer = nopObserver{}
 	}
@@ -125,7 +145,8 @@ func New(authority *ca.CA, reg Registry, cfg Config) (*Service, error) {
 	if len(authority.Issuer().SubjectKeyId) == 0 {
 		return nil, errors.New("castatus: the issuer certificate has no subject key ID")
 	}
-	return &Service{ca: authority, reg: reg, cfg: cfg, issuerKeyID: hex.EncodeToString(authority.Issuer().SubjectKeyId)}, nil
+	return &Service{ca: authority, reg: reg, cfg: cfg, issuerKeyID: hex.EncodeToString(authority.Issuer().SubjectKeyId),
+		signers: make(chan struct{}, cfg.Signers)}, nil
 }
 
 // IssuerKeyID is the registry's name for this CA's certificates.
