@@ -238,6 +238,13 @@ func serve(ctx context.Context, cfg config.Config, stderr io.Writer) error {
 	go status.Run(ctx)
 	if a := srv.StatusAddr(); a != nil {
 		log.Info("serving CRL and OCSP over plain HTTP", "addr", "http://"+a.String(), "status_url", cfg.CA.StatusURL)
+	} else {
+		// RFC 5280 §4.2.1.13 / RFC 6960 relying parties fetch CRLs and OCSP
+		// over http; many refuse https for them (no chain to validate it
+		// with yet), so certificates naming an https status URL may never
+		// be checked.
+		log.Warn("ca.status_listen is empty: CRL and OCSP are served only over HTTPS, which many relying parties will not fetch",
+			"status_url", cfg.CA.StatusURL)
 	}
 	stopSweeper := startSweeper(ctx, cfg, st, reg, log)
 	defer stopSweeper()
