@@ -336,45 +336,65 @@ func (s *Server) Serve() error {
 	ln := tls.NewListener(s.ln, s.opts.TLS)
 	statusLn := s.statusLn
 	s.mu.Unlock()
-	statusErr := make(chan error, 1)
-	if statusLn != nil {
-		go func() {
-			if err := s.statusSrv.Serve(statusLn); err != nil && !errors.Is(err, net.ErrClosed) {
-				statusErr <- fmt.Errorf("serve status listener: %w", err)
-				return
-			}
-			statusErr <- nil
-		}()
-	}
-	err := s.srv.Serve(ln)
-	if statusLn != nil {
-		// Both stop together: Shutdown stops the status server too, and a
-		// TLS listener that failed takes the status one down with it.
-		if err != nil {
-			s.statusSrv.Shutdown()
+	if statusLn == nil {
+		if err := s.srv.Serve(ln); err != nil && !errors.Is(err, net.ErrClosed) {
+			return fmt.Errorf("serve: %w", err)
 		}
-		if serr := <-statusErr; serr != nil && (err == nil || errors.Is(err, net.ErrClosed)) {
-			return serr
+		return nil
+	}
+	// Both run until one stops. A listener that fails takes the other down
+	// at once and is reported: a dead status listener must not go
+	// unnoticed until the TLS server happens to stop.
+	type result struct {
+		status bool
+		err    error
+	}
+	done := make(chan result, 2)
+	go func() {
+		err := s.statusSrv.Serve(statusLn)
+		if err != nil && !errors.Is(err, net.ErrClosed) {
+			err = fmt.Errorf("serve status listener: %w", err)
+		} else {
+			err = nil
+		}
+		done <- result{true, err}
+	}()
+	go func() {
+		err := s.srv.Serve(ln)
+		if err != nil && !errors.Is(err, net.ErrClosed) {
+			err = fmt.Errorf("serve: %w", err)
+		} else {
+			err = nil
+		}
+		done <- result{false, err}
+	}()
+	first := <-done
+	if first.err != nil {
+		if first.status {
+			_ = s.srv.Shutdown()
+		} else {
+			_ = s.statusSrv.Shutdown()
 		}
 	}
-	if err != nil && !errors.Is(err, net.ErrClosed) {
-		return fmt.Errorf("serve: %w", err)
-	}
-	return nil
+	second := <-done
+	return errors.Join(first.err, second.err)
 }
 
 // Shutdown stops accepting connections and waits, at most until ctx ends,
 // for in-flight requests to finish; idle keep-alive connections are closed.
 func (s *Server) Shutdown(ctx context.Context) error {
+	// Both, whatever the first says: an error stopping one must not leave
+	// the other serving.
+	var errs []error
 	if s.statusSrv != nil {
 		if err := s.statusSrv.ShutdownWithContext(ctx); err != nil {
-			return fmt.Errorf("shutdown status listener: %w", err)
+			errs = append(errs, fmt.Errorf("shutdown status listener: %w", err))
 		}
 	}
 	if err := s.srv.ShutdownWithContext(ctx); err != nil {
-		return fmt.Errorf("shutdown: %w", err)
+		errs = append(errs, fmt.Errorf("shutdown: %w", err))
 	}
-	return nil
+	return errors.Join(errs...)
 }
 
 func (s *Server) healthz(ctx *fasthttp.RequestCtx) error {
