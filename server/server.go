@@ -143,13 +143,25 @@ func (s *Server) newFastHTTP(r *router.Router) *fasthttp.Server {
 // "/api/v1/devices/{deviceId}"). The body is read before h runs, up to
 // Options.MaxBodyBytes (413 beyond). The pattern, not the path, labels
 // metrics, so their cardinality stays bounded.
-func (s *Server) Handle(method, pattern string, h Handler) {
-	s.handle(method, pattern, func(ctx *fasthttp.RequestCtx) error {
-		if err := s.readBody(ctx, int64(s.opts.MaxBodyBytes)); err != nil {
+func (s *Server) Handle(method, pattern string, h Handler) { s.handleMax(method, pattern, 0, h) }
+
+// handleMax is Handle with a route's own body limit (httpapi.Route.MaxBody)
+// when it is positive and below Options.MaxBodyBytes.
+func (s *Server) handleMax(method, pattern string, maxBody int64, h Handler) {
+	s.handle(method, pattern, s.readingBody(maxBody, h))
+}
+
+func (s *Server) readingBody(maxBody int64, h Handler) Handler {
+	limit := int64(s.opts.MaxBodyBytes)
+	if maxBody > 0 && (limit <= 0 || maxBody < limit) {
+		limit = maxBody
+	}
+	return func(ctx *fasthttp.RequestCtx) error {
+		if err := s.readBody(ctx, limit); err != nil {
 			return err
 		}
 		return h(ctx)
-	})
+	}
 }
 
 // Register registers components' routes (streamed or not).
@@ -158,7 +170,7 @@ func (s *Server) Register(routes ...httpapi.Route) {
 		if r.Stream {
 			s.HandleStream(r.Method, r.Pattern, r.MaxBody, r.Handler)
 		} else {
-			s.Handle(r.Method, r.Pattern, r.Handler)
+			s.handleMax(r.Method, r.Pattern, r.MaxBody, r.Handler)
 		}
 	}
 }
@@ -171,15 +183,9 @@ func (s *Server) RegisterStatus(routes ...httpapi.Route) {
 		if r.Stream {
 			panic("server: status routes are not streamed")
 		}
-		s.Handle(r.Method, r.Pattern, r.Handler)
+		s.handleMax(r.Method, r.Pattern, r.MaxBody, r.Handler)
 		if s.statusRouter != nil {
-			h := r.Handler
-			s.statusRouter.Handle(r.Method, r.Pattern, s.wrap(r.Pattern, func(ctx *fasthttp.RequestCtx) error {
-				if err := s.readBody(ctx, int64(s.opts.MaxBodyBytes)); err != nil {
-					return err
-				}
-				return h(ctx)
-			}))
+			s.statusRouter.Handle(r.Method, r.Pattern, s.wrap(r.Pattern, s.readingBody(r.MaxBody, r.Handler)))
 		}
 	}
 }
