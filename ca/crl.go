@@ -72,26 +72,29 @@ type CRL struct {
 }
 
 // CRLNumber derives a CRL number from thisUpdate, as Boulder does: the
-// number grows with time, so replicas that each sign their own CRL from the
-// shared registry need no shared counter and still never go backwards
-// (RFC 5280 §5.2.3 wants a monotonically increasing number per issuer and
-// scope). Nanoseconds keep two CRLs signed within one second apart, and
-// fit the 20 octets the RFC allows for centuries.
+// number grows with time. Replicas with skewed clocks (or a clock stepped
+// back) could still go backwards, so castatus reserves each number in the
+// registry (store.NextCRLNumber) starting from this one. Nanoseconds keep
+// two CRLs signed within one second apart, and fit the 20 octets the RFC
+// allows for centuries.
 func CRLNumber(thisUpdate time.Time) *big.Int { return big.NewInt(thisUpdate.UnixNano()) }
 
 // SignCRL signs a complete CRL over entries with the issuer key (in the
 // HSM in production). thisUpdate and nextUpdate are encoded to the second;
-// the CRL number is CRLNumber(thisUpdate), and the authority key identifier
-// is the issuer's subject key ID. An entry's ReasonCode of 0 (unspecified)
+// the CRL number is number (CRLNumber(thisUpdate) when nil: callers with
+// several replicas reserve one in the registry so numbers never go back),
+// and the authority key identifier is the issuer's subject key ID. An entry's ReasonCode of 0 (unspecified)
 // leaves out its reason extension.
-func (c *CA) SignCRL(ctx context.Context, thisUpdate, nextUpdate time.Time, entries []x509.RevocationListEntry) (*CRL, error) {
+func (c *CA) SignCRL(ctx context.Context, number *big.Int, thisUpdate, nextUpdate time.Time, entries []x509.RevocationListEntry) (*CRL, error) {
 	if !nextUpdate.After(thisUpdate) {
 		return nil, fmt.Errorf("ca: sign CRL: nextUpdate %v is not after thisUpdate %v", nextUpdate, thisUpdate)
 	}
 	if err := ctx.Err(); err != nil {
 		return nil, fmt.Errorf("ca: sign CRL: %w", err)
 	}
-	number := CRLNumber(thisUpdate)
+	if number == nil {
+		number = CRLNumber(thisUpdate)
+	}
 	der, err := x509.CreateRevocationList(rand.Reader, &x509.RevocationList{
 		Number:                    number,
 		ThisUpdate:                thisUpdate.UTC(),

@@ -5,9 +5,12 @@ import (
 	"crypto/sha256"
 	"crypto/x509"
 	"encoding/base64"
+	"math/big"
+	"net"
 	"net/http"
 	"net/url"
 	"path/filepath"
+	"strconv"
 	"strings"
 	"sync/atomic"
 	"testing"
@@ -16,7 +19,10 @@ import (
 	"github.com/credfactory/credfactory/apierr"
 	"github.com/credfactory/credfactory/ca"
 	"github.com/credfactory/credfactory/ca/catest"
+	"github.com/credfactory/credfactory/httpapi"
+	"github.com/credfactory/credfactory/ratelimit"
 	"github.com/credfactory/credfactory/store"
+	"github.com/credfactory/credfactory/store/storetest"
 	"github.com/valyala/fasthttp"
 	"golang.org/x/crypto/ocsp"
 )
@@ -399,6 +405,8 @@ func TestOCSPOverHTTP(t *testing.T) {
 		{"GET empty", http.MethodGet, ca.OCSPPath + "/", nil, "", false, 200},
 		{"POST garbage", http.MethodPost, ca.OCSPPath, []byte{0x30, 0x03, 1, 2, 3}, "application/ocsp-request", false, 200},
 		{"POST wrong type", http.MethodPost, ca.OCSPPath, der, "application/json", false, 415},
+		{"POST type in capitals, with a parameter", http.MethodPost, ca.OCSPPath, der, "Application/OCSP-Request; x=1", true, 200},
+		{"POST type as a prefix only", http.MethodPost, ca.OCSPPath, der, "application/ocsp-requestx", false, 415},
 	}
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {
@@ -425,5 +433,348 @@ func TestOCSPOverHTTP(t *testing.T) {
 				t.Errorf("want malformedRequest, got %x", resp.Body())
 			}
 		})
+	}
+}
+
+// TestCRLKeepsExpiredEntriesOneValidity: RFC 5280 §3.3 — an entry stays
+// until it has appeared on one regularly scheduled CRL issued beyond the
+// certificate's validity. Collecting at thisUpdate - Validity keeps it on
+// every CRL for one Validity after notAfter, which covers failed or late
+// generations and the other replicas' schedules.
+func TestCRLKeepsExpiredEntriesOneValidity(t *testing.T) {
+	f := newFixture(t)
+	ctx := context.Background()
+	leaf, id := f.enrol(f.pki, "Sa", store.SourceRSPF)
+	f.revoke(id, ca.ReasonKeyCompromise)
+	serial := leaf.SerialNumber.Text(16)
+	tests := []struct {
+		name   string
+		at     time.Time
+		listed bool
+	}{
+		{"before notAfter", f.now(), true},
+		{"just after notAfter", leaf.NotAfter.Add(time.Second), true},
+		{"within one validity after notAfter", leaf.NotAfter.Add(f.svc.cfg.Validity - time.Minute), true},
+		{"past notAfter + validity", leaf.NotAfter.Add(f.svc.cfg.Validity + time.Second), false},
+	}
+	for _, tt := range tests {
+		f.clock.Store(tt.at.UnixNano())
+		crl, err := f.svc.Generate(ctx)
+		if err != nil {
+			t.Fatal(err)
+		}
+		if _, ok := serials(t, crl)[serial]; ok != tt.listed {
+			t.Errorf("%s: serial listed %v, want %v", tt.name, ok, tt.listed)
+		}
+	}
+}
+
+// faultyRegistry wraps the real registry: it can fail every read, or block
+// the first page read of a generation until released.
+type faultyRegistry struct {
+	Registry
+	fail        atomic.Bool
+	block       atomic.Bool
+	blocked     chan struct{} // receives once a page read blocks
+	release     chan struct{} // closing it lets blocked reads go on
+	statusReads atomic.Int64
+}
+
+func newFaultyRegistry(r Registry) *faultyRegistry {
+	return &faultyRegistry{Registry: r, blocked: make(chan struct{}, 1), release: make(chan struct{})}
+}
+
+func (r *faultyRegistry) RevokedCertificates(ctx context.Context, issuer string, at time.Time, after string, limit int) ([]store.RevokedCertificate, error) {
+	if r.fail.Load() {
+		return nil, store.ErrUnavailable
+	}
+	if r.block.Load() {
+		select {
+		case r.blocked <- struct{}{}:
+		default:
+		}
+		<-r.release
+	}
+	return r.Registry.RevokedCertificates(ctx, issuer, at, after, limit)
+}
+
+func (r *faultyRegistry) RevocationWatermark(ctx context.Context, issuer string, since time.Time) (store.Watermark, error) {
+	if r.fail.Load() {
+		return store.Watermark{}, store.ErrUnavailable
+	}
+	return r.Registry.RevocationWatermark(ctx, issuer, since)
+}
+
+func (r *faultyRegistry) CertificateStatusBySerial(ctx context.Context, serial string) (store.CertificateStatus, error) {
+	r.statusReads.Add(1)
+	return r.Registry.CertificateStatusBySerial(ctx, serial)
+}
+
+func (f *fixture) wrap(t *testing.T) *faultyRegistry {
+	t.Helper()
+	reg := newFaultyRegistry(f.st)
+	svc, err := New(f.pki.CA, reg, f.svc.cfg)
+	if err != nil {
+		t.Fatal(err)
+	}
+	f.svc = svc
+	return reg
+}
+
+// TestCRLFailureBacksOff: while regenerations fail and the current CRL is
+// valid, fetches serve it and retry at most once per backoff (StaleCheck,
+// doubling), not once each: N fetches during an outage are not N scans.
+func TestCRLFailureBacksOff(t *testing.T) {
+	f := newFixture(t)
+	reg := f.wrap(t)
+	ctx := context.Background()
+	first, err := f.svc.CRL(ctx)
+	if err != nil {
+		t.Fatal(err)
+	}
+	reg.fail.Store(true)
+	f.svc.MarkStale()
+	f.advance(2 * time.Hour) // past the interval: every fetch wants a new CRL
+	tests := []struct {
+		name    string
+		fetches int
+		step    time.Duration
+		want    int64 // generations attempted over the fetches
+	}{
+		{"first second: one attempt", 100, 5 * time.Millisecond, 1},
+		{"after the first backoff (1s)", 100, 5 * time.Millisecond, 1},
+		{"within the doubled backoff (2s)", 100, 10 * time.Millisecond, 0},
+		{"after it", 100, 10 * time.Millisecond, 1},
+	}
+	for i, tt := range tests {
+		if i == 1 {
+			f.advance(time.Second)
+		}
+		n := f.obs.crls.Load()
+		for range tt.fetches {
+			if c, err := f.svc.CRL(ctx); err != nil || c != first {
+				t.Fatalf("%s: the valid CRL is not served: %v", tt.name, err)
+			}
+			f.advance(tt.step)
+		}
+		if got := f.obs.crls.Load() - n; got != tt.want {
+			t.Errorf("%s: %d generations over %d fetches, want %d", tt.name, got, tt.fetches, tt.want)
+		}
+	}
+	reg.fail.Store(false)
+	f.advance(4 * time.Second)
+	if c, err := f.svc.CRL(ctx); err != nil || c == first {
+		t.Errorf("no regeneration once the registry is back: %v", err)
+	}
+}
+
+// TestCRLFetchDoesNotWaitForGeneration: a fetch during a slow generation
+// (Run's, or another fetch's) returns the current, valid CRL at once.
+func TestCRLFetchDoesNotWaitForGeneration(t *testing.T) {
+	f := newFixture(t)
+	reg := f.wrap(t)
+	ctx := context.Background()
+	first, err := f.svc.CRL(ctx)
+	if err != nil {
+		t.Fatal(err)
+	}
+	reg.block.Store(true)
+	done := make(chan error, 1)
+	go func() { _, err := f.svc.Generate(ctx); done <- err }()
+	<-reg.blocked
+	f.svc.MarkStale()
+	f.advance(2 * time.Hour)
+	got := make(chan *ca.CRL, 1)
+	go func() { c, _ := f.svc.CRL(ctx); got <- c }()
+	select {
+	case c := <-got:
+		if c != first {
+			t.Error("a fetch during a generation got another CRL than the current one")
+		}
+	case <-time.After(10 * time.Second):
+		t.Error("a fetch waited for a generation in flight although the current CRL is valid")
+	}
+	reg.block.Store(false)
+	close(reg.release)
+	if err := <-done; err != nil {
+		t.Fatal(err)
+	}
+}
+
+// TestRunSchedulesFromCurrentCRL: Run is due a margin before the current
+// CRL's ThisUpdate + Interval, whoever built it, so it neither rebuilds
+// right after a fetch did nor lets fetches find the CRL expired first.
+func TestRunSchedulesFromCurrentCRL(t *testing.T) {
+	f := newFixture(t)
+	if d := f.svc.nextScheduled(); d != 0 {
+		t.Errorf("without a CRL Run waits %v", d)
+	}
+	crl, err := f.svc.CRL(context.Background())
+	if err != nil {
+		t.Fatal(err)
+	}
+	want := crl.ThisUpdate.Add(time.Hour - time.Minute).Sub(f.now())
+	if d := f.svc.nextScheduled(); d != want || d <= 58*time.Minute {
+		t.Errorf("Run due in %v, want %v (interval less a minute)", d, want)
+	}
+	f.advance(time.Hour)
+	if d := f.svc.nextScheduled(); d > 0 {
+		t.Errorf("Run not due past the interval: %v", d)
+	}
+}
+
+// TestStaleCRLNotCacheable: a CRL served while its regeneration fails
+// misses a revocation, so caches may not keep it.
+func TestStaleCRLNotCacheable(t *testing.T) {
+	f := newFixture(t)
+	reg := f.wrap(t)
+	crlPath := ca.CRLPathPrefix + ca.IssuingCRLName + ca.CRLPathSuffix
+	if resp := serve(t, f, http.MethodGet, crlPath, nil); resp.StatusCode() != 200 {
+		t.Fatal(resp.StatusCode())
+	}
+	reg.fail.Store(true)
+	f.svc.MarkStale()
+	resp := serve(t, f, http.MethodGet, crlPath, nil)
+	if cc := string(resp.Header.Peek("Cache-Control")); resp.StatusCode() != 200 || cc != "public, max-age=0" {
+		t.Errorf("stale CRL: %d, Cache-Control %q, want max-age=0", resp.StatusCode(), cc)
+	}
+}
+
+// TestCRLNumbersAcrossReplicas: two replicas over one registry, the second
+// with its clock an hour behind: each CRL still carries a higher number
+// than every one before it, whoever signed it (RFC 5280 §5.2.3).
+func TestCRLNumbersAcrossReplicas(t *testing.T) {
+	storetest.Each(t, func(t *testing.T, url string) {
+		ctx := context.Background()
+		p := catest.New(t)
+		st, err := store.Open(ctx, url, store.Options{})
+		if err != nil {
+			t.Fatal(err)
+		}
+		t.Cleanup(st.Close)
+		if _, err := st.Migrate(ctx); err != nil {
+			t.Fatal(err)
+		}
+		replica := func(skew time.Duration) *Service {
+			svc, err := New(p.CA, st, Config{Now: func() time.Time { return time.Now().Add(skew) }})
+			if err != nil {
+				t.Fatal(err)
+			}
+			return svc
+		}
+		ahead, behind := replica(0), replica(-time.Hour)
+		var last *big.Int
+		for i, svc := range []*Service{ahead, behind, behind, ahead, behind} {
+			crl, err := svc.Generate(ctx)
+			if err != nil {
+				t.Fatal(err)
+			}
+			if last != nil && crl.Number.Cmp(last) <= 0 {
+				t.Errorf("CRL %d: number %v not above the previous %v", i, crl.Number, last)
+			}
+			last = crl.Number
+		}
+	})
+}
+
+// TestOCSPImpossibleSerials: serials we never issue (more than 20 octets,
+// zero, negative) are answered unauthorized without a registry read.
+func TestOCSPImpossibleSerials(t *testing.T) {
+	f := newFixture(t)
+	reg := f.wrap(t)
+	leaf, _ := f.enrol(f.pki, "Sa", store.SourceRSPF)
+	tests := []struct {
+		name   string
+		serial *big.Int
+		want   string
+	}{
+		{"21 octets", new(big.Int).Lsh(big.NewInt(1), 160), "unauthorized"},
+		{"zero", big.NewInt(0), "unauthorized"},
+		{"negative", big.NewInt(-5), "unauthorized"},
+		{"20 octets", new(big.Int).Sub(new(big.Int).Lsh(big.NewInt(1), 160), big.NewInt(1)), "unknown"},
+	}
+	for _, tt := range tests {
+		forged := *leaf
+		forged.SerialNumber = tt.serial
+		der, err := ocsp.CreateRequest(&forged, f.pki.Issuing, nil)
+		if err != nil {
+			t.Fatal(err)
+		}
+		n := reg.statusReads.Load()
+		_, label := f.svc.Respond(context.Background(), der)
+		reads := reg.statusReads.Load() - n
+		if label != tt.want || (tt.want == "unauthorized") != (reads == 0) {
+			t.Errorf("%s: %s after %d registry reads, want %s", tt.name, label, reads, tt.want)
+		}
+	}
+}
+
+// TestOCSPSignerCap: with every signature slot taken, OCSP answers tryLater
+// within SignerWait instead of queueing on the HSM.
+func TestOCSPSignerCap(t *testing.T) {
+	f := newFixture(t)
+	leaf, _ := f.enrol(f.pki, "Sa", store.SourceRSPF)
+	der, err := ocsp.CreateRequest(leaf, f.pki.Issuing, nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	f.svc.signers <- struct{}{} // the one slot (default Signers 1) busy
+	if resp, label := f.svc.Respond(context.Background(), der); label != "try_later" || string(resp) != string(ocsp.TryLaterErrorResponse) {
+		t.Errorf("all signers busy: %s", label)
+	}
+	<-f.svc.signers
+	if _, label := f.svc.Respond(context.Background(), der); label != "good" {
+		t.Errorf("signer free: %s", label)
+	}
+}
+
+// TestStatusRateLimit: limits.status_source holds one source on the CRL
+// and OCSP routes: 429 with Retry-After; OCSP's body is tryLater.
+func TestStatusRateLimit(t *testing.T) {
+	f := newFixture(t)
+	limits, err := ratelimit.Config{StatusSource: ratelimit.Rate{PerSecond: 1, Burst: 2}}.Build(nil, f.now)
+	if err != nil {
+		t.Fatal(err)
+	}
+	f.svc.cfg.Limits = &limits
+	routes := map[string]httpapi.Handler{}
+	for _, r := range f.svc.Routes() {
+		routes[r.Method+" "+r.Pattern] = r.Handler
+	}
+	call := func(method, pattern string) *fasthttp.Response {
+		var ctx fasthttp.RequestCtx
+		var req fasthttp.Request
+		req.Header.SetMethod(method)
+		req.SetRequestURI(ca.OCSPPath + "/MA==")
+		ctx.Init(&req, &net.TCPAddr{IP: net.IPv4(192, 0, 2, 1)}, nil)
+		ctx.SetUserValue("issuer", ca.IssuingCRLName)
+		if err := routes[method+" "+pattern](&ctx); err != nil {
+			e := apierr.As(err)
+			ctx.SetStatusCode(e.Status)
+			ctx.Response.Header.Set("Retry-After", strconv.Itoa(e.RetryAfter))
+		}
+		var out fasthttp.Response
+		ctx.Response.CopyTo(&out)
+		return &out
+	}
+	crl := ca.CRLPathPrefix + "{issuer}" + ca.CRLPathSuffix
+	ocspGET := ca.OCSPPath + "/{request:*}"
+	tests := []struct {
+		method, pattern string
+		want            int
+	}{
+		{"GET", crl, 200}, {"GET", ocspGET, 200}, {"GET", crl, 429}, {"GET", ocspGET, 429}, {"HEAD", crl, 429},
+	}
+	for i, tt := range tests {
+		resp := call(tt.method, tt.pattern)
+		if resp.StatusCode() != tt.want {
+			t.Errorf("request %d (%s %s): %d, want %d", i, tt.method, tt.pattern, resp.StatusCode(), tt.want)
+		}
+		if tt.want == 429 && string(resp.Header.Peek("Retry-After")) != "1" {
+			t.Errorf("request %d: Retry-After %q", i, resp.Header.Peek("Retry-After"))
+		}
+		if tt.want == 429 && tt.pattern == ocspGET && string(resp.Body()) != string(ocsp.TryLaterErrorResponse) {
+			t.Errorf("request %d: OCSP refusal is not tryLater: %x", i, resp.Body())
+		}
 	}
 }

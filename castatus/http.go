@@ -1,10 +1,10 @@
 package castatus
 
 import (
-	"bytes"
 	"context"
 	"encoding/base64"
 	"errors"
+	"mime"
 	"net/http"
 	"net/url"
 	"strconv"
@@ -22,10 +22,43 @@ import (
 // Routes are the CRL and OCSP endpoints. They need no authentication: the
 // answers are signed and public by design.
 func (s *Service) Routes() []httpapi.Route {
+	crl := ca.CRLPathPrefix + "{issuer}" + ca.CRLPathSuffix
 	return []httpapi.Route{
-		{Method: http.MethodGet, Pattern: ca.CRLPathPrefix + "{issuer}" + ca.CRLPathSuffix, Handler: s.serveCRL},
-		{Method: http.MethodGet, Pattern: ca.OCSPPath + "/{request:*}", Handler: s.ocspGET},
-		{Method: http.MethodPost, Pattern: ca.OCSPPath, Handler: s.ocspPOST},
+		{Method: http.MethodGet, Pattern: crl, Handler: s.limited(s.serveCRL, nil)},
+		// HEAD answers like GET; fasthttp leaves the body out.
+		{Method: http.MethodHead, Pattern: crl, Handler: s.limited(s.serveCRL, nil)},
+		{Method: http.MethodGet, Pattern: ca.OCSPPath + "/{request:*}", Handler: s.limited(s.ocspGET, ca.OCSPTryLater)},
+		{Method: http.MethodPost, Pattern: ca.OCSPPath, Handler: s.limited(s.ocspPOST, ca.OCSPTryLater), MaxBody: ca.MaxOCSPRequestSize},
+	}
+}
+
+// limited applies limits.status_source before anything else runs, so a
+// flood from one address costs a map lookup. Over the limit the answer is
+// HTTP 429 with Retry-After, as on every other route: clients and caches
+// that speak HTTP back off, none caches it, and the metric counts it. OCSP
+// refusals carry the unsigned tryLater response as their body, for clients
+// that read the body whatever the status.
+func (s *Service) limited(h httpapi.Handler, body []byte) httpapi.Handler {
+	if s.cfg.Limits == nil || s.cfg.Limits.StatusSource == nil {
+		return h
+	}
+	return func(ctx *fasthttp.RequestCtx) error {
+		err := s.cfg.Limits.CheckStatusSource(ctx)
+		if err == nil {
+			return h(ctx)
+		}
+		if body == nil {
+			return err
+		}
+		s.cfg.Observer.ObserveOCSP("try_later")
+		ctx.SetStatusCode(http.StatusTooManyRequests)
+		if e := apierr.As(err); e.RetryAfter > 0 {
+			ctx.Response.Header.Set("Retry-After", strconv.Itoa(e.RetryAfter))
+		}
+		ctx.SetContentType("application/ocsp-response")
+		ctx.Response.Header.Set("Cache-Control", "no-cache")
+		ctx.SetBody(body)
+		return nil
 	}
 }
 
@@ -34,7 +67,7 @@ func (s *Service) serveCRL(ctx *fasthttp.RequestCtx) error {
 		return &apierr.Error{Status: http.StatusNotFound, Code: "unknown_issuer",
 			Message: "no CRL for that issuer; the issuing CA's is " + ca.CRLPathPrefix + ca.IssuingCRLName + ca.CRLPathSuffix}
 	}
-	crl, err := s.CRL(ctx)
+	crl, stale, err := s.crl(ctx)
 	if err != nil {
 		return unavailable(err, "crl_unavailable", "the CRL cannot be generated now; retry")
 	}
@@ -49,6 +82,11 @@ func (s *Service) serveCRL(ctx *fasthttp.RequestCtx) error {
 		expires = crl.NextUpdate
 	}
 	maxAge := max(0, int(expires.Sub(now)/time.Second))
+	if stale {
+		// A revocation is not on it yet (its regeneration failed or is in
+		// flight): no cache may keep it for an interval.
+		maxAge = 0
+	}
 	h := &ctx.Response.Header
 	h.Set("ETag", etag)
 	h.Set("Last-Modified", crl.ThisUpdate.UTC().Format(http.TimeFormat))
@@ -120,12 +158,19 @@ func decodeGETRequest(enc string) ([]byte, bool) {
 
 // ocspPOST serves RFC 6960 Appendix A.1 POST (application/ocsp-request).
 func (s *Service) ocspPOST(ctx *fasthttp.RequestCtx) error {
-	if ct := ctx.Request.Header.ContentType(); len(ct) > 0 && !bytes.HasPrefix(ct, []byte("application/ocsp-request")) {
+	if ct := ctx.Request.Header.ContentType(); len(ct) > 0 && !isOCSPRequestType(string(ct)) {
 		return &apierr.Error{Status: http.StatusUnsupportedMediaType, Code: "unsupported_media_type",
 			Message: "OCSP requests are application/ocsp-request"}
 	}
 	s.answer(ctx, ctx.PostBody())
 	return nil
+}
+
+// isOCSPRequestType compares media types as RFC 9110 §8.3.1 says: case
+// insensitive, parameters aside.
+func isOCSPRequestType(ct string) bool {
+	mt, _, err := mime.ParseMediaType(ct)
+	return err == nil && mt == "application/ocsp-request"
 }
 
 // answer writes the OCSP response to one DER request. Every outcome is an
@@ -166,13 +211,21 @@ func (s *Service) Respond(ctx context.Context, der []byte) ([]byte, string) {
 	if !s.ca.IsOurs(req) {
 		return ca.OCSPUnauthorized, "unauthorized"
 	}
+	// We never issue a serial of more than 20 octets or one <= 0 (RFC 5280
+	// §4.1.2.2), so no registry read can find it: answered at once,
+	// unsigned unauthorized as Boulder does (the request is well formed,
+	// so not malformedRequest; and we will not spend a signature on a
+	// serial we can tell we never issued).
+	if req.Serial.Sign() <= 0 || len(req.Serial.Bytes()) > 20 {
+		return ca.OCSPUnauthorized, "unauthorized"
+	}
 	now := s.cfg.Now()
 	// A response is no fresher than the CRL schedule promises, and a
 	// client that caches it must ask again after one interval.
 	a := ca.OCSPAnswer{Status: ca.OCSPGood, ThisUpdate: now, NextUpdate: now.Add(s.cfg.Interval)}
 	cs, err := s.reg.CertificateStatusBySerial(ctx, req.Serial.Text(16))
 	switch {
-	case errors.Is(err, store.ErrNotFound) || req.Serial.Sign() <= 0:
+	case errors.Is(err, store.ErrNotFound):
 		a.Status = ca.OCSPUnknown
 	case err != nil:
 		s.cfg.Logger.Warn("OCSP status read failed", "err", err.Error())
@@ -188,12 +241,37 @@ func (s *Service) Respond(ctx context.Context, der []byte) ([]byte, string) {
 			a.RevokedAt = now
 		}
 	}
+	if !s.acquireSigner(ctx) {
+		return ca.OCSPTryLater, "try_later"
+	}
 	resp, err := s.ca.SignOCSP(ctx, req, a)
+	<-s.signers
 	if err != nil {
 		s.cfg.Logger.Warn("OCSP response signing failed", "err", err.Error())
 		return failure(err)
 	}
 	return resp, a.Status.String()
+}
+
+// acquireSigner takes one of the Signers OCSP signature slots, waiting at
+// most SignerWait: a flood of OCSP requests then answers tryLater instead
+// of queueing on the HSM pool the enrolments share.
+func (s *Service) acquireSigner(ctx context.Context) bool {
+	select {
+	case s.signers <- struct{}{}:
+		return true
+	default:
+	}
+	t := time.NewTimer(s.cfg.SignerWait)
+	defer t.Stop()
+	select {
+	case s.signers <- struct{}{}:
+		return true
+	case <-t.C:
+		return false
+	case <-ctx.Done():
+		return false
+	}
 }
 
 func failure(err error) ([]byte, string) {

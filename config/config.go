@@ -98,9 +98,9 @@ type CA struct {
 	RootValidity    time.Duration `yaml:"root_validity" help:"lifetime of the root certificate made by init"`
 	IssuingValidity time.Duration `yaml:"issuing_validity" help:"lifetime of the issuing CA certificate made by init"`
 	Lint            bool          `yaml:"lint" help:"lint every certificate with zlint before the HSM signs it"`
-	StatusURL       string        `yaml:"status_url" help:"public base URL of the CA's CRL and OCSP, written into every certificate the issuing CA issues as <url>/ca/v1/crl/issuing.crl and <url>/ocsp (default http://<first host name>:<port of ca.status_listen>, or https://<first host name>:<port of server.listen> without it)"`
+	StatusURL       string        `yaml:"status_url" help:"public base URL of the CA's CRL and OCSP (scheme, host and port only: the routes are at the root), written into every certificate the issuing CA issues as <url>/ca/v1/crl/issuing.crl and <url>/ocsp (default http://<first host name>:<port of ca.status_listen>, or https://<first host name>:<port of server.listen> without it)"`
 	StatusListen    string        `yaml:"status_listen" help:"address of a plain-HTTP listener serving only the CRL and OCSP (relying parties fetch those over HTTP; the answers are signed); empty serves them on the TLS listener only"`
-	CRLInterval     time.Duration `yaml:"crl_interval" help:"how often the issuing CA's CRL is regenerated (a revocation also regenerates it at the next fetch), and how long caches may keep it"`
+	CRLInterval     time.Duration `yaml:"crl_interval" help:"how often the issuing CA's CRL is regenerated, at least 1m (a revocation also regenerates it at the next fetch), and how long caches may keep it"`
 	CRLValidity     time.Duration `yaml:"crl_validity" help:"CRL nextUpdate minus thisUpdate; longer than ca.crl_interval so relying parties ride out a late regeneration"`
 }
 
@@ -314,17 +314,23 @@ func (c *Config) Validate() error {
 	if !strings.HasPrefix(c.Store.URL, "sqlite://") && !strings.HasPrefix(c.Store.URL, "postgres://") && !strings.HasPrefix(c.Store.URL, "postgresql://") {
 		errs = append(errs, errors.New("store.url: want sqlite:///path or postgres://..."))
 	}
+	// The CRL and OCSP routes are fixed at the root (/ca/v1/crl/..., /ocsp):
+	// a path would only work behind a proxy that strips it, and userinfo,
+	// a query or a fragment written into every certificate's CRL DP and AIA
+	// would break relying parties' fetches for the certificate's lifetime.
 	if u, err := url.Parse(c.CA.StatusURL); err != nil || (u.Scheme != "http" && u.Scheme != "https") || u.Host == "" ||
-		u.RawQuery != "" || u.Fragment != "" {
-		errs = append(errs, fmt.Errorf("ca.status_url %q: want an absolute http:// or https:// URL without query", c.CA.StatusURL))
+		u.RawQuery != "" || u.ForceQuery || u.Fragment != "" || u.User != nil || u.Opaque != "" || (u.Path != "" && u.Path != "/") {
+		errs = append(errs, fmt.Errorf("ca.status_url %q: want an absolute http:// or https:// URL with only a scheme, host and port (no path, user, query or fragment): the status routes are served at the root", c.CA.StatusURL))
 	}
 	if c.CA.StatusListen != "" {
 		if _, _, err := net.SplitHostPort(c.CA.StatusListen); err != nil {
 			errs = append(errs, fmt.Errorf("ca.status_listen %q: want host:port", c.CA.StatusListen))
 		}
 	}
-	if c.CA.CRLInterval <= 0 || c.CA.CRLValidity <= c.CA.CRLInterval {
-		errs = append(errs, fmt.Errorf("ca.crl_interval %v and ca.crl_validity %v: want a positive interval and a longer validity",
+	// At least a minute: every regeneration pages every revoked row and
+	// signs in the HSM, on every replica.
+	if c.CA.CRLInterval < time.Minute || c.CA.CRLValidity <= c.CA.CRLInterval {
+		errs = append(errs, fmt.Errorf("ca.crl_interval %v and ca.crl_validity %v: want an interval of at least 1m and a longer validity",
 			c.CA.CRLInterval, c.CA.CRLValidity))
 	}
 	if c.Store.SweepInterval < 0 || c.Store.SweepChunk <= 0 || c.MEF.RenewBefore < 0 || c.MEF.RenewAfter < 0 {

@@ -89,6 +89,16 @@ func TestLoad(t *testing.T) {
 			}
 		}},
 		{name: "status url relative", file: "ca:\n  status_url: status.sp.example/crl\n", wantErr: "ca.status_url"},
+		{name: "status url with a path", file: "ca:\n  status_url: http://status.sp.example/pki\n", wantErr: "ca.status_url"},
+		{name: "status url with userinfo", file: "ca:\n  status_url: http://u:p@status.sp.example\n", wantErr: "ca.status_url"},
+		{name: "status url with an empty query", file: "ca:\n  status_url: http://status.sp.example?\n", wantErr: "ca.status_url"},
+		{name: "status url with a fragment", file: "ca:\n  status_url: http://status.sp.example#x\n", wantErr: "ca.status_url"},
+		{name: "status url with a trailing slash", file: "ca:\n  status_listen: :8080\n  status_url: http://status.sp.example:8080/\n", check: func(t *testing.T, c Config) {
+			if c.CA.StatusURL != "http://status.sp.example:8080/" {
+				t.Fatalf("status_url %q", c.CA.StatusURL)
+			}
+		}},
+		{name: "crl interval under a minute", file: "ca:\n  crl_interval: 30s\n", wantErr: "ca.crl_interval"},
 		{name: "status listen without port", file: "ca:\n  status_listen: localhost\n", wantErr: "ca.status_listen"},
 		{name: "crl validity within the interval", file: "ca:\n  crl_interval: 2h\n  crl_validity: 1h\n", wantErr: "ca.crl_validity"},
 	}

@@ -44,6 +44,11 @@ type Config struct {
 	// RenewAfter, when positive, refuses simplereenroll for a certificate
 	// younger than this (store.Renewal says why).
 	RenewAfter time.Duration
+	// OnRevoke, when set, runs after a renewal superseded (revoked) the
+	// old certificate, so the CRL publisher regenerates at its next fetch
+	// (castatus.Service.MarkStale), as for the MAF's and portal's
+	// revocations.
+	OnRevoke func()
 }
 
 // Observer receives the MEF's measurements (package metrics implements it).

@@ -126,6 +126,9 @@ func (m *MEF) Reenrol(ctx context.Context, peer *x509.Certificate, csrDER []byte
 	if got.Replayed { // a concurrent retry won: its certificate stands, this one is dropped unseen
 		return m.certResult(got.Credential)
 	}
+	if m.cfg.OnRevoke != nil {
+		m.cfg.OnRevoke() // the superseded certificate belongs on the next CRL
+	}
 	return CertResult{Certificate: issued.Certificate, Chain: issued.Chain, Credential: got.Credential}, nil
 }
 

@@ -16,6 +16,7 @@ import (
 	"net/url"
 	"strconv"
 	"strings"
+	"sync/atomic"
 	"testing"
 	"time"
 
@@ -38,6 +39,8 @@ type renewEnv struct {
 	m   *MEF
 	pki *catest.PKI
 	now time.Time
+	// revocations counts OnRevoke calls.
+	revocations atomic.Int64
 }
 
 func newRenewEnv(t *testing.T, url string) *renewEnv {
@@ -52,7 +55,8 @@ func newRenewEnv(t *testing.T, url string) *renewEnv {
 	p := catest.New(t)
 	env := &renewEnv{t: t, st: st, pki: p, now: time.Now()}
 	clock := func() time.Time { return env.now }
-	env.m = New(Config{FQDN: "mef.sp.example", SPDomain: "sp.example", CertValidity: 2 * time.Hour},
+	env.m = New(Config{FQDN: "mef.sp.example", SPDomain: "sp.example", CertValidity: 2 * time.Hour,
+		OnRevoke: func() { env.revocations.Add(1) }},
 		st, maf.New(st, nil, nil, nil), p.WithClock(t, clock), p.Root, nil, nil, nil, nil)
 	env.m.now = func() time.Time { return env.now }
 	return env
@@ -137,6 +141,9 @@ func TestReenrol(t *testing.T) {
 		if old := e.credential(cert1); old.Status != store.StatusRevoked || *old.RevocationReason != store.ReasonSuperseded {
 			t.Fatalf("the renewed certificate is %s, want superseded", old.Status)
 		}
+		if n := e.revocations.Load(); n != 1 {
+			t.Errorf("OnRevoke ran %d times for one superseding renewal, want 1", n)
+		}
 		if c := e.credential(cert2); c.Status != store.StatusActive || c.AssignedID != "Sdev1" || c.DeviceID != "dev1" {
 			t.Fatalf("new certificate's record: %+v", c)
 		}
@@ -146,6 +153,9 @@ func TestReenrol(t *testing.T) {
 		again, err := e.m.Reenrol(ctx, cert1, renewCSR)
 		if err != nil || !again.Replayed || !again.Certificate.Equal(cert2) {
 			t.Fatalf("retry: replayed=%v %v", again.Replayed, err)
+		}
+		if n := e.revocations.Load(); n != 1 {
+			t.Errorf("OnRevoke ran again for a replay (%d)", n)
 		}
 		if all, _ := e.st.Credentials(ctx, "Sdev1"); len(all) != 2 {
 			t.Fatalf("%d certificates recorded after a retry, want 2 (history kept, no duplicate)", len(all))

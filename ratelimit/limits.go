@@ -25,6 +25,7 @@ type Config struct {
 	TokenTenant  Rate `yaml:"token_tenant" help:"enrolment tokens issued per tenant (portal API and page)"`
 	LoginSource  Rate `yaml:"login_source" help:"portal logins per source address, checked before the password hash"`
 	LoginAccount Rate `yaml:"login_account" help:"portal logins per account name, checked before the password hash"`
+	StatusSource Rate `yaml:"status_source" help:"CRL and OCSP requests per source address (unauthenticated: each OCSP answer is a registry read and an HSM signature), checked before anything else"`
 	MaxKeys      int  `yaml:"max_keys" help:"most keys (addresses, tenants, names) each limit tracks; idle ones are dropped first"`
 	// TrustedProxies name the reverse proxies allowed to say who the
 	// client is; anyone else's X-Forwarded-For is ignored (it is just a
@@ -40,6 +41,7 @@ const (
 	NameTokenTenant  = "token_tenant"
 	NameLoginSource  = "login_source"
 	NameLoginAccount = "login_account"
+	NameStatusSource = "status_source"
 )
 
 // DefaultConfig is generous for honest clients: a factory line behind one
@@ -54,6 +56,9 @@ func DefaultConfig() Config {
 		TokenTenant:  Rate{PerSecond: 500, Burst: 1000},
 		LoginSource:  Rate{PerSecond: 2, Burst: 20},
 		LoginAccount: Rate{PerSecond: 1, Burst: 10},
+		// A relying party checks one certificate per connection it
+		// accepts; a busy server behind one address may check many.
+		StatusSource: Rate{PerSecond: 100, Burst: 200},
 		MaxKeys:      DefaultMaxKeys,
 	}
 }
@@ -66,7 +71,8 @@ func (c Config) named() []struct {
 		name string
 		r    Rate
 	}{{NameEnrolSource, c.EnrolSource}, {NameEnrolTenant, c.EnrolTenant}, {NameEnrolOBF, c.EnrolOBF},
-		{NameTokenTenant, c.TokenTenant}, {NameLoginSource, c.LoginSource}, {NameLoginAccount, c.LoginAccount}}
+		{NameTokenTenant, c.TokenTenant}, {NameLoginSource, c.LoginSource}, {NameLoginAccount, c.LoginAccount},
+		{NameStatusSource, c.StatusSource}}
 }
 
 // Validate says what is wrong with c, naming the setting.
@@ -115,6 +121,7 @@ type Limits struct {
 	TokenTenant  *Limiter[string]
 	LoginSource  *Limiter[Addr]
 	LoginAccount *Limiter[Account]
+	StatusSource *Limiter[Addr]
 	proxies      []netip.Prefix
 }
 
@@ -141,6 +148,7 @@ func (c Config) Build(obs Observer, now func() time.Time) (Limits, error) {
 		TokenTenant:  New[string](opts(NameTokenTenant, c.TokenTenant)),
 		LoginSource:  New[Addr](opts(NameLoginSource, c.LoginSource)),
 		LoginAccount: New[Account](opts(NameLoginAccount, c.LoginAccount)),
+		StatusSource: New[Addr](opts(NameStatusSource, c.StatusSource)),
 		proxies:      proxies,
 	}, nil
 }
@@ -212,6 +220,15 @@ func (l *Limits) CheckEnrolSource(ctx *fasthttp.RequestCtx) error {
 		return nil
 	}
 	return l.EnrolSource.Check(AddrOf(l.Source(ctx)))
+}
+
+// CheckStatusSource applies status_source (CRL and OCSP) to the request's
+// source.
+func (l *Limits) CheckStatusSource(ctx *fasthttp.RequestCtx) error {
+	if l.StatusSource == nil {
+		return nil
+	}
+	return l.StatusSource.Check(AddrOf(l.Source(ctx)))
 }
 
 // CheckLogin applies login_source and login_account, before any password

@@ -143,13 +143,25 @@ func (s *Server) newFastHTTP(r *router.Router) *fasthttp.Server {
 // "/api/v1/devices/{deviceId}"). The body is read before h runs, up to
 // Options.MaxBodyBytes (413 beyond). The pattern, not the path, labels
 // metrics, so their cardinality stays bounded.
-func (s *Server) Handle(method, pattern string, h Handler) {
-	s.handle(method, pattern, func(ctx *fasthttp.RequestCtx) error {
-		if err := s.readBody(ctx, int64(s.opts.MaxBodyBytes)); err != nil {
+func (s *Server) Handle(method, pattern string, h Handler) { s.handleMax(method, pattern, 0, h) }
+
+// handleMax is Handle with a route's own body limit (httpapi.Route.MaxBody)
+// when it is positive and below Options.MaxBodyBytes.
+func (s *Server) handleMax(method, pattern string, maxBody int64, h Handler) {
+	s.handle(method, pattern, s.readingBody(maxBody, h))
+}
+
+func (s *Server) readingBody(maxBody int64, h Handler) Handler {
+	limit := int64(s.opts.MaxBodyBytes)
+	if maxBody > 0 && (limit <= 0 || maxBody < limit) {
+		limit = maxBody
+	}
+	return func(ctx *fasthttp.RequestCtx) error {
+		if err := s.readBody(ctx, limit); err != nil {
 			return err
 		}
 		return h(ctx)
-	})
+	}
 }
 
 // Register registers components' routes (streamed or not).
@@ -158,7 +170,7 @@ func (s *Server) Register(routes ...httpapi.Route) {
 		if r.Stream {
 			s.HandleStream(r.Method, r.Pattern, r.MaxBody, r.Handler)
 		} else {
-			s.Handle(r.Method, r.Pattern, r.Handler)
+			s.handleMax(r.Method, r.Pattern, r.MaxBody, r.Handler)
 		}
 	}
 }
@@ -171,15 +183,9 @@ func (s *Server) RegisterStatus(routes ...httpapi.Route) {
 		if r.Stream {
 			panic("server: status routes are not streamed")
 		}
-		s.Handle(r.Method, r.Pattern, r.Handler)
+		s.handleMax(r.Method, r.Pattern, r.MaxBody, r.Handler)
 		if s.statusRouter != nil {
-			h := r.Handler
-			s.statusRouter.Handle(r.Method, r.Pattern, s.wrap(r.Pattern, func(ctx *fasthttp.RequestCtx) error {
-				if err := s.readBody(ctx, int64(s.opts.MaxBodyBytes)); err != nil {
-					return err
-				}
-				return h(ctx)
-			}))
+			s.statusRouter.Handle(r.Method, r.Pattern, s.wrap(r.Pattern, s.readingBody(r.MaxBody, r.Handler)))
 		}
 	}
 }
@@ -336,45 +342,65 @@ func (s *Server) Serve() error {
 	ln := tls.NewListener(s.ln, s.opts.TLS)
 	statusLn := s.statusLn
 	s.mu.Unlock()
-	statusErr := make(chan error, 1)
-	if statusLn != nil {
-		go func() {
-			if err := s.statusSrv.Serve(statusLn); err != nil && !errors.Is(err, net.ErrClosed) {
-				statusErr <- fmt.Errorf("serve status listener: %w", err)
-				return
-			}
-			statusErr <- nil
-		}()
-	}
-	err := s.srv.Serve(ln)
-	if statusLn != nil {
-		// Both stop together: Shutdown stops the status server too, and a
-		// TLS listener that failed takes the status one down with it.
-		if err != nil {
-			s.statusSrv.Shutdown()
+	if statusLn == nil {
+		if err := s.srv.Serve(ln); err != nil && !errors.Is(err, net.ErrClosed) {
+			return fmt.Errorf("serve: %w", err)
 		}
-		if serr := <-statusErr; serr != nil && (err == nil || errors.Is(err, net.ErrClosed)) {
-			return serr
+		return nil
+	}
+	// Both run until one stops. A listener that fails takes the other down
+	// at once and is reported: a dead status listener must not go
+	// unnoticed until the TLS server happens to stop.
+	type result struct {
+		status bool
+		err    error
+	}
+	done := make(chan result, 2)
+	go func() {
+		err := s.statusSrv.Serve(statusLn)
+		if err != nil && !errors.Is(err, net.ErrClosed) {
+			err = fmt.Errorf("serve status listener: %w", err)
+		} else {
+			err = nil
+		}
+		done <- result{true, err}
+	}()
+	go func() {
+		err := s.srv.Serve(ln)
+		if err != nil && !errors.Is(err, net.ErrClosed) {
+			err = fmt.Errorf("serve: %w", err)
+		} else {
+			err = nil
+		}
+		done <- result{false, err}
+	}()
+	first := <-done
+	if first.err != nil {
+		if first.status {
+			_ = s.srv.Shutdown()
+		} else {
+			_ = s.statusSrv.Shutdown()
 		}
 	}
-	if err != nil && !errors.Is(err, net.ErrClosed) {
-		return fmt.Errorf("serve: %w", err)
-	}
-	return nil
+	second := <-done
+	return errors.Join(first.err, second.err)
 }
 
 // Shutdown stops accepting connections and waits, at most until ctx ends,
 // for in-flight requests to finish; idle keep-alive connections are closed.
 func (s *Server) Shutdown(ctx context.Context) error {
+	// Both, whatever the first says: an error stopping one must not leave
+	// the other serving.
+	var errs []error
 	if s.statusSrv != nil {
 		if err := s.statusSrv.ShutdownWithContext(ctx); err != nil {
-			return fmt.Errorf("shutdown status listener: %w", err)
+			errs = append(errs, fmt.Errorf("shutdown status listener: %w", err))
 		}
 	}
 	if err := s.srv.ShutdownWithContext(ctx); err != nil {
-		return fmt.Errorf("shutdown: %w", err)
+		errs = append(errs, fmt.Errorf("shutdown: %w", err))
 	}
-	return nil
+	return errors.Join(errs...)
 }
 
 func (s *Server) healthz(ctx *fasthttp.RequestCtx) error {

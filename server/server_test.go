@@ -322,3 +322,39 @@ func TestShutdownLetsInFlightRequestsFinish(t *testing.T) {
 		t.Fatal("server still accepts connections after shutdown")
 	}
 }
+
+// failingListener fails Accept with an error that is not net.ErrClosed.
+type failingListener struct{ net.Listener }
+
+func (failingListener) Accept() (net.Conn, error) { return nil, errors.New("accept: broken") }
+
+// TestStatusListenerFailureReported: a status listener that fails is
+// reported by Serve at once, not when the TLS server stops some day.
+func TestStatusListenerFailureReported(t *testing.T) {
+	cert, _ := selfSigned(t)
+	s := server.New(server.Options{Listen: "127.0.0.1:0", StatusListen: "127.0.0.1:0",
+		TLS: &tls.Config{Certificates: []tls.Certificate{cert}, MinVersion: tls.VersionTLS12}})
+	if err := s.Listen(); err != nil {
+		t.Fatal(err)
+	}
+	ln, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer ln.Close()
+	server.SetStatusListener(s, failingListener{ln})
+	done := make(chan error, 1)
+	go func() { done <- s.Serve() }()
+	select {
+	case err := <-done:
+		if err == nil || !strings.Contains(err.Error(), "status listener") {
+			t.Errorf("Serve returned %v, want the status listener's failure", err)
+		}
+	case <-time.After(10 * time.Second):
+		t.Error("a failed status listener went unreported while the TLS server runs")
+		ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
+		defer cancel()
+		_ = s.Shutdown(ctx)
+		<-done
+	}
+}

@@ -33,9 +33,11 @@ type RevokedCertificate struct {
 // RevokedCertificates returns up to limit revoked certificates of one
 // issuer whose serial sorts after after (keyset paging: pass the last
 // serial of the previous page, "" for the first), in serial order.
-// Certificates that expired before unexpiredAt are left out: RFC 5280 §3.3
-// lets a CRL drop entries once the certificate has expired, which keeps the
-// CRL from growing for ever.
+// Certificates that expired before unexpiredAt are left out, which keeps the
+// CRL from growing for ever; RFC 5280 §3.3 allows dropping an entry only
+// after it appeared on one scheduled CRL issued beyond the certificate's
+// validity, so callers pass a point well before thisUpdate (castatus uses
+// thisUpdate - Validity).
 //
 // Each call is one short read over the credentials_revoked partial index:
 // a CRL generation pages through millions of entries without holding a
@@ -256,4 +258,25 @@ func backfillIssuerKeyIDs(ctx context.Context, s *Store) error {
 		}
 		after = items[len(items)-1].id
 	}
+}
+
+// NextCRLNumber reserves the CRL number of the issuer's next CRL: atLeast
+// (the caller's time-based number) or, when a CRL with that number or a
+// higher one was already published (another replica's clock is ahead, or
+// this one stepped back), one more than the highest. One short statement in
+// a serializable transaction, so concurrent generations on any replica get
+// distinct, increasing numbers. INT8 holds nanoseconds since 1970 until
+// 2262.
+func (s *Store) NextCRLNumber(ctx context.Context, issuerKeyID string, atLeast int64) (int64, error) {
+	var n int64
+	err := s.tx(ctx, "crl_number", func(q querier) error {
+		return q.queryRow(ctx, `INSERT INTO crl_numbers (issuer_key_id, number) VALUES ($1, $2)
+			ON CONFLICT (issuer_key_id) DO UPDATE SET number = CASE
+				WHEN crl_numbers.number >= excluded.number THEN crl_numbers.number + 1 ELSE excluded.number END
+			RETURNING number`, issuerKeyID, atLeast).Scan(&n)
+	})
+	if err != nil {
+		return 0, fmt.Errorf("next CRL number of %s: %w", issuerKeyID, err)
+	}
+	return n, nil
 }

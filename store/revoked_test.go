@@ -261,3 +261,27 @@ func TestIssuerKeyIDBackfill(t *testing.T) {
 		}
 	})
 }
+
+func TestNextCRLNumber(t *testing.T) {
+	backends(t, func(t *testing.T, s *Store, _ *countingObserver) {
+		ctx := context.Background()
+		tests := []struct {
+			name    string
+			issuer  string
+			atLeast int64
+			want    int64
+		}{
+			{"first number is the clock's", "aa", 1000, 1000},
+			{"clock ahead", "aa", 2000, 2000},
+			{"clock behind: one more than the last", "aa", 1500, 2001},
+			{"same instant", "aa", 2001, 2002},
+			{"another issuer counts on its own", "bb", 10, 10},
+			{"ns since 1970 fit", "cc", time.Date(2200, 1, 1, 0, 0, 0, 0, time.UTC).UnixNano(), time.Date(2200, 1, 1, 0, 0, 0, 0, time.UTC).UnixNano()},
+		}
+		for _, tt := range tests {
+			if got, err := s.NextCRLNumber(ctx, tt.issuer, tt.atLeast); err != nil || got != tt.want {
+				t.Errorf("%s: %d %v, want %d", tt.name, got, err, tt.want)
+			}
+		}
+	})
+}

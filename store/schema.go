@@ -263,6 +263,21 @@ var migrations = []migration{{
 	stmts: []string{
 		`ALTER TABLE devices ADD COLUMN {{if_not_exists}} released_at {{time}}`,
 	},
+}, {
+	// The last CRL number each issuing CA published (issue 7 review):
+	// numbers derived from each replica's clock go backwards across
+	// replicas with skewed clocks or after a clock step, and relying
+	// parties keep the CRL with the highest number (RFC 5280 §5.2.3 wants
+	// them monotonically increasing). One row per issuer, written once per
+	// CRL generation.
+	version: 5,
+	name:    "crl_numbers",
+	stmts: []string{
+		`CREATE TABLE IF NOT EXISTS crl_numbers (
+			issuer_key_id {{key}} PRIMARY KEY,
+			number        {{int}} NOT NULL
+		)`,
+	},
 }}
 
 // ddl runs one idempotent schema statement. Replicas that start together

@@ -165,8 +165,16 @@ func serve(ctx context.Context, cfg config.Config, stderr io.Writer) error {
 	registry := maf.New(st, batcher, p.KDF, p.KEK)
 	verifier := clientauth.New([]*x509.Certificate{p.Root}, []*x509.Certificate{p.Issuing})
 
+	// Rate limits (issue 7 item 7), per replica; the MEF, the portal and the
+	// status routes apply them.
+	limits, err := cfg.Limits.Build(reg.RateLimitObserver(), nil)
+	if err != nil {
+		return err
+	}
+	// OCSP may use a quarter of the HSM sessions at most: an unauthenticated
+	// flood must leave enrolment the rest.
 	status, err := castatus.New(p.CA, st, castatus.Config{Interval: cfg.CA.CRLInterval, Validity: cfg.CA.CRLValidity,
-		Observer: reg.CAStatusObserver(), Logger: log})
+		Limits: &limits, Signers: max(1, cfg.HSM.MaxSessions/4), Observer: reg.CAStatusObserver(), Logger: log})
 	if err != nil {
 		return err
 	}
@@ -190,14 +198,9 @@ func serve(ctx context.Context, cfg config.Config, stderr io.Writer) error {
 	})
 	srv.RegisterStatus(status.Routes()...)
 	srv.Register(maf.NewAPI(registry, verifier, cfg.MAF.AdminClients).Routes()...)
-	// Rate limits (issue 7 item 7), per replica; the MEF and the portal apply them.
-	limits, err := cfg.Limits.Build(reg.RateLimitObserver(), nil)
-	if err != nil {
-		return err
-	}
 	enrol := mef.New(mef.Config{FQDN: cfg.MEF.FQDN, MAFFQDN: cfg.MEF.MAFFQDN, SPDomain: cfg.Portal.SPDomain,
 		KeyLifetime: cfg.MEF.KeyLifetime, CertValidity: cfg.MEF.CertValidity, MaxForward: cfg.MEF.MaxForward, Limits: limits,
-		RenewBefore: cfg.MEF.RenewBefore, RenewAfter: cfg.MEF.RenewAfter},
+		RenewBefore: cfg.MEF.RenewBefore, RenewAfter: cfg.MEF.RenewAfter, OnRevoke: status.MarkStale},
 		st, registry, p.CA, p.Root, p.OBFCA.Issuer(), p.KDF, verifier, reg.MEFObserver())
 	srv.Register(enrol.Routes()...)
 	pt := portal.New(portal.Config{Observer: reg.PortalObserver(),
@@ -235,6 +238,13 @@ func serve(ctx context.Context, cfg config.Config, stderr io.Writer) error {
 	go status.Run(ctx)
 	if a := srv.StatusAddr(); a != nil {
 		log.Info("serving CRL and OCSP over plain HTTP", "addr", "http://"+a.String(), "status_url", cfg.CA.StatusURL)
+	} else {
+		// RFC 5280 §4.2.1.13 / RFC 6960 relying parties fetch CRLs and OCSP
+		// over http; many refuse https for them (no chain to validate it
+		// with yet), so certificates naming an https status URL may never
+		// be checked.
+		log.Warn("ca.status_listen is empty: CRL and OCSP are served only over HTTPS, which many relying parties will not fetch",
+			"status_url", cfg.CA.StatusURL)
 	}
 	stopSweeper := startSweeper(ctx, cfg, st, reg, log)
 	defer stopSweeper()
