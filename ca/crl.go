@@ -31,36 +31,6 @@ func CRLURL(base, name string) string {
 // OCSPURL is the OCSP responder's URL under base.
 func OCSPURL(base string) string { return strings.TrimRight(base, "/") + OCSPPath }
 
-// RFC 5280 §5.3.1 CRLReason codes. 7 is not assigned, and removeFromCRL (8)
-// belongs to delta CRLs, which we do not publish.
-const (
-	ReasonUnspecified          = 0
-	ReasonKeyCompromise        = 1
-	ReasonCACompromise         = 2
-	ReasonAffiliationChanged   = 3
-	ReasonSuperseded           = 4
-	ReasonCessationOfOperation = 5
-	ReasonCertificateHold      = 6
-	ReasonPrivilegeWithdrawn   = 9
-	ReasonAACompromise         = 10
-)
-
-// NormalizeReason maps a recorded reason to what a CRL entry or OCSP
-// response may carry: nil, unassigned and delta-only codes become
-// unspecified (0), which both encodings express by omitting the reason
-// (RFC 5280 §5.3.1: "unspecified ... SHOULD be absent").
-func NormalizeReason(r *int) int {
-	if r == nil {
-		return ReasonUnspecified
-	}
-	switch *r {
-	case ReasonKeyCompromise, ReasonCACompromise, ReasonAffiliationChanged, ReasonSuperseded,
-		ReasonCessationOfOperation, ReasonCertificateHold, ReasonPrivilegeWithdrawn, ReasonAACompromise:
-		return *r
-	}
-	return ReasonUnspecified
-}
-
 // CRL is a signed certificate revocation list and what serving it needs.
 type CRL struct {
 	DER []byte

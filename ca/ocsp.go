@@ -15,6 +15,7 @@ import (
 	"encoding/asn1"
 	"errors"
 	"fmt"
+	"github.com/credfactory/credfactory/crlreason"
 	"math/big"
 	"time"
 
@@ -274,7 +275,7 @@ func (c *CA) SignOCSP(ctx context.Context, req *OCSPRequest, a OCSPAnswer) ([]by
 				case OCSPRevoked:
 					sr.AddASN1(cbasn1.Tag(1).Constructed().ContextSpecific(), func(ri *cryptobyte.Builder) {
 						ri.AddASN1GeneralizedTime(sec(a.RevokedAt))
-						if a.Reason != ReasonUnspecified {
+						if a.Reason != crlreason.Unspecified {
 							ri.AddASN1(cbasn1.Tag(0).Constructed().ContextSpecific(), func(r *cryptobyte.Builder) {
 								r.AddASN1Enum(int64(a.Reason))
 							})

@@ -8,6 +8,7 @@ import (
 	"crypto/x509/pkix"
 	"encoding/asn1"
 	"errors"
+	"github.com/credfactory/credfactory/crlreason"
 	"math/big"
 	"net/url"
 	"testing"
@@ -31,8 +32,8 @@ func TestNormalizeReason(t *testing.T) {
 		{intp(7), 0}, {intp(8), 0}, {intp(9), 9}, {intp(10), 10}, {intp(11), 0}, {intp(-1), 0},
 	}
 	for _, tt := range tests {
-		if got := NormalizeReason(tt.in); got != tt.want {
-			t.Errorf("NormalizeReason(%v) = %d, want %d", tt.in, got, tt.want)
+		if got := crlreason.Normalize(tt.in); got != tt.want {
+			t.Errorf("crlreason.Normalize(%v) = %d, want %d", tt.in, got, tt.want)
 		}
 	}
 }
@@ -43,9 +44,9 @@ func TestSignCRL(t *testing.T) {
 	thisUpdate := time.Date(2030, 1, 2, 3, 4, 5, 600, time.UTC)
 	revokedAt := time.Date(2030, 1, 1, 0, 0, 0, 0, time.UTC)
 	entries := []x509.RevocationListEntry{
-		{SerialNumber: big.NewInt(0x10), RevocationTime: revokedAt, ReasonCode: ReasonUnspecified},
-		{SerialNumber: big.NewInt(0x11), RevocationTime: revokedAt, ReasonCode: ReasonKeyCompromise},
-		{SerialNumber: big.NewInt(0x12), RevocationTime: revokedAt, ReasonCode: ReasonSuperseded},
+		{SerialNumber: big.NewInt(0x10), RevocationTime: revokedAt, ReasonCode: crlreason.Unspecified},
+		{SerialNumber: big.NewInt(0x11), RevocationTime: revokedAt, ReasonCode: crlreason.KeyCompromise},
+		{SerialNumber: big.NewInt(0x12), RevocationTime: revokedAt, ReasonCode: crlreason.Superseded},
 	}
 	crl, err := c.SignCRL(context.Background(), nil, thisUpdate, thisUpdate.Add(24*time.Hour), entries)
 	if err != nil {
@@ -82,7 +83,7 @@ func TestSignCRL(t *testing.T) {
 				want.SerialNumber, want.ReasonCode, revokedAt)
 		}
 		// RFC 5280 §5.3.1: unspecified SHOULD be absent.
-		if hasReason != (want.ReasonCode != ReasonUnspecified) {
+		if hasReason != (want.ReasonCode != crlreason.Unspecified) {
 			t.Errorf("entry %d: reason extension present=%v for reason %d", i, hasReason, want.ReasonCode)
 		}
 	}
@@ -211,7 +212,7 @@ func TestOCSPRespond(t *testing.T) {
 		{name: "good sha1", hash: crypto.SHA1, answer: OCSPAnswer{Status: OCSPGood}},
 		{name: "good sha256 nonce", hash: crypto.SHA256, nonce: nonce, wantNonce: true, answer: OCSPAnswer{Status: OCSPGood}},
 		{name: "revoked key compromise", hash: crypto.SHA1, nonce: nonce, wantNonce: true,
-			answer: OCSPAnswer{Status: OCSPRevoked, RevokedAt: revokedAt, Reason: ReasonKeyCompromise}, wantReas: ocsp.KeyCompromise},
+			answer: OCSPAnswer{Status: OCSPRevoked, RevokedAt: revokedAt, Reason: crlreason.KeyCompromise}, wantReas: ocsp.KeyCompromise},
 		{name: "revoked unspecified", hash: crypto.SHA1,
 			answer: OCSPAnswer{Status: OCSPRevoked, RevokedAt: revokedAt}, wantReas: ocsp.Unspecified},
 		{name: "unknown", hash: crypto.SHA384, answer: OCSPAnswer{Status: OCSPUnknown}},

@@ -5,6 +5,7 @@ import (
 	"crypto/sha256"
 	"crypto/x509"
 	"encoding/base64"
+	"github.com/credfactory/credfactory/crlreason"
 	"math/big"
 	"net"
 	"net/http"
@@ -115,7 +116,7 @@ func TestCRLFollowsRevocations(t *testing.T) {
 		ours, ids = append(ours, leaf), append(ids, cid)
 	}
 	_, fwd := f.enrol(f.other, "Sobs", store.SourceForward)
-	f.revoke(fwd, ca.ReasonKeyCompromise) // the OBS sub-CA's to list, not ours
+	f.revoke(fwd, crlreason.KeyCompromise) // the OBS sub-CA's to list, not ours
 
 	first, err := f.svc.CRL(ctx)
 	if err != nil {
@@ -164,7 +165,7 @@ func TestCRLStaleThroughRegistry(t *testing.T) {
 		t.Fatal(err)
 	}
 	f.advance(10 * time.Millisecond)
-	f.revoke(id, ca.ReasonSuperseded)
+	f.revoke(id, crlreason.Superseded)
 	// Within StaleCheck of the generation the current CRL is served...
 	if c, _ := f.svc.CRL(ctx); c != first {
 		t.Error("the staleness check ran more often than StaleCheck")
@@ -198,11 +199,11 @@ func TestCRLStaleThroughLateRevocation(t *testing.T) {
 	f.advance(10 * time.Millisecond)
 	stampedEarlier := f.now()
 	f.advance(10 * time.Millisecond)
-	f.revoke(early, ca.ReasonKeyCompromise)
+	f.revoke(early, crlreason.KeyCompromise)
 	if _, err := f.svc.CRL(ctx); err != nil {
 		t.Fatal(err)
 	}
-	if _, err := f.st.Revoke(ctx, store.Revocation{ID: lateID, Reason: ca.ReasonKeyCompromise, At: stampedEarlier,
+	if _, err := f.st.Revoke(ctx, store.Revocation{ID: lateID, Reason: crlreason.KeyCompromise, At: stampedEarlier,
 		Actor: "other replica", Tenant: "t"}); err != nil {
 		t.Fatal(err)
 	}
@@ -359,7 +360,7 @@ func TestOCSPAnswers(t *testing.T) {
 	if r := status(resp, leaf); label != "good" || r.Status != ocsp.Good {
 		t.Errorf("before revocation: %s / %d, want good", label, r.Status)
 	}
-	f.revoke(id, ca.ReasonKeyCompromise)
+	f.revoke(id, crlreason.KeyCompromise)
 	resp, label = ask(leaf, f.pki.Issuing)
 	if r := status(resp, leaf); label != "revoked" || r.Status != ocsp.Revoked || r.RevocationReason != ocsp.KeyCompromise ||
 		!r.RevokedAt.Equal(f.now().UTC().Truncate(time.Second)) {
@@ -445,7 +446,7 @@ func TestCRLKeepsExpiredEntriesOneValidity(t *testing.T) {
 	f := newFixture(t)
 	ctx := context.Background()
 	leaf, id := f.enrol(f.pki, "Sa", store.SourceRSPF)
-	f.revoke(id, ca.ReasonKeyCompromise)
+	f.revoke(id, crlreason.KeyCompromise)
 	serial := leaf.SerialNumber.Text(16)
 	tests := []struct {
 		name   string

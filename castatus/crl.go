@@ -6,6 +6,7 @@ import (
 	"encoding/hex"
 	"errors"
 	"fmt"
+	"github.com/credfactory/credfactory/crlreason"
 	"log/slog"
 	"math/big"
 	"sync"
@@ -337,7 +338,7 @@ func (s *Service) collect(ctx context.Context, at time.Time) ([]x509.RevocationL
 				continue
 			}
 			out = append(out, x509.RevocationListEntry{SerialNumber: serial, RevocationTime: rc.RevokedAt,
-				ReasonCode: ca.NormalizeReason(rc.Reason)})
+				ReasonCode: crlreason.Normalize(rc.Reason)})
 		}
 		if len(page) < s.cfg.PageSize {
 			return out, nil

@@ -4,6 +4,7 @@ import (
 	"context"
 	"encoding/base64"
 	"errors"
+	"github.com/credfactory/credfactory/crlreason"
 	"mime"
 	"net/http"
 	"net/url"
@@ -234,7 +235,7 @@ func (s *Service) Respond(ctx context.Context, der []byte) ([]byte, string) {
 		a.Status = ca.OCSPUnknown
 	case cs.Status == store.StatusRevoked || cs.RevokedAt != nil:
 		a.Status = ca.OCSPRevoked
-		a.Reason = ca.NormalizeReason(cs.Reason)
+		a.Reason = crlreason.Normalize(cs.Reason)
 		if cs.RevokedAt != nil {
 			a.RevokedAt = *cs.RevokedAt
 		} else {

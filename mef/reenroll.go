@@ -5,6 +5,7 @@ import (
 	"crypto/tls"
 	"crypto/x509"
 	"errors"
+	"github.com/credfactory/credfactory/crlreason"
 	"net/http"
 	"net/url"
 	"time"
@@ -81,7 +82,7 @@ func (m *MEF) Reenrol(ctx context.Context, peer *x509.Certificate, csrDER []byte
 	// inside its transaction. Only a superseded certificate has a
 	// successor to look up (a retry whose answer was lost).
 	var successor *store.Credential
-	if old.Status == store.StatusRevoked && old.RevocationReason != nil && *old.RevocationReason == store.ReasonSuperseded {
+	if old.Status == store.StatusRevoked && old.RevocationReason != nil && *old.RevocationReason == crlreason.Superseded {
 		if _, successor, err = m.st.RenewalState(ctx, old.ID); err != nil {
 			return CertResult{}, renewErr(err)
 		}

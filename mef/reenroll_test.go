@@ -12,6 +12,7 @@ import (
 	"crypto/x509/pkix"
 	"encoding/asn1"
 	"errors"
+	"github.com/credfactory/credfactory/crlreason"
 	"net"
 	"net/url"
 	"strconv"
@@ -138,7 +139,7 @@ func TestReenrol(t *testing.T) {
 			cert2.SerialNumber.Cmp(cert1.SerialNumber) == 0 {
 			t.Fatalf("renewed: CN %s URIs %v serial %x", cert2.Subject.CommonName, cert2.URIs, cert2.SerialNumber)
 		}
-		if old := e.credential(cert1); old.Status != store.StatusRevoked || *old.RevocationReason != store.ReasonSuperseded {
+		if old := e.credential(cert1); old.Status != store.StatusRevoked || *old.RevocationReason != crlreason.Superseded {
 			t.Fatalf("the renewed certificate is %s, want superseded", old.Status)
 		}
 		if n := e.revocations.Load(); n != 1 {

@@ -8,6 +8,7 @@ import (
 	"encoding/json"
 	"errors"
 	"fmt"
+	"github.com/credfactory/credfactory/crlreason"
 	"html/template"
 	"io"
 	"io/fs"
@@ -24,7 +25,6 @@ import (
 
 	"github.com/credfactory/credfactory/apierr"
 	"github.com/credfactory/credfactory/httpapi"
-	"github.com/credfactory/credfactory/maf"
 	"github.com/credfactory/credfactory/store"
 	"github.com/skip2/go-qrcode"
 	"github.com/valyala/fasthttp"
@@ -507,7 +507,7 @@ func (p *Portal) deviceView(ctx *fasthttp.RequestCtx, who Principal, id string) 
 		}
 	}
 	d.CanRevoke = who.Via != "obf" && len(d.Active) > 0
-	d.Reasons = maf.ReasonNames()
+	d.Reasons = crlreason.Names()
 	return newView(&who, "Device "+det.Device.ID, "devices", d), nil
 }
 

@@ -3,6 +3,7 @@ package portal
 import (
 	"context"
 	"errors"
+	"github.com/credfactory/credfactory/crlreason"
 	"net/http"
 	"strings"
 
@@ -59,7 +60,7 @@ func (p *Portal) Release(ctx context.Context, who Principal, deviceID string, re
 	if len(note) > maxNote {
 		return store.Released{}, apierr.New(http.StatusBadRequest, "bad_reason", "the reason is at most 500 characters")
 	}
-	code := store.ReasonAffiliationChanged
+	code := crlreason.AffiliationChanged
 	if req.RevocationReason != "" {
 		if code, err = maf.ParseReason(req.RevocationReason); err != nil {
 			return store.Released{}, err

@@ -3,6 +3,7 @@ package portal_test
 import (
 	"context"
 	"fmt"
+	"github.com/credfactory/credfactory/crlreason"
 	"net/http"
 	"net/url"
 	"regexp"
@@ -134,7 +135,7 @@ func TestPagesReleaseRevokeClaim(t *testing.T) {
 	if r := a.get("/devices/tr-1"); r.status != 404 {
 		t.Errorf("alice still sees the released device: %d", r.status)
 	}
-	if st, reason := status(creds[1].ID); st != store.StatusRevoked || reason != store.ReasonAffiliationChanged {
+	if st, reason := status(creds[1].ID); st != store.StatusRevoked || reason != crlreason.AffiliationChanged {
 		t.Fatalf("after release: %s reason %d", st, reason)
 	}
 	if st, reason := status(creds[0].ID); st != store.StatusRevoked || reason != 1 {

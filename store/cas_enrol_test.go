@@ -3,6 +3,7 @@ package store
 import (
 	"context"
 	"errors"
+	"github.com/credfactory/credfactory/crlreason"
 	"testing"
 	"time"
 )
@@ -14,7 +15,7 @@ func TestCreateEnrolmentComparesTenant(t *testing.T) {
 	backends(t, func(t *testing.T, s *Store, _ *countingObserver) {
 		ctx := context.Background()
 		e := newEnrolment(t, s, nil)
-		if _, err := s.Release(ctx, Release{DeviceID: e.DeviceID, Reason: ReasonAffiliationChanged, Actor: "admin", At: t0.Add(time.Minute)}); err != nil {
+		if _, err := s.Release(ctx, Release{DeviceID: e.DeviceID, Reason: crlreason.AffiliationChanged, Actor: "admin", At: t0.Add(time.Minute)}); err != nil {
 			t.Fatal(err)
 		}
 		again := e

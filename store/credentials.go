@@ -5,6 +5,7 @@ import (
 	"encoding/json"
 	"errors"
 	"fmt"
+	"github.com/credfactory/credfactory/crlreason"
 	"slices"
 	"strconv"
 	"strings"
@@ -228,28 +229,6 @@ type Revocation struct {
 	Actor  string
 }
 
-// RFC 5280 §5.3.1 CRLReason codes.
-const (
-	ReasonUnspecified          = 0
-	ReasonKeyCompromise        = 1
-	ReasonCACompromise         = 2
-	ReasonAffiliationChanged   = 3
-	ReasonSuperseded           = 4
-	ReasonCessationOfOperation = 5
-	ReasonCertificateHold      = 6
-	ReasonRemoveFromCRL        = 8
-	ReasonPrivilegeWithdrawn   = 9
-	ReasonAACompromise         = 10
-)
-
-// ValidReason reports whether code is an RFC 5280 CRLReason a credential may
-// be revoked with: 0-10 but 7, which RFC 5280 leaves unassigned, and 8
-// (removeFromCRL), which only a delta CRL uses to take an entry back, so it
-// can never be why something is revoked.
-func ValidReason(code int) bool {
-	return code >= ReasonUnspecified && code <= ReasonAACompromise && code != 7 && code != ReasonRemoveFromCRL
-}
-
 func (r Revocation) check() error {
 	n := 0
 	for _, set := range []bool{r.ID != "", r.AssignedID != "", r.DeviceID != "" && r.ID == ""} {
@@ -262,7 +241,7 @@ func (r Revocation) check() error {
 		return errors.New("give one of a credential ID, a device ID or an assigned ID")
 	case r.ID != "" && len(r.SUIDs) > 0:
 		return errors.New("a SUID set narrows a device or assigned-ID revocation, not one credential")
-	case !ValidReason(r.Reason):
+	case !crlreason.Revocable(r.Reason):
 		return fmt.Errorf("%w: reason %d is not an RFC 5280 CRLReason (0-6, 9, 10)", ErrInvalid, r.Reason)
 	case r.At.IsZero():
 		return errors.New("a revocation needs its time")

@@ -2,6 +2,7 @@ package store
 
 import (
 	"context"
+	"github.com/credfactory/credfactory/crlreason"
 	"testing"
 	"time"
 )
@@ -12,7 +13,7 @@ func TestDeviceHistoryByTenant(t *testing.T) {
 	backends(t, func(t *testing.T, s *Store, _ *countingObserver) {
 		ctx := context.Background()
 		e, _ := enrolledDevice(t, s, 22)
-		if _, err := s.Release(ctx, Release{DeviceID: e.DeviceID, Tenant: e.Tenant, Reason: ReasonAffiliationChanged, Actor: "alice", At: t0.Add(time.Hour)}); err != nil {
+		if _, err := s.Release(ctx, Release{DeviceID: e.DeviceID, Tenant: e.Tenant, Reason: crlreason.AffiliationChanged, Actor: "alice", At: t0.Add(time.Hour)}); err != nil {
 			t.Fatal(err)
 		}
 		claim := e

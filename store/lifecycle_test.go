@@ -5,6 +5,7 @@ import (
 	"crypto/sha256"
 	"errors"
 	"fmt"
+	"github.com/credfactory/credfactory/crlreason"
 	"strings"
 	"sync"
 	"testing"
@@ -62,7 +63,7 @@ func TestRenew(t *testing.T) {
 		}
 		// The old certificate is superseded (on the CRL) and stays as history.
 		was := mustCredential(t, s, old.ID)
-		if was.Status != StatusRevoked || was.RevocationReason == nil || *was.RevocationReason != ReasonSuperseded ||
+		if was.Status != StatusRevoked || was.RevocationReason == nil || *was.RevocationReason != crlreason.Superseded ||
 			was.RevokedAt == nil || !was.RevokedAt.Equal(now) {
 			t.Fatalf("old certificate after renewal: %s reason %v at %v", was.Status, was.RevocationReason, was.RevokedAt)
 		}
@@ -226,7 +227,7 @@ func TestReRegistrationSupersedesKey(t *testing.T) {
 			{"SUID 24 key for T1", t1dat.ID, true},
 		} {
 			c := mustCredential(t, s, tc.id)
-			superseded := c.Status == StatusRevoked && c.RevocationReason != nil && *c.RevocationReason == ReasonSuperseded
+			superseded := c.Status == StatusRevoked && c.RevocationReason != nil && *c.RevocationReason == crlreason.Superseded
 			if tc.live && c.Status != StatusActive || !tc.live && !superseded {
 				t.Errorf("%s: %s reason %v, want active %v", tc.name, c.Status, c.RevocationReason, tc.live)
 			}

@@ -4,6 +4,7 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"github.com/credfactory/credfactory/crlreason"
 	"time"
 )
 
@@ -81,7 +82,7 @@ func (s *Store) Release(ctx context.Context, r Release) (Released, error) {
 	if r.DeviceID == "" || r.At.IsZero() {
 		return Released{}, errors.New("release: device ID and time are required")
 	}
-	if !ValidReason(r.Reason) {
+	if !crlreason.Revocable(r.Reason) {
 		return Released{}, fmt.Errorf("release: %w: reason %d is not an RFC 5280 CRLReason", ErrInvalid, r.Reason)
 	}
 	var out Released

@@ -3,6 +3,7 @@ package store
 import (
 	"context"
 	"fmt"
+	"github.com/credfactory/credfactory/crlreason"
 	"testing"
 	"time"
 )
@@ -50,13 +51,13 @@ func BenchmarkRevokeDevice(b *testing.B) {
 				for i := 0; i < b.N; i++ {
 					var n int
 					if op == "revoke" {
-						ids, err := s.Revoke(ctx, Revocation{DeviceID: devices[i], Reason: ReasonKeyCompromise, At: t0.Add(time.Hour), Actor: "bench"})
+						ids, err := s.Revoke(ctx, Revocation{DeviceID: devices[i], Reason: crlreason.KeyCompromise, At: t0.Add(time.Hour), Actor: "bench"})
 						if err != nil {
 							b.Fatal(err)
 						}
 						n = len(ids)
 					} else {
-						out, err := s.Release(ctx, Release{DeviceID: devices[i], Reason: ReasonAffiliationChanged, At: t0.Add(time.Hour), Actor: "bench"})
+						out, err := s.Release(ctx, Release{DeviceID: devices[i], Reason: crlreason.AffiliationChanged, At: t0.Add(time.Hour), Actor: "bench"})
 						if err != nil {
 							b.Fatal(err)
 						}

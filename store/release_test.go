@@ -4,6 +4,7 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"github.com/credfactory/credfactory/crlreason"
 	"slices"
 	"sync"
 	"testing"
@@ -103,7 +104,7 @@ func TestRevokeScopes(t *testing.T) {
 				rev := c.scope(e, creds)
 				rev.At, rev.Actor = t0.Add(time.Hour), "admin"
 				if rev.Reason == 0 {
-					rev.Reason = ReasonKeyCompromise
+					rev.Reason = crlreason.KeyCompromise
 				}
 				ids, err := s.Revoke(ctx, rev)
 				switch {
@@ -129,7 +130,7 @@ func TestRevokeScopes(t *testing.T) {
 				for _, id := range want {
 					events, err := s.Audit(ctx, e.Tenant, id)
 					if err != nil || len(events) != 1 || events[0].Action != "credential.revoke" || events[0].Actor != "admin" ||
-						events[0].Detail["reason"] != float64(ReasonKeyCompromise) {
+						events[0].Detail["reason"] != float64(crlreason.KeyCompromise) {
 						t.Fatalf("audit of %s: %+v %v", id, events, err)
 					}
 				}
@@ -137,13 +138,13 @@ func TestRevokeScopes(t *testing.T) {
 				// not even the time or reason.
 				if c.err == nil {
 					again := rev
-					again.Reason, again.At = ReasonSuperseded, t0.Add(2*time.Hour)
+					again.Reason, again.At = crlreason.Superseded, t0.Add(2*time.Hour)
 					if ids, err := s.Revoke(ctx, again); err != nil || len(ids) != 0 {
 						t.Fatalf("second revocation: %v %v", ids, err)
 					}
 					for _, id := range want {
 						c, _ := s.Credential(ctx, ByID, id)
-						if *c.RevocationReason != ReasonKeyCompromise || !c.RevokedAt.Equal(t0.Add(time.Hour)) {
+						if *c.RevocationReason != crlreason.KeyCompromise || !c.RevokedAt.Equal(t0.Add(time.Hour)) {
 							t.Fatalf("second revocation changed %s: %+v", id, c)
 						}
 					}
@@ -161,10 +162,10 @@ func TestRelease(t *testing.T) {
 		open := newEnrolment(t, s, func(n *Enrolment) { n.DeviceID, n.AssignedID = e.DeviceID, e.AssignedID })
 		at := t0.Add(time.Hour)
 
-		if _, err := s.Release(ctx, Release{DeviceID: e.DeviceID, Tenant: "tenant-2", Reason: ReasonAffiliationChanged, Actor: "mallory", At: at}); !errors.Is(err, ErrNotFound) {
+		if _, err := s.Release(ctx, Release{DeviceID: e.DeviceID, Tenant: "tenant-2", Reason: crlreason.AffiliationChanged, Actor: "mallory", At: at}); !errors.Is(err, ErrNotFound) {
 			t.Fatalf("release by another tenant: %v, want ErrNotFound", err)
 		}
-		if _, err := s.Release(ctx, Release{DeviceID: "no-such-device", Reason: ReasonAffiliationChanged, Actor: "admin", At: at}); !errors.Is(err, ErrNotFound) {
+		if _, err := s.Release(ctx, Release{DeviceID: "no-such-device", Reason: crlreason.AffiliationChanged, Actor: "admin", At: at}); !errors.Is(err, ErrNotFound) {
 			t.Fatalf("release of an unknown device: %v, want ErrNotFound", err)
 		}
 		if _, err := s.Release(ctx, Release{DeviceID: e.DeviceID, Reason: 7, Actor: "admin", At: at}); !errors.Is(err, ErrInvalid) {
@@ -174,7 +175,7 @@ func TestRelease(t *testing.T) {
 			t.Fatalf("a refused release revoked something: %v", got)
 		}
 
-		out, err := s.Release(ctx, Release{DeviceID: e.DeviceID, Tenant: e.Tenant, Reason: ReasonAffiliationChanged, Note: "sold", Actor: "alice", At: at})
+		out, err := s.Release(ctx, Release{DeviceID: e.DeviceID, Tenant: e.Tenant, Reason: crlreason.AffiliationChanged, Note: "sold", Actor: "alice", At: at})
 		if err != nil {
 			t.Fatal(err)
 		}
@@ -226,7 +227,7 @@ func TestRelease(t *testing.T) {
 			t.Fatalf("replaying the redemption of a revoked credential: %v", err)
 		}
 		// Releasing again revokes nothing more: idempotent.
-		if again, err := s.Release(ctx, Release{DeviceID: e.DeviceID, Reason: ReasonAffiliationChanged, Actor: "admin", At: at}); err != nil || len(again.Revoked) != 0 || again.Cancelled != 0 {
+		if again, err := s.Release(ctx, Release{DeviceID: e.DeviceID, Reason: crlreason.AffiliationChanged, Actor: "admin", At: at}); err != nil || len(again.Revoked) != 0 || again.Cancelled != 0 {
 			t.Fatalf("second release: %+v %v", again, err)
 		}
 
@@ -284,7 +285,7 @@ func TestReleaseRacesRedemption(t *testing.T) {
 			go func() {
 				defer wg.Done()
 				<-start
-				rel, relErr = s.Release(ctx, Release{DeviceID: e.DeviceID, Tenant: e.Tenant, Reason: ReasonAffiliationChanged, Actor: "alice", At: t0.Add(time.Hour)})
+				rel, relErr = s.Release(ctx, Release{DeviceID: e.DeviceID, Tenant: e.Tenant, Reason: crlreason.AffiliationChanged, Actor: "alice", At: t0.Add(time.Hour)})
 			}()
 			close(start)
 			wg.Wait()

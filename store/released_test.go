@@ -2,6 +2,7 @@ package store
 
 import (
 	"context"
+	"github.com/credfactory/credfactory/crlreason"
 	"testing"
 	"time"
 )
@@ -23,7 +24,7 @@ func TestReleasedAt(t *testing.T) {
 			t.Fatalf("a device never released has released_at %v", d.ReleasedAt)
 		}
 		at := t0.Add(time.Hour)
-		if _, err := s.Release(ctx, Release{DeviceID: e.DeviceID, Reason: ReasonAffiliationChanged, Actor: "admin", At: at}); err != nil {
+		if _, err := s.Release(ctx, Release{DeviceID: e.DeviceID, Reason: crlreason.AffiliationChanged, Actor: "admin", At: at}); err != nil {
 			t.Fatal(err)
 		}
 		if d := device(); d.ReleasedAt == nil || !d.ReleasedAt.Equal(at) {
@@ -38,7 +39,7 @@ func TestReleasedAt(t *testing.T) {
 			t.Fatalf("released_at after the claim: %v", d.ReleasedAt)
 		}
 		// Released again to its manufacturer, then handed over.
-		if _, err := s.Release(ctx, Release{DeviceID: e.DeviceID, Reason: ReasonAffiliationChanged, Actor: "admin", At: at}); err != nil {
+		if _, err := s.Release(ctx, Release{DeviceID: e.DeviceID, Reason: crlreason.AffiliationChanged, Actor: "admin", At: at}); err != nil {
 			t.Fatal(err)
 		}
 		if err := s.CreateStakeholder(ctx, Stakeholder{ID: "sub-r", Name: "sub-r", Role: RoleSubscriber, CreatedAt: t0}); err != nil {

@@ -6,6 +6,7 @@ import (
 	"encoding/json"
 	"errors"
 	"fmt"
+	"github.com/credfactory/credfactory/crlreason"
 	"slices"
 	"time"
 )
@@ -188,7 +189,7 @@ func (s *Store) Renew(ctx context.Context, r Renewal) (Renewed, error) {
 			// Conditional on 'active': a revocation that committed since the
 			// read above wins, and this renewal aborts (want 1).
 			{`UPDATE credentials SET status = 'revoked', revoked_at = $2, revocation_reason = $3
-				WHERE id = $1 AND status = 'active'`, []any{old.ID, now, ReasonSuperseded}, 1},
+				WHERE id = $1 AND status = 'active'`, []any{old.ID, now, crlreason.Superseded}, 1},
 			{`INSERT INTO renewals (old_id, new_id, created_at) VALUES ($1, $2, $3)`, []any{old.ID, c.ID, now}, 1},
 			auditStmt(AuditEvent{At: now, Tenant: old.Tenant, Actor: r.Actor, Action: "credential.renew", Subject: c.ID,
 				Detail: map[string]any{"supersedes": old.ID, "assignedId": old.AssignedID}}),
@@ -237,7 +238,7 @@ func supersedeKeysStmt(assignedID string, c Credential, at time.Time) (stmt, err
 	}
 	return stmt{`UPDATE credentials SET status = 'revoked', revoked_at = $3, revocation_reason = $4
 		WHERE assigned_id = $1 AND suid = $2 AND type = 'psk' AND status = 'active' AND target_ids = $5`,
-		[]any{assignedID, c.SUID, at.UTC(), ReasonSuperseded, targets}, -1}, nil
+		[]any{assignedID, c.SUID, at.UTC(), crlreason.Superseded, targets}, -1}, nil
 }
 
 // targetsJSON is the stored form of a key's target IDs: a JSON array,

@@ -3,6 +3,7 @@ package store
 import (
 	"context"
 	"errors"
+	"github.com/credfactory/credfactory/crlreason"
 	"slices"
 	"testing"
 	"time"
@@ -18,11 +19,11 @@ func TestRevokeTenantGuard(t *testing.T) {
 		at := t0.Add(time.Hour)
 		// Another tenant (the device's next owner, or its last) revokes
 		// "all" of the device: nothing of tenant-1's.
-		got, err := s.Revoke(ctx, Revocation{DeviceID: e.DeviceID, Tenant: "tenant-2", Reason: ReasonUnspecified, At: at, Actor: "bob"})
+		got, err := s.Revoke(ctx, Revocation{DeviceID: e.DeviceID, Tenant: "tenant-2", Reason: crlreason.Unspecified, At: at, Actor: "bob"})
 		if err != nil || len(got) != 0 {
 			t.Fatalf("tenant-2 revoked %v (%v), want nothing", got, err)
 		}
-		if _, err := s.Revoke(ctx, Revocation{ID: creds[0].ID, DeviceID: e.DeviceID, Tenant: "tenant-2", Reason: ReasonUnspecified, At: at, Actor: "bob"}); !errors.Is(err, ErrNotFound) {
+		if _, err := s.Revoke(ctx, Revocation{ID: creds[0].ID, DeviceID: e.DeviceID, Tenant: "tenant-2", Reason: crlreason.Unspecified, At: at, Actor: "bob"}); !errors.Is(err, ErrNotFound) {
 			t.Fatalf("tenant-2 revoking tenant-1's credential by ID: %v, want ErrNotFound", err)
 		}
 		if st := statuses(t, s, creds); slices.Contains(st, StatusRevoked) {
@@ -37,10 +38,10 @@ func TestRevokeTenantGuard(t *testing.T) {
 			}
 		}
 		// The owner's own revocation works, and so does an unscoped one.
-		if got, err := s.Revoke(ctx, Revocation{DeviceID: e.DeviceID, SUIDs: []int{22}, Tenant: e.Tenant, Reason: ReasonUnspecified, At: at, Actor: "alice"}); err != nil || len(got) != 1 {
+		if got, err := s.Revoke(ctx, Revocation{DeviceID: e.DeviceID, SUIDs: []int{22}, Tenant: e.Tenant, Reason: crlreason.Unspecified, At: at, Actor: "alice"}); err != nil || len(got) != 1 {
 			t.Fatalf("the owner's revocation: %v %v", got, err)
 		}
-		if got, err := s.Revoke(ctx, Revocation{DeviceID: e.DeviceID, Reason: ReasonUnspecified, At: at, Actor: "admin"}); err != nil || len(got) != 2 {
+		if got, err := s.Revoke(ctx, Revocation{DeviceID: e.DeviceID, Reason: crlreason.Unspecified, At: at, Actor: "admin"}); err != nil || len(got) != 2 {
 			t.Fatalf("the sp-admin's revocation: %v %v", got, err)
 		}
 	})
