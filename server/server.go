@@ -376,9 +376,14 @@ func (s *Server) Serve() error {
 	}()
 	first := <-done
 	if first.err != nil {
+		// Close the other's listener as well as shutting it down: fasthttp's
+		// Shutdown only closes listeners its Serve has registered, and that
+		// Serve may not have started yet (then it would serve forever).
 		if first.status {
+			_ = ln.Close()
 			_ = s.srv.Shutdown()
 		} else {
+			_ = statusLn.Close()
 			_ = s.statusSrv.Shutdown()
 		}
 	}
