@@ -68,7 +68,12 @@ export CREDFACTORY_TEST_POSTGRES_CTL=$CTL
 # attributes, JSON enrolment and forward batches, upload streams, stored
 # derivation contexts). The seeds are in the fuzz functions; a longer run is
 # FUZZ_TIME=10m make test. Go fuzzes one target per invocation.
-FUZZ_TIME=${FUZZ_TIME:-4s}
+# The default budget is a count of executions, not a duration: Go 1.26's
+# fuzz coordinator can report a bare "context deadline exceeded" failure when
+# a -fuzztime duration ends while a worker is mid-run on a loaded machine
+# (golang/go#75804, fixed in Go 1.27); a count has no deadline to race. A
+# real finding still fails the run and writes its input to testdata/fuzz/.
+FUZZ_TIME=${FUZZ_TIME:-2000x}
 if [ "$FUZZ_TIME" != "0" ] && [ "$GO_TEST_PKGS" = "./..." ]; then
 	for pkg in $("$GO" list ./...); do
 		dir=$("$GO" list -f '{{.Dir}}' "$pkg")
