@@ -36,6 +36,10 @@ func auditStmt(e AuditEvent) stmt {
 		VALUES ($1, $2, $3, $4, $5, $6, $7)`, []any{e.ID, e.At.UTC(), e.Tenant, e.Actor, e.Action, e.Subject, string(detail)}, 1}
 }
 
+// auditBySubject reads one subject's trail (audit_events_subject).
+const auditBySubject = `SELECT id, at, tenant, actor, action, subject, detail FROM audit_events
+	WHERE tenant = $1 AND subject = $2 ORDER BY at, id`
+
 // Audit lists a tenant's events for a subject, oldest first.
 func (s *Store) Audit(ctx context.Context, tenant, subject string) ([]AuditEvent, error) {
 	out, err := list(ctx, s, func(r row) (e AuditEvent, err error) {
@@ -44,8 +48,7 @@ func (s *Store) Audit(ctx context.Context, tenant, subject string) ([]AuditEvent
 			return e, err
 		}
 		return e, json.Unmarshal([]byte(detail), &e.Detail)
-	}, `SELECT id, at, tenant, actor, action, subject, detail FROM audit_events
-		WHERE tenant = $1 AND subject = $2 ORDER BY at, id`, tenant, subject)
+	}, auditBySubject, tenant, subject)
 	if err != nil {
 		return nil, fmt.Errorf("audit: %w", err)
 	}
