@@ -218,8 +218,14 @@ func startBenchServer(ctx context.Context, dir, storeURL string, out io.Writer) 
 	if err != nil {
 		return bench.Target{}, nil, err
 	}
+	statusPort, err := freeLoopbackPort()
+	if err != nil {
+		return bench.Target{}, nil, err
+	}
 	srv := exec.Command(self, "serve", "--data-dir", dir, "--listen", "127.0.0.1:"+port)
-	srv.Env = append(env, "CREDFACTORY_LOG_LEVEL=warn", "CREDFACTORY_PORTAL_SP_DOMAIN=bench.sp.example")
+	// CRL and OCSP on their plain listener, as a deployment would serve them.
+	srv.Env = append(env, "CREDFACTORY_LOG_LEVEL=warn", "CREDFACTORY_PORTAL_SP_DOMAIN=bench.sp.example",
+		"CREDFACTORY_CA_STATUS_LISTEN=127.0.0.1:"+statusPort)
 	// The bench measures the server, not its rate limits: 64 clients on
 	// one loopback address and one tenant would be throttled by design.
 	for _, l := range []string{"ENROL_SOURCE", "ENROL_TENANT", "ENROL_OBF", "TOKEN_TENANT", "LOGIN_SOURCE", "LOGIN_ACCOUNT"} {
