@@ -15,10 +15,10 @@ import (
 	"encoding/asn1"
 	"errors"
 	"fmt"
-	"github.com/credfactory/credfactory/crlreason"
 	"math/big"
 	"time"
 
+	"github.com/credfactory/credfactory/crlreason"
 	"golang.org/x/crypto/cryptobyte"
 	cbasn1 "golang.org/x/crypto/cryptobyte/asn1"
 	"golang.org/x/crypto/ocsp"
@@ -373,4 +373,35 @@ func signatureAlgorithm(pub crypto.PublicKey) (crypto.Hash, []byte, error) {
 	})
 	der, err := b.Bytes()
 	return hash, der, err
+}
+
+// NewOCSPRequest is the request a relying party sends about leaf: x/crypto's
+// ocsp.CreateRequest (CertID hashed with hash) plus, when nonce is not
+// empty, the RFC 8954 nonce extension it cannot add. For clients and tests
+// of the responder; openssl ocsp sends the same shape.
+func NewOCSPRequest(leaf, issuer *x509.Certificate, hash crypto.Hash, nonce []byte) ([]byte, error) {
+	plain, err := ocsp.CreateRequest(leaf, issuer, &ocsp.RequestOptions{Hash: hash})
+	if err != nil || len(nonce) == 0 {
+		return plain, err
+	}
+	in := cryptobyte.String(plain)
+	var req, tbs, list cryptobyte.String
+	if !in.ReadASN1(&req, cbasn1.SEQUENCE) || !req.ReadASN1(&tbs, cbasn1.SEQUENCE) || !tbs.ReadASN1Element(&list, cbasn1.SEQUENCE) {
+		return nil, errors.New("ca: OCSP request: cannot re-read x/crypto's request")
+	}
+	b := cryptobyte.NewBuilder(nil)
+	b.AddASN1(cbasn1.SEQUENCE, func(r *cryptobyte.Builder) {
+		r.AddASN1(cbasn1.SEQUENCE, func(tb *cryptobyte.Builder) {
+			tb.AddBytes(list)
+			tb.AddASN1(cbasn1.Tag(2).Constructed().ContextSpecific(), func(w *cryptobyte.Builder) {
+				w.AddASN1(cbasn1.SEQUENCE, func(exts *cryptobyte.Builder) {
+					exts.AddASN1(cbasn1.SEQUENCE, func(e *cryptobyte.Builder) {
+						e.AddASN1ObjectIdentifier(oidOCSPNonce)
+						e.AddASN1(cbasn1.OCTET_STRING, func(v *cryptobyte.Builder) { v.AddASN1OctetString(nonce) })
+					})
+				})
+			})
+		})
+	})
+	return b.Bytes()
 }

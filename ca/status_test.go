@@ -8,12 +8,12 @@ import (
 	"crypto/x509/pkix"
 	"encoding/asn1"
 	"errors"
-	"github.com/credfactory/credfactory/crlreason"
 	"math/big"
 	"net/url"
 	"testing"
 	"time"
 
+	"github.com/credfactory/credfactory/crlreason"
 	"golang.org/x/crypto/cryptobyte"
 	cbasn1 "golang.org/x/crypto/cryptobyte/asn1"
 	"golang.org/x/crypto/ocsp"
@@ -124,34 +124,13 @@ func issueLeaf(t *testing.T, c *CA) *x509.Certificate {
 	return issued.Certificate
 }
 
-// requestWithNonce is ocsp.CreateRequest plus a nonce extension (RFC 8954),
-// as openssl ocsp sends it; x/crypto cannot add one.
 func requestWithNonce(t *testing.T, leaf, issuer *x509.Certificate, hash crypto.Hash, nonce []byte) []byte {
 	t.Helper()
-	plain, err := ocsp.CreateRequest(leaf, issuer, &ocsp.RequestOptions{Hash: hash})
+	der, err := NewOCSPRequest(leaf, issuer, hash, nonce)
 	if err != nil {
 		t.Fatal(err)
 	}
-	in := cryptobyte.String(plain)
-	var req, tbs, list cryptobyte.String
-	if !in.ReadASN1(&req, cbasn1.SEQUENCE) || !req.ReadASN1(&tbs, cbasn1.SEQUENCE) || !tbs.ReadASN1Element(&list, cbasn1.SEQUENCE) {
-		t.Fatal("cannot re-read x/crypto's request")
-	}
-	b := cryptobyte.NewBuilder(nil)
-	b.AddASN1(cbasn1.SEQUENCE, func(r *cryptobyte.Builder) {
-		r.AddASN1(cbasn1.SEQUENCE, func(tb *cryptobyte.Builder) {
-			tb.AddBytes(list)
-			tb.AddASN1(cbasn1.Tag(2).Constructed().ContextSpecific(), func(w *cryptobyte.Builder) {
-				w.AddASN1(cbasn1.SEQUENCE, func(exts *cryptobyte.Builder) {
-					exts.AddASN1(cbasn1.SEQUENCE, func(e *cryptobyte.Builder) {
-						e.AddASN1ObjectIdentifier(oidOCSPNonce)
-						e.AddASN1(cbasn1.OCTET_STRING, func(v *cryptobyte.Builder) { v.AddASN1OctetString(nonce) })
-					})
-				})
-			})
-		})
-	})
-	return b.BytesOrPanic()
+	return der
 }
 
 // responseNonce digs the nonce out of responseExtensions, which

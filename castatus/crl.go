@@ -6,7 +6,6 @@ import (
 	"encoding/hex"
 	"errors"
 	"fmt"
-	"github.com/credfactory/credfactory/crlreason"
 	"log/slog"
 	"math/big"
 	"sync"
@@ -14,6 +13,7 @@ import (
 	"time"
 
 	"github.com/credfactory/credfactory/ca"
+	"github.com/credfactory/credfactory/crlreason"
 	"github.com/credfactory/credfactory/ratelimit"
 	"github.com/credfactory/credfactory/store"
 )

@@ -4,7 +4,6 @@ import (
 	"context"
 	"encoding/base64"
 	"errors"
-	"github.com/credfactory/credfactory/crlreason"
 	"mime"
 	"net/http"
 	"net/url"
@@ -14,6 +13,7 @@ import (
 
 	"github.com/credfactory/credfactory/apierr"
 	"github.com/credfactory/credfactory/ca"
+	"github.com/credfactory/credfactory/crlreason"
 	"github.com/credfactory/credfactory/hsm"
 	"github.com/credfactory/credfactory/httpapi"
 	"github.com/credfactory/credfactory/store"

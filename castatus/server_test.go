@@ -3,13 +3,13 @@ package castatus
 import (
 	"bytes"
 	"context"
+	"crypto"
 	"crypto/ecdsa"
 	"crypto/elliptic"
 	"crypto/rand"
 	"crypto/tls"
 	"crypto/x509"
 	"crypto/x509/pkix"
-	"encoding/asn1"
 	"encoding/base64"
 	"io"
 	"math/big"
@@ -23,39 +23,16 @@ import (
 	"github.com/credfactory/credfactory/ca"
 	"github.com/credfactory/credfactory/server"
 	"github.com/credfactory/credfactory/store"
-	"golang.org/x/crypto/cryptobyte"
-	cbasn1 "golang.org/x/crypto/cryptobyte/asn1"
 	"golang.org/x/crypto/ocsp"
 )
 
-// withNonce is ocsp.CreateRequest plus a nonce extension (RFC 8954), as
-// openssl ocsp sends it.
 func withNonce(t *testing.T, leaf, issuer *x509.Certificate, nonce []byte) []byte {
 	t.Helper()
-	plain, err := ocsp.CreateRequest(leaf, issuer, nil)
+	der, err := ca.NewOCSPRequest(leaf, issuer, crypto.SHA1, nonce)
 	if err != nil {
 		t.Fatal(err)
 	}
-	in := cryptobyte.String(plain)
-	var req, tbs, list cryptobyte.String
-	if !in.ReadASN1(&req, cbasn1.SEQUENCE) || !req.ReadASN1(&tbs, cbasn1.SEQUENCE) || !tbs.ReadASN1Element(&list, cbasn1.SEQUENCE) {
-		t.Fatal("cannot re-read x/crypto's request")
-	}
-	b := cryptobyte.NewBuilder(nil)
-	b.AddASN1(cbasn1.SEQUENCE, func(r *cryptobyte.Builder) {
-		r.AddASN1(cbasn1.SEQUENCE, func(tb *cryptobyte.Builder) {
-			tb.AddBytes(list)
-			tb.AddASN1(cbasn1.Tag(2).Constructed().ContextSpecific(), func(w *cryptobyte.Builder) {
-				w.AddASN1(cbasn1.SEQUENCE, func(exts *cryptobyte.Builder) {
-					exts.AddASN1(cbasn1.SEQUENCE, func(e *cryptobyte.Builder) {
-						e.AddASN1ObjectIdentifier(asn1.ObjectIdentifier{1, 3, 6, 1, 5, 5, 7, 48, 1, 2})
-						e.AddASN1(cbasn1.OCTET_STRING, func(v *cryptobyte.Builder) { v.AddASN1OctetString(nonce) })
-					})
-				})
-			})
-		})
-	})
-	return b.BytesOrPanic()
+	return der
 }
 
 // startServer runs the status routes on a real server.New with its plain

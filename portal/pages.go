@@ -8,7 +8,6 @@ import (
 	"encoding/json"
 	"errors"
 	"fmt"
-	"github.com/credfactory/credfactory/crlreason"
 	"html/template"
 	"io"
 	"io/fs"
@@ -24,6 +23,7 @@ import (
 	"time"
 
 	"github.com/credfactory/credfactory/apierr"
+	"github.com/credfactory/credfactory/crlreason"
 	"github.com/credfactory/credfactory/httpapi"
 	"github.com/credfactory/credfactory/store"
 	"github.com/skip2/go-qrcode"

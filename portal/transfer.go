@@ -3,11 +3,11 @@ package portal
 import (
 	"context"
 	"errors"
-	"github.com/credfactory/credfactory/crlreason"
 	"net/http"
 	"strings"
 
 	"github.com/credfactory/credfactory/apierr"
+	"github.com/credfactory/credfactory/crlreason"
 	"github.com/credfactory/credfactory/kdf"
 	"github.com/credfactory/credfactory/maf"
 	"github.com/credfactory/credfactory/store"

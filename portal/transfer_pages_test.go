@@ -3,7 +3,6 @@ package portal_test
 import (
 	"context"
 	"fmt"
-	"github.com/credfactory/credfactory/crlreason"
 	"net/http"
 	"net/url"
 	"regexp"
@@ -11,6 +10,7 @@ import (
 	"testing"
 	"time"
 
+	"github.com/credfactory/credfactory/crlreason"
 	"github.com/credfactory/credfactory/portal"
 	"github.com/credfactory/credfactory/store"
 )

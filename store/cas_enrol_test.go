@@ -3,9 +3,10 @@ package store
 import (
 	"context"
 	"errors"
-	"github.com/credfactory/credfactory/crlreason"
 	"testing"
 	"time"
+
+	"github.com/credfactory/credfactory/crlreason"
 )
 
 // TestCreateEnrolmentComparesTenant: the portal read the device in one

@@ -5,11 +5,12 @@ import (
 	"encoding/json"
 	"errors"
 	"fmt"
-	"github.com/credfactory/credfactory/crlreason"
 	"slices"
 	"strconv"
 	"strings"
 	"time"
+
+	"github.com/credfactory/credfactory/crlreason"
 )
 
 // Credential types and states.

@@ -5,12 +5,12 @@ import (
 	"crypto/sha256"
 	"errors"
 	"fmt"
-	"github.com/credfactory/credfactory/crlreason"
 	"strings"
 	"sync"
 	"testing"
 	"time"
 
+	"github.com/credfactory/credfactory/crlreason"
 	"github.com/credfactory/credfactory/store/storetest"
 )
 

@@ -4,8 +4,9 @@ import (
 	"context"
 	"errors"
 	"fmt"
-	"github.com/credfactory/credfactory/crlreason"
 	"time"
+
+	"github.com/credfactory/credfactory/crlreason"
 )
 
 // ReleaseSUIDs are the usages a release (ownership transfer, factory reset)

@@ -3,9 +3,10 @@ package store
 import (
 	"context"
 	"fmt"
-	"github.com/credfactory/credfactory/crlreason"
 	"testing"
 	"time"
+
+	"github.com/credfactory/credfactory/crlreason"
 )
 
 // BenchmarkRevokeDevice measures revoking all of one device's credentials

@@ -4,11 +4,12 @@ import (
 	"context"
 	"errors"
 	"fmt"
-	"github.com/credfactory/credfactory/crlreason"
 	"slices"
 	"sync"
 	"testing"
 	"time"
+
+	"github.com/credfactory/credfactory/crlreason"
 )
 
 // pskCredential is a shared-key credential of e's device with a usage.

@@ -2,9 +2,10 @@ package store
 
 import (
 	"context"
-	"github.com/credfactory/credfactory/crlreason"
 	"testing"
 	"time"
+
+	"github.com/credfactory/credfactory/crlreason"
 )
 
 // TestReleasedAt: a release marks the device released (claimable); a claim

@@ -6,9 +6,10 @@ import (
 	"encoding/json"
 	"errors"
 	"fmt"
-	"github.com/credfactory/credfactory/crlreason"
 	"slices"
 	"time"
+
+	"github.com/credfactory/credfactory/crlreason"
 )
 
 // Renewal refusals. The MEF maps them to answers; each says what the

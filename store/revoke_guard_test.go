@@ -3,10 +3,11 @@ package store
 import (
 	"context"
 	"errors"
-	"github.com/credfactory/credfactory/crlreason"
 	"slices"
 	"testing"
 	"time"
+
+	"github.com/credfactory/credfactory/crlreason"
 )
 
 // TestRevokeTenantGuard: a tenant's revocation touches only its own
