@@ -52,6 +52,11 @@ type caller struct {
 	admin      bool
 }
 
+// errClientCertExpired tells a client its certificate lapsed, unlike a
+// revoked one: it renews before expiry next time, or enrols again.
+var errClientCertExpired = &apierr.Error{Status: http.StatusUnauthorized, Code: "client_certificate_expired",
+	Message: "the TLS client certificate has expired: renew it (EST simplereenroll) before it lapses, or enrol again"}
+
 func (a *API) authenticate(ctx *fasthttp.RequestCtx) (caller, error) {
 	state := ctx.TLSConnectionState()
 	peer, err := a.verify.Verify(state)
@@ -75,12 +80,19 @@ func (a *API) authenticate(ctx *fasthttp.RequestCtx) (caller, error) {
 		if lerr != nil && !errors.Is(lerr, store.ErrNotFound) {
 			return caller{}, mapErr(lerr)
 		}
+		if !now.Before(leaf.NotAfter) {
+			return caller{}, errClientCertExpired
+		}
 		return caller{}, &apierr.Error{Status: http.StatusUnauthorized, Code: "client_certificate_invalid",
 			Message: "the TLS client certificate does not chain to this SP's CA for client authentication", Err: err}
 	}
 	c := caller{names: peer.Names}
 	own, err := a.reg.Get(ctx, store.ByCertSHA256, peer.SHA256[:])
 	switch {
+	case err == nil && own.Status == store.StatusExpired:
+		// The sweep marked it (the clocks of the sweeping replica and this
+		// one may differ by a little).
+		return caller{}, errClientCertExpired
 	case err == nil && own.Status != store.StatusActive:
 		return caller{}, &apierr.Error{Status: http.StatusUnauthorized, Code: "client_certificate_revoked",
 			Message: "the TLS client certificate is " + own.Status}

@@ -180,6 +180,26 @@ func TestFetch(t *testing.T) {
 			t.Fatalf("moved sealed key: %v, want hsm.ErrOpen", err)
 		}
 
+		// The OBF re-registers the key under the same KeID: the superseded
+		// row stays as history, and the active one is what the target gets.
+		fwdKey2 := []byte("fedcba9876543210fedcba9876543210")
+		fwdID2 := "12-fwd2@obs.factory.example"
+		sealed2, err := reg.SealKey(ctx, fwdID2, fwdKey2)
+		if err != nil {
+			t.Fatal(err)
+		}
+		if _, err := reg.Revoke(ctx, store.Revocation{ID: fwdID, Reason: 4, Actor: "test"}); err != nil {
+			t.Fatal(err)
+		}
+		fwd2 := fwd
+		fwd2.ID, fwd2.KeyID, fwd2.SealedKey = fwdID2, &fwdID2, sealed2
+		if err := reg.Register(ctx, fwd2); err != nil {
+			t.Fatal(err)
+		}
+		if got, err := reg.Fetch(ctx, fwdKeID, kdf.SUIDRSPFSAEF, []string{target}); err != nil || !bytes.Equal(got.Key, fwdKey2) {
+			t.Fatalf("re-registered key: %x, %v; want the active one", got.Key, err)
+		}
+
 		expired, _ := derivedPSK(t, reg, "Sdev-3", time.Now().Add(-time.Second))
 		revoked, _ := derivedPSK(t, reg, "Sdev-4", time.Now().Add(time.Hour))
 		if _, err := reg.Revoke(ctx, store.Revocation{ID: revoked.ID, Reason: 1, Actor: "test", Tenant: "tenant-1"}); err != nil {
@@ -222,7 +242,9 @@ func TestAPI(t *testing.T) {
 	stores(t, func(t *testing.T, st *store.Store) {
 		ctx := context.Background()
 		reg := maf.New(st, nil, master, kek)
-		p := newPKI(t)
+		// Made two hours ago, so it can also issue a certificate that has
+		// lapsed since.
+		p := catest.NewAt(t, time.Now().Add(-2*time.Hour))
 		cred, key := derivedPSK(t, reg, "Sdev-9", time.Now().Add(time.Hour))
 
 		// The device's own certificate is a credential the registry holds.
@@ -240,6 +262,16 @@ func TestAPI(t *testing.T) {
 		strangerCert := p.Leaf(t, ca.Request{Profile: ca.ProfileOBFClient, AssignedID: "mn-cse.sp.example", DNSNames: []string{"mn-cse.sp.example"}})
 		adminCert := p.Leaf(t, ca.Request{Profile: ca.ProfileOBFClient, AssignedID: "ops.sp.example", DNSNames: []string{"ops.sp.example"}})
 		foreign := newPKI(t).Leaf(t, ca.Request{Profile: ca.ProfileOBFClient, AssignedID: target, DNSNames: []string{target}})
+		lapsed := func() tls.Certificate {
+			key, _ := ecdsa.GenerateKey(elliptic.P256(), rand.Reader)
+			csr, _ := x509.CreateCertificateRequest(rand.Reader, &x509.CertificateRequest{}, key)
+			issued, err := p.WithClock(t, func() time.Time { return time.Now().Add(-time.Hour) }).Issue(ctx,
+				ca.Request{CSR: csr, Profile: ca.ProfileOBFClient, AssignedID: target, DNSNames: []string{target}, Validity: 30 * time.Minute})
+			if err != nil {
+				t.Fatal(err)
+			}
+			return tls.Certificate{Certificate: [][]byte{issued.DER, p.Issuing.Raw}, PrivateKey: key, Leaf: issued.Certificate}
+		}()
 
 		as, call := startAPI(t, reg, p)
 		fetch := "/maf/v1/fetchCredentials/" + *cred.KeID + "/22"
@@ -257,6 +289,7 @@ func TestAPI(t *testing.T) {
 		}{
 			{"no client certificate", as(nil), fetch, 401, "client_certificate_required"},
 			{"certificate of another CA", as(&foreign), fetch, 401, "client_certificate_invalid"},
+			{"expired certificate", as(&lapsed), fetch, 401, "client_certificate_expired"},
 			{"not a target", as(&strangerCert), fetch, 403, "target_not_authorised"},
 			{"bad SUID", as(&targetCert), "/maf/v1/fetchCredentials/" + *cred.KeID + "/99", 400, "bad_suid"},
 			{"bad KeID", as(&targetCert), "/maf/v1/fetchCredentials/nothex@x/22", 400, "bad_key_id"},

@@ -131,11 +131,16 @@ func (r *Registry) Fetch(ctx context.Context, keID string, suid kdf.SUID, names 
 	if len(creds) == 0 {
 		return Fetched{}, ErrUnknownKey
 	}
+	// Of the credentials this target may fetch, an active one wins over
+	// older rows of the same KeID and usage that a re-registration
+	// superseded; only when none is active does the refusal say why.
 	var c *store.Credential
 	for i := range creds {
-		if slices.ContainsFunc(creds[i].TargetIDs, func(t string) bool { return slices.Contains(names, t) }) {
+		if !slices.ContainsFunc(creds[i].TargetIDs, func(t string) bool { return slices.Contains(names, t) }) {
+			continue
+		}
+		if c == nil || c.Status != store.StatusActive && creds[i].Status == store.StatusActive {
 			c = &creds[i]
-			break
 		}
 	}
 	if c == nil {
