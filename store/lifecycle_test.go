@@ -541,3 +541,38 @@ func TestAuditOfOneSubjectUsesIndex(t *testing.T) {
 		}
 	})
 }
+
+// TestCheckRenewalAfterSuccessor: a renewal of a certificate that was
+// already renewed is a replay only for the same key and a successor still
+// current; otherwise the refusal names what the client must do: renew with
+// the successor (superseded), or enrol again when the successor itself was
+// revoked (a release) or has lapsed.
+func TestCheckRenewalAfterSuccessor(t *testing.T) {
+	now := t0.Add(time.Hour)
+	key, other := []byte("key-1"), []byte("key-2")
+	old := Credential{Type: TypeX509, Status: StatusRevoked, RevocationReason: ptr(crlreason.Superseded),
+		NotBefore: t0.Add(-24 * time.Hour), NotAfter: t0.Add(24 * time.Hour)}
+	succ := func(status string, reason *int, notAfter time.Time) *Credential {
+		return &Credential{Type: TypeX509, Status: status, RevocationReason: reason, PublicKeySHA256: key,
+			NotBefore: t0, NotAfter: notAfter}
+	}
+	for _, tt := range []struct {
+		name      string
+		successor *Credential
+		key       []byte
+		replay    bool
+		err       error
+	}{
+		{"retry, same key", succ(StatusActive, nil, t0.Add(48*time.Hour)), key, true, nil},
+		{"another key", succ(StatusActive, nil, t0.Add(48*time.Hour)), other, false, ErrCertSuperseded},
+		{"successor renewed in turn", succ(StatusRevoked, ptr(crlreason.Superseded), t0.Add(48*time.Hour)), key, false, ErrCertSuperseded},
+		{"successor revoked by a release", succ(StatusRevoked, ptr(crlreason.AffiliationChanged), t0.Add(48*time.Hour)), key, false, ErrCertRevoked},
+		{"successor expired (swept)", succ(StatusExpired, nil, t0), key, false, ErrCertExpired},
+		{"successor lapsed, not yet swept", succ(StatusActive, nil, t0), key, false, ErrCertExpired},
+	} {
+		replay, err := CheckRenewal(old, tt.successor, tt.key, now, 0, 0)
+		if replay != tt.replay || !errors.Is(err, tt.err) || (tt.err == nil) != (err == nil) {
+			t.Errorf("%s: %v, %v; want %v, %v", tt.name, replay, err, tt.replay, tt.err)
+		}
+	}
+}

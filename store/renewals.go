@@ -101,6 +101,14 @@ func CheckRenewal(old Credential, successor *Credential, publicKey []byte, now t
 		if bytes.Equal(successor.PublicKeySHA256, publicKey) && successor.Status == StatusActive && now.Before(successor.NotAfter) {
 			return true, nil
 		}
+		// "Renew with the successor" is only advice if the successor can:
+		// after a release (or any revocation) or its expiry, say that.
+		switch {
+		case successor.Status == StatusRevoked && (successor.RevocationReason == nil || *successor.RevocationReason != crlreason.Superseded):
+			return false, ErrCertRevoked
+		case successor.Status == StatusExpired || successor.Status == StatusActive && !now.Before(successor.NotAfter):
+			return false, ErrCertExpired
+		}
 		return false, ErrCertSuperseded
 	}
 	switch {
