@@ -307,15 +307,19 @@ func (p *Portal) Detail(ctx context.Context, who Principal, id string) (DeviceDe
 	// The viewer's tenant's history only: after a transfer the new owner
 	// (and the manufacturer holding a released device) must not see the
 	// previous owner's tokens or credentials. An sp-admin sees all.
-	if d.AssignedID != nil {
-		if out.Credentials, err = p.st.CredentialsOf(ctx, *d.AssignedID, who.Tenant()); err != nil {
-			return out, storeErr(err)
-		}
+	if out.Credentials, err = p.st.CredentialsOf(ctx, d.ID, who.Tenant()); err != nil {
+		return out, storeErr(err)
 	}
 	if out.Enrolments, err = p.st.EnrolmentsOf(ctx, d.ID, who.Tenant()); err != nil {
 		return out, storeErr(err)
 	}
-	if out.Audit, err = p.st.Audit(ctx, d.Tenant, d.ID); err != nil {
+	// The device's trail and its credentials' (revocations and renewals
+	// are filed under the credential), the viewer's tenant's only.
+	subjects := []string{d.ID}
+	for _, c := range out.Credentials {
+		subjects = append(subjects, c.ID)
+	}
+	if out.Audit, err = p.st.AuditOf(ctx, who.Tenant(), subjects); err != nil {
 		return out, storeErr(err)
 	}
 	return out, nil

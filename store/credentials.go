@@ -188,13 +188,15 @@ func (s *Store) Credentials(ctx context.Context, assignedID string) ([]Credentia
 	return s.listCredentials(ctx, `WHERE assigned_id = $1`, assignedID)
 }
 
-// CredentialsOf is Credentials of one tenant only ("" is every tenant's, for
-// an sp-admin): the device page shows its viewer's own history.
-func (s *Store) CredentialsOf(ctx context.Context, assignedID, tenant string) ([]Credential, error) {
+// CredentialsOf lists a device's credentials of one tenant, oldest first
+// ("" is every tenant's, for an sp-admin): the device page shows its
+// viewer's own history, across the assigned IDs the device had (a release
+// withdraws one, a claim brings a fresh one).
+func (s *Store) CredentialsOf(ctx context.Context, deviceID, tenant string) ([]Credential, error) {
 	if tenant == "" {
-		return s.Credentials(ctx, assignedID)
+		return s.listCredentials(ctx, `WHERE device_id = $1`, deviceID)
 	}
-	return s.listCredentials(ctx, `WHERE assigned_id = $1 AND tenant = $2`, assignedID, tenant)
+	return s.listCredentials(ctx, `WHERE device_id = $1 AND tenant = $2`, deviceID, tenant)
 }
 
 func (s *Store) listCredentials(ctx context.Context, where string, args ...any) ([]Credential, error) {

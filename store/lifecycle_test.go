@@ -536,7 +536,7 @@ func explain(t *testing.T, s *Store, query string, args ...any) string {
 // that must not scan the tenant's whole trail.
 func TestAuditOfOneSubjectUsesIndex(t *testing.T) {
 	backends(t, func(t *testing.T, s *Store, _ *countingObserver) {
-		if plan := explain(t, s, auditBySubject, "tenant-1", "dev-1"); !strings.Contains(plan, "audit_events_subject") {
+		if plan := explain(t, s, auditQuery(2), "dev-1", "cred-1"); !strings.Contains(plan, "audit_events_subject") {
 			t.Errorf("Audit does not use audit_events_subject:\n%s", plan)
 		}
 	})
