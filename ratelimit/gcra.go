@@ -64,8 +64,6 @@ type Observer interface {
 // A nil *Limiter admits everything, so a disabled limit costs one nil check.
 type Limiter[K comparable] struct {
 	name      string
-	rate      float64
-	burst     int
 	interval  int64 // ns between requests at the sustained rate
 	tolerance int64 // interval*(burst-1): how far TAT may run ahead of now
 	seed      maphash.Seed
@@ -103,7 +101,7 @@ func New[K comparable](o Options) *Limiter[K] {
 		n *= 2
 	}
 	interval := math.Min(float64(time.Second)/o.Rate, math.MaxInt64/4/float64(o.Burst))
-	l := &Limiter[K]{name: o.Name, rate: o.Rate, burst: o.Burst, seed: maphash.MakeSeed(), mask: uint64(n - 1),
+	l := &Limiter[K]{name: o.Name, seed: maphash.MakeSeed(), mask: uint64(n - 1),
 		interval: max(int64(interval), 1), perShard: max((o.MaxKeys+n-1)/n, 1), shards: make([]shard[K], n), obs: o.Observer}
 	l.tolerance = l.interval * int64(o.Burst-1)
 	for i := range l.shards {
@@ -118,9 +116,6 @@ func New[K comparable](o Options) *Limiter[K] {
 	}
 	return l
 }
-
-// Name is the limit's name.
-func (l *Limiter[K]) Name() string { return l.name }
 
 // Allow admits one request for key, or says how long until one would be.
 func (l *Limiter[K]) Allow(key K) (ok bool, retryAfter time.Duration) { return l.AllowN(key, 1) }

@@ -356,24 +356,17 @@ func (s *Server) Serve() error {
 		err    error
 	}
 	done := make(chan result, 2)
-	go func() {
-		err := s.statusSrv.Serve(statusLn)
+	run := func(srv *fasthttp.Server, ln net.Listener, status bool, what string) {
+		err := srv.Serve(ln)
 		if err != nil && !errors.Is(err, net.ErrClosed) {
-			err = fmt.Errorf("serve status listener: %w", err)
+			err = fmt.Errorf("%s: %w", what, err)
 		} else {
 			err = nil
 		}
-		done <- result{true, err}
-	}()
-	go func() {
-		err := s.srv.Serve(ln)
-		if err != nil && !errors.Is(err, net.ErrClosed) {
-			err = fmt.Errorf("serve: %w", err)
-		} else {
-			err = nil
-		}
-		done <- result{false, err}
-	}()
+		done <- result{status, err}
+	}
+	go run(s.statusSrv, statusLn, true, "serve status listener")
+	go run(s.srv, ln, false, "serve")
 	first := <-done
 	if first.err != nil {
 		// Close the other's listener as well as shutting it down: fasthttp's
@@ -541,6 +534,5 @@ func requestID(ctx *fasthttp.RequestCtx) string {
 		id = hex.EncodeToString(b[:])
 	}
 	ctx.Response.Header.Set("X-Request-ID", id)
-	ctx.SetUserValue("request_id", id)
 	return id
 }
