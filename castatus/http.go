@@ -14,7 +14,6 @@ import (
 	"github.com/credfactory/credfactory/apierr"
 	"github.com/credfactory/credfactory/ca"
 	"github.com/credfactory/credfactory/crlreason"
-	"github.com/credfactory/credfactory/hsm"
 	"github.com/credfactory/credfactory/httpapi"
 	"github.com/credfactory/credfactory/store"
 	"github.com/valyala/fasthttp"
@@ -276,8 +275,9 @@ func (s *Service) acquireSigner(ctx context.Context) bool {
 }
 
 func failure(err error) ([]byte, string) {
-	if errors.Is(err, store.ErrUnavailable) || errors.Is(err, hsm.ErrUnavailable) || errors.Is(err, hsm.ErrPoolTimeout) ||
-		errors.Is(err, context.DeadlineExceeded) {
+	// apierr.Unavailable is how the HSM (and anything else) says "try later".
+	var u apierr.Unavailable
+	if errors.Is(err, store.ErrUnavailable) || errors.As(err, &u) || errors.Is(err, context.DeadlineExceeded) {
 		return ca.OCSPTryLater, "try_later"
 	}
 	return ca.OCSPInternalError, "internal_error"

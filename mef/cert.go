@@ -121,11 +121,7 @@ func (m *MEF) recorded(ctx context.Context, credentialID string) (CertResult, er
 	if c.Type != store.TypeX509 || c.Status != store.StatusActive {
 		return CertResult{}, errTokenRedeemed
 	}
-	cert, err := x509.ParseCertificate(c.CertDER)
-	if err != nil {
-		return CertResult{}, err
-	}
-	return CertResult{Certificate: cert, Chain: m.ca.Chain(), Credential: c, Replayed: true}, nil
+	return m.certResult(c)
 }
 
 // checkCSRNames refuses a CSR that asks for names or extensions the device

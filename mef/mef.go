@@ -14,7 +14,6 @@ import (
 	"github.com/credfactory/credfactory/apierr"
 	"github.com/credfactory/credfactory/ca"
 	"github.com/credfactory/credfactory/clientauth"
-	"github.com/credfactory/credfactory/hsm"
 	"github.com/credfactory/credfactory/kdf"
 	"github.com/credfactory/credfactory/maf"
 	"github.com/credfactory/credfactory/ratelimit"
@@ -139,8 +138,6 @@ func tokenErr(err error) error {
 		return &e
 	case errors.Is(err, store.ErrUnavailable):
 		return &Failure{Status: http.StatusServiceUnavailable, Code: "registry_unavailable", Message: "the registry is unavailable; retry with the same token", RetryAfter: 1, Err: err}
-	case errors.Is(err, hsm.ErrUnavailable), errors.Is(err, hsm.ErrPoolTimeout):
-		return &Failure{Status: http.StatusServiceUnavailable, Code: "hsm_unavailable", Message: "the HSM is busy or unavailable; retry with the same token", RetryAfter: 1, Err: err}
 	case errors.Is(err, store.ErrConflict):
 		return &Failure{Status: http.StatusConflict, Code: "credential_exists", Message: "that credential is already recorded", Err: err}
 	}
