@@ -150,9 +150,6 @@ func New(authority *ca.CA, reg Registry, cfg Config) (*Service, error) {
 		signers: make(chan struct{}, cfg.Signers)}, nil
 }
 
-// IssuerKeyID is the registry's name for this CA's certificates.
-func (s *Service) IssuerKeyID() string { return s.issuerKeyID }
-
 // MarkStale says a certificate was revoked: the next fetch regenerates the
 // CRL. It costs one atomic store, so revocation paths call it freely.
 func (s *Service) MarkStale() { s.stale.Store(true) }
@@ -303,7 +300,7 @@ func (s *Service) generateLocked(ctx context.Context) (crl *ca.CRL, err error) {
 	// right before signing: the clock's number unless a CRL with that one
 	// or a higher one is out already (a replica's clock is ahead, or ours
 	// stepped back), since relying parties keep the highest.
-	n, err := s.reg.NextCRLNumber(ctx, s.issuerKeyID, thisUpdate.UnixNano())
+	n, err := s.reg.NextCRLNumber(ctx, s.issuerKeyID, ca.CRLNumber(thisUpdate).Int64())
 	if err != nil {
 		s.stale.Store(true)
 		return nil, fmt.Errorf("generate CRL: %w", err)

@@ -320,18 +320,23 @@ func (a *API) revokeDevice(ctx *fasthttp.RequestCtx) error {
 		return err
 	}
 	assigned := httpapi.Param(ctx, "assignedId")
-	creds, err := a.reg.List(ctx, assigned)
-	if err != nil {
-		return mapErr(err)
-	}
-	if len(creds) == 0 {
-		return &apierr.Error{Status: http.StatusNotFound, Code: "assigned_id_not_found", Message: "no credentials for that assigned ID"}
-	}
 	actor := "maf-client:" + firstOr(c.names, "unknown")
 	// Each audit event goes to its credential's own tenant (Tenant empty).
 	revoked, err := a.reg.Revoke(ctx, store.Revocation{AssignedID: assigned, SUIDs: body.SUIDs, Reason: reason, Actor: actor})
 	if err != nil {
 		return mapErr(err)
+	}
+	if len(revoked) == 0 {
+		// Nothing was active: an unknown assigned ID is a 404, a known one
+		// whose credentials were all revoked already is an empty answer.
+		// Only then is the listing worth reading.
+		creds, err := a.reg.List(ctx, assigned)
+		if err != nil {
+			return mapErr(err)
+		}
+		if len(creds) == 0 {
+			return &apierr.Error{Status: http.StatusNotFound, Code: "assigned_id_not_found", Message: "no credentials for that assigned ID"}
+		}
 	}
 	return revokedJSON(ctx, revoked)
 }

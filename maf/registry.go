@@ -7,6 +7,7 @@ import (
 	"slices"
 	"time"
 
+	"github.com/credfactory/credfactory/crlreason"
 	"github.com/credfactory/credfactory/kdf"
 	"github.com/credfactory/credfactory/store"
 )
@@ -24,9 +25,6 @@ var (
 	ErrRevoked       = errors.New("maf: credential revoked")
 	ErrExpired       = errors.New("maf: credential expired")
 )
-
-// CessationOfOperation is the RFC 5280 reason a deregistration records.
-const CessationOfOperation = 5
 
 // Registry is the MAF's logic over the store. Safe for concurrent use.
 type Registry struct {
@@ -109,7 +107,7 @@ func (r *Registry) Revoke(ctx context.Context, rev store.Revocation) ([]string, 
 // Deregister ends an assigned ID's registration: every active credential is
 // revoked (cessation of operation). The rows stay, as the history.
 func (r *Registry) Deregister(ctx context.Context, assignedID, actor, tenant string) ([]string, error) {
-	return r.Revoke(ctx, store.Revocation{AssignedID: assignedID, Reason: CessationOfOperation, Actor: actor, Tenant: tenant})
+	return r.Revoke(ctx, store.Revocation{AssignedID: assignedID, Reason: crlreason.CessationOfOperation, Actor: actor, Tenant: tenant})
 }
 
 // Fetched is a key retrieval's answer (TS-0003 §8.3.5: status, credential,
