@@ -234,13 +234,27 @@ func (l *limitedBody) Read(p []byte) (int, error) {
 }
 
 func (s *Server) readBody(ctx *fasthttp.RequestCtx, limit int64) error {
-	if n := ctx.Request.Header.ContentLength(); n > 0 && int64(n) > limit {
+	n := ctx.Request.Header.ContentLength()
+	if n > 0 && int64(n) > limit {
 		return apierr.BodyTooLarge
 	}
 	stream := ctx.RequestBodyStream()
-	if stream == nil {
+	if stream == nil || n == 0 {
+		return nil // GETs and empty bodies: nothing to read or allocate
+	}
+	if n > 0 {
+		// The length is known and within the limit: one buffer of that
+		// size, handed to the request without a copy (an EST or JSON
+		// enrolment body would otherwise grow through ReadAll's doublings
+		// and then be copied by SetBody).
+		body := make([]byte, n)
+		if _, err := io.ReadFull(stream, body); err != nil {
+			return apierr.BadRequest
+		}
+		ctx.Request.SetBodyRaw(body)
 		return nil
 	}
+	// Chunked: read up to the limit, one byte more to tell "too large".
 	body, err := io.ReadAll(io.LimitReader(stream, limit+1))
 	if err != nil {
 		return apierr.BadRequest
