@@ -244,9 +244,14 @@ func backfillIssuerKeyIDs(ctx context.Context, s *Store) error {
 		}
 		var writes []stmt
 		for _, it := range items {
-			if kid := issuerKeyIDOf(Credential{Type: TypeX509, CertDER: it.der}); kid != nil {
-				writes = append(writes, stmt{`UPDATE credentials SET issuer_key_id = $2 WHERE id = $1`, []any{it.id, *kid}, -1})
+			// A certificate that names no issuer key gets "": it matches no
+			// issuer, as NULL did, and leaves the work list, so the sweep's
+			// look at it stays one index probe instead of re-reading it.
+			kid := ""
+			if k := issuerKeyIDOf(Credential{Type: TypeX509, CertDER: it.der}); k != nil {
+				kid = *k
 			}
+			writes = append(writes, stmt{`UPDATE credentials SET issuer_key_id = $2 WHERE id = $1`, []any{it.id, kid}, -1})
 		}
 		if len(writes) > 0 {
 			if err := s.tx(ctx, "migrate", func(q querier) error {

@@ -259,6 +259,23 @@ func TestIssuerKeyIDBackfill(t *testing.T) {
 		if err := backfillIssuerKeyIDs(ctx, s); err != nil {
 			t.Fatal(err)
 		}
+		// A certificate naming no issuer key leaves the work list too, so
+		// the sweep does not re-read it every run.
+		anon := certCredential()
+		anon.AssignedID, anon.DeviceID, anon.Tenant = "Sanon", "dev-anon", "t1"
+		anon.NotBefore, anon.NotAfter = t0, t0.Add(time.Hour)
+		if err := s.RegisterCredential(ctx, anon); err != nil {
+			t.Fatal(err)
+		}
+		if err := backfillIssuerKeyIDs(ctx, s); err != nil {
+			t.Fatal(err)
+		}
+		var pending int
+		if err := s.read(ctx, func(q querier) error {
+			return q.queryRow(ctx, `SELECT COUNT(*) FROM credentials WHERE type = 'x509' AND issuer_key_id IS NULL`).Scan(&pending)
+		}); err != nil || pending != 0 {
+			t.Errorf("%d certificates left on the backfill's work list (%v), want 0", pending, err)
+		}
 	})
 }
 
