@@ -4,6 +4,7 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"strings"
 	"time"
 )
 
@@ -43,9 +44,32 @@ const stakeholderColumns = `id, name, role, acts_for, password_hash, failed_logi
 
 func scanStakeholder(r row) (Stakeholder, error) {
 	var s Stakeholder
-	err := r.Scan(&s.ID, &s.Name, &s.Role, &s.ActsFor, &s.PasswordHash, &s.FailedLogins, &s.LockedUntil, &s.CreatedAt, &s.DisabledAt)
+	err := r.Scan(stakeholderDest(&s)...)
 	return s, err
 }
+
+// stakeholderDest is where stakeholderColumns scan to, so a join can read
+// a stakeholder in the same row as what refers to it.
+func stakeholderDest(s *Stakeholder) []any {
+	return []any{&s.ID, &s.Name, &s.Role, &s.ActsFor, &s.PasswordHash, &s.FailedLogins, &s.LockedUntil, &s.CreatedAt, &s.DisabledAt}
+}
+
+// stakeholderColumnsOf is stakeholderColumns qualified by a table alias.
+func stakeholderColumnsOf(alias string) string {
+	cols := strings.Split(stakeholderColumns, ", ")
+	for i := range cols {
+		cols[i] = alias + "." + cols[i]
+	}
+	return strings.Join(cols, ", ")
+}
+
+// The session and API-key lookups, built once: each runs per request.
+var (
+	sessionByHashSQL = `SELECT s.id_hash, s.stakeholder_id, s.csrf, s.created_at, s.expires_at, ` + stakeholderColumnsOf("st") + `
+		FROM sessions s JOIN stakeholders st ON st.id = s.stakeholder_id WHERE s.id_hash = $1`
+	apiKeyByHashSQL = `SELECT k.id, k.stakeholder_id, k.name, k.key_hash, k.created_at, k.last_used_at, k.revoked_at, ` + stakeholderColumnsOf("st") + `
+		FROM api_keys k JOIN stakeholders st ON st.id = k.stakeholder_id WHERE k.key_hash = $1 AND k.revoked_at IS NULL`
+)
 
 // CreateStakeholder adds an account; a taken name is ErrConflict.
 func (s *Store) CreateStakeholder(ctx context.Context, st Stakeholder) error {
@@ -95,11 +119,6 @@ func (s *Store) StakeholderBy(ctx context.Context, column, value string) (Stakeh
 		return st, fmt.Errorf("stakeholder: %w", err)
 	}
 	return st, nil
-}
-
-// Stakeholders lists every account (for the sp-admin pages).
-func (s *Store) Stakeholders(ctx context.Context) ([]Stakeholder, error) {
-	return list(ctx, s, scanStakeholder, `SELECT `+stakeholderColumns+` FROM stakeholders ORDER BY name`)
 }
 
 // LoginResult records a login attempt's outcome: a success clears the
@@ -222,17 +241,17 @@ func (s *Store) CreateSession(ctx context.Context, sess Session) error {
 func (s *Store) SessionByHash(ctx context.Context, idHash []byte, now time.Time) (Session, Stakeholder, error) {
 	var sess Session
 	var st Stakeholder
+	// One round trip for the session and its stakeholder: this runs on
+	// every page a logged-in stakeholder loads.
 	err := s.read(ctx, func(q querier) error {
-		if err := q.queryRow(ctx, `SELECT id_hash, stakeholder_id, csrf, created_at, expires_at FROM sessions WHERE id_hash = $1`,
-			idHash).Scan(&sess.IDHash, &sess.StakeholderID, &sess.CSRF, &sess.CreatedAt, &sess.ExpiresAt); err != nil {
+		dest := append([]any{&sess.IDHash, &sess.StakeholderID, &sess.CSRF, &sess.CreatedAt, &sess.ExpiresAt}, stakeholderDest(&st)...)
+		if err := q.queryRow(ctx, sessionByHashSQL, idHash).Scan(dest...); err != nil {
 			return err
 		}
 		if !now.Before(sess.ExpiresAt) {
 			return ErrNotFound
 		}
-		var err error
-		st, err = scanStakeholder(q.queryRow(ctx, `SELECT `+stakeholderColumns+` FROM stakeholders WHERE id = $1`, sess.StakeholderID))
-		return err
+		return nil
 	})
 	return sess, st, err
 }
@@ -269,15 +288,11 @@ func (s *Store) CreateAPIKey(ctx context.Context, k APIKey) error {
 func (s *Store) APIKeyByHash(ctx context.Context, keyHash []byte) (APIKey, Stakeholder, error) {
 	var k APIKey
 	var st Stakeholder
+	// One round trip for the key and its stakeholder: this runs on every
+	// API request a factory line makes.
 	err := s.read(ctx, func(q querier) error {
-		if err := q.queryRow(ctx, `SELECT id, stakeholder_id, name, key_hash, created_at, last_used_at, revoked_at
-			FROM api_keys WHERE key_hash = $1 AND revoked_at IS NULL`, keyHash).Scan(
-			&k.ID, &k.StakeholderID, &k.Name, &k.KeyHash, &k.CreatedAt, &k.LastUsedAt, &k.RevokedAt); err != nil {
-			return err
-		}
-		var err error
-		st, err = scanStakeholder(q.queryRow(ctx, `SELECT `+stakeholderColumns+` FROM stakeholders WHERE id = $1`, k.StakeholderID))
-		return err
+		dest := append([]any{&k.ID, &k.StakeholderID, &k.Name, &k.KeyHash, &k.CreatedAt, &k.LastUsedAt, &k.RevokedAt}, stakeholderDest(&st)...)
+		return q.queryRow(ctx, apiKeyByHashSQL, keyHash).Scan(dest...)
 	})
 	return k, st, err
 }
