@@ -54,6 +54,12 @@ type CA struct {
 	// (ocsp.go), computed once.
 	issuerHashes     map[crypto.Hash]issuerHash
 	responderKeyHash []byte
+	// ocspHash and ocspSigAlg are how OCSP responses are signed: fixed by
+	// the issuer key, so worked out once, not per response (ocspAlgErr
+	// when the key type cannot sign them).
+	ocspHash   crypto.Hash
+	ocspSigAlg []byte
+	ocspAlgErr error
 }
 
 // Issued is the result of a successful issuance.
@@ -92,6 +98,7 @@ func New(cfg Config) (*CA, error) {
 	if c.issuerHashes, c.responderKeyHash, err = ocspIdentity(cfg.Issuer); err != nil {
 		return nil, fmt.Errorf("ca: config: %w", err)
 	}
+	c.ocspHash, c.ocspSigAlg, c.ocspAlgErr = signatureAlgorithm(cfg.Signer.Public())
 	if c.now == nil {
 		c.now = time.Now
 	}

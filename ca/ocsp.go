@@ -255,9 +255,9 @@ func (c *CA) SignOCSP(ctx context.Context, req *OCSPRequest, a OCSPAnswer) ([]by
 	if err := ctx.Err(); err != nil {
 		return nil, fmt.Errorf("ca: sign OCSP response: %w", err)
 	}
-	hash, sigAlg, err := signatureAlgorithm(c.signer.Public())
-	if err != nil {
-		return nil, fmt.Errorf("ca: sign OCSP response: %w", err)
+	hash, sigAlg := c.ocspHash, c.ocspSigAlg
+	if c.ocspAlgErr != nil {
+		return nil, fmt.Errorf("ca: sign OCSP response: %w", c.ocspAlgErr)
 	}
 	sec := func(t time.Time) time.Time { return t.UTC().Truncate(time.Second) }
 	b := cryptobyte.NewBuilder(nil)
