@@ -455,13 +455,7 @@ func (p *Portal) pageHandOver(ctx *fasthttp.RequestCtx) error {
 		if e.Status >= 500 || e.Status == http.StatusForbidden {
 			return err
 		}
-		v, _, verr := p.devicesView(ctx, who, store.DeviceFilter{})
-		if verr != nil {
-			return verr
-		}
-		v.Error = "Nothing was handed over: " + e.Message
-		render(ctx, e.Status, "devices", v)
-		return nil
+		return p.devicesError(ctx, who, "Nothing was handed over: ", e)
 	}
 	redirect(ctx, "/devices?handedOver="+strconv.Itoa(n))
 	return nil
@@ -551,21 +545,7 @@ func (p *Portal) pageEnrol(ctx *fasthttp.RequestCtx) error {
 		b, err = p.Enrol(ctx, who, id, req)
 	}
 	if err != nil {
-		e := apierr.As(err)
-		if e.Status >= 500 || e.Code == "device_not_found" || e.Code == "forbidden" {
-			return err
-		}
-		v, verr := p.deviceView(ctx, who, id)
-		if verr != nil {
-			return verr
-		}
-		v.Data.(*deviceData).OBFID = req.OBFID
-		v.Error = "No token was issued: " + e.Message
-		if e.RetryAfter > 0 {
-			ctx.Response.Header.Set("Retry-After", strconv.Itoa(e.RetryAfter))
-		}
-		render(ctx, e.Status, "device", v)
-		return nil
+		return p.deviceError(ctx, who, id, req.OBFID, "No token was issued: ", err)
 	}
 	return p.renderBundle(ctx, who, id, b)
 }
@@ -597,7 +577,7 @@ func (p *Portal) pageRelease(ctx *fasthttp.RequestCtx) error {
 	args := ctx.PostArgs()
 	_, err = p.Release(ctx, who, id, ReleaseRequest{Reason: string(args.Peek("reason")), RevocationReason: string(args.Peek("revocationReason"))})
 	if err != nil {
-		return p.deviceError(ctx, who, id, "The device was not released: ", err)
+		return p.deviceError(ctx, who, id, "", "The device was not released: ", err)
 	}
 	redirect(ctx, "/devices?released="+url.QueryEscape(id))
 	return nil
@@ -614,12 +594,12 @@ func (p *Portal) pageRevoke(ctx *fasthttp.RequestCtx) error {
 	for _, raw := range strings.FieldsFunc(string(args.Peek("suids")), func(r rune) bool { return r == ',' || r == ' ' }) {
 		n, err := strconv.Atoi(raw)
 		if err != nil {
-			return p.deviceError(ctx, who, id, "Nothing was revoked: ", apierr.New(http.StatusBadRequest, "bad_suid", "usage codes are numbers such as 22 or 42, separated by commas"))
+			return p.deviceError(ctx, who, id, "", "Nothing was revoked: ", apierr.New(http.StatusBadRequest, "bad_suid", "usage codes are numbers such as 22 or 42, separated by commas"))
 		}
 		req.SUIDs = append(req.SUIDs, n)
 	}
 	if _, err := p.Revoke(ctx, who, id, req); err != nil {
-		return p.deviceError(ctx, who, id, "Nothing was revoked: ", err)
+		return p.deviceError(ctx, who, id, "", "Nothing was revoked: ", err)
 	}
 	redirect(ctx, "/devices/"+url.PathEscape(id))
 	return nil
@@ -627,7 +607,7 @@ func (p *Portal) pageRevoke(ctx *fasthttp.RequestCtx) error {
 
 // deviceError shows the device page again with what went wrong, or the
 // error page where there is no device page to show.
-func (p *Portal) deviceError(ctx *fasthttp.RequestCtx, who Principal, id, prefix string, err error) error {
+func (p *Portal) deviceError(ctx *fasthttp.RequestCtx, who Principal, id, obfID, prefix string, err error) error {
 	e := apierr.As(err)
 	if e.Status >= 500 || e.Code == "device_not_found" || e.Code == "forbidden" {
 		return err
@@ -636,9 +616,30 @@ func (p *Portal) deviceError(ctx *fasthttp.RequestCtx, who Principal, id, prefix
 	if verr != nil {
 		return verr
 	}
-	v.Error = prefix + e.Message
+	v.Data.(*deviceData).OBFID = obfID // the form keeps the OBF chosen
+	showError(ctx, &v, prefix, e)
 	render(ctx, e.Status, "device", v)
 	return nil
+}
+
+// devicesError shows the devices page again with what went wrong.
+func (p *Portal) devicesError(ctx *fasthttp.RequestCtx, who Principal, prefix string, e *apierr.Error) error {
+	v, _, verr := p.devicesView(ctx, who, store.DeviceFilter{})
+	if verr != nil {
+		return verr
+	}
+	showError(ctx, &v, prefix, e)
+	render(ctx, e.Status, "devices", v)
+	return nil
+}
+
+// showError puts e on a page being shown again, with its Retry-After (a
+// lockout or a rate limit) for the browser.
+func showError(ctx *fasthttp.RequestCtx, v *view, prefix string, e *apierr.Error) {
+	v.Error = prefix + e.Message
+	if e.RetryAfter > 0 {
+		ctx.Response.Header.Set("Retry-After", strconv.Itoa(e.RetryAfter))
+	}
 }
 
 // pageClaim takes an unowned device (a released one, say) by its claim
@@ -663,16 +664,7 @@ func (p *Portal) pageClaim(ctx *fasthttp.RequestCtx) error {
 		if e.Status >= 500 {
 			return err
 		}
-		v, _, verr := p.devicesView(ctx, who, store.DeviceFilter{})
-		if verr != nil {
-			return verr
-		}
-		v.Error = "The device was not claimed: " + e.Message
-		if e.RetryAfter > 0 {
-			ctx.Response.Header.Set("Retry-After", strconv.Itoa(e.RetryAfter))
-		}
-		render(ctx, e.Status, "devices", v)
-		return nil
+		return p.devicesError(ctx, who, "The device was not claimed: ", e)
 	}
 	return p.renderBundle(ctx, who, id, b)
 }
