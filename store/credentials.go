@@ -109,13 +109,6 @@ func insertCredential(ctx context.Context, q querier, c Credential) error {
 	return err
 }
 
-func nonNil(s []string) []string {
-	if s == nil {
-		return []string{}
-	}
-	return s
-}
-
 func (c Credential) validate() error {
 	switch {
 	case c.ID == "" || c.AssignedID == "" || c.DeviceID == "" || c.Tenant == "":

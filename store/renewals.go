@@ -254,7 +254,7 @@ func supersedeKeysStmt(assignedID string, c Credential, at time.Time) (stmt, err
 // sorted, so that one set of targets has one text whatever order a request
 // listed them in (supersedeKeysStmt compares it).
 func targetsJSON(ids []string) (string, error) {
-	sorted := slices.Sorted(slices.Values(nonNil(ids)))
+	sorted := slices.Sorted(slices.Values(ids))
 	if sorted == nil {
 		sorted = []string{}
 	}
