@@ -117,6 +117,22 @@ func (c Context) Derive(ctx context.Context, master Master) ([]byte, error) {
 	if err := c.Validate(); err != nil {
 		return nil, err
 	}
+	return c.derive(ctx, master)
+}
+
+// DeriveStored re-derives the key of a stored context: UnmarshalContext
+// (which validates it) and the derivation, without validating it twice,
+// as a MAF key retrieval does on every fetch.
+func DeriveStored(ctx context.Context, master Master, data []byte) ([]byte, error) {
+	c, err := UnmarshalContext(data)
+	if err != nil {
+		return nil, err
+	}
+	return c.derive(ctx, master)
+}
+
+// derive is Derive for a context known to be valid.
+func (c Context) derive(ctx context.Context, master Master) ([]byte, error) {
 	ke, err := enrolmentKey(ctx, master, c.KeID)
 	if err != nil {
 		return nil, err

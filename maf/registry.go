@@ -163,11 +163,7 @@ func (r *Registry) Key(ctx context.Context, c store.Credential) ([]byte, error) 
 	case c.Type != store.TypePSK:
 		return nil, fmt.Errorf("credential %s is not a shared key", c.ID)
 	case len(c.KDFContext) > 0:
-		kc, err := kdf.UnmarshalContext(c.KDFContext)
-		if err != nil {
-			return nil, fmt.Errorf("credential %s: %w", c.ID, err)
-		}
-		key, err := kc.Derive(ctx, r.master)
+		key, err := kdf.DeriveStored(ctx, r.master, c.KDFContext)
 		if err != nil {
 			return nil, fmt.Errorf("re-derive key of %s: %w", c.ID, err)
 		}
