@@ -11,7 +11,6 @@ import (
 
 	"github.com/credfactory/credfactory/apierr"
 	"github.com/credfactory/credfactory/clientauth"
-	"github.com/credfactory/credfactory/hsm"
 	"github.com/credfactory/credfactory/httpapi"
 	"github.com/credfactory/credfactory/kdf"
 	"github.com/credfactory/credfactory/store"
@@ -347,7 +346,8 @@ func revokedJSON(ctx *fasthttp.RequestCtx, revoked []string) error {
 	}{Revoked: append([]string{}, revoked...)})
 }
 
-// mapErr turns registry, store and HSM errors into API errors.
+// mapErr turns registry and store verdicts into API errors. Outages (store
+// and HSM) carry their own 503 answer through apierr.Unavailable.
 func mapErr(err error) error {
 	switch {
 	case errors.Is(err, ErrUnknownKey), errors.Is(err, store.ErrNotFound):
@@ -360,10 +360,6 @@ func mapErr(err error) error {
 		return &apierr.Error{Status: http.StatusGone, Code: "credential_expired", Message: "the credential has expired", Err: err}
 	case errors.Is(err, store.ErrInvalid):
 		return &apierr.Error{Status: http.StatusBadRequest, Code: "bad_request", Message: "the request is invalid", Err: err}
-	case errors.Is(err, store.ErrUnavailable):
-		return &apierr.Error{Status: http.StatusServiceUnavailable, Code: "registry_unavailable", Message: "the registry database is unavailable; retry", RetryAfter: 1, Err: err}
-	case errors.Is(err, hsm.ErrUnavailable), errors.Is(err, hsm.ErrPoolTimeout):
-		return &apierr.Error{Status: http.StatusServiceUnavailable, Code: "hsm_unavailable", Message: "the HSM is unavailable; retry", RetryAfter: 1, Err: err}
 	}
 	return err
 }

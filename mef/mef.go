@@ -136,8 +136,6 @@ func tokenErr(err error) error {
 		e := *errTokenMismatch
 		e.Message = strings.TrimPrefix(err.Error(), "redeem: ")
 		return &e
-	case errors.Is(err, store.ErrUnavailable):
-		return &Failure{Status: http.StatusServiceUnavailable, Code: "registry_unavailable", Message: "the registry is unavailable; retry with the same token", RetryAfter: 1, Err: err}
 	case errors.Is(err, store.ErrConflict):
 		return &Failure{Status: http.StatusConflict, Code: "credential_exists", Message: "that credential is already recorded", Err: err}
 	}

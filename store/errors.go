@@ -2,7 +2,8 @@ package store
 
 import "errors"
 
-// Errors callers decide on. The HTTP layers map them to statuses.
+// Errors callers decide on. The HTTP layers map them to statuses, except
+// ErrUnavailable, which carries its own answer (apierr.Unavailable).
 var (
 	// ErrNotFound: no such row.
 	ErrNotFound = errors.New("store: not found")
@@ -11,7 +12,9 @@ var (
 	ErrConflict = errors.New("store: already exists")
 	// ErrUnavailable: the database cannot be reached or is restarting;
 	// nothing was changed by this call, or the change is safe to retry.
-	ErrUnavailable = errors.New("store: database unavailable")
+	// Wherever it surfaces unmapped, the HTTP layer answers 503
+	// registry_unavailable with Retry-After (apierr.Unavailable).
+	ErrUnavailable error = &unavailableError{"store: database unavailable"}
 	// ErrInvalid: the request itself is malformed (say, a revocation reason
 	// RFC 5280 does not define); nothing was written.
 	ErrInvalid = errors.New("store: invalid request")
@@ -28,3 +31,14 @@ var (
 	// assigned ID, device certificate, OBF or path.
 	ErrTokenMismatch = errors.New("store: enrolment token bound to another identity")
 )
+
+// unavailableError is an outage a client should retry after.
+type unavailableError struct{ msg string }
+
+func (e *unavailableError) Error() string { return e.msg }
+
+// Unavailable implements apierr.Unavailable without importing it: the store
+// knows nothing of HTTP, only what a caller should be told.
+func (e *unavailableError) Unavailable() (code, message string) {
+	return "registry_unavailable", "the registry database is unavailable; retry"
+}
