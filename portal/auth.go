@@ -46,7 +46,7 @@ func (p *Portal) Login(ctx context.Context, name, password string) (cookie strin
 		return "", sess, errBadLogin
 	}
 	if err != nil {
-		return "", sess, storeErr(err)
+		return "", sess, err
 	}
 	if st.DisabledAt != nil {
 		return "", sess, errDisabled
@@ -62,7 +62,7 @@ func (p *Portal) Login(ctx context.Context, name, password string) (cookie strin
 	}
 	locked, err := p.st.LoginResult(ctx, st.ID, ok, now, p.cfg.LoginMaxFailures, p.cfg.LoginLockout)
 	if err != nil {
-		return "", sess, storeErr(err)
+		return "", sess, err
 	}
 	if !ok {
 		_ = p.st.AppendAudit(ctx, store.AuditEvent{At: now, Tenant: st.Tenant(), Actor: name, Action: "login.failure", Subject: st.ID, Detail: map[string]any{}})
@@ -80,7 +80,7 @@ func (p *Portal) Login(ctx context.Context, name, password string) (cookie strin
 	cookie = randomToken()
 	sess = store.Session{IDHash: sha(cookie), StakeholderID: st.ID, CSRF: randomToken(), CreatedAt: now, ExpiresAt: now.Add(p.cfg.SessionTTL)}
 	if err := p.st.CreateSession(ctx, sess); err != nil {
-		return "", sess, storeErr(err)
+		return "", sess, err
 	}
 	_ = p.st.AppendAudit(ctx, store.AuditEvent{At: now, Tenant: st.Tenant(), Actor: name, Action: "login", Subject: st.ID, Detail: map[string]any{}})
 	return cookie, sess, nil
@@ -88,7 +88,7 @@ func (p *Portal) Login(ctx context.Context, name, password string) (cookie strin
 
 // Logout ends the session behind a cookie.
 func (p *Portal) Logout(ctx context.Context, cookie string) error {
-	return storeErr(p.st.DeleteSession(ctx, sha(cookie)))
+	return p.st.DeleteSession(ctx, sha(cookie))
 }
 
 // SetSessionCookie writes the session cookie: Secure (the portal is HTTPS
@@ -134,7 +134,7 @@ func (p *Portal) authenticate(ctx *fasthttp.RequestCtx, allowOBF bool, formCSRF 
 			return Principal{}, apierr.New(http.StatusUnauthorized, "bad_api_key", "unknown or revoked API key")
 		}
 		if err != nil {
-			return Principal{}, storeErr(err)
+			return Principal{}, err
 		}
 		if st.DisabledAt != nil {
 			return Principal{}, errDisabled
@@ -147,7 +147,7 @@ func (p *Portal) authenticate(ctx *fasthttp.RequestCtx, allowOBF bool, formCSRF 
 			if err == nil && o.Trusted && o.DisabledAt == nil {
 				st, err := p.st.StakeholderBy(ctx, "id", o.StakeholderID)
 				if err != nil {
-					return Principal{}, storeErr(err)
+					return Principal{}, err
 				}
 				return Principal{Stakeholder: st, Via: "obf", OBF: &o}, nil
 			}
@@ -162,7 +162,7 @@ func (p *Portal) authenticate(ctx *fasthttp.RequestCtx, allowOBF bool, formCSRF 
 		return Principal{}, apierr.New(http.StatusUnauthorized, "session_expired", "your session has ended: log in again")
 	}
 	if err != nil {
-		return Principal{}, storeErr(err)
+		return Principal{}, err
 	}
 	if st.DisabledAt != nil {
 		return Principal{}, errDisabled
@@ -191,7 +191,7 @@ func (p *Portal) NewAPIKey(ctx context.Context, who Principal, name string) (str
 	key := "cfk_" + randomToken()
 	k := store.APIKey{ID: uuid.NewString(), StakeholderID: who.Stakeholder.ID, Name: name, KeyHash: sha(key), CreatedAt: p.now()}
 	if err := p.st.CreateAPIKey(ctx, k); err != nil {
-		return "", k, storeErr(err)
+		return "", k, err
 	}
 	_ = p.st.AppendAudit(ctx, store.AuditEvent{At: k.CreatedAt, Tenant: who.Stakeholder.Tenant(), Actor: who.actor(),
 		Action: "api_key.create", Subject: k.ID, Detail: map[string]any{"name": name}})
@@ -201,7 +201,7 @@ func (p *Portal) NewAPIKey(ctx context.Context, who Principal, name string) (str
 // APIKeys lists the caller's keys.
 func (p *Portal) APIKeys(ctx context.Context, who Principal) ([]store.APIKey, error) {
 	keys, err := p.st.APIKeys(ctx, who.Stakeholder.ID)
-	return keys, storeErr(err)
+	return keys, err
 }
 
 // RevokeAPIKey revokes one of the caller's keys.
@@ -214,7 +214,7 @@ func (p *Portal) RevokeAPIKey(ctx context.Context, who Principal, id string) err
 		_ = p.st.AppendAudit(ctx, store.AuditEvent{At: p.now(), Tenant: who.Stakeholder.Tenant(), Actor: who.actor(),
 			Action: "api_key.revoke", Subject: id, Detail: map[string]any{}})
 	}
-	return storeErr(err)
+	return err
 }
 
 // CreateStakeholder adds an account (the admin CLI, and sp-admins).

@@ -152,7 +152,7 @@ func (p *Portal) Upload(ctx context.Context, who Principal, next RowReader) (Upl
 		}
 		outcomes, err := p.st.UpsertDevices(ctx, manufacturer, chunk, p.now())
 		if err != nil {
-			return storeErr(err)
+			return err
 		}
 		for i, o := range outcomes {
 			switch o {
@@ -276,7 +276,7 @@ func (p *Portal) Devices(ctx context.Context, who Principal, f store.DeviceFilte
 		return nil, apierr.New(http.StatusBadRequest, "bad_filter", "state must be pre-enrolled, token-issued, enrolled or revoked")
 	}
 	ds, err := p.st.Devices(ctx, who.Tenant(), f)
-	return ds, storeErr(err)
+	return ds, err
 }
 
 // Device returns one of the caller's devices; another tenant's device is
@@ -286,7 +286,7 @@ func (p *Portal) Device(ctx context.Context, who Principal, id string) (store.De
 	if errors.Is(err, store.ErrNotFound) || err == nil && !who.sees(d.Tenant) {
 		return store.Device{}, errDeviceNotFound
 	}
-	return d, storeErr(err)
+	return d, err
 }
 
 // DeviceDetail is a device with its credentials, enrolments and audit trail.
@@ -308,10 +308,10 @@ func (p *Portal) Detail(ctx context.Context, who Principal, id string) (DeviceDe
 	// (and the manufacturer holding a released device) must not see the
 	// previous owner's tokens or credentials. An sp-admin sees all.
 	if out.Credentials, err = p.st.CredentialsOf(ctx, d.ID, who.Tenant()); err != nil {
-		return out, storeErr(err)
+		return out, err
 	}
 	if out.Enrolments, err = p.st.EnrolmentsOf(ctx, d.ID, who.Tenant()); err != nil {
-		return out, storeErr(err)
+		return out, err
 	}
 	// The device's trail and its credentials' (revocations and renewals
 	// are filed under the credential), the viewer's tenant's only.
@@ -320,7 +320,7 @@ func (p *Portal) Detail(ctx context.Context, who Principal, id string) (DeviceDe
 		subjects = append(subjects, c.ID)
 	}
 	if out.Audit, err = p.st.AuditOf(ctx, who.Tenant(), subjects); err != nil {
-		return out, storeErr(err)
+		return out, err
 	}
 	return out, nil
 }
@@ -338,11 +338,11 @@ func (p *Portal) HandOver(ctx context.Context, who Principal, subscriber string,
 		return 0, apierr.New(http.StatusNotFound, "subscriber_not_found", "no such subscriber")
 	}
 	if err != nil {
-		return 0, storeErr(err)
+		return 0, err
 	}
 	if sub.Role != store.RoleSubscriber {
 		return 0, apierr.New(http.StatusBadRequest, "not_a_subscriber", "devices are handed over to a subscriber")
 	}
 	n, err := p.st.HandOver(ctx, who.Stakeholder.ID, sub.ID, ids, who.actor(), p.now())
-	return n, storeErr(err)
+	return n, err
 }

@@ -81,7 +81,7 @@ func (p *Portal) Nonce(ctx context.Context, who Principal, deviceID string) (str
 	nonce := randomToken()
 	expires := p.now().Add(p.cfg.NonceTTL)
 	if err := p.st.SetNonce(ctx, d.ID, sha(nonce), expires); err != nil {
-		return "", time.Time{}, storeErr(err)
+		return "", time.Time{}, err
 	}
 	return nonce, expires, nil
 }
@@ -122,7 +122,7 @@ func (p *Portal) Enrol(ctx context.Context, who Principal, deviceID string, req 
 			return Bundle{}, errUnknownOBF
 		}
 		if err != nil {
-			return Bundle{}, storeErr(err)
+			return Bundle{}, err
 		}
 		obfID, obfName = &o.ID, o.Name
 		if o.Trusted {
@@ -152,7 +152,7 @@ func (p *Portal) Enrol(ctx context.Context, who Principal, deviceID string, req 
 	if err := p.st.CreateEnrolment(ctx, e); errors.Is(err, store.ErrNotFound) {
 		return Bundle{}, errDeviceNotFound // another claimant won, or it moved (released) since we read it
 	} else if err != nil {
-		return Bundle{}, storeErr(err)
+		return Bundle{}, err
 	}
 	detail := map[string]any{"assignedId": assigned, "mode": mode}
 	if tenant != d.Tenant {
@@ -205,7 +205,7 @@ func (p *Portal) checkProof(ctx context.Context, who Principal, d store.Device, 
 		if errors.Is(err, store.ErrClaimLocked) {
 			return errClaimLocked
 		} else if err != nil {
-			return storeErr(err)
+			return err
 		}
 		h, err := p.claimHash(ctx, d.ID, strings.TrimSpace(proof.ClaimCode))
 		if err != nil {
@@ -215,7 +215,7 @@ func (p *Portal) checkProof(ctx context.Context, who Principal, d store.Device, 
 			_ = p.st.AppendAudit(ctx, store.AuditEvent{At: now, Tenant: d.Tenant, Actor: who.actor(), Action: "device.claim_failure", Subject: d.ID, Detail: map[string]any{}})
 			return errWrongClaim
 		}
-		return storeErr(p.st.ClaimSuccess(ctx, d.ID, who.Stakeholder.ID))
+		return p.st.ClaimSuccess(ctx, d.ID, who.Stakeholder.ID)
 	case proof.Vouch:
 		if claim {
 			return errDeviceNotFound
@@ -246,7 +246,7 @@ func (p *Portal) checkProof(ctx context.Context, who Principal, d store.Device, 
 	}
 	ok, err := p.st.TakeNonce(ctx, d.ID, sha(proof.Nonce), now)
 	if err != nil {
-		return storeErr(err)
+		return err
 	}
 	if !ok {
 		return apierr.New(http.StatusForbidden, "bad_nonce", "the nonce is unknown, used or expired: ask for a new one")

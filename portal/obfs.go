@@ -58,7 +58,7 @@ func (p *Portal) RegisterOBF(ctx context.Context, who Principal, req OBFRequest)
 		return RegisteredOBF{}, apierr.New(http.StatusNotFound, "owner_not_found", "no such stakeholder")
 	}
 	if err != nil {
-		return RegisteredOBF{}, storeErr(err)
+		return RegisteredOBF{}, err
 	}
 	o := store.OBF{ID: uuid.NewString(), StakeholderID: owner.Tenant(), Name: req.Name, Kind: req.Kind, Trusted: req.Trusted, CreatedAt: p.now()}
 	out := RegisteredOBF{}
@@ -102,7 +102,7 @@ func (p *Portal) RegisterOBF(ctx context.Context, who Principal, req OBFRequest)
 		out.SubCACert = string(ca.EncodeCertsPEM(append([]*x509.Certificate{issued.Certificate}, issued.Chain...)))
 	}
 	if err := p.st.CreateOBF(ctx, o, who.actor()); err != nil {
-		return out, storeErr(err)
+		return out, err
 	}
 	out.OBF = o
 	return out, nil
@@ -111,7 +111,7 @@ func (p *Portal) RegisterOBF(ctx context.Context, who Principal, req OBFRequest)
 // OBFs lists the OBFs the caller may use (an sp-admin: all).
 func (p *Portal) OBFs(ctx context.Context, who Principal) ([]store.OBF, error) {
 	os, err := p.st.OBFs(ctx, who.Tenant())
-	return os, storeErr(err)
+	return os, err
 }
 
 func csrDER(pemText string) ([]byte, error) {
@@ -140,5 +140,5 @@ func (p *Portal) DisableOBF(ctx context.Context, who Principal, id string) error
 	if errors.Is(err, store.ErrNotFound) {
 		return errUnknownOBF
 	}
-	return storeErr(err)
+	return err
 }

@@ -7,7 +7,6 @@ import (
 	"crypto/x509"
 	"encoding/base64"
 	"encoding/hex"
-	"errors"
 	"net/http"
 	"time"
 
@@ -154,7 +153,6 @@ var (
 	errUnauthenticated = apierr.New(http.StatusUnauthorized, "unauthenticated", "log in, or send Authorization: Bearer <API key>")
 	errForbidden       = apierr.New(http.StatusForbidden, "forbidden", "your role may not do this")
 	errDeviceNotFound  = apierr.New(http.StatusNotFound, "device_not_found", "no such device")
-	errUnavailable     = &apierr.Error{Status: http.StatusServiceUnavailable, Code: "registry_unavailable", Message: "the registry database is unavailable; retry", RetryAfter: 1}
 )
 
 func requireRole(p Principal, roles ...string) error {
@@ -176,17 +174,4 @@ func randomToken() string {
 func sha(s string) []byte {
 	h := sha256.Sum256([]byte(s))
 	return h[:]
-}
-
-// storeErr maps store failures the caller cannot fix to 503, the rest through.
-func storeErr(err error) error {
-	if err == nil {
-		return nil
-	}
-	if errors.Is(err, store.ErrUnavailable) {
-		e := *errUnavailable
-		e.Err = err
-		return &e
-	}
-	return err
 }
