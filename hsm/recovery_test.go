@@ -14,7 +14,7 @@ import (
 
 	"github.com/credfactory/credfactory/apierr"
 	"github.com/credfactory/credfactory/hsm"
-	"github.com/credfactory/credfactory/hsm/softhsm"
+	"github.com/credfactory/credfactory/hsm/softhsm/softhsmtest"
 	"github.com/miekg/pkcs11"
 )
 
@@ -250,7 +250,7 @@ func TestTokenStorageGoneAndBack(t *testing.T) {
 // and bring it back; a test that fails in between still gets it back.
 func takeTokenAway(t *testing.T) (away, back func()) {
 	t.Helper()
-	o, err := softhsm.NewOutage(testDir)
+	o, err := softhsmtest.NewOutage(testDir)
 	if err != nil {
 		t.Fatal(err)
 	}

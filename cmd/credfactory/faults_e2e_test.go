@@ -27,7 +27,7 @@ import (
 	"time"
 
 	"github.com/credfactory/credfactory/client"
-	"github.com/credfactory/credfactory/hsm/softhsm"
+	"github.com/credfactory/credfactory/hsm/softhsm/softhsmtest"
 	"github.com/credfactory/credfactory/kdf"
 	"github.com/credfactory/credfactory/mef"
 	"github.com/credfactory/credfactory/store"
@@ -592,7 +592,7 @@ func hsmOutage(t *testing.T, s *sp, run *serving) {
 // the running server and bring it back; a failed test still gets it back.
 func takeTokenAway(t *testing.T, dataDir string) (away, back func()) {
 	t.Helper()
-	o, err := softhsm.NewOutage(filepath.Join(dataDir, "hsm"))
+	o, err := softhsmtest.NewOutage(filepath.Join(dataDir, "hsm"))
 	if err != nil {
 		t.Fatal(err)
 	}

@@ -1,10 +1,12 @@
-package softhsm
+package softhsmtest
 
 import (
 	"fmt"
 	"os"
 	"path/filepath"
 	"sync"
+
+	"github.com/credfactory/credfactory/hsm/softhsm"
 )
 
 // Outage makes the one token of a SoftHSM2 store unavailable to a running
@@ -21,9 +23,9 @@ type Outage struct {
 }
 
 // NewOutage prepares an outage of the only token in store dir (the
-// directory Provision was given).
+// directory softhsm.Provision was given).
 func NewOutage(dir string) (*Outage, error) {
-	tokens := filepath.Join(dir, TokensDir)
+	tokens := filepath.Join(dir, softhsm.TokensDir)
 	entries, err := os.ReadDir(tokens)
 	if err != nil {
 		return nil, fmt.Errorf("softhsm outage: %w", err)
