@@ -61,125 +61,127 @@ type Registry struct {
 	rateLimitBurst *prometheus.GaugeVec
 }
 
-// New registers the process, Go runtime and credfactory metrics.
+// New registers the process, Go runtime and credfactory metrics. Each
+// metric is registered where it is made (register), so none can be
+// declared and then never exported; TestEveryMetricRegistered checks it.
 func New() *Registry {
 	r := &Registry{Registry: prometheus.NewRegistry()}
 	r.MustRegister(collectors.NewGoCollector(), collectors.NewProcessCollector(collectors.ProcessCollectorOpts{}))
-	r.hsmOps = prometheus.NewHistogramVec(prometheus.HistogramOpts{
+	r.hsmOps = register(r, prometheus.NewHistogramVec(prometheus.HistogramOpts{
 		Namespace: Namespace, Subsystem: "hsm", Name: "operation_duration_seconds",
 		Help:    "HSM operation latency, session wait and recovery included, by operation.",
 		Buckets: hsmBuckets,
-	}, []string{"op"})
-	r.hsmErrors = prometheus.NewCounterVec(prometheus.CounterOpts{
+	}, []string{"op"}))
+	r.hsmErrors = register(r, prometheus.NewCounterVec(prometheus.CounterOpts{
 		Namespace: Namespace, Subsystem: "hsm", Name: "operation_errors_total",
 		Help: "HSM operations that failed, by operation and error kind.",
-	}, []string{"op", "kind"})
-	r.hsmWait = prometheus.NewHistogram(prometheus.HistogramOpts{
+	}, []string{"op", "kind"}))
+	r.hsmWait = register(r, prometheus.NewHistogram(prometheus.HistogramOpts{
 		Namespace: Namespace, Subsystem: "hsm", Name: "pool_wait_seconds",
 		Help:    "Time callers waited for a free HSM session.",
 		Buckets: hsmBuckets,
-	})
-	r.hsmRecoveries = prometheus.NewCounterVec(prometheus.CounterOpts{
+	}))
+	r.hsmRecoveries = register(r, prometheus.NewCounterVec(prometheus.CounterOpts{
 		Namespace: Namespace, Subsystem: "hsm", Name: "recoveries_total",
 		Help: "Broken HSM sessions evicted and module re-initialisations, by cause.",
-	}, []string{"kind"})
-	r.HTTPRequests = prometheus.NewCounterVec(prometheus.CounterOpts{
+	}, []string{"kind"}))
+	r.HTTPRequests = register(r, prometheus.NewCounterVec(prometheus.CounterOpts{
 		Namespace: Namespace, Subsystem: "http", Name: "requests_total",
 		Help: "HTTP requests by route pattern and status code.",
-	}, []string{"route", "code"})
-	r.HTTPDuration = prometheus.NewHistogramVec(prometheus.HistogramOpts{
+	}, []string{"route", "code"}))
+	r.HTTPDuration = register(r, prometheus.NewHistogramVec(prometheus.HistogramOpts{
 		Namespace: Namespace, Subsystem: "http", Name: "request_duration_seconds",
 		Help:    "HTTP request latency by route pattern.",
 		Buckets: requestBuckets,
-	}, []string{"route"})
-	r.HTTPRejected = prometheus.NewCounterVec(prometheus.CounterOpts{
+	}, []string{"route"}))
+	r.HTTPRejected = register(r, prometheus.NewCounterVec(prometheus.CounterOpts{
 		Namespace: Namespace, Subsystem: "http", Name: "rejected_total",
 		Help: "Requests refused before a handler ran or by the error mapper, by reason.",
-	}, []string{"reason"})
-	r.Ready = prometheus.NewGaugeVec(prometheus.GaugeOpts{
+	}, []string{"reason"}))
+	r.Ready = register(r, prometheus.NewGaugeVec(prometheus.GaugeOpts{
 		Namespace: Namespace, Name: "ready",
 		Help: "Result of the last readiness check of each dependency (hsm, store): 1 ready, 0 not. Updated when /readyz is probed.",
-	}, []string{"check"})
-	r.storeTx = prometheus.NewHistogramVec(prometheus.HistogramOpts{
+	}, []string{"check"}))
+	r.storeTx = register(r, prometheus.NewHistogramVec(prometheus.HistogramOpts{
 		Namespace: Namespace, Subsystem: "store", Name: "transaction_duration_seconds",
 		Help:    "Registry transactions (each one commit) by operation, retries included.",
 		Buckets: requestBuckets,
-	}, []string{"op"})
-	r.storeRetries = prometheus.NewCounterVec(prometheus.CounterOpts{
+	}, []string{"op"}))
+	r.storeRetries = register(r, prometheus.NewCounterVec(prometheus.CounterOpts{
 		Namespace: Namespace, Subsystem: "store", Name: "transaction_retries_total",
 		Help: "Transaction attempts repeated after serialization failures (SQLSTATE 40001) or lost connections.",
-	}, []string{"op"})
-	r.storeErrors = prometheus.NewCounterVec(prometheus.CounterOpts{
+	}, []string{"op"}))
+	r.storeErrors = register(r, prometheus.NewCounterVec(prometheus.CounterOpts{
 		Namespace: Namespace, Subsystem: "store", Name: "transaction_errors_total",
 		Help: "Registry transactions that failed, by operation and kind.",
-	}, []string{"op", "kind"})
-	r.storeBatch = prometheus.NewHistogram(prometheus.HistogramOpts{
+	}, []string{"op", "kind"}))
+	r.storeBatch = register(r, prometheus.NewHistogram(prometheus.HistogramOpts{
 		Namespace: Namespace, Subsystem: "store", Name: "batch_items",
 		Help:    "Redemptions committed per group-commit transaction.",
 		Buckets: []float64{1, 2, 4, 8, 16, 32, 64, 128, 256, 512, 1024},
-	})
-	r.enrolments = prometheus.NewCounterVec(prometheus.CounterOpts{
+	}))
+	r.enrolments = register(r, prometheus.NewCounterVec(prometheus.CounterOpts{
 		Namespace: Namespace, Name: "enrolments_total",
 		Help: "Enrolments by path (est, est_reenroll, json_cert, json_key, forward_cert, forward_key) and result (ok, replayed or an error code).",
-	}, []string{"path", "result"})
-	r.enrolDuration = prometheus.NewHistogramVec(prometheus.HistogramOpts{
+	}, []string{"path", "result"}))
+	r.enrolDuration = register(r, prometheus.NewHistogramVec(prometheus.HistogramOpts{
 		Namespace: Namespace, Name: "enrolment_duration_seconds",
 		Help:    "Enrolment latency by path, from request to recorded credential.",
 		Buckets: requestBuckets,
-	}, []string{"path"})
-	r.forwardBatches = prometheus.NewHistogram(prometheus.HistogramOpts{
+	}, []string{"path"}))
+	r.forwardBatches = register(r, prometheus.NewHistogram(prometheus.HistogramOpts{
 		Namespace: Namespace, Name: "forward_batch_items",
 		Help:    "Items per trusted-OBF forward batch.",
 		Buckets: []float64{1, 10, 50, 100, 250, 500, 1000},
-	})
-	r.MustRegister(r.enrolments, r.enrolDuration, r.forwardBatches)
-	r.tokensIssued = prometheus.NewCounterVec(prometheus.CounterOpts{
+	}))
+	r.tokensIssued = register(r, prometheus.NewCounterVec(prometheus.CounterOpts{
 		Namespace: Namespace, Name: "tokens_issued_total",
 		Help: "Enrolment tokens issued by the portal, by mode (trusted, untrusted). Redemptions are enrolments_total; refusals there carry token_expired, token_redeemed, ...",
-	}, []string{"mode"})
-	r.logins = prometheus.NewCounterVec(prometheus.CounterOpts{
+	}, []string{"mode"}))
+	r.logins = register(r, prometheus.NewCounterVec(prometheus.CounterOpts{
 		Namespace: Namespace, Subsystem: "portal", Name: "logins_total",
 		Help: "Portal logins by result (ok, bad_credentials, account_locked, stakeholder_disabled).",
-	}, []string{"result"})
-	r.caExpiry = prometheus.NewGaugeVec(prometheus.GaugeOpts{
+	}, []string{"result"}))
+	r.caExpiry = register(r, prometheus.NewGaugeVec(prometheus.GaugeOpts{
 		Namespace: Namespace, Name: "ca_certificate_expiry_timestamp_seconds",
 		Help: "NotAfter of the SP's own certificates (root, issuing, obf, server), as a Unix time.",
-	}, []string{"ca"})
-	r.MustRegister(r.tokensIssued, r.logins, r.caExpiry)
-	r.rateLimited = prometheus.NewCounterVec(prometheus.CounterOpts{
+	}, []string{"ca"}))
+	r.rateLimited = register(r, prometheus.NewCounterVec(prometheus.CounterOpts{
 		Namespace: Namespace, Name: "rate_limited_total",
 		Help: "Requests refused with 429 by a rate limit, by limit (enrol_source, enrol_tenant, enrol_obf, token_tenant, login_source, login_account).",
-	}, []string{"limit"})
-	r.rateLimitRate = prometheus.NewGaugeVec(prometheus.GaugeOpts{
+	}, []string{"limit"}))
+	r.rateLimitRate = register(r, prometheus.NewGaugeVec(prometheus.GaugeOpts{
 		Namespace: Namespace, Name: "rate_limit_per_second",
 		Help: "Configured sustained rate per key of each rate limit, on this replica (0: the limit is off).",
-	}, []string{"limit"})
-	r.rateLimitBurst = prometheus.NewGaugeVec(prometheus.GaugeOpts{
+	}, []string{"limit"}))
+	r.rateLimitBurst = register(r, prometheus.NewGaugeVec(prometheus.GaugeOpts{
 		Namespace: Namespace, Name: "rate_limit_burst",
 		Help: "Configured burst per key of each rate limit, on this replica.",
-	}, []string{"limit"})
-	r.MustRegister(r.rateLimited, r.rateLimitRate, r.rateLimitBurst)
-	r.ocspResponses = prometheus.NewCounterVec(prometheus.CounterOpts{
+	}, []string{"limit"}))
+	r.ocspResponses = register(r, prometheus.NewCounterVec(prometheus.CounterOpts{
 		Namespace: Namespace, Subsystem: "ocsp", Name: "responses_total",
 		Help: "OCSP responses by status (good, revoked, unknown, unauthorized, malformed, try_later, internal_error).",
-	}, []string{"status"})
-	r.crlGenerations = prometheus.NewCounterVec(prometheus.CounterOpts{
+	}, []string{"status"}))
+	r.crlGenerations = register(r, prometheus.NewCounterVec(prometheus.CounterOpts{
 		Namespace: Namespace, Subsystem: "crl", Name: "generations_total",
 		Help: "CRL generations of the issuing CA by result (ok, error).",
-	}, []string{"result"})
-	r.crlDuration = prometheus.NewHistogram(prometheus.HistogramOpts{
+	}, []string{"result"}))
+	r.crlDuration = register(r, prometheus.NewHistogram(prometheus.HistogramOpts{
 		Namespace: Namespace, Subsystem: "crl", Name: "generation_duration_seconds",
 		Help:    "Time to read the revoked serials and sign one CRL.",
 		Buckets: []float64{.005, .01, .025, .05, .1, .25, .5, 1, 2.5, 5, 10, 30, 60},
-	})
-	r.crlEntries = prometheus.NewGauge(prometheus.GaugeOpts{
+	}))
+	r.crlEntries = register(r, prometheus.NewGauge(prometheus.GaugeOpts{
 		Namespace: Namespace, Subsystem: "crl", Name: "entries",
 		Help: "Revoked certificates listed on the current CRL.",
-	})
-	r.MustRegister(r.ocspResponses, r.crlGenerations, r.crlDuration, r.crlEntries)
-	r.MustRegister(r.hsmOps, r.hsmErrors, r.hsmWait, r.hsmRecoveries, r.storeTx, r.storeRetries, r.storeErrors,
-		r.storeBatch, r.HTTPRequests, r.HTTPDuration, r.HTTPRejected, r.Ready)
+	}))
 	return r
+}
+
+// register adds c to r and returns it.
+func register[C prometheus.Collector](r *Registry, c C) C {
+	r.MustRegister(c)
+	return c
 }
 
 // HSMObserver returns the hsm.Observer that feeds these metrics.

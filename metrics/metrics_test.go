@@ -3,12 +3,15 @@ package metrics
 import (
 	"errors"
 	"fmt"
+	"reflect"
 	"strings"
 	"testing"
 	"time"
+	"unsafe"
 
 	"github.com/credfactory/credfactory/hsm"
 	"github.com/credfactory/credfactory/store"
+	"github.com/prometheus/client_golang/prometheus"
 	"github.com/prometheus/common/expfmt"
 )
 
@@ -68,7 +71,7 @@ func TestObserversFeedMetrics(t *testing.T) {
 }
 
 // TestRateLimitMetrics: the limits' configuration and refusals are
-// exported by limit name (issue 7 item 7).
+// exported by limit name (README "Rate limits").
 func TestRateLimitMetrics(t *testing.T) {
 	r := New()
 	o := r.RateLimitObserver()
@@ -94,5 +97,41 @@ func TestRateLimitMetrics(t *testing.T) {
 		if !strings.Contains(text.String(), want) {
 			t.Errorf("missing %s", want)
 		}
+	}
+}
+
+// TestEveryMetricRegistered: every collector a Registry or SweepObserver
+// holds is registered with the Registry, so none is declared and then never
+// exported. It reads the fields by reflection, so a metric added later is
+// covered without touching this test; registering one again must answer
+// AlreadyRegisteredError.
+func TestEveryMetricRegistered(t *testing.T) {
+	r := New()
+	sweep := r.SweepObserver()
+	collectorType := reflect.TypeFor[prometheus.Collector]()
+	total := 0
+	for _, holder := range []any{r, sweep} {
+		v := reflect.ValueOf(holder).Elem()
+		for i := range v.NumField() {
+			f := v.Type().Field(i)
+			if f.Anonymous || !f.Type.Implements(collectorType) {
+				continue
+			}
+			total++
+			fv := v.Field(i)
+			// Unexported fields: read through their address (test only).
+			c := reflect.NewAt(fv.Type(), unsafe.Pointer(fv.UnsafeAddr())).Elem().Interface().(prometheus.Collector)
+			err := r.Register(c)
+			var already prometheus.AlreadyRegisteredError
+			if !errors.As(err, &already) {
+				t.Errorf("%s.%s is not registered (Register again: %v)", v.Type().Name(), f.Name, err)
+				if err == nil {
+					r.Unregister(c)
+				}
+			}
+		}
+	}
+	if total < 25 {
+		t.Fatalf("found %d metric fields; the reflection no longer sees them", total)
 	}
 }

@@ -20,28 +20,27 @@ type SweepObserver struct {
 // SweepObserver registers the sweep's metrics; call it once per Registry.
 func (r *Registry) SweepObserver() *SweepObserver {
 	o := &SweepObserver{
-		rows: prometheus.NewCounterVec(prometheus.CounterOpts{
+		rows: register(r, prometheus.NewCounterVec(prometheus.CounterOpts{
 			Namespace: Namespace, Subsystem: "sweep", Name: "rows_total",
 			Help: "Rows the expiry sweep marked expired, by kind (token, credential).",
-		}, []string{"kind"}),
-		duration: prometheus.NewHistogram(prometheus.HistogramOpts{
+		}, []string{"kind"})),
+		duration: register(r, prometheus.NewHistogram(prometheus.HistogramOpts{
 			Namespace: Namespace, Subsystem: "sweep", Name: "duration_seconds",
 			Help:    "Duration of one expiry sweep run (lease check included; a replica without the lease records its skip).",
 			Buckets: requestBuckets,
-		}),
-		held: prometheus.NewGauge(prometheus.GaugeOpts{
+		})),
+		held: register(r, prometheus.NewGauge(prometheus.GaugeOpts{
 			Namespace: Namespace, Subsystem: "sweep", Name: "lease_held",
 			Help: "1 while this replica holds the expiry sweep's lease (exactly one replica should), else 0.",
-		}),
-		errors: prometheus.NewCounter(prometheus.CounterOpts{
+		})),
+		errors: register(r, prometheus.NewCounter(prometheus.CounterOpts{
 			Namespace: Namespace, Subsystem: "sweep", Name: "errors_total",
 			Help: "Expiry sweep runs that failed (database unavailable, lease lost mid-run).",
-		}),
+		})),
 	}
 	// Both kinds exist from the start, so a rate() over them is never empty.
 	o.rows.WithLabelValues("token")
 	o.rows.WithLabelValues("credential")
-	r.MustRegister(o.rows, o.duration, o.held, o.errors)
 	return o
 }
 
