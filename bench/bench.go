@@ -142,28 +142,7 @@ func (r *Runner) step(ctx context.Context, path string, concurrency, batch int, 
 	deadline := time.Now().Add(cfg.Duration)
 	start := time.Now()
 	var progress atomic.Int64
-	stopProgress, progressDone := make(chan struct{}), make(chan struct{})
-	if !r.Progress {
-		close(progressDone)
-	} else {
-		go func() {
-			defer close(progressDone)
-			t := time.NewTicker(250 * time.Millisecond)
-			defer t.Stop()
-			for {
-				select {
-				case <-stopProgress:
-					fmt.Fprint(r.out, "\r\033[K")
-					return
-				case <-t.C:
-					el := time.Since(start)
-					bar := strings.Repeat("#", int(20*min(1, el.Seconds()/cfg.Duration.Seconds())))
-					fmt.Fprintf(r.out, "\r  [%-20s] %s c=%d: %d enrolments, %.0f/s", bar, path, concurrency, progress.Load(),
-						float64(progress.Load())/el.Seconds())
-				}
-			}
-		}()
-	}
+	stopProgress := r.showProgress(path, concurrency, start, cfg.Duration, &progress)
 	var wg sync.WaitGroup
 	for w := 0; w < concurrency; w++ {
 		wg.Add(1)
@@ -198,8 +177,7 @@ func (r *Runner) step(ctx context.Context, path string, concurrency, batch int, 
 		}()
 	}
 	wg.Wait()
-	close(stopProgress)
-	<-progressDone
+	stopProgress()
 	res.Seconds = time.Since(start).Seconds()
 	res.PerSecond = float64(res.Enrolments) / res.Seconds
 	sort.Slice(lat, func(i, j int) bool { return lat[i] < lat[j] })
@@ -213,6 +191,37 @@ func (r *Runner) step(ctx context.Context, path string, concurrency, batch int, 
 		res.CommitsPerSec = (after["commits"] - before["commits"]) / res.Seconds
 	}
 	return res, nil
+}
+
+// showProgress redraws a live count of done enrolments on r.out every
+// 250 ms when r.Progress is set, until the returned stop is called; stop
+// clears the line and returns once nothing more will be written.
+func (r *Runner) showProgress(path string, concurrency int, start time.Time, d time.Duration, done *atomic.Int64) (stop func()) {
+	if !r.Progress {
+		return func() {}
+	}
+	quit, finished := make(chan struct{}), make(chan struct{})
+	go func() {
+		defer close(finished)
+		t := time.NewTicker(250 * time.Millisecond)
+		defer t.Stop()
+		for {
+			select {
+			case <-quit:
+				fmt.Fprint(r.out, "\r\033[K")
+				return
+			case <-t.C:
+				el := time.Since(start)
+				bar := strings.Repeat("#", int(20*min(1, el.Seconds()/d.Seconds())))
+				fmt.Fprintf(r.out, "\r  [%-20s] %s c=%d: %d enrolments, %.0f/s", bar, path, concurrency, done.Load(),
+					float64(done.Load())/el.Seconds())
+			}
+		}
+	}()
+	return func() {
+		close(quit)
+		<-finished
+	}
 }
 
 func (r *Runner) metrics(ctx context.Context) map[string]float64 {

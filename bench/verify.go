@@ -10,6 +10,7 @@ import (
 	"sync"
 
 	"github.com/credfactory/credfactory/kdf"
+	"golang.org/x/sync/errgroup"
 )
 
 // ledger is what the server handed out during the run, so that Verify can
@@ -58,6 +59,36 @@ func (r *Runner) Verify(ctx context.Context, results []Result) error {
 	for _, x := range results {
 		want += x.Enrolments
 	}
+	ids, err := r.enrolledDevices(ctx)
+	if err != nil {
+		return err
+	}
+	creds, err := r.deviceCredentials(ctx, ids)
+	if err != nil {
+		return err
+	}
+	rec := r.led.reconcile(ids, creds)
+	cacerts, err := r.conn.ESTCACerts(ctx)
+	if err != nil {
+		return fmt.Errorf("verify: CA certificates: %w", err)
+	}
+	r.led.intermediates(cacerts...)
+	chained, err := r.led.verifyChains(r.t.Anchor)
+	if err != nil {
+		rec.note("%v", err)
+	}
+	if len(ids) != want || len(rec.problems) > 0 {
+		return fmt.Errorf("verify: the registry has %d enrolled devices for %d successful enrolments, %d without exactly one active credential: %v",
+			len(ids), want, rec.doubles, rec.problems)
+	}
+	fmt.Fprintf(r.out, "verified: %d enrolments = %d enrolled devices, each with one active credential the bench received; %d certificates chain to the trust anchor, %d shared keys; nothing handed out is missing from the registry\n",
+		want, len(ids), chained, rec.keys)
+	return nil
+}
+
+// enrolledDevices lists the bench's enrolled devices through the portal,
+// page by page.
+func (r *Runner) enrolledDevices(ctx context.Context) ([]string, error) {
 	var ids []string
 	for after := ""; ; {
 		var page struct {
@@ -68,116 +99,101 @@ func (r *Runner) Verify(ctx context.Context, results []Result) error {
 		}
 		q := url.Values{"prefix": {"bench-"}, "state": {"enrolled"}, "limit": {"1000"}, "after": {after}}
 		if err := r.conn.JSON(ctx, "GET", "/api/v1/devices?"+q.Encode(), r.auth(r.t.ManufacturerKey), nil, &page); err != nil {
-			return fmt.Errorf("verify: list devices: %w", err)
+			return nil, fmt.Errorf("verify: list devices: %w", err)
 		}
 		for _, d := range page.Devices {
 			ids = append(ids, d.ID)
 		}
 		if page.Next == "" {
-			break
+			return ids, nil
 		}
 		after = page.Next
 	}
+}
 
-	type credential struct {
-		ID     string `json:"credentialId"`
-		Type   string `json:"type"`
-		Status string `json:"status"`
-	}
+// credential is a device's credential as the portal's device page lists it.
+type credential struct {
+	ID     string `json:"credentialId"`
+	Type   string `json:"type"`
+	Status string `json:"status"`
+}
+
+// deviceCredentials reads each device's credentials, 8 requests at a time;
+// the first failure stops the rest.
+func (r *Runner) deviceCredentials(ctx context.Context, ids []string) ([][]credential, error) {
 	creds := make([][]credential, len(ids))
-	errs := make(chan error, 8)
-	next := make(chan int)
-	var wg sync.WaitGroup
-	for w := 0; w < 8; w++ {
-		wg.Add(1)
-		go func() {
-			defer wg.Done()
-			for i := range next {
-				var d struct {
-					Credentials []credential `json:"credentials"`
-				}
-				if err := r.conn.JSON(ctx, "GET", "/api/v1/devices/"+ids[i], r.auth(r.t.ManufacturerKey), nil, &d); err != nil {
-					errs <- fmt.Errorf("verify: device %s: %w", ids[i], err)
-					return
-				}
-				creds[i] = d.Credentials
+	g, ctx := errgroup.WithContext(ctx)
+	g.SetLimit(8)
+	for i, id := range ids {
+		g.Go(func() error {
+			var d struct {
+				Credentials []credential `json:"credentials"`
 			}
-		}()
+			if err := r.conn.JSON(ctx, "GET", "/api/v1/devices/"+id, r.auth(r.t.ManufacturerKey), nil, &d); err != nil {
+				return fmt.Errorf("verify: device %s: %w", id, err)
+			}
+			creds[i] = d.Credentials
+			return nil
+		})
 	}
-	var ferr error
-feed:
-	for i := range ids {
-		select {
-		case next <- i:
-		case ferr = <-errs:
-			break feed
-		}
-	}
-	close(next)
-	wg.Wait()
-	if ferr == nil && len(errs) > 0 {
-		ferr = <-errs
-	}
-	if ferr != nil {
-		return ferr
-	}
+	return creds, g.Wait()
+}
 
-	var problems []string
-	note := func(format string, a ...any) {
-		if len(problems) < 10 {
-			problems = append(problems, fmt.Sprintf(format, a...))
-		}
+// reconciliation is what the registry and the ledger disagree on.
+type reconciliation struct {
+	doubles  int      // devices without exactly one active credential
+	keys     int      // shared keys found in both
+	problems []string // the first few disagreements, for the message
+}
+
+func (c *reconciliation) note(format string, a ...any) {
+	if len(c.problems) < 10 {
+		c.problems = append(c.problems, fmt.Sprintf(format, a...))
 	}
-	doubles, seenCerts, seenKeys := 0, map[string]bool{}, map[string]bool{}
+}
+
+// reconcile holds the registry's view (creds[i] is device ids[i]'s
+// credentials) to the ledger, both ways: every enrolled device has one
+// active credential the bench received, and everything the bench received
+// is held by some device.
+func (l *ledger) reconcile(ids []string, creds [][]credential) *reconciliation {
+	rec := &reconciliation{}
+	seenCerts, seenKeys := map[string]bool{}, map[string]bool{}
 	for i, cs := range creds {
 		if len(cs) != 1 || cs[0].Status != "active" {
-			doubles++
-			note("device %s holds %d credentials", ids[i], len(cs))
+			rec.doubles++
+			rec.note("device %s holds %d credentials", ids[i], len(cs))
 			continue
 		}
 		c := cs[0]
 		switch c.Type {
 		case "x509":
 			_, fp, err := kdf.ParseCredentialID(c.ID)
-			if err != nil || r.led.certs[fp] == nil {
-				note("device %s: certificate %s was never handed to the bench", ids[i], c.ID)
+			if err != nil || l.certs[fp] == nil {
+				rec.note("device %s: certificate %s was never handed to the bench", ids[i], c.ID)
 				continue
 			}
 			seenCerts[fp] = true
 		default:
-			if !r.led.keys[c.ID] {
-				note("device %s: key %s was never handed to the bench", ids[i], c.ID)
+			if !l.keys[c.ID] {
+				rec.note("device %s: key %s was never handed to the bench", ids[i], c.ID)
 				continue
 			}
 			seenKeys[c.ID] = true
 		}
 	}
-	for fp := range r.led.certs {
+	for fp := range l.certs {
 		if !seenCerts[fp] {
-			note("certificate %s was handed out but the registry does not hold it", fp)
+			rec.note("certificate %s was handed out but the registry does not hold it", fp)
 		}
 	}
-	for id := range r.led.keys {
+	for id := range l.keys {
 		if !seenKeys[id] {
-			note("key %s was handed out but the registry does not hold it", id)
+			rec.note("key %s was handed out but the registry does not hold it", id)
 		}
 	}
-	cacerts, err := r.conn.ESTCACerts(ctx)
-	if err != nil {
-		return fmt.Errorf("verify: CA certificates: %w", err)
-	}
-	r.led.intermediates(cacerts...)
-	chained, err := r.led.verifyChains(r.t.Anchor)
-	if err != nil {
-		note("%v", err)
-	}
-	if len(ids) != want || len(problems) > 0 {
-		return fmt.Errorf("verify: the registry has %d enrolled devices for %d successful enrolments, %d without exactly one active credential: %v",
-			len(ids), want, doubles, problems)
-	}
-	fmt.Fprintf(r.out, "verified: %d enrolments = %d enrolled devices, each with one active credential the bench received; %d certificates chain to the trust anchor, %d shared keys; nothing handed out is missing from the registry\n",
-		want, len(ids), chained, len(seenKeys))
-	return nil
+	rec.keys = len(seenKeys)
+	return rec
 }
 
 // verifyChains checks every certificate the bench received against the

@@ -54,8 +54,7 @@ through the server's own code (HSM sign, HSM-signed issuance, HMAC, ECDSA
 verify, store commits) and reports each path as a ratio of its ceiling.`,
 		Args: cobra.NoArgs,
 		RunE: func(cmd *cobra.Command, _ []string) error {
-			ctx := cmd.Context()
-			out := cmd.OutOrStdout()
+			ctx, out := cmd.Context(), cmd.OutOrStdout()
 			cfg := bench.Config{Paths: splitList(paths), Concurrency: ints(conc), BatchSizes: ints(batches), Duration: duration, Tokens: tokens}
 			var report benchReport
 			var t bench.Target
@@ -66,35 +65,19 @@ verify, store commits) and reports each path as a ratio of its ceiling.`,
 					return err
 				}
 				defer os.RemoveAll(dir)
-				if ceilings {
-					fmt.Fprintln(out, "measuring ceilings...")
-					if report.Ceilings, err = measureCeilings(ctx, dir, storeURL); err != nil {
-						return fmt.Errorf("ceilings: %w", err)
-					}
-				}
-				if t, stop, err = startBenchServer(ctx, dir, storeURL, out); err != nil {
+				if t, stop, report.Ceilings, err = localBenchTarget(ctx, out, dir, storeURL, ceilings); err != nil {
 					return err
 				}
 			} else {
-				raw, err := os.ReadFile(anchorPath)
-				if err != nil {
-					return fmt.Errorf("--anchor: %w", err)
-				}
-				anchor, err := ca.ParseCertsPEM(raw)
-				if err != nil {
+				var err error
+				if t, err = remoteBenchTarget(server, anchorPath, owner, spDomain); err != nil {
 					return err
 				}
-				t = bench.Target{Base: server, Anchor: anchor, ManufacturerKey: os.Getenv("CREDFACTORY_BENCH_MANUFACTURER_KEY"),
-					AdminKey: os.Getenv("CREDFACTORY_BENCH_ADMIN_KEY"), OwnerName: owner, SPDomain: spDomain}
 			}
 			t.Metrics = bench.MetricsFrom(client.NewConn(t.Base, t.Anchor, nil))
 			fmt.Fprintf(out, "bench against %s: paths %v, concurrency %v, %v per step\n", t.Base, cfg.Paths, cfg.Concurrency, cfg.Duration)
 			runner := bench.NewRunner(t, out)
-			if f, ok := out.(*os.File); ok {
-				if st, err := f.Stat(); err == nil && st.Mode()&os.ModeCharDevice != 0 {
-					runner.Progress = true // a terminal: a live bar per step
-				}
-			}
+			runner.Progress = isTerminal(out) // a live bar per step
 			results, err := runner.Run(ctx, cfg)
 			report.Results = results
 			if err == nil {
@@ -106,24 +89,8 @@ verify, store commits) and reports each path as a ratio of its ceiling.`,
 			if err != nil {
 				return err
 			}
-			if jsonOut != "" {
-				raw, _ := json.MarshalIndent(report, "", "  ")
-				if err := os.WriteFile(jsonOut, raw, 0o644); err != nil {
-					return err
-				}
-			}
-			if plotOut != "" {
-				f, err := os.Create(plotOut)
-				if err != nil {
-					return err
-				}
-				if err := bench.Plot(results, f); err != nil {
-					f.Close()
-					return err
-				}
-				if err := f.Close(); err != nil {
-					return err
-				}
+			if err := report.write(jsonOut, plotOut); err != nil {
+				return err
 			}
 			report.print(out)
 			return nil
@@ -143,6 +110,73 @@ verify, store commits) and reports each path as a ratio of its ceiling.`,
 	cmd.Flags().StringVar(&plotOut, "plot", "", "also draw throughput and p99 against concurrency as SVG to this file")
 	cmd.Flags().BoolVar(&ceilings, "ceilings", false, "measure the raw ceilings first and report ratios")
 	return cmd
+}
+
+// localBenchTarget measures the ceilings first when asked (on a server of
+// their own), then starts the server the bench drives, in dir.
+func localBenchTarget(ctx context.Context, out io.Writer, dir, storeURL string, ceilings bool) (bench.Target, func() int64, map[string]float64, error) {
+	var ceil map[string]float64
+	if ceilings {
+		fmt.Fprintln(out, "measuring ceilings...")
+		var err error
+		if ceil, err = measureCeilings(ctx, dir, storeURL); err != nil {
+			return bench.Target{}, nil, nil, fmt.Errorf("ceilings: %w", err)
+		}
+	}
+	t, stop, err := startBenchServer(ctx, dir, storeURL, out)
+	return t, stop, ceil, err
+}
+
+// remoteBenchTarget describes a running server: its API keys come from the
+// environment, never a flag.
+func remoteBenchTarget(server, anchorPath, owner, spDomain string) (bench.Target, error) {
+	raw, err := os.ReadFile(anchorPath)
+	if err != nil {
+		return bench.Target{}, fmt.Errorf("--anchor: %w", err)
+	}
+	anchor, err := ca.ParseCertsPEM(raw)
+	if err != nil {
+		return bench.Target{}, fmt.Errorf("--anchor: %w", err)
+	}
+	return bench.Target{Base: server, Anchor: anchor, ManufacturerKey: os.Getenv("CREDFACTORY_BENCH_MANUFACTURER_KEY"),
+		AdminKey: os.Getenv("CREDFACTORY_BENCH_ADMIN_KEY"), OwnerName: owner, SPDomain: spDomain}, nil
+}
+
+// isTerminal reports whether w is a terminal, where a progress bar that
+// redraws itself is readable (in a file or a pipe it is noise).
+func isTerminal(w io.Writer) bool {
+	f, ok := w.(*os.File)
+	if !ok {
+		return false
+	}
+	st, err := f.Stat()
+	return err == nil && st.Mode()&os.ModeCharDevice != 0
+}
+
+// write saves the report as JSON and its plot as SVG, each where a path is
+// given.
+func (r benchReport) write(jsonOut, plotOut string) error {
+	if jsonOut != "" {
+		raw, _ := json.MarshalIndent(r, "", "  ") // plain structs and maps: cannot fail
+		if err := os.WriteFile(jsonOut, raw, 0o644); err != nil {
+			return fmt.Errorf("--json: %w", err)
+		}
+	}
+	if plotOut == "" {
+		return nil
+	}
+	f, err := os.Create(plotOut)
+	if err != nil {
+		return fmt.Errorf("--plot: %w", err)
+	}
+	if err := bench.Plot(r.Results, f); err != nil {
+		f.Close()
+		return fmt.Errorf("--plot: %w", err)
+	}
+	if err := f.Close(); err != nil {
+		return fmt.Errorf("--plot: %w", err)
+	}
+	return nil
 }
 
 type benchReport struct {
