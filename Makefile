@@ -36,7 +36,7 @@ endif
 GO_TEST_FLAGS ?= -race -count=1 -timeout 10m
 GO_TEST_PKGS  ?= ./...
 
-.PHONY: run test build bench bench-go deps-run deps-test vet clean postgresql
+.PHONY: run test fuzz build bench bench-go deps-run deps-test vet clean postgresql
 
 build:
 	$(GO) build -buildvcs=false -ldflags "-X main.version=$(VERSION)" -o $(BIN) ./cmd/credfactory
@@ -60,6 +60,13 @@ run: deps-run build
 # the tests find it in CREDFACTORY_TEST_POSTGRES_URL, _DIR and _CTL.
 test: deps-test
 	GO="$(GO)" GO_TEST_FLAGS="$(GO_TEST_FLAGS)" GO_TEST_PKGS="$(GO_TEST_PKGS)" bash deploy/dev/test.sh
+
+# A short coverage-guided run of every fuzz target (FUZZ_TIME executions
+# each, default 2000x). Their seed corpora already run in make test; this is
+# separate because it needs a build of its own (deploy/dev/fuzz.sh says why).
+# CI runs it after make test.
+fuzz: deps-test
+	GO="$(GO)" bash deploy/dev/fuzz.sh
 
 # The standard bench set (under 3 minutes): ceilings, then every path at 1, 8
 # and 64 clients against a server it starts on the embedded defaults; figures

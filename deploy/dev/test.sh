@@ -12,6 +12,10 @@
 #
 # Environment: GO (default go), GO_TEST_FLAGS (default
 # "-race -count=1 -timeout 10m"), GO_TEST_PKGS (default ./...).
+#
+# The fuzz targets' seed corpora run here as ordinary tests; coverage-guided
+# fuzzing is `make fuzz` (deploy/dev/fuzz.sh). FUZZ_TIME is that script's
+# and ignored here.
 set -euo pipefail
 
 cd "$(dirname "$0")/../.."
@@ -20,7 +24,11 @@ GO_TEST_FLAGS=${GO_TEST_FLAGS:--race -count=1 -timeout 10m}
 GO_TEST_PKGS=${GO_TEST_PKGS:-./...}
 CTL=$(pwd)/deploy/dev/pg-test.sh
 
-"$GO" vet ./...
+# vet with the tests' build flags (-race), so that it reuses their compiled
+# dependencies instead of compiling every package a second time.
+vet_flags=()
+case " $GO_TEST_FLAGS " in *" -race "*) vet_flags+=(-race) ;; esac
+"$GO" vet "${vet_flags[@]}" ./...
 
 # Clusters left by earlier runs that died without cleaning up (kill -9, a
 # closed terminal, a go test timeout): stop those whose owner process, named
@@ -63,23 +71,3 @@ export CREDFACTORY_TEST_POSTGRES_CTL=$CTL
 
 # shellcheck disable=SC2086 # flags and packages are word lists
 "$GO" test $GO_TEST_FLAGS $GO_TEST_PKGS
-
-# A short run of every fuzz target (request decoders: EST bodies, CSR
-# attributes, JSON enrolment and forward batches, upload streams, stored
-# derivation contexts). The seeds are in the fuzz functions; a longer run is
-# FUZZ_TIME=10m make test. Go fuzzes one target per invocation.
-# The default budget is a count of executions, not a duration: Go 1.26's
-# fuzz coordinator can report a bare "context deadline exceeded" failure when
-# a -fuzztime duration ends while a worker is mid-run on a loaded machine
-# (golang/go#75804, fixed in Go 1.27); a count has no deadline to race. A
-# real finding still fails the run and writes its input to testdata/fuzz/.
-FUZZ_TIME=${FUZZ_TIME:-2000x}
-if [ "$FUZZ_TIME" != "0" ] && [ "$GO_TEST_PKGS" = "./..." ]; then
-	for pkg in $("$GO" list ./...); do
-		dir=$("$GO" list -f '{{.Dir}}' "$pkg")
-		for target in $(grep -ho '^func Fuzz[A-Za-z0-9_]*' "$dir"/*_test.go 2>/dev/null | sed 's/^func //'); do
-			echo "fuzz $pkg $target ($FUZZ_TIME)"
-			"$GO" test -run '^$' -fuzz "^${target}\$" -fuzztime "$FUZZ_TIME" "$pkg"
-		done
-	done
-fi
