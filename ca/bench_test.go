@@ -7,8 +7,8 @@ import (
 
 // BenchmarkIssue measures device-profile issuance on a software P-256
 // issuer, without and with pre-issuance linting, on one goroutine and on all
-// cores. The issues/s metric is what DESIGN.md's performance model compares
-// against the HSM sign rate.
+// cores. The issues/s metric is what the performance model compares against
+// the HSM sign rate (docs/architecture.md "Performance model").
 func BenchmarkIssue(b *testing.B) {
 	p := newTestPKI(b)
 	req := deviceRequest(b, testKey(b, "p256-b"))

@@ -11,7 +11,7 @@ import (
 )
 
 // Where the issuing CA's status services live, relative to the public base
-// URL of config ca.status_url (DESIGN.md "Interfaces": CRL at
+// URL of config ca.status_url (api/openapi.yaml: CRL at
 // /ca/v1/crl/{issuer}.crl, OCSP at /ocsp). IssuingCRLName is the stable
 // {issuer} name of the issuing CA's CRL, written into every certificate it
 // issues: changing it would orphan the distribution point of every

@@ -108,8 +108,8 @@ const serialBytes = 20
 var maxSerial = new(big.Int).Lsh(big.NewInt(1), 8*serialBytes-1)
 
 // newSerial draws a uniformly random serial in [1, 2^159). Uniqueness rests on
-// the entropy alone, so replicas need no shared counter (DESIGN.md: stateless
-// replicas).
+// the entropy alone, so replicas need no shared counter (they are stateless:
+// docs/architecture.md "Who uses it"; RFC 5280 §4.1.2.2 allows 20 octets).
 func newSerial(r io.Reader) (*big.Int, error) {
 	for {
 		n, err := rand.Int(r, maxSerial)

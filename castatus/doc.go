@@ -1,6 +1,6 @@
 // Package castatus publishes the issuing CA's certificate status: the CRL
 // at /ca/v1/crl/{issuer}.crl and the OCSP responder at /ocsp (RFC 5280,
-// RFC 6960; DESIGN.md "Interfaces"). TS-0003 §8.1.2.2 requires entities to
+// RFC 6960; api/openapi.yaml). TS-0003 §8.1.2.2 requires entities to
 // check a CRL for MEF-issued certificates and lets the SP offer OCSP.
 //
 // Both read the registry (package store), sign with the CA (package ca, the

@@ -21,7 +21,7 @@ import (
 	"github.com/smallstep/pkcs7"
 )
 
-// Bundle is what the portal hands an OBF (DESIGN.md "Interfaces").
+// Bundle is what the portal hands an OBF (api/openapi.yaml Bundle).
 type Bundle struct {
 	Token             string    `json:"token"`
 	AssignedID        string    `json:"assignedId"`

@@ -37,7 +37,7 @@ type Config struct {
 	Portal Portal `yaml:"portal"`
 	MEF    MEF    `yaml:"mef"`
 	Log    Log    `yaml:"log"`
-	// Limits are the per-key rate limits (issue 7 item 7).
+	// Limits are the per-key rate limits (README "Rate limits").
 	Limits ratelimit.Config `yaml:"limits"`
 }
 
@@ -51,7 +51,8 @@ type Store struct {
 	BatchMax     int           `yaml:"batch_max" help:"most redemptions committed in one transaction (group commit)"`
 	BatchWindow  time.Duration `yaml:"batch_window" help:"how long a batch waits for more redemptions; 0 batches only what queued during the previous commit"`
 	BatchWorkers int           `yaml:"batch_workers" help:"batches committed in parallel (0 means 1, the best measured on SQLite and PostgreSQL)"`
-	// The expiry sweep (issue 7): one replica at a time, by lease.
+	// The expiry sweep (README "Renewal and expiry"): one replica at a time,
+	// by lease.
 	SweepInterval time.Duration `yaml:"sweep_interval" help:"how often the expiry sweep marks tokens and credentials past their lifetime as expired (one replica sweeps at a time, by lease); 0 turns it off"`
 	SweepChunk    int           `yaml:"sweep_chunk" help:"most rows the expiry sweep changes in one transaction"`
 }
@@ -289,7 +290,8 @@ func (c *Config) derive() {
 // HSMDir is where the embedded SoftHSM2 store lives.
 func (c *Config) HSMDir() string { return filepath.Join(c.DataDir, "hsm") }
 
-// TrustAnchorPath is the root certificate clients trust (DESIGN.md "CLI").
+// TrustAnchorPath is the root certificate clients trust (README "What you get
+// today").
 func (c *Config) TrustAnchorPath() string { return filepath.Join(c.DataDir, "trust-anchor.pem") }
 
 // Validate reports every problem at once.

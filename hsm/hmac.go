@@ -46,9 +46,9 @@ func (k *HMACKey) Sum(ctx context.Context, data []byte) ([]byte, error) {
 }
 
 // Derive returns K = HMAC-SHA256(master, label || 0x00 || context), the
-// per-enrolment root key of DESIGN.md "HSM" (Ke = HMAC_HSM(master, label ||
-// 0x00 || KeID), ONEM2M.md "Key hierarchy"). The 0x00 separator keeps a
-// label from running into its context.
+// per-enrolment root key of docs/architecture.md "HSM and keys" (Ke =
+// HMAC_HSM(master, label || 0x00 || KeID); TS-0003 §10.3 derives the rest).
+// The 0x00 separator keeps a label from running into its context.
 func (k *HMACKey) Derive(ctx context.Context, label string, context []byte) ([]byte, error) {
 	msg := make([]byte, 0, len(label)+1+len(context))
 	msg = append(msg, label...)

@@ -15,7 +15,7 @@ import (
 // KeyType is what EnsureKeys generates when a key is missing.
 type KeyType int
 
-// Key types the factory keeps in the HSM (DESIGN.md "HSM").
+// Key types the factory keeps in the HSM (docs/architecture.md "HSM and keys").
 const (
 	KeyECDSAP256 KeyType = iota + 1 // CA and TLS keys (default)
 	KeyECDSAP384                    // CA keys, when configured
@@ -153,8 +153,8 @@ func ensureKey(c11 *crypto11.Context, spec KeySpec) (bool, error) {
 		cipher := crypto11.CipherAES
 		if spec.Type == KeyHMAC {
 			// crypto11's CipherHMACSHA256 generation fails on SoftHSM with
-			// CKR_MECHANISM_INVALID (DESIGN.md): a generic secret signs
-			// with CKM_SHA256_HMAC just the same.
+			// CKR_MECHANISM_INVALID (docs/architecture.md "HSM and keys"): a
+			// generic secret signs with CKM_SHA256_HMAC just the same.
 			cipher = crypto11.CipherGeneric
 			_ = tmpl.Set(pkcs11.CKA_SIGN, true)
 			_ = tmpl.Set(pkcs11.CKA_VERIFY, true)

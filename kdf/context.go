@@ -24,9 +24,9 @@ const (
 )
 
 // Context is what the MAF stores instead of a key: enough to re-derive it
-// (DESIGN.md "HSM"). The field set per kind is fixed (Km: MAFID; Kpsa:
-// EnroleeID; Kuc: SUID and TargetFQDN), and the others must be empty, so
-// one key has one stored form.
+// (docs/architecture.md "HSM and keys"). The field set per kind is fixed (Km:
+// MAFID; Kpsa: EnroleeID; Kuc: SUID and TargetFQDN), and the others must be
+// empty, so one key has one stored form.
 //
 // Identifiers are stored as given; NFKC is applied when hashing
 // (TS-0003 §10.3), so a stored form that differs only in normalisation

@@ -2,15 +2,16 @@
 // as credfactory runs it.
 //
 // The MEF hands out shared symmetric keys, and the MAF must later give the
-// same key to an authorised Target (RETRIEVE /fetchCredentials/<KeID>/<SUID>).
-// Storing those keys would put every device secret in the database; instead
-// the only secret is a master key that never leaves the HSM (DESIGN.md
-// "HSM"). From it the HSM derives a per-enrolment root key Ke, and from Ke
-// this package derives Km, Kpsa and Kuc exactly as TS-0003 §10.3 writes
-// them, so that a device or Target implementing the standard computes the
-// same bytes. The MAF therefore stores a [Context] (which enrolment, which
-// kind of key, which identifiers) and re-derives the key on each retrieval;
-// the key itself is never written down.
+// same key to an authorised Target (RETRIEVE
+// /fetchCredentials/<KeID>/<SUID>). Storing those keys would put every device
+// secret in the database; instead the only secret is a master key that never
+// leaves the HSM (docs/architecture.md "HSM and keys"). From it the HSM
+// derives a per-enrolment root key Ke, and from Ke this package derives Km,
+// Kpsa and Kuc exactly as TS-0003 §10.3 writes them, so that a device or
+// Target implementing the standard computes the same bytes. The MAF therefore
+// stores a [Context] (which enrolment, which kind of key, which identifiers)
+// and re-derives the key on each retrieval; the key itself is never written
+// down.
 //
 // The second-level derivations run in Go rather than in the HSM: Ke leaves
 // the HSM anyway (it is the output of a CKM_SHA256_HMAC C_Sign), so

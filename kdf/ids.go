@@ -14,9 +14,9 @@ import (
 const RelativeIDSize = 16
 
 // NewRelativeID returns RelativeIDSize random bytes for a new KeID. The
-// factory does not take them from a TLS exporter (its Ke comes from the
-// HSM, DESIGN.md "HSM"), so they only have to be unique, and 128 random bits
-// are without a registry round trip.
+// factory does not take them from a TLS exporter (its Ke comes from the HSM,
+// docs/architecture.md "HSM and keys"), so they only have to be unique, and
+// 128 random bits are without a registry round trip.
 func NewRelativeID() ([]byte, error) {
 	b := make([]byte, RelativeIDSize)
 	if _, err := rand.Read(b); err != nil {
@@ -158,7 +158,7 @@ func checkFQDN(s string) error {
 // CredentialType is the <type> of a Credential-ID (TS-0003 §10.4).
 type CredentialType int
 
-// Credential types (TS-0003 §10.4, as listed in ONEM2M.md "Identifiers").
+// Credential types (TS-0003 §10.4, as listed in docs/onem2m.md "Identifiers").
 // 10-16 are symmetric keys, 30-34 public-key credentials. Types 10-15 line
 // up with SUIDs 10-15; that parallel is what names 14 and 15.
 const (
@@ -168,7 +168,7 @@ const (
 	CredentialESPrimKey     CredentialType = 13 // end-to-end security of primitives
 	CredentialESDataEncrypt CredentialType = 14 // ESData key (encryption, by the SUID 14 parallel)
 	CredentialESDataSign    CredentialType = 15 // ESData key (signature, by the SUID 15 parallel)
-	CredentialESDataOther   CredentialType = 16 // third ESData key type; ONEM2M.md does not say how it differs
+	CredentialESDataOther   CredentialType = 16 // third ESData key type; TS-0003 §10.4 does not say how it differs
 	CredentialRawPublicKey  CredentialType = 30 // raw public key
 	CredentialDeviceCert    CredentialType = 31 // device certificate
 	CredentialCSEIDCert     CredentialType = 32 // CSE-ID certificate

@@ -8,9 +8,9 @@ import (
 
 // Master is the KDF master key held in the HSM. Implementations compute
 // HMAC-SHA256(master, label || 0x00 || context) inside the HSM
-// (DESIGN.md "HSM"); hsm.HMACKey is the production one. It is an interface
-// here so that this package, and the MEF and MAF that use it, can be tested
-// with a software key and never import the PKCS#11 layer.
+// (docs/architecture.md "HSM and keys"); hsm.HMACKey is the production one.
+// It is an interface here so that this package, and the MEF and MAF that use
+// it, can be tested with a software key and never import the PKCS#11 layer.
 type Master interface {
 	Derive(ctx context.Context, label string, context []byte) ([]byte, error)
 }
@@ -19,20 +19,20 @@ type Master interface {
 //
 // It is credfactory's, not TS-0003's: TS-0003 §10.3 obtains Ke from the
 // enrolment TLS session (RFC 5705 exporter "EXPORTER-oneM2M-Bootstrap"),
-// which would leave the MAF nothing to re-derive Ke from. DESIGN.md "HSM"
-// replaces that with Ke = HMAC_HSM(master, label || 0x00 || KeID), so the
-// KeID alone (stored in a Context) recovers Ke. The words differ from every
-// TS-0003 label so the root can never collide with a TS-0003 derivation,
-// and changing them changes every derived key: it is part of the stored
-// data format.
+// which would leave the MAF nothing to re-derive Ke from. The factory
+// (docs/architecture.md "HSM and keys") replaces that with Ke =
+// HMAC_HSM(master, label || 0x00 || KeID), so the KeID alone (stored in a
+// Context) recovers Ke. The words differ from every TS-0003 label so the root
+// can never collide with a TS-0003 derivation, and changing them changes
+// every derived key: it is part of the stored data format.
 const LabelEnrolmentRoot = "credfactory oneM2M Enrolment Key"
 
 // KeySize is the length of every key in the hierarchy: HMAC-SHA-256 output
 // (TS-0003 §10.3).
 const KeySize = sha256.Size
 
-// EnrolmentKey returns Ke for the enrolment named by keID:
-// master.Derive(ctx, LabelEnrolmentRoot, []byte(keID)) (DESIGN.md "HSM").
+// EnrolmentKey returns Ke for the enrolment named by keID: master.Derive(ctx,
+// LabelEnrolmentRoot, []byte(keID)) (docs/architecture.md "HSM and keys").
 //
 // keID must be canonical (as produced by KeID): the bytes of the KeID are
 // the HSM context, so "ABC@…" and "abc@…" would otherwise name two different

@@ -11,9 +11,9 @@ import (
 
 // softMaster is a software stand-in for the HSM KDF master key: the same
 // HMAC-SHA256(master, label || 0x00 || context) as hsm.HMACKey.Derive
-// (DESIGN.md "HSM"). With record set it keeps what it was asked, so tests
-// can check the HSM sees exactly the label and KeID bytes; benchmarks leave
-// it off.
+// (docs/architecture.md "HSM and keys"). With record set it keeps what it was
+// asked, so tests can check the HSM sees exactly the label and KeID bytes;
+// benchmarks leave it off.
 type softMaster struct {
 	key    []byte
 	record bool

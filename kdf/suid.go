@@ -10,9 +10,9 @@ import (
 // RETRIEVE /fetchCredentials/<KeID>/<SUID>.
 type SUID int
 
-// Usage codes (TS-0004 m2m:suid, as listed in ONEM2M.md "Usage codes").
+// Usage codes (TS-0004 m2m:suid, as listed in docs/onem2m.md "Usage codes").
 // 24/25 and 34/35 are read as encryption/signature by the parallel with
-// 14/15, which ONEM2M.md names.
+// 14/15, which docs/onem2m.md names.
 const (
 	// 10-15: pre-provisioned symmetric keys.
 	SUIDPreMEF              SUID = 10 // with the MEF
@@ -92,11 +92,11 @@ func ParseSUID(s string) (SUID, error) {
 	return SUID(n), nil
 }
 
-// FactoryResetRemoves reports whether a factory reset removes credentials
-// of this usage: every SAEF, ESPrim and ESData credential of the device,
-// SUIDs 12/22/32/42, 13/23/33/43, 14/15/24/25/34/35 (ONEM2M.md "Usage
-// codes"; DESIGN.md ownership transfer). MEF and MAF credentials (10, 11,
-// 21, 40, 41) are not in that list.
+// FactoryResetRemoves reports whether a factory reset removes credentials of
+// this usage: every SAEF, ESPrim and ESData credential of the device, SUIDs
+// 12/22/32/42, 13/23/33/43, 14/15/24/25/34/35 (docs/onem2m.md "Usage codes";
+// docs/architecture.md "The two paths", ownership transfer). MEF and MAF
+// credentials (10, 11, 21, 40, 41) are not in that list.
 func FactoryResetRemoves(s SUID) bool {
 	switch s {
 	case 12, 22, 32, 42, // SAEF

@@ -8,7 +8,7 @@ import (
 )
 
 func TestSUIDSets(t *testing.T) {
-	// ONEM2M.md "Usage codes".
+	// docs/onem2m.md "Usage codes".
 	valid := map[int]bool{}
 	for _, n := range []int{10, 11, 12, 13, 14, 15, 21, 22, 23, 24, 25, 32, 33, 34, 35, 40, 41, 42, 43} {
 		valid[n] = true
@@ -26,7 +26,7 @@ func TestSUIDSets(t *testing.T) {
 			t.Errorf("FactoryResetRemoves(%d) = %v, want %v", n, got, reset[n])
 		}
 	}
-	// The named constants carry the codes ONEM2M.md gives them.
+	// The named constants carry the codes docs/onem2m.md gives them.
 	for _, c := range []struct {
 		s    kdf.SUID
 		n    int

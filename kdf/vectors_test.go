@@ -63,7 +63,8 @@ func loadVectors(t *testing.T) vectorFile {
 }
 
 // TestLabels pins the labels to the ones the vectors were generated with
-// (copied from ONEM2M.md "Key hierarchy" into gen_vectors.sh).
+// (copied from TS-0003 §10.3, docs/onem2m.md "Key hierarchy", into
+// gen_vectors.sh).
 func TestLabels(t *testing.T) {
 	f := loadVectors(t)
 	for _, c := range []struct{ got, want string }{

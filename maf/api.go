@@ -32,7 +32,7 @@ func NewAPI(reg *Registry, verify *clientauth.Verifier, admins []string) *API {
 	return &API{reg: reg, verify: verify, admins: admins}
 }
 
-// Routes lists the MAF API (DESIGN.md "Interfaces"; api/openapi.yaml).
+// Routes lists the MAF API (api/openapi.yaml; TS-0003 §8.8).
 func (a *API) Routes() []httpapi.Route {
 	return []httpapi.Route{
 		{Method: fasthttp.MethodGet, Pattern: "/maf/v1/fetchCredentials/{keId}/{suid}", Handler: a.fetch},

@@ -147,7 +147,7 @@ func (m *MEF) forwardOne(ctx context.Context, obf store.OBF, subCA *x509.Certifi
 			return ForwardResult{Status: "replayed", CredentialID: credID}, path, nil
 		}
 		// Sealed by the HSM's KEK, bound to the Credential-ID, before it
-		// touches the database (DESIGN.md "HSM").
+		// touches the database (docs/architecture.md "HSM and keys").
 		sealed, err := m.reg.SealKey(ctx, credID, value)
 		if err != nil {
 			return ForwardResult{}, path, err

@@ -20,7 +20,7 @@ import (
 	"github.com/valyala/fasthttp"
 )
 
-// Routes lists the MEF's endpoints (DESIGN.md "Interfaces").
+// Routes lists the MEF's endpoints (api/openapi.yaml; EST is RFC 7030 §3.2.2).
 func (m *MEF) Routes() []httpapi.Route {
 	return []httpapi.Route{
 		{Method: "GET", Pattern: "/.well-known/est/cacerts", Handler: m.estCACerts},

@@ -5,7 +5,7 @@ import (
 	"github.com/valyala/fasthttp"
 )
 
-// Rate limits (issue 7 item 7; package ratelimit). The enrolment routes
+// Rate limits (README "Rate limits"; package ratelimit). The enrolment routes
 // are limited per source address before anything else runs, so a flood
 // from one address costs a map lookup, not a CSR parse, a registry read or
 // an HSM signature. The tenant's limit applies once the token has been

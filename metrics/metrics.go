@@ -55,7 +55,7 @@ type Registry struct {
 	// when a probe runs, so it is as fresh as the orchestrator's probes.
 	Ready *prometheus.GaugeVec
 
-	// Rate limits (issue 7 item 7): refusals and the configuration.
+	// Rate limits (README "Rate limits"): refusals and the configuration.
 	rateLimited    *prometheus.CounterVec
 	rateLimitRate  *prometheus.GaugeVec
 	rateLimitBurst *prometheus.GaugeVec

@@ -1,10 +1,11 @@
 // Package obs is a trusted On-Boarding Server (OBS) on a factory line: the
-// MEF of the line itself (DESIGN.md "Roles", trusted path). It holds two
-// keys in its own PKCS#11 token: the key of the mTLS client certificate the
-// portal issued it, and the key of the name-constrained sub-CA the portal
-// certified. It provisions devices locally (a certificate from the sub-CA,
-// or a 32-byte shared key from crypto/rand) and forwards every credential
-// with its enrolment token to the SP's POST /mef/v1/forward in batches.
+// MEF of the line itself (docs/architecture.md "The two paths", trusted
+// path). It holds two keys in its own PKCS#11 token: the key of the mTLS
+// client certificate the portal issued it, and the key of the
+// name-constrained sub-CA the portal certified. It provisions devices locally
+// (a certificate from the sub-CA, or a 32-byte shared key from crypto/rand)
+// and forwards every credential with its enrolment token to the SP's POST
+// /mef/v1/forward in batches.
 //
 // Work goes through a spool directory:
 //

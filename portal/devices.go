@@ -18,7 +18,7 @@ import (
 	"github.com/credfactory/credfactory/store"
 )
 
-// DeviceRow is one row of a bulk pre-enrolment (DESIGN.md "Interfaces":
+// DeviceRow is one row of a bulk pre-enrolment (api/openapi.yaml DeviceRow:
 // deviceId,claimCode,deviceCert).
 type DeviceRow struct {
 	DeviceID   string `json:"deviceId"`

@@ -32,7 +32,7 @@ type Proof struct {
 	Vouch     bool   `json:"vouch,omitempty"`
 }
 
-// EnrolRequest asks for an enrolment bundle (DESIGN.md "Interfaces").
+// EnrolRequest asks for an enrolment bundle (api/openapi.yaml EnrolRequest).
 type EnrolRequest struct {
 	Proof Proof  `json:"proof"`
 	OBFID string `json:"obfId,omitempty"`
@@ -167,7 +167,8 @@ func (p *Portal) Enrol(ctx context.Context, who Principal, deviceID string, req 
 	b := Bundle{Token: token, AssignedID: assigned, ExpiresAt: e.ExpiresAt, OBFName: obfName}
 	if mode == store.ModeUntrusted {
 		// Only an untrusted OBF needs to be told where and whom to trust: a
-		// trusted one is the MEF for the device itself (DESIGN.md "Roles").
+		// trusted one is the MEF for the device itself (docs/architecture.md
+		// "Roles").
 		b.MEFURI, b.TrustAnchor, b.TrustAnchorSHA256 = p.cfg.MEFURI, p.anchorPEM, p.anchorSHA256
 	}
 	return b, nil
@@ -274,7 +275,7 @@ func verifyNonce(pub crypto.PublicKey, nonce, sig []byte) bool {
 
 // newAssignedID is an SP-relative AE-ID ("S" + 26 base32 characters, 130
 // random bits) or a CSE-ID ("/" + the same), unique without a lookup
-// (ONEM2M.md "Identifiers").
+// (docs/onem2m.md "Identifiers").
 func newAssignedID(kind string) (string, error) {
 	b := make([]byte, 17)
 	if _, err := rand.Read(b); err != nil {

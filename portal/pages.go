@@ -327,7 +327,8 @@ func (p *Portal) pageLoginPost(ctx *fasthttp.RequestCtx) error {
 	args := ctx.PostArgs()
 	name := strings.TrimSpace(string(args.Peek("name")))
 	// Rate limits per source and per account name before Login hashes
-	// anything: a login flood costs map lookups, not argon2 (issue 7).
+	// anything: a login flood costs map lookups, not argon2 (README "Rate
+	// limits").
 	cookie, sess, err := "", store.Session{}, p.cfg.Limits.CheckLogin(ctx, name)
 	if err == nil {
 		cookie, sess, err = p.Login(ctx, name, string(args.Peek("password")))

@@ -53,8 +53,8 @@ type Config struct {
 	ClaimMaxFailures        int
 	ClaimMaxFailuresAccount int
 	ClaimLockout            time.Duration
-	// Limits are the rate limits on logins and token issuance (issue 7
-	// item 7); the zero value limits nothing.
+	// Limits are the rate limits on logins and token issuance (README
+	// "Rate limits"); the zero value limits nothing.
 	Limits ratelimit.Limits
 	// OnRevoke runs after a release or revocation that revoked something,
 	// so that the CRL is regenerated at its next fetch instead of after

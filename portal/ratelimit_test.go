@@ -17,7 +17,7 @@ import (
 
 // TestLoginLimitsComeBeforeTheHash: a login flood past the per-source or
 // per-account limit is refused without hashing a password, so it cannot
-// burn argon2's CPU and memory (issue 7 item 7). The hash is counted
+// burn argon2's CPU and memory (README "Rate limits"). The hash is counted
 // through the checkPassword hook.
 func TestLoginLimitsComeBeforeTheHash(t *testing.T) {
 	ctx := context.Background()

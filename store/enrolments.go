@@ -279,8 +279,8 @@ func redeemBatch(ctx context.Context, q querier, items []Redemption) (outs []Red
 		if err != nil {
 			return nil, nil, err
 		}
-		// [issue 7 renewal] Shared keys are renewed by re-registration
-		// (TS-0003 §8.8 key registration; issue 7 item 5): a redemption that
+		// Shared keys are renewed by re-registration (TS-0003 §8.8 key
+		// registration; README "Renewal and expiry"): a redemption that
 		// records a shared key supersedes the assigned ID's active key of the
 		// same usage and targets in this same transaction (revoked, RFC 5280
 		// reason 4), so one key per assigned ID, usage and targets is
@@ -322,8 +322,8 @@ func redeemBatch(ctx context.Context, q querier, items []Redemption) (outs []Red
 			if !ok {
 				return nil, nil, fmt.Errorf("redeem: credential %s of a redeemed token is missing", *e.CredentialID)
 			}
-			// [i7-transfer] A retry must not hand out a credential that was
-			// revoked since (the device was released, or the credential
+			// Ownership transfer: a retry must not hand out a credential that
+			// was revoked since (the device was released, or the credential
 			// revoked): the token is as good as cancelled.
 			if c.Status == StatusRevoked {
 				refusals[i] = fmt.Errorf("%w: the credential it bought (%s) was revoked", ErrTokenCancelled, c.ID)

@@ -6,7 +6,7 @@ import (
 	"time"
 )
 
-// OBF kinds (DESIGN.md "Roles").
+// OBF kinds (docs/architecture.md "Roles").
 const (
 	OBD = "obd" // on-boarding device: a phone, a technician's tool
 	OBS = "obs" // on-boarding server: a factory line

@@ -10,7 +10,7 @@ import (
 )
 
 // ReleaseSUIDs are the usages a release (ownership transfer, factory reset)
-// revokes. ONEM2M.md "Usage codes" (TS-0004 m2m:suid): "A factory reset
+// revokes. docs/onem2m.md "Usage codes" (TS-0004 m2m:suid): "A factory reset
 // removes every SAEF, ESPrim and ESData credential of the device: SUIDs
 // 12/22/32/42, 13/23/33/43, 14/15/24/25/34/35". To those the release adds
 // 21 (RSPF-provisioned key with the MAF) and 40/41 (certificates with the
@@ -18,8 +18,8 @@ import (
 // withdraws, and left active they would let the old owner's software keep
 // authenticating to the MAF and MEF as an identity no one owns. Kept: 10 and
 // 11, the pre-provisioned keys with the MEF and MAF, which are the device's
-// factory identity (DESIGN.md: hard-coded keys only prove identity during
-// enrolment) and survive a factory reset.
+// factory identity (docs/architecture.md "Roles": keys from manufacture
+// only prove identity during enrolment) and survive a factory reset.
 var ReleaseSUIDs = []int{
 	12, 22, 32, 42, // SAEF
 	13, 23, 33, 43, // ESPrim

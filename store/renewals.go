@@ -234,7 +234,8 @@ func prefixed(alias, columns string) string {
 
 // supersedeKeysStmt revokes (reason superseded) the active shared keys of
 // an assigned ID with the usage and targets of the key c that re-registers
-// them (issue 7: "shared keys are renewed by re-registration"). The targets
+// them (README "Renewal and expiry": shared keys are renewed by
+// re-registration, TS-0003 §8.8). The targets
 // count: keys of SUIDs 23-25 are per target (TS-0003 §10.3.3, the Kuc
 // context names targetIds[0]), so a key for T2 must leave the key for T1.
 // Targets are compared as the canonical JSON text insertCredentialStmt

@@ -12,7 +12,8 @@ import (
 	cbasn1 "golang.org/x/crypto/cryptobyte/asn1"
 )
 
-// Certificate status for the CA's CRL and OCSP responder (issue 7).
+// Certificate status for the CA's CRL and OCSP responder (RFC 5280 §5,
+// RFC 6960; TS-0003 §8.1.2.2).
 //
 // Every certificate row records issuer_key_id: the hex keyIdentifier of the
 // certificate's own authorityKeyIdentifier, i.e. the issuing CA's subject

@@ -220,7 +220,7 @@ var migrations = []migration{{
 	},
 	backfill: backfillIssuerKeyIDs,
 }, {
-	// Renewal and expiry (issue 7).
+	// Renewal and expiry (README "Renewal and expiry").
 	version: 3,
 	name:    "renewal_and_expiry_sweep",
 	stmts: []string{
@@ -253,7 +253,8 @@ var migrations = []migration{{
 		`CREATE INDEX IF NOT EXISTS credentials_active_expiry ON credentials (not_after) WHERE status = 'active'`,
 	},
 }, {
-	// Claims only after a release (issue 7 review): released_at marks a
+	// Claims only after a release (README "Revocation and ownership
+	// transfer"): released_at marks a
 	// device its owner (or an sp-admin) handed back; only such a device,
 	// unowned and pre-enrolled, may be claimed by proof of control. A
 	// device its manufacturer never handed over is not claimable by
@@ -264,7 +265,7 @@ var migrations = []migration{{
 		`ALTER TABLE devices ADD COLUMN {{if_not_exists}} released_at {{time}}`,
 	},
 }, {
-	// The last CRL number each issuing CA published (issue 7 review):
+	// The last CRL number each issuing CA published (RFC 5280 §5.2.3):
 	// numbers derived from each replica's clock go backwards across
 	// replicas with skewed clocks or after a clock step, and relying
 	// parties keep the CRL with the highest number (RFC 5280 §5.2.3 wants

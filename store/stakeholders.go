@@ -8,8 +8,8 @@ import (
 	"time"
 )
 
-// Stakeholder roles (DESIGN.md "Who uses it"). An installer acts for a
-// subscriber: it works in the subscriber's tenant.
+// Stakeholder roles (docs/architecture.md "Who uses it"). An installer acts
+// for a subscriber: it works in the subscriber's tenant.
 const (
 	RoleSPAdmin      = "sp-admin"
 	RoleManufacturer = "manufacturer"

@@ -1,6 +1,6 @@
 package main
 
-// Faults (issue 7, "tests, not promises"): the real binary is killed
+// Faults, tested rather than promised: the real binary is killed
 // mid-run, or its HSM token taken away, and the tests check what clients
 // and the registry see afterwards.
 

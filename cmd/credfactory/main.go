@@ -165,8 +165,8 @@ func serve(ctx context.Context, cfg config.Config, stderr io.Writer) error {
 	registry := maf.New(st, batcher, p.KDF, p.KEK)
 	verifier := clientauth.New([]*x509.Certificate{p.Root}, []*x509.Certificate{p.Issuing})
 
-	// Rate limits (issue 7 item 7), per replica; the MEF, the portal and the
-	// status routes apply them.
+	// Rate limits (README "Rate limits"), per replica; the MEF, the portal
+	// and the status routes apply them.
 	limits, err := cfg.Limits.Build(reg.RateLimitObserver(), nil)
 	if err != nil {
 		return err

@@ -1,6 +1,6 @@
 package main
 
-// Operations (issue 6, items 7 and 8): the Prometheus rules, the Grafana
+// Operations (README "Observability"): the Prometheus rules, the Grafana
 // dashboard and the scrape configuration in deploy/ against the real server,
 // promtool and a real Prometheus; and a run's logs against the secrets it
 // used.

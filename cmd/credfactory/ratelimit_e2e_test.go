@@ -35,7 +35,7 @@ func (s *sp) raw(c *http.Client, key, method, path, contentType, body string) (i
 
 // TestRateLimits: each limited route answers a burst over its limit with
 // 429, Retry-After and its error style, and other sources, tenants, OBFs
-// and accounts keep their own allowance (issue 7 item 7). Rates are one
+// and accounts keep their own allowance (README "Rate limits"). Rates are one
 // request per 1000 s, so nothing refills during the test and the
 // Retry-After values are known.
 func TestRateLimits(t *testing.T) {

@@ -21,12 +21,12 @@ import (
 	"github.com/credfactory/credfactory/client"
 )
 
-// TestCRLAndOCSPWithOpenSSL (issue 7, items 2 and 3): a device enrolled over
-// EST carries the CRL distribution point and the OCSP URL of the plain
-// status listener; openssl finds it good there and in the CRL's eyes; the
-// device's credential is revoked through the MAF API; at once openssl ocsp
-// says revoked and openssl verify -crl_check refuses it with the fetched
-// CRL.
+// TestCRLAndOCSPWithOpenSSL (RFC 5280 CRLs, RFC 6960 OCSP; TS-0003 §8.1.2.2):
+// a device enrolled over EST carries the CRL distribution point and the OCSP
+// URL of the plain status listener; openssl finds it good there and in the
+// CRL's eyes; the device's credential is revoked through the MAF API; at once
+// openssl ocsp says revoked and openssl verify -crl_check refuses it with the
+// fetched CRL.
 func TestCRLAndOCSPWithOpenSSL(t *testing.T) {
 	if _, err := exec.LookPath("openssl"); err != nil {
 		t.Fatal("openssl is not installed")

@@ -2,10 +2,11 @@
 # Regenerates vectors.json for kdf_test.go.
 #
 # The expected keys are computed here with openssl's HMAC, independently of
-# the Go code under test, from the exact bytes TS-0003 §10.3 and DESIGN.md
-# "HSM" prescribe. The NFKC forms are written out by hand (full-width
-# letters and the "ﬁ" ligature fold to ASCII), again not by Go; the Go test
-# checks golang.org/x/text agrees with them. Needs bash, openssl, jq.
+# the Go code under test, from the exact bytes TS-0003 §10.3 and
+# docs/architecture.md "HSM and keys" prescribe. The NFKC forms are written
+# out by hand (full-width letters and the "ﬁ" ligature fold to ASCII), again
+# not by Go; the Go test checks golang.org/x/text agrees with them. Needs
+# bash, openssl, jq.
 #
 #   Ke   = HMAC(master, "credfactory oneM2M Enrolment Key" || 0x00 || KeID)
 #   Km   = HMAC(Ke, "oneM2M Enrolment Key to Master Credential derivation" || NFKC(MAF-ID))
