@@ -314,7 +314,7 @@ func (c *Config) Validate() error {
 		}
 	}
 	if !strings.HasPrefix(c.Store.URL, "sqlite://") && !strings.HasPrefix(c.Store.URL, "postgres://") && !strings.HasPrefix(c.Store.URL, "postgresql://") {
-		errs = append(errs, errors.New("store.url: want sqlite:///path or postgres://..."))
+		errs = append(errs, errors.New("store.url: want sqlite:///PATH or postgres://HOST/DB"))
 	}
 	// The CRL and OCSP routes are fixed at the root (/ca/v1/crl/..., /ocsp):
 	// a path would only work behind a proxy that strips it, and userinfo,

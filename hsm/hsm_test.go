@@ -295,7 +295,7 @@ func TestRecoversFromBrokenSessions(t *testing.T) {
 			if err != nil {
 				t.Fatal(err)
 			}
-			defer c.CloseSession(sh)
+			defer func() { _ = c.CloseSession(sh) }()
 			if err := c.Logout(sh); err != nil {
 				t.Fatal(err)
 			}

@@ -421,8 +421,8 @@ func startAPI(t *testing.T, reg *maf.Registry, p pki) (func(*tls.Certificate) *h
 	if err := srv.Listen(); err != nil {
 		t.Fatal(err)
 	}
-	go srv.Serve()
-	t.Cleanup(func() { srv.Shutdown(context.Background()) })
+	go func() { _ = srv.Serve() }()
+	t.Cleanup(func() { _ = srv.Shutdown(context.Background()) })
 	base := "https://localhost:" + strings.Split(srv.Addr().String(), ":")[1]
 	roots := x509.NewCertPool()
 	roots.AddCert(p.Root)
@@ -521,8 +521,8 @@ func TestOBSIssuedCertificateCannotChooseItsNames(t *testing.T) {
 	if err := srv.Listen(); err != nil {
 		t.Fatal(err)
 	}
-	go srv.Serve()
-	t.Cleanup(func() { srv.Shutdown(context.Background()) })
+	go func() { _ = srv.Serve() }()
+	t.Cleanup(func() { _ = srv.Shutdown(context.Background()) })
 	roots := x509.NewCertPool()
 	roots.AddCert(p.Root)
 	c := &http.Client{Timeout: 5 * time.Second, Transport: &http.Transport{TLSClientConfig: &tls.Config{RootCAs: roots, Certificates: []tls.Certificate{rogue}}}}

@@ -45,7 +45,9 @@ func TestObserversFeedMetrics(t *testing.T) {
 	}
 	var text strings.Builder
 	for _, f := range families {
-		expfmt.MetricFamilyToText(&text, f)
+		if _, err := expfmt.MetricFamilyToText(&text, f); err != nil {
+			t.Fatal(err)
+		}
 	}
 	for _, want := range []string{
 		`credfactory_hsm_operation_duration_seconds_count{op="ecdsa_sign"} 2`,
@@ -85,7 +87,9 @@ func TestRateLimitMetrics(t *testing.T) {
 	}
 	var text strings.Builder
 	for _, f := range families {
-		expfmt.MetricFamilyToText(&text, f)
+		if _, err := expfmt.MetricFamilyToText(&text, f); err != nil {
+			t.Fatal(err)
+		}
 	}
 	for _, want := range []string{
 		`credfactory_rate_limit_per_second{limit="login_source"} 0.5`,

@@ -137,7 +137,9 @@ func newFakeSP(t *testing.T, p *pki) *fakeSP {
 			fmt.Fprintf(w, `{"error":{"code":"c%d","message":"m"}}`, status)
 			return
 		}
-		json.NewEncoder(w).Encode(map[string]any{"results": results})
+		if err := json.NewEncoder(w).Encode(map[string]any{"results": results}); err != nil {
+			t.Fatal(err)
+		}
 	}))
 	roots := x509.NewCertPool()
 	roots.AddCert(p.root)
@@ -387,7 +389,9 @@ func TestRefusedAndTransient(t *testing.T) {
 		}
 		raw, _ := os.ReadFile(filepath.Join(cfg.Spool, DirRefused, name))
 		var r Refusal
-		json.Unmarshal(raw, &r)
+		if err := json.Unmarshal(raw, &r); err != nil {
+			t.Fatal(err)
+		}
 		codes[r.Code] = r
 	}
 	if r := codes["token_mismatch"]; r.Source != "sp" || r.Item == nil || r.Item.AssignedID != "Sbad" || r.Message == "" {
@@ -421,7 +425,9 @@ func TestUnreachableThenRecover(t *testing.T) {
 	// back, its out/ file gone. The next run finishes it from the record
 	// (same certificate) and sends it once.
 	raw, _ := json.Marshal(cj)
-	os.WriteFile(filepath.Join(cfg.Spool, DirIn, job), raw, 0o600)
+	if err := os.WriteFile(filepath.Join(cfg.Spool, DirIn, job), raw, 0o600); err != nil {
+		t.Fatal(err)
+	}
 	os.Remove(filepath.Join(cfg.Spool, DirOut, outName("Sdev1")))
 
 	o2, err := New(withURL(cfg, sp.URL), Keys{Client: p.clientKey, SubCA: p.subKey}, nil)
@@ -512,7 +518,9 @@ func TestConfig(t *testing.T) {
 	dir := t.TempDir()
 	write := func(text string) string {
 		p := filepath.Join(dir, "c.yaml")
-		os.WriteFile(p, []byte(text), 0o600)
+		if err := os.WriteFile(p, []byte(text), 0o600); err != nil {
+			t.Fatal(err)
+		}
 		return p
 	}
 	cfg, err := Load(write("spool: s\n"))
@@ -550,7 +558,9 @@ func TestHalfWrittenJob(t *testing.T) {
 	p := newPKI(t)
 	sp := newFakeSP(t, p)
 	o, cfg := newTestOBS(t, p, sp.URL, "")
-	os.WriteFile(filepath.Join(cfg.Spool, DirIn, "partial.json"), []byte(`{"bundle": {"tok`), 0o600)
+	if err := os.WriteFile(filepath.Join(cfg.Spool, DirIn, "partial.json"), []byte(`{"bundle": {"tok`), 0o600); err != nil {
+		t.Fatal(err)
+	}
 	sum, err := o.Run(context.Background(), true)
 	if !errors.Is(err, ErrIncomplete) || sum.JobsLeft != 1 || sum.Rejected != 0 {
 		t.Fatalf("fresh partial job: %v %s", err, sum)

@@ -126,8 +126,12 @@ func TestOpenIssuesChainsToTrustAnchor(t *testing.T) {
 
 	dir := t.TempDir()
 	leafFile, chainFile := filepath.Join(dir, "leaf.pem"), filepath.Join(dir, "chain.pem")
-	os.WriteFile(leafFile, ca.EncodeCertsPEM([]*x509.Certificate{issued.Certificate}), 0o644)
-	os.WriteFile(chainFile, ca.EncodeCertsPEM(issued.Chain), 0o644)
+	if err := os.WriteFile(leafFile, ca.EncodeCertsPEM([]*x509.Certificate{issued.Certificate}), 0o644); err != nil {
+		t.Fatal(err)
+	}
+	if err := os.WriteFile(chainFile, ca.EncodeCertsPEM(issued.Chain), 0o644); err != nil {
+		t.Fatal(err)
+	}
 	out, err := exec.Command("openssl", "verify", "-CAfile", cfg.TrustAnchorPath(), "-untrusted", chainFile,
 		"-purpose", "sslclient", leafFile).CombinedOutput()
 	if err != nil || !strings.Contains(string(out), ": OK") {
@@ -149,7 +153,7 @@ func TestOpenRefusesForeignCertificate(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	t.Cleanup(func() { os.WriteFile(file, orig, 0o644) })
+	t.Cleanup(func() { _ = os.WriteFile(file, orig, 0o644) })
 	root, _ := os.ReadFile(filepath.Join(cfg.DataDir, pki.RootCertFile))
 	if err := os.WriteFile(file, root, 0o644); err != nil {
 		t.Fatal(err)

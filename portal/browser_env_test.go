@@ -115,7 +115,7 @@ func newPageEnvWith(t *testing.T, mod func(*portal.Config)) *pageEnv {
 	t.Cleanup(func() {
 		sctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
 		defer cancel()
-		srv.Shutdown(sctx)
+		_ = srv.Shutdown(sctx)
 		if err := <-served; err != nil {
 			t.Errorf("serve: %v", err)
 		}
@@ -202,7 +202,7 @@ func (c *pageClient) postMultipart(path string, parts ...pageFormPart) pageRespo
 		} else {
 			pw, _ = w.CreateFormField(p.field)
 		}
-		io.WriteString(pw, p.content)
+		_, _ = io.WriteString(pw, p.content)
 	}
 	w.Close()
 	req, _ := http.NewRequest("POST", c.env.base+path, &buf)

@@ -697,7 +697,7 @@ func (p *Portal) pageUpload(ctx *fasthttp.RequestCtx) error {
 // puts it first, and a form whose first part is not a valid token is refused
 // before the file is read.
 func (p *Portal) pageUploadPost(ctx *fasthttp.RequestCtx) error {
-	var body io.Reader = ctx.RequestBodyStream()
+	body := ctx.RequestBodyStream()
 	if body == nil { // a server that buffers bodies
 		body = bytes.NewReader(ctx.PostBody())
 	}
@@ -813,7 +813,7 @@ func uploadRows(r io.Reader, format, fileName, contentType string) (RowReader, e
 					if c == '[' {
 						format = "json"
 					}
-					br.UnreadRune()
+					_ = br.UnreadRune()
 					break
 				}
 			}

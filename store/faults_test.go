@@ -145,9 +145,11 @@ func TestPostgresRestartMidRun(t *testing.T) {
 		t.Fatalf("%d redeemed tokens without a credential, %d credentials without a redeemed token", orphanTokens, orphanCreds)
 	}
 	var redeemed int
-	s.read(ctx, func(q querier) error {
+	if err := s.read(ctx, func(q querier) error {
 		return q.queryRow(ctx, `SELECT count(*) FROM enrolments WHERE state = 'redeemed'`).Scan(&redeemed)
-	})
+	}); err != nil {
+		t.Fatal(err)
+	}
 	if int64(redeemed) != ok.Load()+1 {
 		t.Fatalf("%d tokens redeemed, but %d redemptions succeeded: an answer was lost or a redemption was not reported", redeemed, ok.Load()+1)
 	}

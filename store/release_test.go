@@ -349,10 +349,12 @@ func TestLoginResult(t *testing.T) {
 				if err := s.CreateStakeholder(ctx, Stakeholder{ID: id, Name: id, Role: RoleSubscriber, PasswordHash: "x", CreatedAt: t0}); err != nil {
 					t.Fatal(err)
 				}
-				s.tx(ctx, "test", func(q querier) error {
+				if err := s.tx(ctx, "test", func(q querier) error {
 					_, err := q.exec(ctx, `UPDATE stakeholders SET failed_logins = $2, locked_until = $3 WHERE id = $1`, id, c.failures, c.lockedUntil)
 					return err
-				})
+				}); err != nil {
+					t.Fatal(err)
+				}
 				locked, err := s.LoginResult(ctx, id, c.ok, t0, 5, lock)
 				if err != nil {
 					t.Fatal(err)

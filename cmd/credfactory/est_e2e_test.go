@@ -50,7 +50,7 @@ func TestESTWithCurlAndOpenSSL(t *testing.T) {
 	}
 	file := func(name string) string { return filepath.Join(dir, name) }
 	sh("openssl", "genpkey", "-algorithm", "EC", "-pkeyopt", "ec_paramgen_curve:P-256", "-out", file("key.pem"))
-	os.WriteFile(file("req.cnf"), []byte(fmt.Sprintf(`[req]
+	if err := os.WriteFile(file("req.cnf"), []byte(fmt.Sprintf(`[req]
 distinguished_name = dn
 attributes = attrs
 prompt = no
@@ -58,7 +58,9 @@ prompt = no
 CN = device
 [attrs]
 challengePassword = %s
-`, b.Token)), 0o600)
+`, b.Token)), 0o600); err != nil {
+		t.Fatal(err)
+	}
 	sh("openssl", "req", "-new", "-key", file("key.pem"), "-config", file("req.cnf"), "-outform", "DER", "-out", file("csr.der"))
 	sh("openssl", "base64", "-in", file("csr.der"), "-out", file("csr.b64"))
 
@@ -81,9 +83,13 @@ challengePassword = %s
 	opensslVerify(t, anchor, certs)
 
 	// Renewal, authenticated by the certificate just issued.
-	os.WriteFile(file("leaf.pem"), []byte(pemCert(certs[0])+pemCert(certs[1])), 0o600)
+	if err := os.WriteFile(file("leaf.pem"), []byte(pemCert(certs[0])+pemCert(certs[1])), 0o600); err != nil {
+		t.Fatal(err)
+	}
 	// RFC 7030 §4.2.2: the renewal asks for the same subject (the assigned ID).
-	os.WriteFile(file("renew.cnf"), []byte("[req]\ndistinguished_name = dn\nprompt = no\n[dn]\nCN = "+b.AssignedID+"\n"), 0o600)
+	if err := os.WriteFile(file("renew.cnf"), []byte("[req]\ndistinguished_name = dn\nprompt = no\n[dn]\nCN = "+b.AssignedID+"\n"), 0o600); err != nil {
+		t.Fatal(err)
+	}
 	sh("openssl", "req", "-new", "-key", file("key.pem"), "-config", file("renew.cnf"), "-outform", "DER", "-out", file("renew.der"))
 	sh("openssl", "base64", "-in", file("renew.der"), "-out", file("renew.b64"))
 	sh("curl", "-sS", "--fail-with-body", "--cacert", anchor, "--cert", file("leaf.pem"), "--key", file("key.pem"),

@@ -193,7 +193,9 @@ func faultFleet(t *testing.T, s *sp, n int) []*faultJob {
 			t.Fatalf("enrolment bundle for %s: %d %v", id, status, body)
 		}
 		j := &faultJob{device: id}
-		json.Unmarshal(mustJSON(body), &j.bundle)
+		if err := json.Unmarshal(mustJSON(body), &j.bundle); err != nil {
+			t.Fatal(err)
+		}
 		if i%2 == 0 {
 			key, _ := ecdsa.GenerateKey(elliptic.P256(), rand.Reader)
 			csr, err := client.CSR(key, j.bundle.AssignedID, j.bundle.Token)
@@ -384,13 +386,13 @@ func checkRegistry(t *testing.T, url string, jobs []*faultJob, answered map[*fau
 		if err != nil {
 			t.Fatal(err)
 		}
-		switch {
-		case e.State == store.EnrolmentRedeemed:
+		switch e.State {
+		case store.EnrolmentRedeemed:
 			redeemed++
 			if e.CredentialID == nil || len(creds) != 1 || creds[0].ID != *e.CredentialID || creds[0].Status != store.StatusActive {
 				t.Errorf("%s: token redeemed for %q, registry holds %d credentials: half-redeemed", j.device, deref(e.CredentialID), len(creds))
 			}
-		case e.State == store.EnrolmentIssued:
+		case store.EnrolmentIssued:
 			if e.CredentialID != nil || len(creds) != 0 {
 				t.Errorf("%s: token unused but %d credentials recorded", j.device, len(creds))
 			}

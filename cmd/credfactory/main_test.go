@@ -150,7 +150,9 @@ func TestInitTwiceThenServeAndStop(t *testing.T) {
 		t.Fatalf("healthz over TLS with the trust anchor: %v", err)
 	}
 	var health map[string]string
-	json.NewDecoder(resp.Body).Decode(&health)
+	if err := json.NewDecoder(resp.Body).Decode(&health); err != nil {
+		t.Fatal(err)
+	}
 	resp.Body.Close()
 	if resp.StatusCode != 200 || health["status"] != "ok" {
 		t.Fatalf("healthz: %d %v", resp.StatusCode, health)
@@ -208,7 +210,9 @@ func TestServeWithoutInitSaysWhatToDo(t *testing.T) {
 
 func TestUnknownConfigKeyIsAnError(t *testing.T) {
 	dir := t.TempDir()
-	os.WriteFile(filepath.Join(dir, "config.yaml"), []byte("server:\n  listn: 127.0.0.1:1\n"), 0o600)
+	if err := os.WriteFile(filepath.Join(dir, "config.yaml"), []byte("server:\n  listn: 127.0.0.1:1\n"), 0o600); err != nil {
+		t.Fatal(err)
+	}
 	cmd := exec.Command(bin, "init", "--data-dir", dir)
 	cmd.Env = cleanEnv()
 	out, err := cmd.CombinedOutput()

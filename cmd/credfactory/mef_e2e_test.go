@@ -83,13 +83,17 @@ func (s *seed) bundle(device string, obf map[string]any) client.Bundle {
 		s.t.Fatalf("enrolment bundle for %s: %d %v", device, status, body)
 	}
 	var b client.Bundle
-	json.Unmarshal(mustJSON(body), &b)
+	if err := json.Unmarshal(mustJSON(body), &b); err != nil {
+		s.t.Fatal(err)
+	}
 	return b
 }
 
 func (s *seed) writeBundle(b client.Bundle) string {
 	path := filepath.Join(s.t.TempDir(), "bundle.json")
-	os.WriteFile(path, mustJSON(b), 0o600)
+	if err := os.WriteFile(path, mustJSON(b), 0o600); err != nil {
+		s.t.Fatal(err)
+	}
 	return path
 }
 
@@ -131,8 +135,12 @@ func opensslVerify(t *testing.T, anchor string, chain []*x509.Certificate) {
 	for _, c := range chain[1:] {
 		untrusted.Write(pem.EncodeToMemory(&pem.Block{Type: "CERTIFICATE", Bytes: c.Raw}))
 	}
-	os.WriteFile(filepath.Join(dir, "leaf.pem"), pem.EncodeToMemory(&pem.Block{Type: "CERTIFICATE", Bytes: chain[0].Raw}), 0o600)
-	os.WriteFile(filepath.Join(dir, "chain.pem"), []byte(untrusted.String()), 0o600)
+	if err := os.WriteFile(filepath.Join(dir, "leaf.pem"), pem.EncodeToMemory(&pem.Block{Type: "CERTIFICATE", Bytes: chain[0].Raw}), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	if err := os.WriteFile(filepath.Join(dir, "chain.pem"), []byte(untrusted.String()), 0o600); err != nil {
+		t.Fatal(err)
+	}
 	args := []string{"verify", "-CAfile", anchor, "-purpose", "sslclient"}
 	if untrusted.Len() > 0 {
 		args = append(args, "-untrusted", filepath.Join(dir, "chain.pem"))
@@ -193,13 +201,17 @@ func TestSeedCases(t *testing.T) {
 	out2 := filepath.Join(t.TempDir(), "dev-2")
 	s.cli("enroll", "--bundle", s.writeBundle(b2), "--out", out2, "--psk", "--suid", "22", "--target", b1.AssignedID)
 	var psk client.KeyAnswer
-	json.Unmarshal([]byte(readFile(t, filepath.Join(out2, "psk.json"))), &psk)
+	if err := json.Unmarshal([]byte(readFile(t, filepath.Join(out2, "psk.json"))), &psk); err != nil {
+		t.Fatal(err)
+	}
 	if len(psk.Key) != 32 || !strings.HasPrefix(psk.CredentialID, "12-") || !strings.HasSuffix(psk.KeyID, "@sp.example") || psk.EnroleeID != b2.AssignedID {
 		t.Fatalf("shared key answer: %+v", psk)
 	}
 	s.cli("enroll", "--bundle", s.writeBundle(b2), "--out", out2, "--psk", "--suid", "22", "--target", b1.AssignedID)
 	var psk2 client.KeyAnswer
-	json.Unmarshal([]byte(readFile(t, filepath.Join(out2, "psk.json"))), &psk2)
+	if err := json.Unmarshal([]byte(readFile(t, filepath.Join(out2, "psk.json"))), &psk2); err != nil {
+		t.Fatal(err)
+	}
 	if string(psk2.Key) != string(psk.Key) || !psk2.Replayed {
 		t.Fatal("a retry of the key request got another key")
 	}

@@ -211,8 +211,12 @@ func obsCertJob(t *testing.T, b map[string]any) (map[string]any, *ecdsa.PrivateK
 func obsOpenSSLVerify(t *testing.T, anchor, leaf, chain string) {
 	t.Helper()
 	dir := t.TempDir()
-	os.WriteFile(filepath.Join(dir, "leaf.pem"), []byte(leaf), 0o600)
-	os.WriteFile(filepath.Join(dir, "chain.pem"), []byte(chain), 0o600)
+	if err := os.WriteFile(filepath.Join(dir, "leaf.pem"), []byte(leaf), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	if err := os.WriteFile(filepath.Join(dir, "chain.pem"), []byte(chain), 0o600); err != nil {
+		t.Fatal(err)
+	}
 	out, err := exec.Command("openssl", "verify", "-CAfile", anchor, "-untrusted", filepath.Join(dir, "chain.pem"),
 		"-purpose", "sslclient", filepath.Join(dir, "leaf.pem")).CombinedOutput()
 	if err != nil || !strings.Contains(string(out), ": OK") {
@@ -295,7 +299,9 @@ func TestOBSEndToEnd(t *testing.T) {
 	l.enrolledWith("line-3", r3.CredentialID)
 	// A resend (as after an answer lost in a crash) is a replay, not a
 	// second credential.
-	os.WriteFile(filepath.Join(l.spool, obs.DirOutbox, pending[0]), []byte(saved), 0o600)
+	if err := os.WriteFile(filepath.Join(l.spool, obs.DirOutbox, pending[0]), []byte(saved), 0o600); err != nil {
+		t.Fatal(err)
+	}
 	out, err = l.obs(l.config, "run", "--once")
 	if err != nil || !strings.Contains(out, "replayed 1,") || len(l.files(obs.DirOutbox)) != 0 {
 		t.Fatalf("resent item: %v\n%s", err, out)
@@ -332,7 +338,9 @@ func TestOBSEndToEnd(t *testing.T) {
 	var ref obs.Refusal
 	for _, name := range refused {
 		if !strings.HasSuffix(name, ".result.json") {
-			json.Unmarshal([]byte(readFile(t, filepath.Join(l.spool, obs.DirRefused, name))), &ref)
+			if err := json.Unmarshal([]byte(readFile(t, filepath.Join(l.spool, obs.DirRefused, name))), &ref); err != nil {
+				t.Fatal(err)
+			}
 		}
 	}
 	if ref.Source != "sp" || ref.Code != "token_mismatch" || ref.Item == nil || ref.Item.AssignedID != b4["assignedId"] {
@@ -393,7 +401,9 @@ func TestOBSConfigExample(t *testing.T) {
 		t.Fatal("no example in the help")
 	}
 	path := filepath.Join(t.TempDir(), "obs.yaml")
-	os.WriteFile(path, []byte(example), 0o600)
+	if err := os.WriteFile(path, []byte(example), 0o600); err != nil {
+		t.Fatal(err)
+	}
 	cfg, err := obs.Load(path)
 	if err != nil {
 		t.Fatal(err)

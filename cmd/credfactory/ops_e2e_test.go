@@ -379,7 +379,9 @@ func opsEnrol(t *testing.T, s *sp) client.Bundle {
 		t.Fatalf("enrolment bundle: %d %v", status, body)
 	}
 	var b client.Bundle
-	json.Unmarshal(mustJSON(body), &b)
+	if err := json.Unmarshal(mustJSON(body), &b); err != nil {
+		t.Fatal(err)
+	}
 	conn := client.NewConn(s.base, parsePEMCerts(t, b.TrustAnchor), nil)
 	key, _ := ecdsa.GenerateKey(elliptic.P256(), rand.Reader)
 	csr, err := client.CSR(key, b.AssignedID, b.Token)
@@ -916,7 +918,9 @@ func TestOpsLogsHoldNoSecrets(t *testing.T) {
 			t.Fatalf("bundle for %s: %d %v", device, status, body)
 		}
 		var b client.Bundle
-		json.Unmarshal(mustJSON(body), &b)
+		if err := json.Unmarshal(mustJSON(body), &b); err != nil {
+			t.Fatal(err)
+		}
 		add("enrolment token", b.Token)
 		return b
 	}
@@ -986,7 +990,7 @@ func TestOpsLogsHoldNoSecrets(t *testing.T) {
 		if err != nil {
 			t.Fatal(err)
 		}
-		io.Copy(io.Discard, resp.Body)
+		_, _ = io.Copy(io.Discard, resp.Body)
 		resp.Body.Close()
 		return resp
 	}

@@ -41,7 +41,7 @@ func TestPortalAPI(t *testing.T) {
 		fmt.Fprintf(&csv, "acme-%04d,claim-%04d,\n", i, i)
 	}
 	w := stdcsv.NewWriter(&csv)
-	w.Write([]string{"acme-cert-1", "", devPEM})
+	_ = w.Write([]string{"acme-cert-1", "", devPEM})
 	w.Flush()
 	csv.WriteString("bad id!,claim-x,\n")         // row 203: bad ID
 	csv.WriteString("acme-0001,claim-0001,\n")    // row 204: duplicate in the upload

@@ -53,7 +53,9 @@ func (s *sp) claim(key, device, code string) (int, client.Bundle, map[string]any
 	status, body := s.call(key, "POST", "/api/v1/devices/"+device+"/enrolments", "application/json",
 		mustJSON(map[string]any{"proof": map[string]any{"claimCode": code}}))
 	var b client.Bundle
-	json.Unmarshal(mustJSON(body), &b)
+	if err := json.Unmarshal(mustJSON(body), &b); err != nil {
+		s.t.Fatal(err)
+	}
 	return status, b, body
 }
 
@@ -153,7 +155,9 @@ func TestOwnershipTransfer(t *testing.T) {
 	mustWrite(t, bundle2, mustJSON(b2))
 	s.cli("enroll", "--bundle", bundle2, "--out", pskDir, "--psk", "--suid", "22", "--target", target.leaf.Subject.CommonName)
 	var psk client.KeyAnswer
-	json.Unmarshal([]byte(readFile(t, filepath.Join(pskDir, "psk.json"))), &psk)
+	if err := json.Unmarshal([]byte(readFile(t, filepath.Join(pskDir, "psk.json"))), &psk); err != nil {
+		t.Fatal(err)
+	}
 	fetch := "/maf/v1/fetchCredentials/" + psk.KeID + "/22"
 	if status, body := s.callWith(asTarget, "", "GET", fetch, "", nil); status != 200 || body["credential"] != base64.StdEncoding.EncodeToString(psk.Key) {
 		t.Fatalf("the Target fetches the key before the release: %d %v", status, body)

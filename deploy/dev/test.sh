@@ -1,8 +1,9 @@
 #!/usr/bin/env bash
 # test.sh: what `make test` runs after installing the test dependencies.
-# go vet, then a throwaway PostgreSQL cluster (deploy/dev/pg-test.sh) for the
-# duration of `go test`, stopped and removed on every exit: success, failure,
-# Ctrl-C or TERM. The exit status is go vet's or go test's.
+# go vet and golangci-lint, then a throwaway PostgreSQL cluster
+# (deploy/dev/pg-test.sh) for the duration of `go test`, stopped and removed
+# on every exit: success, failure, Ctrl-C or TERM. The exit status is the
+# first failing step's.
 #
 # The tests see:
 #   CREDFACTORY_TEST_POSTGRES_URL  postgres://credfactory:PASS@127.0.0.1:PORT/credfactory_test?sslmode=disable
@@ -11,7 +12,8 @@
 #                                  run "$CTL restart $DIR" (or down / up)
 #
 # Environment: GO (default go), GO_TEST_FLAGS (default
-# "-race -count=1 -timeout 10m"), GO_TEST_PKGS (default ./...).
+# "-race -count=1 -timeout 10m"), GO_TEST_PKGS (default ./...), GOLANGCI_LINT
+# (the linter's path: make test sets it; unset, no lint).
 #
 # The fuzz targets' seed corpora run here as ordinary tests; coverage-guided
 # fuzzing is `make fuzz` (deploy/dev/fuzz.sh). FUZZ_TIME is that script's
@@ -29,6 +31,12 @@ CTL=$(pwd)/deploy/dev/pg-test.sh
 vet_flags=()
 case " $GO_TEST_FLAGS " in *" -race "*) vet_flags+=(-race) ;; esac
 "$GO" vet "${vet_flags[@]}" ./...
+
+# golangci-lint (.golangci.yml) over the whole tree, when make test passes
+# its path (GOLANGCI_LINT) and the run covers every package.
+if [ -n "${GOLANGCI_LINT:-}" ] && [ "$GO_TEST_PKGS" = "./..." ]; then
+	"$GOLANGCI_LINT" run ./...
+fi
 
 # Clusters left by earlier runs that died without cleaning up (kill -9, a
 # closed terminal, a go test timeout): stop those whose owner process, named

@@ -64,7 +64,7 @@ func Provision(module, dir, label string) (cfg hsm.Config, created bool, err err
 	if err := ctx.Initialize(); err != nil {
 		return cfg, false, fmt.Errorf("initialise SoftHSM2: %w", err)
 	}
-	defer ctx.Finalize()
+	defer func() { _ = ctx.Finalize() }()
 
 	if _, ok, err := findToken(ctx, label); err != nil {
 		return cfg, false, err
@@ -131,11 +131,11 @@ func initToken(ctx *pkcs11.Ctx, label, pin, soPIN string) error {
 	if err != nil {
 		return fmt.Errorf("open session: %w", err)
 	}
-	defer ctx.CloseSession(sh)
+	defer func() { _ = ctx.CloseSession(sh) }()
 	if err := ctx.Login(sh, pkcs11.CKU_SO, soPIN); err != nil {
 		return fmt.Errorf("SO login: %w", err)
 	}
-	defer ctx.Logout(sh)
+	defer func() { _ = ctx.Logout(sh) }()
 	if err := ctx.InitPIN(sh, pin); err != nil {
 		return fmt.Errorf("C_InitPIN: %w", err)
 	}

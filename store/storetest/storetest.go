@@ -53,7 +53,7 @@ func schemaURL(t testing.TB, base string) string {
 	}
 	t.Cleanup(func() {
 		if c, err := pgx.Connect(ctx, base); err == nil {
-			c.Exec(ctx, "DROP SCHEMA "+schema+" CASCADE")
+			_, _ = c.Exec(ctx, "DROP SCHEMA "+schema+" CASCADE")
 			c.Close(ctx)
 		}
 	})
@@ -106,7 +106,7 @@ func PrivateCluster(t testing.TB) *Cluster {
 	// make test's harness reaps clusters whose owner died (a test killed by
 	// -timeout never runs its cleanup).
 	_ = os.WriteFile(filepath.Join(dir, "owner-pid"), []byte(strconv.Itoa(os.Getpid())), 0o644)
-	t.Cleanup(func() { exec.Command("bash", c.script, "stop", c.dir).Run() })
+	t.Cleanup(func() { _ = exec.Command("bash", c.script, "stop", c.dir).Run() })
 	return c
 }
 
