@@ -6,8 +6,8 @@
 # Their seed corpora (the f.Add inputs and testdata/fuzz/) already run as
 # ordinary tests in every `make test`; this adds coverage-guided inputs. It is
 # a step of its own because a fuzz build is instrumented: every package,
-# dependencies included, compiles once more (the SQLite translation alone
-# takes minutes cold), which `make test` need not wait for. CI runs it after
+# dependencies included (SQLite's C among them), compiles once more, which
+# `make test` need not wait for. CI runs it after
 # `make test`. All targets share that one instrumented build through the Go
 # build cache; each target then costs a link and its executions.
 #
