@@ -130,6 +130,8 @@ type Log struct {
 	Level  string `yaml:"level" help:"debug, info, warn or error"`
 	Format string `yaml:"format" help:"json or text"`
 	Access bool   `yaml:"access" help:"log one line per HTTP request (method, route pattern, status, duration, request ID, peer address); never bodies, query strings or headers"`
+	// AuditFile, when set, takes the audit trail off the process log.
+	AuditFile string `yaml:"audit_file" help:"file the audit trail (a JSON line before and after every signature by the issuing and OBF CA keys) is appended to; empty (default) writes it to the process log's stderr"`
 }
 
 // Default is the embedded configuration: SoftHSM2 under the data directory.
@@ -386,6 +388,22 @@ func (l Log) Validate() error {
 		errs = append(errs, fmt.Errorf("log.format %q: want json or text", l.Format))
 	}
 	return errors.Join(errs...)
+}
+
+// AuditLogger makes the logger of the issuer keys' audit trail (package
+// ca): JSON whatever log.format says, named "audit", and never filtered by
+// log.level, so a quiet server still records every signature. It writes to
+// log.audit_file when set (the caller closes the returned closer), else to w.
+func (l Log) AuditLogger(w io.Writer) (*slog.Logger, io.Closer, error) {
+	var c io.Closer = io.NopCloser(nil)
+	if l.AuditFile != "" {
+		f, err := os.OpenFile(l.AuditFile, os.O_WRONLY|os.O_APPEND|os.O_CREATE, 0o600)
+		if err != nil {
+			return nil, nil, fmt.Errorf("log.audit_file: %w", err)
+		}
+		w, c = f, f
+	}
+	return slog.New(slog.NewJSONHandler(w, nil)).With("logger", "audit"), c, nil
 }
 
 // Logger makes the process logger writing to w.

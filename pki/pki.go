@@ -10,6 +10,7 @@ import (
 	"crypto/x509/pkix"
 	"errors"
 	"fmt"
+	"log/slog"
 	"net"
 	"os"
 	"path/filepath"
@@ -195,7 +196,7 @@ func Init(ctx context.Context, cfg config.Config) (created []string, err error) 
 		created = append(created, "trust anchor "+cfg.TrustAnchorPath())
 	}
 
-	authority, err := newCA(cfg, root, issuing, issuingSigner)
+	authority, err := newCA(cfg, root, issuing, issuingSigner, nil)
 	if err != nil {
 		return created, err
 	}
@@ -213,7 +214,11 @@ func Init(ctx context.Context, cfg config.Config) (created []string, err error) 
 // near expiry or no longer names the configured hosts, and checks that every
 // key answers, so a serve with a broken setup fails at start, not at the
 // first enrolment.
-func Open(ctx context.Context, cfg config.Config, obs hsm.Observer) (_ *PKI, err error) {
+func Open(ctx context.Context, cfg config.Config, obs hsm.Observer, opts ...Option) (_ *PKI, err error) {
+	var o options
+	for _, opt := range opts {
+		opt(&o)
+	}
 	root, err := readCert(path(cfg, RootCertFile))
 	if err != nil {
 		return nil, fmt.Errorf("%w (run credfactory init)", err)
@@ -235,7 +240,7 @@ func Open(ctx context.Context, cfg config.Config, obs hsm.Observer) (_ *PKI, err
 	if err != nil {
 		return nil, err
 	}
-	authority, err := newCA(cfg, root, issuing, issuingSigner)
+	authority, err := newCA(cfg, root, issuing, issuingSigner, o.audit)
 	if err != nil {
 		return nil, err
 	}
@@ -250,7 +255,8 @@ func Open(ctx context.Context, cfg config.Config, obs hsm.Observer) (_ *PKI, err
 	if err != nil {
 		return nil, err
 	}
-	obfCA, err := ca.New(ca.Config{Issuer: obfCert, Signer: obfSigner, Chain: []*x509.Certificate{obfCert, root}, Lint: cfg.CA.Lint})
+	obfCA, err := ca.New(ca.Config{Issuer: obfCert, Signer: obfSigner, Chain: []*x509.Certificate{obfCert, root}, Lint: cfg.CA.Lint,
+		Audit: o.audit})
 	if err != nil {
 		return nil, fmt.Errorf("OBF CA: %w", err)
 	}
@@ -293,8 +299,18 @@ func keySpecs(cfg config.Config) []hsm.KeySpec {
 	}
 }
 
-func newCA(cfg config.Config, root, issuing *x509.Certificate, signer crypto.Signer) (*ca.CA, error) {
+// Option adjusts Open.
+type Option func(*options)
+
+type options struct{ audit *slog.Logger }
+
+// WithAudit has every signature of the issuing and OBF CAs recorded in l
+// (ca.Config.Audit).
+func WithAudit(l *slog.Logger) Option { return func(o *options) { o.audit = l } }
+
+func newCA(cfg config.Config, root, issuing *x509.Certificate, signer crypto.Signer, audit *slog.Logger) (*ca.CA, error) {
 	authority, err := ca.New(ca.Config{
+		Audit:  audit,
 		Issuer: issuing,
 		Signer: signer,
 		Chain:  []*x509.Certificate{issuing, root},

@@ -224,7 +224,10 @@ func startBenchServer(ctx context.Context, dir, storeURL string, out io.Writer) 
 	}
 	srv := exec.Command(self, "serve", "--data-dir", dir, "--listen", "127.0.0.1:"+port)
 	// CRL and OCSP on their plain listener, as a deployment would serve them.
+	// The audit trail (two lines per certificate) goes to a file, as a
+	// deployment would send it to its own sink, not to the bench's terminal.
 	srv.Env = append(env, "CREDFACTORY_LOG_LEVEL=warn", "CREDFACTORY_PORTAL_SP_DOMAIN=bench.sp.example",
+		"CREDFACTORY_LOG_AUDIT_FILE="+filepath.Join(dir, "audit.log"),
 		"CREDFACTORY_CA_STATUS_LISTEN=127.0.0.1:"+statusPort)
 	// The bench measures the server, not its rate limits: 64 clients on
 	// one loopback address and one tenant would be throttled by design.

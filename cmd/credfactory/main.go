@@ -134,7 +134,12 @@ connections and lets in-flight requests finish (server.shutdown_timeout).
 func serve(ctx context.Context, cfg config.Config, stderr io.Writer) error {
 	log := cfg.Log.Logger(stderr)
 	reg := metrics.New()
-	p, err := pki.Open(ctx, cfg, reg.HSMObserver())
+	audit, closeAudit, err := cfg.Log.AuditLogger(stderr)
+	if err != nil {
+		return err
+	}
+	defer closeAudit.Close()
+	p, err := pki.Open(ctx, cfg, reg.HSMObserver(), pki.WithAudit(audit))
 	if err != nil {
 		return fmt.Errorf("open key material: %w", err)
 	}
