@@ -21,6 +21,10 @@ const (
 	CRLPathSuffix  = ".crl"
 	OCSPPath       = "/ocsp"
 	IssuingCRLName = "issuing"
+	// OBFCRLName is the OBF CA's: it lists the client certificates of
+	// disabled OBFs and every sub-CA it certified before that mode was
+	// retired.
+	OBFCRLName = "obf"
 )
 
 // CRLURL is the URL of the named CRL under base (no trailing slash needed).

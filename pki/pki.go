@@ -41,7 +41,7 @@ type PKI struct {
 	Root    *x509.Certificate
 	Issuing *x509.Certificate
 	CA      *ca.CA
-	// OBFCA certifies trusted OBSes' name-constrained sub-CAs.
+	// OBFCA certifies trusted OBFs' mTLS client certificates.
 	OBFCA *ca.CA
 	KDF   *hsm.HMACKey
 	KEK   *hsm.AEADKey
@@ -250,7 +250,10 @@ func Open(ctx context.Context, cfg config.Config, obs hsm.Observer) (_ *PKI, err
 	if err != nil {
 		return nil, err
 	}
-	obfCA, err := ca.New(ca.Config{Issuer: obfCert, Signer: obfSigner, Chain: []*x509.Certificate{obfCert, root}, Lint: cfg.CA.Lint})
+	// The OBF CA certifies trusted OBFs' mTLS keys; each certificate names
+	// its CRL and OCSP responder, which list it once the OBF is disabled.
+	obfCA, err := ca.New(ca.Config{Issuer: obfCert, Signer: obfSigner, Chain: []*x509.Certificate{obfCert, root}, Lint: cfg.CA.Lint,
+		CRLURL: ca.CRLURL(cfg.CA.StatusURL, ca.OBFCRLName), OCSPURL: ca.OCSPURL(cfg.CA.StatusURL)})
 	if err != nil {
 		return nil, fmt.Errorf("OBF CA: %w", err)
 	}

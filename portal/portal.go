@@ -61,6 +61,9 @@ type Config struct {
 	// so that the CRL is regenerated at its next fetch instead of after
 	// the registry check (castatus.Service.MarkStale).
 	OnRevoke func()
+	// OnOBFRevoke runs after disabling an OBF revoked its certificates:
+	// the OBF CA's status service's MarkStale.
+	OnOBFRevoke func()
 }
 
 func (c *Config) defaults() {

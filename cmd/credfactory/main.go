@@ -15,6 +15,7 @@ import (
 	"syscall"
 	"time"
 
+	"github.com/credfactory/credfactory/ca"
 	"github.com/credfactory/credfactory/castatus"
 	"github.com/credfactory/credfactory/clientauth"
 	"github.com/credfactory/credfactory/config"
@@ -181,6 +182,14 @@ func serve(ctx context.Context, cfg config.Config, stderr io.Writer) error {
 	// A revocation through this process regenerates the CRL at its next
 	// fetch; other replicas notice through the registry's watermark.
 	registry.OnRevoke(status.MarkStale)
+	// The OBF CA's CRL and OCSP: disabled OBFs' client certificates and
+	// the retired sub-CAs (store.OBFCertificates).
+	obfStatus, err := castatus.New(p.OBFCA, st.OBFCertificates(), castatus.Config{Name: ca.OBFCRLName,
+		Interval: cfg.CA.CRLInterval, Validity: cfg.CA.CRLValidity, Limits: &limits, Signers: 1,
+		Observer: reg.CAStatusObserver(), Logger: log})
+	if err != nil {
+		return fmt.Errorf("OBF CA status: %w", err)
+	}
 
 	srv := server.New(server.Options{
 		Listen:       cfg.Server.Listen,
@@ -196,7 +205,7 @@ func serve(ctx context.Context, cfg config.Config, stderr io.Writer) error {
 		Checks:       map[string]server.Check{"hsm": p.HSM.Ping, "store": st.Ping},
 		AccessLog:    cfg.Log.Access,
 	})
-	srv.RegisterStatus(status.Routes()...)
+	srv.RegisterStatus(castatus.Routes(status, obfStatus)...)
 	srv.Register(maf.NewAPI(registry, verifier, cfg.MAF.AdminClients).Routes()...)
 	enrol := mef.New(mef.Config{FQDN: cfg.MEF.FQDN, MAFFQDN: cfg.MEF.MAFFQDN, SPDomain: cfg.Portal.SPDomain,
 		KeyLifetime: cfg.MEF.KeyLifetime, CertValidity: cfg.MEF.CertValidity, MaxForward: cfg.MEF.MaxForward, Limits: limits,
@@ -206,6 +215,7 @@ func serve(ctx context.Context, cfg config.Config, stderr io.Writer) error {
 	pt := portal.New(portal.Config{Observer: reg.PortalObserver(),
 		MEFURI: cfg.Portal.MEFURI, TrustAnchor: p.Root, SPDomain: cfg.Portal.SPDomain,
 		TokenTTL: cfg.Portal.TokenTTL, SessionTTL: cfg.Portal.SessionTTL, Limits: limits, OnRevoke: status.MarkStale,
+		OnOBFRevoke: obfStatus.MarkStale,
 	}, st, p.KDF, p.CA, p.OBFCA, verifier)
 	srv.Register(pt.APIRoutes()...)
 	srv.Register(pt.PageRoutes()...)
@@ -236,6 +246,7 @@ func serve(ctx context.Context, cfg config.Config, stderr io.Writer) error {
 		log.Info("renewed the server certificate", "not_after", renewed.Leaf.NotAfter)
 	})
 	go status.Run(ctx)
+	go obfStatus.Run(ctx)
 	if a := srv.StatusAddr(); a != nil {
 		log.Info("serving CRL and OCSP over plain HTTP", "addr", "http://"+a.String(), "status_url", cfg.CA.StatusURL)
 	} else {
