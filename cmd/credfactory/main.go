@@ -165,6 +165,9 @@ func serve(ctx context.Context, cfg config.Config, stderr io.Writer) error {
 	defer batcher.Close()
 	registry := maf.New(st, batcher, p.KDF, p.KEK)
 	verifier := clientauth.New([]*x509.Certificate{p.Root}, []*x509.Certificate{p.Issuing})
+	// OBFs' client certificates: the OBF CA's, or the issuing CA's for
+	// OBFs registered before the OBF CA certified them.
+	obfVerifier := clientauth.New([]*x509.Certificate{p.Root}, []*x509.Certificate{p.OBFCA.Issuer(), p.Issuing})
 
 	// Rate limits (issue 7 item 7), per replica; the MEF, the portal and the
 	// status routes apply them.
@@ -216,7 +219,7 @@ func serve(ctx context.Context, cfg config.Config, stderr io.Writer) error {
 		MEFURI: cfg.Portal.MEFURI, TrustAnchor: p.Root, SPDomain: cfg.Portal.SPDomain,
 		TokenTTL: cfg.Portal.TokenTTL, SessionTTL: cfg.Portal.SessionTTL, Limits: limits, OnRevoke: status.MarkStale,
 		OnOBFRevoke: obfStatus.MarkStale,
-	}, st, p.KDF, p.CA, p.OBFCA, verifier)
+	}, st, p.KDF, p.CA, p.OBFCA, obfVerifier)
 	srv.Register(pt.APIRoutes()...)
 	srv.Register(pt.PageRoutes()...)
 	if err := srv.Listen(); err != nil {

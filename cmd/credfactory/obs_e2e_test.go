@@ -59,8 +59,6 @@ func (l *obsLine) writeConfig(name, spURL string) string {
 	text := fmt.Sprintf(`sp_url: %s
 trust_anchor: trust-anchor.pem
 client_cert: obs-client.pem
-sub_ca_cert: obs-sub-ca.pem
-sp_domain: sp.example
 hsm:
   embedded: true
   dir: hsm
@@ -98,7 +96,7 @@ func newOBSLine(t *testing.T) *obsLine {
 	l.spool = filepath.Join(l.dir, "spool")
 	l.config = l.writeConfig("obs.yaml", s.base)
 	out, err := l.obs(l.config, "init-keys")
-	if err != nil || !strings.Contains(out, "created SoftHSM2 token") || !strings.Contains(out, "created HSM key pkcs11:object=credfactory-obs-sub-ca;type=private") {
+	if err != nil || !strings.Contains(out, "created SoftHSM2 token") || !strings.Contains(out, "created HSM key pkcs11:object=credfactory-obs-client;type=private") {
 		t.Fatalf("obs init-keys: %v\n%s", err, out)
 	}
 	// Again: the keys are kept.
@@ -112,18 +110,16 @@ func newOBSLine(t *testing.T) *obsLine {
 		t.Fatal("the OBS and the SP share a token directory")
 	}
 
-	// An sp-admin registers the OBS with the CSRs it wrote.
+	// An sp-admin registers the OBS with the CSR it wrote.
 	status, reg := s.call(admin, "POST", "/api/v1/obfs", "application/json", mustJSON(map[string]any{
 		"name": "line-1", "kind": "obs", "trusted": true, "owner": "alice",
-		"clientCsr":           readFile(t, filepath.Join(l.dir, obs.ClientCSRFile)),
-		"subCaCsr":            readFile(t, filepath.Join(l.dir, obs.SubCACSRFile)),
-		"permittedDnsDomains": []string{"line.factory.example"},
+		"clientCsr": readFile(t, filepath.Join(l.dir, obs.ClientCSRFile)),
 	}))
 	if status != 201 {
 		t.Fatalf("register the OBS: %d %v", status, reg)
 	}
 	l.obfID = reg["obfId"].(string)
-	for file, pemText := range map[string]string{"obs-client.pem": reg["clientCert"].(string), "obs-sub-ca.pem": reg["subCaCert"].(string),
+	for file, pemText := range map[string]string{"obs-client.pem": reg["clientCert"].(string),
 		"trust-anchor.pem": readFile(t, filepath.Join(s.dir, "trust-anchor.pem"))} {
 		if err := os.WriteFile(filepath.Join(l.dir, file), []byte(pemText), 0o600); err != nil {
 			t.Fatal(err)
@@ -254,11 +250,12 @@ func TestOBSEndToEnd(t *testing.T) {
 	}
 	r2 := l.result(b2["assignedId"].(string))
 	l.enrolledWith("line-2", r2.CredentialID)
-	if r2.Key == nil || len(r2.Key.Value) != 32 || !strings.HasSuffix(r2.Key.KeyID, "@line.factory.example") {
+	if r2.Key == nil || len(r2.Key.Value) != 32 || !strings.HasSuffix(r2.Key.KeyID, "@sp.example") || !strings.HasSuffix(r2.Key.KeID, "@sp.example") {
 		t.Fatalf("key result: %+v", r2)
 	}
-	// The SP holds the very key the device got: its Target (device 1, with
-	// the certificate the OBS issued) fetches it from the MAF.
+	// The SP holds the very key the device got, under the IDs the SP
+	// assigned: its Target (device 1, with the certificate the SP's CA
+	// issued for the CSR the OBS forwarded) fetches it from the MAF.
 	devTLS := &tls.Certificate{PrivateKey: devKey, Leaf: leaf[0], Certificate: [][]byte{leaf[0].Raw}}
 	for _, c := range chain {
 		devTLS.Certificate = append(devTLS.Certificate, c.Raw)
@@ -269,7 +266,7 @@ func TestOBSEndToEnd(t *testing.T) {
 	}
 
 	// 2. The SP is unreachable: the run fails, the item stays in the
-	// outbox (the device's result is already out), nothing is recorded.
+	// outbox, nothing is recorded and nothing is handed to the line.
 	down := l.writeConfig("obs-down.yaml", "https://"+freePort(t))
 	b3 := l.bundle("line-3", l.obfID)
 	job3, _ := obsCertJob(t, b3)
@@ -283,7 +280,9 @@ func TestOBSEndToEnd(t *testing.T) {
 		t.Fatalf("outbox %v, in/ %v with the SP down", pending, l.files(obs.DirIn))
 	}
 	saved := readFile(t, filepath.Join(l.spool, obs.DirOutbox, pending[0]))
-	r3 := l.result(b3["assignedId"].(string))
+	if _, err := os.Stat(filepath.Join(l.spool, obs.DirOut, b3["assignedId"].(string)+".json")); !os.IsNotExist(err) {
+		t.Fatalf("out/ holds a result the SP never recorded: %v", err)
+	}
 	if state, creds := l.device("line-3"); state == "enrolled" || len(creds) != 0 {
 		t.Fatalf("line-3 recorded while the SP was unreachable: %s %v", state, creds)
 	}
@@ -292,6 +291,7 @@ func TestOBSEndToEnd(t *testing.T) {
 	if err != nil || !strings.Contains(out, "recorded 1,") || len(l.files(obs.DirOutbox)) != 0 {
 		t.Fatalf("run --once after the SP came back: %v\n%s", err, out)
 	}
+	r3 := l.result(b3["assignedId"].(string))
 	l.enrolledWith("line-3", r3.CredentialID)
 	// A resend (as after an answer lost in a crash) is a replay, not a
 	// second credential.
@@ -301,6 +301,9 @@ func TestOBSEndToEnd(t *testing.T) {
 		t.Fatalf("resent item: %v\n%s", err, out)
 	}
 	l.enrolledWith("line-3", r3.CredentialID)
+	if again := l.result(b3["assignedId"].(string)); again.Certificate != r3.Certificate {
+		t.Fatal("the replay's answer rewrote the device's result with another certificate")
+	}
 
 	// 3. A token issued to another OBF ends in refused/ with the SP's
 	// code; the good job in the same batch is recorded.
@@ -320,21 +323,16 @@ func TestOBSEndToEnd(t *testing.T) {
 		t.Fatalf("run --once with another OBF's token: %v\n%s", err, out)
 	}
 	l.enrolledWith("line-5", l.result(b5["assignedId"].(string)).CredentialID)
-	// refused/ holds the refusal and the device's result, withdrawn from
-	// out/ so that the line does not load a credential the SP refused.
+	// refused/ holds the refusal; out/ never held a result for it.
 	refused := l.files(obs.DirRefused)
-	if len(refused) != 2 || len(l.files(obs.DirOutbox)) != 0 {
+	if len(refused) != 1 || len(l.files(obs.DirOutbox)) != 0 {
 		t.Fatalf("refused/ %v, outbox %v", refused, l.files(obs.DirOutbox))
 	}
 	if _, err := os.Stat(filepath.Join(l.spool, obs.DirOut, b4["assignedId"].(string)+".json")); !os.IsNotExist(err) {
-		t.Fatalf("out/ still holds the refused certificate: %v", err)
+		t.Fatalf("out/ holds a certificate for a refused item: %v", err)
 	}
 	var ref obs.Refusal
-	for _, name := range refused {
-		if !strings.HasSuffix(name, ".result.json") {
-			json.Unmarshal([]byte(readFile(t, filepath.Join(l.spool, obs.DirRefused, name))), &ref)
-		}
-	}
+	json.Unmarshal([]byte(readFile(t, filepath.Join(l.spool, obs.DirRefused, refused[0]))), &ref)
 	if ref.Source != "sp" || ref.Code != "token_mismatch" || ref.Item == nil || ref.Item.AssignedID != b4["assignedId"] {
 		t.Fatalf("refusal: %+v", ref)
 	}
@@ -398,7 +396,7 @@ func TestOBSConfigExample(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	if err := cfg.CheckRun(); err != nil || cfg.FQDN != "line.factory.example" || cfg.BatchSize != 100 {
+	if err := cfg.CheckRun(); err != nil || cfg.BatchSize != 100 || cfg.KeyLifetime != 0 {
 		t.Fatalf("example: %v %+v", err, cfg)
 	}
 }
