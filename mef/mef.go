@@ -66,11 +66,11 @@ func (nopObserver) ObserveForwardBatch(int)                        {}
 
 // MEF issues and records credentials.
 type MEF struct {
-	cfg  Config
-	st   *store.Store
-	reg  *maf.Registry
-	ca   *ca.CA
-	root *x509.Certificate
+	cfg    Config
+	st     *store.Store
+	reg    *maf.Registry
+	ca     *ca.CA
+	root   *x509.Certificate
 	master kdf.Master
 	peers  *clientauth.Verifier
 	// obfPeers verifies forwarding OBFs' client certificates: issued by
