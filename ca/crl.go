@@ -25,6 +25,9 @@ const (
 	// disabled OBFs and every sub-CA it certified before that mode was
 	// retired.
 	OBFCRLName = "obf"
+	// RootCRLName is the root's, signed at the ceremony: it lists revoked
+	// intermediates, for relying parties that check every level.
+	RootCRLName = "root"
 )
 
 // CRLURL is the URL of the named CRL under base (no trailing slash needed).

@@ -20,7 +20,16 @@ import (
 )
 
 // Routes are the CRL and OCSP endpoints of this CA alone.
-func (s *Service) Routes() []httpapi.Route { return Routes(s) }
+func (s *Service) Routes() []httpapi.Route { return Routes(nil, s) }
+
+// Published is a CRL signed elsewhere and served as is: the root's, which
+// the root key signs only at the ceremony (package pki).
+type Published struct {
+	Name       string
+	DER        []byte
+	ThisUpdate time.Time
+	NextUpdate time.Time
+}
 
 // Routes are the CRL and OCSP endpoints of several CAs on the same paths:
 // the CRL by its {issuer} name (Config.Name), OCSP by the request's issuer
@@ -28,7 +37,7 @@ func (s *Service) Routes() []httpapi.Route { return Routes(s) }
 // need no authentication: the answers are signed and public by design.
 // Rate limits and the OCSP signer slots are the first service's settings
 // for the limits, and each service's own for the signatures.
-func Routes(services ...*Service) []httpapi.Route {
+func Routes(static []Published, services ...*Service) []httpapi.Route {
 	first := services[0]
 	crl := ca.CRLPathPrefix + "{issuer}" + ca.CRLPathSuffix
 	serveCRL := func(ctx *fasthttp.RequestCtx) error {
@@ -38,9 +47,17 @@ func Routes(services ...*Service) []httpapi.Route {
 				return s.serveCRL(ctx)
 			}
 		}
-		names := make([]string, len(services))
-		for i, s := range services {
-			names[i] = ca.CRLPathPrefix + s.cfg.Name + ca.CRLPathSuffix
+		for _, p := range static {
+			if p.Name == name {
+				return first.servePublished(ctx, p)
+			}
+		}
+		var names []string
+		for _, s := range services {
+			names = append(names, ca.CRLPathPrefix+s.cfg.Name+ca.CRLPathSuffix)
+		}
+		for _, p := range static {
+			names = append(names, ca.CRLPathPrefix+p.Name+ca.CRLPathSuffix)
 		}
 		return &apierr.Error{Status: http.StatusNotFound, Code: "unknown_issuer",
 			Message: "no CRL for that issuer; this SP publishes " + strings.Join(names, ", ")}
@@ -153,6 +170,27 @@ func (s *Service) serveCRL(ctx *fasthttp.RequestCtx) error {
 	ctx.SetContentType("application/pkix-crl")
 	ctx.SetStatusCode(http.StatusOK)
 	ctx.SetBody(crl.DER)
+	return nil
+}
+
+// servePublished serves a CRL signed elsewhere: cacheable for a day at
+// most, never past its nextUpdate.
+func (s *Service) servePublished(ctx *fasthttp.RequestCtx, p Published) error {
+	now := s.cfg.Now()
+	if !now.Before(p.NextUpdate) {
+		return unavailable(nil, "crl_unavailable", "that CRL has expired; the ceremony must sign a new one")
+	}
+	maxAge := int(min(p.NextUpdate.Sub(now), 24*time.Hour) / time.Second)
+	h := &ctx.Response.Header
+	h.Set("Last-Modified", p.ThisUpdate.UTC().Format(http.TimeFormat))
+	h.Set("Cache-Control", "public, max-age="+strconv.Itoa(maxAge))
+	if notModified(&ctx.Request.Header, "", p.ThisUpdate) {
+		ctx.SetStatusCode(http.StatusNotModified)
+		return nil
+	}
+	ctx.SetContentType("application/pkix-crl")
+	ctx.SetStatusCode(http.StatusOK)
+	ctx.SetBody(p.DER)
 	return nil
 }
 

@@ -43,6 +43,10 @@ type PKI struct {
 	CA      *ca.CA
 	// OBFCA certifies trusted OBFs' mTLS client certificates.
 	OBFCA *ca.CA
+	// RootCRL is the root's CRL as init signed it, served as is; nil with
+	// RootCRLErr saying why when there is none to serve.
+	RootCRL    *RootCRL
+	RootCRLErr error
 	KDF   *hsm.HMACKey
 	KEK   *hsm.AEADKey
 
@@ -162,6 +166,11 @@ func Init(ctx context.Context, cfg config.Config) (created []string, err error) 
 	if made {
 		created = append(created, "root CA certificate "+path(cfg, RootCertFile))
 	}
+	if made, err := ensureRootCRL(ctx, cfg, root, rootSigner, now); err != nil {
+		return created, err
+	} else if made {
+		created = append(created, "root CRL "+path(cfg, RootCRLFile))
+	}
 	issuing, made, err := loadOrCreate(path(cfg, IssuingCertFile), issuingSigner, func() (*x509.Certificate, error) {
 		return ca.CreateIntermediate(root, rootSigner, issuingSigner.Public(),
 			pkix.Name{Organization: org, CommonName: cfg.CA.Organization + " Issuing CA"}, cfg.CA.IssuingValidity, now)
@@ -258,6 +267,7 @@ func Open(ctx context.Context, cfg config.Config, obs hsm.Observer) (_ *PKI, err
 		return nil, fmt.Errorf("OBF CA: %w", err)
 	}
 	p := &PKI{HSM: m, Root: root, Issuing: issuing, CA: authority, OBFCA: obfCA, cfg: cfg}
+	p.RootCRL, p.RootCRLErr = loadRootCRL(cfg, root, time.Now())
 	if err := p.loadTLS(ctx); err != nil {
 		return nil, err
 	}

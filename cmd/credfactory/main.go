@@ -208,7 +208,17 @@ func serve(ctx context.Context, cfg config.Config, stderr io.Writer) error {
 		Checks:       map[string]server.Check{"hsm": p.HSM.Ping, "store": st.Ping},
 		AccessLog:    cfg.Log.Access,
 	})
-	srv.RegisterStatus(castatus.Routes(status, obfStatus)...)
+	var published []castatus.Published
+	if p.RootCRL != nil {
+		published = append(published, castatus.Published{Name: ca.RootCRLName, DER: p.RootCRL.DER,
+			ThisUpdate: p.RootCRL.ThisUpdate, NextUpdate: p.RootCRL.NextUpdate})
+		reg.SetCertificateExpiry("root_crl", p.RootCRL.NextUpdate)
+	} else {
+		// Chains still verify with -crl_check; only relying parties that
+		// check every level (-crl_check_all) need the root's.
+		log.Warn("no root CRL to publish", "err", p.RootCRLErr.Error())
+	}
+	srv.RegisterStatus(castatus.Routes(published, status, obfStatus)...)
 	srv.Register(maf.NewAPI(registry, verifier, cfg.MAF.AdminClients).Routes()...)
 	enrol := mef.New(mef.Config{FQDN: cfg.MEF.FQDN, MAFFQDN: cfg.MEF.MAFFQDN, SPDomain: cfg.Portal.SPDomain,
 		KeyLifetime: cfg.MEF.KeyLifetime, CertValidity: cfg.MEF.CertValidity, MaxForward: cfg.MEF.MaxForward, Limits: limits,

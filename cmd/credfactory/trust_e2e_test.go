@@ -252,7 +252,8 @@ func TestNoCrossTenantIdentity(t *testing.T) {
 // TestOBFRevocation: everything under the root is the SP's to revoke. An
 // OBS's client certificate names the OBF CA's CRL and OCSP responder on
 // the plain status listener; disabling the OBS revokes it at once (openssl
-// ocsp, openssl verify -crl_check with the fetched CRL); a certificate the
+// ocsp, openssl verify -crl_check_all with the fetched CRLs, the root's
+// for the intermediates included); a certificate the
 // OBS had forwarded is revoked for relying parties when the device is
 // released; and the OBF CA's CRL fetched while the HSM is away is the last
 // good one, not an error.
@@ -308,8 +309,18 @@ func TestOBFRevocation(t *testing.T) {
 			t.Fatalf("openssl ocsp %s: want %s: %v\n%s", cert, want, err, out)
 		}
 	}
+	// Every level: the leaf against its issuer's CRL, the intermediate
+	// against the root's.
 	verifyCRL := func(cert, issuer, crl string) (string, error) {
-		return openssl("verify", "-crl_check", "-CAfile", s.anchorPath, "-untrusted", file(issuer), "-CRLfile", file(crl), "-purpose", "sslclient", file(cert))
+		return openssl("verify", "-crl_check_all", "-CAfile", s.anchorPath, "-untrusted", file(issuer),
+			"-CRLfile", file(crl), "-CRLfile", file("root-crl.pem"), "-purpose", "sslclient", file(cert))
+	}
+	rootCRL := strings.Replace(obsCert.CRLDistributionPoints[0], "/obf.crl", "/root.crl", 1)
+	if resp := fetchCRL(rootCRL, "root-crl.pem"); resp.StatusCode != 200 || !strings.HasPrefix(resp.Header.Get("Cache-Control"), "public, max-age=") {
+		t.Fatalf("root CRL: %d %v", resp.StatusCode, resp.Header)
+	}
+	if out, err := openssl("crl", "-in", file("root-crl.pem"), "-CAfile", s.anchorPath, "-noout"); err != nil || !strings.Contains(out, "verify OK") {
+		t.Fatalf("root CRL signature: %v\n%s", err, out)
 	}
 
 	// Alice's OBS forwards a CSR; the certificate is the issuing CA's.
@@ -328,7 +339,11 @@ func TestOBFRevocation(t *testing.T) {
 		t.Fatalf("OBF CA CRL: %d", resp.StatusCode)
 	}
 	if out, err := verifyCRL("obs.pem", "obfca.pem", "obf-crl.pem"); err != nil || !strings.Contains(out, ": OK") {
-		t.Fatalf("openssl verify -crl_check of the OBS certificate before disabling: %v\n%s", err, out)
+		t.Fatalf("openssl verify -crl_check_all of the OBS certificate before disabling: %v\n%s", err, out)
+	}
+	fetchCRL(dev[0].CRLDistributionPoints[0], "issuing-crl.pem")
+	if out, err := verifyCRL("dev.pem", "issuing.pem", "issuing-crl.pem"); err != nil || !strings.Contains(out, ": OK") {
+		t.Fatalf("openssl verify -crl_check_all of the forwarded certificate: %v\n%s", err, out)
 	}
 
 	// Disabled, then the HSM goes away: the OBF CA's CRL is the last good
@@ -355,7 +370,7 @@ func TestOBFRevocation(t *testing.T) {
 		}
 	}
 	if err == nil || !strings.Contains(out, "certificate revoked") {
-		t.Fatalf("openssl verify -crl_check accepts a disabled OBS's certificate: %v\n%s", err, out)
+		t.Fatalf("openssl verify -crl_check_all accepts a disabled OBS's certificate: %v\n%s", err, out)
 	}
 	ocsp("obs.pem", "obfca.pem", obsCert.OCSPServer[0], "revoked")
 
@@ -367,6 +382,6 @@ func TestOBFRevocation(t *testing.T) {
 	ocsp("dev.pem", "issuing.pem", dev[0].OCSPServer[0], "revoked")
 	fetchCRL(dev[0].CRLDistributionPoints[0], "issuing-crl.pem")
 	if out, err := verifyCRL("dev.pem", "issuing.pem", "issuing-crl.pem"); err == nil || !strings.Contains(out, "certificate revoked") {
-		t.Fatalf("openssl verify -crl_check accepts a released device's forwarded certificate: %v\n%s", err, out)
+		t.Fatalf("openssl verify -crl_check_all accepts a released device's forwarded certificate: %v\n%s", err, out)
 	}
 }
