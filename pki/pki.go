@@ -47,8 +47,8 @@ type PKI struct {
 	// RootCRLErr saying why when there is none to serve.
 	RootCRL    *RootCRL
 	RootCRLErr error
-	KDF   *hsm.HMACKey
-	KEK   *hsm.AEADKey
+	KDF        *hsm.HMACKey
+	KEK        *hsm.AEADKey
 
 	cfg config.Config
 	// tls is the server identity (leaf and issuing CA, key in the HSM),
