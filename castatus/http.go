@@ -269,7 +269,7 @@ func (s *Service) writeOCSP(ctx *fasthttp.RequestCtx, resp []byte, label string)
 //     §2.2.3 and RFC 6960 §2.3 prescribe and Boulder does, rather than a
 //     signed "unknown" about a CA that is not ours;
 //   - unknown: our issuer, but no certificate we issued has that serial
-//     (never issued, or issued by an OBS sub-CA and forwarded to us): a
+//     (never issued, or issued by a retired OBS sub-CA and forwarded): a
 //     signed "unknown" (RFC 6960 §2.2);
 //   - good / revoked: from the registry, read now;
 //   - try_later: the registry or the HSM is unavailable;

@@ -92,7 +92,7 @@ type HSM struct {
 type CA struct {
 	RootKey         string        `yaml:"root_key" help:"RFC 7512 URI of the root CA key"`
 	IssuingKey      string        `yaml:"issuing_key" help:"RFC 7512 URI of the issuing CA key"`
-	OBFKey          string        `yaml:"obf_key" help:"RFC 7512 URI of the key of the CA that certifies trusted OBSes' sub-CAs"`
+	OBFKey          string        `yaml:"obf_key" help:"RFC 7512 URI of the key of the CA that certifies trusted OBFs' client certificates"`
 	KeyAlgorithm    string        `yaml:"key_algorithm" help:"CA key algorithm when init generates them: ecdsa-p256 or ecdsa-p384"`
 	Organization    string        `yaml:"organization" help:"organisation named in the CA subjects"`
 	RootValidity    time.Duration `yaml:"root_validity" help:"lifetime of the root certificate made by init"`
