@@ -124,8 +124,18 @@ func (m *MEF) forwardCSR(ctx context.Context, obf store.OBF, it ForwardItem, red
 	if err := checkCSRNames(csr, uri); err != nil {
 		return ForwardResult{}, err
 	}
+	// A batch's items run concurrently so that their redemptions share
+	// commits; their issuance (lint and signature: CPU and HSM) takes one
+	// of a few slots, so a thousand items do not build a thousand
+	// certificates at once and starve each other and every other path.
+	select {
+	case m.issueSlots <- struct{}{}:
+	case <-ctx.Done():
+		return ForwardResult{}, ctx.Err()
+	}
 	issued, err := m.ca.Issue(ctx, ca.Request{Parsed: parsed, Profile: ca.ProfileDevice, AssignedID: e.AssignedID,
 		URIs: []*url.URL{uri}, Validity: m.cfg.CertValidity})
+	<-m.issueSlots
 	if err != nil {
 		return ForwardResult{}, caFailure(err)
 	}

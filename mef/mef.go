@@ -8,6 +8,7 @@ import (
 	"errors"
 	"net/http"
 	"net/url"
+	"runtime"
 	"strings"
 	"time"
 
@@ -77,8 +78,11 @@ type MEF struct {
 	// the OBF CA (or, registered before it certified them, the issuing
 	// CA), never through a chain the client brings.
 	obfPeers *clientauth.Verifier
-	obs      Observer
-	now      func() time.Time
+	// issueSlots bounds concurrent issuance on the forward path (2 per
+	// core): a batch is a thousand items at once.
+	issueSlots chan struct{}
+	obs        Observer
+	now        func() time.Time
 }
 
 // New builds the MEF. issuing signs device certificates, forwarded ones
@@ -94,7 +98,8 @@ func New(cfg Config, st *store.Store, reg *maf.Registry, issuing *ca.CA, root, o
 	if obs == nil {
 		obs = nopObserver{}
 	}
-	m := &MEF{cfg: cfg, st: st, reg: reg, ca: issuing, root: root, master: master, peers: peers, obs: obs, now: time.Now}
+	m := &MEF{cfg: cfg, st: st, reg: reg, ca: issuing, root: root, master: master, peers: peers, obs: obs, now: time.Now,
+		issueSlots: make(chan struct{}, 2*runtime.GOMAXPROCS(0))}
 	var inter []*x509.Certificate
 	if obfCA != nil {
 		inter = append(inter, obfCA)
