@@ -1,12 +1,14 @@
 package main
 
 import (
+	"context"
 	"crypto/ecdsa"
 	"crypto/elliptic"
 	"crypto/rand"
 	"crypto/tls"
 	"crypto/x509"
 	"crypto/x509/pkix"
+	"database/sql"
 	"encoding/base64"
 	"encoding/json"
 	"encoding/pem"
@@ -14,13 +16,16 @@ import (
 	"os"
 	"os/exec"
 	"path/filepath"
+	"regexp"
 	"strings"
 	"syscall"
 	"testing"
 	"time"
 
 	"github.com/credfactory/credfactory/ca"
+	"github.com/credfactory/credfactory/forwardapi"
 	"github.com/credfactory/credfactory/obs"
+	_ "modernc.org/sqlite"
 )
 
 // obsLine is a trusted OBS set up as an operator would: its own directory
@@ -74,8 +79,8 @@ log: {level: info, format: text}
 	return path
 }
 
-func newOBSLine(t *testing.T) *obsLine {
-	s := startSP(t, "CREDFACTORY_PORTAL_SP_DOMAIN=sp.example")
+func newOBSLine(t *testing.T, env ...string) *obsLine {
+	s := startSP(t, append([]string{"CREDFACTORY_PORTAL_SP_DOMAIN=sp.example"}, env...)...)
 	admin := s.stakeholder("admin", "sp-admin")
 	acme := s.stakeholder("acme", "manufacturer")
 	l := &obsLine{t: t, sp: s, dir: t.TempDir(), alice: s.stakeholder("alice", "subscriber")}
@@ -382,6 +387,62 @@ func TestOBSEndToEnd(t *testing.T) {
 	if len(l.files(obs.DirOutbox))+len(l.files(obs.DirIn)) != 0 {
 		t.Fatalf("outbox %v, in/ %v after obs run", l.files(obs.DirOutbox), l.files(obs.DirIn))
 	}
+}
+
+// TestOBSTransientRefusal: the real server answers an item it cannot
+// record now (its registry is locked by another writer) with a transient
+// code, and the OBS keeps it in the outbox, hands nothing to the line, and
+// records it on a later run; nothing lands in refused/.
+func TestOBSTransientRefusal(t *testing.T) {
+	l := newOBSLine(t, "CREDFACTORY_STORE_TX_TIMEOUT=1s", "CREDFACTORY_STORE_MAX_RETRIES=1")
+	b := l.bundle("line-1", l.obfID)
+	job, _ := obsCertJob(t, b)
+	l.drop("line-1.json", job)
+
+	// Another writer holds the registry's write lock (SQLite, WAL: reads go
+	// on, the redemption's commit cannot).
+	db, err := sql.Open("sqlite", filepath.Join(l.sp.dir, "registry.db"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer db.Close()
+	conn, err := db.Conn(context.Background())
+	if err != nil {
+		t.Fatal(err)
+	}
+	if _, err := conn.ExecContext(context.Background(), "BEGIN IMMEDIATE"); err != nil {
+		t.Fatal(err)
+	}
+	locked := true
+	defer func() {
+		if locked {
+			conn.ExecContext(context.Background(), "ROLLBACK")
+		}
+		conn.Close()
+	}()
+	out, err := l.obs(l.config, "run", "--once")
+	if err == nil || !strings.Contains(out, "pending 1,") || !strings.Contains(out, "refused 0,") || !strings.Contains(out, "not recorded yet; kept in the outbox") {
+		t.Fatalf("run --once with the registry locked: %v\n%s", err, out)
+	}
+	// The SP's per-item code (a commit that timed out: internal, or
+	// registry_unavailable when SQLite says busy first), transient by the
+	// wire contract.
+	m := regexp.MustCompile(`kept in the outbox.* code=([a-z_]+)`).FindStringSubmatch(out)
+	if m == nil || !forwardapi.Transient(m[1]) {
+		t.Fatalf("the OBS kept the item for another reason than the SP's transient refusal (%v):\n%s", m, out)
+	}
+	if len(l.files(obs.DirOutbox)) != 1 || len(l.files(obs.DirRefused)) != 0 || len(l.files(obs.DirOut)) != 0 {
+		t.Fatalf("outbox %v, refused/ %v, out/ %v after a transient refusal", l.files(obs.DirOutbox), l.files(obs.DirRefused), l.files(obs.DirOut))
+	}
+	if _, err := conn.ExecContext(context.Background(), "ROLLBACK"); err != nil {
+		t.Fatal(err)
+	}
+	locked = false
+	out, err = l.obs(l.config, "run", "--once")
+	if err != nil || !strings.Contains(out, "recorded 1,") || len(l.files(obs.DirOutbox)) != 0 {
+		t.Fatalf("run --once after the lock: %v\n%s", err, out)
+	}
+	l.enrolledWith("line-1", l.result(b["assignedId"].(string)).CredentialID)
 }
 
 // TestOBSConfigExample: the example in `obs --help` is a valid config.
