@@ -453,7 +453,11 @@ func TestLintRefuses(t *testing.T) {
 		t.Run(tt.name, func(t *testing.T) {
 			tmpl := base()
 			tt.mod(tmpl)
-			_, err := c.linter.check(tt.profile, tmpl, key.Public())
+			tbs, err := c.tbs.build(tmpl, key.Public())
+			if err != nil {
+				t.Fatal(err)
+			}
+			err = c.linter.check(tt.profile, tbs)
 			if tt.want == "" {
 				if err != nil {
 					t.Fatalf("lint: %v", err)
