@@ -25,7 +25,7 @@ import (
 	"github.com/credfactory/credfactory/ca"
 	"github.com/credfactory/credfactory/forwardapi"
 	"github.com/credfactory/credfactory/obs"
-	_ "modernc.org/sqlite"
+	_ "github.com/mattn/go-sqlite3"
 )
 
 // obsLine is a trusted OBS set up as an operator would: its own directory
@@ -401,7 +401,7 @@ func TestOBSTransientRefusal(t *testing.T) {
 
 	// Another writer holds the registry's write lock (SQLite, WAL: reads go
 	// on, the redemption's commit cannot).
-	db, err := sql.Open("sqlite", filepath.Join(l.sp.dir, "registry.db"))
+	db, err := sql.Open("sqlite3", filepath.Join(l.sp.dir, "registry.db"))
 	if err != nil {
 		t.Fatal(err)
 	}
