@@ -204,13 +204,12 @@ func (c *CA) Issue(ctx context.Context, req Request) (*Issued, error) {
 		IPAddresses:           shape.ips,
 		URIs:                  shape.uris,
 	}
-	if req.Profile == ProfileDevice {
-		// Only device certificates are credentials the registry records,
-		// so only they can be listed on the CRL or answered by OCSP: on
-		// the server and OBF client certificates the pointers would earn
-		// relying parties an "unknown" and nothing else. Those are
-		// withdrawn by renewal (server) and by disabling the OBF, which
-		// the mTLS check reads from the registry.
+	if req.Profile == ProfileDevice || req.Profile == ProfileOBFClient {
+		// Device and OBF client certificates are what the registry
+		// records (credentials, obf_certificates), so only they can be
+		// listed on the CRL or answered by OCSP: on server certificates
+		// the pointers would earn relying parties an "unknown" and
+		// nothing else (those are withdrawn by renewal).
 		tmpl.CRLDistributionPoints = c.crl
 		tmpl.OCSPServer = c.ocsp
 	}

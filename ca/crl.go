@@ -24,6 +24,13 @@ const (
 	CRLPathSuffix  = ".crl"
 	OCSPPath       = "/ocsp"
 	IssuingCRLName = "issuing"
+	// OBFCRLName is the OBF CA's: it lists the client certificates of
+	// disabled OBFs and every sub-CA it certified before that mode was
+	// retired.
+	OBFCRLName = "obf"
+	// RootCRLName is the root's, signed at the ceremony: it lists revoked
+	// intermediates, for relying parties that check every level.
+	RootCRLName = "root"
 )
 
 // CRLURL is the URL of the named CRL under base (no trailing slash needed).

@@ -68,7 +68,7 @@ type Portal struct {
 type MEF struct {
 	FQDN         string        `yaml:"fqdn" help:"the MEF's FQDN, the host part of KeIDs and KpsaIDs (default portal.sp_domain)"`
 	MAFFQDN      string        `yaml:"maf_fqdn" help:"the MAF's FQDN, the host part of KmIDs and the MAF-ID in Km (default mef.fqdn)"`
-	KeyLifetime  time.Duration `yaml:"key_lifetime" help:"lifetime of shared keys provisioned over RSPF"`
+	KeyLifetime  time.Duration `yaml:"key_lifetime" help:"lifetime of shared keys provisioned over RSPF, and the longest a trusted OBF may forward one for"`
 	CertValidity time.Duration `yaml:"cert_validity" help:"lifetime of device certificates (0: the device profile's, 1 year)"`
 	MaxForward   int           `yaml:"max_forward" help:"most items in one trusted-OBF forward batch"`
 	RenewBefore  time.Duration `yaml:"renew_before" help:"allow EST simplereenroll only within this long before the certificate expires (0: any time while it is current)"`
@@ -92,7 +92,7 @@ type HSM struct {
 type CA struct {
 	RootKey         string        `yaml:"root_key" help:"RFC 7512 URI of the root CA key"`
 	IssuingKey      string        `yaml:"issuing_key" help:"RFC 7512 URI of the issuing CA key"`
-	OBFKey          string        `yaml:"obf_key" help:"RFC 7512 URI of the key of the CA that certifies trusted OBSes' sub-CAs"`
+	OBFKey          string        `yaml:"obf_key" help:"RFC 7512 URI of the key of the CA that certifies trusted OBFs' client certificates"`
 	KeyAlgorithm    string        `yaml:"key_algorithm" help:"CA key algorithm when init generates them: ecdsa-p256 or ecdsa-p384"`
 	Organization    string        `yaml:"organization" help:"organisation named in the CA subjects"`
 	RootValidity    time.Duration `yaml:"root_validity" help:"lifetime of the root certificate made by init"`

@@ -42,10 +42,14 @@ type PKI struct {
 	Root    *x509.Certificate
 	Issuing *x509.Certificate
 	CA      *ca.CA
-	// OBFCA certifies trusted OBSes' name-constrained sub-CAs.
+	// OBFCA certifies trusted OBFs' mTLS client certificates.
 	OBFCA *ca.CA
-	KDF   *hsm.HMACKey
-	KEK   *hsm.AEADKey
+	// RootCRL is the root's CRL as init signed it, served as is; nil with
+	// RootCRLErr saying why when there is none to serve.
+	RootCRL    *RootCRL
+	RootCRLErr error
+	KDF        *hsm.HMACKey
+	KEK        *hsm.AEADKey
 
 	cfg config.Config
 	// tls is the server identity (leaf and issuing CA, key in the HSM),
@@ -163,6 +167,11 @@ func Init(ctx context.Context, cfg config.Config) (created []string, err error) 
 	if made {
 		created = append(created, "root CA certificate "+path(cfg, RootCertFile))
 	}
+	if made, err := ensureRootCRL(ctx, cfg, root, rootSigner, now); err != nil {
+		return created, err
+	} else if made {
+		created = append(created, "root CRL "+path(cfg, RootCRLFile))
+	}
 	issuing, made, err := loadOrCreate(path(cfg, IssuingCertFile), issuingSigner, func() (*x509.Certificate, error) {
 		return ca.CreateIntermediate(root, rootSigner, issuingSigner.Public(),
 			pkix.Name{Organization: org, CommonName: cfg.CA.Organization + " Issuing CA"}, cfg.CA.IssuingValidity, now)
@@ -255,12 +264,15 @@ func Open(ctx context.Context, cfg config.Config, obs hsm.Observer, opts ...Opti
 	if err != nil {
 		return nil, err
 	}
+	// The OBF CA certifies trusted OBFs' mTLS keys; each certificate names
+	// its CRL and OCSP responder, which list it once the OBF is disabled.
 	obfCA, err := ca.New(ca.Config{Issuer: obfCert, Signer: obfSigner, Chain: []*x509.Certificate{obfCert, root}, Lint: cfg.CA.Lint,
-		Audit: o.audit})
+		CRLURL: ca.CRLURL(cfg.CA.StatusURL, ca.OBFCRLName), OCSPURL: ca.OCSPURL(cfg.CA.StatusURL), Audit: o.audit})
 	if err != nil {
 		return nil, fmt.Errorf("OBF CA: %w", err)
 	}
 	p := &PKI{HSM: m, Root: root, Issuing: issuing, CA: authority, OBFCA: obfCA, cfg: cfg}
+	p.RootCRL, p.RootCRLErr = loadRootCRL(cfg, root, time.Now())
 	if err := p.loadTLS(ctx); err != nil {
 		return nil, err
 	}
