@@ -7,6 +7,7 @@ import (
 	"crypto/rand"
 	"crypto/x509"
 	"fmt"
+	"log/slog"
 	"net"
 	"net/url"
 	"time"
@@ -39,6 +40,9 @@ type Config struct {
 	// they must learn where it is.
 	CRLURL  string
 	OCSPURL string
+	// Audit receives a record before and after every signature (audit.go);
+	// nil records nothing.
+	Audit *slog.Logger
 }
 
 // CA issues certificates from one issuer key. It is safe for concurrent use.
@@ -52,6 +56,7 @@ type CA struct {
 	linter *linter
 	tbs    *tbsBuilder
 	certs  *certSigner
+	audit  *slog.Logger
 	// issuerHashes and responderKeyHash identify the issuer in OCSP
 	// (ocsp.go), computed once.
 	issuerHashes     map[crypto.Hash]issuerHash
@@ -96,7 +101,7 @@ func New(cfg Config) (*CA, error) {
 	if err != nil {
 		return nil, fmt.Errorf("ca: config: %w", err)
 	}
-	c := &CA{issuer: cfg.Issuer, signer: cfg.Signer, chain: chain, now: cfg.Now}
+	c := &CA{issuer: cfg.Issuer, signer: cfg.Signer, chain: chain, now: cfg.Now, audit: cfg.Audit}
 	if c.issuerHashes, c.responderKeyHash, err = ocspIdentity(cfg.Issuer); err != nil {
 		return nil, fmt.Errorf("ca: config: %w", err)
 	}
@@ -199,13 +204,12 @@ func (c *CA) Issue(ctx context.Context, req Request) (*Issued, error) {
 		IPAddresses:           shape.ips,
 		URIs:                  shape.uris,
 	}
-	if req.Profile == ProfileDevice {
-		// Only device certificates are credentials the registry records,
-		// so only they can be listed on the CRL or answered by OCSP: on
-		// the server and OBF client certificates the pointers would earn
-		// relying parties an "unknown" and nothing else. Those are
-		// withdrawn by renewal (server) and by disabling the OBF, which
-		// the mTLS check reads from the registry.
+	if req.Profile == ProfileDevice || req.Profile == ProfileOBFClient {
+		// Device and OBF client certificates are what the registry
+		// records (credentials, obf_certificates), so only they can be
+		// listed on the CRL or answered by OCSP: on server certificates
+		// the pointers would earn relying parties an "unknown" and
+		// nothing else (those are withdrawn by renewal).
 		tmpl.CRLDistributionPoints = c.crl
 		tmpl.OCSPServer = c.ocsp
 	}
@@ -239,7 +243,9 @@ func (c *CA) Issue(ctx context.Context, req Request) (*Issued, error) {
 	if err := ctx.Err(); err != nil {
 		return nil, fmt.Errorf("ca: issue: %w", err)
 	}
+	c.auditIssue(ctx, "before", &req, serial, tbs, nil)
 	cert, der, err := c.certs.sign(tbs)
+	c.auditIssue(ctx, "after", &req, serial, tbs, err)
 	if err != nil {
 		return nil, err
 	}

@@ -115,9 +115,10 @@ func TestIssueChainVerifies(t *testing.T) {
 				if !bytes.Equal(leaf.SubjectKeyId, wantSKI) {
 					t.Errorf("SKI = %x, want %x", leaf.SubjectKeyId, wantSKI)
 				}
-				// Status pointers only where the registry can answer: devices.
+				// Status pointers only where the registry can answer:
+				// devices and OBF client certificates.
 				wantCRL, wantOCSP := []string(nil), []string(nil)
-				if tt.profile == ProfileDevice {
+				if tt.profile == ProfileDevice || tt.profile == ProfileOBFClient {
 					wantCRL, wantOCSP = []string{crlURL}, []string{ocspURL}
 				}
 				if !slices.Equal(leaf.CRLDistributionPoints, wantCRL) || !slices.Equal(leaf.OCSPServer, wantOCSP) {
