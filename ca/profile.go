@@ -29,8 +29,8 @@ const (
 	// function uses to forward credentials to the SP.
 	ProfileOBFClient Profile = "obf-client"
 	// ProfileOBFSubCA is the name-constrained subordinate CA a trusted OBS
-	// uses to issue device certificates on the factory line
-	// (docs/architecture.md "The two paths"; TS-0003 §10.1: CA certificates
+	// once used to issue device certificates on the factory line, a mode
+	// now retired (README "Trust model"; TS-0003 §10.1: CA certificates
 	// carry name constraints).
 	ProfileOBFSubCA Profile = "obf-subca"
 )
