@@ -32,6 +32,7 @@ func (p *Portal) APIRoutes() []Route {
 		{Method: "POST", Pattern: "/api/v1/devices/{deviceId}/release", Handler: p.apiRelease},
 		{Method: "POST", Pattern: "/api/v1/devices/{deviceId}/revoke", Handler: p.apiRevoke},
 		{Method: "POST", Pattern: "/api/v1/handovers", Handler: p.apiHandOver},
+		{Method: "POST", Pattern: "/api/v1/bundles", Handler: p.apiBulk, Stream: true, MaxBody: MaxBulkBytes},
 		{Method: "POST", Pattern: "/api/v1/obfs", Handler: p.apiRegisterOBF},
 		{Method: "GET", Pattern: "/api/v1/obfs", Handler: p.apiOBFs},
 		{Method: "POST", Pattern: "/api/v1/obfs/{obfId}/disable", Handler: p.apiDisableOBF},

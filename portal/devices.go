@@ -260,12 +260,7 @@ func (p *Portal) checkRow(ctx context.Context, row DeviceRow) (store.Device, str
 // so equal codes on two labels hash differently and a database copy gives an
 // attacker nothing to guess against offline.
 func (p *Portal) claimHash(ctx context.Context, deviceID, code string) ([]byte, error) {
-	msg := make([]byte, 0, 32+len(deviceID)+len(code))
-	msg = append(msg, "credfactory claim code\x00"...)
-	msg = append(msg, deviceID...)
-	msg = append(msg, 0)
-	msg = append(msg, code...)
-	return p.claimKey.Sum(ctx, msg)
+	return p.claimKey.Sum(ctx, claimMessage(deviceID, code))
 }
 
 // Devices lists the caller's devices.

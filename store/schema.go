@@ -289,6 +289,24 @@ var migrations = []migration{{
 	stmts: []string{
 		`CREATE INDEX IF NOT EXISTS audit_events_subject ON audit_events (subject, tenant, at)`,
 	},
+}, {
+	// Bulk enrolment bundles (README "Bulk enrolment bundles"): one row per
+	// committed chunk of a batch, holding the fingerprint of the rows it
+	// was asked for, so a retry with the same batch ID is recognised as a
+	// replay (same rows) or refused (other rows) chunk by chunk. The key
+	// is a SHA-256 of the stakeholder and the client's batch ID: random,
+	// so CockroachDB spreads the writes; one row per thousand devices.
+	version: 8,
+	name:    "bulk_bundle_chunks",
+	stmts: []string{
+		`CREATE TABLE IF NOT EXISTS bulk_chunks (
+			batch_key   {{bytes}} NOT NULL,
+			chunk       {{int}} NOT NULL,
+			rows_sha256 {{bytes}} NOT NULL,
+			created_at  {{time}} NOT NULL,
+			PRIMARY KEY (batch_key, chunk)
+		)`,
+	},
 }}
 
 // ddl runs one idempotent schema statement. Replicas that start together
