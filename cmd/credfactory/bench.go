@@ -36,7 +36,7 @@ import (
 func newBench() *cobra.Command {
 	var server, anchorPath, owner, spDomain, storeURL, paths, conc, batches, jsonOut, plotOut string
 	var duration time.Duration
-	var tokens int
+	var tokens, factory int
 	var ceilings bool
 	cmd := &cobra.Command{
 		Use:   "bench",
@@ -88,12 +88,17 @@ verify, store commits) and reports each path as a ratio of its ceiling.`,
 					AdminKey: os.Getenv("CREDFACTORY_BENCH_ADMIN_KEY"), OwnerName: owner, SPDomain: spDomain}
 			}
 			t.Metrics = bench.MetricsFrom(client.NewConn(t.Base, t.Anchor, nil))
-			fmt.Fprintf(out, "bench against %s: paths %v, concurrency %v, %v per step\n", t.Base, cfg.Paths, cfg.Concurrency, cfg.Duration)
+			if factory == 0 {
+				fmt.Fprintf(out, "bench against %s: paths %v, concurrency %v, %v per step\n", t.Base, cfg.Paths, cfg.Concurrency, cfg.Duration)
+			}
 			runner := bench.NewRunner(t, out)
 			if f, ok := out.(*os.File); ok {
 				if st, err := f.Stat(); err == nil && st.Mode()&os.ModeCharDevice != 0 {
 					runner.Progress = true // a terminal: a live bar per step
 				}
+			}
+			if factory > 0 {
+				return runFactory(ctx, runner, factory, &report, stop, out)
 			}
 			results, err := runner.Run(ctx, cfg)
 			report.Results = results
@@ -142,6 +147,7 @@ verify, store commits) and reports each path as a ratio of its ceiling.`,
 	cmd.Flags().StringVar(&jsonOut, "json", "", "also write the report as JSON to this file")
 	cmd.Flags().StringVar(&plotOut, "plot", "", "also draw throughput and p99 against concurrency as SVG to this file")
 	cmd.Flags().BoolVar(&ceilings, "ceilings", false, "measure the raw ceilings first and report ratios")
+	cmd.Flags().IntVar(&factory, "factory", 0, "instead of the paths: a factory line of N devices end to end (CSV upload, bulk bundles, EST with 64 clients, registry verification)")
 	return cmd
 }
 
@@ -254,6 +260,7 @@ func startBenchServer(ctx context.Context, dir, storeURL string, out io.Writer) 
 		}
 	}
 	fmt.Fprintf(out, "started credfactory serve (pid %d) in %s\n", srv.Process.Pid, dir)
+	benchServerPID.Store(int64(srv.Process.Pid))
 	stop := func() int64 {
 		rss := vmHWM(srv.Process.Pid)
 		srv.Process.Signal(syscall.SIGTERM)
