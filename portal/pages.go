@@ -113,7 +113,7 @@ func parsePageTemplates() map[string]*template.Template {
 
 // PageRoutes is the server-rendered web UI.
 func (p *Portal) PageRoutes() []Route {
-	return []Route{
+	return append([]Route{
 		{Method: "GET", Pattern: "/", Handler: page(func(ctx *fasthttp.RequestCtx) error { redirect(ctx, "/devices"); return nil })},
 		{Method: "GET", Pattern: "/static/{file}", Handler: page(staticFile)},
 		{Method: "GET", Pattern: "/login", Handler: page(p.pageLogin)},
@@ -134,7 +134,7 @@ func (p *Portal) PageRoutes() []Route {
 		{Method: "GET", Pattern: "/api-keys", Handler: page(p.pageAPIKeys)},
 		{Method: "POST", Pattern: "/api-keys", Handler: page(p.pageAPIKeysPost)},
 		{Method: "POST", Pattern: "/api-keys/{keyId}/revoke", Handler: page(p.pageRevokeAPIKey)},
-	}
+	}, p.bulkPageRoutes()...)
 }
 
 // view is what every page template gets; Data is the page's own.
