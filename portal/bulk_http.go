@@ -356,7 +356,7 @@ func (c *csvWriter) start() {
 func (c *csvWriter) row(r BulkResult) error {
 	c.start()
 	rec := make([]string, len(csvColumns))
-	rec[0], rec[1], rec[2] = strconv.Itoa(r.Row), r.DeviceID, r.Status
+	rec[0], rec[1], rec[2] = strconv.Itoa(r.Row), cellText(r.DeviceID), r.Status
 	if b := r.Bundle; b != nil {
 		rec[3], rec[4], rec[5], rec[6], rec[7], rec[8] = b.Token, b.AssignedID, b.ExpiresAt.UTC().Format(time.RFC3339), b.MEFURI, b.TrustAnchorSHA256, b.TrustAnchor
 	}
@@ -384,4 +384,14 @@ func (c *csvWriter) end(s BulkSummary) error {
 	_ = c.c.Write(rec)
 	c.c.Flush()
 	return c.c.Error()
+}
+
+// cellText keeps a refused row's device ID, which is whatever the client
+// sent, from being read as a formula by a spreadsheet that opens the
+// download (OWASP "CSV injection"): such a cell gets a leading quote.
+func cellText(s string) string {
+	if s != "" && strings.ContainsRune("=+-@\t\r", rune(s[0])) {
+		return "'" + s
+	}
+	return s
 }

@@ -42,7 +42,7 @@ func TestBundlesPage(t *testing.T) {
 	if form.status != 200 || token == nil || batch == nil || !strings.Contains(form.body, `href="/bundles"`) {
 		t.Fatalf("bundles page: %d %s", form.status, form.body)
 	}
-	file := pageFormPart{"file", "line.csv", "deviceId\npg-1\npg-2\npg-other\n"}
+	file := pageFormPart{"file", "line.csv", "deviceId\npg-1\npg-2\npg-other\n=1+1\n"}
 	csrf, batchID := pageFormPart{"csrf", "", token[1]}, pageFormPart{"batchId", "", batch[1]}
 
 	for _, bad := range []struct {
@@ -72,19 +72,23 @@ func TestBundlesPage(t *testing.T) {
 			t.Fatalf("download: %d %v %.400s", r.status, r.header, r.body)
 		}
 		recs, err := csv.NewReader(strings.NewReader(r.body)).ReadAll()
-		if err != nil || len(recs) != 5 {
+		if err != nil || len(recs) != 6 {
 			t.Fatalf("downloaded CSV: %v %q", err, recs)
 		}
 		return recs
 	}
 	first := download()
-	for i, want := range [][2]string{{"issued", ""}, {"issued", ""}, {"refused", "device_not_found"}} {
+	for i, want := range [][2]string{{"issued", ""}, {"issued", ""}, {"refused", "device_not_found"}, {"refused", "bad_device_id"}} {
 		if r := first[i+1]; r[2] != want[0] || r[9] != want[1] {
 			t.Errorf("row %d: %q, want %s %s", i+1, r, want[0], want[1])
 		}
 	}
-	if first[4][0] != "end" || first[4][2] != "complete" {
-		t.Errorf("last record %q", first[4])
+	if first[5][0] != "end" || first[5][2] != "complete" {
+		t.Errorf("last record %q", first[5])
+	}
+	// A spreadsheet opening the download must not run what a client sent.
+	if first[4][1] != "'=1+1" {
+		t.Errorf("a refused formula-like device ID is written as %q", first[4][1])
 	}
 	again := download()
 	for i := 1; i <= 2; i++ {
