@@ -210,3 +210,42 @@ func TestIssueBulkRefusals(t *testing.T) {
 		}
 	})
 }
+
+// BenchmarkIssueBulk records tokens a thousand devices per chunk, as the
+// bulk route does; b.N chunks (make it 100x for 100,000 devices):
+// go test ./store -run '^$' -bench IssueBulk -benchtime 100x
+func BenchmarkIssueBulk(b *testing.B) {
+	ctx := context.Background()
+	s := openSQLiteForTest(b, nil)
+	maker := Stakeholder{ID: "maker-bench", Name: "maker-bench", Role: RoleManufacturer, PasswordHash: "x", CreatedAt: t0}
+	if err := s.CreateStakeholder(ctx, maker); err != nil {
+		b.Fatal(err)
+	}
+	const chunk = 1000
+	chunks := make([]BulkChunk, b.N)
+	batch := randomBytes(32)
+	for i := range chunks {
+		devs := make([]Device, chunk)
+		c := BulkChunk{BatchKey: batch, Index: i, Fingerprint: randomBytes(32), StakeholderID: maker.ID, Actor: maker.Name, Now: t0,
+			ClaimMaxFailures: 5, ClaimMaxFailuresAccount: 25, ClaimLockout: time.Hour}
+		for j := range devs {
+			devs[j].ID = fmt.Sprintf("bench-%03d-%04d", i, j)
+			c.Items = append(c.Items, BulkItem{DeviceID: devs[j].ID, TokenHash: randomBytes(32)})
+		}
+		if _, err := s.UpsertDevices(ctx, maker.ID, devs, t0); err != nil {
+			b.Fatal(err)
+		}
+		chunks[i] = c
+	}
+	grant := func(i int, d *Device) BulkDecision {
+		return BulkDecision{Enrolment: Enrolment{AssignedID: fmt.Sprintf("S%x", randomBytes(13)), StakeholderID: maker.ID, Tenant: d.Tenant,
+			Mode: ModeUntrusted, ExpiresAt: t0.Add(time.Hour)}, Audit: map[string]any{"mode": ModeUntrusted}}
+	}
+	b.ResetTimer()
+	for i := 0; i < b.N; i++ {
+		if _, err := s.IssueBulk(ctx, chunks[i], grant); err != nil {
+			b.Fatal(err)
+		}
+	}
+	b.ReportMetric(float64(b.N*chunk)/b.Elapsed().Seconds(), "tokens/s")
+}
