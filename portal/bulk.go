@@ -122,6 +122,21 @@ type BulkPlan struct {
 	// tokenKey derives the batch's tokens; batchKey names it in the
 	// registry; params is the fingerprint of its parameters.
 	tokenKey, batchKey, params []byte
+	// precharged rows were charged to token_tenant before the answer
+	// started (ChargeFirst), and are not charged again.
+	precharged int
+}
+
+// ChargeFirst charges the request's first row to the caller's
+// token_tenant limit before anything is answered, so a tenant out of budget
+// gets a plain 429 rather than a 200 whose stream stops at once. The row
+// is not charged again when its chunk is.
+func (b *BulkPlan) ChargeFirst() error {
+	if err := b.p.cfg.Limits.TokenTenant.Check(b.who.Stakeholder.Tenant()); err != nil {
+		return err
+	}
+	b.precharged = 1
+	return nil
 }
 
 // PlanBulk checks everything about a bulk request that is not per row:
@@ -300,13 +315,14 @@ func (b *BulkPlan) chunk(ctx context.Context, index int, rows []bulkRow, seen ma
 	if ok && !hmac.Equal(recorded, fingerprint) {
 		return refuseAll(rows, errBatchReused), nil
 	}
-	if !ok && valid > 0 {
+	if charge := valid - b.precharged; !ok && charge > 0 {
 		// Charged per row, as the single route charges per token; a replayed
 		// chunk (a retry) issues nothing and is not charged again.
-		if err := p.cfg.Limits.TokenTenant.CheckN(who.Stakeholder.Tenant(), valid); err != nil {
+		if err := p.cfg.Limits.TokenTenant.CheckN(who.Stakeholder.Tenant(), charge); err != nil {
 			return nil, err
 		}
 	}
+	b.precharged = 0
 	if len(claimMsgs) > 0 {
 		macs, err := sumEach(ctx, p.claimKey, claimMsgs)
 		if err != nil {

@@ -213,6 +213,9 @@ func (p *Portal) apiBulk(ctx *fasthttp.RequestCtx) error {
 	if err != nil {
 		return err
 	}
+	if err := plan.ChargeFirst(); err != nil {
+		return err
+	}
 	p.streamBulk(ctx, plan, rows, format, "")
 	return nil
 }

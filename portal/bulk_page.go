@@ -135,6 +135,9 @@ func (p *Portal) pageBundlesPost(ctx *fasthttp.RequestCtx) error {
 			if err != nil {
 				return fail(err)
 			}
+			if err := plan.ChargeFirst(); err != nil {
+				return fail(err)
+			}
 			name := "bundles-" + plan.BatchID() + "." + format
 			p.streamBulk(ctx, plan, rows, format, name)
 			return nil

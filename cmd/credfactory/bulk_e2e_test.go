@@ -286,3 +286,25 @@ func hugeBulk(t *testing.T, s *sp, key string) string {
 	line, _ := bufio.NewReader(c).ReadString('\n')
 	return strings.TrimSpace(line)
 }
+
+// TestBulkBundlesRateLimit: token_tenant charges a bulk request per row,
+// from the same budget as the single route: a batch larger than the burst
+// passes once and then the tenant waits for all of it, on either route.
+func TestBulkBundlesRateLimit(t *testing.T) {
+	s := startSP(t, "CREDFACTORY_LIMITS_TOKEN_TENANT_RATE=0.001", "CREDFACTORY_LIMITS_TOKEN_TENANT_BURST=3")
+	acme := s.stakeholder("acme", "manufacturer")
+	if status, body := s.call(acme, "POST", "/api/v1/devices", "text/csv", []byte("deviceId,claimCode\nr-1,code-r-1\nr-2,code-r-2\nr-3,code-r-3\nr-4,code-r-4\nr-5,code-r-5\nr-6,code-r-6\n")); status != 200 {
+		t.Fatalf("upload: %d %v", status, body)
+	}
+	_, lines, _ := s.bulk(acme, "rl-1", "", row("r-1", ""), row("r-2", ""), row("r-3", ""), row("r-4", ""), row("r-5", ""))
+	wantRows(t, lines, [2]string{"issued", ""}, [2]string{"issued", ""}, [2]string{"issued", ""}, [2]string{"issued", ""}, [2]string{"issued", ""})
+	if status, _, body := s.bulk(acme, "rl-2", "", row("r-6", "")); status != 429 || errCode(body) != "rate_limited" {
+		t.Fatalf("a bulk request after a batch over the burst: %d %v", status, body)
+	}
+	if status, body := s.call(acme, "POST", "/api/v1/devices/r-6/enrolments", "application/json", mustJSON(map[string]any{"proof": map[string]any{"claimCode": "code-r-6"}})); status != 429 {
+		t.Fatalf("the single route after the bulk batch: %d %v", status, body)
+	}
+	if _, d := s.call(acme, "GET", "/api/v1/devices/r-6", "", nil); d["state"] != "pre-enrolled" {
+		t.Fatalf("a refused request changed r-6: %v", d)
+	}
+}
