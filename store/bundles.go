@@ -142,13 +142,22 @@ func issueBulk(ctx context.Context, q querier, c BulkChunk, decide func(i int, d
 		hashes = append(hashes, it.TokenHash)
 		ids = append(ids, it.DeviceID)
 	}
+	// A batch's tokens are recorded only with its chunks, and a device is
+	// in one chunk of a request (the caller drops repeats), so only a chunk
+	// recorded before (a retry) can find its tokens: a fresh chunk skips
+	// the thousand random reads. Should another attempt of the batch with
+	// other chunking have recorded one of its tokens meanwhile, the token's
+	// primary key refuses the chunk (a conflict, retried as serializable on
+	// PostgreSQL), so a token is never recorded twice.
 	earlier := map[string]Enrolment{}
-	if err := queryIn(ctx, q, `SELECT `+enrolmentColumns+` FROM enrolments WHERE token_hash IN `, hashes, func(r rows) error {
-		e, err := scanEnrolment(r)
-		earlier[string(e.TokenHash)] = e
-		return err
-	}); err != nil {
-		return nil, err
+	if recorded != nil {
+		if err := queryIn(ctx, q, `SELECT `+enrolmentColumns+` FROM enrolments WHERE token_hash IN `, hashes, func(r rows) error {
+			e, err := scanEnrolment(r)
+			earlier[string(e.TokenHash)] = e
+			return err
+		}); err != nil {
+			return nil, err
+		}
 	}
 	devices := map[string]*Device{}
 	if err := queryIn(ctx, q, `SELECT `+deviceColumns+` FROM devices WHERE id IN `, ids, func(r rows) error {
