@@ -16,6 +16,7 @@ import (
 	"regexp"
 	"strconv"
 	"strings"
+	"sync/atomic"
 	"time"
 
 	"github.com/credfactory/credfactory/apierr"
@@ -206,14 +207,58 @@ type bulkRow struct {
 // failure: every chunk before it is committed and answered, none after it
 // is touched, and the chunk it stopped in wrote nothing. A failing emit (the
 // client went away) stops it too.
+//
+// Two stages overlap, so a request keeps both cores busy: this goroutine
+// reads and prepares the next chunk (parsing, checks, claim-code MACs in the
+// HSM, token derivation) while another commits the previous one and writes
+// its answer. Only this goroutine reads the body; the other is waited for
+// before Run returns, so at most three chunks are ever in memory.
 func (b *BulkPlan) Run(ctx context.Context, next BulkRowReader, emit func(BulkResult) error) (BulkSummary, error) {
 	sum := BulkSummary{BatchID: b.req.BatchID}
+	queue := make(chan *preparedChunk, 1)
+	var failed atomic.Bool
+	var commitErr error
+	emitFailed := false
+	done := make(chan struct{})
+	go func() {
+		defer close(done)
+		for pc := range queue {
+			if failed.Load() {
+				continue // drained: nothing after a failure is committed
+			}
+			results, err := b.commit(ctx, pc)
+			if err != nil {
+				commitErr = err
+				failed.Store(true)
+				continue
+			}
+			for _, r := range results {
+				switch r.Status {
+				case BulkIssued:
+					sum.Issued++
+				case BulkReplayed:
+					sum.Replayed++
+				default:
+					sum.Refused++
+				}
+				if err := emit(r); err != nil {
+					sum.Rows, commitErr, emitFailed = r.Row, err, true
+					failed.Store(true)
+					break
+				}
+			}
+			if !failed.Load() {
+				sum.Rows = pc.rows[len(pc.rows)-1].n
+			}
+		}
+	}()
+
 	seed := maphash.MakeSeed()
 	seen := map[uint64]int{}
 	n := 0
-	for chunkIndex := 0; ; chunkIndex++ {
+	var readErr error
+	for index := 0; !failed.Load(); index++ {
 		rows := make([]bulkRow, 0, BulkChunkRows)
-		var readErr error
 		for len(rows) < BulkChunkRows {
 			row, err := next()
 			if errors.Is(err, io.EOF) {
@@ -229,39 +274,33 @@ func (b *BulkPlan) Run(ctx context.Context, next BulkRowReader, emit func(BulkRe
 			}
 			rows = append(rows, bulkRow{n: n, row: row})
 		}
-		if readErr != nil {
+		if readErr != nil || len(rows) == 0 {
 			// A chunk cut short is not committed: its retry must see the
 			// whole chunk, under the same fingerprint.
-			return b.stop(&sum, readErr, n-len(rows))
+			break
 		}
-		if len(rows) == 0 {
-			sum.Complete = true
-			return sum, nil
-		}
-		results, err := b.chunk(ctx, chunkIndex, rows, seen, seed)
+		pc, err := b.prepare(ctx, index, rows, seen, seed)
 		if err != nil {
-			return b.stop(&sum, err, rows[0].n-1)
+			readErr = err
+			break
 		}
-		for _, r := range results {
-			switch r.Status {
-			case BulkIssued:
-				sum.Issued++
-			case BulkReplayed:
-				sum.Replayed++
-			default:
-				sum.Refused++
-			}
-			if err := emit(r); err != nil {
-				sum.Rows = r.Row
-				return sum, err
-			}
-		}
-		sum.Rows = rows[len(rows)-1].n
+		queue <- pc
 		if len(rows) < BulkChunkRows {
-			sum.Complete = true
-			return sum, nil
+			break
 		}
 	}
+	close(queue)
+	<-done
+	switch {
+	case emitFailed:
+		return sum, commitErr
+	case commitErr != nil:
+		return b.stop(&sum, commitErr, sum.Rows)
+	case readErr != nil:
+		return b.stop(&sum, readErr, sum.Rows)
+	}
+	sum.Complete = true
+	return sum, nil
 }
 
 func (b *BulkPlan) stop(sum *BulkSummary, err error, answered int) (BulkSummary, error) {
@@ -271,15 +310,25 @@ func (b *BulkPlan) stop(sum *BulkSummary, err error, answered int) (BulkSummary,
 	return *sum, storeErr(err)
 }
 
-// chunk decides one chunk: rows are checked, claim codes hashed in the HSM
-// back to back, and the registry records the chunk in one transaction.
-func (b *BulkPlan) chunk(ctx context.Context, index int, rows []bulkRow, seen map[uint64]int, seed maphash.Seed) ([]BulkResult, error) {
-	p, who := b.p, b.who
+// preparedChunk is a chunk read and checked, its tokens derived, ready for
+// its transaction.
+type preparedChunk struct {
+	index       int
+	rows        []bulkRow
+	fingerprint []byte
+	valid       int
+	items       []store.BulkItem
+	itemRows    []int
+}
+
+// prepare checks a chunk's rows, fingerprints them, hashes their claim
+// codes in the HSM back to back and derives their tokens. It writes nothing.
+func (b *BulkPlan) prepare(ctx context.Context, index int, rows []bulkRow, seen map[uint64]int, seed maphash.Seed) (*preparedChunk, error) {
 	fp := sha256.New()
 	fp.Write(b.params)
 	var claimMsgs [][]byte
 	var claimRows []int
-	valid := 0
+	pc := &preparedChunk{index: index, rows: rows}
 	for i := range rows {
 		r := &rows[i]
 		pr := Proof{}
@@ -300,31 +349,15 @@ func (b *BulkPlan) chunk(ctx context.Context, index int, rows []bulkRow, seen ma
 		if r.problem != nil {
 			continue
 		}
-		valid++
+		pc.valid++
 		if r.kind == "claim" {
 			claimMsgs = append(claimMsgs, claimMessage(r.id, r.code))
 			claimRows = append(claimRows, i)
 		}
 	}
-	fingerprint := fp.Sum(nil)
-
-	recorded, ok, err := p.st.BulkChunkFingerprint(ctx, b.batchKey, index)
-	if err != nil {
-		return nil, err
-	}
-	if ok && !hmac.Equal(recorded, fingerprint) {
-		return refuseAll(rows, errBatchReused), nil
-	}
-	if charge := valid - b.precharged; !ok && charge > 0 {
-		// Charged per row, as the single route charges per token; a replayed
-		// chunk (a retry) issues nothing and is not charged again.
-		if err := p.cfg.Limits.TokenTenant.CheckN(who.Stakeholder.Tenant(), charge); err != nil {
-			return nil, err
-		}
-	}
-	b.precharged = 0
+	pc.fingerprint = fp.Sum(nil)
 	if len(claimMsgs) > 0 {
-		macs, err := sumEach(ctx, p.claimKey, claimMsgs)
+		macs, err := sumEach(ctx, b.p.claimKey, claimMsgs)
 		if err != nil {
 			return nil, err
 		}
@@ -332,9 +365,6 @@ func (b *BulkPlan) chunk(ctx context.Context, index int, rows []bulkRow, seen ma
 			rows[i].claimMAC = macs[j]
 		}
 	}
-
-	var items []store.BulkItem
-	var itemRows []int
 	for i := range rows {
 		r := &rows[i]
 		if r.problem != nil {
@@ -343,16 +373,37 @@ func (b *BulkPlan) chunk(ctx context.Context, index int, rows []bulkRow, seen ma
 		mac := hmac.New(sha256.New, b.tokenKey)
 		mac.Write([]byte(r.id))
 		r.token = base64.RawURLEncoding.EncodeToString(mac.Sum(nil))
-		items = append(items, store.BulkItem{DeviceID: r.id, TokenHash: sha(r.token)})
-		itemRows = append(itemRows, i)
+		pc.items = append(pc.items, store.BulkItem{DeviceID: r.id, TokenHash: sha(r.token)})
+		pc.itemRows = append(pc.itemRows, i)
 	}
+	return pc, nil
+}
+
+// commit records a prepared chunk in one transaction and answers its rows.
+func (b *BulkPlan) commit(ctx context.Context, pc *preparedChunk) ([]BulkResult, error) {
+	p, who, rows, itemRows := b.p, b.who, pc.rows, pc.itemRows
+	recorded, ok, err := p.st.BulkChunkFingerprint(ctx, b.batchKey, pc.index)
+	if err != nil {
+		return nil, err
+	}
+	if ok && !hmac.Equal(recorded, pc.fingerprint) {
+		return refuseAll(rows, errBatchReused), nil
+	}
+	if charge := pc.valid - b.precharged; !ok && charge > 0 {
+		// Charged per row, as the single route charges per token; a replayed
+		// chunk (a retry) issues nothing and is not charged again.
+		if err := p.cfg.Limits.TokenTenant.CheckN(who.Stakeholder.Tenant(), charge); err != nil {
+			return nil, err
+		}
+	}
+	b.precharged = 0
 	var outs []store.BulkOutcome
-	if len(items) > 0 {
+	if len(pc.items) > 0 {
 		now := p.now()
-		outs, err = p.st.IssueBulk(ctx, store.BulkChunk{BatchKey: b.batchKey, Index: index, Fingerprint: fingerprint,
+		outs, err = p.st.IssueBulk(ctx, store.BulkChunk{BatchKey: b.batchKey, Index: pc.index, Fingerprint: pc.fingerprint,
 			StakeholderID: who.Stakeholder.ID, Actor: who.actor(), Now: now,
 			ClaimMaxFailures: p.cfg.ClaimMaxFailures, ClaimMaxFailuresAccount: p.cfg.ClaimMaxFailuresAccount, ClaimLockout: p.cfg.ClaimLockout,
-			Items: items}, func(i int, d *store.Device) store.BulkDecision {
+			Items: pc.items}, func(i int, d *store.Device) store.BulkDecision {
 			return b.decide(&rows[itemRows[i]], d, now)
 		})
 		if errors.Is(err, store.ErrBatchMismatch) {
