@@ -231,6 +231,13 @@ func testBulkBundles(t *testing.T, s *sp) {
 	if status, _, body := s.bulk(acme, "", "", row("b-5", "")); status != 400 || errCode(body) != "bad_idempotency_key" {
 		t.Fatalf("no batch ID: %d %v", status, body)
 	}
+	root := s.stakeholder("root", "sp-admin")
+	if status, _, body := s.bulk(root, "root-1", "", row("b-5", "")); status != 403 || errCode(body) != "forbidden" {
+		t.Fatalf("an sp-admin asks for tokens: %d %v", status, body)
+	}
+	if status, _, body := s.bulk(acme, "factory-obf", "?obfId=no-such-obf", row("b-5", "")); status != 404 || errCode(body) != "unknown_obf" {
+		t.Fatalf("an unknown OBF: %d %v", status, body)
+	}
 	s.cli("admin", "disable-stakeholder", "--name", "carol")
 	if status, _, body := s.bulk(carol, "carol-1", "", row("b-5", "code-b-5")); status != 401 || errCode(body) != "stakeholder_disabled" {
 		t.Fatalf("disabled stakeholder: %d %v", status, body)
