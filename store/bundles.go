@@ -237,7 +237,8 @@ func issueBulk(ctx context.Context, q querier, c BulkChunk, decide func(i int, d
 		if e.AssignedID == "" || e.Tenant == "" || (e.Mode != ModeTrusted && e.Mode != ModeUntrusted) || e.Mode == ModeTrusted && e.OBFID == nil {
 			return nil, fmt.Errorf("item %d: incomplete enrolment", i)
 		}
-		ch := deviceChange{id: d.ID, assignedID: e.AssignedID, tenant: e.Tenant, owner: d.OwnerID, state: DeviceTokenIssued}
+		ch := deviceChange{id: d.ID, assignedID: e.AssignedID, tenant: e.Tenant, owner: d.OwnerID, state: DeviceTokenIssued,
+			wasPreEnrolled: d.State == DevicePreEnrolled}
 		if e.Tenant != d.Tenant {
 			ch.owner = &e.Tenant // a claim: the device moves, owned
 		}
@@ -251,9 +252,17 @@ func issueBulk(ctx context.Context, q querier, c BulkChunk, decide func(i int, d
 	}
 
 	var writes []stmt
-	// Cancelled before the new tokens go in, so they are not hit.
-	for _, part := range chunked(deviceIDsOf(granted), 500) {
-		writes = append(writes, inStmt(`UPDATE enrolments SET state = 'cancelled' WHERE state = 'issued' AND device_id IN `, part, -1))
+	// A device's open token is cancelled before the new one goes in. Only
+	// a device past pre-enrolled can hold one: a token moves it to
+	// token-issued (or leaves it enrolled), and a release cancels its
+	// tokens as it returns it to pre-enrolled. One statement per device,
+	// pipelined: with a list of devices PostgreSQL's planner picks the
+	// partial index of every open token in the registry and filters it.
+	for _, ch := range devUpdates {
+		if ch.wasPreEnrolled {
+			continue
+		}
+		writes = append(writes, stmt{`UPDATE enrolments SET state = 'cancelled' WHERE device_id = $1 AND state = 'issued'`, []any{ch.id}, -1})
 	}
 	for _, part := range chunkedChanges(devUpdates, 400) {
 		writes = append(writes, deviceChangesStmt(part, now))
@@ -323,6 +332,7 @@ func replayOutcome(e Enrolment, stakeholderID string, now time.Time) BulkOutcome
 type deviceChange struct {
 	id, assignedID, tenant, state string
 	owner                         *string
+	wasPreEnrolled                bool
 }
 
 // deviceChangesStmt updates many devices in one statement from a VALUES
@@ -397,14 +407,6 @@ func inStmt(sql string, values []any, want int64) stmt {
 	}
 	b.WriteByte(')')
 	return stmt{b.String(), values, want}
-}
-
-func deviceIDsOf(es []Enrolment) []any {
-	out := make([]any, len(es))
-	for i, e := range es {
-		out[i] = e.DeviceID
-	}
-	return out
 }
 
 func chunked(values []any, n int) [][]any {

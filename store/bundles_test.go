@@ -215,8 +215,12 @@ func TestIssueBulkRefusals(t *testing.T) {
 // bulk route does; b.N chunks (make it 100x for 100,000 devices):
 // go test ./store -run '^$' -bench IssueBulk -benchtime 100x
 func BenchmarkIssueBulk(b *testing.B) {
+	b.Run("sqlite", func(b *testing.B) { benchmarkIssueBulk(b, openSQLiteForTest(b, nil)) })
+	b.Run("postgres", func(b *testing.B) { benchmarkIssueBulk(b, openPostgresForTest(b, nil)) })
+}
+
+func benchmarkIssueBulk(b *testing.B, s *Store) {
 	ctx := context.Background()
-	s := openSQLiteForTest(b, nil)
 	maker := Stakeholder{ID: "maker-bench", Name: "maker-bench", Role: RoleManufacturer, PasswordHash: "x", CreatedAt: t0}
 	if err := s.CreateStakeholder(ctx, maker); err != nil {
 		b.Fatal(err)
