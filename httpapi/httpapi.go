@@ -60,3 +60,21 @@ func Param(ctx *fasthttp.RequestCtx, name string) string {
 	s, _ := ctx.UserValue(name).(string)
 	return s
 }
+
+// streamKey holds a streamed route's start function (SetStreamStart).
+type streamKey struct{}
+
+// SetStreamStart is the front end's side of BeginStream: start switches a
+// streamed body from the request's read timeout to the streaming deadline.
+func SetStreamStart(ctx *fasthttp.RequestCtx, start func()) { ctx.SetUserValue(streamKey{}, start) }
+
+// BeginStream is called by a Stream route once the caller is authenticated:
+// until then its body is read under the server's read timeout, like any
+// request's, so an anonymous client cannot hold a connection open by
+// trickling a body; from then on the body may take longer, as long as it
+// keeps the front end's minimum data rate.
+func BeginStream(ctx *fasthttp.RequestCtx) {
+	if start, ok := ctx.UserValue(streamKey{}).(func()); ok {
+		start()
+	}
+}

@@ -46,6 +46,10 @@ func (p *Portal) apiUpload(ctx *fasthttp.RequestCtx) error {
 	if err != nil {
 		return err
 	}
+	if err := requireRole(who, store.RoleManufacturer); err != nil {
+		return err
+	}
+	httpapi.BeginStream(ctx)
 	body := ctx.RequestBodyStream()
 	if body == nil {
 		body = bytes.NewReader(ctx.PostBody())

@@ -731,6 +731,7 @@ func (p *Portal) pageUploadPost(ctx *fasthttp.RequestCtx) error {
 	if !d.CanUpload {
 		return fail(apierr.New(http.StatusForbidden, "forbidden", "Only a manufacturer pre-enrols devices."))
 	}
+	httpapi.BeginStream(ctx)
 	for {
 		part, err := mr.NextPart()
 		if errors.Is(err, io.EOF) {

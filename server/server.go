@@ -10,6 +10,7 @@ import (
 	"io"
 	"log/slog"
 	"net"
+	"net/http"
 	"strconv"
 	"strings"
 	"sync"
@@ -45,8 +46,12 @@ type Options struct {
 	IdleTimeout  time.Duration
 	MaxBodyBytes int
 	MaxConns     int
-	Logger       *slog.Logger
-	Metrics      *metrics.Registry
+	// StreamMinRate is the least average rate, in bytes per second, at
+	// which an authenticated streamed upload must arrive (HandleStream);
+	// 0 is DefaultStreamMinRate.
+	StreamMinRate int64
+	Logger        *slog.Logger
+	Metrics       *metrics.Registry
 	// Checks are run by /readyz; each gets CheckTimeout.
 	Checks       map[string]Check
 	CheckTimeout time.Duration
@@ -85,6 +90,9 @@ func New(opts Options) *Server {
 	}
 	if opts.CheckTimeout == 0 {
 		opts.CheckTimeout = 2 * time.Second
+	}
+	if opts.StreamMinRate == 0 {
+		opts.StreamMinRate = DefaultStreamMinRate
 	}
 	s := &Server{opts: opts, log: opts.Logger}
 	s.router = s.newRouter()
@@ -193,42 +201,123 @@ func (s *Server) RegisterStatus(routes ...httpapi.Route) {
 // HandleStream registers a handler that reads the request body itself from
 // ctx.RequestBodyStream(), as it arrives, up to maxBody bytes (413 beyond,
 // for a declared length; a reader past the limit gets an error).
+//
+// Until the handler calls httpapi.BeginStream (after authenticating the
+// caller), the body is read under Options.ReadTimeout like any request's.
+// From then on each read waits at most ReadTimeout, the body as a whole at
+// most StreamReadTimeout, and the client must keep StreamMinRate on average
+// over the time the server spent waiting for it (time the server spends
+// processing rows does not count against the client). A handler that returns
+// without reading the body to its end closes the connection: the rest is not
+// drained from a client nobody vouched for.
 func (s *Server) HandleStream(method, pattern string, maxBody int64, h Handler) {
 	s.handle(method, pattern, func(ctx *fasthttp.RequestCtx) error {
 		if n := ctx.Request.Header.ContentLength(); n > 0 && int64(n) > maxBody {
+			ctx.SetConnectionClose()
 			return apierr.BodyTooLarge
 		}
-		if stream := ctx.RequestBodyStream(); stream != nil {
-			// server.read_timeout covers headers and ordinary bodies; a
-			// streamed upload is read while it is processed and may take
-			// minutes, so it gets a deadline of its own.
-			if conn := ctx.Conn(); conn != nil {
-				_ = conn.SetReadDeadline(time.Now().Add(StreamReadTimeout))
-			}
-			ctx.Request.SetBodyStream(&limitedBody{r: io.LimitReader(stream, maxBody+1), max: maxBody}, -1)
+		stream := ctx.RequestBodyStream()
+		if stream == nil {
+			return h(ctx)
 		}
-		return h(ctx)
+		body := &limitedBody{r: io.LimitReader(stream, maxBody+1), max: maxBody, ctx: ctx,
+			idle: s.opts.ReadTimeout, minRate: s.opts.StreamMinRate}
+		ctx.Request.SetBodyStream(body, -1)
+		httpapi.SetStreamStart(ctx, body.start)
+		err := h(ctx)
+		if !body.eof {
+			ctx.SetConnectionClose()
+		}
+		return err
 	})
 }
 
 // StreamReadTimeout bounds reading one streamed request body.
 const StreamReadTimeout = 15 * time.Minute
 
+// DefaultStreamMinRate is Options.StreamMinRate's default, in bytes per
+// second: a factory line uploads at LAN speed, a trickle is an attack.
+const DefaultStreamMinRate = 16 << 10
+
 // ErrBodyTooLarge is what a streaming handler's body reader returns past the
 // route's limit; apierr maps it to 413.
 var ErrBodyTooLarge = apierr.BodyTooLarge
+
+// ErrStreamTooSlow is what a streaming handler's body reader returns when
+// the client fell below the minimum data rate or went idle.
+var ErrStreamTooSlow = apierr.New(http.StatusRequestTimeout, "request_timeout", "the upload arrived too slowly")
 
 type limitedBody struct {
 	r   io.Reader
 	n   int64
 	max int64
+	eof bool
+
+	ctx     *fasthttp.RequestCtx
+	idle    time.Duration
+	minRate int64
+	// streaming is set by start; waited is the time spent blocked in
+	// reads since then, and n0 the bytes read before it.
+	streaming    bool
+	began, endBy time.Time
+	waited       time.Duration
+	n0           int64
+}
+
+func (l *limitedBody) start() {
+	if l.streaming {
+		return
+	}
+	l.streaming, l.began, l.n0 = true, time.Now(), l.n
+	l.endBy = l.began.Add(StreamReadTimeout)
+}
+
+// deadline is the next read's: the client has a grace of one idle period
+// plus the time its bytes so far paid for at the minimum rate, less the
+// time it already kept the server waiting; never more than one idle period
+// ahead, never past the stream's end.
+func (l *limitedBody) deadline(now time.Time) (time.Time, bool) {
+	credit := l.idle - l.waited
+	if l.minRate > 0 {
+		credit += time.Duration(float64(l.n-l.n0) / float64(l.minRate) * float64(time.Second))
+	}
+	if credit > l.idle {
+		credit = l.idle
+	}
+	d := now.Add(credit)
+	if d.After(l.endBy) {
+		d = l.endBy
+	}
+	return d, credit > 0 && now.Before(l.endBy)
 }
 
 func (l *limitedBody) Read(p []byte) (int, error) {
+	if !l.streaming || l.idle <= 0 || l.ctx == nil {
+		return l.read(p)
+	}
+	now := time.Now()
+	d, ok := l.deadline(now)
+	if !ok {
+		return 0, ErrStreamTooSlow
+	}
+	_ = l.ctx.SetReadDeadline(d)
+	n, err := l.read(p)
+	l.waited += time.Since(now)
+	var netErr net.Error
+	if err != nil && errors.As(err, &netErr) && netErr.Timeout() {
+		return n, ErrStreamTooSlow
+	}
+	return n, err
+}
+
+func (l *limitedBody) read(p []byte) (int, error) {
 	n, err := l.r.Read(p)
 	l.n += int64(n)
 	if l.n > l.max {
 		return n, ErrBodyTooLarge
+	}
+	if errors.Is(err, io.EOF) {
+		l.eof = true
 	}
 	return n, err
 }

@@ -62,7 +62,10 @@ func start(t *testing.T, opts server.Options, routes func(s *server.Server)) (*s
 	if opts.MaxBodyBytes == 0 {
 		opts.MaxBodyBytes = 1024
 	}
-	opts.ReadTimeout, opts.WriteTimeout = 5*time.Second, 5*time.Second
+	if opts.ReadTimeout == 0 {
+		opts.ReadTimeout = 5 * time.Second
+	}
+	opts.WriteTimeout = 5 * time.Second
 	s := server.New(opts)
 	if routes != nil {
 		routes(s)
