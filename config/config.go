@@ -62,6 +62,7 @@ type Portal struct {
 	SPDomain   string        `yaml:"sp_domain" help:"the SP's domain: host of issued AE-ID URIs (default the first of server.hostnames if it is a domain name, else credfactory.localhost)"`
 	TokenTTL   time.Duration `yaml:"token_ttl" help:"lifetime of an enrolment token"`
 	SessionTTL time.Duration `yaml:"session_ttl" help:"lifetime of a portal login session"`
+	MaxUploads int           `yaml:"max_concurrent_uploads" help:"most bulk device uploads parsed at once; one more is answered 503 with Retry-After"`
 }
 
 // MEF is the enrolment function.
@@ -174,7 +175,7 @@ func Default() Config {
 			SweepInterval: time.Minute,
 			SweepChunk:    1000,
 		},
-		Portal: Portal{TokenTTL: 24 * time.Hour, SessionTTL: 12 * time.Hour},
+		Portal: Portal{TokenTTL: 24 * time.Hour, SessionTTL: 12 * time.Hour, MaxUploads: 4},
 		MEF:    MEF{KeyLifetime: 365 * 24 * time.Hour, MaxForward: 1000, RenewAfter: time.Hour},
 		Log:    Log{Level: "info", Format: "json", Access: true},
 		Limits: ratelimit.DefaultConfig(),
@@ -345,6 +346,9 @@ func (c *Config) Validate() error {
 	}
 	if c.Server.MaxBodyBytes <= 0 {
 		errs = append(errs, errors.New("server.max_body_bytes must be positive"))
+	}
+	if c.Portal.MaxUploads <= 0 {
+		errs = append(errs, errors.New("portal.max_concurrent_uploads must be positive"))
 	}
 	if c.Server.DebugListen != "" && !loopback(c.Server.DebugListen) {
 		errs = append(errs, fmt.Errorf("server.debug_listen %q: want a loopback address such as 127.0.0.1:6060", c.Server.DebugListen))

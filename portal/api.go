@@ -17,9 +17,12 @@ import (
 // Route is one HTTP route; the front end registers it.
 type Route = httpapi.Route
 
-// MaxUploadBytes bounds one bulk pre-enrolment (100,000 rows with
-// certificates fit comfortably).
-const MaxUploadBytes = 512 << 20
+// MaxUploadBytes bounds one bulk pre-enrolment: the largest legitimate one
+// is 100,000 rows with certificates, and 256 MiB is 100,000 rows of 2.6 KiB
+// (an RSA-4096 device certificate in PEM is about 2.2 KiB; ECDSA ones are
+// under 1 KiB). The body is parsed as it streams, so the limit bounds the
+// time one upload can take, not memory.
+const MaxUploadBytes = 256 << 20
 
 // APIRoutes is the JSON API (api/openapi.yaml).
 func (p *Portal) APIRoutes() []Route {
@@ -49,6 +52,11 @@ func (p *Portal) apiUpload(ctx *fasthttp.RequestCtx) error {
 	if err := requireRole(who, store.RoleManufacturer); err != nil {
 		return err
 	}
+	release, err := p.uploadSlot()
+	if err != nil {
+		return err
+	}
+	defer release()
 	httpapi.BeginStream(ctx)
 	body := ctx.RequestBodyStream()
 	if body == nil {

@@ -731,6 +731,11 @@ func (p *Portal) pageUploadPost(ctx *fasthttp.RequestCtx) error {
 	if !d.CanUpload {
 		return fail(apierr.New(http.StatusForbidden, "forbidden", "Only a manufacturer pre-enrols devices."))
 	}
+	release, err := p.uploadSlot()
+	if err != nil {
+		return fail(err)
+	}
+	defer release()
 	httpapi.BeginStream(ctx)
 	for {
 		part, err := mr.NextPart()

@@ -57,6 +57,9 @@ type Config struct {
 	// Limits are the rate limits on logins and token issuance (issue 7
 	// item 7); the zero value limits nothing.
 	Limits ratelimit.Limits
+	// MaxConcurrentUploads bounds the bulk uploads parsed at once (each
+	// holds a chunk of rows and a parser's buffers); one more gets 503.
+	MaxConcurrentUploads int
 	// OnRevoke runs after a release or revocation that revoked something,
 	// so that the CRL is regenerated at its next fetch instead of after
 	// the registry check (castatus.Service.MarkStale).
@@ -91,6 +94,9 @@ func (c *Config) defaults() {
 	if c.ClaimLockout == 0 {
 		c.ClaimLockout = 15 * time.Minute
 	}
+	if c.MaxConcurrentUploads == 0 {
+		c.MaxConcurrentUploads = 4
+	}
 }
 
 // Portal is the portal's logic, shared by the JSON API and the pages.
@@ -105,6 +111,8 @@ type Portal struct {
 	// anchorPEM and anchorSHA256 go into every untrusted bundle; the
 	// anchor is fixed for the process, so they are encoded once.
 	anchorPEM, anchorSHA256 string
+	// uploads holds one token per bulk upload being parsed.
+	uploads chan struct{}
 }
 
 // New builds a Portal. issuing certifies trusted OBFs' mTLS keys; obfCA
@@ -112,7 +120,8 @@ type Portal struct {
 // when it vouches for a device.
 func New(cfg Config, st *store.Store, claimKey Keyed, issuing, obfCA *ca.CA, obfAuth *clientauth.Verifier) *Portal {
 	cfg.defaults()
-	p := &Portal{cfg: cfg, st: st, claimKey: claimKey, issuing: issuing, obfCA: obfCA, obfAuth: obfAuth, now: time.Now}
+	p := &Portal{cfg: cfg, st: st, claimKey: claimKey, issuing: issuing, obfCA: obfCA, obfAuth: obfAuth, now: time.Now,
+		uploads: make(chan struct{}, cfg.MaxConcurrentUploads)}
 	if cfg.TrustAnchor != nil {
 		fp := sha256.Sum256(cfg.TrustAnchor.Raw)
 		p.anchorPEM = string(ca.EncodeCertsPEM([]*x509.Certificate{cfg.TrustAnchor}))
@@ -156,6 +165,20 @@ var (
 	errDeviceNotFound  = apierr.New(http.StatusNotFound, "device_not_found", "no such device")
 	errUnavailable     = &apierr.Error{Status: http.StatusServiceUnavailable, Code: "registry_unavailable", Message: "the registry database is unavailable; retry", RetryAfter: 1}
 )
+
+var errUploadsBusy = &apierr.Error{Status: http.StatusServiceUnavailable, Code: "uploads_busy",
+	Message: "the portal is parsing as many uploads as it may at once; retry shortly", RetryAfter: 10}
+
+// uploadSlot takes one of the MaxConcurrentUploads places, or refuses at
+// once (a waiting upload would hold its connection and body anyway).
+func (p *Portal) uploadSlot() (release func(), err error) {
+	select {
+	case p.uploads <- struct{}{}:
+		return func() { <-p.uploads }, nil
+	default:
+		return nil, errUploadsBusy
+	}
+}
 
 func requireRole(p Principal, roles ...string) error {
 	for _, r := range roles {

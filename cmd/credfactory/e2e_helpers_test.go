@@ -29,6 +29,8 @@ type sp struct {
 	initOut string
 	// logs is everything serve printed; complete once stop has returned.
 	logs *lockedBuffer
+	// pid is the serve process's.
+	pid  int
 	stop func()
 }
 
@@ -61,6 +63,7 @@ func startSP(t *testing.T, env ...string) *sp {
 	if err := cmd.Start(); err != nil {
 		t.Fatal(err)
 	}
+	s.pid = cmd.Process.Pid
 	exited := make(chan error, 1)
 	go func() { exited <- cmd.Wait() }()
 	var once sync.Once
