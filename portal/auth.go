@@ -7,10 +7,12 @@ import (
 	"errors"
 	"fmt"
 	"net/http"
+	"net/netip"
 	"strings"
 	"time"
 
 	"github.com/credfactory/credfactory/apierr"
+	"github.com/credfactory/credfactory/ratelimit"
 	"github.com/credfactory/credfactory/store"
 	"github.com/google/uuid"
 	"github.com/valyala/fasthttp"
@@ -21,62 +23,85 @@ const SessionCookie = "cf_session"
 
 var (
 	errBadLogin = apierr.New(http.StatusUnauthorized, "bad_credentials", "wrong name or password")
-	errLocked   = &apierr.Error{Status: http.StatusTooManyRequests, Code: "account_locked", Message: "too many failed logins: the account is locked for a while", RetryAfter: 900}
 	errCSRF     = apierr.New(http.StatusForbidden, "csrf", "missing or wrong CSRF token: reload the page and try again")
 	errDisabled = apierr.New(http.StatusUnauthorized, "stakeholder_disabled", "this account is disabled")
 )
 
+// errTooManyLogins is the answer while a name (or this source's attempts
+// at it) must wait: the same for every name, known, unknown or disabled.
+func errTooManyLogins(wait time.Duration) error {
+	return &apierr.Error{Status: http.StatusTooManyRequests, Code: "too_many_attempts",
+		Message: "too many failed logins: wait before trying again", RetryAfter: int((wait + time.Second - 1) / time.Second)}
+}
+
+// loginPair keys the backoff of one source's attempts at one name.
+type loginPair struct {
+	source netip.Addr
+	name   string
+}
+
+// Login backoff (see Backoff): a source that keeps failing at one name is
+// slowed hard (3 free failures, then 1 s doubling to 15 min); a name that
+// keeps failing from anywhere is slowed gently (10 free, then 1 s doubling
+// to 30 s), so that a distributed guesser gets a few guesses a minute while
+// the rightful user, from their own address, waits at most 30 s and is
+// never refused once the wait has passed. Per replica, in memory; the rate
+// limits (ratelimit.Limits.CheckLogin) bound the cost before both.
+func newLoginBackoff() (*ratelimit.Backoff[loginPair], *ratelimit.Backoff[string]) {
+	return &ratelimit.Backoff[loginPair]{Free: 3, Base: time.Second, Max: 15 * time.Minute, Forget: time.Hour, MaxKeys: 100_000},
+		&ratelimit.Backoff[string]{Free: 10, Base: time.Second, Max: 30 * time.Second, Forget: time.Hour, MaxKeys: 100_000}
+}
+
 // Login checks a password and opens a session. The cookie value is
-// returned once; only its hash is stored.
-func (p *Portal) Login(ctx context.Context, name, password string) (cookie string, sess store.Session, err error) {
+// returned once; only its hash is stored. An unknown name, a wrong
+// password and a disabled account get the same answer after the same work
+// (one argon2 hash), and every name is slowed alike after failures.
+func (p *Portal) Login(ctx context.Context, source netip.Addr, name, password string) (cookie string, sess store.Session, err error) {
+	result := "error"
 	defer func() {
-		result := "ok"
 		var e *apierr.Error
-		if errors.As(err, &e) {
+		if err == nil {
+			result = "ok"
+		} else if result == "error" && errors.As(err, &e) {
 			result = e.Code
-		} else if err != nil {
-			result = "error"
 		}
 		p.cfg.Observer.ObserveLogin(result)
 	}()
 	now := p.now()
+	pair := loginPair{source, name}
+	if wait := max(p.loginPairs.Wait(pair), p.loginNames.Wait(name)); wait > 0 {
+		return "", sess, errTooManyLogins(wait)
+	}
+	failed := func() {
+		p.loginPairs.Failed(pair)
+		p.loginNames.Failed(name)
+	}
 	st, err := p.st.StakeholderBy(ctx, "name", name)
 	if errors.Is(err, store.ErrNotFound) {
 		checkPassword(dummyHash, password) // same cost as a real check
+		failed()
 		return "", sess, errBadLogin
 	}
 	if err != nil {
 		return "", sess, storeErr(err)
-	}
-	if st.DisabledAt != nil {
-		return "", sess, errDisabled
-	}
-	if st.LockedUntil != nil && now.Before(*st.LockedUntil) {
-		e := *errLocked
-		e.RetryAfter = int(st.LockedUntil.Sub(now).Seconds()) + 1
-		return "", sess, &e
 	}
 	ok, err := checkPassword(st.PasswordHash, password)
 	if err != nil {
 		return "", sess, err
 	}
-	locked, err := p.st.LoginResult(ctx, st.ID, ok, now, p.cfg.LoginMaxFailures, p.cfg.LoginLockout)
-	if err != nil {
-		return "", sess, storeErr(err)
-	}
-	if !ok {
-		_ = p.st.AppendAudit(ctx, store.AuditEvent{At: now, Tenant: st.Tenant(), Actor: name, Action: "login.failure", Subject: st.ID, Detail: map[string]any{}})
-	}
-	if locked != nil {
-		// Locked by this failure, or by a concurrent one while the password
-		// was being checked: the right password does not get past a lock.
-		e := *errLocked
-		e.RetryAfter = int(locked.Sub(now).Seconds()) + 1
-		return "", sess, &e
-	}
-	if !ok {
+	if !ok || st.DisabledAt != nil {
+		failed()
+		action := "login.failure"
+		if ok {
+			// The operator's metrics and the audit trail tell a disabled
+			// account apart; the answer does not.
+			result, action = "stakeholder_disabled", "login.disabled"
+		}
+		_ = p.st.AppendAudit(ctx, store.AuditEvent{At: now, Tenant: st.Tenant(), Actor: name, Action: action, Subject: st.ID, Detail: map[string]any{}})
 		return "", sess, errBadLogin
 	}
+	p.loginPairs.Succeeded(pair)
+	p.loginNames.Succeeded(name)
 	cookie = randomToken()
 	sess = store.Session{IDHash: sha(cookie), StakeholderID: st.ID, CSRF: randomToken(), CreatedAt: now, ExpiresAt: now.Add(p.cfg.SessionTTL)}
 	if err := p.st.CreateSession(ctx, sess); err != nil {
@@ -223,10 +248,10 @@ func (p *Portal) CreateStakeholder(ctx context.Context, name, role, password str
 	if name == "" || len(name) > 100 {
 		return store.Stakeholder{}, fmt.Errorf("a stakeholder needs a name of 1 to 100 characters")
 	}
-	hash, err := HashPassword(password)
-	if err != nil {
+	if err := CheckPasswordRule(name, password); err != nil {
 		return store.Stakeholder{}, err
 	}
+	hash := hashPassword(password)
 	st := store.Stakeholder{ID: uuid.NewString(), Name: name, Role: role, PasswordHash: hash, CreatedAt: p.now()}
 	if actsFor != "" {
 		sub, err := p.st.StakeholderBy(ctx, "name", actsFor)

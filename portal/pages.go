@@ -330,7 +330,7 @@ func (p *Portal) pageLoginPost(ctx *fasthttp.RequestCtx) error {
 	// anything: a login flood costs map lookups, not argon2 (issue 7).
 	cookie, sess, err := "", store.Session{}, p.cfg.Limits.CheckLogin(ctx, name)
 	if err == nil {
-		cookie, sess, err = p.Login(ctx, name, string(args.Peek("password")))
+		cookie, sess, err = p.Login(ctx, p.cfg.Limits.Source(ctx), name, string(args.Peek("password")))
 	}
 	if err != nil {
 		e := apierr.As(err)
@@ -344,8 +344,8 @@ func (p *Portal) pageLoginPost(ctx *fasthttp.RequestCtx) error {
 		switch e.Code {
 		case "bad_credentials":
 			v.Error = "Wrong name or password."
-		case "account_locked":
-			v.Error = "Too many failed logins: this account is locked for a while. Try again later."
+		case "too_many_attempts":
+			v.Error = fmt.Sprintf("Too many failed logins: wait %d seconds, then try again.", e.RetryAfter)
 		default:
 			v.Error = e.Message
 		}

@@ -43,12 +43,10 @@ type Config struct {
 	// TrustAnchor is the root the Enrollee checks the MEF against.
 	TrustAnchor *x509.Certificate
 	// SPDomain is the SP's FQDN: the host of issued AE-ID URIs.
-	SPDomain         string
-	TokenTTL         time.Duration
-	SessionTTL       time.Duration
-	NonceTTL         time.Duration
-	LoginMaxFailures int
-	LoginLockout     time.Duration
+	SPDomain   string
+	TokenTTL   time.Duration
+	SessionTTL time.Duration
+	NonceTTL   time.Duration
 	// ClaimMaxFailures wrong claim codes lock a device; an account is
 	// locked after ClaimMaxFailuresAccount, across all its devices.
 	ClaimMaxFailures        int
@@ -79,12 +77,6 @@ func (c *Config) defaults() {
 	if c.NonceTTL == 0 {
 		c.NonceTTL = 5 * time.Minute
 	}
-	if c.LoginMaxFailures == 0 {
-		c.LoginMaxFailures = 5
-	}
-	if c.LoginLockout == 0 {
-		c.LoginLockout = 15 * time.Minute
-	}
 	if c.ClaimMaxFailures == 0 {
 		c.ClaimMaxFailures = 5
 	}
@@ -113,6 +105,9 @@ type Portal struct {
 	anchorPEM, anchorSHA256 string
 	// uploads holds one token per bulk upload being parsed.
 	uploads chan struct{}
+	// loginPairs and loginNames slow failing logins (newLoginBackoff).
+	loginPairs *ratelimit.Backoff[loginPair]
+	loginNames *ratelimit.Backoff[string]
 }
 
 // New builds a Portal. issuing certifies trusted OBFs' mTLS keys; obfCA
@@ -122,6 +117,9 @@ func New(cfg Config, st *store.Store, claimKey Keyed, issuing, obfCA *ca.CA, obf
 	cfg.defaults()
 	p := &Portal{cfg: cfg, st: st, claimKey: claimKey, issuing: issuing, obfCA: obfCA, obfAuth: obfAuth, now: time.Now,
 		uploads: make(chan struct{}, cfg.MaxConcurrentUploads)}
+	p.loginPairs, p.loginNames = newLoginBackoff()
+	p.loginPairs.Now = func() time.Time { return p.now() }
+	p.loginNames.Now = p.loginPairs.Now
 	if cfg.TrustAnchor != nil {
 		fp := sha256.Sum256(cfg.TrustAnchor.Raw)
 		p.anchorPEM = string(ca.EncodeCertsPEM([]*x509.Certificate{cfg.TrustAnchor}))
