@@ -138,9 +138,11 @@ func SetSessionCookie(ctx *fasthttp.RequestCtx, value string, expires time.Time)
 // Authenticate finds the caller of a request: an API key (Bearer), a
 // trusted OBF's client certificate (only where allowOBF), or the session
 // cookie. For a cookie-authenticated unsafe request the CSRF token must come
-// in the X-CSRF-Token header or the "csrf" form field.
+// in the X-CSRF-Token header or the "csrf" field of a url-encoded form body,
+// never the query string: a URL is logged, cached, kept in history and
+// sent on in Referer, so a token there is a token given away.
 func (p *Portal) Authenticate(ctx *fasthttp.RequestCtx, allowOBF bool) (Principal, error) {
-	return p.authenticate(ctx, allowOBF, func() []byte { return ctx.FormValue("csrf") })
+	return p.authenticate(ctx, allowOBF, func() []byte { return ctx.PostArgs().Peek("csrf") })
 }
 
 // authenticate is Authenticate with the form's CSRF token fetched by

@@ -125,6 +125,16 @@ func TestPagesBadInput(t *testing.T) {
 		wantPage("no CSRF token", c.post("/api-keys", url.Values{"name": {"line 1"}}), 403, "CSRF")
 		wantPage("wrong CSRF token", c.post("/api-keys", url.Values{"name": {"line 1"}, "csrf": {token + "x"}}), 403, "CSRF")
 		wantPage("logout without CSRF", c.post("/logout", nil), 403, "CSRF")
+		// The token in the query string counts for nothing, on the pages
+		// and on the session-authenticated API: a URL is logged and leaks.
+		wantPage("page CSRF token in the query string", c.post("/api-keys?csrf="+url.QueryEscape(token), url.Values{"name": {"line 1"}}), 403, "CSRF")
+		{
+			req, _ := http.NewRequest("POST", env.base+"/api/v1/api-keys?csrf="+url.QueryEscape(token), strings.NewReader(`{"name":"line 1"}`))
+			req.Header.Set("Content-Type", "application/json")
+			if r := c.do(req); r.status != 403 || !strings.Contains(r.body, `"code":"csrf"`) {
+				t.Fatalf("API CSRF token in the query string: %d %s", r.status, r.body)
+			}
+		}
 		wantPage("enrol without CSRF", c.post("/devices/x-1/enrol", url.Values{"claimCode": {"whatever"}}), 403, "CSRF")
 		if keys, err := env.st.APIKeys(ctx, maker.ID); err != nil || len(keys) != 0 {
 			t.Fatalf("API keys after refused posts: %v %v", keys, err)

@@ -11,9 +11,12 @@ import (
 	"fmt"
 	"hash/maphash"
 	"io"
+	"math"
 	"net/http"
 	"regexp"
 	"strings"
+	"unicode"
+	"unicode/utf8"
 
 	"github.com/credfactory/credfactory/apierr"
 	"github.com/credfactory/credfactory/httpapi"
@@ -294,6 +297,9 @@ func (p *Portal) checkRow(ctx context.Context, row DeviceRow) (store.Device, str
 		if len(code) < minClaimCode || len(code) > maxClaimCode {
 			return d, fmt.Sprintf("claimCode must be %d to %d characters", minClaimCode, maxClaimCode)
 		}
+		if problem := claimCodeProblem(code); problem != "" {
+			return d, problem
+		}
 		h, err := p.claimHash(ctx, d.ID, code)
 		if err != nil {
 			return d, "the claim code could not be hashed (HSM unavailable); upload again"
@@ -318,6 +324,57 @@ func (p *Portal) checkRow(ctx context.Context, row DeviceRow) (store.Device, str
 		d.DeviceCertDER, d.DeviceCertSHA256 = cert.Raw, fp[:]
 	}
 	return d, ""
+}
+
+// minClaimCodeBits is the least estimated entropy of a claim code. The
+// code is a label's only proof of control over the device, and online
+// guesses are throttled, not impossible: 32 bits is 7 random letters and
+// digits, or 10 random digits.
+const minClaimCodeBits = 32
+
+// claimCodeProblem refuses a claim code that is not printable (control
+// characters, NUL, invalid UTF-8) or too guessable: its entropy is
+// estimated as length times log2 of the alphabet its character classes
+// span, and repetitive or sequential codes ("000000", "123456789",
+// "abcabc") count for nothing.
+func claimCodeProblem(code string) string {
+	if !utf8.ValidString(code) {
+		return "claimCode must be UTF-8 text"
+	}
+	var lower, upper, digit, other, wide bool
+	distinct := map[rune]bool{}
+	for _, r := range code {
+		switch {
+		case !unicode.IsPrint(r):
+			return "claimCode must be printable characters (no control characters)"
+		case r >= 'a' && r <= 'z':
+			lower = true
+		case r >= 'A' && r <= 'Z':
+			upper = true
+		case r >= '0' && r <= '9':
+			digit = true
+		case r < utf8.RuneSelf:
+			other = true
+		default:
+			wide = true
+		}
+		distinct[r] = true
+	}
+	pool := 0
+	for _, c := range []struct {
+		set  bool
+		size int
+	}{{lower, 26}, {upper, 26}, {digit, 10}, {other, 33}, {wide, 100}} {
+		if c.set {
+			pool += c.size
+		}
+	}
+	n := utf8.RuneCountInString(code)
+	bits := float64(n) * math.Log2(float64(pool))
+	if len(distinct) < 4 || sequential([]rune(code)) || bits < minClaimCodeBits {
+		return fmt.Sprintf("claimCode is too easy to guess: use at least %d bits of randomness (e.g. 7 random letters and digits, or 10 random digits)", minClaimCodeBits)
+	}
+	return ""
 }
 
 // claimHash keys the claim code's hash in the HSM and binds it to the device,

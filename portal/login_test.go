@@ -206,3 +206,53 @@ func TestPasswordRule(t *testing.T) {
 		t.Fatal("HashPassword takes twelve a's")
 	}
 }
+
+// TestClaimCodeRule: claim codes are printable and not guessable.
+func TestClaimCodeRule(t *testing.T) {
+	tests := []struct {
+		code string
+		ok   bool
+	}{
+		{"\x00\x00\x00\x00\x00\x00", false},
+		{"abc\tdef1234", false},
+		{"label\x7f1234", false},
+		{"\xff\xfe\xfdabcdef", false},
+		{"000000", false},
+		{"123456", false},
+		{"12345678", false},
+		{"aaaaaaaaaa", false},
+		{"abcabcabcabc", false},
+		{"93817264", false}, // 8 random digits: 27 bits
+		{"4930281746", true},
+		{"label-1", true},
+		{"K7QX-9RMT", true},
+		{"CODE-AAAAAA", true},
+	}
+	for _, tt := range tests {
+		if got := claimCodeProblem(tt.code); (got == "") != tt.ok {
+			t.Errorf("claimCodeProblem(%q) = %q, want ok=%v", tt.code, got, tt.ok)
+		}
+	}
+}
+
+// TestUploadRefusesBadClaimCodes: each bad claim code is a per-row
+// refusal, and the other rows are stored.
+func TestUploadRefusesBadClaimCodes(t *testing.T) {
+	p, _, _, _ := loginHarness(t)
+	maker, err := p.CreateStakeholder(context.Background(), "maker", store.RoleManufacturer, "a long and unguessable one", "")
+	if err != nil {
+		t.Fatal(err)
+	}
+	rows, err := CSVRows(strings.NewReader("deviceId,claimCode\nnul-1,\x00\x00\x00\x00\x00\x00\nseq-1,123456789\nplain-1,\n"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	report, err := p.Upload(context.Background(), Principal{Stakeholder: maker, Via: "api-key"}, rows)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if report.Inserted != 1 || len(report.Rejected) != 2 ||
+		!strings.Contains(report.Rejected[0].Error, "printable") || !strings.Contains(report.Rejected[1].Error, "too easy to guess") {
+		t.Fatalf("report %+v", report)
+	}
+}

@@ -70,17 +70,19 @@ func CheckPasswordRule(name, password string) error {
 }
 
 // sequential reports a run like "abcdefghijkl", "987654321098" or
-// "qwertyqwerty": every step but at most two is +1, -1 or a repeat of the
-// pattern a few characters back.
+// "qwertyqwerty": every step is +1, -1 or a repeat of the pattern a few
+// characters back, but for a slip or two in a long string. A pattern must
+// repeat at least twice over to count as one.
 func sequential(rs []rune) bool {
-	for period := 1; period <= 4; period++ {
+	slips := func(steps int) int { return min(2, steps/5) }
+	for period := 1; period <= 4 && len(rs) >= 2*period+2; period++ {
 		odd := 0
 		for i := period; i < len(rs); i++ {
 			if rs[i] != rs[i-period] {
 				odd++
 			}
 		}
-		if odd <= 2 {
+		if odd <= slips(len(rs)-period) {
 			return true
 		}
 	}
@@ -90,5 +92,5 @@ func sequential(rs []rune) bool {
 			odd++
 		}
 	}
-	return odd <= 2
+	return len(rs) > 2 && odd <= slips(len(rs)-1)
 }

@@ -128,7 +128,7 @@ func (s *Server) newRouter() *router.Router {
 func (s *Server) newFastHTTP(r *router.Router) *fasthttp.Server {
 	opts := s.opts
 	return &fasthttp.Server{
-		Handler:            r.Handler,
+		Handler:            hsts(r.Handler),
 		ErrorHandler:       s.transportError,
 		Name:               "credfactory",
 		ReadTimeout:        opts.ReadTimeout,
@@ -597,6 +597,23 @@ func write(ctx *fasthttp.RequestCtx, e *apierr.Error) {
 func writeJSON(ctx *fasthttp.RequestCtx, status int, v any) {
 	if err := httpapi.JSON(ctx, status, v); err != nil {
 		write(ctx, apierr.As(err))
+	}
+}
+
+// HSTS is the Strict-Transport-Security value on every answer over TLS
+// (RFC 6797): browsers that reached the portal once go on using HTTPS for a
+// year, so a network attacker cannot strip TLS from a later visit. Not
+// includeSubDomains: other hosts of the SP's domain are not ours to bind.
+const HSTS = "max-age=31536000"
+
+// hsts adds HSTS to answers over TLS only (RFC 6797 §7.2: never over plain
+// HTTP, where the status listener serves CRLs and OCSP).
+func hsts(h fasthttp.RequestHandler) fasthttp.RequestHandler {
+	return func(ctx *fasthttp.RequestCtx) {
+		if ctx.IsTLS() {
+			ctx.Response.Header.Set("Strict-Transport-Security", HSTS)
+		}
+		h(ctx)
 	}
 }
 

@@ -118,3 +118,33 @@ func TestStreamedBodyDeadlines(t *testing.T) {
 		})
 	}
 }
+
+// TestHSTSOnTLSOnly: every answer over TLS carries Strict-Transport-
+// Security, errors included; the plain-HTTP status listener's never does
+// (RFC 6797 §7.2).
+func TestHSTSOnTLSOnly(t *testing.T) {
+	s, client, base := start(t, server.Options{StatusListen: "127.0.0.1:0"}, func(s *server.Server) {
+		s.RegisterStatus(httpapi.Route{Method: "GET", Pattern: "/status", Handler: func(ctx *fasthttp.RequestCtx) error {
+			ctx.SetBodyString("signed")
+			return nil
+		}})
+	})
+	for _, path := range []string{"/healthz", "/status", "/no-such-route"} {
+		resp, err := client.Get(base + path)
+		if err != nil {
+			t.Fatal(err)
+		}
+		resp.Body.Close()
+		if got := resp.Header.Get("Strict-Transport-Security"); got != server.HSTS {
+			t.Errorf("TLS %s: Strict-Transport-Security %q, want %q", path, got, server.HSTS)
+		}
+	}
+	resp, err := http.Get("http://" + s.StatusAddr().String() + "/status")
+	if err != nil {
+		t.Fatal(err)
+	}
+	resp.Body.Close()
+	if resp.StatusCode != 200 || resp.Header.Get("Strict-Transport-Security") != "" {
+		t.Errorf("plain HTTP: %d, Strict-Transport-Security %q", resp.StatusCode, resp.Header.Get("Strict-Transport-Security"))
+	}
+}
