@@ -52,6 +52,9 @@ func (p *Portal) apiUpload(ctx *fasthttp.RequestCtx) error {
 	if err := requireRole(who, store.RoleManufacturer); err != nil {
 		return err
 	}
+	if err := requireScope(who, ScopeDevices); err != nil {
+		return err
+	}
 	release, err := p.uploadSlot()
 	if err != nil {
 		return err
@@ -123,6 +126,9 @@ func (p *Portal) apiDevices(ctx *fasthttp.RequestCtx) error {
 	if err != nil {
 		return err
 	}
+	if err := requireScope(who, ScopeRead); err != nil {
+		return err
+	}
 	f := FilterFromQuery(ctx.QueryArgs())
 	if f.Limit <= 0 || f.Limit > 1000 {
 		f.Limit = 100
@@ -147,6 +153,9 @@ func (p *Portal) apiDevices(ctx *fasthttp.RequestCtx) error {
 func (p *Portal) apiDevice(ctx *fasthttp.RequestCtx) error {
 	who, err := p.Authenticate(ctx, false)
 	if err != nil {
+		return err
+	}
+	if err := requireScope(who, ScopeRead); err != nil {
 		return err
 	}
 	det, err := p.Detail(ctx, who, httpapi.Param(ctx, "deviceId"))
@@ -184,6 +193,9 @@ func (p *Portal) apiNonce(ctx *fasthttp.RequestCtx) error {
 	if err != nil {
 		return err
 	}
+	if err := requireScope(who, ScopeEnrol); err != nil {
+		return err
+	}
 	nonce, expires, err := p.Nonce(ctx, who, httpapi.Param(ctx, "deviceId"))
 	if err != nil {
 		return err
@@ -194,6 +206,9 @@ func (p *Portal) apiNonce(ctx *fasthttp.RequestCtx) error {
 func (p *Portal) apiEnrol(ctx *fasthttp.RequestCtx) error {
 	who, err := p.Authenticate(ctx, true)
 	if err != nil {
+		return err
+	}
+	if err := requireScope(who, ScopeEnrol); err != nil {
 		return err
 	}
 	var req EnrolRequest
@@ -211,6 +226,9 @@ func (p *Portal) apiEnrol(ctx *fasthttp.RequestCtx) error {
 func (p *Portal) apiRelease(ctx *fasthttp.RequestCtx) error {
 	who, err := p.Authenticate(ctx, false)
 	if err != nil {
+		return err
+	}
+	if err := requireScope(who, ScopeDevices); err != nil {
 		return err
 	}
 	var req ReleaseRequest
@@ -233,6 +251,9 @@ func (p *Portal) apiRevoke(ctx *fasthttp.RequestCtx) error {
 	if err != nil {
 		return err
 	}
+	if err := requireScope(who, ScopeDevices); err != nil {
+		return err
+	}
 	var req RevokeRequest
 	if err := decodeJSON(ctx, &req); err != nil {
 		return err
@@ -247,6 +268,9 @@ func (p *Portal) apiRevoke(ctx *fasthttp.RequestCtx) error {
 func (p *Portal) apiHandOver(ctx *fasthttp.RequestCtx) error {
 	who, err := p.Authenticate(ctx, false)
 	if err != nil {
+		return err
+	}
+	if err := requireScope(who, ScopeDevices); err != nil {
 		return err
 	}
 	var req struct {
@@ -279,6 +303,9 @@ func (p *Portal) apiRegisterOBF(ctx *fasthttp.RequestCtx) error {
 	if err != nil {
 		return err
 	}
+	if err := requireScope(who, ScopeOBFs); err != nil {
+		return err
+	}
 	var req OBFRequest
 	if err := decodeJSON(ctx, &req); err != nil {
 		return err
@@ -294,6 +321,9 @@ func (p *Portal) apiRegisterOBF(ctx *fasthttp.RequestCtx) error {
 func (p *Portal) apiOBFs(ctx *fasthttp.RequestCtx) error {
 	who, err := p.Authenticate(ctx, false)
 	if err != nil {
+		return err
+	}
+	if err := requireScope(who, ScopeRead); err != nil {
 		return err
 	}
 	os, err := p.OBFs(ctx, who)
@@ -315,17 +345,44 @@ func (p *Portal) apiNewKey(ctx *fasthttp.RequestCtx) error {
 		return err
 	}
 	var req struct {
-		Name string `json:"name"`
+		Name   string   `json:"name"`
+		Scopes []string `json:"scopes"`
 	}
 	if err := decodeJSON(ctx, &req); err != nil {
 		return err
 	}
-	key, k, err := p.NewAPIKey(ctx, who, req.Name)
+	key, k, err := p.NewAPIKey(ctx, who, req.Name, req.Scopes...)
 	if err != nil {
 		return err
 	}
 	ctx.Response.Header.Set("Cache-Control", "no-store")
-	return httpapi.JSON(ctx, http.StatusCreated, map[string]any{"keyId": k.ID, "name": k.Name, "key": key, "createdAt": k.CreatedAt})
+	out := struct {
+		APIKeyView
+		Key string `json:"key"`
+	}{ViewAPIKey(k), key}
+	return httpapi.JSON(ctx, http.StatusCreated, out)
+}
+
+// APIKeyView is an API key as the API shows it (never the key itself).
+type APIKeyView struct {
+	ID          string     `json:"keyId"`
+	Name        string     `json:"name"`
+	Scopes      []string   `json:"scopes"`
+	CreatedAt   time.Time  `json:"createdAt"`
+	CreatedBy   string     `json:"createdBy"`
+	ParentKeyID string     `json:"parentKeyId,omitempty"`
+	LastUsedAt  *time.Time `json:"lastUsedAt,omitempty"`
+	RevokedAt   *time.Time `json:"revokedAt,omitempty"`
+}
+
+// ViewAPIKey is the API's view of a key.
+func ViewAPIKey(k store.APIKey) APIKeyView {
+	v := APIKeyView{ID: k.ID, Name: k.Name, Scopes: append([]string{}, k.Scopes...), CreatedAt: k.CreatedAt, CreatedBy: k.CreatedBy,
+		LastUsedAt: k.LastUsedAt, RevokedAt: k.RevokedAt}
+	if k.ParentKeyID != nil {
+		v.ParentKeyID = *k.ParentKeyID
+	}
+	return v
 }
 
 func (p *Portal) apiKeys(ctx *fasthttp.RequestCtx) error {
@@ -337,17 +394,11 @@ func (p *Portal) apiKeys(ctx *fasthttp.RequestCtx) error {
 	if err != nil {
 		return err
 	}
-	type view struct {
-		ID        string     `json:"keyId"`
-		Name      string     `json:"name"`
-		CreatedAt time.Time  `json:"createdAt"`
-		RevokedAt *time.Time `json:"revokedAt,omitempty"`
-	}
 	out := struct {
-		Keys []view `json:"keys"`
-	}{Keys: []view{}}
+		Keys []APIKeyView `json:"keys"`
+	}{Keys: []APIKeyView{}}
 	for _, k := range keys {
-		out.Keys = append(out.Keys, view{k.ID, k.Name, k.CreatedAt, k.RevokedAt})
+		out.Keys = append(out.Keys, ViewAPIKey(k))
 	}
 	return httpapi.JSON(ctx, http.StatusOK, out)
 }
@@ -357,10 +408,11 @@ func (p *Portal) apiRevokeKey(ctx *fasthttp.RequestCtx) error {
 	if err != nil {
 		return err
 	}
-	if err := p.RevokeAPIKey(ctx, who, httpapi.Param(ctx, "keyId")); err != nil {
+	ids, err := p.RevokeAPIKey(ctx, who, httpapi.Param(ctx, "keyId"))
+	if err != nil {
 		return err
 	}
-	return httpapi.JSON(ctx, http.StatusOK, map[string]bool{"revoked": true})
+	return httpapi.JSON(ctx, http.StatusOK, map[string]any{"revoked": true, "revokedKeys": ids})
 }
 
 func decodeJSON(ctx *fasthttp.RequestCtx, v any) error { return httpapi.Decode(ctx.PostBody(), v) }
@@ -370,6 +422,9 @@ func hexString(b []byte) string { return hex.EncodeToString(b) }
 func (p *Portal) apiDisableOBF(ctx *fasthttp.RequestCtx) error {
 	who, err := p.Authenticate(ctx, false)
 	if err != nil {
+		return err
+	}
+	if err := requireScope(who, ScopeOBFs); err != nil {
 		return err
 	}
 	if err := p.DisableOBF(ctx, who, httpapi.Param(ctx, "obfId")); err != nil {

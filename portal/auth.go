@@ -156,7 +156,7 @@ func (p *Portal) authenticate(ctx *fasthttp.RequestCtx, allowOBF bool, formCSRF 
 		if !ok || key == "" {
 			return Principal{}, errUnauthenticated
 		}
-		_, st, err := p.st.APIKeyByHash(ctx, sha(key))
+		k, st, err := p.st.APIKeyByHash(ctx, sha(key))
 		if errors.Is(err, store.ErrNotFound) {
 			return Principal{}, apierr.New(http.StatusUnauthorized, "bad_api_key", "unknown or revoked API key")
 		}
@@ -166,7 +166,8 @@ func (p *Portal) authenticate(ctx *fasthttp.RequestCtx, allowOBF bool, formCSRF 
 		if st.DisabledAt != nil {
 			return Principal{}, errDisabled
 		}
-		return Principal{Stakeholder: st, Via: "api-key"}, nil
+		p.touch(k)
+		return Principal{Stakeholder: st, Via: "api-key", Key: &k, Scopes: k.Scopes}, nil
 	}
 	if allowOBF && p.obfAuth != nil {
 		if peer, err := p.obfAuth.Verify(ctx.TLSConnectionState()); err == nil {
@@ -206,42 +207,98 @@ func (p *Portal) authenticate(ctx *fasthttp.RequestCtx, allowOBF bool, formCSRF 
 	return Principal{Stakeholder: st, Via: "session", Session: &sess}, nil
 }
 
-// NewAPIKey makes a key for the caller; the key is shown once.
-func (p *Portal) NewAPIKey(ctx context.Context, who Principal, name string) (string, store.APIKey, error) {
+// NewAPIKey makes a key for the caller with the scopes asked for
+// (DefaultScopes when none); the key is shown once. A key may mint keys only
+// with ScopeKeys, and only with scopes it holds itself; the new key records
+// its creator and the key that minted it, and is revoked with that key.
+func (p *Portal) NewAPIKey(ctx context.Context, who Principal, name string, scopes ...string) (string, store.APIKey, error) {
 	if who.Via == "obf" {
 		return "", store.APIKey{}, errForbidden
+	}
+	if err := requireScope(who, ScopeKeys); err != nil {
+		return "", store.APIKey{}, err
 	}
 	name = strings.TrimSpace(name)
 	if name == "" || len(name) > 100 {
 		return "", store.APIKey{}, apierr.New(http.StatusBadRequest, "bad_name", "an API key needs a name of 1 to 100 characters")
 	}
+	if len(scopes) == 0 {
+		if who.Via == "admin-cli" {
+			scopes = AllScopes // the operator's own key for a stakeholder
+		} else {
+			for _, s := range DefaultScopes { // as far as the minter holds them
+				if who.can(s) {
+					scopes = append(scopes, s)
+				}
+			}
+			if len(scopes) == 0 {
+				scopes = []string{ScopeRead}
+			}
+		}
+	}
+	scopes, err := checkScopes(scopes)
+	if err != nil {
+		return "", store.APIKey{}, err
+	}
+	for _, s := range scopes {
+		if !who.can(s) {
+			return "", store.APIKey{}, apierr.New(http.StatusForbidden, "scope_missing",
+				fmt.Sprintf("a key cannot give the %q scope it lacks itself", s))
+		}
+	}
 	key := "cfk_" + randomToken()
-	k := store.APIKey{ID: uuid.NewString(), StakeholderID: who.Stakeholder.ID, Name: name, KeyHash: sha(key), CreatedAt: p.now()}
+	k := store.APIKey{ID: uuid.NewString(), StakeholderID: who.Stakeholder.ID, Name: name, KeyHash: sha(key), CreatedAt: p.now(),
+		Scopes: scopes, CreatedBy: who.creator()}
+	if who.Key != nil {
+		k.ParentKeyID = &who.Key.ID
+	}
 	if err := p.st.CreateAPIKey(ctx, k); err != nil {
+		if errors.Is(err, store.ErrNotFound) {
+			return "", k, apierr.New(http.StatusUnauthorized, "bad_api_key", "unknown or revoked API key")
+		}
 		return "", k, storeErr(err)
 	}
 	_ = p.st.AppendAudit(ctx, store.AuditEvent{At: k.CreatedAt, Tenant: who.Stakeholder.Tenant(), Actor: who.actor(),
-		Action: "api_key.create", Subject: k.ID, Detail: map[string]any{"name": name}})
+		Action: "api_key.create", Subject: k.ID, Detail: map[string]any{"name": name, "scopes": strings.Join(scopes, " "), "createdBy": k.CreatedBy}})
 	return key, k, nil
+}
+
+// creator is what a key made by this caller records as its creator.
+func (p Principal) creator() string {
+	switch {
+	case p.Key != nil:
+		return "api-key:" + p.Key.ID
+	case p.Via == "session":
+		return "session:" + p.Stakeholder.Name
+	}
+	return p.Via
 }
 
 // APIKeys lists the caller's keys.
 func (p *Portal) APIKeys(ctx context.Context, who Principal) ([]store.APIKey, error) {
+	if err := requireScope(who, ScopeKeys); err != nil {
+		return nil, err
+	}
 	keys, err := p.st.APIKeys(ctx, who.Stakeholder.ID)
 	return keys, storeErr(err)
 }
 
-// RevokeAPIKey revokes one of the caller's keys.
-func (p *Portal) RevokeAPIKey(ctx context.Context, who Principal, id string) error {
-	err := p.st.RevokeAPIKey(ctx, who.Stakeholder.ID, id, p.now())
+// RevokeAPIKey revokes one of the caller's keys and every key minted from
+// it (a leaked key's offspring are as leaked as it is); it returns the IDs
+// revoked.
+func (p *Portal) RevokeAPIKey(ctx context.Context, who Principal, id string) ([]string, error) {
+	if err := requireScope(who, ScopeKeys); err != nil {
+		return nil, err
+	}
+	ids, err := p.st.RevokeAPIKey(ctx, who.Stakeholder.ID, id, p.now())
 	if errors.Is(err, store.ErrNotFound) {
-		return apierr.New(http.StatusNotFound, "api_key_not_found", "no such API key")
+		return nil, apierr.New(http.StatusNotFound, "api_key_not_found", "no such API key")
 	}
 	if err == nil {
 		_ = p.st.AppendAudit(ctx, store.AuditEvent{At: p.now(), Tenant: who.Stakeholder.Tenant(), Actor: who.actor(),
-			Action: "api_key.revoke", Subject: id, Detail: map[string]any{}})
+			Action: "api_key.revoke", Subject: id, Detail: map[string]any{"minted": strings.Join(ids[1:], " ")}})
 	}
-	return storeErr(err)
+	return ids, storeErr(err)
 }
 
 // CreateStakeholder adds an account (the admin CLI, and sp-admins).

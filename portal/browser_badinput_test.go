@@ -389,10 +389,15 @@ func TestPagesOBFsKeysHandOver(t *testing.T) {
 		t.Errorf("device without a claim code: %d %s", r.status, r.body)
 	}
 
-	// API keys: shown once, listed by name, revoked.
-	r = c.post("/api-keys", url.Values{"csrf": {token}, "name": {"line 3 robot"}})
-	if r.status != 200 || !strings.Contains(r.body, `<pre id="api-key">cfk_`) {
+	// API keys: shown once, listed by name with scopes and creator,
+	// revoked.
+	r = c.post("/api-keys", url.Values{"csrf": {token}, "name": {"line 3 robot"}, "scope": {"read", "enrol"}})
+	if r.status != 200 || !strings.Contains(r.body, `<pre id="api-key">cfk_`) ||
+		!strings.Contains(r.body, `<td class="scopes">read enrol</td>`) || !strings.Contains(r.body, `<td class="created-by">session:maker</td>`) {
 		t.Fatalf("new API key: %d %s", r.status, r.body)
+	}
+	if r := c.post("/api-keys", url.Values{"csrf": {token}, "name": {"bad"}, "scope": {"root"}}); r.status != 400 || !strings.Contains(r.body, "unknown scope") {
+		t.Errorf("unknown scope: %d %s", r.status, r.body)
 	}
 	if r := c.post("/api-keys", url.Values{"csrf": {token}, "name": {"  "}}); r.status != 400 || !strings.Contains(r.body, "No key was made") {
 		t.Errorf("blank key name: %d %s", r.status, r.body)

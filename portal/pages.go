@@ -17,6 +17,7 @@ import (
 	"net/http"
 	"net/url"
 	"path"
+	"slices"
 	"sort"
 	"strconv"
 	"strings"
@@ -75,8 +76,10 @@ var pageFuncs = template.FuncMap{
 		}
 		return *s
 	},
-	"hex": hexString,
-	"has": func(b []byte) bool { return len(b) > 0 },
+	"hex":    hexString,
+	"has":    func(b []byte) bool { return len(b) > 0 },
+	"join":   func(s []string) string { return strings.Join(s, " ") },
+	"member": func(s []string, v string) bool { return slices.Contains(s, v) },
 	"detail": func(d map[string]any) string {
 		keys := make([]string, 0, len(d))
 		for k := range d {
@@ -928,6 +931,8 @@ type apiKeysData struct {
 	Keys    []store.APIKey
 	NewKey  string
 	NewName string
+	// Scopes and Default offer the scopes on the form.
+	Scopes, Default []string
 }
 
 func (p *Portal) apiKeysView(ctx *fasthttp.RequestCtx, who Principal, d *apiKeysData) (view, error) {
@@ -936,6 +941,7 @@ func (p *Portal) apiKeysView(ctx *fasthttp.RequestCtx, who Principal, d *apiKeys
 		return view{}, err
 	}
 	d.Keys = keys
+	d.Scopes, d.Default = AllScopes, DefaultScopes
 	return newView(&who, "API keys", "api-keys", d), nil
 }
 
@@ -961,7 +967,11 @@ func (p *Portal) pageAPIKeysPost(ctx *fasthttp.RequestCtx) error {
 		return err
 	}
 	name := string(ctx.PostArgs().Peek("name"))
-	key, k, kerr := p.NewAPIKey(ctx, who, name)
+	var scopes []string
+	for _, v := range ctx.PostArgs().PeekMulti("scope") {
+		scopes = append(scopes, string(v))
+	}
+	key, k, kerr := p.NewAPIKey(ctx, who, name, scopes...)
 	d := &apiKeysData{}
 	status := http.StatusOK
 	var msg string
@@ -988,7 +998,7 @@ func (p *Portal) pageRevokeAPIKey(ctx *fasthttp.RequestCtx) error {
 	if err != nil {
 		return err
 	}
-	if err := p.RevokeAPIKey(ctx, who, httpapi.Param(ctx, "keyId")); err != nil {
+	if _, err := p.RevokeAPIKey(ctx, who, httpapi.Param(ctx, "keyId")); err != nil {
 		return err
 	}
 	redirect(ctx, "/api-keys?revoked=1")

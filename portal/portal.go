@@ -108,6 +108,7 @@ type Portal struct {
 	// loginPairs and loginNames slow failing logins (newLoginBackoff).
 	loginPairs *ratelimit.Backoff[loginPair]
 	loginNames *ratelimit.Backoff[string]
+	touches    keyTouches
 }
 
 // New builds a Portal. issuing certifies trusted OBFs' mTLS keys; obfCA
@@ -136,6 +137,9 @@ type Principal struct {
 	Session *store.Session
 	// OBF is set when a trusted OBF called with its client certificate.
 	OBF *store.OBF
+	// Key and Scopes are the API key a caller authenticated with.
+	Key    *store.APIKey
+	Scopes []string
 }
 
 // Tenant is the tenant the caller works in; "" for an sp-admin, who sees all.

@@ -289,6 +289,20 @@ var migrations = []migration{{
 	stmts: []string{
 		`CREATE INDEX IF NOT EXISTS audit_events_subject ON audit_events (subject, tenant, at)`,
 	},
+}, {
+	// API keys carry scopes (a key for enrolment automation cannot mint
+	// keys), record who made them, and know the key that minted them, so
+	// that revoking a leaked key revokes what it minted. Keys made before
+	// keep every scope they had in effect ('*'); created_by is unknown
+	// for them.
+	version: 9,
+	name:    "api_key_scopes",
+	stmts: []string{
+		`ALTER TABLE api_keys ADD COLUMN {{if_not_exists}} scopes TEXT NOT NULL DEFAULT '*'`,
+		`ALTER TABLE api_keys ADD COLUMN {{if_not_exists}} created_by TEXT NOT NULL DEFAULT ''`,
+		`ALTER TABLE api_keys ADD COLUMN {{if_not_exists}} parent_key_id TEXT`,
+		`CREATE INDEX IF NOT EXISTS api_keys_parent ON api_keys (parent_key_id)`,
+	},
 }}
 
 // ddl runs one idempotent schema statement. Replicas that start together
