@@ -123,6 +123,7 @@ type Server struct {
 	MaxBodyBytes    int           `yaml:"max_body_bytes" help:"largest request body accepted; larger ones get 413"`
 	MaxConns        int           `yaml:"max_conns" help:"most connections served at once"`
 	ShutdownTimeout time.Duration `yaml:"shutdown_timeout" help:"on SIGTERM, how long in-flight requests may take to finish"`
+	OpsListen       string        `yaml:"ops_listen" help:"address of the plain-HTTP operations listener serving /metrics, /healthz and /readyz (never on the TLS listener: metrics tell login failures and rejection codes); loopback by default, a pod address behind a network policy in Kubernetes; empty serves no metrics"`
 	DebugListen     string        `yaml:"debug_listen" help:"loopback address (e.g. 127.0.0.1:6060) serving Go's /debug/pprof over plain HTTP for profiling; empty (default) serves none"`
 }
 
@@ -156,6 +157,7 @@ func Default() Config {
 		},
 		Server: Server{
 			Listen:          "127.0.0.1:8443",
+			OpsListen:       "127.0.0.1:9090",
 			TLSKey:          "pkcs11:object=credfactory-tls;type=private",
 			CertValidity:    90 * 24 * time.Hour,
 			ReadTimeout:     10 * time.Second,
@@ -349,6 +351,11 @@ func (c *Config) Validate() error {
 	}
 	if c.Portal.MaxUploads <= 0 {
 		errs = append(errs, errors.New("portal.max_concurrent_uploads must be positive"))
+	}
+	if c.Server.OpsListen != "" {
+		if _, _, err := net.SplitHostPort(c.Server.OpsListen); err != nil {
+			errs = append(errs, fmt.Errorf("server.ops_listen %q: want host:port, e.g. 127.0.0.1:9090", c.Server.OpsListen))
+		}
 	}
 	if c.Server.DebugListen != "" && !loopback(c.Server.DebugListen) {
 		errs = append(errs, fmt.Errorf("server.debug_listen %q: want a loopback address such as 127.0.0.1:6060", c.Server.DebugListen))

@@ -71,6 +71,12 @@ func TestLoad(t *testing.T) {
 		}},
 		{name: "debug beyond loopback", file: "server:\n  debug_listen: 0.0.0.0:6060\n", wantErr: "server.debug_listen"},
 		{name: "debug no port", file: "server:\n  debug_listen: localhost\n", wantErr: "server.debug_listen"},
+		{name: "ops listener without a port", file: "server:\n  ops_listen: localhost\n", wantErr: "server.ops_listen"},
+		{name: "no ops listener", file: "server:\n  ops_listen: \"\"\n", check: func(t *testing.T, c Config) {
+			if c.Server.OpsListen != "" {
+				t.Fatalf("ops_listen %q, want none", c.Server.OpsListen)
+			}
+		}},
 		{name: "no token", file: "hsm:\n  token_label: \"\"\n", wantErr: "token_label"},
 		{name: "status url over the TLS listener", check: func(t *testing.T, c Config) {
 			if c.CA.StatusURL != "https://localhost:8443" || c.CA.CRLInterval != time.Hour || c.CA.CRLValidity <= c.CA.CRLInterval {

@@ -40,6 +40,13 @@ type Options struct {
 	// parties fetch those over HTTP, the answers being signed, and cannot
 	// be expected to trust our TLS chain before they have checked it.
 	StatusListen string
+	// OpsListen, when set, is a plain-HTTP address serving /metrics (and
+	// /healthz and /readyz) for Prometheus and probes; /metrics is then
+	// not on the TLS listener. Without it /metrics is served nowhere:
+	// it tells login failures, tokens issued and rejection codes to
+	// whoever asks, so it stays off the public port (loopback by default,
+	// or a pod address behind a network policy).
+	OpsListen    string
 	TLS          *tls.Config
 	ReadTimeout  time.Duration
 	WriteTimeout time.Duration
@@ -70,10 +77,13 @@ type Server struct {
 	// statusRouter and statusSrv serve StatusListen (nil without it).
 	statusRouter *router.Router
 	statusSrv    *fasthttp.Server
+	// opsSrv serves OpsListen (nil without it).
+	opsSrv *fasthttp.Server
 
 	mu       sync.Mutex
 	ln       net.Listener
 	statusLn net.Listener
+	opsLn    net.Listener
 
 	readyMu sync.Mutex
 	ready   map[string]string
@@ -103,11 +113,17 @@ func New(opts Options) *Server {
 	}
 	s.Handle(fasthttp.MethodGet, "/healthz", s.healthz)
 	s.Handle(fasthttp.MethodGet, "/readyz", s.readyz)
-	metricsHandler := fasthttpadaptor.NewFastHTTPHandler(promhttp.HandlerFor(opts.Metrics.Registry, promhttp.HandlerOpts{}))
-	s.Handle(fasthttp.MethodGet, "/metrics", func(ctx *fasthttp.RequestCtx) error {
-		metricsHandler(ctx)
-		return nil
-	})
+	if opts.OpsListen != "" {
+		metricsHandler := fasthttpadaptor.NewFastHTTPHandler(promhttp.HandlerFor(opts.Metrics.Registry, promhttp.HandlerOpts{}))
+		ops := s.newRouter()
+		ops.Handle(fasthttp.MethodGet, "/metrics", s.wrap("/metrics", func(ctx *fasthttp.RequestCtx) error {
+			metricsHandler(ctx)
+			return nil
+		}))
+		ops.Handle(fasthttp.MethodGet, "/healthz", s.wrap("/healthz", s.healthz))
+		ops.Handle(fasthttp.MethodGet, "/readyz", s.wrap("/readyz", s.readyz))
+		s.opsSrv = s.newFastHTTP(ops)
+	}
 	return s
 }
 
@@ -397,17 +413,37 @@ func (s *Server) Listen() error {
 	if err != nil {
 		return fmt.Errorf("listen on %s: %w", s.opts.Listen, err)
 	}
-	var statusLn net.Listener
+	var statusLn, opsLn net.Listener
 	if s.statusSrv != nil {
 		if statusLn, err = net.Listen("tcp", s.opts.StatusListen); err != nil {
 			ln.Close()
 			return fmt.Errorf("listen on %s (status): %w", s.opts.StatusListen, err)
 		}
 	}
+	if s.opsSrv != nil {
+		if opsLn, err = net.Listen("tcp", s.opts.OpsListen); err != nil {
+			ln.Close()
+			if statusLn != nil {
+				statusLn.Close()
+			}
+			return fmt.Errorf("listen on %s (operations): %w", s.opts.OpsListen, err)
+		}
+	}
 	s.mu.Lock()
-	s.ln, s.statusLn = ln, statusLn
+	s.ln, s.statusLn, s.opsLn = ln, statusLn, opsLn
 	s.mu.Unlock()
 	return nil
+}
+
+// OpsAddr is the bound plain-HTTP operations address, after Listen; nil
+// without Options.OpsListen.
+func (s *Server) OpsAddr() net.Addr {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	if s.opsLn == nil {
+		return nil
+	}
+	return s.opsLn.Addr()
 }
 
 // StatusAddr is the bound plain-HTTP status address, after Listen; nil
@@ -443,48 +479,63 @@ func (s *Server) Serve() error {
 	}
 	s.mu.Lock()
 	ln := tls.NewListener(s.ln, s.opts.TLS)
-	statusLn := s.statusLn
+	statusLn, opsLn := s.statusLn, s.opsLn
 	s.mu.Unlock()
-	if statusLn == nil {
+	type listener struct {
+		srv  *fasthttp.Server
+		ln   net.Listener
+		what string
+	}
+	all := []listener{{s.srv, ln, "serve"}}
+	if statusLn != nil {
+		all = append(all, listener{s.statusSrv, statusLn, "serve status listener"})
+	}
+	if opsLn != nil {
+		all = append(all, listener{s.opsSrv, opsLn, "serve operations listener"})
+	}
+	if len(all) == 1 {
 		if err := s.srv.Serve(ln); err != nil && !errors.Is(err, net.ErrClosed) {
 			return fmt.Errorf("serve: %w", err)
 		}
 		return nil
 	}
-	// Both run until one stops. A listener that fails takes the other down
-	// at once and is reported: a dead status listener must not go
-	// unnoticed until the TLS server happens to stop.
+	// All run until one stops. A listener that fails takes the others down
+	// at once and is reported: a dead status or operations listener must
+	// not go unnoticed until the TLS server happens to stop.
 	type result struct {
-		status bool
-		err    error
+		i   int
+		err error
 	}
-	done := make(chan result, 2)
-	run := func(srv *fasthttp.Server, ln net.Listener, status bool, what string) {
-		err := srv.Serve(ln)
-		if err != nil && !errors.Is(err, net.ErrClosed) {
-			err = fmt.Errorf("%s: %w", what, err)
-		} else {
-			err = nil
-		}
-		done <- result{status, err}
+	done := make(chan result, len(all))
+	for i, l := range all {
+		go func() {
+			err := l.srv.Serve(l.ln)
+			if err != nil && !errors.Is(err, net.ErrClosed) {
+				err = fmt.Errorf("%s: %w", l.what, err)
+			} else {
+				err = nil
+			}
+			done <- result{i, err}
+		}()
 	}
-	go run(s.statusSrv, statusLn, true, "serve status listener")
-	go run(s.srv, ln, false, "serve")
 	first := <-done
 	if first.err != nil {
-		// Close the other's listener as well as shutting it down: fasthttp's
-		// Shutdown only closes listeners its Serve has registered, and that
-		// Serve may not have started yet (then it would serve forever).
-		if first.status {
-			_ = ln.Close()
-			_ = s.srv.Shutdown()
-		} else {
-			_ = statusLn.Close()
-			_ = s.statusSrv.Shutdown()
+		// Close the others' listeners as well as shutting them down:
+		// fasthttp's Shutdown only closes listeners its Serve has
+		// registered, and that Serve may not have started yet (then it
+		// would serve forever).
+		for i, l := range all {
+			if i != first.i {
+				_ = l.ln.Close()
+				_ = l.srv.Shutdown()
+			}
 		}
 	}
-	second := <-done
-	return errors.Join(first.err, second.err)
+	errs := []error{first.err}
+	for range len(all) - 1 {
+		errs = append(errs, (<-done).err)
+	}
+	return errors.Join(errs...)
 }
 
 // Shutdown stops accepting connections and waits, at most until ctx ends,
@@ -496,6 +547,11 @@ func (s *Server) Shutdown(ctx context.Context) error {
 	if s.statusSrv != nil {
 		if err := s.statusSrv.ShutdownWithContext(ctx); err != nil {
 			errs = append(errs, fmt.Errorf("shutdown status listener: %w", err))
+		}
+	}
+	if s.opsSrv != nil {
+		if err := s.opsSrv.ShutdownWithContext(ctx); err != nil {
+			errs = append(errs, fmt.Errorf("shutdown operations listener: %w", err))
 		}
 	}
 	if err := s.srv.ShutdownWithContext(ctx); err != nil {

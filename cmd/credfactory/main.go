@@ -109,7 +109,8 @@ func newServe(g *globals) *cobra.Command {
 		Short: "Serve the factory over HTTPS",
 		Long: `serve opens the HSM, loads the CA and serves HTTPS on server.listen with the
 TLS key in the HSM. /healthz says the process is up, /readyz that the HSM
-answers, /metrics is for Prometheus. SIGTERM or SIGINT stops accepting
+answers; /metrics, for Prometheus, is on the plain-HTTP operations listener
+(server.ops_listen, 127.0.0.1:9090 by default), never the TLS one. SIGTERM or SIGINT stops accepting
 connections and lets in-flight requests finish (server.shutdown_timeout).
 
 ` + config.Help(),
@@ -185,6 +186,7 @@ func serve(ctx context.Context, cfg config.Config, stderr io.Writer) error {
 	srv := server.New(server.Options{
 		Listen:       cfg.Server.Listen,
 		StatusListen: cfg.CA.StatusListen,
+		OpsListen:    cfg.Server.OpsListen,
 		TLS:          server.TLSConfig(p.GetCertificate),
 		ReadTimeout:  cfg.Server.ReadTimeout,
 		WriteTimeout: cfg.Server.WriteTimeout,
@@ -245,6 +247,11 @@ func serve(ctx context.Context, cfg config.Config, stderr io.Writer) error {
 		// be checked.
 		log.Warn("ca.status_listen is empty: CRL and OCSP are served only over HTTPS, which many relying parties will not fetch",
 			"status_url", cfg.CA.StatusURL)
+	}
+	if a := srv.OpsAddr(); a != nil {
+		log.Info("serving /metrics, /healthz and /readyz over plain HTTP", "addr", "http://"+a.String())
+	} else {
+		log.Warn("server.ops_listen is empty: no /metrics for Prometheus")
 	}
 	stopSweeper := startSweeper(ctx, cfg, st, reg, log)
 	defer stopSweeper()
