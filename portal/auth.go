@@ -285,10 +285,13 @@ func (p *Portal) APIKeys(ctx context.Context, who Principal) ([]store.APIKey, er
 
 // RevokeAPIKey revokes one of the caller's keys and every key minted from
 // it (a leaked key's offspring are as leaked as it is); it returns the IDs
-// revoked.
+// revoked. Revoking other keys takes the keys scope; a key may always
+// revoke itself.
 func (p *Portal) RevokeAPIKey(ctx context.Context, who Principal, id string) ([]string, error) {
-	if err := requireScope(who, ScopeKeys); err != nil {
-		return nil, err
+	if who.Key == nil || who.Key.ID != id {
+		if err := requireScope(who, ScopeKeys); err != nil {
+			return nil, err
+		}
 	}
 	ids, err := p.st.RevokeAPIKey(ctx, who.Stakeholder.ID, id, p.now())
 	if errors.Is(err, store.ErrNotFound) {

@@ -24,6 +24,11 @@ func TestAPIKeyScopes(t *testing.T) {
 		t.Fatalf("mint the enrolment key: %d %v", status, bot)
 	}
 	botKey := bot["key"].(string)
+	status, minter := mint(admin, map[string]any{"name": "minter", "scopes": []string{"read", "keys"}})
+	if status != 201 {
+		t.Fatalf("mint the minter: %d %v", status, minter)
+	}
+	minterKey, minterID := minter["key"].(string), minter["keyId"].(string)
 
 	refused := []struct {
 		name, method, path, ctype, body string
@@ -31,7 +36,7 @@ func TestAPIKeyScopes(t *testing.T) {
 		{"mint a key", "POST", "/api/v1/api-keys", "application/json", `{"name":"more"}`},
 		{"mint a key with every scope", "POST", "/api/v1/api-keys", "application/json", `{"name":"more","scopes":["keys","obfs"]}`},
 		{"list keys", "GET", "/api/v1/api-keys", "", ""},
-		{"revoke a key", "POST", "/api/v1/api-keys/" + bot["keyId"].(string) + "/revoke", "", ""},
+		{"revoke another key", "POST", "/api/v1/api-keys/" + minterID + "/revoke", "", ""},
 		{"register an OBF", "POST", "/api/v1/obfs", "application/json", `{"name":"x","kind":"OBD"}`},
 	}
 	for _, r := range refused {
@@ -45,16 +50,11 @@ func TestAPIKeyScopes(t *testing.T) {
 	}
 
 	// A key that may mint, and its offspring.
-	status, minter := mint(admin, map[string]any{"name": "minter", "scopes": []string{"read", "keys"}})
-	if status != 201 {
-		t.Fatalf("mint the minter: %d %v", status, minter)
-	}
-	minterKey := minter["key"].(string)
 	if status, body := mint(minterKey, map[string]any{"name": "escalate", "scopes": []string{"devices"}}); status != 403 || errCode(body) != "scope_missing" {
 		t.Fatalf("the minter gave a scope it lacks: %d %v", status, body)
 	}
 	status, child := mint(minterKey, map[string]any{"name": "child"})
-	if status != 201 || child["createdBy"] != "api-key:"+minter["keyId"].(string) || child["parentKeyId"] != minter["keyId"] {
+	if status != 201 || child["createdBy"] != "api-key:"+minterID || child["parentKeyId"] != minterID {
 		t.Fatalf("the minter's child: %d %v", status, child)
 	}
 	if sc := child["scopes"].([]any); len(sc) != 1 || sc[0] != "read" {
@@ -64,7 +64,7 @@ func TestAPIKeyScopes(t *testing.T) {
 	if status, _ := s.call(childKey, "GET", "/api/v1/devices", "", nil); status != 200 {
 		t.Fatalf("the child reads: %d", status)
 	}
-	status, out := s.call(admin, "POST", "/api/v1/api-keys/"+minter["keyId"].(string)+"/revoke", "", nil)
+	status, out := s.call(admin, "POST", "/api/v1/api-keys/"+minterID+"/revoke", "", nil)
 	if status != 200 || len(out["revokedKeys"].([]any)) != 2 {
 		t.Fatalf("revoke the minter: %d %v", status, out)
 	}
@@ -95,5 +95,13 @@ func TestAPIKeyScopes(t *testing.T) {
 			t.Fatalf("the bot's last use never showed: %v", botView)
 		}
 		time.Sleep(100 * time.Millisecond)
+	}
+
+	// A key may always revoke itself, scope or not.
+	if status, body := s.call(botKey, "POST", "/api/v1/api-keys/"+bot["keyId"].(string)+"/revoke", "", nil); status != 200 {
+		t.Fatalf("the bot revokes itself: %d %v", status, body)
+	}
+	if status, _ := s.call(botKey, "GET", "/api/v1/devices", "", nil); status != 401 {
+		t.Fatalf("the bot after revoking itself: %d", status)
 	}
 }
