@@ -2,31 +2,27 @@ package bench
 
 import (
 	"context"
-	"crypto/ecdsa"
 	"crypto/rand"
 	"crypto/tls"
 	"crypto/x509"
 	"crypto/x509/pkix"
 	"encoding/pem"
 	"fmt"
-	"math/big"
 	"net/http"
-	"net/url"
 	"strings"
 	"sync"
 	"time"
 
 	"github.com/credfactory/credfactory/ca"
 	"github.com/credfactory/credfactory/client"
+	"github.com/credfactory/credfactory/forwardapi"
 )
 
 type task func(ctx context.Context) (enrolments int, err error)
 
 type obsIdentity struct {
-	id     string
-	conn   *client.Conn
-	sub    *x509.Certificate
-	subKey *ecdsa.PrivateKey
+	id   string
+	conn *client.Conn
 }
 
 func (r *Runner) auth(key string) map[string]string {
@@ -148,13 +144,16 @@ func (r *Runner) prepare(ctx context.Context, path string, n, batch int) ([]task
 			})
 		}
 	case PathForward:
+		// The line's work: each device's CSR, which the SP's CA
+		// certifies (the OBS is a registration authority).
 		var items []client.ForwardItem
 		for _, b := range bundles {
-			cert, err := r.obs.issue(r.t.SPDomain, b.AssignedID)
+			der, err := x509.CreateCertificateRequest(rand.Reader, &x509.CertificateRequest{Subject: pkix.Name{CommonName: b.AssignedID}}, newKey())
 			if err != nil {
 				return nil, err
 			}
-			items = append(items, client.ForwardItem{Token: b.Token, AssignedID: b.AssignedID, Certificate: cert})
+			items = append(items, client.ForwardItem{Token: b.Token, AssignedID: b.AssignedID,
+				CSR: string(pem.EncodeToMemory(&pem.Block{Type: "CERTIFICATE REQUEST", Bytes: der}))})
 		}
 		for start := 0; start+batch <= len(items); start += batch {
 			part := items[start : start+batch]
@@ -165,10 +164,9 @@ func (r *Runner) prepare(ctx context.Context, path string, n, batch int) ([]task
 				}
 				ok, why := 0, ""
 				for _, x := range res {
-					if x.Status == "recorded" || x.Status == "replayed" {
+					if x.Status == forwardapi.StatusRecorded || x.Status == forwardapi.StatusReplayed {
 						ok++
-						if x.Index >= 0 && x.Index < len(part) {
-							block, _ := pem.Decode([]byte(part[x.Index].Certificate))
+						if block, _ := pem.Decode([]byte(x.Certificate)); block != nil {
 							r.led.cert(block.Bytes)
 						}
 					} else if why == "" {
@@ -187,22 +185,18 @@ func (r *Runner) prepare(ctx context.Context, path string, n, batch int) ([]task
 	return work, nil
 }
 
-// registerOBS registers the bench as a trusted OBS (software keys: the
+// registerOBS registers the bench as a trusted OBS (a software key: the
 // OBS's HSM is not what is measured) and keeps its identity.
 func (r *Runner) registerOBS(ctx context.Context) (*obsIdentity, error) {
-	clientKey, subKey := newKey(), newKey()
-	csr := func(k *ecdsa.PrivateKey) string {
-		der, _ := x509.CreateCertificateRequest(rand.Reader, &x509.CertificateRequest{Subject: pkix.Name{CommonName: "bench-obs"}}, k)
-		return string(pem.EncodeToMemory(&pem.Block{Type: "CERTIFICATE REQUEST", Bytes: der}))
-	}
+	clientKey := newKey()
+	der, _ := x509.CreateCertificateRequest(rand.Reader, &x509.CertificateRequest{Subject: pkix.Name{CommonName: "bench-obs"}}, clientKey)
 	var reg struct {
 		ID         string `json:"obfId"`
 		ClientCert string `json:"clientCert"`
-		SubCACert  string `json:"subCaCert"`
 	}
 	err := r.conn.JSON(ctx, "POST", "/api/v1/obfs", r.auth(r.t.AdminKey), map[string]any{
 		"name": fmt.Sprintf("bench-obs-%d", time.Now().UnixNano()), "kind": "obs", "trusted": true, "owner": r.t.OwnerName,
-		"clientCsr": csr(clientKey), "subCaCsr": csr(subKey), "permittedDnsDomains": []string{"bench.factory.example"},
+		"clientCsr": string(pem.EncodeToMemory(&pem.Block{Type: "CERTIFICATE REQUEST", Bytes: der})),
 	}, &reg)
 	if err != nil {
 		return nil, fmt.Errorf("register the bench OBS: %w", err)
@@ -211,29 +205,9 @@ func (r *Runner) registerOBS(ctx context.Context) (*obsIdentity, error) {
 	if err != nil {
 		return nil, fmt.Errorf("register the bench OBS: client certificate: %w", err)
 	}
-	sub, err := ca.ParseCertsPEM([]byte(reg.SubCACert))
-	if err != nil {
-		return nil, fmt.Errorf("register the bench OBS: sub-CA certificate: %w", err)
-	}
 	cert := tls.Certificate{PrivateKey: clientKey, Leaf: chain[0]}
 	for _, c := range chain {
 		cert.Certificate = append(cert.Certificate, c.Raw)
 	}
-	r.led.intermediates(sub...)
-	return &obsIdentity{id: reg.ID, conn: client.NewConn(r.t.Base, r.t.Anchor, &cert), sub: sub[0], subKey: subKey}, nil
-}
-
-// issue plays the OBS's own MEF: a device certificate from its sub-CA.
-func (o *obsIdentity) issue(spDomain, assignedID string) (string, error) {
-	serial, _ := rand.Int(rand.Reader, new(big.Int).Lsh(big.NewInt(1), 128))
-	tmpl := &x509.Certificate{SerialNumber: serial, Subject: pkix.Name{CommonName: assignedID},
-		URIs:      []*url.URL{{Host: spDomain, Path: "/" + strings.TrimPrefix(assignedID, "/")}},
-		NotBefore: time.Now().Add(-time.Minute), NotAfter: time.Now().Add(30 * 24 * time.Hour),
-		KeyUsage: x509.KeyUsageDigitalSignature, ExtKeyUsage: []x509.ExtKeyUsage{x509.ExtKeyUsageClientAuth}}
-	dev := newKey()
-	der, err := x509.CreateCertificate(rand.Reader, tmpl, o.sub, &dev.PublicKey, o.subKey)
-	if err != nil {
-		return "", err
-	}
-	return string(pem.EncodeToMemory(&pem.Block{Type: "CERTIFICATE", Bytes: der})), nil
+	return &obsIdentity{id: reg.ID, conn: client.NewConn(r.t.Base, r.t.Anchor, &cert)}, nil
 }

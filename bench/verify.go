@@ -19,7 +19,7 @@ type ledger struct {
 	certs map[string][]byte // hex SHA-256 of the DER -> DER
 	keys  map[string]bool   // Credential-IDs of shared keys
 	// inters are the CA certificates between a leaf and the trust anchor:
-	// the issuing CA (EST) and the bench OBS's sub-CA chain (forwarding).
+	// the issuing CA (EST and forwarding alike).
 	inters []*x509.Certificate
 }
 

@@ -7,6 +7,7 @@ import (
 	"crypto/rand"
 	"crypto/x509"
 	"fmt"
+	"log/slog"
 	"net"
 	"net/url"
 	"time"
@@ -27,9 +28,9 @@ type Config struct {
 	// that carries it only costs bytes on every handshake. Each element
 	// must be signed by the next.
 	Chain []*x509.Certificate
-	// Lint runs zlint on a copy of every certificate, signed by a
-	// throwaway key, before the real key signs it, and refuses issuance on
-	// any lint error. It costs CPU (see BenchmarkIssue) but no HSM time.
+	// Lint runs zlint on every TBSCertificate before the issuer key signs
+	// exactly those bytes (sign.go), and refuses issuance on any lint
+	// error. It costs CPU (see BenchmarkIssue) but no HSM time.
 	Lint bool
 	// Now returns the current time; nil means time.Now. Tests set it.
 	Now func() time.Time
@@ -39,6 +40,9 @@ type Config struct {
 	// they must learn where it is.
 	CRLURL  string
 	OCSPURL string
+	// Audit receives a record before and after every signature (audit.go);
+	// nil records nothing.
+	Audit *slog.Logger
 }
 
 // CA issues certificates from one issuer key. It is safe for concurrent use.
@@ -50,6 +54,9 @@ type CA struct {
 	crl    []string
 	ocsp   []string
 	linter *linter
+	tbs    *tbsBuilder
+	certs  *certSigner
+	audit  *slog.Logger
 	// issuerHashes and responderKeyHash identify the issuer in OCSP
 	// (ocsp.go), computed once.
 	issuerHashes     map[crypto.Hash]issuerHash
@@ -94,7 +101,7 @@ func New(cfg Config) (*CA, error) {
 	if err != nil {
 		return nil, fmt.Errorf("ca: config: %w", err)
 	}
-	c := &CA{issuer: cfg.Issuer, signer: cfg.Signer, chain: chain, now: cfg.Now}
+	c := &CA{issuer: cfg.Issuer, signer: cfg.Signer, chain: chain, now: cfg.Now, audit: cfg.Audit}
 	if c.issuerHashes, c.responderKeyHash, err = ocspIdentity(cfg.Issuer); err != nil {
 		return nil, fmt.Errorf("ca: config: %w", err)
 	}
@@ -114,8 +121,16 @@ func New(cfg Config) (*CA, error) {
 		}
 		c.ocsp = []string{cfg.OCSPURL}
 	}
+	alg, err := signatureAlgorithmFor(cfg.Issuer.PublicKey)
+	if err != nil {
+		return nil, fmt.Errorf("ca: config: %w", err)
+	}
+	if c.tbs, err = newTBSBuilder(cfg.Issuer, alg); err != nil {
+		return nil, fmt.Errorf("ca: config: %w", err)
+	}
+	c.certs = &certSigner{signer: cfg.Signer, issuer: cfg.Issuer, alg: alg}
 	if cfg.Lint {
-		if c.linter, err = newLinter(cfg.Issuer); err != nil {
+		if c.linter, err = newLinter(alg); err != nil {
 			return nil, fmt.Errorf("ca: config: %w", err)
 		}
 	}
@@ -189,13 +204,12 @@ func (c *CA) Issue(ctx context.Context, req Request) (*Issued, error) {
 		IPAddresses:           shape.ips,
 		URIs:                  shape.uris,
 	}
-	if req.Profile == ProfileDevice {
-		// Only device certificates are credentials the registry records,
-		// so only they can be listed on the CRL or answered by OCSP: on
-		// the server and OBF client certificates the pointers would earn
-		// relying parties an "unknown" and nothing else. Those are
-		// withdrawn by renewal (server) and by disabling the OBF, which
-		// the mTLS check reads from the registry.
+	if req.Profile == ProfileDevice || req.Profile == ProfileOBFClient {
+		// Device and OBF client certificates are what the registry
+		// records (credentials, obf_certificates), so only they can be
+		// listed on the CRL or answered by OCSP: on server certificates
+		// the pointers would earn relying parties an "unknown" and
+		// nothing else (those are withdrawn by renewal).
 		tmpl.CRLDistributionPoints = c.crl
 		tmpl.OCSPServer = c.ocsp
 	}
@@ -215,9 +229,12 @@ func (c *CA) Issue(ctx context.Context, req Request) (*Issued, error) {
 		}
 	}
 
-	var lintTBS []byte
+	tbs, err := c.tbs.build(tmpl, csr.PublicKey)
+	if err != nil {
+		return nil, fmt.Errorf("ca: %w", err)
+	}
 	if c.linter != nil {
-		if lintTBS, err = c.linter.check(req.Profile, tmpl, csr.PublicKey); err != nil {
+		if err := c.linter.check(req.Profile, tbs); err != nil {
 			return nil, err
 		}
 	}
@@ -226,18 +243,11 @@ func (c *CA) Issue(ctx context.Context, req Request) (*Issued, error) {
 	if err := ctx.Err(); err != nil {
 		return nil, fmt.Errorf("ca: issue: %w", err)
 	}
-	der, err := x509.CreateCertificate(rand.Reader, tmpl, c.issuer, csr.PublicKey, c.signer)
+	c.auditIssue(ctx, "before", &req, serial, tbs, nil)
+	cert, der, err := c.certs.sign(tbs)
+	c.auditIssue(ctx, "after", &req, serial, tbs, err)
 	if err != nil {
-		return nil, fmt.Errorf("ca: sign certificate: %w", err)
-	}
-	cert, err := x509.ParseCertificate(der)
-	if err != nil {
-		return nil, fmt.Errorf("ca: parse issued certificate: %w", err)
-	}
-	if lintTBS != nil && !bytes.Equal(lintTBS, cert.RawTBSCertificate) {
-		// The linted certificate must be the one we signed, or the lint
-		// proved nothing; this can only fail through a bug here.
-		return nil, fmt.Errorf("ca: issued certificate differs from the linted one")
+		return nil, err
 	}
 	return &Issued{Certificate: cert, DER: der, Chain: c.Chain()}, nil
 }

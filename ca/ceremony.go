@@ -78,11 +78,12 @@ func CreateIntermediate(parent *x509.Certificate, parentSigner crypto.Signer, pu
 	return createIntermediate(parent, parentSigner, pub, subject, validity, now, 0, nil)
 }
 
-// CreateOBFCA certifies pub as the CA that certifies trusted OBSes' name-
-// constrained sub-CAs (profile ProfileOBFSubCA). It has path length 1, one
-// level more than the issuing CA, and client authentication as its only
-// extended key usage, so nothing under it can serve TLS. Its key signs only
-// when an sp-admin registers an OBS.
+// CreateOBFCA certifies pub as the CA that certifies trusted OBFs' mTLS
+// client certificates (profile ProfileOBFClient; before the sub-CA mode
+// was retired, also OBS sub-CAs, hence path length 1). Client
+// authentication is its only extended key usage, so nothing under it can
+// serve TLS. Its key signs when an sp-admin registers a trusted OBF, and
+// its CRLs and OCSP answers.
 func CreateOBFCA(parent *x509.Certificate, parentSigner crypto.Signer, pub crypto.PublicKey, subject pkix.Name, validity time.Duration, now time.Time) (*x509.Certificate, error) {
 	return createIntermediate(parent, parentSigner, pub, subject, validity, now, 1, []x509.ExtKeyUsage{x509.ExtKeyUsageClientAuth})
 }

@@ -5,9 +5,12 @@ import (
 	"crypto/rand"
 	"crypto/x509"
 	"fmt"
+	"log/slog"
 	"math/big"
 	"strings"
 	"time"
+
+	"github.com/credfactory/credfactory/reqid"
 )
 
 // Where the issuing CA's status services live, relative to the public base
@@ -21,6 +24,13 @@ const (
 	CRLPathSuffix  = ".crl"
 	OCSPPath       = "/ocsp"
 	IssuingCRLName = "issuing"
+	// OBFCRLName is the OBF CA's: it lists the client certificates of
+	// disabled OBFs and every sub-CA it certified before that mode was
+	// retired.
+	OBFCRLName = "obf"
+	// RootCRLName is the root's, signed at the ceremony: it lists revoked
+	// intermediates, for relying parties that check every level.
+	RootCRLName = "root"
 )
 
 // CRLURL is the URL of the named CRL under base (no trailing slash needed).
@@ -65,12 +75,20 @@ func (c *CA) SignCRL(ctx context.Context, number *big.Int, thisUpdate, nextUpdat
 	if number == nil {
 		number = CRLNumber(thisUpdate)
 	}
+	attrs := []slog.Attr{slog.String("crl_number", number.String()), slog.Int("entries", len(entries)),
+		slog.String("issuer", c.issuer.Subject.CommonName), slog.String("request_id", reqid.From(ctx))}
+	if c.audit != nil {
+		c.auditLog("before", "CRL", attrs, nil)
+	}
 	der, err := x509.CreateRevocationList(rand.Reader, &x509.RevocationList{
 		Number:                    number,
 		ThisUpdate:                thisUpdate.UTC(),
 		NextUpdate:                nextUpdate.UTC(),
 		RevokedCertificateEntries: entries,
 	}, c.issuer, c.signer)
+	if c.audit != nil {
+		c.auditLog("after", "CRL", append(attrs, slog.String("sha256", sha256Hex(der))), err)
+	}
 	if err != nil {
 		return nil, fmt.Errorf("ca: sign CRL: %w", err)
 	}

@@ -121,9 +121,10 @@ func TestIssueChainVerifies(t *testing.T) {
 				if !bytes.Equal(leaf.SubjectKeyId, wantSKI) {
 					t.Errorf("SKI = %x, want %x", leaf.SubjectKeyId, wantSKI)
 				}
-				// Status pointers only where the registry can answer: devices.
+				// Status pointers only where the registry can answer:
+				// devices and OBF client certificates.
 				wantCRL, wantOCSP := []string(nil), []string(nil)
-				if tt.profile == ProfileDevice {
+				if tt.profile == ProfileDevice || tt.profile == ProfileOBFClient {
 					wantCRL, wantOCSP = []string{crlURL}, []string{ocspURL}
 				}
 				if !slices.Equal(leaf.CRLDistributionPoints, wantCRL) || !slices.Equal(leaf.OCSPServer, wantOCSP) {
@@ -453,7 +454,11 @@ func TestLintRefuses(t *testing.T) {
 		t.Run(tt.name, func(t *testing.T) {
 			tmpl := base()
 			tt.mod(tmpl)
-			_, err := c.linter.check(tt.profile, tmpl, key.Public())
+			tbs, err := c.tbs.build(tmpl, key.Public())
+			if err != nil {
+				t.Fatal(err)
+			}
+			err = c.linter.check(tt.profile, tbs)
 			if tt.want == "" {
 				if err != nil {
 					t.Fatalf("lint: %v", err)

@@ -33,6 +33,10 @@ func checkPublicKey(pub crypto.PublicKey) (x509.PublicKeyAlgorithm, error) {
 	case *ecdsa.PublicKey:
 		switch k.Curve {
 		case elliptic.P256(), elliptic.P384():
+			if d, small := smallPrivateKey(k); small {
+				return 0, newErr(ErrWeakKey, nil,
+					"ECDSA key whose private scalar is %d (or its negation): anyone can recover it", d)
+			}
 			return x509.ECDSA, nil
 		case nil:
 			return 0, newErr(ErrUnsupportedKey, nil, "ECDSA key without a curve")

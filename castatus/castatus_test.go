@@ -254,16 +254,21 @@ func serve(t *testing.T, f *fixture, method, path string, build func(*fasthttp.R
 	}
 	var ctx fasthttp.RequestCtx
 	ctx.Init(&req, nil, nil)
+	// The handlers Routes registers, without the router in front.
+	routes := map[string]func(*fasthttp.RequestCtx) error{}
+	for _, r := range f.svc.Routes() {
+		routes[r.Method+" "+r.Pattern] = r.Handler
+	}
 	var h func(*fasthttp.RequestCtx) error
 	switch {
 	case strings.HasPrefix(path, ca.CRLPathPrefix):
 		name := strings.TrimSuffix(strings.TrimPrefix(path, ca.CRLPathPrefix), ca.CRLPathSuffix)
 		ctx.SetUserValue("issuer", name)
-		h = f.svc.serveCRL
+		h = routes[method+" "+ca.CRLPathPrefix+"{issuer}"+ca.CRLPathSuffix]
 	case method == http.MethodGet:
-		h = f.svc.ocspGET
+		h = routes["GET "+ca.OCSPPath+"/{request:*}"]
 	default:
-		h = f.svc.ocspPOST
+		h = routes["POST "+ca.OCSPPath]
 	}
 	if err := h(&ctx); err != nil {
 		// What the server would answer: only the status matters here.

@@ -44,6 +44,10 @@ func (nopObserver) ObserveOCSP(string)                   {}
 
 // Config tunes a Service. Zero values take the defaults.
 type Config struct {
+	// Name is the {issuer} of the CA's CRL URL (default
+	// ca.IssuingCRLName); it must be what the CA writes into the
+	// certificates it issues.
+	Name string
 	// Interval is how often the CRL is regenerated (default 1h), and the
 	// longest a cache may keep it.
 	Interval time.Duration
@@ -110,6 +114,9 @@ type Service struct {
 // New builds the status services of authority over reg. The CRL is built
 // on first use (or by Run).
 func New(authority *ca.CA, reg Registry, cfg Config) (*Service, error) {
+	if cfg.Name == "" {
+		cfg.Name = ca.IssuingCRLName
+	}
 	if cfg.Interval == 0 {
 		cfg.Interval = time.Hour
 	}

@@ -19,17 +19,92 @@ import (
 	"github.com/valyala/fasthttp"
 )
 
-// Routes are the CRL and OCSP endpoints. They need no authentication: the
-// answers are signed and public by design.
-func (s *Service) Routes() []httpapi.Route {
+// Routes are the CRL and OCSP endpoints of this CA alone.
+func (s *Service) Routes() []httpapi.Route { return Routes(nil, s) }
+
+// Published is a CRL signed elsewhere and served as is: the root's, which
+// the root key signs only at the ceremony (package pki).
+type Published struct {
+	Name       string
+	DER        []byte
+	ThisUpdate time.Time
+	NextUpdate time.Time
+}
+
+// Routes are the CRL and OCSP endpoints of several CAs on the same paths:
+// the CRL by its {issuer} name (Config.Name), OCSP by the request's issuer
+// (the service whose CA the CertID names; unauthorized when none). They
+// need no authentication: the answers are signed and public by design.
+// Rate limits and the OCSP signer slots are the first service's settings
+// for the limits, and each service's own for the signatures.
+func Routes(static []Published, services ...*Service) []httpapi.Route {
+	first := services[0]
 	crl := ca.CRLPathPrefix + "{issuer}" + ca.CRLPathSuffix
-	return []httpapi.Route{
-		{Method: http.MethodGet, Pattern: crl, Handler: s.limited(s.serveCRL, nil)},
-		// HEAD answers like GET; fasthttp leaves the body out.
-		{Method: http.MethodHead, Pattern: crl, Handler: s.limited(s.serveCRL, nil)},
-		{Method: http.MethodGet, Pattern: ca.OCSPPath + "/{request:*}", Handler: s.limited(s.ocspGET, ca.OCSPTryLater)},
-		{Method: http.MethodPost, Pattern: ca.OCSPPath, Handler: s.limited(s.ocspPOST, ca.OCSPTryLater), MaxBody: ca.MaxOCSPRequestSize},
+	serveCRL := func(ctx *fasthttp.RequestCtx) error {
+		name := httpapi.Param(ctx, "issuer")
+		for _, s := range services {
+			if s.cfg.Name == name {
+				return s.serveCRL(ctx)
+			}
+		}
+		for _, p := range static {
+			if p.Name == name {
+				return first.servePublished(ctx, p)
+			}
+		}
+		var names []string
+		for _, s := range services {
+			names = append(names, ca.CRLPathPrefix+s.cfg.Name+ca.CRLPathSuffix)
+		}
+		for _, p := range static {
+			names = append(names, ca.CRLPathPrefix+p.Name+ca.CRLPathSuffix)
+		}
+		return &apierr.Error{Status: http.StatusNotFound, Code: "unknown_issuer",
+			Message: "no CRL for that issuer; this SP publishes " + strings.Join(names, ", ")}
 	}
+	m := &mux{services: services}
+	return []httpapi.Route{
+		{Method: http.MethodGet, Pattern: crl, Handler: first.limited(serveCRL, nil)},
+		// HEAD answers like GET; fasthttp leaves the body out.
+		{Method: http.MethodHead, Pattern: crl, Handler: first.limited(serveCRL, nil)},
+		{Method: http.MethodGet, Pattern: ca.OCSPPath + "/{request:*}", Handler: first.limited(m.ocspGET, ca.OCSPTryLater)},
+		{Method: http.MethodPost, Pattern: ca.OCSPPath, Handler: first.limited(m.ocspPOST, ca.OCSPTryLater), MaxBody: ca.MaxOCSPRequestSize},
+	}
+}
+
+// mux sends each OCSP request to the service of the CA it names.
+type mux struct{ services []*Service }
+
+func (m *mux) pick(der []byte) *Service {
+	if req, err := ca.ParseOCSPRequest(der); err == nil {
+		for _, s := range m.services {
+			if s.ca.IsOurs(req) {
+				return s
+			}
+		}
+	}
+	return m.services[0] // answers malformed or unauthorized itself
+}
+
+func (m *mux) ocspGET(ctx *fasthttp.RequestCtx) error {
+	raw := string(ctx.Request.URI().PathOriginal())
+	_, enc, _ := strings.Cut(raw, ca.OCSPPath+"/")
+	der, ok := decodeGETRequest(enc)
+	if !ok {
+		m.services[0].writeOCSP(ctx, ca.OCSPMalformedRequest, "malformed")
+		return nil
+	}
+	m.pick(der).answer(ctx, der)
+	return nil
+}
+
+func (m *mux) ocspPOST(ctx *fasthttp.RequestCtx) error {
+	if ct := ctx.Request.Header.ContentType(); len(ct) > 0 && !isOCSPRequestType(string(ct)) {
+		return &apierr.Error{Status: http.StatusUnsupportedMediaType, Code: "unsupported_media_type",
+			Message: "OCSP requests are application/ocsp-request"}
+	}
+	m.pick(ctx.PostBody()).answer(ctx, ctx.PostBody())
+	return nil
 }
 
 // limited applies limits.status_source before anything else runs, so a
@@ -63,10 +138,6 @@ func (s *Service) limited(h httpapi.Handler, body []byte) httpapi.Handler {
 }
 
 func (s *Service) serveCRL(ctx *fasthttp.RequestCtx) error {
-	if httpapi.Param(ctx, "issuer") != ca.IssuingCRLName {
-		return &apierr.Error{Status: http.StatusNotFound, Code: "unknown_issuer",
-			Message: "no CRL for that issuer; the issuing CA's is " + ca.CRLPathPrefix + ca.IssuingCRLName + ca.CRLPathSuffix}
-	}
 	crl, stale, err := s.crl(ctx)
 	if err != nil {
 		return unavailable(err, "crl_unavailable", "the CRL cannot be generated now; retry")
@@ -102,6 +173,27 @@ func (s *Service) serveCRL(ctx *fasthttp.RequestCtx) error {
 	return nil
 }
 
+// servePublished serves a CRL signed elsewhere: cacheable for a day at
+// most, never past its nextUpdate.
+func (s *Service) servePublished(ctx *fasthttp.RequestCtx, p Published) error {
+	now := s.cfg.Now()
+	if !now.Before(p.NextUpdate) {
+		return unavailable(nil, "crl_unavailable", "that CRL has expired; the ceremony must sign a new one")
+	}
+	maxAge := int(min(p.NextUpdate.Sub(now), 24*time.Hour) / time.Second)
+	h := &ctx.Response.Header
+	h.Set("Last-Modified", p.ThisUpdate.UTC().Format(http.TimeFormat))
+	h.Set("Cache-Control", "public, max-age="+strconv.Itoa(maxAge))
+	if notModified(&ctx.Request.Header, "", p.ThisUpdate) {
+		ctx.SetStatusCode(http.StatusNotModified)
+		return nil
+	}
+	ctx.SetContentType("application/pkix-crl")
+	ctx.SetStatusCode(http.StatusOK)
+	ctx.SetBody(p.DER)
+	return nil
+}
+
 // notModified applies RFC 9110 §13.1: If-None-Match, when present, decides
 // alone; otherwise If-Modified-Since compares with Last-Modified.
 func notModified(h *fasthttp.RequestHeader, etag string, modified time.Time) bool {
@@ -125,21 +217,10 @@ func unavailable(err error, code, msg string) error {
 	return &apierr.Error{Status: http.StatusServiceUnavailable, Code: code, Message: msg, RetryAfter: 1, Err: err}
 }
 
-// ocspGET serves RFC 6960 Appendix A.1 GET: the base64 DER request,
-// URL-encoded, as the last path segment. The raw path is decoded here,
-// because the router's cleaned path would fold the "//" that base64 may
-// contain.
-func (s *Service) ocspGET(ctx *fasthttp.RequestCtx) error {
-	raw := string(ctx.Request.URI().PathOriginal())
-	_, enc, _ := strings.Cut(raw, ca.OCSPPath+"/")
-	der, ok := decodeGETRequest(enc)
-	if !ok {
-		s.writeOCSP(ctx, ca.OCSPMalformedRequest, "malformed")
-		return nil
-	}
-	s.answer(ctx, der)
-	return nil
-}
+// The OCSP routes (mux) serve RFC 6960 Appendix A.1: GET with the base64
+// DER request, URL-encoded, as the last path segment (the raw path is
+// decoded, because the router's cleaned path would fold the "//" that
+// base64 may contain), and POST of application/ocsp-request.
 
 func decodeGETRequest(enc string) ([]byte, bool) {
 	unescaped, err := url.PathUnescape(enc)
@@ -154,16 +235,6 @@ func decodeGETRequest(enc string) ([]byte, bool) {
 		}
 	}
 	return nil, false
-}
-
-// ocspPOST serves RFC 6960 Appendix A.1 POST (application/ocsp-request).
-func (s *Service) ocspPOST(ctx *fasthttp.RequestCtx) error {
-	if ct := ctx.Request.Header.ContentType(); len(ct) > 0 && !isOCSPRequestType(string(ct)) {
-		return &apierr.Error{Status: http.StatusUnsupportedMediaType, Code: "unsupported_media_type",
-			Message: "OCSP requests are application/ocsp-request"}
-	}
-	s.answer(ctx, ctx.PostBody())
-	return nil
 }
 
 // isOCSPRequestType compares media types as RFC 9110 §8.3.1 says: case
@@ -198,7 +269,7 @@ func (s *Service) writeOCSP(ctx *fasthttp.RequestCtx, resp []byte, label string)
 //     §2.2.3 and RFC 6960 §2.3 prescribe and Boulder does, rather than a
 //     signed "unknown" about a CA that is not ours;
 //   - unknown: our issuer, but no certificate we issued has that serial
-//     (never issued, or issued by an OBS sub-CA and forwarded to us): a
+//     (never issued, or issued by a retired OBS sub-CA and forwarded): a
 //     signed "unknown" (RFC 6960 §2.2);
 //   - good / revoked: from the registry, read now;
 //   - try_later: the registry or the HSM is unavailable;

@@ -18,6 +18,7 @@ import (
 	"strings"
 	"time"
 
+	"github.com/credfactory/credfactory/forwardapi"
 	"github.com/smallstep/pkcs7"
 )
 
@@ -226,41 +227,18 @@ func (c *Conn) EnrolKey(ctx context.Context, token, assignedID, requestID string
 	return out, err
 }
 
-// ForwardItem is one credential a trusted OBF forwards: a certificate its
-// sub-CA issued, or a shared key it provisioned.
-type ForwardItem struct {
-	Token       string      `json:"token"`
-	AssignedID  string      `json:"assignedId"`
-	RequestID   string      `json:"requestId,omitempty"`
-	Certificate string      `json:"certificate,omitempty"`
-	Key         *ForwardKey `json:"key,omitempty"`
-}
-
-// ForwardKey is a shared key an OBF provisioned (value is sent base64).
-type ForwardKey struct {
-	SUID      int       `json:"suid"`
-	KeyID     string    `json:"keyId"`
-	KeID      string    `json:"keId,omitempty"`
-	TargetIDs []string  `json:"targetIds"`
-	Value     []byte    `json:"value"`
-	NotAfter  time.Time `json:"notAfter"`
-}
-
-// ForwardResult is the MEF's verdict on one item.
-type ForwardResult struct {
-	Index        int    `json:"index"`
-	Status       string `json:"status"`
-	CredentialID string `json:"credentialId,omitempty"`
-	Code         string `json:"code,omitempty"`
-	Message      string `json:"message,omitempty"`
-}
+// ForwardItem, ForwardKey and ForwardResult are the forward route's wire
+// contract (package forwardapi).
+type (
+	ForwardItem   = forwardapi.Item
+	ForwardKey    = forwardapi.Key
+	ForwardResult = forwardapi.Result
+)
 
 // Forward sends a batch; the connection must carry the OBF's client
 // certificate.
 func (c *Conn) Forward(ctx context.Context, items []ForwardItem) ([]ForwardResult, error) {
-	var out struct {
-		Results []ForwardResult `json:"results"`
-	}
-	err := c.JSON(ctx, "POST", "/mef/v1/forward", nil, map[string]any{"items": items}, &out)
+	var out forwardapi.Response
+	err := c.JSON(ctx, "POST", forwardapi.Path, nil, forwardapi.Request{Items: items}, &out)
 	return out.Results, err
 }

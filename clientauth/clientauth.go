@@ -50,6 +50,13 @@ func (v *Verifier) Verify(state *tls.ConnectionState) (Peer, error) {
 		return Peer{}, ErrNoCertificate
 	}
 	leaf := state.PeerCertificates[0]
+	if leaf.IsCA {
+		// A CA certificate is no client identity (RFC 5280 §4.2.1.9: its
+		// key certifies others); Go's verifier would accept one as a leaf
+		// if its chain and usage fit, e.g. a sub-CA under an intermediate
+		// trusted here.
+		return Peer{}, fmt.Errorf("%w: a CA certificate is not a client identity", ErrUntrusted)
+	}
 	// Only the configured intermediates: a chain the client brings could
 	// run through an OBS's sub-CA, whose holder names its certificates as
 	// it likes (name constraints do not bind the CN, and device URIs share

@@ -69,7 +69,7 @@ type Portal struct {
 type MEF struct {
 	FQDN         string        `yaml:"fqdn" help:"the MEF's FQDN, the host part of KeIDs and KpsaIDs (default portal.sp_domain)"`
 	MAFFQDN      string        `yaml:"maf_fqdn" help:"the MAF's FQDN, the host part of KmIDs and the MAF-ID in Km (default mef.fqdn)"`
-	KeyLifetime  time.Duration `yaml:"key_lifetime" help:"lifetime of shared keys provisioned over RSPF"`
+	KeyLifetime  time.Duration `yaml:"key_lifetime" help:"lifetime of shared keys provisioned over RSPF, and the longest a trusted OBF may forward one for"`
 	CertValidity time.Duration `yaml:"cert_validity" help:"lifetime of device certificates (0: the device profile's, 1 year)"`
 	MaxForward   int           `yaml:"max_forward" help:"most items in one trusted-OBF forward batch"`
 	RenewBefore  time.Duration `yaml:"renew_before" help:"allow EST simplereenroll only within this long before the certificate expires (0: any time while it is current)"`
@@ -93,7 +93,7 @@ type HSM struct {
 type CA struct {
 	RootKey         string        `yaml:"root_key" help:"RFC 7512 URI of the root CA key"`
 	IssuingKey      string        `yaml:"issuing_key" help:"RFC 7512 URI of the issuing CA key"`
-	OBFKey          string        `yaml:"obf_key" help:"RFC 7512 URI of the key of the CA that certifies trusted OBSes' sub-CAs"`
+	OBFKey          string        `yaml:"obf_key" help:"RFC 7512 URI of the key of the CA that certifies trusted OBFs' client certificates"`
 	KeyAlgorithm    string        `yaml:"key_algorithm" help:"CA key algorithm when init generates them: ecdsa-p256 or ecdsa-p384"`
 	Organization    string        `yaml:"organization" help:"organisation named in the CA subjects"`
 	RootValidity    time.Duration `yaml:"root_validity" help:"lifetime of the root certificate made by init"`
@@ -132,6 +132,8 @@ type Log struct {
 	Level  string `yaml:"level" help:"debug, info, warn or error"`
 	Format string `yaml:"format" help:"json or text"`
 	Access bool   `yaml:"access" help:"log one line per HTTP request (method, route pattern, status, duration, request ID, peer address); never bodies, query strings or headers"`
+	// AuditFile, when set, takes the audit trail off the process log.
+	AuditFile string `yaml:"audit_file" help:"file the audit trail (a JSON line before and after every signature by the issuing and OBF CA keys) is appended to; empty (default) writes it to the process log's stderr"`
 }
 
 // Default is the embedded configuration: SoftHSM2 under the data directory.
@@ -397,6 +399,22 @@ func (l Log) Validate() error {
 		errs = append(errs, fmt.Errorf("log.format %q: want json or text", l.Format))
 	}
 	return errors.Join(errs...)
+}
+
+// AuditLogger makes the logger of the issuer keys' audit trail (package
+// ca): JSON whatever log.format says, named "audit", and never filtered by
+// log.level, so a quiet server still records every signature. It writes to
+// log.audit_file when set (the caller closes the returned closer), else to w.
+func (l Log) AuditLogger(w io.Writer) (*slog.Logger, io.Closer, error) {
+	var c io.Closer = io.NopCloser(nil)
+	if l.AuditFile != "" {
+		f, err := os.OpenFile(l.AuditFile, os.O_WRONLY|os.O_APPEND|os.O_CREATE, 0o600)
+		if err != nil {
+			return nil, nil, fmt.Errorf("log.audit_file: %w", err)
+		}
+		w, c = f, f
+	}
+	return slog.New(slog.NewJSONHandler(w, nil)).With("logger", "audit"), c, nil
 }
 
 // Logger makes the process logger writing to w.

@@ -352,6 +352,8 @@ func mapErr(err error) error {
 	switch {
 	case errors.Is(err, ErrUnknownKey), errors.Is(err, store.ErrNotFound):
 		return &apierr.Error{Status: http.StatusNotFound, Code: "credential_not_found", Message: "no such credential", Err: err}
+	case errors.Is(err, ErrAmbiguousKey):
+		return &apierr.Error{Status: http.StatusConflict, Code: "key_id_ambiguous", Message: "that KeID names keys of more than one device; none is answered", Err: err}
 	case errors.Is(err, ErrNotAuthorised):
 		return &apierr.Error{Status: http.StatusForbidden, Code: "target_not_authorised", Message: "this client is not a target of that credential", Err: err}
 	case errors.Is(err, ErrRevoked):

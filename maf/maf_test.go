@@ -200,6 +200,28 @@ func TestFetch(t *testing.T) {
 			t.Fatalf("re-registered key: %x, %v; want the active one", got.Key, err)
 		}
 
+		// Another device's key under the same KeID (forwarded before the
+		// MEF assigned KeIDs, by an OBF that chose it): neither is answered,
+		// before or after the first device's key is revoked.
+		other := fwd
+		otherID := "12-other@obs.factory.example"
+		other.ID, other.KeyID, other.AssignedID, other.DeviceID, other.Tenant = otherID, &otherID, "Sdev-9", "dev-9", "tenant-2"
+		if other.SealedKey, err = reg.SealKey(ctx, otherID, []byte("another device's key, 32 bytes!")); err != nil {
+			t.Fatal(err)
+		}
+		if err := reg.Register(ctx, other); err != nil {
+			t.Fatal(err)
+		}
+		if got, err := reg.Fetch(ctx, fwdKeID, kdf.SUIDRSPFSAEF, []string{target}); !errors.Is(err, maf.ErrAmbiguousKey) {
+			t.Fatalf("a KeID of two devices: %x, %v; want ErrAmbiguousKey", got.Key, err)
+		}
+		if _, err := reg.Revoke(ctx, store.Revocation{ID: fwdID2, Reason: 4, Actor: "test"}); err != nil {
+			t.Fatal(err)
+		}
+		if got, err := reg.Fetch(ctx, fwdKeID, kdf.SUIDRSPFSAEF, []string{target}); !errors.Is(err, maf.ErrAmbiguousKey) {
+			t.Fatalf("a KeID of two devices, the first revoked: %x, %v; want ErrAmbiguousKey", got.Key, err)
+		}
+
 		expired, _ := derivedPSK(t, reg, "Sdev-3", time.Now().Add(-time.Second))
 		revoked, _ := derivedPSK(t, reg, "Sdev-4", time.Now().Add(time.Hour))
 		if _, err := reg.Revoke(ctx, store.Revocation{ID: revoked.ID, Reason: 1, Actor: "test", Tenant: "tenant-1"}); err != nil {

@@ -22,8 +22,10 @@ type Sealer interface {
 var (
 	ErrUnknownKey    = errors.New("maf: no credential for that key ID and usage")
 	ErrNotAuthorised = errors.New("maf: caller is not authorised for this credential")
-	ErrRevoked       = errors.New("maf: credential revoked")
-	ErrExpired       = errors.New("maf: credential expired")
+	// ErrAmbiguousKey: the KeID names keys of more than one device.
+	ErrAmbiguousKey = errors.New("maf: that key ID names keys of more than one device")
+	ErrRevoked      = errors.New("maf: credential revoked")
+	ErrExpired      = errors.New("maf: credential expired")
 )
 
 // Registry is the MAF's logic over the store. Safe for concurrent use.
@@ -128,6 +130,16 @@ func (r *Registry) Fetch(ctx context.Context, keID string, suid kdf.SUID, names 
 	}
 	if len(creds) == 0 {
 		return Fetched{}, ErrUnknownKey
+	}
+	// A KeID names one device's key (the MEF assigns it, TS-0003
+	// §10.3.4). Rows of one KeID for two devices can only be keys
+	// forwarded before the MEF assigned forwarded KeIDs, under an ID an
+	// OBF chose: answering either could hand one device's key to the
+	// other's Targets, so neither is answered.
+	for _, c := range creds[1:] {
+		if c.DeviceID != creds[0].DeviceID {
+			return Fetched{}, ErrAmbiguousKey
+		}
 	}
 	// Of the credentials this target may fetch, an active one wins over
 	// older rows of the same KeID and usage that a re-registration

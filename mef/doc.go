@@ -5,7 +5,10 @@
 // the certificate RSPF of TS-0003 §8.3.6, with the token as the CSR's
 // challengePassword, and a JSON twin at /mef/v1/enrol that also provisions
 // shared keys from the TS-0003 §10.3 hierarchy. The trusted path takes
-// batches of credentials a trusted OBF provisioned itself at /mef/v1/forward.
+// batches from a trusted OBF at /mef/v1/forward (wire contract: package
+// forwardapi): the OBF is a registration authority, so the issuing CA
+// certifies each forwarded CSR for its token's assigned ID and the MEF
+// names each forwarded key (README "Trust model").
 //
 // Every credential is recorded in the MAF in the same transaction that
 // redeems its token (the registry's group commit) before it is answered, and

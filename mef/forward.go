@@ -2,84 +2,65 @@ package mef
 
 import (
 	"context"
+	"crypto/subtle"
 	"crypto/x509"
-	"encoding/base64"
+	"encoding/hex"
 	"errors"
 	"net/http"
+	"net/url"
 	"slices"
 	"strconv"
-	"strings"
 	"sync"
 	"time"
 
 	"github.com/credfactory/credfactory/apierr"
 	"github.com/credfactory/credfactory/ca"
+	"github.com/credfactory/credfactory/forwardapi"
 	"github.com/credfactory/credfactory/httpapi"
 	"github.com/credfactory/credfactory/kdf"
 	"github.com/credfactory/credfactory/store"
 	"github.com/valyala/fasthttp"
 )
 
-// ForwardItem is one credential a trusted OBF provisioned and forwards.
-type ForwardItem struct {
-	Token      string `json:"token"`
-	AssignedID string `json:"assignedId"`
-	// RequestID makes a resend recognisable; empty means the token and the
-	// credential do.
-	RequestID string `json:"requestId,omitempty"`
-	// Certificate (PEM or base64 DER) issued by the OBF's sub-CA, or Key.
-	Certificate string `json:"certificate,omitempty"`
-	Key         *struct {
-		SUID      int       `json:"suid"`
-		KeyID     string    `json:"keyId"`
-		KeID      string    `json:"keId,omitempty"`
-		TargetIDs []string  `json:"targetIds"`
-		Value     string    `json:"value"` // base64
-		NotAfter  time.Time `json:"notAfter"`
-	} `json:"key,omitempty"`
-}
+// ForwardItem and ForwardResult are the wire contract (package forwardapi).
+type (
+	ForwardItem   = forwardapi.Item
+	ForwardResult = forwardapi.Result
+)
 
-// ForwardResult is one item's outcome.
-type ForwardResult struct {
-	Index        int    `json:"index"`
-	Status       string `json:"status"` // recorded, replayed or refused
-	CredentialID string `json:"credentialId,omitempty"`
-	Code         string `json:"code,omitempty"`
-	Message      string `json:"message,omitempty"`
-}
+var (
+	errNotTrustedOBF = fail(http.StatusForbidden, forwardapi.CodeNotTrustedOBF, "forwarding takes the client certificate of a trusted, registered, enabled OBF")
+	errSubCARetired  = fail(http.StatusForbidden, forwardapi.CodeSubCARetired,
+		"certificates issued by an OBF's sub-CA are no longer accepted: forward the device's CSR and the SP's CA certifies it (README \"Trust model\")")
+	errKeyIDAssigned = fail(http.StatusForbidden, forwardapi.CodeKeyIDAssignedBySP,
+		"the SP assigns a forwarded key's KeID and key ID (TS-0003 §10.3.4): leave keyId and keId out and load the ones the answer carries")
+)
 
-var errNotTrustedOBF = fail(http.StatusForbidden, "not_a_trusted_obf", "forwarding takes the client certificate of a trusted, registered OBF")
-
-// Forward checks and records a trusted OBF's batch. Every item is checked on
-// its own (token issued to this OBF and unexpired, assigned ID, chain to the
-// OBF's sub-CA and inside its validity) and all are redeemed together, in the
-// registry's group commit; a bad item never rejects the good ones, and a
-// resent batch answers "replayed" for what is already recorded.
+// Forward checks and records a trusted OBF's batch. The OBF is a
+// registration authority (README "Trust model"): it vouches that the token
+// was handed to the device it provisions, and the SP binds everything
+// else. For a CSR the SP's issuing CA certifies the key for the token's
+// assigned ID, and for a shared key the MEF assigns its identifiers, so no
+// OBF can name an identity the SP did not assign to its tenant. Every item
+// is checked on its own (token issued to this OBF and unexpired, assigned
+// ID) before any HSM work, and all are redeemed together in the registry's
+// group commit; a bad item never rejects the good ones, and a resent batch
+// answers "replayed" with what is already recorded.
 func (m *MEF) Forward(ctx context.Context, obf store.OBF, items []ForwardItem) []ForwardResult {
 	results := make([]ForwardResult, len(items))
-	var subCA *x509.Certificate
-	if len(obf.SubCADER) > 0 {
-		subCA, _ = x509.ParseCertificate(obf.SubCADER)
-	}
-	if err := m.subCAChain(subCA); err != nil {
-		for i := range results {
-			results[i] = ForwardResult{Index: i, Status: "refused", Code: "chain_invalid", Message: err.(*Failure).Message}
-		}
-		return results
-	}
 	var wg sync.WaitGroup
 	for i, it := range items {
 		wg.Add(1)
 		go func() {
 			defer wg.Done()
 			start := time.Now()
-			res, path, err := m.forwardOne(ctx, obf, subCA, it)
-			res.Index = i
+			res, path, err := m.forwardOne(ctx, obf, it)
 			if err != nil {
 				e := apierr.As(tokenErr(err))
-				res = ForwardResult{Index: i, Status: "refused", Code: e.Code, Message: e.Message}
+				res = ForwardResult{Status: forwardapi.StatusRefused, Code: e.Code, Message: e.Message}
 			}
-			m.observe(path, res.Status == "replayed", err, start)
+			res.Index = i
+			m.observe(path, res.Status == forwardapi.StatusReplayed, err, start)
 			results[i] = res
 		}()
 	}
@@ -88,155 +69,226 @@ func (m *MEF) Forward(ctx context.Context, obf store.OBF, items []ForwardItem) [
 	return results
 }
 
-func (m *MEF) forwardOne(ctx context.Context, obf store.OBF, subCA *x509.Certificate, it ForwardItem) (ForwardResult, string, error) {
-	if it.Token == "" || it.AssignedID == "" || (it.Certificate == "") == (it.Key == nil) {
-		return ForwardResult{}, "forward", fail(http.StatusBadRequest, "bad_item", "an item needs token, assignedId and exactly one of certificate and key")
+func (m *MEF) forwardOne(ctx context.Context, obf store.OBF, it ForwardItem) (ForwardResult, string, error) {
+	n := 0
+	for _, set := range []bool{it.CSR != "", it.Key != nil, it.Certificate != ""} {
+		if set {
+			n++
+		}
+	}
+	if it.Token == "" || it.AssignedID == "" || n != 1 {
+		return ForwardResult{}, "forward", fail(http.StatusBadRequest, forwardapi.CodeBadItem, "an item needs token, assignedId and exactly one of csr and key")
+	}
+	if it.Certificate != "" {
+		return ForwardResult{}, "forward_cert", errSubCARetired
 	}
 	red := store.Redemption{TokenHash: tokenHash(it.Token), RequestID: it.RequestID, AssignedID: it.AssignedID,
 		Mode: store.ModeTrusted, OBFID: obf.ID, Now: m.now()}
-	e, err := m.st.Enrolment(ctx, red.TokenHash)
-	if err != nil {
-		return ForwardResult{}, "forward", err
+	if it.CSR != "" {
+		res, err := m.forwardCSR(ctx, obf, it, red)
+		return res, "forward_cert", err
 	}
-	var path string
-	if it.Certificate != "" {
-		path = "forward_cert"
-		der, err := decodeDER(it.Certificate, "CERTIFICATE")
-		if err != nil {
-			return ForwardResult{}, path, err
-		}
-		cert, err := m.checkForwardedCert(subCA, der, e.AssignedID)
-		if err != nil {
-			return ForwardResult{}, path, err
-		}
-		serial := cert.SerialNumber.Text(16)
-		fp := fingerprint(der)
-		red.Credential = store.Credential{ID: kdf.CredentialID(CertCredentialType(e.AssignedID), hexs(fp)), Type: store.TypeX509,
-			SUID: int(kdf.SUIDCertSAEF), Serial: &serial, CertSHA256: fp, CertDER: der,
-			PublicKeySHA256: fingerprint(cert.RawSubjectPublicKeyInfo), NotBefore: cert.NotBefore, NotAfter: cert.NotAfter,
-			Source: store.SourceForward, OBFID: &obf.ID}
-		if red.RequestID == "" {
-			red.RequestID = "fwd:" + hexs(fingerprint(append(slices.Clip(red.TokenHash), fp...)))
-		}
-	} else {
-		path = "forward_key"
-		k := it.Key
-		value, err := base64.StdEncoding.DecodeString(k.Value)
-		kind := kdf.CredentialType(0)
-		switch s := kdf.SUID(k.SUID); {
-		case err != nil || len(value) < 16 || len(value) > 64:
-			return ForwardResult{}, path, fail(http.StatusBadRequest, "bad_key", "key.value must be 16 to 64 bytes, base64")
-		case s >= kdf.SUIDRSPFMAF && s <= kdf.SUIDRSPFESDataSignature:
-			kind = kdf.CredentialType(k.SUID - 10)
-		default:
-			return ForwardResult{}, path, fail(http.StatusBadRequest, "bad_key", "key.suid must be an RSPF-provisioned usage (21-25)")
-		}
-		if k.KeyID == "" || len(k.KeyID) > 255 || len(k.TargetIDs) == 0 || !k.NotAfter.After(red.Now) {
-			return ForwardResult{}, path, fail(http.StatusBadRequest, "bad_key", "key needs keyId, targetIds and a future notAfter")
-		}
-		credID := kdf.CredentialID(kind, k.KeyID)
-		if red.RequestID == "" {
-			red.RequestID = "fwd:" + hexs(fingerprint(append(append(slices.Clip(red.TokenHash), credID...), value...)))
-		}
-		if replay, err := e.Check(red); err != nil {
-			return ForwardResult{}, path, err
-		} else if replay {
-			if deref(e.CredentialID) != credID {
-				return ForwardResult{}, path, errTokenRedeemed
-			}
-			return ForwardResult{Status: "replayed", CredentialID: credID}, path, nil
-		}
-		// Sealed by the HSM's KEK, bound to the Credential-ID, before it
-		// touches the database (DESIGN.md "HSM").
-		sealed, err := m.reg.SealKey(ctx, credID, value)
-		if err != nil {
-			return ForwardResult{}, path, err
-		}
-		keyID := k.KeyID
-		var keID *string
-		if k.KeID != "" {
-			keID = &k.KeID
-		}
-		red.Credential = store.Credential{ID: credID, Type: store.TypePSK, SUID: k.SUID, KeyID: &keyID, KeID: keID,
-			SealedKey: sealed, TargetIDs: k.TargetIDs, NotBefore: red.Now, NotAfter: k.NotAfter, Source: store.SourceForward, OBFID: &obf.ID}
-	}
-	got, err := m.reg.Redeem(background(ctx), red)
-	if err != nil {
-		return ForwardResult{}, path, err
-	}
-	status := "recorded"
-	if got.Replayed {
-		// A replay answers only for the very credential recorded: another
-		// certificate for the same key is not it, and an OBS that handed it
-		// out would give the device one the MAF does not hold.
-		if got.Credential.ID != red.Credential.ID {
-			return ForwardResult{}, path, errTokenRedeemed
-		}
-		status = "replayed"
-	}
-	return ForwardResult{Status: status, CredentialID: got.Credential.ID}, path, nil
+	res, err := m.forwardKey(ctx, obf, it, red)
+	return res, "forward_key", err
 }
 
-// checkForwardedCert: the certificate must chain through this OBF's own
-// sub-CA (not another OBF's, not the SP's issuing CA) to the root, sit
-// inside the sub-CA's validity, and name the token's assigned ID.
-func (m *MEF) checkForwardedCert(subCA *x509.Certificate, der []byte, assignedID string) (*x509.Certificate, error) {
-	if subCA == nil {
-		return nil, fail(http.StatusForbidden, "no_sub_ca", "this OBF has no sub-CA to issue certificates with: forward keys, or register it as an OBS")
-	}
-	cert, err := x509.ParseCertificate(der)
+// forwardCSR: the SP's issuing CA certifies the device's key for the
+// token's assigned ID (the device profile: one URI SAN, TS-0003 §10.1), as
+// on the EST path, so the certificate names the CRL and OCSP responder the
+// SP serves and a release revokes it for every relying party.
+func (m *MEF) forwardCSR(ctx context.Context, obf store.OBF, it ForwardItem, red store.Redemption) (ForwardResult, error) {
+	der, err := decodeDER(it.CSR, "CERTIFICATE REQUEST")
 	if err != nil {
-		return nil, fail(http.StatusBadRequest, "bad_certificate", "the certificate does not parse")
+		return ForwardResult{}, err
 	}
-	if err := cert.CheckSignatureFrom(subCA); err != nil {
-		return nil, fail(http.StatusForbidden, "not_from_obf_sub_ca", "the certificate was not issued by this OBF's sub-CA")
+	parsed, err := ca.ParseCSR(der)
+	if err != nil {
+		return ForwardResult{}, caFailure(err)
 	}
-	// The sub-CA's own chain (sub-CA, OBF CA, root) was verified once for
-	// the batch (subCAChain); what is left per item is the leaf: its
-	// signature (above), its dates, its usage and what the sub-CA's name
-	// constraints allow. Verifying the whole chain per item cost three
-	// more signature checks each.
-	now := m.now()
-	switch {
-	case now.Before(cert.NotBefore) || now.After(cert.NotAfter):
-		return nil, fail(http.StatusForbidden, "chain_invalid", "the certificate is not valid now")
-	case !slices.Contains(cert.ExtKeyUsage, x509.ExtKeyUsageClientAuth):
-		return nil, fail(http.StatusForbidden, "chain_invalid", "the certificate does not allow client authentication")
-	case cert.KeyUsage&x509.KeyUsageDigitalSignature == 0:
-		return nil, fail(http.StatusForbidden, "chain_invalid", "the certificate's key usage lacks digitalSignature")
+	csr := parsed.Request()
+	pkHash := fingerprint(csr.RawSubjectPublicKeyInfo)
+	red.Credential.PublicKeySHA256 = pkHash
+	if red.RequestID == "" {
+		red.RequestID = "fwd:" + hexs(fingerprint(append(slices.Clip(red.TokenHash), pkHash...)))
 	}
-	for _, u := range cert.URIs {
-		if !uriAllowed(subCA, u.Host) {
-			return nil, fail(http.StatusForbidden, "chain_invalid", "the certificate's URI is outside its sub-CA's name constraints")
+	e, err := m.st.Enrolment(ctx, red.TokenHash)
+	if err != nil {
+		return ForwardResult{}, err
+	}
+	if replay, err := e.Check(red); err != nil {
+		return ForwardResult{}, err
+	} else if replay {
+		return m.forwardedCert(ctx, *e.CredentialID, forwardapi.StatusReplayed)
+	}
+	uri := AssignedIDURI(m.cfg.SPDomain, e.AssignedID)
+	if err := checkCSRNames(csr, uri); err != nil {
+		return ForwardResult{}, err
+	}
+	// A batch's items run concurrently so that their redemptions share
+	// commits; their issuance (lint and signature: CPU and HSM) takes one
+	// of a few slots, so a thousand items do not build a thousand
+	// certificates at once and starve each other and every other path.
+	select {
+	case m.issueSlots <- struct{}{}:
+	case <-ctx.Done():
+		return ForwardResult{}, ctx.Err()
+	}
+	issued, err := m.ca.Issue(ctx, ca.Request{Parsed: parsed, Profile: ca.ProfileDevice, AssignedID: e.AssignedID,
+		URIs: []*url.URL{uri}, Validity: m.cfg.CertValidity})
+	<-m.issueSlots
+	if err != nil {
+		return ForwardResult{}, caFailure(err)
+	}
+	serial := issued.Certificate.SerialNumber.Text(16)
+	fp := fingerprint(issued.DER)
+	red.Credential = store.Credential{ID: kdf.CredentialID(CertCredentialType(e.AssignedID), hexs(fp)), Type: store.TypeX509,
+		SUID: int(kdf.SUIDCertSAEF), Serial: &serial, CertSHA256: fp, CertDER: issued.DER, PublicKeySHA256: pkHash,
+		NotBefore: issued.Certificate.NotBefore, NotAfter: issued.Certificate.NotAfter, Source: store.SourceForward, OBFID: &obf.ID}
+	got, err := m.reg.Redeem(background(ctx), red)
+	if err != nil {
+		return ForwardResult{}, err
+	}
+	if got.Replayed { // a concurrent resend of this item won: its certificate stands
+		return m.forwardedCert(ctx, got.Credential.ID, forwardapi.StatusReplayed)
+	}
+	return ForwardResult{Status: forwardapi.StatusRecorded, CredentialID: got.Credential.ID,
+		Certificate: string(ca.EncodeCertsPEM(append([]*x509.Certificate{issued.Certificate}, issued.Chain...)))}, nil
+}
+
+// forwardedCert answers with a recorded certificate and the issuing CA's
+// chain.
+func (m *MEF) forwardedCert(ctx context.Context, credentialID, status string) (ForwardResult, error) {
+	c, err := m.recorded(ctx, credentialID)
+	if err != nil {
+		return ForwardResult{}, err
+	}
+	return ForwardResult{Status: status, CredentialID: c.Credential.ID,
+		Certificate: string(ca.EncodeCertsPEM(append([]*x509.Certificate{c.Certificate}, c.Chain...)))}, nil
+}
+
+// forwardKey records a shared key the OBF generated (it is in the device
+// already, or will be from the answer) under identifiers the MEF assigns,
+// exactly as for a key the MEF derives itself (EnrolKey): a fresh random
+// relative ID under the MEF's FQDN (the MAF's for Km), so IDs are unique
+// across tenants and no OBF can register a key under another device's
+// KeID or squat a key ID. The lifetime is bounded by mef.key_lifetime.
+func (m *MEF) forwardKey(ctx context.Context, obf store.OBF, it ForwardItem, red store.Redemption) (ForwardResult, error) {
+	k := it.Key
+	var kind kdf.CredentialType
+	switch s := kdf.SUID(k.SUID); {
+	case len(k.Value) < 16 || len(k.Value) > 64:
+		return ForwardResult{}, fail(http.StatusBadRequest, forwardapi.CodeBadKey, "key.value must be 16 to 64 bytes, base64")
+	case s >= kdf.SUIDRSPFMAF && s <= kdf.SUIDRSPFESDataSignature:
+		kind = kdf.CredentialType(k.SUID - 10)
+	default:
+		return ForwardResult{}, fail(http.StatusBadRequest, forwardapi.CodeBadKey, "key.suid must be an RSPF-provisioned usage (21-25)")
+	}
+	if k.KeyID != "" || k.KeID != "" {
+		return ForwardResult{}, errKeyIDAssigned
+	}
+	if len(k.TargetIDs) == 0 || len(k.TargetIDs) > 16 {
+		return ForwardResult{}, fail(http.StatusBadRequest, forwardapi.CodeBadKey, "key.targetIds names 1 to 16 Targets")
+	}
+	for _, t := range k.TargetIDs {
+		if t == "" || len(t) > 255 || containsSpace(t) {
+			return ForwardResult{}, fail(http.StatusBadRequest, forwardapi.CodeBadKey, "target IDs are non-empty IDs without spaces, at most 255 bytes")
 		}
 	}
-	if cert.NotBefore.Before(subCA.NotBefore) || cert.NotAfter.After(subCA.NotAfter) {
-		return nil, fail(http.StatusForbidden, "validity_outside_sub_ca", "the certificate's validity is not inside its sub-CA's")
-	}
-	// The certificate must name the device exactly as the SP would have
-	// (TS-0003 §10.1): peers identify a device by its URI SAN, so a CN for
-	// one device and a URI for another would impersonate the second.
-	want := AssignedIDURI(m.cfg.SPDomain, assignedID).String()
+	limit := red.Now.Add(m.cfg.KeyLifetime)
+	notAfter := k.NotAfter
 	switch {
-	case len(cert.URIs) != 1 || cert.URIs[0].String() != want:
-		return nil, fail(http.StatusForbidden, "assigned_id_mismatch", "the certificate must carry exactly one URI SAN, the token's assigned ID ("+want+")")
-	case cert.Subject.CommonName != "" && cert.Subject.CommonName != assignedID:
-		return nil, fail(http.StatusForbidden, "assigned_id_mismatch", "the certificate's CN is not the token's assigned ID")
-	case len(cert.DNSNames)+len(cert.IPAddresses)+len(cert.EmailAddresses) > 0:
-		return nil, fail(http.StatusForbidden, "bad_certificate", "a device certificate carries no DNS, IP or e-mail names")
-	case cert.IsCA:
-		return nil, fail(http.StatusForbidden, "bad_certificate", "a device certificate is not a CA")
+	case notAfter.IsZero():
+		notAfter = limit
+	case !notAfter.After(red.Now):
+		return ForwardResult{}, fail(http.StatusBadRequest, forwardapi.CodeBadKey, "key.notAfter is not in the future")
+	case notAfter.After(limit):
+		return ForwardResult{}, fail(http.StatusBadRequest, forwardapi.CodeKeyLifetime,
+			"key.notAfter is beyond the SP's limit for shared keys ("+m.cfg.KeyLifetime.String()+" from now, mef.key_lifetime)")
 	}
-	if err := ca.CheckSubjectKey(cert.PublicKey); err != nil {
-		return nil, fail(http.StatusForbidden, "unsupported_key", err.Error())
+	if red.RequestID == "" {
+		red.RequestID = "fwd:" + hexs(fingerprint(append(append(slices.Clip(red.TokenHash), byte(k.SUID)), k.Value...)))
 	}
-	return cert, nil
+	e, err := m.st.Enrolment(ctx, red.TokenHash)
+	if err != nil {
+		return ForwardResult{}, err
+	}
+	if replay, err := e.Check(red); err != nil {
+		return ForwardResult{}, err
+	} else if replay {
+		return m.forwardedKey(ctx, *e.CredentialID, k.Value)
+	}
+	rel, err := kdf.NewRelativeID()
+	if err != nil {
+		return ForwardResult{}, err
+	}
+	relHex := hex.EncodeToString(rel)
+	keID := kdf.KeID(rel, m.cfg.FQDN)
+	keyID := keID
+	switch kdf.SUID(k.SUID) {
+	case kdf.SUIDRSPFMAF:
+		keyID, err = kdf.KmID(relHex, m.cfg.MAFFQDN)
+	case kdf.SUIDRSPFSAEF:
+		keyID, err = kdf.KpsaID(relHex, m.cfg.FQDN)
+	}
+	if err != nil {
+		return ForwardResult{}, err
+	}
+	credID := kdf.CredentialID(kind, keyID)
+	// Sealed by the HSM's KEK, bound to the Credential-ID, before it
+	// touches the database (README "Trust model": keys at rest).
+	sealed, err := m.reg.SealKey(ctx, credID, k.Value)
+	if err != nil {
+		return ForwardResult{}, err
+	}
+	red.Credential = store.Credential{ID: credID, Type: store.TypePSK, SUID: k.SUID, KeyID: &keyID, KeID: &keID,
+		SealedKey: sealed, TargetIDs: k.TargetIDs, NotBefore: red.Now, NotAfter: notAfter, Source: store.SourceForward, OBFID: &obf.ID}
+	got, err := m.reg.Redeem(background(ctx), red)
+	if err != nil {
+		return ForwardResult{}, err
+	}
+	if got.Replayed {
+		return m.forwardedKey(ctx, got.Credential.ID, k.Value)
+	}
+	return ForwardResult{Status: forwardapi.StatusRecorded, CredentialID: credID, KeyID: keyID, KeID: keID,
+		NotAfter: notAfter.UTC()}, nil
+}
+
+// forwardedKey answers a resend with the identifiers recorded the first
+// time, and only if the key recorded is the one resent: a request ID is
+// the OBF's to choose, and the device must never be handed IDs under which
+// the MAF holds another key.
+func (m *MEF) forwardedKey(ctx context.Context, credentialID string, value []byte) (ForwardResult, error) {
+	c, err := m.reg.Get(ctx, store.ByID, credentialID)
+	if err != nil {
+		return ForwardResult{}, err
+	}
+	if c.Type != store.TypePSK || c.Status != store.StatusActive {
+		return ForwardResult{}, errTokenRedeemed
+	}
+	key, err := m.reg.Key(ctx, c)
+	if err != nil {
+		return ForwardResult{}, err
+	}
+	if subtle.ConstantTimeCompare(key, value) != 1 {
+		return ForwardResult{}, errTokenRedeemed
+	}
+	return ForwardResult{Status: forwardapi.StatusReplayed, CredentialID: c.ID, KeyID: deref(c.KeyID), KeID: deref(c.KeID),
+		NotAfter: c.NotAfter.UTC()}, nil
+}
+
+func containsSpace(s string) bool {
+	for _, r := range s {
+		if r == ' ' || r == '\t' || r == '\r' || r == '\n' {
+			return true
+		}
+	}
+	return false
 }
 
 func (m *MEF) forward(ctx *fasthttp.RequestCtx) error {
-	peer, err := m.peers.Verify(ctx.TLSConnectionState())
+	peer, err := m.obfPeers.Verify(ctx.TLSConnectionState())
 	if err != nil {
-		return &Failure{Status: http.StatusUnauthorized, Code: "client_certificate_required", Message: "forwarding needs a trusted OBF's TLS client certificate", Err: err}
+		return &Failure{Status: http.StatusUnauthorized, Code: forwardapi.CodeClientCertRequired, Message: "forwarding needs a trusted OBF's TLS client certificate", Err: err}
 	}
 	obf, err := m.st.OBFBy(ctx, "client_cert_sha256", peer.SHA256[:])
 	if errors.Is(err, store.ErrNotFound) || err == nil && (!obf.Trusted || obf.DisabledAt != nil) {
@@ -245,53 +297,16 @@ func (m *MEF) forward(ctx *fasthttp.RequestCtx) error {
 	if err != nil {
 		return tokenErr(err)
 	}
-	var batch struct {
-		Items []ForwardItem `json:"items"`
-	}
+	var batch forwardapi.Request
 	if err := httpapi.Decode(ctx.PostBody(), &batch); err != nil {
 		return err
 	}
 	if len(batch.Items) == 0 || len(batch.Items) > m.cfg.MaxForward {
-		return fail(http.StatusRequestEntityTooLarge, "batch_size", "a batch has 1 to "+strconv.Itoa(m.cfg.MaxForward)+" items")
+		return fail(http.StatusRequestEntityTooLarge, forwardapi.CodeBatchSize, "a batch has 1 to "+strconv.Itoa(m.cfg.MaxForward)+" items")
 	}
 	// The OBF's enrolment limit: a batch costs its items (limits.go).
 	if err := m.cfg.Limits.EnrolOBF.CheckN(obf.ID, len(batch.Items)); err != nil {
 		return err
 	}
-	results := m.Forward(ctx, obf, batch.Items)
-	return httpapi.JSON(ctx, http.StatusOK, struct {
-		Results []ForwardResult `json:"results"`
-	}{results})
-}
-
-// uriAllowed applies a sub-CA's URI name constraints to a host (RFC 5280
-// §4.2.1.10: a constraint with a leading dot covers subdomains, without it
-// the host itself).
-func uriAllowed(ca *x509.Certificate, host string) bool {
-	match := func(c string) bool {
-		if strings.HasPrefix(c, ".") {
-			return strings.HasSuffix(strings.ToLower(host), strings.ToLower(c))
-		}
-		return strings.EqualFold(host, c)
-	}
-	for _, c := range ca.ExcludedURIDomains {
-		if match(c) {
-			return false
-		}
-	}
-	return len(ca.PermittedURIDomains) == 0 || slices.ContainsFunc(ca.PermittedURIDomains, match)
-}
-
-// subCAChain verifies an OBF's sub-CA up to the root through the OBF CA:
-// once per batch, the same for every item in it.
-func (m *MEF) subCAChain(subCA *x509.Certificate) error {
-	if subCA == nil {
-		return nil
-	}
-	_, err := subCA.Verify(x509.VerifyOptions{Roots: m.roots, Intermediates: m.obfCAs, CurrentTime: m.now(),
-		KeyUsages: []x509.ExtKeyUsage{x509.ExtKeyUsageClientAuth}})
-	if err != nil || !subCA.IsCA {
-		return &Failure{Status: http.StatusForbidden, Code: "chain_invalid", Message: "this OBF's sub-CA does not chain to the SP root through the OBF CA"}
-	}
-	return nil
+	return httpapi.JSON(ctx, http.StatusOK, forwardapi.Response{Results: m.Forward(ctx, obf, batch.Items)})
 }

@@ -8,12 +8,14 @@ import (
 	"errors"
 	"net/http"
 	"net/url"
+	"runtime"
 	"strings"
 	"time"
 
 	"github.com/credfactory/credfactory/apierr"
 	"github.com/credfactory/credfactory/ca"
 	"github.com/credfactory/credfactory/clientauth"
+	"github.com/credfactory/credfactory/forwardapi"
 	"github.com/credfactory/credfactory/kdf"
 	"github.com/credfactory/credfactory/maf"
 	"github.com/credfactory/credfactory/ratelimit"
@@ -65,22 +67,27 @@ func (nopObserver) ObserveForwardBatch(int)                        {}
 
 // MEF issues and records credentials.
 type MEF struct {
-	cfg  Config
-	st   *store.Store
-	reg  *maf.Registry
-	ca   *ca.CA
-	root *x509.Certificate
-	// roots and obfCAs verify OBF sub-CAs; the same for every batch.
-	roots, obfCAs *x509.CertPool
-	master        kdf.Master
-	peers         *clientauth.Verifier
-	obs           Observer
-	now           func() time.Time
+	cfg    Config
+	st     *store.Store
+	reg    *maf.Registry
+	ca     *ca.CA
+	root   *x509.Certificate
+	master kdf.Master
+	peers  *clientauth.Verifier
+	// obfPeers verifies forwarding OBFs' client certificates: issued by
+	// the OBF CA (or, registered before it certified them, the issuing
+	// CA), never through a chain the client brings.
+	obfPeers *clientauth.Verifier
+	// issueSlots bounds concurrent issuance on the forward path (2 per
+	// core): a batch is a thousand items at once.
+	issueSlots chan struct{}
+	obs        Observer
+	now        func() time.Time
 }
 
-// New builds the MEF. issuing signs device certificates; root and obfCA
-// anchor the chains of trusted OBSes' sub-CAs; peers verifies TLS client
-// certificates (re-enrolment and forwarding OBFs).
+// New builds the MEF. issuing signs device certificates, forwarded ones
+// included; root and obfCA anchor forwarding OBFs' client certificates;
+// peers verifies devices' TLS client certificates (re-enrolment).
 func New(cfg Config, st *store.Store, reg *maf.Registry, issuing *ca.CA, root, obfCA *x509.Certificate, master kdf.Master, peers *clientauth.Verifier, obs Observer) *MEF {
 	if cfg.KeyLifetime == 0 {
 		cfg.KeyLifetime = 365 * 24 * time.Hour
@@ -92,13 +99,19 @@ func New(cfg Config, st *store.Store, reg *maf.Registry, issuing *ca.CA, root, o
 		obs = nopObserver{}
 	}
 	m := &MEF{cfg: cfg, st: st, reg: reg, ca: issuing, root: root, master: master, peers: peers, obs: obs, now: time.Now,
-		roots: x509.NewCertPool(), obfCAs: x509.NewCertPool()}
-	if root != nil {
-		m.roots.AddCert(root)
-	}
+		issueSlots: make(chan struct{}, 2*runtime.GOMAXPROCS(0))}
+	var inter []*x509.Certificate
 	if obfCA != nil {
-		m.obfCAs.AddCert(obfCA)
+		inter = append(inter, obfCA)
 	}
+	if issuing != nil {
+		inter = append(inter, issuing.Issuer())
+	}
+	var roots []*x509.Certificate
+	if root != nil {
+		roots = append(roots, root)
+	}
+	m.obfPeers = clientauth.New(roots, inter)
 	return m
 }
 
@@ -176,16 +189,13 @@ func tokenHash(token string) []byte {
 // §10.1): the absolute form //<SP domain>/<ID>, for an SP-relative AE-ID
 // ("S...") and a CSE-ID ("/...") alike.
 func AssignedIDURI(spDomain, assignedID string) *url.URL {
-	return &url.URL{Host: spDomain, Path: "/" + strings.TrimPrefix(assignedID, "/")}
+	return forwardapi.AssignedIDURI(spDomain, assignedID)
 }
 
 // CertCredentialType is the Credential-ID type of an assigned ID's
 // certificate (TS-0003 §10.4): 32 for a CSE-ID, 33 for an AE-ID.
 func CertCredentialType(assignedID string) kdf.CredentialType {
-	if strings.HasPrefix(assignedID, "/") {
-		return kdf.CredentialCSEIDCert
-	}
-	return kdf.CredentialAEIDCert
+	return kdf.CredentialType(forwardapi.CertCredentialType(assignedID))
 }
 
 func fingerprint(der []byte) []byte {

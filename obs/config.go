@@ -5,22 +5,22 @@ import (
 	"errors"
 	"fmt"
 	"io"
+	"log/slog"
 	"net/url"
 	"os"
 	"path/filepath"
 	"strings"
 	"time"
 
-	"github.com/credfactory/credfactory/ca"
-	"github.com/credfactory/credfactory/config"
+	"github.com/credfactory/credfactory/forwardapi"
 	"github.com/credfactory/credfactory/hsm"
 	"github.com/credfactory/credfactory/hsm/softhsm"
 	"go.yaml.in/yaml/v3"
 )
 
 // MaxBatch is the most items one forward request may carry (the SP's
-// mef.max_forward default and the issue's limit).
-const MaxBatch = 1000
+// mef.max_forward default).
+const MaxBatch = forwardapi.MaxBatch
 
 // Config is an OBS's YAML file. Relative paths are relative to the file's
 // directory, so a line's directory can be moved as a whole.
@@ -34,17 +34,7 @@ type Config struct {
 	ClientCert string `yaml:"client_cert"`
 	// ClientKey is the RFC 7512 URI of that key in the OBS's HSM.
 	ClientKey string `yaml:"client_key"`
-	// SubCACert is the PEM chain of the sub-CA the portal issued.
-	SubCACert string `yaml:"sub_ca_cert"`
-	// SubCAKey is the RFC 7512 URI of the sub-CA key in the OBS's HSM.
-	SubCAKey string `yaml:"sub_ca_key"`
-	// SPDomain is the host of device URIs: //<sp_domain>/<assigned ID>, as
-	// the SP's portal.sp_domain.
-	SPDomain string `yaml:"sp_domain"`
-	// FQDN is the OBS's own name, the host part of the shared keys' IDs
-	// (<hex>@<fqdn>); default the first permitted DNS domain of the sub-CA.
-	FQDN string `yaml:"fqdn"`
-	HSM  HSM    `yaml:"hsm"`
+	HSM       HSM    `yaml:"hsm"`
 	// Spool is the work directory: in/, out/, outbox/, refused/.
 	Spool string `yaml:"spool"`
 	// BatchSize is the most items per forward request (1-1000).
@@ -54,10 +44,10 @@ type Config struct {
 	// RetryTimeout bounds how long one send keeps retrying a batch the SP
 	// did not answer (or answered 503/429) before it gives up for now.
 	RetryTimeout time.Duration `yaml:"retry_timeout"`
-	// CertValidity is the lifetime of device certificates (at most the
-	// device profile's year), clamped inside the sub-CA's validity.
-	CertValidity time.Duration `yaml:"cert_validity"`
-	// KeyLifetime is the lifetime of the shared keys the OBS makes.
+	// KeyLifetime, when set, asks for this lifetime of the shared keys the
+	// OBS makes; 0 takes the SP's mef.key_lifetime, which also bounds it
+	// (a longer one is refused key_lifetime_exceeded). The SP's CA decides
+	// certificates' lifetimes.
 	KeyLifetime time.Duration `yaml:"key_lifetime"`
 	Log         Log           `yaml:"log"`
 
@@ -75,8 +65,37 @@ type HSM struct {
 	Dir string `yaml:"dir"`
 }
 
-// Log is the process log, configured as the server's is.
-type Log = config.Log
+// Log is the process log: level and format as the server's (an OBS
+// serves no HTTP, so it has no access log).
+type Log struct {
+	Level  string `yaml:"level"`
+	Format string `yaml:"format"`
+}
+
+// Validate reports a level or format the logger does not know.
+func (l Log) Validate() error {
+	var errs []error
+	switch l.Level {
+	case "debug", "info", "warn", "error":
+	default:
+		errs = append(errs, fmt.Errorf("log.level %q: want debug, info, warn or error", l.Level))
+	}
+	if l.Format != "json" && l.Format != "text" {
+		errs = append(errs, fmt.Errorf("log.format %q: want json or text", l.Format))
+	}
+	return errors.Join(errs...)
+}
+
+// Logger makes the process logger writing to w.
+func (l Log) Logger(w io.Writer) *slog.Logger {
+	var level slog.Level
+	_ = level.UnmarshalText([]byte(l.Level)) // checked by Validate
+	opts := &slog.HandlerOptions{Level: level}
+	if l.Format == "text" {
+		return slog.New(slog.NewTextHandler(w, opts))
+	}
+	return slog.New(slog.NewJSONHandler(w, opts))
+}
 
 // Default is the configuration before the file: an embedded SoftHSM token
 // under ./hsm and a spool under ./spool.
@@ -85,14 +104,11 @@ func Default() Config {
 	h.TokenLabel = "credfactory-obs"
 	return Config{
 		ClientKey:     "pkcs11:object=credfactory-obs-client;type=private",
-		SubCAKey:      "pkcs11:object=credfactory-obs-sub-ca;type=private",
 		HSM:           HSM{Config: h, Embedded: true, Dir: "hsm"},
 		Spool:         "spool",
 		BatchSize:     100,
 		FlushInterval: 2 * time.Second,
 		RetryTimeout:  time.Minute,
-		CertValidity:  ca.DefaultDeviceValidity,
-		KeyLifetime:   365 * 24 * time.Hour,
 		Log:           Log{Level: "info", Format: "json"},
 	}
 }
@@ -133,7 +149,6 @@ func (c *Config) path(p string) string {
 func (c *Config) derive() {
 	c.TrustAnchor = c.path(c.TrustAnchor)
 	c.ClientCert = c.path(c.ClientCert)
-	c.SubCACert = c.path(c.SubCACert)
 	c.Spool = c.path(c.Spool)
 	c.HSM.Dir = c.path(c.HSM.Dir)
 	c.HSM.PINFile = c.path(c.HSM.PINFile)
@@ -149,7 +164,6 @@ func (c *Config) derive() {
 		}
 	}
 	c.SPURL = strings.TrimRight(c.SPURL, "/")
-	c.FQDN = strings.ToLower(c.FQDN)
 }
 
 // Validate reports every problem that does not need the SP's answers
@@ -169,18 +183,11 @@ func (c *Config) Validate() error {
 			errs = append(errs, errors.New("hsm.pin_file and hsm.softhsm2_conf: an embedded token keeps them in hsm.dir; leave them unset"))
 		}
 	}
-	for _, k := range [][2]string{{"client_key", c.ClientKey}, {"sub_ca_key", c.SubCAKey}} {
-		name := k[0]
-		ref, err := hsm.ParseKeyURI(k[1])
-		switch {
-		case err != nil:
-			errs = append(errs, fmt.Errorf("%s: %w", name, err))
-		case ref.Class != hsm.ClassPrivate:
-			errs = append(errs, fmt.Errorf("%s: want type=private", name))
-		}
-	}
-	if c.ClientKey == c.SubCAKey {
-		errs = append(errs, errors.New("client_key and sub_ca_key must be different keys"))
+	switch ref, err := hsm.ParseKeyURI(c.ClientKey); {
+	case err != nil:
+		errs = append(errs, fmt.Errorf("client_key: %w", err))
+	case ref.Class != hsm.ClassPrivate:
+		errs = append(errs, errors.New("client_key: want type=private"))
 	}
 	if c.Spool == "" {
 		errs = append(errs, errors.New("spool is empty"))
@@ -194,11 +201,8 @@ func (c *Config) Validate() error {
 	if c.RetryTimeout <= 0 {
 		errs = append(errs, errors.New("retry_timeout must be positive"))
 	}
-	if c.CertValidity <= 0 || c.CertValidity > ca.DefaultDeviceValidity {
-		errs = append(errs, fmt.Errorf("cert_validity %v: want more than 0 and at most %v (the device profile's)", c.CertValidity, ca.DefaultDeviceValidity))
-	}
-	if c.KeyLifetime <= 0 {
-		errs = append(errs, errors.New("key_lifetime must be positive"))
+	if c.KeyLifetime < 0 {
+		errs = append(errs, errors.New("key_lifetime must not be negative (0: the SP's)"))
 	}
 	if err := c.Log.Validate(); err != nil {
 		errs = append(errs, err)
@@ -213,13 +217,10 @@ func (c *Config) CheckRun() error {
 	if u, err := url.Parse(c.SPURL); c.SPURL == "" || err != nil || u.Scheme != "https" || u.Host == "" {
 		errs = append(errs, fmt.Errorf("sp_url %q: want https://host[:port]", c.SPURL))
 	}
-	for _, f := range [][2]string{{"trust_anchor", c.TrustAnchor}, {"client_cert", c.ClientCert}, {"sub_ca_cert", c.SubCACert}} {
+	for _, f := range [][2]string{{"trust_anchor", c.TrustAnchor}, {"client_cert", c.ClientCert}} {
 		if f[1] == "" {
 			errs = append(errs, fmt.Errorf("%s is empty", f[0]))
 		}
-	}
-	if c.SPDomain == "" {
-		errs = append(errs, errors.New("sp_domain is empty: set it to the SP's portal.sp_domain"))
 	}
 	return errors.Join(errs...)
 }

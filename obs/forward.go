@@ -6,21 +6,14 @@ import (
 	"errors"
 	"fmt"
 	"net/http"
-	"os"
+
 	"path/filepath"
 	"strings"
 	"time"
 
 	"github.com/credfactory/credfactory/client"
+	"github.com/credfactory/credfactory/forwardapi"
 )
-
-// transientCodes are per-item refusals that say "not now" rather than "no":
-// the item stays in the outbox and is sent again.
-var transientCodes = map[string]bool{
-	"registry_unavailable": true,
-	"hsm_unavailable":      true,
-	"internal":             true,
-}
 
 const (
 	minBackoff = 200 * time.Millisecond
@@ -164,24 +157,27 @@ func (o *OBS) sendBatch(ctx context.Context, names []string, c *counters) (kept,
 		it, file := items[r.Index], files[r.Index]
 		path := filepath.Join(o.spool.dir(DirOutbox), file)
 		switch {
-		case r.Status == "recorded" || r.Status == "replayed":
+		case r.Status == forwardapi.StatusRecorded || r.Status == forwardapi.StatusReplayed:
+			// The device's file first, durable, then the record goes: a
+			// crash in between resends the item, and the SP answers the
+			// same credential again (replayed).
+			if err := o.writeResult(it, r); err != nil {
+				return kept, done, localError{err}
+			}
 			if err := remove(path); err != nil {
 				return kept, done, localError{err}
 			}
 			done++
-			if r.Status == "recorded" {
+			if r.Status == forwardapi.StatusRecorded {
 				c.recorded.Add(1)
 			} else {
 				c.replayed.Add(1)
 			}
 			o.log.Info("forwarded", "assigned_id", it.AssignedID, "status", r.Status, "credential_id", r.CredentialID)
-		case r.Status == "refused" && !transientCodes[r.Code]:
+		case r.Status == forwardapi.StatusRefused && !forwardapi.Transient(r.Code):
 			item := it
 			ref := Refusal{Source: "sp", Code: r.Code, Message: r.Message, RefusedAt: o.now().UTC(), Item: &item}
 			if err := o.writeRefusal(file, ref); err != nil {
-				return kept, done, localError{err}
-			}
-			if err := o.withdrawResult(it, strings.TrimSuffix(file, ".json")+".result.json"); err != nil {
 				return kept, done, localError{err}
 			}
 			if err := remove(path); err != nil {
@@ -205,25 +201,15 @@ func (o *OBS) sendBatch(ctx context.Context, names []string, c *counters) (kept,
 	return kept, done, nil
 }
 
-// withdrawResult moves the device's result of a refused item from out/ to
-// refused/ (as name), so that the line does not load a credential the SP
-// will never know. A result of another credential (a later job for the
-// same device) is left alone.
-func (o *OBS) withdrawResult(it client.ForwardItem, name string) error {
-	path := filepath.Join(o.spool.dir(DirOut), outName(it.AssignedID))
-	raw, err := os.ReadFile(path)
-	if errors.Is(err, os.ErrNotExist) {
-		return nil
-	}
+// writeResult writes the device's file from the item and the SP's answer.
+func (o *OBS) writeResult(it client.ForwardItem, ans client.ForwardResult) error {
+	res, err := o.result(it, ans)
 	if err != nil {
 		return err
 	}
-	var r Result
-	if json.Unmarshal(raw, &r) != nil || r.RequestID != it.RequestID {
-		return nil
-	}
-	if err := os.Rename(path, filepath.Join(o.spool.dir(DirRefused), name)); err != nil {
+	data, err := json.MarshalIndent(res, "", "  ")
+	if err != nil {
 		return err
 	}
-	return syncDir(o.spool.dir(DirRefused))
+	return writeDurable(o.spool.dir(DirOut), outName(it.AssignedID), data)
 }

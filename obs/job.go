@@ -2,7 +2,6 @@ package obs
 
 import (
 	"bytes"
-	"context"
 	"crypto/rand"
 	"crypto/sha256"
 	"crypto/x509"
@@ -10,14 +9,10 @@ import (
 	"encoding/json"
 	"encoding/pem"
 	"fmt"
-	"net/url"
 	"strings"
 	"time"
 
-	"github.com/credfactory/credfactory/ca"
 	"github.com/credfactory/credfactory/client"
-	"github.com/credfactory/credfactory/kdf"
-	"github.com/credfactory/credfactory/mef"
 )
 
 // Job is one file the line drops into spool/in/: the bundle the portal
@@ -43,15 +38,17 @@ type Result struct {
 	AssignedID   string `json:"assignedId"`
 	CredentialID string `json:"credentialId"`
 	RequestID    string `json:"requestId"`
-	// Certificate is the device's certificate (PEM); Chain its issuers up
-	// to, not including, the SP root (PEM); TrustAnchor the SP root (PEM).
+	// Certificate is the device's certificate (PEM), issued by the SP's
+	// CA; Chain its issuers up to, not including, the SP root (PEM);
+	// TrustAnchor the SP root (PEM).
 	Certificate string     `json:"certificate,omitempty"`
 	Chain       string     `json:"chain,omitempty"`
 	TrustAnchor string     `json:"trustAnchor,omitempty"`
 	Key         *ResultKey `json:"key,omitempty"`
 }
 
-// ResultKey is a provisioned shared key; Value is base64 in JSON.
+// ResultKey is a provisioned shared key; Value is base64 in JSON. The
+// value is the OBS's, the identifiers and the lifetime the SP's.
 type ResultKey struct {
 	SUID      int       `json:"suid"`
 	KeyID     string    `json:"keyId"`
@@ -62,7 +59,8 @@ type ResultKey struct {
 }
 
 // outboxRecord is one file of spool/outbox/, named <job ID>.json: the
-// forward item, durable before anything is sent.
+// forward item, durable before anything is sent and kept until the SP's
+// answer is in out/.
 type outboxRecord struct {
 	JobID     string             `json:"jobId"`
 	JobFile   string             `json:"jobFile"`
@@ -126,7 +124,7 @@ func parseJob(raw []byte, now time.Time) (Job, error) {
 		return Job{}, refuse("token_expired", "the bundle's token expired at %s", b.ExpiresAt.UTC().Format(time.RFC3339))
 	}
 	if k := j.Key; k != nil {
-		if k.SUID < int(kdf.SUIDRSPFMAF) || k.SUID > int(kdf.SUIDRSPFESDataSignature) {
+		if k.SUID < 21 || k.SUID > 25 { // TS-0003 §10.3.2: the RSPF-provisioned usages
 			return Job{}, refuse("bad_key_request", "key.suid must be an RSPF-provisioned usage (21-25), got %d", k.SUID)
 		}
 		if len(k.TargetIDs) == 0 {
@@ -150,10 +148,10 @@ func requestID(token string, credential []byte) string {
 	return hex.EncodeToString(h.Sum(nil))
 }
 
-// provision makes the job's credential: a certificate from the sub-CA in
-// the HSM, or a fresh random key. A *localRefusal means the job is bad;
-// any other error (HSM trouble) leaves the job for a later round.
-func (o *OBS) provision(ctx context.Context, j Job) (client.ForwardItem, error) {
+// provision makes the job's forward item: the device's CSR as it is (the
+// SP's CA certifies it), or a fresh random key (the SP names it). A
+// *localRefusal means the job is bad.
+func (o *OBS) provision(j Job) (client.ForwardItem, error) {
 	b := j.Bundle
 	item := client.ForwardItem{Token: b.Token, AssignedID: b.AssignedID}
 	if j.CSR != "" {
@@ -161,53 +159,61 @@ func (o *OBS) provision(ctx context.Context, j Job) (client.ForwardItem, error) 
 		if block == nil || (block.Type != "CERTIFICATE REQUEST" && block.Type != "NEW CERTIFICATE REQUEST") {
 			return item, refuse("bad_csr", "csr is not a PEM CERTIFICATE REQUEST")
 		}
-		issued, err := o.ca.Issue(ctx, ca.Request{CSR: block.Bytes, Profile: ca.ProfileDevice, AssignedID: b.AssignedID,
-			URIs: []*url.URL{mef.AssignedIDURI(o.cfg.SPDomain, b.AssignedID)}, Validity: o.cfg.CertValidity})
-		if err != nil {
-			if code := ca.Code(err); code != "" {
-				return item, refuse(code, "%s", err.Error())
-			}
-			return item, err
+		csr, err := x509.ParseCertificateRequest(block.Bytes)
+		if err == nil {
+			err = csr.CheckSignature()
 		}
-		item.Certificate = string(ca.EncodeCertsPEM([]*x509.Certificate{issued.Certificate}))
-		item.RequestID = requestID(b.Token, issued.DER)
+		if err != nil {
+			return item, refuse("bad_csr", "the CSR does not parse or its signature does not verify: %v", err)
+		}
+		item.CSR = string(pem.EncodeToMemory(&pem.Block{Type: "CERTIFICATE REQUEST", Bytes: block.Bytes}))
+		item.RequestID = requestID(b.Token, block.Bytes)
 		return item, nil
-	}
-	rel, err := kdf.NewRelativeID()
-	if err != nil {
-		return item, err
 	}
 	value := make([]byte, 32)
 	if _, err := rand.Read(value); err != nil {
 		return item, err
 	}
-	keyID, err := kdf.KpsaID(hex.EncodeToString(rel), o.fqdn)
-	if err != nil {
-		return item, err
+	item.Key = &client.ForwardKey{SUID: j.Key.SUID, TargetIDs: j.Key.TargetIDs, Value: value}
+	if o.cfg.KeyLifetime > 0 {
+		item.Key.NotAfter = o.now().Add(o.cfg.KeyLifetime).UTC().Truncate(time.Second)
 	}
-	item.Key = &client.ForwardKey{SUID: j.Key.SUID, KeyID: keyID, KeID: kdf.KeID(rel, o.fqdn), TargetIDs: j.Key.TargetIDs, Value: value,
-		NotAfter: o.now().Add(o.cfg.KeyLifetime).UTC().Truncate(time.Second)}
 	item.RequestID = requestID(b.Token, value)
 	return item, nil
 }
 
-// result is the device's file, rebuilt from the outbox item alone so that
-// recovery after a crash writes exactly what the SP will record.
-func (o *OBS) result(it client.ForwardItem) (Result, error) {
-	r := Result{AssignedID: it.AssignedID, RequestID: it.RequestID, TrustAnchor: o.anchorPEM}
+// result is the device's file: the forwarded item with the SP's answer,
+// which names the credential as the SP recorded it.
+func (o *OBS) result(it client.ForwardItem, ans client.ForwardResult) (Result, error) {
+	r := Result{AssignedID: it.AssignedID, RequestID: it.RequestID, CredentialID: ans.CredentialID, TrustAnchor: o.anchorPEM}
 	if it.Key != nil {
-		k := it.Key
-		r.CredentialID = kdf.CredentialID(kdf.CredentialType(k.SUID-10), k.KeyID)
-		r.Key = &ResultKey{SUID: k.SUID, KeyID: k.KeyID, KeID: k.KeID, Value: k.Value, TargetIDs: k.TargetIDs, NotAfter: k.NotAfter}
+		if ans.KeyID == "" || ans.KeID == "" {
+			return r, fmt.Errorf("the SP's answer for %s names no key ID", it.AssignedID)
+		}
+		r.Key = &ResultKey{SUID: it.Key.SUID, KeyID: ans.KeyID, KeID: ans.KeID, Value: it.Key.Value, TargetIDs: it.Key.TargetIDs, NotAfter: ans.NotAfter}
 		return r, nil
 	}
-	certs, err := ca.ParseCertsPEM([]byte(it.Certificate))
-	if err != nil {
-		return r, err
+	var leaf, chain []byte
+	rest := []byte(ans.Certificate)
+	for {
+		var block *pem.Block
+		block, rest = pem.Decode(rest)
+		if block == nil {
+			break
+		}
+		if block.Type != "CERTIFICATE" {
+			continue
+		}
+		enc := pem.EncodeToMemory(block)
+		if leaf == nil {
+			leaf = enc
+		} else {
+			chain = append(chain, enc...)
+		}
 	}
-	sum := sha256.Sum256(certs[0].Raw)
-	r.CredentialID = kdf.CredentialID(mef.CertCredentialType(it.AssignedID), hex.EncodeToString(sum[:]))
-	r.Certificate = it.Certificate
-	r.Chain = o.chainPEM
+	if leaf == nil {
+		return r, fmt.Errorf("the SP's answer for %s carries no certificate", it.AssignedID)
+	}
+	r.Certificate, r.Chain = string(leaf), string(chain)
 	return r, nil
 }

@@ -13,25 +13,21 @@ import (
 	"github.com/credfactory/credfactory/hsm/softhsm"
 )
 
-// CSR file names init-keys writes.
-const (
-	ClientCSRFile = "obs-client.csr.pem"
-	SubCACSRFile  = "obs-sub-ca.csr.pem"
-)
+// ClientCSRFile is the CSR init-keys writes.
+const ClientCSRFile = "obs-client.csr.pem"
 
 // InitResult says what InitKeys did.
 type InitResult struct {
 	TokenCreated bool
 	KeysCreated  []string // URIs of the keys generated now
 	ClientCSR    string   // path of the mTLS key's CSR
-	SubCACSR     string   // path of the sub-CA key's CSR
 }
 
 // InitKeys provisions the embedded SoftHSM token (if hsm.embedded), makes
-// sure the mTLS and sub-CA keys exist in the HSM (generated there,
-// non-extractable), creates the spool directories, and writes a CSR for each into outDir, for an sp-admin
-// to register the OBS through the portal (clientCsr, subCaCsr). Running it
-// again keeps the keys and writes the CSRs again.
+// sure the mTLS key exists in the HSM (generated there, non-extractable),
+// creates the spool directories, and writes its CSR into outDir, for an
+// sp-admin to register the OBS through the portal (clientCsr). Running it
+// again keeps the key and writes the CSR again.
 func InitKeys(ctx context.Context, cfg Config, outDir string) (InitResult, error) {
 	var res InitResult
 	// The line may start dropping jobs before the first run.
@@ -47,7 +43,6 @@ func InitKeys(ctx context.Context, cfg Config, outDir string) (InitResult, error
 	}
 	created, err := hsm.EnsureKeys(cfg.HSM.Config, []hsm.KeySpec{
 		{URI: cfg.ClientKey, Type: hsm.KeyECDSAP256},
-		{URI: cfg.SubCAKey, Type: hsm.KeyECDSAP256},
 	})
 	res.KeysCreated = created
 	if err != nil {
@@ -63,7 +58,6 @@ func InitKeys(ctx context.Context, cfg Config, outDir string) (InitResult, error
 		dst           *string
 	}{
 		{cfg.ClientKey, "credfactory OBS client", ClientCSRFile, &res.ClientCSR},
-		{cfg.SubCAKey, "credfactory OBS sub-CA", SubCACSRFile, &res.SubCACSR},
 	} {
 		signer, err := mod.Signer(ctx, k.uri)
 		if err != nil {
@@ -81,7 +75,7 @@ func InitKeys(ctx context.Context, cfg Config, outDir string) (InitResult, error
 	return res, nil
 }
 
-// OpenHSM opens the OBS's token and loads its two keys.
+// OpenHSM opens the OBS's token and loads its key.
 func OpenHSM(ctx context.Context, cfg Config) (*hsm.Module, Keys, error) {
 	mod, err := hsm.Open(cfg.HSM.Config, nil)
 	if err != nil {
@@ -92,10 +86,5 @@ func OpenHSM(ctx context.Context, cfg Config) (*hsm.Module, Keys, error) {
 		mod.Close()
 		return nil, Keys{}, fmt.Errorf("client_key: %w", err)
 	}
-	sub, err := mod.Signer(ctx, cfg.SubCAKey)
-	if err != nil {
-		mod.Close()
-		return nil, Keys{}, fmt.Errorf("sub_ca_key: %w", err)
-	}
-	return mod, Keys{Client: client, SubCA: sub}, nil
+	return mod, Keys{Client: client}, nil
 }

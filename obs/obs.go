@@ -1,32 +1,30 @@
 package obs
 
 import (
+	"bytes"
 	"context"
 	"crypto"
 	"crypto/tls"
 	"crypto/x509"
 	"encoding/json"
+	"encoding/pem"
 	"errors"
 	"fmt"
 	"log/slog"
 	"os"
 	"path/filepath"
-	"strings"
 	"sync"
 	"sync/atomic"
 	"time"
 
-	"github.com/credfactory/credfactory/ca"
 	"github.com/credfactory/credfactory/client"
-	"github.com/credfactory/credfactory/kdf"
 )
 
-// Keys are the OBS's two private keys; in production hsm.Signers.
+// Keys are the OBS's private keys; in production hsm.Signers.
 type Keys struct {
-	// Client is the key of the mTLS client certificate.
+	// Client is the key of the mTLS client certificate: the only key an
+	// OBS holds (it issues nothing; the SP's CA does).
 	Client crypto.Signer
-	// SubCA is the key of the sub-CA that issues device certificates.
-	SubCA crypto.Signer
 }
 
 // OBS provisions jobs from the spool and forwards them to the SP.
@@ -34,11 +32,8 @@ type OBS struct {
 	cfg       Config
 	log       *slog.Logger
 	spool     spool
-	ca        *ca.CA
 	conn      *client.Conn
 	anchorPEM string
-	chainPEM  string // the sub-CA's chain, as every result carries it
-	fqdn      string
 	now       func() time.Time
 
 	batch atomic.Int64 // current batch size (halved if the SP says 413)
@@ -47,8 +42,8 @@ type OBS struct {
 	busy sync.Map
 }
 
-// New loads the certificates the portal issued, checks them against the
-// keys and the SP root, and prepares the sub-CA and the mTLS connection.
+// New loads the client certificate the portal issued, checks it against
+// the key and the SP root, and prepares the mTLS connection.
 func New(cfg Config, keys Keys, log *slog.Logger) (*OBS, error) {
 	if err := cfg.CheckRun(); err != nil {
 		return nil, err
@@ -56,13 +51,9 @@ func New(cfg Config, keys Keys, log *slog.Logger) (*OBS, error) {
 	if log == nil {
 		log = slog.New(slog.DiscardHandler)
 	}
-	anchorRaw, err := os.ReadFile(cfg.TrustAnchor)
+	anchors, err := loadChain(cfg.TrustAnchor, "trust_anchor")
 	if err != nil {
-		return nil, fmt.Errorf("trust_anchor: %w", err)
-	}
-	anchors, err := ca.ParseCertsPEM(anchorRaw)
-	if err != nil {
-		return nil, fmt.Errorf("trust_anchor %s: %w", cfg.TrustAnchor, err)
+		return nil, err
 	}
 	roots := x509.NewCertPool()
 	for _, a := range anchors {
@@ -72,39 +63,24 @@ func New(cfg Config, keys Keys, log *slog.Logger) (*OBS, error) {
 	if err != nil {
 		return nil, err
 	}
-	if err := ca.CheckSignerMatches(clientChain[0], keys.Client); err != nil {
-		return nil, fmt.Errorf("client_cert and client_key: %w", err)
+	if keys.Client == nil || !samePublicKey(clientChain[0].PublicKey, keys.Client.Public()) {
+		return nil, errors.New("client_cert and client_key: the certificate is not for the key")
 	}
 	if err := verifyChain(clientChain, roots, time.Now()); err != nil {
 		return nil, fmt.Errorf("client_cert %s: %w", cfg.ClientCert, err)
-	}
-	subChain, err := loadChain(cfg.SubCACert, "sub_ca_cert")
-	if err != nil {
-		return nil, err
-	}
-	if err := verifyChain(subChain, roots, time.Now()); err != nil {
-		return nil, fmt.Errorf("sub_ca_cert %s: %w", cfg.SubCACert, err)
-	}
-	sub, err := ca.New(ca.Config{Issuer: subChain[0], Signer: keys.SubCA, Chain: subChain, Lint: true})
-	if err != nil {
-		return nil, fmt.Errorf("sub_ca_cert and sub_ca_key: %w", err)
-	}
-	fqdn := cfg.FQDN
-	if fqdn == "" && len(subChain[0].PermittedDNSDomains) > 0 {
-		fqdn = strings.ToLower(strings.TrimPrefix(subChain[0].PermittedDNSDomains[0], "."))
-	}
-	if _, err := kdf.KpsaID("x", fqdn); err != nil {
-		return nil, fmt.Errorf("fqdn %q (the host of shared key IDs; default the sub-CA's first permitted DNS domain): %w", fqdn, err)
 	}
 	cert := tls.Certificate{PrivateKey: keys.Client, Leaf: clientChain[0]}
 	for _, c := range clientChain {
 		cert.Certificate = append(cert.Certificate, c.Raw)
 	}
+	var anchorPEM []byte
+	for _, a := range anchors {
+		anchorPEM = append(anchorPEM, pem.EncodeToMemory(&pem.Block{Type: "CERTIFICATE", Bytes: a.Raw})...)
+	}
 	o := &OBS{
-		cfg: cfg, log: log, spool: spool{cfg.Spool}, ca: sub, fqdn: fqdn, now: time.Now,
+		cfg: cfg, log: log, spool: spool{cfg.Spool}, now: time.Now,
 		conn:      client.NewConn(cfg.SPURL, anchors, &cert),
-		anchorPEM: string(ca.EncodeCertsPEM(anchors)),
-		chainPEM:  string(ca.EncodeCertsPEM(sub.Chain())),
+		anchorPEM: string(anchorPEM),
 	}
 	o.batch.Store(int64(cfg.BatchSize))
 	if err := o.spool.make(); err != nil {
@@ -113,14 +89,36 @@ func New(cfg Config, keys Keys, log *slog.Logger) (*OBS, error) {
 	return o, nil
 }
 
+// samePublicKey compares keys by their encoding, whatever their type.
+func samePublicKey(a, b crypto.PublicKey) bool {
+	da, err1 := x509.MarshalPKIXPublicKey(a)
+	db, err2 := x509.MarshalPKIXPublicKey(b)
+	return err1 == nil && err2 == nil && bytes.Equal(da, db)
+}
+
 func loadChain(path, name string) ([]*x509.Certificate, error) {
 	raw, err := os.ReadFile(path)
 	if err != nil {
 		return nil, fmt.Errorf("%s: %w", name, err)
 	}
-	certs, err := ca.ParseCertsPEM(raw)
-	if err != nil {
-		return nil, fmt.Errorf("%s %s: %w", name, path, err)
+	var certs []*x509.Certificate
+	for {
+		var block *pem.Block
+		block, raw = pem.Decode(raw)
+		if block == nil {
+			break
+		}
+		if block.Type != "CERTIFICATE" {
+			continue
+		}
+		c, err := x509.ParseCertificate(block.Bytes)
+		if err != nil {
+			return nil, fmt.Errorf("%s %s: %w", name, path, err)
+		}
+		certs = append(certs, c)
+	}
+	if len(certs) == 0 {
+		return nil, fmt.Errorf("%s %s: no PEM certificate", name, path)
 	}
 	return certs, nil
 }
@@ -133,13 +131,13 @@ func verifyChain(chain []*x509.Certificate, roots *x509.CertPool, now time.Time)
 		inter.AddCert(c)
 	}
 	_, err := chain[0].Verify(x509.VerifyOptions{Roots: roots, Intermediates: inter, CurrentTime: now,
-		KeyUsages: []x509.ExtKeyUsage{x509.ExtKeyUsageAny}})
+		KeyUsages: []x509.ExtKeyUsage{x509.ExtKeyUsageClientAuth}})
 	return err
 }
 
 // Summary counts what one Run did.
 type Summary struct {
-	Provisioned int // jobs provisioned (results in out/, items in the outbox)
+	Provisioned int // jobs provisioned (items in the outbox; results in out/ once the SP answers)
 	Rejected    int // jobs the OBS refused itself (moved to refused/)
 	Recorded    int // items the SP recorded
 	Replayed    int // items the SP already had (a resend)
@@ -314,11 +312,11 @@ func (o *OBS) provisionAll(ctx context.Context, c *counters, kick chan struct{})
 	return errors.Join(errs...)
 }
 
-// processJob provisions one job: the credential, then its outbox record
-// (durable), then the device's result in out/ (durable), then the job file
-// is removed. A crash at any point leaves either the job alone (it is
-// provisioned afresh: nothing was sent or handed out) or the job with its
-// record (recover finishes it with the same credential).
+// processJob provisions one job: its forward item, then its outbox record
+// (durable), then the job file is removed. A crash at any point leaves
+// either the job alone (it is provisioned afresh: nothing was sent) or the
+// job with its record (recover finishes it with the same item). The
+// device's result is written when the SP answers (sendBatch).
 func (o *OBS) processJob(name string, c *counters) error {
 	path := filepath.Join(o.spool.dir(DirIn), name)
 	raw, err := os.ReadFile(path)
@@ -344,8 +342,7 @@ func (o *OBS) processJob(name string, c *counters) error {
 	}
 	var item client.ForwardItem
 	if err == nil {
-		// Not the run's context: a signal must not cut a job in half.
-		item, err = o.provision(context.Background(), job)
+		item, err = o.provision(job)
 	}
 	var lr *localRefusal
 	if errors.As(err, &lr) {
@@ -388,20 +385,8 @@ func (o *OBS) young(path string) bool {
 	return err == nil && o.now().Sub(st.ModTime()) < settle
 }
 
-// finish writes the device's result from the outbox record and removes the
-// job file.
+// finish removes the job file once its record is durable.
 func (o *OBS) finish(jobFile string, rec outboxRecord) error {
-	res, err := o.result(rec.Item)
-	if err != nil {
-		return fmt.Errorf("result of %s: %w", jobFile, err)
-	}
-	data, err := json.MarshalIndent(res, "", "  ")
-	if err != nil {
-		return err
-	}
-	if err := writeDurable(o.spool.dir(DirOut), outName(rec.Item.AssignedID), data); err != nil {
-		return err
-	}
 	if err := remove(filepath.Join(o.spool.dir(DirIn), jobFile)); err != nil {
 		return err
 	}

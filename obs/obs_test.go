@@ -28,15 +28,14 @@ import (
 )
 
 // pki is the SP's hierarchy in software, as credfactory init makes it: a
-// root, an issuing CA (OBF client and server certificates) and the OBF CA
-// that certifies OBS sub-CAs.
+// root, an issuing CA (device and server certificates) and the OBF CA
+// that certifies OBFs' client certificates.
 type pki struct {
-	root              *x509.Certificate
-	issuing, obfCA    *ca.CA
-	subChain          []*x509.Certificate
-	clientChain       []*x509.Certificate
-	clientKey, subKey *ecdsa.PrivateKey
-	serverCert        tls.Certificate
+	root           *x509.Certificate
+	issuing, obfCA *ca.CA
+	clientChain    []*x509.Certificate
+	clientKey      *ecdsa.PrivateKey
+	serverCert     tls.Certificate
 }
 
 func newKey(t *testing.T) *ecdsa.PrivateKey {
@@ -71,7 +70,7 @@ func newPKI(t *testing.T) *pki {
 	if err != nil {
 		t.Fatal(err)
 	}
-	p := &pki{root: root, clientKey: newKey(t), subKey: newKey(t)}
+	p := &pki{root: root, clientKey: newKey(t)}
 	if p.issuing, err = ca.New(ca.Config{Issuer: issCert, Signer: issKey, Chain: []*x509.Certificate{issCert, root}}); err != nil {
 		t.Fatal(err)
 	}
@@ -79,13 +78,7 @@ func newPKI(t *testing.T) *pki {
 		t.Fatal(err)
 	}
 	ctx := context.Background()
-	sub, err := p.obfCA.Issue(ctx, ca.Request{CSR: csrDER(t, p.subKey), Profile: ca.ProfileOBFSubCA, AssignedID: "obs-1",
-		PermittedDNSDomains: []string{"line.factory.example"}})
-	if err != nil {
-		t.Fatal(err)
-	}
-	p.subChain = append([]*x509.Certificate{sub.Certificate}, sub.Chain...)
-	cl, err := p.issuing.Issue(ctx, ca.Request{CSR: csrDER(t, p.clientKey), Profile: ca.ProfileOBFClient, AssignedID: "obf-1",
+	cl, err := p.obfCA.Issue(ctx, ca.Request{CSR: csrDER(t, p.clientKey), Profile: ca.ProfileOBFClient, AssignedID: "obf-1",
 		URIs: []*url.URL{{Scheme: "urn", Opaque: "uuid:obs-1"}}})
 	if err != nil {
 		t.Fatal(err)
@@ -101,7 +94,11 @@ func newPKI(t *testing.T) *pki {
 }
 
 // fakeSP answers POST /mef/v1/forward through answer; it checks the client
-// certificate as the SP does (chain to the root).
+// certificate as the SP does (chain to the root). Its default answer
+// records everything as the SP would: a certificate from the issuing CA
+// for a CSR, SP-assigned IDs for a key. The transient-or-final decision is
+// tested against the real server in cmd/credfactory (TestOBSEndToEnd) and
+// the codes' classification in mef (TestForwardCodesOfRealFailures).
 type fakeSP struct {
 	*httptest.Server
 	mu       sync.Mutex
@@ -112,7 +109,7 @@ type fakeSP struct {
 func newFakeSP(t *testing.T, p *pki) *fakeSP {
 	f := &fakeSP{}
 	f.answer = func(_ int, items []client.ForwardItem) (int, []client.ForwardResult) {
-		return 200, recordAll(items)
+		return 200, recordAll(t, p, items)
 	}
 	f.Server = httptest.NewUnstartedServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
 		if r.URL.Path != "/mef/v1/forward" || r.TLS == nil || len(r.TLS.PeerCertificates) == 0 {
@@ -147,10 +144,24 @@ func newFakeSP(t *testing.T, p *pki) *fakeSP {
 	return f
 }
 
-func recordAll(items []client.ForwardItem) []client.ForwardResult {
+func recordAll(t *testing.T, p *pki, items []client.ForwardItem) []client.ForwardResult {
 	out := make([]client.ForwardResult, len(items))
-	for i := range items {
-		out[i] = client.ForwardResult{Index: i, Status: "recorded", CredentialID: "c-" + items[i].AssignedID}
+	for i, it := range items {
+		r := client.ForwardResult{Index: i, Status: "recorded", CredentialID: "c-" + it.AssignedID}
+		if it.CSR != "" {
+			block, _ := pem.Decode([]byte(it.CSR))
+			issued, err := p.issuing.Issue(context.Background(), ca.Request{CSR: block.Bytes, Profile: ca.ProfileDevice, AssignedID: it.AssignedID,
+				URIs: []*url.URL{{Host: "sp.example", Path: "/" + strings.TrimPrefix(it.AssignedID, "/")}}})
+			if err != nil {
+				t.Error(err)
+				continue
+			}
+			r.Certificate = string(ca.EncodeCertsPEM(append([]*x509.Certificate{issued.Certificate}, issued.Chain...)))
+		} else {
+			r.KeyID, r.KeID = "k"+it.RequestID[:8]+"@sp.example", "e"+it.RequestID[:8]+"@sp.example"
+			r.NotAfter = time.Now().Add(365 * 24 * time.Hour).UTC().Truncate(time.Second)
+		}
+		out[i] = r
 	}
 	return out
 }
@@ -178,10 +189,9 @@ func newTestOBS(t *testing.T, p *pki, spURL, extra string) (*OBS, Config) {
 	dir := t.TempDir()
 	writePEM(t, filepath.Join(dir, "anchor.pem"), []*x509.Certificate{p.root})
 	writePEM(t, filepath.Join(dir, "client.pem"), p.clientChain)
-	writePEM(t, filepath.Join(dir, "sub.pem"), p.subChain)
 	cfgText := extra
-	for _, line := range []string{"sp_url: " + spURL, "trust_anchor: anchor.pem", "client_cert: client.pem", "sub_ca_cert: sub.pem",
-		"sp_domain: sp.example", "retry_timeout: 2s", "flush_interval: 50ms"} {
+	for _, line := range []string{"sp_url: " + spURL, "trust_anchor: anchor.pem", "client_cert: client.pem",
+		"retry_timeout: 2s", "flush_interval: 50ms"} {
 		if key, _, _ := strings.Cut(line, ":"); !strings.Contains(extra, key+":") {
 			cfgText += line + "\n"
 		}
@@ -194,7 +204,7 @@ func newTestOBS(t *testing.T, p *pki, spURL, extra string) (*OBS, Config) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	o, err := New(cfg, Keys{Client: p.clientKey, SubCA: p.subKey}, nil)
+	o, err := New(cfg, Keys{Client: p.clientKey}, nil)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -284,7 +294,7 @@ func TestProvisionAndForward(t *testing.T) {
 		t.Fatalf("left in in/ %v, outbox %v", in, ob)
 	}
 
-	// The certificate: from the sub-CA, for the device's key, naming the
+	// The certificate: the SP's answer, for the device's key, naming the
 	// assigned ID, chaining to the root.
 	r := readResult(t, cfg, "Sdev1")
 	leaf, err := ca.ParseCertsPEM([]byte(r.Certificate))
@@ -305,20 +315,17 @@ func TestProvisionAndForward(t *testing.T) {
 		len(leaf[0].URIs) != 1 || leaf[0].URIs[0].String() != "//sp.example/Sdev1" {
 		t.Fatalf("certificate: CN %q URIs %v", leaf[0].Subject.CommonName, leaf[0].URIs)
 	}
-	if leaf[0].NotAfter.After(p.subChain[0].NotAfter) || leaf[0].NotBefore.Before(p.subChain[0].NotBefore) {
-		t.Fatal("certificate validity outside the sub-CA's")
-	}
-	if !strings.HasPrefix(r.CredentialID, "33-") || r.TrustAnchor == "" {
+	if r.CredentialID != "c-Sdev1" || r.TrustAnchor == "" || len(chain) != 1 {
 		t.Fatalf("result: %+v", r)
 	}
-	if r := readResult(t, cfg, "/cse-3"); !strings.HasPrefix(r.CredentialID, "32-") {
+	if r := readResult(t, cfg, "/cse-3"); r.CredentialID != "c-/cse-3" {
 		t.Fatalf("CSE-ID result: %+v", r)
 	}
 
-	// The key: 32 bytes, IDs at the OBS's FQDN, the same value forwarded.
+	// The key: 32 bytes drawn by the OBS, under the IDs the SP answered.
 	k := readResult(t, cfg, "Sdev2")
-	if k.Key == nil || len(k.Key.Value) != 32 || !strings.HasSuffix(k.Key.KeyID, "@line.factory.example") ||
-		k.Key.KeID != k.Key.KeyID || k.CredentialID != "12-"+k.Key.KeyID || k.Key.NotAfter.Before(time.Now().Add(300*24*time.Hour)) {
+	if k.Key == nil || len(k.Key.Value) != 32 || !strings.HasPrefix(k.Key.KeyID, "k") || !strings.HasPrefix(k.Key.KeID, "e") ||
+		k.CredentialID != "c-Sdev2" || k.Key.NotAfter.Before(time.Now().Add(300*24*time.Hour)) {
 		t.Fatalf("key result: %+v", k)
 	}
 	var sent *client.ForwardItem
@@ -327,8 +334,9 @@ func TestProvisionAndForward(t *testing.T) {
 			sent = &it
 		}
 	}
-	if sent == nil || sent.Token != "tok-Sdev2" || string(sent.Key.Value) != string(k.Key.Value) || sent.RequestID != k.RequestID || len(sent.RequestID) != 64 {
-		t.Fatalf("forwarded key item: %+v", sent)
+	if sent == nil || sent.Token != "tok-Sdev2" || string(sent.Key.Value) != string(k.Key.Value) || sent.RequestID != k.RequestID || len(sent.RequestID) != 64 ||
+		sent.Key.KeyID != "" || sent.Key.KeID != "" || !sent.Key.NotAfter.IsZero() {
+		t.Fatalf("forwarded key item (the SP names the key and bounds its life): %+v", sent)
 	}
 }
 
@@ -339,7 +347,7 @@ func TestRefusedAndTransient(t *testing.T) {
 		if n == 1 {
 			return 503, nil
 		}
-		res := recordAll(items)
+		res := recordAll(t, p, items)
 		for i, it := range items {
 			switch {
 			case it.AssignedID == "Sbad":
@@ -372,12 +380,12 @@ func TestRefusedAndTransient(t *testing.T) {
 		t.Fatalf("%d requests, want 3 (503, then a transient refusal, then the retry)", len(sp.requests))
 	}
 	refused := files(t, cfg, DirRefused)
-	if len(refused) != 4 {
+	if len(refused) != 3 {
 		t.Fatalf("refused/: %v", refused)
 	}
-	// The refused credential's result left out/ for refused/.
+	// The refused credential never reached out/.
 	if _, err := os.Stat(filepath.Join(cfg.Spool, DirOut, outName("Sbad"))); !errors.Is(err, os.ErrNotExist) {
-		t.Fatalf("out/ still holds the refused credential: %v", err)
+		t.Fatalf("out/ holds the refused credential: %v", err)
 	}
 	readResult(t, cfg, "Sgood")
 	codes := map[string]Refusal{}
@@ -415,16 +423,19 @@ func TestUnreachableThenRecover(t *testing.T) {
 	if !errors.Is(err, ErrIncomplete) || sum.Pending != 1 || sum.Provisioned != 1 {
 		t.Fatalf("unreachable SP: %v %s", err, sum)
 	}
-	first := readResult(t, cfg, "Sdev1")
+	if _, err := os.Stat(filepath.Join(cfg.Spool, DirOut, outName("Sdev1"))); !errors.Is(err, os.ErrNotExist) {
+		t.Fatalf("out/ holds a result the SP never answered: %v", err)
+	}
+	rec := files(t, cfg, DirOutbox)
+	first, _ := os.ReadFile(filepath.Join(cfg.Spool, DirOutbox, rec[0]))
 
 	// A crash between the outbox record and the job's removal: the job is
-	// back, its out/ file gone. The next run finishes it from the record
-	// (same certificate) and sends it once.
+	// back. The next run finishes it from the record (same item) and sends
+	// it once.
 	raw, _ := json.Marshal(cj)
 	os.WriteFile(filepath.Join(cfg.Spool, DirIn, job), raw, 0o600)
-	os.Remove(filepath.Join(cfg.Spool, DirOut, outName("Sdev1")))
 
-	o2, err := New(withURL(cfg, sp.URL), Keys{Client: p.clientKey, SubCA: p.subKey}, nil)
+	o2, err := New(withURL(cfg, sp.URL), Keys{Client: p.clientKey}, nil)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -432,11 +443,13 @@ func TestUnreachableThenRecover(t *testing.T) {
 	if err != nil || sum.Recorded != 1 || sum.Pending != 0 || sum.JobsLeft != 0 {
 		t.Fatalf("second run: %v %s", err, sum)
 	}
+	var firstRec outboxRecord
+	json.Unmarshal(first, &firstRec)
 	again := readResult(t, cfg, "Sdev1")
-	if again.Certificate != first.Certificate || again.RequestID != first.RequestID {
-		t.Fatal("the recovered job got a second certificate")
+	if again.RequestID != firstRec.Item.RequestID || again.Certificate == "" {
+		t.Fatal("the recovered job was provisioned afresh")
 	}
-	if items := sp.items(); len(items) != 1 || items[0].RequestID != first.RequestID {
+	if items := sp.items(); len(items) != 1 || items[0].RequestID != firstRec.Item.RequestID || items[0].CSR != firstRec.Item.CSR {
 		t.Fatalf("sent %d items", len(items))
 	}
 }
@@ -453,7 +466,7 @@ func TestBatchSizeAndAuthErrors(t *testing.T) {
 		if len(items) > 2 {
 			return 413, nil
 		}
-		return 200, recordAll(items)
+		return 200, recordAll(t, p, items)
 	}
 	o, cfg := newTestOBS(t, p, sp.URL, "batch_size: 5\n")
 	for i := range 5 {
@@ -520,7 +533,7 @@ func TestConfig(t *testing.T) {
 		t.Fatal(err)
 	}
 	if cfg.BatchSize != 100 || cfg.Spool != filepath.Join(dir, "s") || cfg.HSM.PINFile != filepath.Join(dir, "hsm", "hsm-pin") ||
-		cfg.HSM.SoftHSMConf != filepath.Join(dir, "hsm", "softhsm2.conf") || cfg.CertValidity != 365*24*time.Hour {
+		cfg.HSM.SoftHSMConf != filepath.Join(dir, "hsm", "softhsm2.conf") || cfg.KeyLifetime != 0 {
 		t.Fatalf("defaults: %+v", cfg)
 	}
 	if err := cfg.CheckRun(); err == nil {
@@ -530,7 +543,8 @@ func TestConfig(t *testing.T) {
 		"spol: s\n":                     "field spol not found",
 		"batch_size: 1001\n":            "batch_size",
 		"batch_size: 0\n":               "batch_size",
-		"cert_validity: 9000h\n":        "cert_validity",
+		"sub_ca_cert: s.pem\n":          "field sub_ca_cert not found",
+		"key_lifetime: -1h\n":           "key_lifetime",
 		"client_key: pkcs11:object=a\n": "client_key",
 		"hsm: {pin_file: /x}\n":         "embedded token keeps them",
 		"log: {level: loud}\n":          "log.level",

@@ -10,6 +10,7 @@ import (
 	"crypto/x509/pkix"
 	"errors"
 	"fmt"
+	"log/slog"
 	"net"
 	"os"
 	"path/filepath"
@@ -41,10 +42,14 @@ type PKI struct {
 	Root    *x509.Certificate
 	Issuing *x509.Certificate
 	CA      *ca.CA
-	// OBFCA certifies trusted OBSes' name-constrained sub-CAs.
+	// OBFCA certifies trusted OBFs' mTLS client certificates.
 	OBFCA *ca.CA
-	KDF   *hsm.HMACKey
-	KEK   *hsm.AEADKey
+	// RootCRL is the root's CRL as init signed it, served as is; nil with
+	// RootCRLErr saying why when there is none to serve.
+	RootCRL    *RootCRL
+	RootCRLErr error
+	KDF        *hsm.HMACKey
+	KEK        *hsm.AEADKey
 
 	cfg config.Config
 	// tls is the server identity (leaf and issuing CA, key in the HSM),
@@ -162,6 +167,11 @@ func Init(ctx context.Context, cfg config.Config) (created []string, err error) 
 	if made {
 		created = append(created, "root CA certificate "+path(cfg, RootCertFile))
 	}
+	if made, err := ensureRootCRL(ctx, cfg, root, rootSigner, now); err != nil {
+		return created, err
+	} else if made {
+		created = append(created, "root CRL "+path(cfg, RootCRLFile))
+	}
 	issuing, made, err := loadOrCreate(path(cfg, IssuingCertFile), issuingSigner, func() (*x509.Certificate, error) {
 		return ca.CreateIntermediate(root, rootSigner, issuingSigner.Public(),
 			pkix.Name{Organization: org, CommonName: cfg.CA.Organization + " Issuing CA"}, cfg.CA.IssuingValidity, now)
@@ -195,7 +205,7 @@ func Init(ctx context.Context, cfg config.Config) (created []string, err error) 
 		created = append(created, "trust anchor "+cfg.TrustAnchorPath())
 	}
 
-	authority, err := newCA(cfg, root, issuing, issuingSigner)
+	authority, err := newCA(cfg, root, issuing, issuingSigner, nil)
 	if err != nil {
 		return created, err
 	}
@@ -213,7 +223,11 @@ func Init(ctx context.Context, cfg config.Config) (created []string, err error) 
 // near expiry or no longer names the configured hosts, and checks that every
 // key answers, so a serve with a broken setup fails at start, not at the
 // first enrolment.
-func Open(ctx context.Context, cfg config.Config, obs hsm.Observer) (_ *PKI, err error) {
+func Open(ctx context.Context, cfg config.Config, obs hsm.Observer, opts ...Option) (_ *PKI, err error) {
+	var o options
+	for _, opt := range opts {
+		opt(&o)
+	}
 	root, err := readCert(path(cfg, RootCertFile))
 	if err != nil {
 		return nil, fmt.Errorf("%w (run credfactory init)", err)
@@ -235,7 +249,7 @@ func Open(ctx context.Context, cfg config.Config, obs hsm.Observer) (_ *PKI, err
 	if err != nil {
 		return nil, err
 	}
-	authority, err := newCA(cfg, root, issuing, issuingSigner)
+	authority, err := newCA(cfg, root, issuing, issuingSigner, o.audit)
 	if err != nil {
 		return nil, err
 	}
@@ -250,11 +264,15 @@ func Open(ctx context.Context, cfg config.Config, obs hsm.Observer) (_ *PKI, err
 	if err != nil {
 		return nil, err
 	}
-	obfCA, err := ca.New(ca.Config{Issuer: obfCert, Signer: obfSigner, Chain: []*x509.Certificate{obfCert, root}, Lint: cfg.CA.Lint})
+	// The OBF CA certifies trusted OBFs' mTLS keys; each certificate names
+	// its CRL and OCSP responder, which list it once the OBF is disabled.
+	obfCA, err := ca.New(ca.Config{Issuer: obfCert, Signer: obfSigner, Chain: []*x509.Certificate{obfCert, root}, Lint: cfg.CA.Lint,
+		CRLURL: ca.CRLURL(cfg.CA.StatusURL, ca.OBFCRLName), OCSPURL: ca.OCSPURL(cfg.CA.StatusURL), Audit: o.audit})
 	if err != nil {
 		return nil, fmt.Errorf("OBF CA: %w", err)
 	}
 	p := &PKI{HSM: m, Root: root, Issuing: issuing, CA: authority, OBFCA: obfCA, cfg: cfg}
+	p.RootCRL, p.RootCRLErr = loadRootCRL(cfg, root, time.Now())
 	if err := p.loadTLS(ctx); err != nil {
 		return nil, err
 	}
@@ -293,8 +311,18 @@ func keySpecs(cfg config.Config) []hsm.KeySpec {
 	}
 }
 
-func newCA(cfg config.Config, root, issuing *x509.Certificate, signer crypto.Signer) (*ca.CA, error) {
+// Option adjusts Open.
+type Option func(*options)
+
+type options struct{ audit *slog.Logger }
+
+// WithAudit has every signature of the issuing and OBF CAs recorded in l
+// (ca.Config.Audit).
+func WithAudit(l *slog.Logger) Option { return func(o *options) { o.audit = l } }
+
+func newCA(cfg config.Config, root, issuing *x509.Certificate, signer crypto.Signer, audit *slog.Logger) (*ca.CA, error) {
 	authority, err := ca.New(ca.Config{
+		Audit:  audit,
 		Issuer: issuing,
 		Signer: signer,
 		Chain:  []*x509.Certificate{issuing, root},

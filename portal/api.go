@@ -295,7 +295,6 @@ type OBFView struct {
 	Trusted       bool   `json:"trusted"`
 	StakeholderID string `json:"stakeholderId"`
 	ClientCert    string `json:"clientCert,omitempty"`
-	SubCACert     string `json:"subCaCert,omitempty"`
 }
 
 func (p *Portal) apiRegisterOBF(ctx *fasthttp.RequestCtx) error {
@@ -315,7 +314,7 @@ func (p *Portal) apiRegisterOBF(ctx *fasthttp.RequestCtx) error {
 		return err
 	}
 	o := reg.OBF
-	return httpapi.JSON(ctx, http.StatusCreated, OBFView{o.ID, o.Name, o.Kind, o.Trusted, o.StakeholderID, reg.ClientCert, reg.SubCACert})
+	return httpapi.JSON(ctx, http.StatusCreated, OBFView{o.ID, o.Name, o.Kind, o.Trusted, o.StakeholderID, reg.ClientCert})
 }
 
 func (p *Portal) apiOBFs(ctx *fasthttp.RequestCtx) error {

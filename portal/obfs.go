@@ -12,6 +12,7 @@ import (
 
 	"github.com/credfactory/credfactory/apierr"
 	"github.com/credfactory/credfactory/ca"
+	"github.com/credfactory/credfactory/crlreason"
 	"github.com/credfactory/credfactory/store"
 	"github.com/google/uuid"
 )
@@ -26,22 +27,29 @@ type OBFRequest struct {
 	// ClientCSR (PEM) certifies the key a trusted OBF forwards with; the key
 	// stays in the OBF's own HSM.
 	ClientCSR string `json:"clientCsr,omitempty"`
-	// SubCACSR (PEM), for a trusted OBS, certifies its name-constrained
-	// sub-CA, limited to PermittedDNSDomains / PermittedURIDomains.
+	// SubCACSR and the permitted domains were the retired sub-CA mode: a
+	// registration that sets them is refused (sub_ca_retired). Name
+	// constraints cannot keep one tenant's OBS from naming another
+	// tenant's devices, whose URIs share the SP's host (README "Trust
+	// model").
 	SubCACSR            string   `json:"subCaCsr,omitempty"`
 	PermittedDNSDomains []string `json:"permittedDnsDomains,omitempty"`
 	PermittedURIDomains []string `json:"permittedUriDomains,omitempty"`
 }
 
-// RegisteredOBF answers a registration: the certificates, PEM with chains.
+// RegisteredOBF answers a registration: the client certificate, PEM with
+// its chain.
 type RegisteredOBF struct {
 	OBF        store.OBF `json:"-"`
 	ClientCert string    `json:"clientCert,omitempty"`
-	SubCACert  string    `json:"subCaCert,omitempty"`
 }
 
-// RegisterOBF records an OBF and, for a trusted one, issues its mTLS client
-// certificate and (OBS) its sub-CA.
+var errSubCARetired = apierr.New(http.StatusBadRequest, "sub_ca_retired",
+	"OBSes no longer get a sub-CA: a trusted OBS forwards its devices' CSRs and the SP's CA certifies them (README \"Trust model\"); register it with clientCsr only")
+
+// RegisterOBF records an OBF and, for a trusted one, has the OBF CA issue
+// its mTLS client certificate, which names the OBF CA's CRL and OCSP
+// responder and is revoked when the OBF is disabled.
 func (p *Portal) RegisterOBF(ctx context.Context, who Principal, req OBFRequest) (RegisteredOBF, error) {
 	if err := requireRole(who, store.RoleSPAdmin); err != nil {
 		return RegisteredOBF{}, err
@@ -63,14 +71,12 @@ func (p *Portal) RegisterOBF(ctx context.Context, who Principal, req OBFRequest)
 	o := store.OBF{ID: uuid.NewString(), StakeholderID: owner.Tenant(), Name: req.Name, Kind: req.Kind, Trusted: req.Trusted, CreatedAt: p.now()}
 	out := RegisteredOBF{}
 	switch {
-	case !req.Trusted && (req.ClientCSR != "" || req.SubCACSR != ""):
+	case req.SubCACSR != "" || len(req.PermittedDNSDomains)+len(req.PermittedURIDomains) > 0:
+		return out, errSubCARetired
+	case !req.Trusted && req.ClientCSR != "":
 		return out, apierr.New(http.StatusBadRequest, "untrusted_obf_certificate", "an untrusted OBF gets no certificate: it only forwards the bundle")
 	case req.Trusted && req.ClientCSR == "":
 		return out, apierr.New(http.StatusBadRequest, "missing_csr", "a trusted OBF needs clientCsr: the key it forwards with")
-	case req.SubCACSR != "" && req.Kind != store.OBS:
-		return out, apierr.New(http.StatusBadRequest, "bad_kind", "only an OBS gets a sub-CA")
-	case req.Trusted && req.Kind == store.OBS && req.SubCACSR == "":
-		return out, apierr.New(http.StatusBadRequest, "missing_csr", "a trusted OBS needs subCaCsr: the sub-CA it issues device certificates with")
 	}
 	if req.Trusted {
 		csr, err := csrDER(req.ClientCSR)
@@ -79,7 +85,7 @@ func (p *Portal) RegisterOBF(ctx context.Context, who Principal, req OBFRequest)
 		}
 		// The OBF is named by a URN of its registry ID: the MEF finds it by
 		// its certificate's fingerprint, the name is for people and logs.
-		issued, err := p.issuing.Issue(ctx, ca.Request{CSR: csr, Profile: ca.ProfileOBFClient, AssignedID: "obf-" + o.ID,
+		issued, err := p.obfCA.Issue(ctx, ca.Request{CSR: csr, Profile: ca.ProfileOBFClient, AssignedID: "obf-" + o.ID,
 			URIs: []*url.URL{{Scheme: "urn", Opaque: "uuid:" + o.ID}}})
 		if err != nil {
 			return out, caErr(err)
@@ -87,19 +93,6 @@ func (p *Portal) RegisterOBF(ctx context.Context, who Principal, req OBFRequest)
 		fp := sha256.Sum256(issued.DER)
 		o.ClientCertSHA256, o.ClientCertDER = fp[:], issued.DER
 		out.ClientCert = string(ca.EncodeCertsPEM(append([]*x509.Certificate{issued.Certificate}, issued.Chain...)))
-	}
-	if req.SubCACSR != "" {
-		csr, err := csrDER(req.SubCACSR)
-		if err != nil {
-			return out, err
-		}
-		issued, err := p.obfCA.Issue(ctx, ca.Request{CSR: csr, Profile: ca.ProfileOBFSubCA, AssignedID: "obs-" + o.ID,
-			PermittedDNSDomains: req.PermittedDNSDomains, PermittedURIDomains: req.PermittedURIDomains})
-		if err != nil {
-			return out, caErr(err)
-		}
-		o.SubCADER = issued.DER
-		out.SubCACert = string(ca.EncodeCertsPEM(append([]*x509.Certificate{issued.Certificate}, issued.Chain...)))
 	}
 	if err := p.st.CreateOBF(ctx, o, who.actor()); err != nil {
 		return out, storeErr(err)
@@ -131,14 +124,18 @@ func caErr(err error) error {
 }
 
 // DisableOBF (sp-admin) stops an OBF at once: forwarding, vouching and new
-// enrolments for it are refused.
+// enrolments for it are refused, and its certificates are revoked
+// (cessationOfOperation) on the OBF CA's CRL and OCSP.
 func (p *Portal) DisableOBF(ctx context.Context, who Principal, id string) error {
 	if err := requireRole(who, store.RoleSPAdmin); err != nil {
 		return err
 	}
-	err := p.st.DisableOBF(ctx, id, who.actor(), p.now())
+	err := p.st.DisableOBF(ctx, id, who.actor(), p.now(), crlreason.CessationOfOperation)
 	if errors.Is(err, store.ErrNotFound) {
 		return errUnknownOBF
+	}
+	if err == nil && p.cfg.OnOBFRevoke != nil {
+		p.cfg.OnOBFRevoke()
 	}
 	return storeErr(err)
 }

@@ -62,6 +62,9 @@ type Config struct {
 	// so that the CRL is regenerated at its next fetch instead of after
 	// the registry check (castatus.Service.MarkStale).
 	OnRevoke func()
+	// OnOBFRevoke runs after disabling an OBF revoked its certificates:
+	// the OBF CA's status service's MarkStale.
+	OnOBFRevoke func()
 }
 
 func (c *Config) defaults() {
@@ -111,8 +114,8 @@ type Portal struct {
 	touches    keyTouches
 }
 
-// New builds a Portal. issuing certifies trusted OBFs' mTLS keys; obfCA
-// certifies OBSes' sub-CAs; obfAuth verifies an OBF's client certificate
+// New builds a Portal. obfCA certifies trusted OBFs' mTLS keys (issuing is
+// the device and server CA); obfAuth verifies an OBF's client certificate
 // when it vouches for a device.
 func New(cfg Config, st *store.Store, claimKey Keyed, issuing, obfCA *ca.CA, obfAuth *clientauth.Verifier) *Portal {
 	cfg.defaults()

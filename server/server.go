@@ -19,6 +19,7 @@ import (
 	"github.com/credfactory/credfactory/apierr"
 	"github.com/credfactory/credfactory/httpapi"
 	"github.com/credfactory/credfactory/metrics"
+	"github.com/credfactory/credfactory/reqid"
 	"github.com/fasthttp/router"
 	"github.com/prometheus/client_golang/prometheus/promhttp"
 	"github.com/valyala/fasthttp"
@@ -382,6 +383,8 @@ func (s *Server) wrap(pattern string, h Handler) fasthttp.RequestHandler {
 	return func(ctx *fasthttp.RequestCtx) {
 		start := time.Now()
 		id := requestID(ctx)
+		// Audit records of what the handler signs name the request.
+		ctx.SetUserValue(reqid.Key, id)
 		if err := h(ctx); err != nil {
 			e := apierr.As(err)
 			if e.Status >= 500 {

@@ -2,7 +2,7 @@
 // registry (stakeholders, API keys, OBFs, devices, enrolments, credentials,
 // audit events) on two backends behind one Go type:
 //
-//   - an embedded SQLite file (modernc.org/sqlite, pure Go, WAL,
+//   - an embedded SQLite file (mattn/go-sqlite3, SQLite's C through cgo, WAL,
 //     synchronous=FULL so a commit is durable before a credential leaves),
 //     with one writer connection and a pool of read-only ones;
 //   - CockroachDB or PostgreSQL through pgx v5, every transaction at

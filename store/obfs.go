@@ -42,7 +42,14 @@ func (s *Store) CreateOBF(ctx context.Context, o OBF, actor string) error {
 	if o.Kind != OBD && o.Kind != OBS {
 		return fmt.Errorf("create OBF: kind %q", o.Kind)
 	}
-	err := s.tx(ctx, "create_obf", func(q querier) error {
+	certs, err := obfCertRows(o)
+	if err != nil {
+		return fmt.Errorf("create OBF: %w", err)
+	}
+	err = s.tx(ctx, "create_obf", func(q querier) error {
+		if err := insertOBFCerts(ctx, q, o.ID, certs, nil, nil); err != nil {
+			return err
+		}
 		if _, err := q.exec(ctx, `INSERT INTO obfs (`+obfColumns+`) VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, NULL)`,
 			o.ID, o.StakeholderID, o.Name, o.Kind, o.Trusted, o.ClientCertSHA256, o.ClientCertDER, o.SubCADER, o.CreatedAt.UTC()); err != nil {
 			return err
@@ -82,14 +89,19 @@ func (s *Store) OBFs(ctx context.Context, stakeholderID string) ([]OBF, error) {
 }
 
 // DisableOBF stops an OBF: it can no longer forward, vouch, or be chosen
-// for an enrolment.
-func (s *Store) DisableOBF(ctx context.Context, id, actor string, now time.Time) error {
+// for an enrolment, and its certificates are revoked in the same
+// transaction (reason: RFC 5280 CRLReason), so the OBF CA's next CRL and
+// every OCSP answer from now on list them.
+func (s *Store) DisableOBF(ctx context.Context, id, actor string, now time.Time, reason int) error {
 	return s.tx(ctx, "disable_obf", func(q querier) error {
 		var owner string
 		if err := q.queryRow(ctx, `SELECT stakeholder_id FROM obfs WHERE id = $1`, id).Scan(&owner); err != nil {
 			return err
 		}
 		if _, err := q.exec(ctx, `UPDATE obfs SET disabled_at = $2 WHERE id = $1 AND disabled_at IS NULL`, id, now.UTC()); err != nil {
+			return err
+		}
+		if err := revokeOBFCerts(ctx, q, id, now, reason); err != nil {
 			return err
 		}
 		return insertAudit(ctx, q, AuditEvent{At: now, Tenant: owner, Actor: actor, Action: "obf.disable", Subject: id, Detail: map[string]any{}})

@@ -17,9 +17,9 @@ import (
 // Every certificate row records issuer_key_id: the hex keyIdentifier of the
 // certificate's own authorityKeyIdentifier, i.e. the issuing CA's subject
 // key ID. The CRL and OCSP responder of one CA read only rows of that
-// issuer: certificates forwarded by trusted OBSes were signed by the OBS's
-// own sub-CA, so they are that sub-CA's to revoke on its own CRL, and
-// listing them on ours would be a false statement by our issuing CA.
+// issuer: certificates of the retired OBS sub-CAs were signed by those, and
+// listing them on the issuing CA's CRL would be a false statement by it
+// (the sub-CAs themselves are revoked on the OBF CA's, obfcerts.go).
 
 // RevokedCertificate is one entry of a CRL.
 type RevokedCertificate struct {

@@ -303,6 +303,27 @@ var migrations = []migration{{
 		`ALTER TABLE api_keys ADD COLUMN {{if_not_exists}} parent_key_id TEXT`,
 		`CREATE INDEX IF NOT EXISTS api_keys_parent ON api_keys (parent_key_id)`,
 	},
+}, {
+	// The OBF CA's certificates (store/obfcerts.go), so that it publishes
+	// a CRL and answers OCSP, and disabling an OBF revokes them at once.
+	// Versions 7 to 9 are other changes' to take.
+	version: 10,
+	name:    "obf_certificates",
+	stmts: []string{
+		`CREATE TABLE IF NOT EXISTS obf_certificates (
+			serial            TEXT PRIMARY KEY,
+			issuer_key_id     TEXT NOT NULL,
+			obf_id            TEXT NOT NULL,
+			kind              TEXT NOT NULL,
+			not_after         {{time}} NOT NULL,
+			status            TEXT NOT NULL,
+			revoked_at        {{time}},
+			revocation_reason {{int}}
+		)`,
+		`CREATE INDEX IF NOT EXISTS obf_certificates_obf ON obf_certificates (obf_id)`,
+		`CREATE INDEX IF NOT EXISTS obf_certificates_revoked ON obf_certificates (issuer_key_id, serial) WHERE status = 'revoked'`,
+	},
+	backfill: backfillOBFCertificates,
 }}
 
 // ddl runs one idempotent schema statement. Replicas that start together

@@ -13,8 +13,7 @@ import (
 	"sync"
 	"time"
 
-	"modernc.org/sqlite"
-	sqlite3 "modernc.org/sqlite/lib"
+	sqlite3 "github.com/mattn/go-sqlite3"
 )
 
 // sqliteDB is the embedded backend: one writer connection (SQLite has one
@@ -25,6 +24,14 @@ type sqliteDB struct {
 	w, r       *sql.DB
 	maxRetries int
 	timeout    time.Duration
+	// Prepared statements of the readers, by SQL text. SQLite parses and
+	// plans a statement on every prepare, which cost as much as running
+	// the hot path's key lookups (the token check before every
+	// enrolment); database/sql keeps a prepared copy per connection behind
+	// each *sql.Stmt. The writer prepares per statement: its one
+	// connection is inside a transaction whenever it runs one, where
+	// database/sql cannot prepare a reusable statement.
+	rStmts stmtCache
 }
 
 func openSQLite(path string, opt Options) (*sqliteDB, error) {
@@ -34,36 +41,36 @@ func openSQLite(path string, opt Options) (*sqliteDB, error) {
 	if err := os.MkdirAll(filepath.Dir(path), 0o700); err != nil {
 		return nil, fmt.Errorf("store directory: %w", err)
 	}
-	pragmas := url.Values{}
-	for _, p := range []string{
-		"journal_mode(WAL)",
+	// mattn/go-sqlite3 runs SQLite's own C through cgo, which the binary
+	// needs anyway for PKCS#11; modernc.org/sqlite's Go translation of it
+	// cost more CPU per redemption (bench/README.md, "Registry engine").
+	pragmas := url.Values{
+		"_journal_mode": {"WAL"},
 		// FULL: a commit is on disk before a credential is handed out.
-		"synchronous(FULL)",
-		"busy_timeout(10000)",
-		"foreign_keys(ON)",
-	} {
-		pragmas.Add("_pragma", p)
+		"_synchronous":  {"FULL"},
+		"_busy_timeout": {"10000"},
+		"_foreign_keys": {"on"},
 	}
-	writer := pragmas
+	writer := url.Values{}
+	for k, v := range pragmas {
+		writer[k] = v
+	}
 	writer.Set("_txlock", "immediate")
-	w, err := sql.Open("sqlite", "file:"+path+"?"+writer.Encode())
+	w, err := sql.Open("sqlite3", "file:"+path+"?"+writer.Encode())
 	if err != nil {
 		return nil, fmt.Errorf("open %s: %w", path, err)
 	}
 	w.SetMaxOpenConns(1)
 	w.SetMaxIdleConns(1)
 	w.SetConnMaxLifetime(0)
-	reader := url.Values{}
-	for k, v := range pragmas {
-		reader[k] = append([]string(nil), v...)
-	}
-	reader.Add("_pragma", "query_only(ON)")
+	reader := pragmas
+	reader.Set("_query_only", "true")
 	// The writer creates the file and switches it to WAL first.
 	if err := w.Ping(); err != nil {
 		w.Close()
 		return nil, fmt.Errorf("open %s: %w", path, err)
 	}
-	r, err := sql.Open("sqlite", "file:"+path+"?"+reader.Encode())
+	r, err := sql.Open("sqlite3", "file:"+path+"?"+reader.Encode())
 	if err != nil {
 		w.Close()
 		return nil, fmt.Errorf("open %s: %w", path, err)
@@ -75,12 +82,17 @@ func openSQLite(path string, opt Options) (*sqliteDB, error) {
 		r.Close()
 		return nil, fmt.Errorf("store file mode: %w", err)
 	}
-	return &sqliteDB{w: w, r: r, maxRetries: opt.MaxRetries, timeout: opt.TxTimeout}, nil
+	return &sqliteDB{w: w, r: r, maxRetries: opt.MaxRetries, timeout: opt.TxTimeout,
+		rStmts: stmtCache{db: r}}, nil
 }
 
 func (s *sqliteDB) name() string { return "sqlite" }
 func (s *sqliteDB) ddl() dialect { return sqliteDialect }
-func (s *sqliteDB) close()       { s.w.Close(); s.r.Close() }
+func (s *sqliteDB) close() {
+	s.rStmts.close()
+	s.w.Close()
+	s.r.Close()
+}
 func (s *sqliteDB) ping(ctx context.Context) error {
 	return s.r.PingContext(ctx)
 }
@@ -102,7 +114,7 @@ func (s *sqliteDB) attempt(ctx context.Context, fn func(q querier) error) error 
 	if err != nil {
 		return err
 	}
-	if err := fn(sqliteQuerier{tx}); err != nil {
+	if err := fn(sqliteQuerier{db: tx}); err != nil {
 		_ = tx.Rollback()
 		return err
 	}
@@ -110,24 +122,20 @@ func (s *sqliteDB) attempt(ctx context.Context, fn func(q querier) error) error 
 }
 
 func (s *sqliteDB) read(ctx context.Context, fn func(q querier) error) error {
-	return fn(sqliteQuerier{s.r})
+	return fn(sqliteQuerier{db: s.r, stmts: &s.rStmts})
 }
 
 func busy(err error) bool {
-	var e *sqlite.Error
-	if !errors.As(err, &e) {
-		return false
-	}
-	code := e.Code() & 0xff
-	return code == sqlite3.SQLITE_BUSY || code == sqlite3.SQLITE_LOCKED
+	var e sqlite3.Error
+	return errors.As(err, &e) && (e.Code == sqlite3.ErrBusy || e.Code == sqlite3.ErrLocked)
 }
 
 func (s *sqliteDB) classify(err error) error {
-	var e *sqlite.Error
+	var e sqlite3.Error
 	switch {
 	case err == nil:
 		return nil
-	case errors.As(err, &e) && (e.Code() == sqlite3.SQLITE_CONSTRAINT_UNIQUE || e.Code() == sqlite3.SQLITE_CONSTRAINT_PRIMARYKEY):
+	case errors.As(err, &e) && (e.ExtendedCode == sqlite3.ErrConstraintUnique || e.ExtendedCode == sqlite3.ErrConstraintPrimaryKey):
 		return fmt.Errorf("%w: %s", ErrConflict, e.Error())
 	case busy(err):
 		return fmt.Errorf("%w: %w", ErrUnavailable, err)
@@ -143,8 +151,64 @@ type sqlDB interface {
 
 // sqliteQuerier runs PostgreSQL-syntax DML on SQLite: $N placeholders
 // become ?N, and times travel as integer microseconds since the epoch so
-// they compare and sort as numbers.
-type sqliteQuerier struct{ db sqlDB }
+// they compare and sort as numbers. Statements run prepared from stmts
+// when it is set.
+type sqliteQuerier struct {
+	db    sqlDB
+	stmts *stmtCache
+}
+
+// stmtCache holds one *sql.Stmt per SQL text, up to maxCachedStmts: the
+// statements of the hot paths are a fixed set, while texts built per call
+// (IN lists, multi-row inserts of varying length) would grow it without
+// bound, so past the cap a statement is prepared and dropped as before.
+type stmtCache struct {
+	db *sql.DB
+	mu sync.Mutex
+	m  map[string]*sql.Stmt
+}
+
+const maxCachedStmts = 256
+
+// get returns the cached statement for query, preparing it on first use;
+// nil when the cache is full (or the prepare failed: the caller's plain
+// Exec or Query then reports the error in its context).
+func (c *stmtCache) get(ctx context.Context, query string) *sql.Stmt {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	if st, ok := c.m[query]; ok {
+		return st
+	}
+	if len(c.m) >= maxCachedStmts {
+		return nil
+	}
+	st, err := c.db.PrepareContext(ctx, query)
+	if err != nil {
+		return nil
+	}
+	if c.m == nil {
+		c.m = make(map[string]*sql.Stmt)
+	}
+	c.m[query] = st
+	return st
+}
+
+func (c *stmtCache) close() {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	for _, st := range c.m {
+		st.Close()
+	}
+	c.m = nil
+}
+
+// stmt is query's cached statement, or nil.
+func (q sqliteQuerier) stmt(ctx context.Context, query string) *sql.Stmt {
+	if q.stmts == nil {
+		return nil
+	}
+	return q.stmts.get(ctx, query)
+}
 
 var (
 	placeholder = regexp.MustCompile(`\$(\d+)`)
@@ -175,7 +239,13 @@ func rewrite(q string) string {
 }
 
 func (q sqliteQuerier) exec(ctx context.Context, query string, args ...any) (int64, error) {
-	res, err := q.db.ExecContext(ctx, rewrite(query), toSQLite(args)...)
+	var res sql.Result
+	var err error
+	if st := q.stmt(ctx, rewrite(query)); st != nil {
+		res, err = st.ExecContext(ctx, toSQLite(args)...)
+	} else {
+		res, err = q.db.ExecContext(ctx, rewrite(query), toSQLite(args)...)
+	}
 	if err != nil {
 		return 0, err
 	}
@@ -183,7 +253,13 @@ func (q sqliteQuerier) exec(ctx context.Context, query string, args ...any) (int
 }
 
 func (q sqliteQuerier) query(ctx context.Context, query string, args ...any) (rows, error) {
-	r, err := q.db.QueryContext(ctx, rewrite(query), toSQLite(args)...)
+	var r *sql.Rows
+	var err error
+	if st := q.stmt(ctx, rewrite(query)); st != nil {
+		r, err = st.QueryContext(ctx, toSQLite(args)...)
+	} else {
+		r, err = q.db.QueryContext(ctx, rewrite(query), toSQLite(args)...)
+	}
 	if err != nil {
 		return nil, err
 	}
@@ -191,6 +267,9 @@ func (q sqliteQuerier) query(ctx context.Context, query string, args ...any) (ro
 }
 
 func (q sqliteQuerier) queryRow(ctx context.Context, query string, args ...any) row {
+	if st := q.stmt(ctx, rewrite(query)); st != nil {
+		return sqliteRow{st.QueryRowContext(ctx, toSQLite(args)...)}
+	}
 	return sqliteRow{q.db.QueryRowContext(ctx, rewrite(query), toSQLite(args)...)}
 }
 

@@ -7,6 +7,7 @@ import (
 	"crypto/rand"
 	"crypto/x509"
 	"crypto/x509/pkix"
+	"encoding/pem"
 	"math/big"
 	"net/url"
 	"strings"
@@ -21,27 +22,33 @@ import (
 func TestTrustedPathHardening(t *testing.T) {
 	s := newSeed(t)
 	ctx := context.Background()
-	sub := parsePEMCerts(t, s.lineT["subCaCert"].(string))
 	line := s.obfConn(s.lineT, s.lineTKey)
 	b1 := s.bundle("dev-1", s.lineT)
 	b2 := s.bundle("dev-2", s.lineT)
 
-	// A CN for one device and a URI for another impersonates the second.
-	mixed := issueNamed(t, sub[0], s.lineTSub, b1.AssignedID, "//sp.example/"+b2.AssignedID)
-	res, err := line.Forward(ctx, []client.ForwardItem{{Token: b1.Token, AssignedID: b1.AssignedID, Certificate: pemCert(mixed)}})
-	if err != nil || res[0].Code != "assigned_id_mismatch" {
-		t.Fatalf("CN of one device, URI of another: %v %+v", err, res)
+	// A CSR that asks for another device's URI is refused: the SP names
+	// the certificate after the token's assigned ID only.
+	other, _ := ecdsa.GenerateKey(elliptic.P256(), rand.Reader)
+	u, _ := url.Parse("//sp.example/" + b2.AssignedID)
+	der, _ := x509.CreateCertificateRequest(rand.Reader, &x509.CertificateRequest{Subject: pkix.Name{CommonName: b1.AssignedID}, URIs: []*url.URL{u}}, other)
+	asks := string(pem.EncodeToMemory(&pem.Block{Type: "CERTIFICATE REQUEST", Bytes: der}))
+	res, err := line.Forward(ctx, []client.ForwardItem{{Token: b1.Token, AssignedID: b1.AssignedID, CSR: asks}})
+	if err != nil || res[0].Code != "csr_san_mismatch" {
+		t.Fatalf("CSR naming another device: %v %+v", err, res)
 	}
 
-	// Recorded once; the same key in another certificate is not a replay.
-	key, _ := ecdsa.GenerateKey(elliptic.P256(), rand.Reader)
-	first := issueWithKey(t, sub[0], s.lineTSub, b1.AssignedID, key)
-	second := issueWithKey(t, sub[0], s.lineTSub, b1.AssignedID, key)
-	if res, err := line.Forward(ctx, []client.ForwardItem{{Token: b1.Token, AssignedID: b1.AssignedID, Certificate: pemCert(first)}}); err != nil || res[0].Status != "recorded" {
-		t.Fatalf("first certificate: %v %+v", err, res)
+	// Recorded once; the same CSR again is a replay with the same
+	// certificate, another key with the same token is refused.
+	first := deviceCSR(t, b1.AssignedID)
+	got, err := line.Forward(ctx, []client.ForwardItem{{Token: b1.Token, AssignedID: b1.AssignedID, CSR: first}})
+	if err != nil || got[0].Status != "recorded" {
+		t.Fatalf("first CSR: %v %+v", err, got)
 	}
-	if res, err := line.Forward(ctx, []client.ForwardItem{{Token: b1.Token, AssignedID: b1.AssignedID, Certificate: pemCert(second)}}); err != nil || res[0].Code != "token_redeemed" {
-		t.Fatalf("another certificate for the same key answered as a replay: %v %+v", err, res)
+	if res, err := line.Forward(ctx, []client.ForwardItem{{Token: b1.Token, AssignedID: b1.AssignedID, CSR: first}}); err != nil || res[0].Status != "replayed" || res[0].Certificate != got[0].Certificate {
+		t.Fatalf("the same CSR again: %v %+v", err, res)
+	}
+	if res, err := line.Forward(ctx, []client.ForwardItem{{Token: b1.Token, AssignedID: b1.AssignedID, CSR: deviceCSR(t, b1.AssignedID)}}); err != nil || res[0].Code != "token_redeemed" {
+		t.Fatalf("another key with a used token: %v %+v", err, res)
 	}
 
 	// Hand-over moves only pre-enrolled devices.
@@ -59,7 +66,7 @@ func TestTrustedPathHardening(t *testing.T) {
 	if status, body := s.call(admin, "POST", "/api/v1/obfs/"+s.lineT["obfId"].(string)+"/disable", "", nil); status != 200 {
 		t.Fatalf("disable OBF: %d %v", status, body)
 	}
-	if _, err := line.Forward(ctx, []client.ForwardItem{{Token: b2.Token, AssignedID: b2.AssignedID, Certificate: pemCert(obsIssue(t, sub[0], s.lineTSub, b2.AssignedID))}}); !isCode(err, "not_a_trusted_obf") {
+	if _, err := line.Forward(ctx, []client.ForwardItem{{Token: b2.Token, AssignedID: b2.AssignedID, CSR: deviceCSR(t, b2.AssignedID)}}); !isCode(err, "not_a_trusted_obf") {
 		t.Fatalf("forward from a disabled OBF: %v", err)
 	}
 	s.cli("admin", "disable-stakeholder", "--name", "alice")

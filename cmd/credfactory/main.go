@@ -15,6 +15,7 @@ import (
 	"syscall"
 	"time"
 
+	"github.com/credfactory/credfactory/ca"
 	"github.com/credfactory/credfactory/castatus"
 	"github.com/credfactory/credfactory/clientauth"
 	"github.com/credfactory/credfactory/config"
@@ -135,7 +136,12 @@ connections and lets in-flight requests finish (server.shutdown_timeout).
 func serve(ctx context.Context, cfg config.Config, stderr io.Writer) error {
 	log := cfg.Log.Logger(stderr)
 	reg := metrics.New()
-	p, err := pki.Open(ctx, cfg, reg.HSMObserver())
+	audit, closeAudit, err := cfg.Log.AuditLogger(stderr)
+	if err != nil {
+		return err
+	}
+	defer closeAudit.Close()
+	p, err := pki.Open(ctx, cfg, reg.HSMObserver(), pki.WithAudit(audit))
 	if err != nil {
 		return fmt.Errorf("open key material: %w", err)
 	}
@@ -165,6 +171,9 @@ func serve(ctx context.Context, cfg config.Config, stderr io.Writer) error {
 	defer batcher.Close()
 	registry := maf.New(st, batcher, p.KDF, p.KEK)
 	verifier := clientauth.New([]*x509.Certificate{p.Root}, []*x509.Certificate{p.Issuing})
+	// OBFs' client certificates: the OBF CA's, or the issuing CA's for
+	// OBFs registered before the OBF CA certified them.
+	obfVerifier := clientauth.New([]*x509.Certificate{p.Root}, []*x509.Certificate{p.OBFCA.Issuer(), p.Issuing})
 
 	// Rate limits (issue 7 item 7), per replica; the MEF, the portal and the
 	// status routes apply them.
@@ -182,6 +191,14 @@ func serve(ctx context.Context, cfg config.Config, stderr io.Writer) error {
 	// A revocation through this process regenerates the CRL at its next
 	// fetch; other replicas notice through the registry's watermark.
 	registry.OnRevoke(status.MarkStale)
+	// The OBF CA's CRL and OCSP: disabled OBFs' client certificates and
+	// the retired sub-CAs (store.OBFCertificates).
+	obfStatus, err := castatus.New(p.OBFCA, st.OBFCertificates(), castatus.Config{Name: ca.OBFCRLName,
+		Interval: cfg.CA.CRLInterval, Validity: cfg.CA.CRLValidity, Limits: &limits, Signers: 1,
+		Observer: reg.CAStatusObserver(), Logger: log})
+	if err != nil {
+		return fmt.Errorf("OBF CA status: %w", err)
+	}
 
 	srv := server.New(server.Options{
 		Listen:       cfg.Server.Listen,
@@ -198,7 +215,17 @@ func serve(ctx context.Context, cfg config.Config, stderr io.Writer) error {
 		Checks:       map[string]server.Check{"hsm": p.HSM.Ping, "store": st.Ping},
 		AccessLog:    cfg.Log.Access,
 	})
-	srv.RegisterStatus(status.Routes()...)
+	var published []castatus.Published
+	if p.RootCRL != nil {
+		published = append(published, castatus.Published{Name: ca.RootCRLName, DER: p.RootCRL.DER,
+			ThisUpdate: p.RootCRL.ThisUpdate, NextUpdate: p.RootCRL.NextUpdate})
+		reg.SetCertificateExpiry("root_crl", p.RootCRL.NextUpdate)
+	} else {
+		// Chains still verify with -crl_check; only relying parties that
+		// check every level (-crl_check_all) need the root's.
+		log.Warn("no root CRL to publish", "err", p.RootCRLErr.Error())
+	}
+	srv.RegisterStatus(castatus.Routes(published, status, obfStatus)...)
 	srv.Register(maf.NewAPI(registry, verifier, cfg.MAF.AdminClients).Routes()...)
 	enrol := mef.New(mef.Config{FQDN: cfg.MEF.FQDN, MAFFQDN: cfg.MEF.MAFFQDN, SPDomain: cfg.Portal.SPDomain,
 		KeyLifetime: cfg.MEF.KeyLifetime, CertValidity: cfg.MEF.CertValidity, MaxForward: cfg.MEF.MaxForward, Limits: limits,
@@ -208,7 +235,8 @@ func serve(ctx context.Context, cfg config.Config, stderr io.Writer) error {
 	pt := portal.New(portal.Config{Observer: reg.PortalObserver(),
 		MEFURI: cfg.Portal.MEFURI, TrustAnchor: p.Root, SPDomain: cfg.Portal.SPDomain,
 		TokenTTL: cfg.Portal.TokenTTL, SessionTTL: cfg.Portal.SessionTTL, Limits: limits, OnRevoke: status.MarkStale,
-	}, st, p.KDF, p.CA, p.OBFCA, verifier)
+		OnOBFRevoke: obfStatus.MarkStale,
+	}, st, p.KDF, p.CA, p.OBFCA, obfVerifier)
 	srv.Register(pt.APIRoutes()...)
 	srv.Register(pt.PageRoutes()...)
 	if err := srv.Listen(); err != nil {
@@ -238,6 +266,7 @@ func serve(ctx context.Context, cfg config.Config, stderr io.Writer) error {
 		log.Info("renewed the server certificate", "not_after", renewed.Leaf.NotAfter)
 	})
 	go status.Run(ctx)
+	go obfStatus.Run(ctx)
 	if a := srv.StatusAddr(); a != nil {
 		log.Info("serving CRL and OCSP over plain HTTP", "addr", "http://"+a.String(), "status_url", cfg.CA.StatusURL)
 	} else {

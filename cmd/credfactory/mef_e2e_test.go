@@ -7,6 +7,7 @@ import (
 	"crypto/rand"
 	"crypto/tls"
 	"crypto/x509"
+	"crypto/x509/pkix"
 	"encoding/base64"
 	"encoding/json"
 	"encoding/pem"
@@ -29,9 +30,9 @@ import (
 // a subscriber owning six devices, and four OBFs.
 type seed struct {
 	*sp
-	alice                       string // the subscriber's API key
-	phone, lineU, tool, lineT   map[string]any
-	toolKey, lineTKey, lineTSub *ecdsa.PrivateKey
+	alice                     string // the subscriber's API key
+	phone, lineU, tool, lineT map[string]any
+	toolKey, lineTKey         *ecdsa.PrivateKey
 }
 
 func newSeed(t *testing.T, env ...string) *seed {
@@ -62,12 +63,10 @@ func newSeed(t *testing.T, env ...string) *seed {
 	}
 	s.toolKey, _ = ecdsa.GenerateKey(elliptic.P256(), rand.Reader)
 	s.lineTKey, _ = ecdsa.GenerateKey(elliptic.P256(), rand.Reader)
-	s.lineTSub, _ = ecdsa.GenerateKey(elliptic.P256(), rand.Reader)
 	s.phone = register(map[string]any{"name": "phone", "kind": "obd"})
 	s.lineU = register(map[string]any{"name": "line-u", "kind": "obs"})
 	s.tool = register(map[string]any{"name": "tool", "kind": "obd", "trusted": true, "clientCsr": csrPEM(t, s.toolKey)})
-	s.lineT = register(map[string]any{"name": "line-t", "kind": "obs", "trusted": true, "clientCsr": csrPEM(t, s.lineTKey),
-		"subCaCsr": csrPEM(t, s.lineTSub), "permittedDnsDomains": []string{"line-t.factory.example"}})
+	s.lineT = register(map[string]any{"name": "line-t", "kind": "obs", "trusted": true, "clientCsr": csrPEM(t, s.lineTKey)})
 	return s
 }
 
@@ -210,7 +209,7 @@ func TestSeedCases(t *testing.T) {
 	}
 
 	// 3. Trusted OBD: the technician's tool provisions a shared key itself
-	// and forwards it; the SP seals it with the KEK.
+	// and forwards it; the SP names it and seals it with the KEK.
 	b3 := s.bundle("dev-3", s.tool)
 	if b3.MEFURI != "" || b3.TrustAnchor != "" {
 		t.Fatalf("a trusted OBF's bundle carries MEF and trust anchor: %+v", b3)
@@ -219,42 +218,42 @@ func TestSeedCases(t *testing.T) {
 	value := make([]byte, 32)
 	rand.Read(value)
 	item := client.ForwardItem{Token: b3.Token, AssignedID: b3.AssignedID}
-	item.Key = &client.ForwardKey{SUID: 22, KeyID: "0a1b2c@tool.example", KeID: "0a1b2c3d4e5f60718293a4b5c6d7e8f9@tool.example", TargetIDs: []string{b1.AssignedID}, Value: value, NotAfter: time.Now().Add(24 * time.Hour)}
+	item.Key = &client.ForwardKey{SUID: 22, TargetIDs: []string{b1.AssignedID}, Value: value, NotAfter: time.Now().Add(24 * time.Hour)}
 	res, err := tool.Forward(ctx, []client.ForwardItem{item})
-	if err != nil || len(res) != 1 || res[0].Status != "recorded" {
+	if err != nil || len(res) != 1 || res[0].Status != "recorded" || !strings.HasSuffix(res[0].KeID, "@sp.example") ||
+		!strings.HasSuffix(res[0].KeyID, "@sp.example") || res[0].CredentialID != "12-"+res[0].KeyID {
 		t.Fatalf("forward key: %v %+v", err, res)
 	}
-	if res, err := tool.Forward(ctx, []client.ForwardItem{item}); err != nil || res[0].Status != "replayed" || res[0].CredentialID == "" {
-		t.Fatalf("resent key: %v %+v", err, res)
+	keID := res[0].KeID
+	if again, err := tool.Forward(ctx, []client.ForwardItem{item}); err != nil || again[0].Status != "replayed" || again[0].KeID != keID || again[0].KeyID != res[0].KeyID {
+		t.Fatalf("resent key: %v %+v", err, again)
 	}
-	status, fetched = s.callWith(s.client(devTLS), "", "GET", "/maf/v1/fetchCredentials/"+item.Key.KeID+"/22", "", nil)
+	status, fetched = s.callWith(s.client(devTLS), "", "GET", "/maf/v1/fetchCredentials/"+keID+"/22", "", nil)
 	if status != 200 || fetched["credential"] != base64.StdEncoding.EncodeToString(value) {
 		t.Fatalf("Target fetches the forwarded key: %d %v", status, fetched)
 	}
 
-	// 4. Trusted OBS: the factory line issues the device certificate with
-	// its sub-CA and forwards a batch; one bad item does not stop the rest.
+	// 4. Trusted OBS: the factory line forwards its devices' CSRs in a
+	// batch and the SP's CA certifies them; one bad item does not stop
+	// the rest.
 	b4 := s.bundle("dev-4", s.lineT)
 	b5 := s.bundle("dev-5", s.lineT)
 	b6 := s.bundle("dev-6", s.tool) // another OBF's token
-	sub := parsePEMCerts(t, s.lineT["subCaCert"].(string))
 	line := s.obfConn(s.lineT, s.lineTKey)
-	c4 := obsIssue(t, sub[0], s.lineTSub, b4.AssignedID)
-	c5 := obsIssue(t, sub[0], s.lineTSub, b5.AssignedID)
-	selfSigned := obsIssue(t, nil, nil, b5.AssignedID)
+	csr4, csr5 := deviceCSR(t, b4.AssignedID), deviceCSR(t, b5.AssignedID)
 	batch := []client.ForwardItem{
-		{Token: b4.Token, AssignedID: b4.AssignedID, Certificate: pemCert(c4)},
-		{Token: b5.Token, AssignedID: b5.AssignedID, Certificate: pemCert(selfSigned)}, // not from its sub-CA
-		{Token: b6.Token, AssignedID: b6.AssignedID, Certificate: pemCert(obsIssue(t, sub[0], s.lineTSub, b6.AssignedID))},
-		{Token: b5.Token, AssignedID: b4.AssignedID, Certificate: pemCert(c5)}, // wrong assigned ID
-		{Token: "no-such-token", AssignedID: b5.AssignedID, Certificate: pemCert(c5)},
-		{Token: b5.Token, AssignedID: b5.AssignedID, Certificate: pemCert(c5)},
+		{Token: b4.Token, AssignedID: b4.AssignedID, CSR: csr4},
+		{Token: b5.Token, AssignedID: b5.AssignedID, Certificate: pemCert(obsIssue(t, nil, nil, b5.AssignedID))}, // the retired sub-CA mode
+		{Token: b6.Token, AssignedID: b6.AssignedID, CSR: deviceCSR(t, b6.AssignedID)},
+		{Token: b5.Token, AssignedID: b4.AssignedID, CSR: csr5}, // wrong assigned ID
+		{Token: "no-such-token", AssignedID: b5.AssignedID, CSR: csr5},
+		{Token: b5.Token, AssignedID: b5.AssignedID, CSR: csr5},
 	}
 	res, err = line.Forward(ctx, batch)
 	if err != nil {
 		t.Fatal(err)
 	}
-	want := []string{"recorded", "not_from_obf_sub_ca", "token_mismatch", "token_mismatch", "token_unknown", "recorded"}
+	want := []string{"recorded", "sub_ca_retired", "token_mismatch", "token_mismatch", "token_unknown", "recorded"}
 	for i, r := range res {
 		got := r.Status
 		if got == "refused" {
@@ -264,10 +263,15 @@ func TestSeedCases(t *testing.T) {
 			t.Errorf("item %d: %s (%s), want %s", i, got, r.Message, want[i])
 		}
 	}
-	opensslVerify(t, anchorPath, append([]*x509.Certificate{c4}, sub...))
-	res, err = line.Forward(ctx, batch)
-	if err != nil || res[0].Status != "replayed" || res[5].Status != "replayed" {
-		t.Fatalf("resent batch: %v %+v", err, res)
+	chain4 := parsePEMCerts(t, res[0].Certificate)
+	opensslVerify(t, anchorPath, chain4)
+	if c4 := chain4[0]; c4.Subject.CommonName != b4.AssignedID || len(c4.URIs) != 1 || c4.URIs[0].String() != "//sp.example/"+b4.AssignedID ||
+		len(c4.CRLDistributionPoints) != 1 || len(c4.OCSPServer) != 1 {
+		t.Fatalf("forwarded CSR's certificate: CN %q URIs %v CRL %v OCSP %v", c4.Subject.CommonName, c4.URIs, c4.CRLDistributionPoints, c4.OCSPServer)
+	}
+	again, err := line.Forward(ctx, batch)
+	if err != nil || again[0].Status != "replayed" || again[5].Status != "replayed" || again[0].Certificate != res[0].Certificate {
+		t.Fatalf("resent batch: %v %+v", err, again)
 	}
 	status, detail := s.call(s.alice, "GET", "/api/v1/devices/dev-4", "", nil)
 	if status != 200 || detail["state"] != "enrolled" || len(detail["credentials"].([]any)) != 1 {
@@ -296,7 +300,7 @@ func TestSeedCases(t *testing.T) {
 		`credfactory_enrolments_total{path="est",result="ok"} 1`,
 		`credfactory_enrolments_total{path="est",result="replayed"} 1`,
 		`credfactory_enrolments_total{path="json_key",result="ok"} 1`,
-		`credfactory_enrolments_total{path="forward_cert",result="not_from_obf_sub_ca"} 2`,
+		`credfactory_enrolments_total{path="forward_cert",result="sub_ca_retired"} 2`,
 		`credfactory_enrolments_total{path="forward_key",result="replayed"} 1`,
 		`credfactory_tokens_issued_total{mode="trusted"} 4`,
 		`credfactory_ca_certificate_expiry_timestamp_seconds{ca="issuing"}`,
@@ -332,6 +336,17 @@ func obsIssue(t *testing.T, sub *x509.Certificate, subKey *ecdsa.PrivateKey, ass
 	return issueWithKey(t, sub, subKey, assignedID, devKey)
 }
 
+// deviceCSR is a device's PKCS#10 request (PEM) for a fresh P-256 key.
+func deviceCSR(t *testing.T, cn string) string {
+	t.Helper()
+	key, _ := ecdsa.GenerateKey(elliptic.P256(), rand.Reader)
+	der, err := x509.CreateCertificateRequest(rand.Reader, &x509.CertificateRequest{Subject: pkix.Name{CommonName: cn}}, key)
+	if err != nil {
+		t.Fatal(err)
+	}
+	return string(pem.EncodeToMemory(&pem.Block{Type: "CERTIFICATE REQUEST", Bytes: der}))
+}
+
 func pemCert(c *x509.Certificate) string {
 	return string(pem.EncodeToMemory(&pem.Block{Type: "CERTIFICATE", Bytes: c.Raw}))
 }
@@ -364,7 +379,7 @@ func TestOBFVouches(t *testing.T) {
 	item := client.ForwardItem{Token: b.Token, AssignedID: b.AssignedID}
 	value := make([]byte, 32)
 	rand.Read(value)
-	item.Key = &client.ForwardKey{SUID: 22, KeyID: "vouched@tool.example", TargetIDs: []string{"in-cse.example"}, Value: value, NotAfter: time.Now().Add(time.Hour)}
+	item.Key = &client.ForwardKey{SUID: 22, TargetIDs: []string{"in-cse.example"}, Value: value, NotAfter: time.Now().Add(time.Hour)}
 	if res, err := s.obfConn(s.lineT, s.lineTKey).Forward(ctx, []client.ForwardItem{item}); err != nil || res[0].Code != "token_mismatch" {
 		t.Fatalf("another OBF forwards the vouched token: %v %+v", err, res)
 	}

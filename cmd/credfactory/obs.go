@@ -17,11 +17,6 @@ relative to the file's directory):
   trust_anchor: trust-anchor.pem      # the SP root (PEM)
   client_cert: obs-client.pem         # PEM chain the portal issued (clientCert)
   client_key: pkcs11:object=credfactory-obs-client;type=private
-  sub_ca_cert: obs-sub-ca.pem         # PEM chain the portal issued (subCaCert)
-  sub_ca_key: pkcs11:object=credfactory-obs-sub-ca;type=private
-  sp_domain: sp.example               # host of device URIs //<sp_domain>/<assigned ID>
-  fqdn: line.factory.example          # host of shared key IDs (default: the sub-CA's
-                                      # first permitted DNS domain)
   hsm:                                # the OBS's own token, not the SP's
     embedded: true                    # a SoftHSM2 token under dir, made by init-keys,
     dir: hsm                          # its PIN in <dir>/hsm-pin (0600)
@@ -33,8 +28,8 @@ relative to the file's directory):
   batch_size: 100                     # items per forward request, at most 1000
   flush_interval: 2s                  # how often run polls in/ and sends
   retry_timeout: 1m                   # give up a send after this long without progress
-  cert_validity: 8760h                # device certificates, clamped to the sub-CA's
-  key_lifetime: 8760h                 # shared keys
+  key_lifetime: 0s                    # shared keys; 0: the SP's mef.key_lifetime,
+                                      # which also bounds it
   log: {level: info, format: json}
 `
 
@@ -44,23 +39,25 @@ func newOBS() *cobra.Command {
 	cmd := &cobra.Command{
 		Use:   "obs",
 		Short: "Play a trusted On-Boarding Server on a factory line (same as obs run)",
-		Long: `obs provisions devices on a factory line as a trusted OBS: device certificates
-from its own sub-CA (key in its own HSM) or shared keys, and forwards them with
-their enrolment tokens to the SP in batches over mTLS.
+		Long: `obs provisions devices on a factory line as a trusted OBS, a registration
+authority for the SP: it forwards each device's CSR, or a shared key it
+generates, with the device's enrolment token to the SP in batches over mTLS.
+The SP's CA certifies the CSR for the token's assigned ID and the SP names the
+key; the answer is what the line loads into the device.
 
-First run "obs init-keys": it makes the OBS's keys in its HSM and writes two CSRs
-for an sp-admin to register the OBS in the portal (kind obs, trusted, clientCsr,
-subCaCsr, permittedDnsDomains). Save the returned clientCert and subCaCert as
-client_cert and sub_ca_cert, and the SP's trust-anchor.pem as trust_anchor.
+First run "obs init-keys": it makes the OBS's mTLS key in its HSM and writes its
+CSR for an sp-admin to register the OBS in the portal (kind obs, trusted,
+clientCsr). Save the returned clientCert as client_cert, and the SP's
+trust-anchor.pem as trust_anchor.
 
 Then "obs run": the line drops jobs into <spool>/in/ (write them under a name
 starting with "." and rename them to *.json):
   {"bundle": <the portal's bundle for this OBS>, "csr": "<device CSR, PEM>"}
   {"bundle": <...>, "key": {"suid": 22, "targetIds": ["..."]}}
-Each job's result goes to <spool>/out/<assigned ID>.json (0600) for the line to
-load into the device, and its forward item to <spool>/outbox/ before anything is
-sent; an item leaves the outbox only when the SP has recorded it, or refused it
-(into <spool>/refused/ with the SP's code and message).
+Each job's forward item goes to <spool>/outbox/ before anything is sent; when
+the SP has recorded it, its answer goes to <spool>/out/<assigned ID>.json (0600)
+for the line to load into the device, and only then does the item leave the
+outbox. A refused item goes to <spool>/refused/ with the SP's code and message.
 
 ` + obsConfigHelp,
 		Args: cobra.NoArgs,
@@ -73,12 +70,11 @@ sent; an item leaves the outbox only when the SP has recorded it, or refused it
 	var outDir string
 	initKeys := &cobra.Command{
 		Use:   "init-keys",
-		Short: "Make the OBS's mTLS and sub-CA keys in its HSM and write their CSRs",
+		Short: "Make the OBS's mTLS key in its HSM and write its CSR",
 		Long: `init-keys creates the embedded SoftHSM2 token (hsm.embedded; the PIN goes to a
-0600 file in hsm.dir), generates the client_key and sub_ca_key in the HSM if
-they are missing (ECDSA P-256, non-extractable), and writes ` + obs.ClientCSRFile + `
-and ` + obs.SubCACSRFile + ` into --out (default: the config file's directory).
-Running it again keeps the keys.`,
+0600 file in hsm.dir), generates the client_key in the HSM if it is missing
+(ECDSA P-256, non-extractable), and writes ` + obs.ClientCSRFile + ` into --out
+(default: the config file's directory). Running it again keeps the key.`,
 		Args: cobra.NoArgs,
 		RunE: func(cmd *cobra.Command, _ []string) error {
 			cfg, err := load()
@@ -100,11 +96,10 @@ Running it again keeps the keys.`,
 				return fmt.Errorf("obs init-keys: %w", err)
 			}
 			fmt.Fprintln(out, "client CSR:", res.ClientCSR)
-			fmt.Fprintln(out, "sub-CA CSR:", res.SubCACSR)
 			return nil
 		},
 	}
-	initKeys.Flags().StringVar(&outDir, "out", "", "directory for the CSRs (default: the config file's directory)")
+	initKeys.Flags().StringVar(&outDir, "out", "", "directory for the CSR (default: the config file's directory)")
 
 	var once bool
 	run := &cobra.Command{

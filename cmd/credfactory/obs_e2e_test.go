@@ -1,12 +1,14 @@
 package main
 
 import (
+	"context"
 	"crypto/ecdsa"
 	"crypto/elliptic"
 	"crypto/rand"
 	"crypto/tls"
 	"crypto/x509"
 	"crypto/x509/pkix"
+	"database/sql"
 	"encoding/base64"
 	"encoding/json"
 	"encoding/pem"
@@ -14,13 +16,16 @@ import (
 	"os"
 	"os/exec"
 	"path/filepath"
+	"regexp"
 	"strings"
 	"syscall"
 	"testing"
 	"time"
 
 	"github.com/credfactory/credfactory/ca"
+	"github.com/credfactory/credfactory/forwardapi"
 	"github.com/credfactory/credfactory/obs"
+	_ "github.com/mattn/go-sqlite3"
 )
 
 // obsLine is a trusted OBS set up as an operator would: its own directory
@@ -59,8 +64,6 @@ func (l *obsLine) writeConfig(name, spURL string) string {
 	text := fmt.Sprintf(`sp_url: %s
 trust_anchor: trust-anchor.pem
 client_cert: obs-client.pem
-sub_ca_cert: obs-sub-ca.pem
-sp_domain: sp.example
 hsm:
   embedded: true
   dir: hsm
@@ -76,8 +79,8 @@ log: {level: info, format: text}
 	return path
 }
 
-func newOBSLine(t *testing.T) *obsLine {
-	s := startSP(t, "CREDFACTORY_PORTAL_SP_DOMAIN=sp.example")
+func newOBSLine(t *testing.T, env ...string) *obsLine {
+	s := startSP(t, append([]string{"CREDFACTORY_PORTAL_SP_DOMAIN=sp.example"}, env...)...)
 	admin := s.stakeholder("admin", "sp-admin")
 	acme := s.stakeholder("acme", "manufacturer")
 	l := &obsLine{t: t, sp: s, dir: t.TempDir(), alice: s.stakeholder("alice", "subscriber")}
@@ -98,7 +101,7 @@ func newOBSLine(t *testing.T) *obsLine {
 	l.spool = filepath.Join(l.dir, "spool")
 	l.config = l.writeConfig("obs.yaml", s.base)
 	out, err := l.obs(l.config, "init-keys")
-	if err != nil || !strings.Contains(out, "created SoftHSM2 token") || !strings.Contains(out, "created HSM key pkcs11:object=credfactory-obs-sub-ca;type=private") {
+	if err != nil || !strings.Contains(out, "created SoftHSM2 token") || !strings.Contains(out, "created HSM key pkcs11:object=credfactory-obs-client;type=private") {
 		t.Fatalf("obs init-keys: %v\n%s", err, out)
 	}
 	// Again: the keys are kept.
@@ -112,18 +115,16 @@ func newOBSLine(t *testing.T) *obsLine {
 		t.Fatal("the OBS and the SP share a token directory")
 	}
 
-	// An sp-admin registers the OBS with the CSRs it wrote.
+	// An sp-admin registers the OBS with the CSR it wrote.
 	status, reg := s.call(admin, "POST", "/api/v1/obfs", "application/json", mustJSON(map[string]any{
 		"name": "line-1", "kind": "obs", "trusted": true, "owner": "alice",
-		"clientCsr":           readFile(t, filepath.Join(l.dir, obs.ClientCSRFile)),
-		"subCaCsr":            readFile(t, filepath.Join(l.dir, obs.SubCACSRFile)),
-		"permittedDnsDomains": []string{"line.factory.example"},
+		"clientCsr": readFile(t, filepath.Join(l.dir, obs.ClientCSRFile)),
 	}))
 	if status != 201 {
 		t.Fatalf("register the OBS: %d %v", status, reg)
 	}
 	l.obfID = reg["obfId"].(string)
-	for file, pemText := range map[string]string{"obs-client.pem": reg["clientCert"].(string), "obs-sub-ca.pem": reg["subCaCert"].(string),
+	for file, pemText := range map[string]string{"obs-client.pem": reg["clientCert"].(string),
 		"trust-anchor.pem": readFile(t, filepath.Join(s.dir, "trust-anchor.pem"))} {
 		if err := os.WriteFile(filepath.Join(l.dir, file), []byte(pemText), 0o600); err != nil {
 			t.Fatal(err)
@@ -254,11 +255,12 @@ func TestOBSEndToEnd(t *testing.T) {
 	}
 	r2 := l.result(b2["assignedId"].(string))
 	l.enrolledWith("line-2", r2.CredentialID)
-	if r2.Key == nil || len(r2.Key.Value) != 32 || !strings.HasSuffix(r2.Key.KeyID, "@line.factory.example") {
+	if r2.Key == nil || len(r2.Key.Value) != 32 || !strings.HasSuffix(r2.Key.KeyID, "@sp.example") || !strings.HasSuffix(r2.Key.KeID, "@sp.example") {
 		t.Fatalf("key result: %+v", r2)
 	}
-	// The SP holds the very key the device got: its Target (device 1, with
-	// the certificate the OBS issued) fetches it from the MAF.
+	// The SP holds the very key the device got, under the IDs the SP
+	// assigned: its Target (device 1, with the certificate the SP's CA
+	// issued for the CSR the OBS forwarded) fetches it from the MAF.
 	devTLS := &tls.Certificate{PrivateKey: devKey, Leaf: leaf[0], Certificate: [][]byte{leaf[0].Raw}}
 	for _, c := range chain {
 		devTLS.Certificate = append(devTLS.Certificate, c.Raw)
@@ -269,7 +271,7 @@ func TestOBSEndToEnd(t *testing.T) {
 	}
 
 	// 2. The SP is unreachable: the run fails, the item stays in the
-	// outbox (the device's result is already out), nothing is recorded.
+	// outbox, nothing is recorded and nothing is handed to the line.
 	down := l.writeConfig("obs-down.yaml", "https://"+freePort(t))
 	b3 := l.bundle("line-3", l.obfID)
 	job3, _ := obsCertJob(t, b3)
@@ -283,7 +285,9 @@ func TestOBSEndToEnd(t *testing.T) {
 		t.Fatalf("outbox %v, in/ %v with the SP down", pending, l.files(obs.DirIn))
 	}
 	saved := readFile(t, filepath.Join(l.spool, obs.DirOutbox, pending[0]))
-	r3 := l.result(b3["assignedId"].(string))
+	if _, err := os.Stat(filepath.Join(l.spool, obs.DirOut, b3["assignedId"].(string)+".json")); !os.IsNotExist(err) {
+		t.Fatalf("out/ holds a result the SP never recorded: %v", err)
+	}
 	if state, creds := l.device("line-3"); state == "enrolled" || len(creds) != 0 {
 		t.Fatalf("line-3 recorded while the SP was unreachable: %s %v", state, creds)
 	}
@@ -292,6 +296,7 @@ func TestOBSEndToEnd(t *testing.T) {
 	if err != nil || !strings.Contains(out, "recorded 1,") || len(l.files(obs.DirOutbox)) != 0 {
 		t.Fatalf("run --once after the SP came back: %v\n%s", err, out)
 	}
+	r3 := l.result(b3["assignedId"].(string))
 	l.enrolledWith("line-3", r3.CredentialID)
 	// A resend (as after an answer lost in a crash) is a replay, not a
 	// second credential.
@@ -301,6 +306,9 @@ func TestOBSEndToEnd(t *testing.T) {
 		t.Fatalf("resent item: %v\n%s", err, out)
 	}
 	l.enrolledWith("line-3", r3.CredentialID)
+	if again := l.result(b3["assignedId"].(string)); again.Certificate != r3.Certificate {
+		t.Fatal("the replay's answer rewrote the device's result with another certificate")
+	}
 
 	// 3. A token issued to another OBF ends in refused/ with the SP's
 	// code; the good job in the same batch is recorded.
@@ -320,21 +328,16 @@ func TestOBSEndToEnd(t *testing.T) {
 		t.Fatalf("run --once with another OBF's token: %v\n%s", err, out)
 	}
 	l.enrolledWith("line-5", l.result(b5["assignedId"].(string)).CredentialID)
-	// refused/ holds the refusal and the device's result, withdrawn from
-	// out/ so that the line does not load a credential the SP refused.
+	// refused/ holds the refusal; out/ never held a result for it.
 	refused := l.files(obs.DirRefused)
-	if len(refused) != 2 || len(l.files(obs.DirOutbox)) != 0 {
+	if len(refused) != 1 || len(l.files(obs.DirOutbox)) != 0 {
 		t.Fatalf("refused/ %v, outbox %v", refused, l.files(obs.DirOutbox))
 	}
 	if _, err := os.Stat(filepath.Join(l.spool, obs.DirOut, b4["assignedId"].(string)+".json")); !os.IsNotExist(err) {
-		t.Fatalf("out/ still holds the refused certificate: %v", err)
+		t.Fatalf("out/ holds a certificate for a refused item: %v", err)
 	}
 	var ref obs.Refusal
-	for _, name := range refused {
-		if !strings.HasSuffix(name, ".result.json") {
-			json.Unmarshal([]byte(readFile(t, filepath.Join(l.spool, obs.DirRefused, name))), &ref)
-		}
-	}
+	json.Unmarshal([]byte(readFile(t, filepath.Join(l.spool, obs.DirRefused, refused[0]))), &ref)
 	if ref.Source != "sp" || ref.Code != "token_mismatch" || ref.Item == nil || ref.Item.AssignedID != b4["assignedId"] {
 		t.Fatalf("refusal: %+v", ref)
 	}
@@ -386,6 +389,62 @@ func TestOBSEndToEnd(t *testing.T) {
 	}
 }
 
+// TestOBSTransientRefusal: the real server answers an item it cannot
+// record now (its registry is locked by another writer) with a transient
+// code, and the OBS keeps it in the outbox, hands nothing to the line, and
+// records it on a later run; nothing lands in refused/.
+func TestOBSTransientRefusal(t *testing.T) {
+	l := newOBSLine(t, "CREDFACTORY_STORE_TX_TIMEOUT=1s", "CREDFACTORY_STORE_MAX_RETRIES=1")
+	b := l.bundle("line-1", l.obfID)
+	job, _ := obsCertJob(t, b)
+	l.drop("line-1.json", job)
+
+	// Another writer holds the registry's write lock (SQLite, WAL: reads go
+	// on, the redemption's commit cannot).
+	db, err := sql.Open("sqlite3", filepath.Join(l.sp.dir, "registry.db"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer db.Close()
+	conn, err := db.Conn(context.Background())
+	if err != nil {
+		t.Fatal(err)
+	}
+	if _, err := conn.ExecContext(context.Background(), "BEGIN IMMEDIATE"); err != nil {
+		t.Fatal(err)
+	}
+	locked := true
+	defer func() {
+		if locked {
+			conn.ExecContext(context.Background(), "ROLLBACK")
+		}
+		conn.Close()
+	}()
+	out, err := l.obs(l.config, "run", "--once")
+	if err == nil || !strings.Contains(out, "pending 1,") || !strings.Contains(out, "refused 0,") || !strings.Contains(out, "not recorded yet; kept in the outbox") {
+		t.Fatalf("run --once with the registry locked: %v\n%s", err, out)
+	}
+	// The SP's per-item code (a commit that timed out: internal, or
+	// registry_unavailable when SQLite says busy first), transient by the
+	// wire contract.
+	m := regexp.MustCompile(`kept in the outbox.* code=([a-z_]+)`).FindStringSubmatch(out)
+	if m == nil || !forwardapi.Transient(m[1]) {
+		t.Fatalf("the OBS kept the item for another reason than the SP's transient refusal (%v):\n%s", m, out)
+	}
+	if len(l.files(obs.DirOutbox)) != 1 || len(l.files(obs.DirRefused)) != 0 || len(l.files(obs.DirOut)) != 0 {
+		t.Fatalf("outbox %v, refused/ %v, out/ %v after a transient refusal", l.files(obs.DirOutbox), l.files(obs.DirRefused), l.files(obs.DirOut))
+	}
+	if _, err := conn.ExecContext(context.Background(), "ROLLBACK"); err != nil {
+		t.Fatal(err)
+	}
+	locked = false
+	out, err = l.obs(l.config, "run", "--once")
+	if err != nil || !strings.Contains(out, "recorded 1,") || len(l.files(obs.DirOutbox)) != 0 {
+		t.Fatalf("run --once after the lock: %v\n%s", err, out)
+	}
+	l.enrolledWith("line-1", l.result(b["assignedId"].(string)).CredentialID)
+}
+
 // TestOBSConfigExample: the example in `obs --help` is a valid config.
 func TestOBSConfigExample(t *testing.T) {
 	_, example, ok := strings.Cut(obsConfigHelp, "file's directory):\n")
@@ -398,7 +457,7 @@ func TestOBSConfigExample(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	if err := cfg.CheckRun(); err != nil || cfg.FQDN != "line.factory.example" || cfg.BatchSize != 100 {
+	if err := cfg.CheckRun(); err != nil || cfg.BatchSize != 100 || cfg.KeyLifetime != 0 {
 		t.Fatalf("example: %v %+v", err, cfg)
 	}
 }

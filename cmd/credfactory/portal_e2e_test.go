@@ -152,16 +152,15 @@ func TestPortalAPI(t *testing.T) {
 		t.Fatalf("signature by another key: %d %v", status, body)
 	}
 
-	// OBF registry: only the sp-admin; a trusted OBS gets its certificates.
+	// OBF registry: only the sp-admin; a trusted OBS gets its client
+	// certificate and nothing that can sign.
 	obfKey, _ := ecdsa.GenerateKey(elliptic.P256(), rand.Reader)
-	subKey, _ := ecdsa.GenerateKey(elliptic.P256(), rand.Reader)
-	reg := map[string]any{"name": "line-1", "kind": "obs", "trusted": true, "owner": "alice",
-		"clientCsr": csrPEM(t, obfKey), "subCaCsr": csrPEM(t, subKey), "permittedUriDomains": []string{"sp.example"}}
+	reg := map[string]any{"name": "line-1", "kind": "obs", "trusted": true, "owner": "alice", "clientCsr": csrPEM(t, obfKey)}
 	if status, body := s.call(alice, "POST", "/api/v1/obfs", "application/json", mustJSON(reg)); status != 403 {
 		t.Fatalf("subscriber registers an OBF: %d %v", status, body)
 	}
 	status, obs := s.call(admin, "POST", "/api/v1/obfs", "application/json", mustJSON(reg))
-	if status != 201 || !strings.Contains(obs["clientCert"].(string), "BEGIN CERTIFICATE") || !strings.Contains(obs["subCaCert"].(string), "BEGIN CERTIFICATE") {
+	if status != 201 || !strings.Contains(obs["clientCert"].(string), "BEGIN CERTIFICATE") || obs["subCaCert"] != nil {
 		t.Fatalf("register OBS: %d %v", status, obs)
 	}
 	// A token for a trusted OBF carries no MEF URI or trust anchor.

@@ -181,7 +181,7 @@ func TestCRLAndOCSPWithOpenSSL(t *testing.T) {
 	} else {
 		resp.Body.Close()
 	}
-	for _, path := range []string{"/healthz", "/metrics", "/api/v1/devices", "/ca/v1/crl/root.crl"} {
+	for _, path := range []string{"/healthz", "/metrics", "/api/v1/devices", "/ca/v1/crl/other.crl"} {
 		resp, err := plain.Get(base + path)
 		if err != nil {
 			t.Fatal(err)
