@@ -1,7 +1,9 @@
 package main
 
 import (
+	"bufio"
 	"bytes"
+	"crypto/tls"
 	"encoding/json"
 	"fmt"
 	"io"
@@ -177,5 +179,53 @@ func TestUploadMemoryIsBounded(t *testing.T) {
 	t.Logf("serve peak RSS after the uploads: %d MiB", peak>>20)
 	if peak >= 256<<20 {
 		t.Fatalf("serve peak RSS %d MiB, want under 256 MiB", peak>>20)
+	}
+}
+
+// TestUploadRoutesCutSlowAnonymousClients: both streamed upload routes of
+// the real server answer an anonymous client that trickles a chunked body
+// at once and close its connection within the read timeout, instead of
+// draining the body under the long upload deadline.
+func TestUploadRoutesCutSlowAnonymousClients(t *testing.T) {
+	const readTimeout = 2 * time.Second
+	s := startSP(t, "CREDFACTORY_SERVER_READ_TIMEOUT="+readTimeout.String())
+	for _, r := range []struct{ path, ctype string }{
+		{"/api/v1/devices", "text/csv"},
+		{"/upload", "multipart/form-data; boundary=b"},
+	} {
+		t.Run(r.path, func(t *testing.T) {
+			conn, err := tls.Dial("tcp", strings.TrimPrefix(s.base, "https://"), &tls.Config{RootCAs: s.roots, ServerName: "localhost"})
+			if err != nil {
+				t.Fatal(err)
+			}
+			defer conn.Close()
+			began := time.Now()
+			fmt.Fprintf(conn, "POST %s HTTP/1.1\r\nHost: localhost\r\nContent-Type: %s\r\nTransfer-Encoding: chunked\r\n\r\n", r.path, r.ctype)
+			go func() { // a byte every 300 ms, for up to 30 s
+				for range 100 {
+					if _, err := io.WriteString(conn, "1\r\nx\r\n"); err != nil {
+						return
+					}
+					time.Sleep(300 * time.Millisecond)
+				}
+			}()
+			conn.SetReadDeadline(began.Add(30 * time.Second))
+			br := bufio.NewReader(conn)
+			resp, err := http.ReadResponse(br, nil)
+			if err != nil {
+				t.Fatalf("no answer: %v", err)
+			}
+			io.Copy(io.Discard, resp.Body)
+			resp.Body.Close()
+			if resp.StatusCode != http.StatusUnauthorized {
+				t.Fatalf("status %d, want 401", resp.StatusCode)
+			}
+			if _, err := io.Copy(io.Discard, br); err != nil {
+				t.Fatalf("connection still open after %v: %v", time.Since(began).Round(time.Millisecond), err)
+			}
+			if took := time.Since(began); took > readTimeout+time.Second {
+				t.Fatalf("closed after %v, want within the read timeout (%v)", took, readTimeout)
+			}
+		})
 	}
 }
