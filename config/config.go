@@ -124,7 +124,7 @@ type Server struct {
 	MaxConns        int           `yaml:"max_conns" help:"most connections served at once"`
 	ShutdownTimeout time.Duration `yaml:"shutdown_timeout" help:"on SIGTERM, how long in-flight requests may take to finish"`
 	OpsListen       string        `yaml:"ops_listen" help:"address of the plain-HTTP operations listener serving /metrics, /healthz and /readyz (never on the TLS listener: metrics tell login failures and rejection codes); loopback by default, a pod address behind a network policy in Kubernetes; empty serves no metrics"`
-	DebugListen     string        `yaml:"debug_listen" help:"loopback address (e.g. 127.0.0.1:6060) serving Go's /debug/pprof over plain HTTP for profiling; empty (default) serves none"`
+	Pprof           bool          `yaml:"pprof" help:"also serve Go's /debug/pprof on the operations listener, for profiling; only when server.ops_listen is a loopback address (profiles show request contents and have no authentication)"`
 }
 
 // Log is the process log.
@@ -359,8 +359,8 @@ func (c *Config) Validate() error {
 			errs = append(errs, fmt.Errorf("server.ops_listen %q: want host:port, e.g. 127.0.0.1:9090", c.Server.OpsListen))
 		}
 	}
-	if c.Server.DebugListen != "" && !loopback(c.Server.DebugListen) {
-		errs = append(errs, fmt.Errorf("server.debug_listen %q: want a loopback address such as 127.0.0.1:6060", c.Server.DebugListen))
+	if c.Server.Pprof && !loopback(c.Server.OpsListen) {
+		errs = append(errs, fmt.Errorf("server.pprof needs server.ops_listen on a loopback address such as 127.0.0.1:9090, not %q", c.Server.OpsListen))
 	}
 	if err := c.Log.Validate(); err != nil {
 		errs = append(errs, err)

@@ -24,6 +24,7 @@ import (
 	"github.com/prometheus/client_golang/prometheus/promhttp"
 	"github.com/valyala/fasthttp"
 	"github.com/valyala/fasthttp/fasthttpadaptor"
+	"github.com/valyala/fasthttp/pprofhandler"
 )
 
 // Handler serves one route. A returned error becomes the JSON error response
@@ -47,7 +48,11 @@ type Options struct {
 	// it tells login failures, tokens issued and rejection codes to
 	// whoever asks, so it stays off the public port (loopback by default,
 	// or a pod address behind a network policy).
-	OpsListen    string
+	OpsListen string
+	// Pprof adds Go's /debug/pprof to the operations listener (the caller
+	// keeps it off unless that listener is loopback: profiles show
+	// request contents, and taking them costs CPU).
+	Pprof        bool
 	TLS          *tls.Config
 	ReadTimeout  time.Duration
 	WriteTimeout time.Duration
@@ -123,6 +128,12 @@ func New(opts Options) *Server {
 		}))
 		ops.Handle(fasthttp.MethodGet, "/healthz", s.wrap("/healthz", s.healthz))
 		ops.Handle(fasthttp.MethodGet, "/readyz", s.wrap("/readyz", s.readyz))
+		if opts.Pprof {
+			ops.Handle(fasthttp.MethodGet, "/debug/pprof/{profile:*}", s.wrap("/debug/pprof", func(ctx *fasthttp.RequestCtx) error {
+				pprofhandler.PprofHandler(ctx)
+				return nil
+			}))
+		}
 		s.opsSrv = s.newFastHTTP(ops)
 	}
 	return s

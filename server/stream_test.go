@@ -148,3 +148,27 @@ func TestHSTSOnTLSOnly(t *testing.T) {
 		t.Errorf("plain HTTP: %d, Strict-Transport-Security %q", resp.StatusCode, resp.Header.Get("Strict-Transport-Security"))
 	}
 }
+
+// TestPprofOnlyOnTheOpsListener: /debug/pprof is served on the operations
+// listener when asked for, and never on the TLS listener.
+func TestPprofOnlyOnTheOpsListener(t *testing.T) {
+	for _, on := range []bool{false, true} {
+		srv, client, base := start(t, server.Options{OpsListen: "127.0.0.1:0", Pprof: on}, nil)
+		resp, err := http.Get("http://" + srv.OpsAddr().String() + "/debug/pprof/cmdline")
+		if err != nil {
+			t.Fatal(err)
+		}
+		resp.Body.Close()
+		if want := map[bool]int{false: 404, true: 200}[on]; resp.StatusCode != want {
+			t.Errorf("pprof %v: ops listener answered %d, want %d", on, resp.StatusCode, want)
+		}
+		resp, err = client.Get(base + "/debug/pprof/cmdline")
+		if err != nil {
+			t.Fatal(err)
+		}
+		resp.Body.Close()
+		if resp.StatusCode != 404 {
+			t.Errorf("pprof %v: TLS listener answered %d, want 404", on, resp.StatusCode)
+		}
+	}
+}

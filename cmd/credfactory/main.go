@@ -4,16 +4,12 @@ import (
 	"context"
 	"crypto/tls"
 	"crypto/x509"
-	"errors"
 	"fmt"
 	"io"
-	"net/http"
-	"net/http/pprof"
 	"os"
 	"os/signal"
 	"runtime/debug"
 	"syscall"
-	"time"
 
 	"github.com/credfactory/credfactory/ca"
 	"github.com/credfactory/credfactory/castatus"
@@ -204,6 +200,7 @@ func serve(ctx context.Context, cfg config.Config, stderr io.Writer) error {
 		Listen:       cfg.Server.Listen,
 		StatusListen: cfg.CA.StatusListen,
 		OpsListen:    cfg.Server.OpsListen,
+		Pprof:        cfg.Server.Pprof,
 		TLS:          server.TLSConfig(p.GetCertificate),
 		ReadTimeout:  cfg.Server.ReadTimeout,
 		WriteTimeout: cfg.Server.WriteTimeout,
@@ -242,19 +239,6 @@ func serve(ctx context.Context, cfg config.Config, stderr io.Writer) error {
 	if err := srv.Listen(); err != nil {
 		return err
 	}
-	if cfg.Server.DebugListen != "" {
-		// net/http/pprof on its own loopback listener, never the TLS port:
-		// profiles show request contents and cost CPU to take.
-		dbg := &http.Server{Addr: cfg.Server.DebugListen, Handler: pprofMux(), ReadHeaderTimeout: 10 * time.Second}
-		go func() {
-			if err := dbg.ListenAndServe(); err != nil && !errors.Is(err, http.ErrServerClosed) {
-				log.Error("debug listener", "err", err.Error())
-			}
-		}()
-		defer dbg.Close()
-		log.Info("profiling on http://" + cfg.Server.DebugListen + "/debug/pprof/")
-	}
-
 	ctx, stop := signal.NotifyContext(ctx, syscall.SIGTERM, syscall.SIGINT)
 	defer stop()
 	go p.KeepServerCertFresh(ctx, func(renewed *tls.Certificate, err error) {
@@ -278,7 +262,7 @@ func serve(ctx context.Context, cfg config.Config, stderr io.Writer) error {
 			"status_url", cfg.CA.StatusURL)
 	}
 	if a := srv.OpsAddr(); a != nil {
-		log.Info("serving /metrics, /healthz and /readyz over plain HTTP", "addr", "http://"+a.String())
+		log.Info("serving /metrics, /healthz and /readyz over plain HTTP", "addr", "http://"+a.String(), "pprof", cfg.Server.Pprof)
 	} else {
 		log.Warn("server.ops_listen is empty: no /metrics for Prometheus")
 	}
@@ -351,14 +335,4 @@ func envOr(name, def string) string {
 		return v
 	}
 	return def
-}
-
-func pprofMux() *http.ServeMux {
-	mux := http.NewServeMux()
-	mux.HandleFunc("/debug/pprof/", pprof.Index)
-	mux.HandleFunc("/debug/pprof/cmdline", pprof.Cmdline)
-	mux.HandleFunc("/debug/pprof/profile", pprof.Profile)
-	mux.HandleFunc("/debug/pprof/symbol", pprof.Symbol)
-	mux.HandleFunc("/debug/pprof/trace", pprof.Trace)
-	return mux
 }
