@@ -192,7 +192,7 @@ func TestCRLAndOCSPWithOpenSSL(t *testing.T) {
 		}
 	}
 	// The metrics saw it all.
-	resp, err := s.client(nil).Get(s.base + "/metrics")
+	resp, err := http.Get(s.ops + "/metrics")
 	if err != nil {
 		t.Fatal(err)
 	}
