@@ -62,6 +62,7 @@ type Portal struct {
 	SPDomain   string        `yaml:"sp_domain" help:"the SP's domain: host of issued AE-ID URIs (default the first of server.hostnames if it is a domain name, else credfactory.localhost)"`
 	TokenTTL   time.Duration `yaml:"token_ttl" help:"lifetime of an enrolment token"`
 	SessionTTL time.Duration `yaml:"session_ttl" help:"lifetime of a portal login session"`
+	MaxUploads int           `yaml:"max_concurrent_uploads" help:"most bulk device uploads parsed at once; one more is answered 503 with Retry-After"`
 }
 
 // MEF is the enrolment function.
@@ -122,7 +123,8 @@ type Server struct {
 	MaxBodyBytes    int           `yaml:"max_body_bytes" help:"largest request body accepted; larger ones get 413"`
 	MaxConns        int           `yaml:"max_conns" help:"most connections served at once"`
 	ShutdownTimeout time.Duration `yaml:"shutdown_timeout" help:"on SIGTERM, how long in-flight requests may take to finish"`
-	DebugListen     string        `yaml:"debug_listen" help:"loopback address (e.g. 127.0.0.1:6060) serving Go's /debug/pprof over plain HTTP for profiling; empty (default) serves none"`
+	OpsListen       string        `yaml:"ops_listen" help:"address of the plain-HTTP operations listener serving /metrics, /healthz and /readyz (never on the TLS listener: metrics tell login failures and rejection codes); loopback by default, a pod address behind a network policy in Kubernetes; empty serves no metrics"`
+	Pprof           bool          `yaml:"pprof" help:"also serve Go's /debug/pprof on the operations listener, for profiling; only when server.ops_listen is a loopback address (profiles show request contents and have no authentication)"`
 }
 
 // Log is the process log.
@@ -157,6 +159,7 @@ func Default() Config {
 		},
 		Server: Server{
 			Listen:          "127.0.0.1:8443",
+			OpsListen:       "127.0.0.1:9090",
 			TLSKey:          "pkcs11:object=credfactory-tls;type=private",
 			CertValidity:    90 * 24 * time.Hour,
 			ReadTimeout:     10 * time.Second,
@@ -176,7 +179,7 @@ func Default() Config {
 			SweepInterval: time.Minute,
 			SweepChunk:    1000,
 		},
-		Portal: Portal{TokenTTL: 24 * time.Hour, SessionTTL: 12 * time.Hour},
+		Portal: Portal{TokenTTL: 24 * time.Hour, SessionTTL: 12 * time.Hour, MaxUploads: 4},
 		MEF:    MEF{KeyLifetime: 365 * 24 * time.Hour, MaxForward: 1000, RenewAfter: time.Hour},
 		Log:    Log{Level: "info", Format: "json", Access: true},
 		Limits: ratelimit.DefaultConfig(),
@@ -348,8 +351,16 @@ func (c *Config) Validate() error {
 	if c.Server.MaxBodyBytes <= 0 {
 		errs = append(errs, errors.New("server.max_body_bytes must be positive"))
 	}
-	if c.Server.DebugListen != "" && !loopback(c.Server.DebugListen) {
-		errs = append(errs, fmt.Errorf("server.debug_listen %q: want a loopback address such as 127.0.0.1:6060", c.Server.DebugListen))
+	if c.Portal.MaxUploads <= 0 {
+		errs = append(errs, errors.New("portal.max_concurrent_uploads must be positive"))
+	}
+	if c.Server.OpsListen != "" {
+		if _, _, err := net.SplitHostPort(c.Server.OpsListen); err != nil {
+			errs = append(errs, fmt.Errorf("server.ops_listen %q: want host:port, e.g. 127.0.0.1:9090", c.Server.OpsListen))
+		}
+	}
+	if c.Server.Pprof && !loopback(c.Server.OpsListen) {
+		errs = append(errs, fmt.Errorf("server.pprof needs server.ops_listen on a loopback address such as 127.0.0.1:9090, not %q", c.Server.OpsListen))
 	}
 	if err := c.Log.Validate(); err != nil {
 		errs = append(errs, err)

@@ -139,7 +139,7 @@ func New() *Registry {
 	}, []string{"mode"})
 	r.logins = prometheus.NewCounterVec(prometheus.CounterOpts{
 		Namespace: Namespace, Subsystem: "portal", Name: "logins_total",
-		Help: "Portal logins by result (ok, bad_credentials, account_locked, stakeholder_disabled).",
+		Help: "Portal logins by result (ok, bad_credentials, too_many_attempts, stakeholder_disabled: told apart here, never in the answer).",
 	}, []string{"result"})
 	r.caExpiry = prometheus.NewGaugeVec(prometheus.GaugeOpts{
 		Namespace: Namespace, Name: "ca_certificate_expiry_timestamp_seconds",

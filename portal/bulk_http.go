@@ -191,6 +191,9 @@ func (p *Portal) apiBulk(ctx *fasthttp.RequestCtx) error {
 	if err != nil {
 		return err
 	}
+	if err := requireScope(who, ScopeEnrol); err != nil {
+		return err
+	}
 	format, err := BulkFormat(string(ctx.Request.Header.Peek("Accept")))
 	if err != nil {
 		return err

@@ -17,6 +17,7 @@ import (
 	"net/http"
 	"net/url"
 	"path"
+	"slices"
 	"sort"
 	"strconv"
 	"strings"
@@ -75,8 +76,10 @@ var pageFuncs = template.FuncMap{
 		}
 		return *s
 	},
-	"hex": hexString,
-	"has": func(b []byte) bool { return len(b) > 0 },
+	"hex":    hexString,
+	"has":    func(b []byte) bool { return len(b) > 0 },
+	"join":   func(s []string) string { return strings.Join(s, " ") },
+	"member": func(s []string, v string) bool { return slices.Contains(s, v) },
 	"detail": func(d map[string]any) string {
 		keys := make([]string, 0, len(d))
 		for k := range d {
@@ -330,7 +333,7 @@ func (p *Portal) pageLoginPost(ctx *fasthttp.RequestCtx) error {
 	// anything: a login flood costs map lookups, not argon2 (issue 7).
 	cookie, sess, err := "", store.Session{}, p.cfg.Limits.CheckLogin(ctx, name)
 	if err == nil {
-		cookie, sess, err = p.Login(ctx, name, string(args.Peek("password")))
+		cookie, sess, err = p.Login(ctx, p.cfg.Limits.Source(ctx), name, string(args.Peek("password")))
 	}
 	if err != nil {
 		e := apierr.As(err)
@@ -344,8 +347,8 @@ func (p *Portal) pageLoginPost(ctx *fasthttp.RequestCtx) error {
 		switch e.Code {
 		case "bad_credentials":
 			v.Error = "Wrong name or password."
-		case "account_locked":
-			v.Error = "Too many failed logins: this account is locked for a while. Try again later."
+		case "too_many_attempts":
+			v.Error = fmt.Sprintf("Too many failed logins: wait %d seconds, then try again.", e.RetryAfter)
 		default:
 			v.Error = e.Message
 		}
@@ -731,6 +734,12 @@ func (p *Portal) pageUploadPost(ctx *fasthttp.RequestCtx) error {
 	if !d.CanUpload {
 		return fail(apierr.New(http.StatusForbidden, "forbidden", "Only a manufacturer pre-enrols devices."))
 	}
+	release, err := p.uploadSlot()
+	if err != nil {
+		return fail(err)
+	}
+	defer release()
+	httpapi.BeginStream(ctx)
 	for {
 		part, err := mr.NextPart()
 		if errors.Is(err, io.EOF) {
@@ -922,6 +931,8 @@ type apiKeysData struct {
 	Keys    []store.APIKey
 	NewKey  string
 	NewName string
+	// Scopes and Default offer the scopes on the form.
+	Scopes, Default []string
 }
 
 func (p *Portal) apiKeysView(ctx *fasthttp.RequestCtx, who Principal, d *apiKeysData) (view, error) {
@@ -930,6 +941,7 @@ func (p *Portal) apiKeysView(ctx *fasthttp.RequestCtx, who Principal, d *apiKeys
 		return view{}, err
 	}
 	d.Keys = keys
+	d.Scopes, d.Default = AllScopes, DefaultScopes
 	return newView(&who, "API keys", "api-keys", d), nil
 }
 
@@ -955,7 +967,11 @@ func (p *Portal) pageAPIKeysPost(ctx *fasthttp.RequestCtx) error {
 		return err
 	}
 	name := string(ctx.PostArgs().Peek("name"))
-	key, k, kerr := p.NewAPIKey(ctx, who, name)
+	var scopes []string
+	for _, v := range ctx.PostArgs().PeekMulti("scope") {
+		scopes = append(scopes, string(v))
+	}
+	key, k, kerr := p.NewAPIKey(ctx, who, name, scopes...)
 	d := &apiKeysData{}
 	status := http.StatusOK
 	var msg string
@@ -982,7 +998,7 @@ func (p *Portal) pageRevokeAPIKey(ctx *fasthttp.RequestCtx) error {
 	if err != nil {
 		return err
 	}
-	if err := p.RevokeAPIKey(ctx, who, httpapi.Param(ctx, "keyId")); err != nil {
+	if _, err := p.RevokeAPIKey(ctx, who, httpapi.Param(ctx, "keyId")); err != nil {
 		return err
 	}
 	redirect(ctx, "/api-keys?revoked=1")

@@ -43,12 +43,10 @@ type Config struct {
 	// TrustAnchor is the root the Enrollee checks the MEF against.
 	TrustAnchor *x509.Certificate
 	// SPDomain is the SP's FQDN: the host of issued AE-ID URIs.
-	SPDomain         string
-	TokenTTL         time.Duration
-	SessionTTL       time.Duration
-	NonceTTL         time.Duration
-	LoginMaxFailures int
-	LoginLockout     time.Duration
+	SPDomain   string
+	TokenTTL   time.Duration
+	SessionTTL time.Duration
+	NonceTTL   time.Duration
 	// ClaimMaxFailures wrong claim codes lock a device; an account is
 	// locked after ClaimMaxFailuresAccount, across all its devices.
 	ClaimMaxFailures        int
@@ -57,6 +55,9 @@ type Config struct {
 	// Limits are the rate limits on logins and token issuance (issue 7
 	// item 7); the zero value limits nothing.
 	Limits ratelimit.Limits
+	// MaxConcurrentUploads bounds the bulk uploads parsed at once (each
+	// holds a chunk of rows and a parser's buffers); one more gets 503.
+	MaxConcurrentUploads int
 	// OnRevoke runs after a release or revocation that revoked something,
 	// so that the CRL is regenerated at its next fetch instead of after
 	// the registry check (castatus.Service.MarkStale).
@@ -79,12 +80,6 @@ func (c *Config) defaults() {
 	if c.NonceTTL == 0 {
 		c.NonceTTL = 5 * time.Minute
 	}
-	if c.LoginMaxFailures == 0 {
-		c.LoginMaxFailures = 5
-	}
-	if c.LoginLockout == 0 {
-		c.LoginLockout = 15 * time.Minute
-	}
 	if c.ClaimMaxFailures == 0 {
 		c.ClaimMaxFailures = 5
 	}
@@ -93,6 +88,9 @@ func (c *Config) defaults() {
 	}
 	if c.ClaimLockout == 0 {
 		c.ClaimLockout = 15 * time.Minute
+	}
+	if c.MaxConcurrentUploads == 0 {
+		c.MaxConcurrentUploads = 4
 	}
 }
 
@@ -108,6 +106,12 @@ type Portal struct {
 	// anchorPEM and anchorSHA256 go into every untrusted bundle; the
 	// anchor is fixed for the process, so they are encoded once.
 	anchorPEM, anchorSHA256 string
+	// uploads holds one token per bulk upload being parsed.
+	uploads chan struct{}
+	// loginPairs and loginNames slow failing logins (newLoginBackoff).
+	loginPairs *ratelimit.Backoff[loginPair]
+	loginNames *ratelimit.Backoff[string]
+	touches    keyTouches
 }
 
 // New builds a Portal. obfCA certifies trusted OBFs' mTLS keys (issuing is
@@ -115,7 +119,11 @@ type Portal struct {
 // when it vouches for a device.
 func New(cfg Config, st *store.Store, claimKey Keyed, issuing, obfCA *ca.CA, obfAuth *clientauth.Verifier) *Portal {
 	cfg.defaults()
-	p := &Portal{cfg: cfg, st: st, claimKey: claimKey, issuing: issuing, obfCA: obfCA, obfAuth: obfAuth, now: time.Now}
+	p := &Portal{cfg: cfg, st: st, claimKey: claimKey, issuing: issuing, obfCA: obfCA, obfAuth: obfAuth, now: time.Now,
+		uploads: make(chan struct{}, cfg.MaxConcurrentUploads)}
+	p.loginPairs, p.loginNames = newLoginBackoff()
+	p.loginPairs.Now = func() time.Time { return p.now() }
+	p.loginNames.Now = p.loginPairs.Now
 	if cfg.TrustAnchor != nil {
 		fp := sha256.Sum256(cfg.TrustAnchor.Raw)
 		p.anchorPEM = string(ca.EncodeCertsPEM([]*x509.Certificate{cfg.TrustAnchor}))
@@ -132,6 +140,9 @@ type Principal struct {
 	Session *store.Session
 	// OBF is set when a trusted OBF called with its client certificate.
 	OBF *store.OBF
+	// Key and Scopes are the API key a caller authenticated with.
+	Key    *store.APIKey
+	Scopes []string
 }
 
 // Tenant is the tenant the caller works in; "" for an sp-admin, who sees all.
@@ -159,6 +170,20 @@ var (
 	errDeviceNotFound  = apierr.New(http.StatusNotFound, "device_not_found", "no such device")
 	errUnavailable     = &apierr.Error{Status: http.StatusServiceUnavailable, Code: "registry_unavailable", Message: "the registry database is unavailable; retry", RetryAfter: 1}
 )
+
+var errUploadsBusy = &apierr.Error{Status: http.StatusServiceUnavailable, Code: "uploads_busy",
+	Message: "the portal is parsing as many uploads as it may at once; retry shortly", RetryAfter: 10}
+
+// uploadSlot takes one of the MaxConcurrentUploads places, or refuses at
+// once (a waiting upload would hold its connection and body anyway).
+func (p *Portal) uploadSlot() (release func(), err error) {
+	select {
+	case p.uploads <- struct{}{}:
+		return func() { <-p.uploads }, nil
+	default:
+		return nil, errUploadsBusy
+	}
+}
 
 func requireRole(p Principal, roles ...string) error {
 	for _, r := range roles {

@@ -308,6 +308,20 @@ var migrations = []migration{{
 		)`,
 	},
 }, {
+	// API keys carry scopes (a key for enrolment automation cannot mint
+	// keys), record who made them, and know the key that minted them, so
+	// that revoking a leaked key revokes what it minted. Keys made before
+	// keep every scope they had in effect ('*'); created_by is unknown
+	// for them.
+	version: 9,
+	name:    "api_key_scopes",
+	stmts: []string{
+		`ALTER TABLE api_keys ADD COLUMN {{if_not_exists}} scopes TEXT NOT NULL DEFAULT '*'`,
+		`ALTER TABLE api_keys ADD COLUMN {{if_not_exists}} created_by TEXT NOT NULL DEFAULT ''`,
+		`ALTER TABLE api_keys ADD COLUMN {{if_not_exists}} parent_key_id TEXT`,
+		`CREATE INDEX IF NOT EXISTS api_keys_parent ON api_keys (parent_key_id)`,
+	},
+}, {
 	// The OBF CA's certificates (store/obfcerts.go), so that it publishes
 	// a CRL and answers OCSP, and disabling an OBF revokes them at once.
 	// Versions 7 to 9 are other changes' to take.

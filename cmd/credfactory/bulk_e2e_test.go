@@ -231,6 +231,10 @@ func testBulkBundles(t *testing.T, s *sp) {
 	if status, _, body := s.bulk(acme, "", "", row("b-5", "")); status != 400 || errCode(body) != "bad_idempotency_key" {
 		t.Fatalf("no batch ID: %d %v", status, body)
 	}
+	readOnly := strings.TrimSpace(s.cli("admin", "create-api-key", "--stakeholder", "acme", "--scope", "read"))
+	if status, _, body := s.bulk(readOnly, "factory-ro", "", row("b-5", "")); status != 403 || errCode(body) != "scope_missing" {
+		t.Fatalf("a key without the enrol scope: %d %v", status, body)
+	}
 	root := s.stakeholder("root", "sp-admin")
 	if status, _, body := s.bulk(root, "root-1", "", row("b-5", "")); status != 403 || errCode(body) != "forbidden" {
 		t.Fatalf("an sp-admin asks for tokens: %d %v", status, body)
