@@ -33,7 +33,7 @@ func TestBulkHundredThousandBoundedMemory(t *testing.T) {
 	e := newPageEnv(t)
 	ctx := context.Background()
 	maker := e.stakeholder(t, "scale-line", store.RoleManufacturer, "correct horse battery staple")
-	who := portal.Principal{Stakeholder: maker, Via: "api-key"}
+	who := portal.Principal{Stakeholder: maker, Via: "session"}
 	i := 0
 	report, err := e.portal.Upload(ctx, who, func() (portal.DeviceRow, error) {
 		if i == n {

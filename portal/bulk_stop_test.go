@@ -24,7 +24,7 @@ func TestBulkBrokenBodyStopsAtAChunk(t *testing.T) {
 	e := newPageEnv(t)
 	ctx := context.Background()
 	maker := e.stakeholder(t, "stop-line", store.RoleManufacturer, "correct horse battery staple")
-	who := portal.Principal{Stakeholder: maker, Via: "api-key"}
+	who := portal.Principal{Stakeholder: maker, Via: "session"}
 	var csvText strings.Builder
 	csvText.WriteString("deviceId\n")
 	for i := 1; i <= 1500; i++ {
