@@ -240,13 +240,18 @@ func prefixed(alias, columns string) string {
 // Targets are compared as the canonical JSON text insertCredentialStmt
 // writes (targetsJSON). Conditional on 'active', so a key revoked for
 // another reason keeps it.
+//
+// "status BETWEEN 'active' AND 'active'" keeps the planner off the partial
+// index credentials_active_expiry, whose whole-index read would lock every
+// active credential under SERIALIZABLE (see cancelOpenTokensSQL): the
+// assigned ID's index serves it.
 func supersedeKeysStmt(assignedID string, c Credential, at time.Time) (stmt, error) {
 	targets, err := targetsJSON(c.TargetIDs)
 	if err != nil {
 		return stmt{}, err
 	}
 	return stmt{`UPDATE credentials SET status = 'revoked', revoked_at = $3, revocation_reason = $4
-		WHERE assigned_id = $1 AND suid = $2 AND type = 'psk' AND status = 'active' AND target_ids = $5`,
+		WHERE assigned_id = $1 AND suid = $2 AND type = 'psk' AND status BETWEEN 'active' AND 'active' AND target_ids = $5`,
 		[]any{assignedID, c.SUID, at.UTC(), crlreason.Superseded, targets}, -1}, nil
 }
 
