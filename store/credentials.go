@@ -307,12 +307,16 @@ func (s *Store) Revoke(ctx context.Context, r Revocation) ([]string, error) {
 }
 
 // revokeIn is Revoke inside the caller's transaction (Release shares it).
+// "status BETWEEN 'active' AND 'active'" is "status = 'active'" that no
+// planner can match to the partial index credentials_active_expiry, whose
+// whole-index read would lock every active credential (see
+// cancelOpenTokensSQL): the device's or assigned ID's index serves it.
 func revokeIn(ctx context.Context, q querier, r Revocation) ([]string, error) {
 	where, args := r.where(3)
 	var ids []string
 	var audits []stmt
 	err := queryEach(ctx, q, `UPDATE credentials SET status = 'revoked', revoked_at = $1, revocation_reason = $2
-		WHERE `+where+` AND status = 'active' RETURNING id, tenant, suid`, append([]any{r.At.UTC(), r.Reason}, args...),
+		WHERE `+where+` AND status BETWEEN 'active' AND 'active' RETURNING id, tenant, suid`, append([]any{r.At.UTC(), r.Reason}, args...),
 		func(rs rows) error {
 			var id, tenant string
 			var suid int

@@ -198,7 +198,7 @@ func (s *Store) Renew(ctx context.Context, r Renewal) (Renewed, error) {
 			// Conditional on 'active': a revocation that committed since the
 			// read above wins, and this renewal aborts (want 1).
 			{`UPDATE credentials SET status = 'revoked', revoked_at = $2, revocation_reason = $3
-				WHERE id = $1 AND status = 'active'`, []any{old.ID, now, crlreason.Superseded}, 1},
+				WHERE id = $1 AND status BETWEEN 'active' AND 'active'`, []any{old.ID, now, crlreason.Superseded}, 1},
 			{`INSERT INTO renewals (old_id, new_id, created_at) VALUES ($1, $2, $3)`, []any{old.ID, c.ID, now}, 1},
 			auditStmt(AuditEvent{At: now, Tenant: old.Tenant, Actor: r.Actor, Action: "credential.renew", Subject: c.ID,
 				Detail: map[string]any{"supersedes": old.ID, "assignedId": old.AssignedID}}),
