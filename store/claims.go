@@ -7,14 +7,16 @@ import (
 	"time"
 )
 
+const claimLocksSQL = `SELECT (SELECT claim_locked_until FROM devices WHERE id = $1),
+	(SELECT claim_locked_until FROM stakeholders WHERE id = $2),
+	(SELECT claim_failures FROM stakeholders WHERE id = $2)`
+
 // claimLocks reads the claim locks of a device and an account in one round
 // trip, each by primary key; a missing row reads as unlocked (as in
 // ClaimAttempt).
 func claimLocks(ctx context.Context, q querier, deviceID, stakeholderID string) (device, account *time.Time, accountFailures int, err error) {
 	var failures *int64
-	err = q.queryRow(ctx, `SELECT (SELECT claim_locked_until FROM devices WHERE id = $1),
-		(SELECT claim_locked_until FROM stakeholders WHERE id = $2),
-		(SELECT claim_failures FROM stakeholders WHERE id = $2)`, deviceID, stakeholderID).Scan(&device, &account, &failures)
+	err = q.queryRow(ctx, claimLocksSQL, deviceID, stakeholderID).Scan(&device, &account, &failures)
 	if failures != nil {
 		accountFailures = int(*failures)
 	}

@@ -306,17 +306,22 @@ func (s *Store) Revoke(ctx context.Context, r Revocation) ([]string, error) {
 	return revoked, nil
 }
 
-// revokeIn is Revoke inside the caller's transaction (Release shares it).
+// revokeSQL marks the active credentials matching where ($3 on) revoked.
 // "status BETWEEN 'active' AND 'active'" is "status = 'active'" that no
 // planner can match to the partial index credentials_active_expiry, whose
 // whole-index read would lock every active credential (see
 // cancelOpenTokensSQL): the device's or assigned ID's index serves it.
+func revokeSQL(where string) string {
+	return `UPDATE credentials SET status = 'revoked', revoked_at = $1, revocation_reason = $2
+		WHERE ` + where + ` AND status BETWEEN 'active' AND 'active' RETURNING id, tenant, suid`
+}
+
+// revokeIn is Revoke inside the caller's transaction (Release shares it).
 func revokeIn(ctx context.Context, q querier, r Revocation) ([]string, error) {
 	where, args := r.where(3)
 	var ids []string
 	var audits []stmt
-	err := queryEach(ctx, q, `UPDATE credentials SET status = 'revoked', revoked_at = $1, revocation_reason = $2
-		WHERE `+where+` AND status BETWEEN 'active' AND 'active' RETURNING id, tenant, suid`, append([]any{r.At.UTC(), r.Reason}, args...),
+	err := queryEach(ctx, q, revokeSQL(where), append([]any{r.At.UTC(), r.Reason}, args...),
 		func(rs rows) error {
 			var id, tenant string
 			var suid int

@@ -93,10 +93,19 @@ func (s *Store) CreateEnrolment(ctx context.Context, e Enrolment) error {
 const cancelOpenTokensSQL = `UPDATE enrolments SET state = 'cancelled'
 	WHERE device_id = $1 AND state BETWEEN 'issued' AND 'issued'`
 
+// issueTokenDeviceSQL moves the device to token-issued (and into the
+// token's tenant, for a claim) when it is still where the caller saw it.
+const issueTokenDeviceSQL = `UPDATE devices SET assigned_id = $2, updated_at = $3, released_at = NULL,
+	owner_id = CASE WHEN tenant = $4 THEN owner_id ELSE $4 END, tenant = $4,
+	state = CASE WHEN state = 'enrolled' THEN state ELSE 'token-issued' END,
+	claim_failures = CASE WHEN $6 THEN 0 ELSE claim_failures END,
+	claim_locked_until = CASE WHEN $6 THEN NULL ELSE claim_locked_until END
+	WHERE id = $1 AND (tenant = $4 OR owner_id IS NULL AND state = 'pre-enrolled')
+	AND ($5 = '' OR tenant = $5)`
+
 // IssueToken is CreateEnrolment with the rest of a token request in the
-// same transaction. One transaction does all of it, claim bookkeeping (claim), the token and
-// its audit event (audit, when not nil) included, so a token costs one
-// commit. claim, when not nil, says the proof was a correct claim code:
+// same transaction: claim bookkeeping (claim), the token and its audit
+// event (audit, when not nil), so a token costs one commit. claim, when not nil, says the proof was a correct claim code:
 // a device or account locked by wrong codes refuses it with ErrClaimLocked
 // and nothing is written; otherwise the device's failure count is cleared
 // and the account's stays as it was, except that an attempt reaching the
@@ -132,14 +141,7 @@ func (s *Store) IssueToken(ctx context.Context, e Enrolment, claim *ClaimCheck, 
 		// 'owner_id IS NULL' branch would take the device straight back to
 		// its old tenant with the withdrawn assigned ID. $6 clears the
 		// device's claim failures after a correct claim code.
-		dev := stmt{`UPDATE devices SET assigned_id = $2, updated_at = $3, released_at = NULL,
-			owner_id = CASE WHEN tenant = $4 THEN owner_id ELSE $4 END, tenant = $4,
-			state = CASE WHEN state = 'enrolled' THEN state ELSE 'token-issued' END,
-			claim_failures = CASE WHEN $6 THEN 0 ELSE claim_failures END,
-			claim_locked_until = CASE WHEN $6 THEN NULL ELSE claim_locked_until END
-			WHERE id = $1 AND (tenant = $4 OR owner_id IS NULL AND state = 'pre-enrolled')
-			AND ($5 = '' OR tenant = $5)`,
-			[]any{e.DeviceID, e.AssignedID, e.CreatedAt.UTC(), e.Tenant, e.ExpectTenant, claim != nil}, -1}
+		dev := stmt{issueTokenDeviceSQL, []any{e.DeviceID, e.AssignedID, e.CreatedAt.UTC(), e.Tenant, e.ExpectTenant, claim != nil}, -1}
 		writes := []stmt{dev}
 		if claim != nil {
 			lock, err := claimSuccessStmt(ctx, q, e.DeviceID, *claim)

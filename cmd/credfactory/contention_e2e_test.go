@@ -164,6 +164,11 @@ func TestContention(t *testing.T) {
 			"store retries %v (tokens %v), retries exhausted %v, failed requests %d",
 			filepath.Base(t.Name()), clients, done[0].Load(), done[1].Load(), done[2].Load(), done[3].Load(), done[4].Load(),
 			retries, tokenRetries, exhausted, bad)
+		for _, line := range strings.Split(metrics, "\n") {
+			if strings.HasPrefix(line, "credfactory_store_transaction_retries_total{") {
+				t.Logf("  %s", line)
+			}
+		}
 		if exhausted != 0 {
 			t.Errorf("%v transactions exhausted their retries", exhausted)
 		}
