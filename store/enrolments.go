@@ -119,7 +119,8 @@ const issueTokenDeviceSQL = `UPDATE devices SET assigned_id = $2, updated_at = $
 // devices never conflict, two for one device serialize on its row (see
 // deploy/cockroachdb/README.md, "Hot statements"). The stakeholder row is
 // only read unless its limit is reached: many token requests of one
-// account never write one row.
+// account never write one row. On SQLite, concurrent tokens share a
+// commit, each in a savepoint of its own (groupCommit).
 func (s *Store) IssueToken(ctx context.Context, e Enrolment, claim *ClaimCheck, audit *AuditEvent) error {
 	if len(e.TokenHash) != 32 || e.DeviceID == "" || e.AssignedID == "" || e.Tenant == "" {
 		return errors.New("create enrolment: token hash, device, assigned ID and tenant are required")
@@ -135,7 +136,7 @@ func (s *Store) IssueToken(ctx context.Context, e Enrolment, claim *ClaimCheck, 
 	if audit != nil {
 		auditEvent = auditStmt(*audit) // its ID is drawn once: a retry writes the same event
 	}
-	err := s.txRowGuarded(ctx, "create_enrolment", func(q querier) error {
+	body := func(q querier) error {
 		// The compare-and-swap on ExpectTenant ($5): an sp-admin may have
 		// force-released the device after the portal read it; without it the
 		// 'owner_id IS NULL' branch would take the device straight back to
@@ -175,7 +176,14 @@ func (s *Store) IssueToken(ctx context.Context, e Enrolment, claim *ClaimCheck, 
 			return errors.New("an insert wrote no row")
 		}
 		return nil
-	})
+	}
+	var err error
+	if s.tokens != nil {
+		// SQLite: many tokens per commit (groupCommit).
+		err = s.tokens.do(ctx, body)
+	} else {
+		err = s.txRowGuarded(ctx, "create_enrolment", body)
+	}
 	if err != nil {
 		return fmt.Errorf("create enrolment: %w", err)
 	}

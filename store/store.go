@@ -68,6 +68,8 @@ type Store struct {
 	b   backend
 	obs Observer
 	opt Options
+	// tokens group-commits token transactions on SQLite (nil elsewhere).
+	tokens *groupCommit
 }
 
 // Open connects to url: "sqlite:///path/to/file.db", "postgres://..." or
@@ -111,11 +113,20 @@ func Open(ctx context.Context, url string, opt Options) (*Store, error) {
 	if err != nil {
 		return nil, err
 	}
-	return &Store{b: b, obs: opt.Observer, opt: opt}, nil
+	st := &Store{b: b, obs: opt.Observer, opt: opt}
+	if b.name() == "sqlite" {
+		st.tokens = newGroupCommit(st, "create_enrolment")
+	}
+	return st, nil
 }
 
-// Close releases the connections.
-func (s *Store) Close() { s.b.close() }
+// Close waits for queued token transactions and releases the connections.
+func (s *Store) Close() {
+	if s.tokens != nil {
+		s.tokens.close()
+	}
+	s.b.close()
+}
 
 // Backend names the engine: "sqlite", "postgres" or "cockroachdb".
 func (s *Store) Backend() string { return s.b.name() }
