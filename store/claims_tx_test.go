@@ -122,3 +122,83 @@ func TestClaimFailuresUnderConcurrency(t *testing.T) {
 		}
 	})
 }
+
+// TestTokensRefusedOrWrittenWhole: concurrent token requests, some refused
+// (a device that moved since the caller looked, a device locked by wrong
+// claim codes), most not. On SQLite they share commits (groupCommit), on
+// PostgreSQL each has its own: either way every accepted token is there
+// with its audit event, and a refused one left no trace, not even its
+// device's update.
+func TestTokensRefusedOrWrittenWhole(t *testing.T) {
+	backends(t, func(t *testing.T, s *Store, _ *countingObserver) {
+		ctx := context.Background()
+		var devs []Device
+		for i := range 40 {
+			devs = append(devs, Device{ID: fmt.Sprintf("whole-%02d", i)})
+		}
+		if _, err := s.UpsertDevices(ctx, "m1", devs, t0); err != nil {
+			t.Fatal(err)
+		}
+		if err := s.CreateStakeholder(ctx, Stakeholder{ID: "m1", Name: "m1", Role: RoleManufacturer, CreatedAt: t0}); err != nil {
+			t.Fatal(err)
+		}
+		// Devices 30-39 are locked by five wrong codes each.
+		for i := 30; i < 40; i++ {
+			for range 5 {
+				if err := s.ClaimFailure(ctx, devs[i].ID, "m1", t0, 5, 1000, time.Hour, AuditEvent{At: t0, Tenant: "m1", Actor: "m1",
+					Action: "device.claim_failure", Subject: devs[i].ID, Detail: map[string]any{}}); err != nil {
+					t.Fatal(err)
+				}
+			}
+		}
+		errs := make([]error, len(devs))
+		var wg sync.WaitGroup
+		for i, d := range devs {
+			wg.Add(1)
+			go func() {
+				defer wg.Done()
+				e := Enrolment{TokenHash: randomBytes(32), DeviceID: d.ID, AssignedID: "S" + d.ID, StakeholderID: "m1", Tenant: "m1",
+					ExpectTenant: "m1", Mode: ModeUntrusted, ExpiresAt: t0.Add(time.Hour), CreatedAt: t0}
+				if i >= 20 && i < 30 {
+					e.ExpectTenant = "someone-else" // moved since the caller read it
+				}
+				errs[i] = s.IssueToken(ctx, e, &ClaimCheck{StakeholderID: "m1", Now: t0, DeviceMax: 5, StakeholderMax: 1000, LockFor: time.Hour},
+					&AuditEvent{At: t0, Tenant: "m1", Actor: "m1", Action: "device.token_issued", Subject: d.ID, Detail: map[string]any{}})
+			}()
+		}
+		wg.Wait()
+		for i, d := range devs {
+			want := error(nil)
+			switch {
+			case i >= 30:
+				want = ErrClaimLocked
+			case i >= 20:
+				want = ErrNotFound
+			}
+			if !errors.Is(errs[i], want) || want == nil && errs[i] != nil {
+				t.Errorf("%s: %v, want %v", d.ID, errs[i], want)
+			}
+			es, err := s.Enrolments(ctx, d.ID)
+			if err != nil {
+				t.Fatal(err)
+			}
+			dev, err := s.Device(ctx, d.ID)
+			if err != nil {
+				t.Fatal(err)
+			}
+			events, err := s.AuditOf(ctx, "", []string{d.ID})
+			if err != nil {
+				t.Fatal(err)
+			}
+			issued := 0
+			for _, ev := range events {
+				if ev.Action == "device.token_issued" {
+					issued++
+				}
+			}
+			if written := want == nil; written != (len(es) == 1) || written != (issued == 1) || written != (dev.State == DeviceTokenIssued) {
+				t.Errorf("%s (%v): %d enrolments, %d token events, state %s", d.ID, want, len(es), issued, dev.State)
+			}
+		}
+	})
+}

@@ -84,6 +84,12 @@ func (s *Store) CreateEnrolment(ctx context.Context, e Enrolment) error {
 	return s.IssueToken(ctx, e, nil, nil)
 }
 
+// tokenRefusal: the errors IssueToken's transaction refuses a token with,
+// all of them before it writes anything.
+func tokenRefusal(err error) bool {
+	return errors.Is(err, ErrNotFound) || errors.Is(err, ErrClaimLocked)
+}
+
 // cancelOpenTokensSQL cancels a device's open tokens over
 // enrolments_device_state. "state BETWEEN 'issued' AND 'issued'" is
 // "state = 'issued'" written so that no planner can prove it implies the
@@ -120,7 +126,7 @@ const issueTokenDeviceSQL = `UPDATE devices SET assigned_id = $2, updated_at = $
 // deploy/cockroachdb/README.md, "Hot statements"). The stakeholder row is
 // only read unless its limit is reached: many token requests of one
 // account never write one row. On SQLite, concurrent tokens share a
-// commit, each in a savepoint of its own (groupCommit).
+// commit (groupCommit).
 func (s *Store) IssueToken(ctx context.Context, e Enrolment, claim *ClaimCheck, audit *AuditEvent) error {
 	if len(e.TokenHash) != 32 || e.DeviceID == "" || e.AssignedID == "" || e.Tenant == "" {
 		return errors.New("create enrolment: token hash, device, assigned ID and tenant are required")
@@ -136,7 +142,7 @@ func (s *Store) IssueToken(ctx context.Context, e Enrolment, claim *ClaimCheck, 
 	if audit != nil {
 		auditEvent = auditStmt(*audit) // its ID is drawn once: a retry writes the same event
 	}
-	body := func(q querier) error {
+	body := func(ctx context.Context, q querier) error {
 		// The compare-and-swap on ExpectTenant ($5): an sp-admin may have
 		// force-released the device after the portal read it; without it the
 		// 'owner_id IS NULL' branch would take the device straight back to
@@ -162,6 +168,18 @@ func (s *Store) IssueToken(ctx context.Context, e Enrolment, claim *ClaimCheck, 
 		if audit != nil {
 			writes = append(writes, auditEvent)
 		}
+		if s.tokens != nil {
+			// Inside a shared commit (groupCommit) a refusal must come
+			// before any write: the device first.
+			n, err := q.exec(ctx, dev.sql, dev.args...)
+			if err != nil {
+				return err
+			}
+			if n != 1 {
+				return ErrNotFound
+			}
+			writes = writes[1:]
+		}
 		// One round trip on PostgreSQL. When the device's compare-and-swap
 		// matched nothing the rest ran for nothing, and the rollback that
 		// ErrNotFound causes takes it back.
@@ -169,7 +187,7 @@ func (s *Store) IssueToken(ctx context.Context, e Enrolment, claim *ClaimCheck, 
 		if err != nil {
 			return err
 		}
-		if counts[0] != 1 {
+		if s.tokens == nil && counts[0] != 1 {
 			return ErrNotFound
 		}
 		if counts[len(counts)-1] != 1 {
@@ -182,7 +200,7 @@ func (s *Store) IssueToken(ctx context.Context, e Enrolment, claim *ClaimCheck, 
 		// SQLite: many tokens per commit (groupCommit).
 		err = s.tokens.do(ctx, body)
 	} else {
-		err = s.txRowGuarded(ctx, "create_enrolment", body)
+		err = s.txRowGuarded(ctx, "create_enrolment", func(q querier) error { return body(ctx, q) })
 	}
 	if err != nil {
 		return fmt.Errorf("create enrolment: %w", err)

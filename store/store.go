@@ -115,7 +115,7 @@ func Open(ctx context.Context, url string, opt Options) (*Store, error) {
 	}
 	st := &Store{b: b, obs: opt.Observer, opt: opt}
 	if b.name() == "sqlite" {
-		st.tokens = newGroupCommit(st, "create_enrolment")
+		st.tokens = newGroupCommit(st, "create_enrolment", tokenRefusal)
 	}
 	return st, nil
 }
