@@ -24,6 +24,8 @@ func TestHotStatementsAreKeyLookups(t *testing.T) {
 		seedForPlans(t, s)
 		where, args := Revocation{DeviceID: "dev-3"}.where(3)
 		assigned, aargs := Revocation{AssignedID: "Sdev-3", SUIDs: []int{22}}.where(3)
+		devGuard, _ := Revocation{DeviceID: "dev-3"}.guardStmt()
+		assignedGuard, _ := Revocation{AssignedID: "Sdev-3"}.guardStmt()
 		sup, err := supersedeKeysStmt("Sdev-3", Credential{SUID: 22, TargetIDs: []string{"t"}}, t0)
 		if err != nil {
 			t.Fatal(err)
@@ -42,6 +44,8 @@ func TestHotStatementsAreKeyLookups(t *testing.T) {
 			{"revoke by assigned ID and usage", revokeSQL(assigned), append([]any{t0, 0}, aargs...), false},
 			{"revoke a device (control)", `UPDATE credentials SET status = 'revoked', revoked_at = $1, revocation_reason = $2
 				WHERE ` + where + ` AND status = 'active' RETURNING id`, append([]any{t0, 0}, args...), true},
+			{"revoke: device guard", devGuard.sql, devGuard.args, false},
+			{"revoke: assigned ID guard", assignedGuard.sql, assignedGuard.args, false},
 			{"renew: supersede the certificate", supersedeCertSQL, []any{"cred-3", t0, 4}, false},
 			{"redeem: supersede shared keys", sup.sql, sup.args, false},
 		} {
