@@ -24,13 +24,22 @@ func (w retryWait) bound(attempt int) time.Duration {
 	return min(d, w.max)
 }
 
-// wait sleeps a random time in [0, bound(attempt)], or until ctx ends.
-func (w retryWait) wait(ctx context.Context, attempt int) {
+// draw is the wait before retry number attempt: uniform in [0, bound].
+func (w retryWait) draw(attempt int) time.Duration {
 	b := w.bound(attempt)
 	if b <= 0 {
+		return 0
+	}
+	return rand.N(b + 1)
+}
+
+// wait sleeps draw(attempt), or until ctx ends.
+func (w retryWait) wait(ctx context.Context, attempt int) {
+	d := w.draw(attempt)
+	if d <= 0 {
 		return
 	}
-	t := time.NewTimer(rand.N(b + 1))
+	t := time.NewTimer(d)
 	defer t.Stop()
 	select {
 	case <-ctx.Done():
