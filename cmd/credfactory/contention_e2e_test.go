@@ -27,7 +27,8 @@ import (
 // TestContention: 64 clients, each taking fresh devices through their
 // whole life over the real server for 10 s from an empty registry: upload,
 // enrolment token (claim code), EST enrolment, EST renewal, revocation.
-// Every device is distinct, so nothing they do conflicts in the data: no
+// Uploads carry eight devices each, at most four at once (the portal's
+// cap). Every device is distinct, so nothing they do conflicts in the data: no
 // request may be refused for the database's sake (no 5xx, no
 // registry_contention), on SQLite and on PostgreSQL, whose serializable
 // transactions abort each other over what they share (index pages,
@@ -95,18 +96,39 @@ func TestContention(t *testing.T) {
 			return nil
 		}
 		anon := client.NewConn(s.base, anchor, nil)
+		uploads := make(chan struct{}, 4)
 		var wg sync.WaitGroup
 		for w := range clients {
 			wg.Add(1)
 			go func() {
 				defer wg.Done()
+				var ready []string // uploaded, not yet taken through their life
 				for time.Now().Before(deadline) {
-					id := fmt.Sprintf("cont-%02d-%06d", w, seq.Add(1))
-					if err := api("POST", "/api/v1/devices", "text/csv", []byte("deviceId,claimCode\n"+id+",code-"+id+"\n"), nil); err != nil {
-						fail("upload", err)
-						continue
+					if len(ready) == 0 {
+						// A batch of devices per upload, at most four
+						// uploads at once: the portal parses no more than
+						// portal.max_concurrent_uploads (4) together and
+						// answers the next 503 uploads_busy by design.
+						var csv strings.Builder
+						csv.WriteString("deviceId,claimCode\n")
+						var batch []string
+						for range 8 {
+							id := fmt.Sprintf("cont-%02d-%06d", w, seq.Add(1))
+							batch = append(batch, id)
+							fmt.Fprintf(&csv, "%s,code-%s\n", id, id)
+						}
+						uploads <- struct{}{}
+						err := api("POST", "/api/v1/devices", "text/csv", []byte(csv.String()), nil)
+						<-uploads
+						if err != nil {
+							fail("upload", err)
+							continue
+						}
+						done[0].Add(int64(len(batch)))
+						ready = batch
 					}
-					done[0].Add(1)
+					id := ready[0]
+					ready = ready[1:]
 					var b client.Bundle
 					if err := api("POST", "/api/v1/devices/"+id+"/enrolments", "application/json",
 						mustJSON(map[string]any{"proof": map[string]any{"claimCode": "code-" + id}}), &b); err != nil {
@@ -160,7 +182,7 @@ func TestContention(t *testing.T) {
 		retries, exhausted := sumSeries(metrics, "credfactory_store_transaction_retries_total", ""),
 			sumSeries(metrics, "credfactory_store_transaction_errors_total", `kind="retries_exhausted"`)
 		tokenRetries := sumSeries(metrics, "credfactory_store_transaction_retries_total", `op="create_enrolment"`)
-		t.Logf("%s: in 10 s with %d clients: %d uploads, %d tokens, %d enrolments, %d renewals, %d revocations; "+
+		t.Logf("%s: in 10 s with %d clients: %d devices uploaded, %d tokens, %d enrolments, %d renewals, %d revocations; "+
 			"store retries %v (tokens %v), retries exhausted %v, failed requests %d",
 			filepath.Base(t.Name()), clients, done[0].Load(), done[1].Load(), done[2].Load(), done[3].Load(), done[4].Load(),
 			retries, tokenRetries, exhausted, bad)
