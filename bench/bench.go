@@ -27,6 +27,11 @@ const (
 	PathESTNewConn = "est-newconn" // the same with a new TLS connection per enrolment
 	PathPSK        = "psk"         // untrusted RSPF, shared keys
 	PathForward    = "forward"     // trusted OBS forwarding, in batches
+	// PathToken is the portal's enrolment-bundle request, one device per
+	// request with its claim code as proof: what a factory line calls per
+	// device before any enrolment path. Its rate counts tokens, which the
+	// registry verification does not (the devices stay token-issued).
+	PathToken = "token"
 )
 
 // Target is the server under test and the accounts the bench uses.

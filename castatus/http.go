@@ -348,7 +348,7 @@ func (s *Service) acquireSigner(ctx context.Context) bool {
 func failure(err error) ([]byte, string) {
 	// apierr.Unavailable is how the HSM (and anything else) says "try later".
 	var u apierr.Unavailable
-	if errors.Is(err, store.ErrUnavailable) || errors.As(err, &u) || errors.Is(err, context.DeadlineExceeded) {
+	if errors.Is(err, store.ErrUnavailable) || errors.Is(err, store.ErrContention) || errors.As(err, &u) || errors.Is(err, context.DeadlineExceeded) {
 		return ca.OCSPTryLater, "try_later"
 	}
 	return ca.OCSPInternalError, "internal_error"

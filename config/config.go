@@ -47,10 +47,13 @@ type Store struct {
 	Migrate      bool          `yaml:"migrate" help:"apply schema migrations when serve starts (credfactory migrate does it alone)"`
 	MaxConns     int           `yaml:"max_conns" help:"database connections (SQLite: readers; it has one writer); 0 picks 16 for PostgreSQL, 4 for SQLite"`
 	TxTimeout    time.Duration `yaml:"tx_timeout" help:"longest time one transaction attempt may take"`
-	MaxRetries   int           `yaml:"max_retries" help:"retries of a transaction after serialization failures or lost connections"`
-	BatchMax     int           `yaml:"batch_max" help:"most redemptions committed in one transaction (group commit)"`
-	BatchWindow  time.Duration `yaml:"batch_window" help:"how long a batch waits for more redemptions; 0 batches only what queued during the previous commit"`
-	BatchWorkers int           `yaml:"batch_workers" help:"batches committed in parallel (0 means 1, the best measured on SQLite and PostgreSQL)"`
+	MaxRetries   int           `yaml:"max_retries" help:"retries of a transaction after serialization failures (SQLSTATE 40001) or lost connections; past them a conflict is 409 registry_contention, an outage 503 registry_unavailable"`
+	RetryBackoff time.Duration `yaml:"retry_backoff" help:"bound of the random wait before a transaction's first retry; it doubles with each further retry"`
+	// RetryBackoffMax caps the doubling of RetryBackoff.
+	RetryBackoffMax time.Duration `yaml:"retry_backoff_max" help:"largest bound of the random wait between retries"`
+	BatchMax        int           `yaml:"batch_max" help:"most redemptions committed in one transaction (group commit)"`
+	BatchWindow     time.Duration `yaml:"batch_window" help:"how long a batch waits for more redemptions; 0 batches only what queued during the previous commit"`
+	BatchWorkers    int           `yaml:"batch_workers" help:"batches committed in parallel (0 means 1, the best measured on SQLite and PostgreSQL)"`
 	// The expiry sweep (issue 7): one replica at a time, by lease.
 	SweepInterval time.Duration `yaml:"sweep_interval" help:"how often the expiry sweep marks tokens and credentials past their lifetime as expired (one replica sweeps at a time, by lease); 0 turns it off"`
 	SweepChunk    int           `yaml:"sweep_chunk" help:"most rows the expiry sweep changes in one transaction"`
@@ -173,7 +176,11 @@ func Default() Config {
 			Migrate:    true,
 			TxTimeout:  10 * time.Second,
 			MaxRetries: 10,
-			BatchMax:   128,
+			// Full jitter in [0, 2ms], doubling to [0, 250ms]: ten retries
+			// wait about 0.6s in all at most, under one tx_timeout.
+			RetryBackoff:    2 * time.Millisecond,
+			RetryBackoffMax: 250 * time.Millisecond,
+			BatchMax:        128,
 			// A minute: tokens live a day and certificates a year, so the
 			// registry says "expired" within a minute of it being true.
 			SweepInterval: time.Minute,
@@ -337,6 +344,9 @@ func (c *Config) Validate() error {
 	if c.CA.CRLInterval < time.Minute || c.CA.CRLValidity <= c.CA.CRLInterval {
 		errs = append(errs, fmt.Errorf("ca.crl_interval %v and ca.crl_validity %v: want an interval of at least 1m and a longer validity",
 			c.CA.CRLInterval, c.CA.CRLValidity))
+	}
+	if c.Store.MaxRetries < 0 || c.Store.RetryBackoff < 0 || c.Store.RetryBackoffMax < c.Store.RetryBackoff {
+		errs = append(errs, errors.New("store.max_retries and store.retry_backoff must not be negative, store.retry_backoff_max must be at least store.retry_backoff"))
 	}
 	if c.Store.SweepInterval < 0 || c.Store.SweepChunk <= 0 || c.MEF.RenewBefore < 0 || c.MEF.RenewAfter < 0 {
 		errs = append(errs, errors.New("store.sweep_interval, mef.renew_before and mef.renew_after must not be negative, store.sweep_chunk must be positive"))

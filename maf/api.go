@@ -364,6 +364,8 @@ func mapErr(err error) error {
 		return &apierr.Error{Status: http.StatusBadRequest, Code: "bad_request", Message: "the request is invalid", Err: err}
 	case errors.Is(err, store.ErrUnavailable):
 		return &apierr.Error{Status: http.StatusServiceUnavailable, Code: "registry_unavailable", Message: "the registry database is unavailable; retry", RetryAfter: 1, Err: err}
+	case errors.Is(err, store.ErrContention):
+		return &apierr.Error{Status: http.StatusConflict, Code: "registry_contention", Message: "the request kept conflicting with concurrent changes; retry it", RetryAfter: 1, Err: err}
 	case errors.Is(err, hsm.ErrUnavailable), errors.Is(err, hsm.ErrPoolTimeout):
 		return &apierr.Error{Status: http.StatusServiceUnavailable, Code: "hsm_unavailable", Message: "the HSM is unavailable; retry", RetryAfter: 1, Err: err}
 	}

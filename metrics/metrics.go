@@ -111,7 +111,7 @@ func New() *Registry {
 	}, []string{"op"})
 	r.storeErrors = prometheus.NewCounterVec(prometheus.CounterOpts{
 		Namespace: Namespace, Subsystem: "store", Name: "transaction_errors_total",
-		Help: "Registry transactions that failed, by operation and kind.",
+		Help: "Registry transactions that failed, by operation and kind (unavailable, retries_exhausted: still conflicting after the whole retry budget, conflict, not_found, other).",
 	}, []string{"op", "kind"})
 	r.storeBatch = prometheus.NewHistogram(prometheus.HistogramOpts{
 		Namespace: Namespace, Subsystem: "store", Name: "batch_items",
@@ -236,6 +236,8 @@ func storeErrorKind(err error) string {
 	switch {
 	case errors.Is(err, store.ErrUnavailable):
 		return "unavailable"
+	case errors.Is(err, store.ErrContention):
+		return "retries_exhausted"
 	case errors.Is(err, store.ErrConflict):
 		return "conflict"
 	case errors.Is(err, store.ErrNotFound):

@@ -169,6 +169,10 @@ var (
 	errForbidden       = apierr.New(http.StatusForbidden, "forbidden", "your role may not do this")
 	errDeviceNotFound  = apierr.New(http.StatusNotFound, "device_not_found", "no such device")
 	errUnavailable     = &apierr.Error{Status: http.StatusServiceUnavailable, Code: "registry_unavailable", Message: "the registry database is unavailable; retry", RetryAfter: 1}
+	// The database is up but this request lost every retry to concurrent
+	// ones (README "Registry retries"): a conflict with the current state,
+	// not an outage, and the same request may simply be sent again.
+	errContention = &apierr.Error{Status: http.StatusConflict, Code: "registry_contention", Message: "the request kept conflicting with concurrent changes; retry it", RetryAfter: 1}
 )
 
 var errUploadsBusy = &apierr.Error{Status: http.StatusServiceUnavailable, Code: "uploads_busy",
@@ -206,15 +210,21 @@ func sha(s string) []byte {
 	return h[:]
 }
 
-// storeErr maps store failures the caller cannot fix to 503, the rest through.
+// storeErr maps store failures the caller cannot fix to 503 (the database
+// is unreachable) or 409 (retries lost to contention), the rest through.
 func storeErr(err error) error {
 	if err == nil {
 		return nil
 	}
-	if errors.Is(err, store.ErrUnavailable) {
-		e := *errUnavailable
-		e.Err = err
-		return &e
+	var e apierr.Error
+	switch {
+	case errors.Is(err, store.ErrUnavailable):
+		e = *errUnavailable
+	case errors.Is(err, store.ErrContention):
+		e = *errContention
+	default:
+		return err
 	}
-	return err
+	e.Err = err
+	return &e
 }

@@ -262,7 +262,7 @@ func issueBulk(ctx context.Context, q querier, c BulkChunk, decide func(i int, d
 		if ch.wasPreEnrolled {
 			continue
 		}
-		writes = append(writes, stmt{`UPDATE enrolments SET state = 'cancelled' WHERE device_id = $1 AND state = 'issued'`, []any{ch.id}, -1})
+		writes = append(writes, stmt{cancelOpenTokensSQL, []any{ch.id}, -1})
 	}
 	for _, part := range chunkedChanges(devUpdates, 400) {
 		writes = append(writes, deviceChangesStmt(part, now))

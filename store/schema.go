@@ -290,6 +290,19 @@ var migrations = []migration{{
 		`CREATE INDEX IF NOT EXISTS audit_events_subject ON audit_events (subject, tenant, at)`,
 	},
 }, {
+	// A device's open tokens, for the cancel every new token does. With
+	// only enrolments_device, PostgreSQL's planner served "device_id = $1
+	// AND state = 'issued'" by AND-ing it with a full scan of the partial
+	// enrolments_open_expiry index: under SERIALIZABLE that scan takes a
+	// predicate lock on every open token, so every two token requests
+	// conflicted (SQLSTATE 40001). Both columns in one index make the
+	// cancel a key lookup that locks the device's own entries only.
+	version: 7,
+	name:    "enrolments_device_state",
+	stmts: []string{
+		`CREATE INDEX IF NOT EXISTS enrolments_device_state ON enrolments (device_id, state)`,
+	},
+}, {
 	// Bulk enrolment bundles (README "Bulk enrolment bundles"): one row per
 	// committed chunk of a batch, holding the fingerprint of the rows it
 	// was asked for, so a retry with the same batch ID is recognised as a
