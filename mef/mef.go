@@ -154,7 +154,7 @@ func tokenErr(err error) error {
 	case errors.Is(err, store.ErrContention):
 		// The database is up; the redemption lost its retries to concurrent
 		// ones. Nothing was written: the same request may be sent again.
-		return &Failure{Status: http.StatusConflict, Code: "registry_contention", Message: "the request kept conflicting with concurrent changes; retry with the same token", RetryAfter: 1, Err: err}
+		return &Failure{Status: http.StatusConflict, Code: forwardapi.CodeRegistryContention, Message: "the request kept conflicting with concurrent changes; retry with the same token", RetryAfter: 1, Err: err}
 	case errors.Is(err, store.ErrConflict):
 		return &Failure{Status: http.StatusConflict, Code: "credential_exists", Message: "that credential is already recorded", Err: err}
 	}

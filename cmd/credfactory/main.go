@@ -232,7 +232,7 @@ func serve(ctx context.Context, cfg config.Config, stderr io.Writer) error {
 	pt := portal.New(portal.Config{Observer: reg.PortalObserver(),
 		MEFURI: cfg.Portal.MEFURI, TrustAnchor: p.Root, SPDomain: cfg.Portal.SPDomain,
 		TokenTTL: cfg.Portal.TokenTTL, SessionTTL: cfg.Portal.SessionTTL, Limits: limits, OnRevoke: status.MarkStale,
-		OnOBFRevoke: obfStatus.MarkStale,
+		OnOBFRevoke: obfStatus.MarkStale, MaxConcurrentUploads: cfg.Portal.MaxUploads,
 	}, st, p.KDF, p.CA, p.OBFCA, obfVerifier)
 	srv.Register(pt.APIRoutes()...)
 	srv.Register(pt.PageRoutes()...)
