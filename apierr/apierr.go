@@ -12,7 +12,8 @@ type Error struct {
 	Status  int
 	Code    string
 	Message string
-	// RetryAfter, in seconds, is sent as Retry-After on 429 and 503.
+	// RetryAfter, in seconds, is sent as Retry-After (on 429, 503, and 409
+	// registry_contention).
 	RetryAfter int
 	// Err is the cause, for logs; it is never sent to the client.
 	Err error

@@ -27,6 +27,11 @@ const (
 	PathESTNewConn = "est-newconn" // the same with a new TLS connection per enrolment
 	PathPSK        = "psk"         // untrusted RSPF, shared keys
 	PathForward    = "forward"     // trusted OBS forwarding, in batches
+	// PathToken is the portal's enrolment-bundle request, one device per
+	// request with its claim code as proof: what a factory line calls per
+	// device before any enrolment path. Its rate counts tokens, which the
+	// registry verification does not (the devices stay token-issued).
+	PathToken = "token"
 )
 
 // Target is the server under test and the accounts the bench uses.
@@ -41,6 +46,9 @@ type Target struct {
 	SPDomain string
 	// Metrics reads the server's /metrics (HSM ops, commits); nil to skip.
 	Metrics func(ctx context.Context) (map[string]float64, error)
+	// Ops is the server's operations listener URL, when the bench started
+	// the server itself.
+	Ops string
 }
 
 // Config is one bench run.
@@ -247,16 +255,22 @@ func code(err error) string {
 	return "transport"
 }
 
-// MetricsFrom reads the server's /metrics and sums what the report uses:
-// HSM operations and registry transactions (each one commit).
-func MetricsFrom(conn *client.Conn) func(ctx context.Context) (map[string]float64, error) {
+// MetricsFrom reads /metrics from the server's operations listener (base
+// is its URL, e.g. http://127.0.0.1:9090: server.ops_listen, plain HTTP)
+// and sums what the report uses: HSM operations and registry transactions
+// (each one commit).
+func MetricsFrom(base string) func(ctx context.Context) (map[string]float64, error) {
+	hc := &http.Client{Timeout: 10 * time.Second}
 	return func(ctx context.Context) (map[string]float64, error) {
-		req, _ := http.NewRequestWithContext(ctx, "GET", conn.Base+"/metrics", nil)
-		resp, err := conn.HTTP.Do(req)
+		req, _ := http.NewRequestWithContext(ctx, "GET", strings.TrimSuffix(base, "/")+"/metrics", nil)
+		resp, err := hc.Do(req)
 		if err != nil {
 			return nil, err
 		}
 		defer resp.Body.Close()
+		if resp.StatusCode != http.StatusOK {
+			return nil, fmt.Errorf("GET %s/metrics: %s", base, resp.Status)
+		}
 		out := map[string]float64{}
 		sc := bufio.NewScanner(resp.Body)
 		sc.Buffer(make([]byte, 1<<20), 1<<20)

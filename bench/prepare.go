@@ -96,6 +96,9 @@ func (r *Runner) prepare(ctx context.Context, path string, n, batch int) ([]task
 	if err != nil {
 		return nil, err
 	}
+	if path == PathToken {
+		return r.tokenTasks(ids), nil
+	}
 	obfID := ""
 	if path == PathForward {
 		if r.obs == nil {
@@ -183,6 +186,26 @@ func (r *Runner) prepare(ctx context.Context, path string, n, batch int) ([]task
 		return nil, fmt.Errorf("unknown path %q", path)
 	}
 	return work, nil
+}
+
+// tokenTasks asks for one enrolment bundle per device, proving control
+// with its claim code, as the manufacturer at the factory does.
+func (r *Runner) tokenTasks(ids []string) []task {
+	work := make([]task, len(ids))
+	for i, id := range ids {
+		body := map[string]any{"proof": map[string]any{"claimCode": "claim-" + id}}
+		work[i] = func(ctx context.Context) (int, error) {
+			var b client.Bundle
+			if err := r.conn.JSON(ctx, "POST", "/api/v1/devices/"+id+"/enrolments", r.auth(r.t.ManufacturerKey), body, &b); err != nil {
+				return 0, err
+			}
+			if b.Token == "" || b.AssignedID == "" {
+				return 0, fmt.Errorf("bundle for %s without token or assigned ID", id)
+			}
+			return 1, nil
+		}
+	}
+	return work
 }
 
 // registerOBS registers the bench as a trusted OBS (a software key: the

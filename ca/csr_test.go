@@ -10,6 +10,7 @@ import (
 	"encoding/pem"
 	"errors"
 	"math/big"
+	"net/url"
 	"strings"
 	"testing"
 )
@@ -147,4 +148,95 @@ func spkiOf(t testing.TB, pub any) []byte {
 		t.Fatal(err)
 	}
 	return der
+}
+
+// TestCSRCheckFor: a CSR asking for anything its profile would not grant
+// is refused, and the refusal names what was asked for.
+func TestCSRCheckFor(t *testing.T) {
+	key := testKey(t, "p256-b")
+	ext := func(es ...pkixExtension) *x509.CertificateRequest {
+		return &x509.CertificateRequest{Subject: pkixName("Sdevice1", ""), ExtraExtensions: es}
+	}
+	eku := func(oids ...asn1.ObjectIdentifier) pkixExtension {
+		v, err := asn1.Marshal(oids)
+		if err != nil {
+			t.Fatal(err)
+		}
+		return pkixExtension{Id: oidExtKeyUsage, Value: v}
+	}
+	var (
+		clientAuth  = asn1.ObjectIdentifier{1, 3, 6, 1, 5, 5, 7, 3, 2}
+		serverAuth  = asn1.ObjectIdentifier{1, 3, 6, 1, 5, 5, 7, 3, 1}
+		codeSigning = asn1.ObjectIdentifier{1, 3, 6, 1, 5, 5, 7, 3, 3}
+	)
+	tests := []struct {
+		name    string
+		profile Profile
+		id      string
+		tmpl    *x509.CertificateRequest
+		refused string // "" for accepted; else a word the refusal must say
+	}{
+		{"device: plain", ProfileDevice, "Sdevice1", ext(), ""},
+		{"device: no CN", ProfileDevice, "Sdevice1", &x509.CertificateRequest{}, ""},
+		{"device: what it gets anyway", ProfileDevice, "Sdevice1",
+			ext(eku(clientAuth), keyUsageExt(t, x509.KeyUsageDigitalSignature)), ""},
+		{"device: the URI SAN is the caller's to check", ProfileDevice, "Sdevice1",
+			&x509.CertificateRequest{URIs: []*url.URL{mustURL(t, "//sp.example/Sdevice1")}}, ""},
+		{"device: serverAuth", ProfileDevice, "Sdevice1", ext(eku(clientAuth, serverAuth)), "serverAuth"},
+		{"device: codeSigning", ProfileDevice, "Sdevice1", ext(eku(codeSigning)), "codeSigning"},
+		{"device: keyCertSign", ProfileDevice, "Sdevice1",
+			ext(keyUsageExt(t, x509.KeyUsageDigitalSignature|x509.KeyUsageCertSign)), "keyCertSign"},
+		{"device: keyEncipherment", ProfileDevice, "Sdevice1",
+			ext(keyUsageExt(t, x509.KeyUsageKeyEncipherment)), "keyEncipherment"},
+		{"device: CA", ProfileDevice, "Sdevice1", ext(basicConstraintsCA(t)), "CA status"},
+		{"device: another extension", ProfileDevice, "Sdevice1",
+			ext(pkixExtension{Id: asn1.ObjectIdentifier{2, 5, 29, 32}, Value: []byte{0x30, 0}}), "certificatePolicies"},
+		{"device: an unknown extension", ProfileDevice, "Sdevice1",
+			ext(pkixExtension{Id: asn1.ObjectIdentifier{1, 2, 3, 4}, Value: []byte{5, 0}}), "1.2.3.4"},
+		{"device: a DNS SAN", ProfileDevice, "Sdevice1", &x509.CertificateRequest{DNSNames: []string{"mef.sp.example"}}, "DNS"},
+		{"device: another device's CN", ProfileDevice, "Sdevice1",
+			&x509.CertificateRequest{Subject: pkixName("Sdevice2", "")}, `"Sdevice2" is not the assigned ID "Sdevice1"`},
+		{"sub-CA: CA and keyCertSign granted", ProfileOBFSubCA, "obs-1",
+			&x509.CertificateRequest{Subject: pkixName("obs-1", ""), ExtraExtensions: []pkixExtension{basicConstraintsCA(t),
+				keyUsageExt(t, x509.KeyUsageCertSign|x509.KeyUsageCRLSign)}}, ""},
+		{"sub-CA: serverAuth", ProfileOBFSubCA, "obs-1",
+			&x509.CertificateRequest{ExtraExtensions: []pkixExtension{eku(serverAuth)}}, "serverAuth"},
+		{"server: serverAuth granted", ProfileServer, "", &x509.CertificateRequest{Subject: pkixName("mef.sp.example", ""),
+			DNSNames: []string{"mef.sp.example"}, ExtraExtensions: []pkixExtension{eku(serverAuth)}}, ""},
+		{"server: clientAuth", ProfileServer, "", &x509.CertificateRequest{ExtraExtensions: []pkixExtension{eku(clientAuth)}}, "clientAuth"},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			parsed, err := ParseCSR(makeCSR(t, key, tt.tmpl))
+			if err != nil {
+				t.Fatal(err)
+			}
+			err = parsed.CheckFor(tt.profile, tt.id)
+			if tt.refused == "" {
+				if err != nil {
+					t.Fatalf("refused: %v", err)
+				}
+				return
+			}
+			if err == nil || !errors.Is(err, ErrPolicy) || !strings.Contains(err.Error(), tt.refused) {
+				t.Fatalf("got %v, want an ErrPolicy refusal naming %q", err, tt.refused)
+			}
+		})
+	}
+}
+
+// TestMalformedCSRSaysNoASN1Internals: the refusal of an unparseable CSR
+// speaks of PKCS#10, not of ASN.1 tags or Go types.
+func TestMalformedCSRSaysNoASN1Internals(t *testing.T) {
+	for _, der := range [][]byte{[]byte("not a CSR at all"), {0x30, 0x03, 0x02, 0x01, 0x01}, {0x31, 0x00}} {
+		_, err := ParseCSR(der)
+		if err == nil || !errors.Is(err, ErrBadCSR) {
+			t.Fatalf("%x: %v", der, err)
+		}
+		for _, leak := range []string{"tags don't match", "asn1", "class:", "struct"} {
+			if strings.Contains(err.Error(), leak) {
+				t.Fatalf("%x: %q says %q", der, err, leak)
+			}
+		}
+	}
 }

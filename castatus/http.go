@@ -349,7 +349,7 @@ func failure(err error) ([]byte, string) {
 	// apierr.Unavailable is how the HSM and the registry (and anything
 	// else) say "try later".
 	var u apierr.Unavailable
-	if errors.As(err, &u) || errors.Is(err, context.DeadlineExceeded) {
+	if errors.Is(err, store.ErrContention) || errors.As(err, &u) || errors.Is(err, context.DeadlineExceeded) {
 		return ca.OCSPTryLater, "try_later"
 	}
 	return ca.OCSPInternalError, "internal_error"

@@ -47,10 +47,13 @@ type Store struct {
 	Migrate      bool          `yaml:"migrate" help:"apply schema migrations when serve starts (credfactory migrate does it alone)"`
 	MaxConns     int           `yaml:"max_conns" help:"database connections (SQLite: readers; it has one writer); 0 picks 16 for PostgreSQL, 4 for SQLite"`
 	TxTimeout    time.Duration `yaml:"tx_timeout" help:"longest time one transaction attempt may take"`
-	MaxRetries   int           `yaml:"max_retries" help:"retries of a transaction after serialization failures or lost connections"`
-	BatchMax     int           `yaml:"batch_max" help:"most redemptions committed in one transaction (group commit)"`
-	BatchWindow  time.Duration `yaml:"batch_window" help:"how long a batch waits for more redemptions; 0 batches only what queued during the previous commit"`
-	BatchWorkers int           `yaml:"batch_workers" help:"batches committed in parallel (0 means 1, the best measured on SQLite and PostgreSQL)"`
+	MaxRetries   int           `yaml:"max_retries" help:"retries of a transaction after serialization failures (SQLSTATE 40001) or lost connections; past them a conflict is 409 registry_contention, an outage 503 registry_unavailable"`
+	RetryBackoff time.Duration `yaml:"retry_backoff" help:"bound of the random wait before a transaction's first retry; it doubles with each further retry"`
+	// RetryBackoffMax caps the doubling of RetryBackoff.
+	RetryBackoffMax time.Duration `yaml:"retry_backoff_max" help:"largest bound of the random wait between retries"`
+	BatchMax        int           `yaml:"batch_max" help:"most redemptions committed in one transaction (group commit)"`
+	BatchWindow     time.Duration `yaml:"batch_window" help:"how long a batch waits for more redemptions; 0 batches only what queued during the previous commit"`
+	BatchWorkers    int           `yaml:"batch_workers" help:"batches committed in parallel (0 means 1, the best measured on SQLite and PostgreSQL)"`
 	// The expiry sweep (README "Renewal and expiry"): one replica at a time,
 	// by lease.
 	SweepInterval time.Duration `yaml:"sweep_interval" help:"how often the expiry sweep marks tokens and credentials past their lifetime as expired (one replica sweeps at a time, by lease); 0 turns it off"`
@@ -63,6 +66,7 @@ type Portal struct {
 	SPDomain   string        `yaml:"sp_domain" help:"the SP's domain: host of issued AE-ID URIs (default the first of server.hostnames if it is a domain name, else credfactory.localhost)"`
 	TokenTTL   time.Duration `yaml:"token_ttl" help:"lifetime of an enrolment token"`
 	SessionTTL time.Duration `yaml:"session_ttl" help:"lifetime of a portal login session"`
+	MaxUploads int           `yaml:"max_concurrent_uploads" help:"most bulk device uploads parsed at once; one more is answered 503 with Retry-After"`
 }
 
 // MEF is the enrolment function.
@@ -123,7 +127,8 @@ type Server struct {
 	MaxBodyBytes    int           `yaml:"max_body_bytes" help:"largest request body accepted; larger ones get 413"`
 	MaxConns        int           `yaml:"max_conns" help:"most connections served at once"`
 	ShutdownTimeout time.Duration `yaml:"shutdown_timeout" help:"on SIGTERM, how long in-flight requests may take to finish"`
-	DebugListen     string        `yaml:"debug_listen" help:"loopback address (e.g. 127.0.0.1:6060) serving Go's /debug/pprof over plain HTTP for profiling; empty (default) serves none"`
+	OpsListen       string        `yaml:"ops_listen" help:"address of the plain-HTTP operations listener serving /metrics, /healthz and /readyz (never on the TLS listener: metrics tell login failures and rejection codes); loopback by default, a pod address behind a network policy in Kubernetes; empty serves no metrics"`
+	Pprof           bool          `yaml:"pprof" help:"also serve Go's /debug/pprof on the operations listener, for profiling; only when server.ops_listen is a loopback address (profiles show request contents and have no authentication)"`
 }
 
 // Log is the process log.
@@ -158,6 +163,7 @@ func Default() Config {
 		},
 		Server: Server{
 			Listen:          "127.0.0.1:8443",
+			OpsListen:       "127.0.0.1:9090",
 			TLSKey:          "pkcs11:object=credfactory-tls;type=private",
 			CertValidity:    90 * 24 * time.Hour,
 			ReadTimeout:     10 * time.Second,
@@ -171,13 +177,17 @@ func Default() Config {
 			Migrate:    true,
 			TxTimeout:  10 * time.Second,
 			MaxRetries: 10,
-			BatchMax:   128,
+			// Full jitter in [0, 2ms], doubling to [0, 250ms]: ten retries
+			// wait about 0.6s in all at most, under one tx_timeout.
+			RetryBackoff:    2 * time.Millisecond,
+			RetryBackoffMax: 250 * time.Millisecond,
+			BatchMax:        128,
 			// A minute: tokens live a day and certificates a year, so the
 			// registry says "expired" within a minute of it being true.
 			SweepInterval: time.Minute,
 			SweepChunk:    1000,
 		},
-		Portal: Portal{TokenTTL: 24 * time.Hour, SessionTTL: 12 * time.Hour},
+		Portal: Portal{TokenTTL: 24 * time.Hour, SessionTTL: 12 * time.Hour, MaxUploads: 4},
 		MEF:    MEF{KeyLifetime: 365 * 24 * time.Hour, MaxForward: 1000, RenewAfter: time.Hour},
 		Log:    Log{Level: "info", Format: "json", Access: true},
 		Limits: ratelimit.DefaultConfig(),
@@ -337,6 +347,9 @@ func (c *Config) Validate() error {
 		errs = append(errs, fmt.Errorf("ca.crl_interval %v and ca.crl_validity %v: want an interval of at least 1m and a longer validity",
 			c.CA.CRLInterval, c.CA.CRLValidity))
 	}
+	if c.Store.MaxRetries < 0 || c.Store.RetryBackoff < 0 || c.Store.RetryBackoffMax < c.Store.RetryBackoff {
+		errs = append(errs, errors.New("store.max_retries and store.retry_backoff must not be negative, store.retry_backoff_max must be at least store.retry_backoff"))
+	}
 	if c.Store.SweepInterval < 0 || c.Store.SweepChunk <= 0 || c.MEF.RenewBefore < 0 || c.MEF.RenewAfter < 0 {
 		errs = append(errs, errors.New("store.sweep_interval, mef.renew_before and mef.renew_after must not be negative, store.sweep_chunk must be positive"))
 	}
@@ -350,8 +363,16 @@ func (c *Config) Validate() error {
 	if c.Server.MaxBodyBytes <= 0 {
 		errs = append(errs, errors.New("server.max_body_bytes must be positive"))
 	}
-	if c.Server.DebugListen != "" && !loopback(c.Server.DebugListen) {
-		errs = append(errs, fmt.Errorf("server.debug_listen %q: want a loopback address such as 127.0.0.1:6060", c.Server.DebugListen))
+	if c.Portal.MaxUploads <= 0 {
+		errs = append(errs, errors.New("portal.max_concurrent_uploads must be positive"))
+	}
+	if c.Server.OpsListen != "" {
+		if _, _, err := net.SplitHostPort(c.Server.OpsListen); err != nil {
+			errs = append(errs, fmt.Errorf("server.ops_listen %q: want host:port, e.g. 127.0.0.1:9090", c.Server.OpsListen))
+		}
+	}
+	if c.Server.Pprof && !loopback(c.Server.OpsListen) {
+		errs = append(errs, fmt.Errorf("server.pprof needs server.ops_listen on a loopback address such as 127.0.0.1:9090, not %q", c.Server.OpsListen))
 	}
 	if err := c.Log.Validate(); err != nil {
 		errs = append(errs, err)

@@ -64,13 +64,19 @@ func TestLoad(t *testing.T) {
 		{name: "bad env", env: map[string]string{"CREDFACTORY_HSM_MAX_SESSIONS": "many"}, wantErr: "CREDFACTORY_HSM_MAX_SESSIONS"},
 		{name: "bad value", file: "log:\n  level: loud\n", wantErr: "log.level"},
 		{name: "bad key uri", file: "ca:\n  root_key: pkcs11:object=x\n", wantErr: "ca.root_key"},
-		{name: "debug on loopback", file: "server:\n  debug_listen: 127.0.0.1:6060\n", check: func(t *testing.T, c Config) {
-			if c.Server.DebugListen != "127.0.0.1:6060" {
-				t.Fatalf("debug_listen not applied: %q", c.Server.DebugListen)
+		{name: "pprof on a loopback ops listener", file: "server:\n  pprof: true\n  ops_listen: 127.0.0.1:6060\n", check: func(t *testing.T, c Config) {
+			if !c.Server.Pprof {
+				t.Fatal("pprof not applied")
 			}
 		}},
-		{name: "debug beyond loopback", file: "server:\n  debug_listen: 0.0.0.0:6060\n", wantErr: "server.debug_listen"},
-		{name: "debug no port", file: "server:\n  debug_listen: localhost\n", wantErr: "server.debug_listen"},
+		{name: "pprof beyond loopback", file: "server:\n  pprof: true\n  ops_listen: 0.0.0.0:9090\n", wantErr: "server.pprof"},
+		{name: "pprof without an ops listener", file: "server:\n  pprof: true\n  ops_listen: \"\"\n", wantErr: "server.pprof"},
+		{name: "ops listener without a port", file: "server:\n  ops_listen: localhost\n", wantErr: "server.ops_listen"},
+		{name: "no ops listener", file: "server:\n  ops_listen: \"\"\n", check: func(t *testing.T, c Config) {
+			if c.Server.OpsListen != "" {
+				t.Fatalf("ops_listen %q, want none", c.Server.OpsListen)
+			}
+		}},
 		{name: "no token", file: "hsm:\n  token_label: \"\"\n", wantErr: "token_label"},
 		{name: "status url over the TLS listener", check: func(t *testing.T, c Config) {
 			if c.CA.StatusURL != "https://localhost:8443" || c.CA.CRLInterval != time.Hour || c.CA.CRLValidity <= c.CA.CRLInterval {

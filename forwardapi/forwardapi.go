@@ -100,6 +100,7 @@ const (
 	CodeTokenMismatch       = "token_mismatch"
 	CodeCredentialExists    = "credential_exists"
 	CodeRegistryUnavailable = "registry_unavailable"
+	CodeRegistryContention  = "registry_contention"
 	CodeHSMUnavailable      = "hsm_unavailable"
 	CodeInternal            = "internal"
 	// Whole-request refusals.
@@ -111,10 +112,11 @@ const (
 
 // Transient reports whether an item refused with code may be recorded if
 // sent again unchanged: the SP could not decide now (its registry or HSM
-// was unavailable, or it failed), not that it said no.
+// was unavailable, its registry kept conflicting with concurrent changes, or
+// it failed), not that it said no.
 func Transient(code string) bool {
 	switch code {
-	case CodeRegistryUnavailable, CodeHSMUnavailable, CodeInternal:
+	case CodeRegistryUnavailable, CodeRegistryContention, CodeHSMUnavailable, CodeInternal:
 		return true
 	}
 	return false

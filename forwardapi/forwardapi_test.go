@@ -40,7 +40,7 @@ func TestWireForm(t *testing.T) {
 
 func TestTransient(t *testing.T) {
 	for code, want := range map[string]bool{
-		CodeRegistryUnavailable: true, CodeHSMUnavailable: true, CodeInternal: true,
+		CodeRegistryUnavailable: true, CodeRegistryContention: true, CodeHSMUnavailable: true, CodeInternal: true,
 		CodeTokenMismatch: false, CodeTokenRedeemed: false, CodeSubCARetired: false, CodeKeyIDAssignedBySP: false,
 		CodeKeyLifetime: false, CodeBadItem: false, "": false, "something_new": false,
 	} {

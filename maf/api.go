@@ -362,6 +362,8 @@ func mapErr(err error) error {
 		return &apierr.Error{Status: http.StatusGone, Code: "credential_expired", Message: "the credential has expired", Err: err}
 	case errors.Is(err, store.ErrInvalid):
 		return &apierr.Error{Status: http.StatusBadRequest, Code: "bad_request", Message: "the request is invalid", Err: err}
+	case errors.Is(err, store.ErrContention):
+		return &apierr.Error{Status: http.StatusConflict, Code: "registry_contention", Message: "the request kept conflicting with concurrent changes; retry it", RetryAfter: 1, Err: err}
 	}
 	return err
 }

@@ -5,6 +5,7 @@ import (
 	"context"
 	"crypto/x509"
 	"encoding/asn1"
+	"fmt"
 	"net/http"
 	"net/url"
 
@@ -18,10 +19,6 @@ import (
 var (
 	oidChallengePassword = asn1.ObjectIdentifier{1, 2, 840, 113549, 1, 9, 7}
 	oidSAN               = asn1.ObjectIdentifier{2, 5, 29, 17}
-	oidKeyUsage          = asn1.ObjectIdentifier{2, 5, 29, 15}
-	oidExtKeyUsage       = asn1.ObjectIdentifier{2, 5, 29, 37}
-	oidSKI               = asn1.ObjectIdentifier{2, 5, 29, 14}
-	oidBasicConstraints  = asn1.ObjectIdentifier{2, 5, 29, 19}
 )
 
 // CertRequest is a certificate enrolment, from EST or JSON.
@@ -87,7 +84,7 @@ func (m *MEF) EnrolCert(ctx context.Context, req CertRequest) (CertResult, error
 		return m.recorded(ctx, *e.CredentialID)
 	}
 	uri := AssignedIDURI(m.cfg.SPDomain, e.AssignedID)
-	if err := checkCSRNames(csr, uri); err != nil {
+	if err := checkCSRNames(parsed, e.AssignedID, uri); err != nil {
 		return CertResult{}, err
 	}
 	issued, err := m.ca.Issue(ctx, ca.Request{Parsed: parsed, Profile: ca.ProfileDevice, AssignedID: e.AssignedID,
@@ -124,33 +121,29 @@ func (m *MEF) recorded(ctx context.Context, credentialID string) (CertResult, er
 	return m.certResult(c)
 }
 
-// checkCSRNames refuses a CSR that asks for names or extensions the device
-// profile would not give it: silently dropping them would hand the device a
-// certificate other than the one it asked for.
-func checkCSRNames(csr *x509.CertificateRequest, want *url.URL) error {
+// checkCSRNames refuses a CSR that asks for anything the device profile
+// would not give it, naming what: a name other than the assigned ID's URI
+// (csr_san_mismatch), a common name other than the assigned ID
+// (csr_subject_mismatch), or an extension, key usage, extended key usage or
+// CA status (csr_extension_refused, through ca.CSR.CheckFor). Silently
+// dropping them would hand the device a certificate other than the one it
+// asked for.
+func checkCSRNames(parsed *ca.CSR, assignedID string, want *url.URL) error {
+	csr := parsed.Request()
 	if len(csr.DNSNames)+len(csr.EmailAddresses)+len(csr.IPAddresses) > 0 || len(csr.URIs) > 1 ||
 		len(csr.URIs) == 1 && csr.URIs[0].String() != want.String() {
 		e := *errSANMismatch
 		e.Message += " (" + want.String() + ")"
 		return &e
 	}
-	for _, ext := range csr.Extensions {
-		switch {
-		case ext.Id.Equal(oidSAN), ext.Id.Equal(oidKeyUsage), ext.Id.Equal(oidExtKeyUsage), ext.Id.Equal(oidSKI):
-		case ext.Id.Equal(oidBasicConstraints):
-			var bc struct {
-				IsCA bool `asn1:"optional"`
-			}
-			if _, err := asn1.Unmarshal(ext.Value, &bc); err != nil || bc.IsCA {
-				e := *errCSRExtensions
-				e.Message = "the CSR asks to be a CA"
-				return &e
-			}
-		default:
-			e := *errCSRExtensions
-			e.Message += ": " + ext.Id.String()
-			return &e
-		}
+	if cn := csr.Subject.CommonName; cn != "" && cn != assignedID {
+		return fail(http.StatusBadRequest, "csr_subject_mismatch",
+			fmt.Sprintf("the CSR's subject common name %q is not the assigned ID %s: leave it empty or use the assigned ID", cn, assignedID))
+	}
+	if err := parsed.CheckFor(ca.ProfileDevice, assignedID); err != nil {
+		e := *errCSRExtensions
+		e.Message, e.Err = err.Error(), err
+		return &e
 	}
 	return nil
 }

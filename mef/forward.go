@@ -121,7 +121,7 @@ func (m *MEF) forwardCSR(ctx context.Context, obf store.OBF, it ForwardItem, red
 		return m.forwardedCert(ctx, *e.CredentialID, forwardapi.StatusReplayed)
 	}
 	uri := AssignedIDURI(m.cfg.SPDomain, e.AssignedID)
-	if err := checkCSRNames(csr, uri); err != nil {
+	if err := checkCSRNames(parsed, e.AssignedID, uri); err != nil {
 		return ForwardResult{}, err
 	}
 	// A batch's items run concurrently so that their redemptions share

@@ -8,6 +8,7 @@ import (
 	"encoding/base64"
 	"testing"
 
+	"github.com/credfactory/credfactory/ca"
 	"github.com/credfactory/credfactory/httpapi"
 	"github.com/valyala/fasthttp"
 )
@@ -99,12 +100,13 @@ func FuzzForwardBatch(f *testing.F) {
 func FuzzCheckCSRNames(f *testing.F) {
 	f.Add(seedCSR(f))
 	f.Fuzz(func(t *testing.T, der []byte) {
-		csr, err := x509.ParseCertificateRequest(der)
+		parsed, err := ca.ParseCSR(der)
 		if err != nil {
 			return
 		}
+		csr := parsed.Request()
 		want := AssignedIDURI("sp.example", "Sdevice")
-		if checkCSRNames(csr, want) == nil {
+		if checkCSRNames(parsed, "Sdevice", want) == nil {
 			for _, u := range csr.URIs {
 				if u.String() != want.String() {
 					t.Fatalf("accepted URI %s", u)

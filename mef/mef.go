@@ -149,6 +149,10 @@ func tokenErr(err error) error {
 		e := *errTokenMismatch
 		e.Message = strings.TrimPrefix(err.Error(), "redeem: ")
 		return &e
+	case errors.Is(err, store.ErrContention):
+		// The database is up; the redemption lost its retries to concurrent
+		// ones. Nothing was written: the same request may be sent again.
+		return &Failure{Status: http.StatusConflict, Code: forwardapi.CodeRegistryContention, Message: "the request kept conflicting with concurrent changes; retry with the same token", RetryAfter: 1, Err: err}
 	case errors.Is(err, store.ErrConflict):
 		return &Failure{Status: http.StatusConflict, Code: "credential_exists", Message: "that credential is already recorded", Err: err}
 	}

@@ -96,7 +96,7 @@ func (m *MEF) Reenrol(ctx context.Context, peer *x509.Certificate, csrDER []byte
 		return m.certResult(*successor)
 	}
 	uri := AssignedIDURI(m.cfg.SPDomain, old.AssignedID)
-	if err := checkCSRNames(csr, uri); err != nil {
+	if err := checkCSRNames(parsed, old.AssignedID, uri); err != nil {
 		return CertResult{}, err
 	}
 	if n := csr.Subject.Names; len(n) > 0 && (len(n) != 1 || csr.Subject.CommonName != old.AssignedID) {

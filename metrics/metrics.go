@@ -113,7 +113,7 @@ func New() *Registry {
 	}, []string{"op"}))
 	r.storeErrors = register(r, prometheus.NewCounterVec(prometheus.CounterOpts{
 		Namespace: Namespace, Subsystem: "store", Name: "transaction_errors_total",
-		Help: "Registry transactions that failed, by operation and kind.",
+		Help: "Registry transactions that failed, by operation and kind (unavailable, retries_exhausted: still conflicting after the whole retry budget, conflict, not_found, other).",
 	}, []string{"op", "kind"}))
 	r.storeBatch = register(r, prometheus.NewHistogram(prometheus.HistogramOpts{
 		Namespace: Namespace, Subsystem: "store", Name: "batch_items",
@@ -140,7 +140,7 @@ func New() *Registry {
 	}, []string{"mode"}))
 	r.logins = register(r, prometheus.NewCounterVec(prometheus.CounterOpts{
 		Namespace: Namespace, Subsystem: "portal", Name: "logins_total",
-		Help: "Portal logins by result (ok, bad_credentials, account_locked, stakeholder_disabled).",
+		Help: "Portal logins by result (ok, bad_credentials, too_many_attempts, stakeholder_disabled: told apart here, never in the answer).",
 	}, []string{"result"}))
 	r.caExpiry = register(r, prometheus.NewGaugeVec(prometheus.GaugeOpts{
 		Namespace: Namespace, Name: "ca_certificate_expiry_timestamp_seconds",
@@ -238,6 +238,8 @@ func storeErrorKind(err error) string {
 	switch {
 	case errors.Is(err, store.ErrUnavailable):
 		return "unavailable"
+	case errors.Is(err, store.ErrContention):
+		return "retries_exhausted"
 	case errors.Is(err, store.ErrConflict):
 		return "conflict"
 	case errors.Is(err, store.ErrNotFound):

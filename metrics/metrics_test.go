@@ -28,6 +28,7 @@ func TestObserversFeedMetrics(t *testing.T) {
 	s.ObserveTx("redeem_batch", 2*time.Millisecond, 3, nil)
 	s.ObserveTx("redeem_batch", time.Millisecond, 0, fmt.Errorf("x: %w", store.ErrUnavailable))
 	s.ObserveTx("revoke", time.Millisecond, 0, errors.New("boom"))
+	s.ObserveTx("create_enrolment", time.Millisecond, 10, fmt.Errorf("x: %w", store.ErrContention))
 	s.ObserveBatch(32)
 	m := r.MEFObserver()
 	m.ObserveEnrolment("est", "ok", 3*time.Millisecond)
@@ -57,6 +58,8 @@ func TestObserversFeedMetrics(t *testing.T) {
 		`credfactory_store_transaction_retries_total{op="redeem_batch"} 3`,
 		`credfactory_store_transaction_errors_total{kind="unavailable",op="redeem_batch"} 1`,
 		`credfactory_store_transaction_errors_total{kind="other",op="revoke"} 1`,
+		`credfactory_store_transaction_errors_total{kind="retries_exhausted",op="create_enrolment"} 1`,
+		`credfactory_store_transaction_retries_total{op="create_enrolment"} 10`,
 		`credfactory_store_batch_items_sum 32`,
 		`credfactory_enrolments_total{path="est",result="ok"} 1`,
 		`credfactory_enrolments_total{path="est",result="token_redeemed"} 1`,

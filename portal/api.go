@@ -17,9 +17,12 @@ import (
 // Route is one HTTP route; the front end registers it.
 type Route = httpapi.Route
 
-// MaxUploadBytes bounds one bulk pre-enrolment (100,000 rows with
-// certificates fit comfortably).
-const MaxUploadBytes = 512 << 20
+// MaxUploadBytes bounds one bulk pre-enrolment: the largest legitimate one
+// is 100,000 rows with certificates, and 256 MiB is 100,000 rows of 2.6 KiB
+// (an RSA-4096 device certificate in PEM is about 2.2 KiB; ECDSA ones are
+// under 1 KiB). The body is parsed as it streams, so the limit bounds the
+// time one upload can take, not memory.
+const MaxUploadBytes = 256 << 20
 
 // APIRoutes is the JSON API (api/openapi.yaml).
 func (p *Portal) APIRoutes() []Route {
@@ -32,6 +35,7 @@ func (p *Portal) APIRoutes() []Route {
 		{Method: "POST", Pattern: "/api/v1/devices/{deviceId}/release", Handler: p.apiRelease},
 		{Method: "POST", Pattern: "/api/v1/devices/{deviceId}/revoke", Handler: p.apiRevoke},
 		{Method: "POST", Pattern: "/api/v1/handovers", Handler: p.apiHandOver},
+		{Method: "POST", Pattern: "/api/v1/bundles", Handler: p.apiBulk, Stream: true, MaxBody: MaxBulkBytes},
 		{Method: "POST", Pattern: "/api/v1/obfs", Handler: p.apiRegisterOBF},
 		{Method: "GET", Pattern: "/api/v1/obfs", Handler: p.apiOBFs},
 		{Method: "POST", Pattern: "/api/v1/obfs/{obfId}/disable", Handler: p.apiDisableOBF},
@@ -46,6 +50,18 @@ func (p *Portal) apiUpload(ctx *fasthttp.RequestCtx) error {
 	if err != nil {
 		return err
 	}
+	if err := requireRole(who, store.RoleManufacturer); err != nil {
+		return err
+	}
+	if err := requireScope(who, ScopeDevices); err != nil {
+		return err
+	}
+	release, err := p.uploadSlot()
+	if err != nil {
+		return err
+	}
+	defer release()
+	httpapi.BeginStream(ctx)
 	body := ctx.RequestBodyStream()
 	if body == nil {
 		body = bytes.NewReader(ctx.PostBody())
@@ -111,6 +127,9 @@ func (p *Portal) apiDevices(ctx *fasthttp.RequestCtx) error {
 	if err != nil {
 		return err
 	}
+	if err := requireScope(who, ScopeRead); err != nil {
+		return err
+	}
 	f := FilterFromQuery(ctx.QueryArgs())
 	if f.Limit <= 0 || f.Limit > 1000 {
 		f.Limit = 100
@@ -135,6 +154,9 @@ func (p *Portal) apiDevices(ctx *fasthttp.RequestCtx) error {
 func (p *Portal) apiDevice(ctx *fasthttp.RequestCtx) error {
 	who, err := p.Authenticate(ctx, false)
 	if err != nil {
+		return err
+	}
+	if err := requireScope(who, ScopeRead); err != nil {
 		return err
 	}
 	det, err := p.Detail(ctx, who, httpapi.Param(ctx, "deviceId"))
@@ -172,6 +194,9 @@ func (p *Portal) apiNonce(ctx *fasthttp.RequestCtx) error {
 	if err != nil {
 		return err
 	}
+	if err := requireScope(who, ScopeEnrol); err != nil {
+		return err
+	}
 	nonce, expires, err := p.Nonce(ctx, who, httpapi.Param(ctx, "deviceId"))
 	if err != nil {
 		return err
@@ -182,6 +207,9 @@ func (p *Portal) apiNonce(ctx *fasthttp.RequestCtx) error {
 func (p *Portal) apiEnrol(ctx *fasthttp.RequestCtx) error {
 	who, err := p.Authenticate(ctx, true)
 	if err != nil {
+		return err
+	}
+	if err := requireScope(who, ScopeEnrol); err != nil {
 		return err
 	}
 	var req EnrolRequest
@@ -199,6 +227,9 @@ func (p *Portal) apiEnrol(ctx *fasthttp.RequestCtx) error {
 func (p *Portal) apiRelease(ctx *fasthttp.RequestCtx) error {
 	who, err := p.Authenticate(ctx, false)
 	if err != nil {
+		return err
+	}
+	if err := requireScope(who, ScopeDevices); err != nil {
 		return err
 	}
 	var req ReleaseRequest
@@ -221,6 +252,9 @@ func (p *Portal) apiRevoke(ctx *fasthttp.RequestCtx) error {
 	if err != nil {
 		return err
 	}
+	if err := requireScope(who, ScopeDevices); err != nil {
+		return err
+	}
 	var req RevokeRequest
 	if err := decodeJSON(ctx, &req); err != nil {
 		return err
@@ -235,6 +269,9 @@ func (p *Portal) apiRevoke(ctx *fasthttp.RequestCtx) error {
 func (p *Portal) apiHandOver(ctx *fasthttp.RequestCtx) error {
 	who, err := p.Authenticate(ctx, false)
 	if err != nil {
+		return err
+	}
+	if err := requireScope(who, ScopeDevices); err != nil {
 		return err
 	}
 	var req struct {
@@ -266,6 +303,9 @@ func (p *Portal) apiRegisterOBF(ctx *fasthttp.RequestCtx) error {
 	if err != nil {
 		return err
 	}
+	if err := requireScope(who, ScopeOBFs); err != nil {
+		return err
+	}
 	var req OBFRequest
 	if err := decodeJSON(ctx, &req); err != nil {
 		return err
@@ -281,6 +321,9 @@ func (p *Portal) apiRegisterOBF(ctx *fasthttp.RequestCtx) error {
 func (p *Portal) apiOBFs(ctx *fasthttp.RequestCtx) error {
 	who, err := p.Authenticate(ctx, false)
 	if err != nil {
+		return err
+	}
+	if err := requireScope(who, ScopeRead); err != nil {
 		return err
 	}
 	os, err := p.OBFs(ctx, who)
@@ -302,17 +345,44 @@ func (p *Portal) apiNewKey(ctx *fasthttp.RequestCtx) error {
 		return err
 	}
 	var req struct {
-		Name string `json:"name"`
+		Name   string   `json:"name"`
+		Scopes []string `json:"scopes"`
 	}
 	if err := decodeJSON(ctx, &req); err != nil {
 		return err
 	}
-	key, k, err := p.NewAPIKey(ctx, who, req.Name)
+	key, k, err := p.NewAPIKey(ctx, who, req.Name, req.Scopes...)
 	if err != nil {
 		return err
 	}
 	ctx.Response.Header.Set("Cache-Control", "no-store")
-	return httpapi.JSON(ctx, http.StatusCreated, map[string]any{"keyId": k.ID, "name": k.Name, "key": key, "createdAt": k.CreatedAt})
+	out := struct {
+		APIKeyView
+		Key string `json:"key"`
+	}{ViewAPIKey(k), key}
+	return httpapi.JSON(ctx, http.StatusCreated, out)
+}
+
+// APIKeyView is an API key as the API shows it (never the key itself).
+type APIKeyView struct {
+	ID          string     `json:"keyId"`
+	Name        string     `json:"name"`
+	Scopes      []string   `json:"scopes"`
+	CreatedAt   time.Time  `json:"createdAt"`
+	CreatedBy   string     `json:"createdBy"`
+	ParentKeyID string     `json:"parentKeyId,omitempty"`
+	LastUsedAt  *time.Time `json:"lastUsedAt,omitempty"`
+	RevokedAt   *time.Time `json:"revokedAt,omitempty"`
+}
+
+// ViewAPIKey is the API's view of a key.
+func ViewAPIKey(k store.APIKey) APIKeyView {
+	v := APIKeyView{ID: k.ID, Name: k.Name, Scopes: append([]string{}, k.Scopes...), CreatedAt: k.CreatedAt, CreatedBy: k.CreatedBy,
+		LastUsedAt: k.LastUsedAt, RevokedAt: k.RevokedAt}
+	if k.ParentKeyID != nil {
+		v.ParentKeyID = *k.ParentKeyID
+	}
+	return v
 }
 
 func (p *Portal) apiKeys(ctx *fasthttp.RequestCtx) error {
@@ -324,17 +394,11 @@ func (p *Portal) apiKeys(ctx *fasthttp.RequestCtx) error {
 	if err != nil {
 		return err
 	}
-	type view struct {
-		ID        string     `json:"keyId"`
-		Name      string     `json:"name"`
-		CreatedAt time.Time  `json:"createdAt"`
-		RevokedAt *time.Time `json:"revokedAt,omitempty"`
-	}
 	out := struct {
-		Keys []view `json:"keys"`
-	}{Keys: []view{}}
+		Keys []APIKeyView `json:"keys"`
+	}{Keys: []APIKeyView{}}
 	for _, k := range keys {
-		out.Keys = append(out.Keys, view{k.ID, k.Name, k.CreatedAt, k.RevokedAt})
+		out.Keys = append(out.Keys, ViewAPIKey(k))
 	}
 	return httpapi.JSON(ctx, http.StatusOK, out)
 }
@@ -344,10 +408,11 @@ func (p *Portal) apiRevokeKey(ctx *fasthttp.RequestCtx) error {
 	if err != nil {
 		return err
 	}
-	if err := p.RevokeAPIKey(ctx, who, httpapi.Param(ctx, "keyId")); err != nil {
+	ids, err := p.RevokeAPIKey(ctx, who, httpapi.Param(ctx, "keyId"))
+	if err != nil {
 		return err
 	}
-	return httpapi.JSON(ctx, http.StatusOK, map[string]bool{"revoked": true})
+	return httpapi.JSON(ctx, http.StatusOK, map[string]any{"revoked": true, "revokedKeys": ids})
 }
 
 func decodeJSON(ctx *fasthttp.RequestCtx, v any) error { return httpapi.Decode(ctx.PostBody(), v) }
@@ -357,6 +422,9 @@ func hexString(b []byte) string { return hex.EncodeToString(b) }
 func (p *Portal) apiDisableOBF(ctx *fasthttp.RequestCtx) error {
 	who, err := p.Authenticate(ctx, false)
 	if err != nil {
+		return err
+	}
+	if err := requireScope(who, ScopeOBFs); err != nil {
 		return err
 	}
 	if err := p.DisableOBF(ctx, who, httpapi.Param(ctx, "obfId")); err != nil {

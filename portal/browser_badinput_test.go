@@ -12,6 +12,7 @@ import (
 	"fmt"
 	"net/http"
 	"net/url"
+	"strconv"
 	"strings"
 	"testing"
 	"time"
@@ -99,19 +100,22 @@ func TestPagesBadInput(t *testing.T) {
 		wantRedirect("same-origin login", r, "/devices")
 	}
 
-	{ // lock-out
+	{ // slowed, never locked out
 		c := env.client(t)
-		for i := 1; i <= 5; i++ {
-			r := c.post("/login", url.Values{"name": {"locky"}, "password": {fmt.Sprint("guess ", i)}})
-			if r.status != 401 && !(i == 5 && r.status == 429) {
+		for i := 1; i <= 3; i++ {
+			if r := c.post("/login", url.Values{"name": {"locky"}, "password": {fmt.Sprint("guess ", i)}}); r.status != 401 {
 				t.Fatalf("failure %d: %d", i, r.status)
 			}
 		}
 		r := c.post("/login", url.Values{"name": {"locky"}, "password": {"locky password 1"}})
-		wantPage("right password after 5 failures", r, 429, "locked")
-		if r.header.Get("Retry-After") == "" || r.header.Get("Set-Cookie") != "" {
-			t.Errorf("locked login: Retry-After %q, Set-Cookie %q", r.header.Get("Retry-After"), r.header.Get("Set-Cookie"))
+		wantPage("right password at once after 3 failures", r, 429, "Too many failed logins: wait")
+		secs, err := strconv.Atoi(r.header.Get("Retry-After"))
+		if err != nil || secs < 1 || secs > 2 || r.header.Get("Set-Cookie") != "" {
+			t.Fatalf("slowed login: Retry-After %q, Set-Cookie %q", r.header.Get("Retry-After"), r.header.Get("Set-Cookie"))
 		}
+		time.Sleep(time.Duration(secs) * time.Second)
+		r = c.post("/login", url.Values{"name": {"locky"}, "password": {"locky password 1"}})
+		wantRedirect("right password after the wait", r, "/devices")
 	}
 
 	c := env.client(t)
@@ -121,6 +125,16 @@ func TestPagesBadInput(t *testing.T) {
 		wantPage("no CSRF token", c.post("/api-keys", url.Values{"name": {"line 1"}}), 403, "CSRF")
 		wantPage("wrong CSRF token", c.post("/api-keys", url.Values{"name": {"line 1"}, "csrf": {token + "x"}}), 403, "CSRF")
 		wantPage("logout without CSRF", c.post("/logout", nil), 403, "CSRF")
+		// The token in the query string counts for nothing, on the pages
+		// and on the session-authenticated API: a URL is logged and leaks.
+		wantPage("page CSRF token in the query string", c.post("/api-keys?csrf="+url.QueryEscape(token), url.Values{"name": {"line 1"}}), 403, "CSRF")
+		{
+			req, _ := http.NewRequest("POST", env.base+"/api/v1/api-keys?csrf="+url.QueryEscape(token), strings.NewReader(`{"name":"line 1"}`))
+			req.Header.Set("Content-Type", "application/json")
+			if r := c.do(req); r.status != 403 || !strings.Contains(r.body, `"code":"csrf"`) {
+				t.Fatalf("API CSRF token in the query string: %d %s", r.status, r.body)
+			}
+		}
 		wantPage("enrol without CSRF", c.post("/devices/x-1/enrol", url.Values{"claimCode": {"whatever"}}), 403, "CSRF")
 		if keys, err := env.st.APIKeys(ctx, maker.ID); err != nil || len(keys) != 0 {
 			t.Fatalf("API keys after refused posts: %v %v", keys, err)
@@ -375,10 +389,15 @@ func TestPagesOBFsKeysHandOver(t *testing.T) {
 		t.Errorf("device without a claim code: %d %s", r.status, r.body)
 	}
 
-	// API keys: shown once, listed by name, revoked.
-	r = c.post("/api-keys", url.Values{"csrf": {token}, "name": {"line 3 robot"}})
-	if r.status != 200 || !strings.Contains(r.body, `<pre id="api-key">cfk_`) {
+	// API keys: shown once, listed by name with scopes and creator,
+	// revoked.
+	r = c.post("/api-keys", url.Values{"csrf": {token}, "name": {"line 3 robot"}, "scope": {"read", "enrol"}})
+	if r.status != 200 || !strings.Contains(r.body, `<pre id="api-key">cfk_`) ||
+		!strings.Contains(r.body, `<td class="scopes">read enrol</td>`) || !strings.Contains(r.body, `<td class="created-by">session:maker</td>`) {
 		t.Fatalf("new API key: %d %s", r.status, r.body)
+	}
+	if r := c.post("/api-keys", url.Values{"csrf": {token}, "name": {"bad"}, "scope": {"root"}}); r.status != 400 || !strings.Contains(r.body, "unknown scope") {
+		t.Errorf("unknown scope: %d %s", r.status, r.body)
 	}
 	if r := c.post("/api-keys", url.Values{"csrf": {token}, "name": {"  "}}); r.status != 400 || !strings.Contains(r.body, "No key was made") {
 		t.Errorf("blank key name: %d %s", r.status, r.body)

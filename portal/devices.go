@@ -9,12 +9,17 @@ import (
 	"encoding/pem"
 	"errors"
 	"fmt"
+	"hash/maphash"
 	"io"
+	"math"
 	"net/http"
 	"regexp"
 	"strings"
+	"unicode"
+	"unicode/utf8"
 
 	"github.com/credfactory/credfactory/apierr"
+	"github.com/credfactory/credfactory/httpapi"
 	"github.com/credfactory/credfactory/store"
 )
 
@@ -44,25 +49,70 @@ type UploadReport struct {
 var deviceIDPattern = regexp.MustCompile(`^[A-Za-z0-9][A-Za-z0-9._:-]{0,127}$`)
 
 const (
-	maxClaimCode   = 128
-	minClaimCode   = 6
-	maxCertPEM     = 8 << 10
-	uploadChunk    = 2000
-	maxRowsErrored = 10000 // a report never grows without bound
+	maxClaimCode = 128
+	minClaimCode = 6
+	maxCertPEM   = 8 << 10
+	uploadChunk  = 2000
+	// uploadChunkBytes flushes a chunk early when its certificates add up:
+	// 2000 rows of 8 KiB certificates would otherwise be 16 MB per upload.
+	uploadChunkBytes = 2 << 20
+	maxRowsErrored   = 10000 // a report never grows without bound
 )
 
 // RowReader yields upload rows one at a time, so a 100,000-row upload is
 // never held whole in memory.
 type RowReader func() (DeviceRow, error)
 
+// maxRowBytes bounds what the parsers may read for one row: the largest
+// legitimate row (a 128-character ID and claim code, an 8 KiB certificate,
+// quoting and line ends) with room to spare. The CSV and JSON parsers
+// buffer a whole field before checkRow sees it, so the bound is enforced
+// on the bytes they pull, not on the fields they return.
+const maxRowBytes = 16 << 10
+
+// rowReadSize caps one read by the parsers, so that what they buffer ahead
+// of the row being parsed (and count against it) stays small.
+const rowReadSize = 4 << 10
+
+var errRowTooLarge = apierr.New(http.StatusRequestEntityTooLarge, "row_too_large",
+	fmt.Sprintf("a row is larger than %d KiB (deviceId and claimCode have at most %d characters, deviceCert at most 8 KiB)",
+		maxRowBytes>>10, maxClaimCode))
+
+// rowLimiter is the body as the parsers see it: reads of at most
+// rowReadSize, and at most maxRowBytes+rowReadSize between two rows (a
+// parser's read-ahead of the next row is counted against the row before).
+type rowLimiter struct {
+	r io.Reader
+	n int
+}
+
+func (l *rowLimiter) Read(p []byte) (int, error) {
+	const max = maxRowBytes + rowReadSize
+	if l.n >= max {
+		return 0, errRowTooLarge
+	}
+	p = p[:min(len(p), rowReadSize, max-l.n)]
+	n, err := l.r.Read(p)
+	l.n += n
+	return n, err
+}
+
+// next starts counting for the next row.
+func (l *rowLimiter) next() { l.n = 0 }
+
 // JSONRows streams a JSON array of DeviceRow.
 func JSONRows(r io.Reader) (RowReader, error) {
-	dec := json.NewDecoder(r)
+	lim := &rowLimiter{r: r}
+	dec := json.NewDecoder(lim)
 	tok, err := dec.Token()
 	if err != nil || tok != json.Delim('[') {
+		if e := streamErr(err); e != nil {
+			return nil, e
+		}
 		return nil, apierr.New(http.StatusBadRequest, "bad_upload", "the body must be a JSON array of {deviceId, claimCode, deviceCert}")
 	}
 	return func() (DeviceRow, error) {
+		lim.next()
 		if !dec.More() {
 			return DeviceRow{}, io.EOF
 		}
@@ -71,7 +121,7 @@ func JSONRows(r io.Reader) (RowReader, error) {
 			if e := streamErr(err); e != nil {
 				return DeviceRow{}, e
 			}
-			return DeviceRow{}, apierr.New(http.StatusBadRequest, "bad_upload", "malformed JSON row: "+err.Error())
+			return DeviceRow{}, apierr.New(http.StatusBadRequest, "bad_upload", "malformed JSON row: "+httpapi.JSONError(err))
 		}
 		return row, nil
 	}, nil
@@ -80,10 +130,14 @@ func JSONRows(r io.Reader) (RowReader, error) {
 // CSVRows streams CSV with the header deviceId,claimCode,deviceCert (the
 // last two columns may be absent).
 func CSVRows(r io.Reader) (RowReader, error) {
-	cr := csv.NewReader(r)
+	lim := &rowLimiter{r: r}
+	cr := csv.NewReader(lim)
 	cr.FieldsPerRecord = -1
 	cr.ReuseRecord = true
 	header, err := cr.Read()
+	if e := streamErr(err); e != nil {
+		return nil, e
+	}
 	if err != nil {
 		return nil, apierr.New(http.StatusBadRequest, "bad_upload", "the CSV has no header: want deviceId,claimCode,deviceCert")
 	}
@@ -97,6 +151,7 @@ func CSVRows(r io.Reader) (RowReader, error) {
 		}
 	}
 	return func() (DeviceRow, error) {
+		lim.next()
 		rec, err := cr.Read()
 		if err != nil {
 			if errors.Is(err, io.EOF) {
@@ -143,16 +198,22 @@ func (p *Portal) Upload(ctx context.Context, who Principal, next RowReader) (Upl
 		return report, err
 	}
 	manufacturer := who.Stakeholder.ID
-	seen := map[string]int{}
+	// seen remembers each row's device ID by a 64-bit keyed hash, not the
+	// ID itself: a million-row upload costs a few tens of MB, not the IDs
+	// over again. A false "duplicate" needs a collision under this
+	// upload's random seed (about n²/2⁶⁵: 3·10⁻⁸ for a million rows).
+	seed := maphash.MakeSeed()
+	seen := map[uint64]int{}
 	var chunk []store.Device
 	var rows []int
+	chunkBytes := 0
 	flush := func() error {
 		if len(chunk) == 0 {
 			return nil
 		}
 		outcomes, err := p.st.UpsertDevices(ctx, manufacturer, chunk, p.now())
 		if err != nil {
-			return err
+			return storeErr(err)
 		}
 		for i, o := range outcomes {
 			switch o {
@@ -165,7 +226,7 @@ func (p *Portal) Upload(ctx context.Context, who Principal, next RowReader) (Upl
 			}
 		}
 		report.Accepted = report.Inserted + report.Unchanged
-		chunk, rows = chunk[:0], rows[:0]
+		chunk, rows, chunkBytes = chunk[:0], rows[:0], 0
 		return nil
 	}
 	for n := 1; ; n++ {
@@ -189,8 +250,9 @@ func (p *Portal) Upload(ctx context.Context, who Principal, next RowReader) (Upl
 			return report, &e
 		}
 		d, problem := p.checkRow(ctx, row)
+		key := maphash.String(seed, d.ID)
 		if problem == "" {
-			if first, dup := seen[d.ID]; dup {
+			if first, dup := seen[key]; dup {
 				problem = fmt.Sprintf("duplicate of row %d", first)
 			}
 		}
@@ -198,9 +260,10 @@ func (p *Portal) Upload(ctx context.Context, who Principal, next RowReader) (Upl
 			report.reject(n, row.DeviceID, problem)
 			continue
 		}
-		seen[d.ID] = n
+		seen[key] = n
 		chunk, rows = append(chunk, d), append(rows, n)
-		if len(chunk) == uploadChunk {
+		chunkBytes += len(d.ID) + len(d.DeviceCertDER)
+		if len(chunk) == uploadChunk || chunkBytes >= uploadChunkBytes {
 			if err := flush(); err != nil {
 				return report, err
 			}
@@ -217,7 +280,9 @@ func (r *UploadReport) reject(row int, id, msg string) {
 		if len(id) > 140 {
 			id = id[:140]
 		}
-		r.Rejected = append(r.Rejected, RowError{Row: row, DeviceID: id, Error: msg})
+		// A copy: the parsers' ID is a slice of the whole row's text,
+		// certificate included, which the report would otherwise keep.
+		r.Rejected = append(r.Rejected, RowError{Row: row, DeviceID: strings.Clone(id), Error: msg})
 	}
 }
 
@@ -231,6 +296,9 @@ func (p *Portal) checkRow(ctx context.Context, row DeviceRow) (store.Device, str
 	if code := strings.TrimSpace(row.ClaimCode); code != "" {
 		if len(code) < minClaimCode || len(code) > maxClaimCode {
 			return d, fmt.Sprintf("claimCode must be %d to %d characters", minClaimCode, maxClaimCode)
+		}
+		if problem := claimCodeProblem(code); problem != "" {
+			return d, problem
 		}
 		h, err := p.claimHash(ctx, d.ID, code)
 		if err != nil {
@@ -248,7 +316,9 @@ func (p *Portal) checkRow(ctx context.Context, row DeviceRow) (store.Device, str
 		}
 		cert, err := x509.ParseCertificate(block.Bytes)
 		if err != nil {
-			return d, "deviceCert does not parse: " + err.Error()
+			// x509's message names ASN.1 tags and Go types; say what the
+			// row's author can act on.
+			return d, "deviceCert is not a valid X.509 certificate (its DER does not parse)"
 		}
 		fp := sha256.Sum256(cert.Raw)
 		d.DeviceCertDER, d.DeviceCertSHA256 = cert.Raw, fp[:]
@@ -256,16 +326,62 @@ func (p *Portal) checkRow(ctx context.Context, row DeviceRow) (store.Device, str
 	return d, ""
 }
 
+// minClaimCodeBits is the least estimated entropy of a claim code. The
+// code is a label's only proof of control over the device, and online
+// guesses are throttled, not impossible: 32 bits is 7 random letters and
+// digits, or 10 random digits.
+const minClaimCodeBits = 32
+
+// claimCodeProblem refuses a claim code that is not printable (control
+// characters, NUL, invalid UTF-8) or too guessable: its entropy is
+// estimated as length times log2 of the alphabet its character classes
+// span, and repetitive or sequential codes ("000000", "123456789",
+// "abcabc") count for nothing.
+func claimCodeProblem(code string) string {
+	if !utf8.ValidString(code) {
+		return "claimCode must be UTF-8 text"
+	}
+	var lower, upper, digit, other, wide bool
+	distinct := map[rune]bool{}
+	for _, r := range code {
+		switch {
+		case !unicode.IsPrint(r):
+			return "claimCode must be printable characters (no control characters)"
+		case r >= 'a' && r <= 'z':
+			lower = true
+		case r >= 'A' && r <= 'Z':
+			upper = true
+		case r >= '0' && r <= '9':
+			digit = true
+		case r < utf8.RuneSelf:
+			other = true
+		default:
+			wide = true
+		}
+		distinct[r] = true
+	}
+	pool := 0
+	for _, c := range []struct {
+		set  bool
+		size int
+	}{{lower, 26}, {upper, 26}, {digit, 10}, {other, 33}, {wide, 100}} {
+		if c.set {
+			pool += c.size
+		}
+	}
+	n := utf8.RuneCountInString(code)
+	bits := float64(n) * math.Log2(float64(pool))
+	if len(distinct) < 4 || sequential([]rune(code)) || bits < minClaimCodeBits {
+		return fmt.Sprintf("claimCode is too easy to guess: use at least %d bits of randomness (e.g. 7 random letters and digits, or 10 random digits)", minClaimCodeBits)
+	}
+	return ""
+}
+
 // claimHash keys the claim code's hash in the HSM and binds it to the device,
 // so equal codes on two labels hash differently and a database copy gives an
 // attacker nothing to guess against offline.
 func (p *Portal) claimHash(ctx context.Context, deviceID, code string) ([]byte, error) {
-	msg := make([]byte, 0, 32+len(deviceID)+len(code))
-	msg = append(msg, "credfactory claim code\x00"...)
-	msg = append(msg, deviceID...)
-	msg = append(msg, 0)
-	msg = append(msg, code...)
-	return p.claimKey.Sum(ctx, msg)
+	return p.claimKey.Sum(ctx, claimMessage(deviceID, code))
 }
 
 // Devices lists the caller's devices.
@@ -276,7 +392,7 @@ func (p *Portal) Devices(ctx context.Context, who Principal, f store.DeviceFilte
 		return nil, apierr.New(http.StatusBadRequest, "bad_filter", "state must be pre-enrolled, token-issued, enrolled or revoked")
 	}
 	ds, err := p.st.Devices(ctx, who.Tenant(), f)
-	return ds, err
+	return ds, storeErr(err)
 }
 
 // Device returns one of the caller's devices; another tenant's device is
@@ -286,7 +402,7 @@ func (p *Portal) Device(ctx context.Context, who Principal, id string) (store.De
 	if errors.Is(err, store.ErrNotFound) || err == nil && !who.sees(d.Tenant) {
 		return store.Device{}, errDeviceNotFound
 	}
-	return d, err
+	return d, storeErr(err)
 }
 
 // DeviceDetail is a device with its credentials, enrolments and audit trail.
@@ -308,10 +424,10 @@ func (p *Portal) Detail(ctx context.Context, who Principal, id string) (DeviceDe
 	// (and the manufacturer holding a released device) must not see the
 	// previous owner's tokens or credentials. An sp-admin sees all.
 	if out.Credentials, err = p.st.CredentialsOf(ctx, d.ID, who.Tenant()); err != nil {
-		return out, err
+		return out, storeErr(err)
 	}
 	if out.Enrolments, err = p.st.EnrolmentsOf(ctx, d.ID, who.Tenant()); err != nil {
-		return out, err
+		return out, storeErr(err)
 	}
 	// The device's trail and its credentials' (revocations and renewals
 	// are filed under the credential), the viewer's tenant's only.
@@ -320,7 +436,7 @@ func (p *Portal) Detail(ctx context.Context, who Principal, id string) (DeviceDe
 		subjects = append(subjects, c.ID)
 	}
 	if out.Audit, err = p.st.AuditOf(ctx, who.Tenant(), subjects); err != nil {
-		return out, err
+		return out, storeErr(err)
 	}
 	return out, nil
 }
@@ -338,11 +454,11 @@ func (p *Portal) HandOver(ctx context.Context, who Principal, subscriber string,
 		return 0, apierr.New(http.StatusNotFound, "subscriber_not_found", "no such subscriber")
 	}
 	if err != nil {
-		return 0, err
+		return 0, storeErr(err)
 	}
 	if sub.Role != store.RoleSubscriber {
 		return 0, apierr.New(http.StatusBadRequest, "not_a_subscriber", "devices are handed over to a subscriber")
 	}
 	n, err := p.st.HandOver(ctx, who.Stakeholder.ID, sub.ID, ids, who.actor(), p.now())
-	return n, err
+	return n, storeErr(err)
 }

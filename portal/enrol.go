@@ -81,7 +81,7 @@ func (p *Portal) Nonce(ctx context.Context, who Principal, deviceID string) (str
 	nonce := randomToken()
 	expires := p.now().Add(p.cfg.NonceTTL)
 	if err := p.st.SetNonce(ctx, d.ID, sha(nonce), expires); err != nil {
-		return "", time.Time{}, err
+		return "", time.Time{}, storeErr(err)
 	}
 	return nonce, expires, nil
 }
@@ -106,7 +106,8 @@ func (p *Portal) Enrol(ctx context.Context, who Principal, deviceID string, req 
 	if d.State == store.DeviceRevoked {
 		return Bundle{}, apierr.New(http.StatusConflict, "device_revoked", "this device's credentials were revoked: it must be released before it enrols again")
 	}
-	if err := p.checkProof(ctx, who, d, tenant, req.Proof); err != nil {
+	claim, err := p.checkProof(ctx, who, d, tenant, req.Proof)
+	if err != nil {
 		return Bundle{}, err
 	}
 
@@ -122,7 +123,7 @@ func (p *Portal) Enrol(ctx context.Context, who Principal, deviceID string, req 
 			return Bundle{}, errUnknownOBF
 		}
 		if err != nil {
-			return Bundle{}, err
+			return Bundle{}, storeErr(err)
 		}
 		obfID, obfName = &o.ID, o.Name
 		if o.Trusted {
@@ -149,11 +150,6 @@ func (p *Portal) Enrol(ctx context.Context, who Principal, deviceID string, req 
 		// what the token is bound to.
 		e.DeviceCertSHA256 = d.DeviceCertSHA256
 	}
-	if err := p.st.CreateEnrolment(ctx, e); errors.Is(err, store.ErrNotFound) {
-		return Bundle{}, errDeviceNotFound // another claimant won, or it moved (released) since we read it
-	} else if err != nil {
-		return Bundle{}, err
-	}
 	detail := map[string]any{"assignedId": assigned, "mode": mode}
 	if tenant != d.Tenant {
 		detail["claimedFrom"] = d.Tenant
@@ -161,7 +157,16 @@ func (p *Portal) Enrol(ctx context.Context, who Principal, deviceID string, req 
 	if obfID != nil {
 		detail["obfId"] = *obfID
 	}
-	_ = p.st.AppendAudit(ctx, store.AuditEvent{At: now, Tenant: tenant, Actor: who.actor(), Action: "device.token_issued", Subject: d.ID, Detail: detail})
+	audit := store.AuditEvent{At: now, Tenant: tenant, Actor: who.actor(), Action: "device.token_issued", Subject: d.ID, Detail: detail}
+	// Claim bookkeeping, token and audit event commit together.
+	switch err := p.st.IssueToken(ctx, e, claim, &audit); {
+	case errors.Is(err, store.ErrNotFound):
+		return Bundle{}, errDeviceNotFound // another claimant won, or it moved (released) since we read it
+	case errors.Is(err, store.ErrClaimLocked):
+		return Bundle{}, errClaimLocked // locked by wrong codes since checkProof looked
+	case err != nil:
+		return Bundle{}, storeErr(err)
+	}
 	p.cfg.Observer.ObserveTokenIssued(mode)
 
 	b := Bundle{Token: token, AssignedID: assigned, ExpiresAt: e.ExpiresAt, OBFName: obfName}
@@ -180,7 +185,14 @@ func (p *Portal) Enrol(ctx context.Context, who Principal, deviceID string, req 
 // proof method the device lacks is 404, exactly as for a device that does
 // not exist, so that a claimant cannot tell another tenant's unowned devices
 // apart; a wrong proof stays 403 (the claim lockouts limit guessing).
-func (p *Portal) checkProof(ctx context.Context, who Principal, d store.Device, tenant string, proof Proof) error {
+//
+// A correct claim code returns the bookkeeping the token's transaction
+// must apply (store.IssueToken): the code is compared first and counted in
+// the same transaction as the token, so a request costs one commit.
+// Locks are looked at before the comparison, and a wrong code is counted
+// in a transaction that refuses it if the device or account is locked by
+// then: a locked caller learns nothing from the answer.
+func (p *Portal) checkProof(ctx context.Context, who Principal, d store.Device, tenant string, proof Proof) (*store.ClaimCheck, error) {
 	claim := tenant != d.Tenant
 	n := 0
 	for _, given := range []bool{proof.ClaimCode != "", proof.Nonce != "" || proof.Signature != "", proof.Vouch} {
@@ -189,73 +201,82 @@ func (p *Portal) checkProof(ctx context.Context, who Principal, d store.Device, 
 		}
 	}
 	if n != 1 {
-		return errBadProof
+		return nil, errBadProof
 	}
 	now := p.now()
 	switch {
 	case proof.ClaimCode != "":
 		if len(d.ClaimCodeHash) == 0 {
 			if claim {
-				return errDeviceNotFound
+				return nil, errDeviceNotFound
 			}
-			return apierr.New(http.StatusConflict, "no_claim_code", "this device was pre-enrolled without a claim code")
+			return nil, apierr.New(http.StatusConflict, "no_claim_code", "this device was pre-enrolled without a claim code")
 		}
-		// The attempt is reserved (counted) before the code is compared, so
-		// parallel guesses cannot slip past the limit.
-		err := p.st.ClaimAttempt(ctx, d.ID, who.Stakeholder.ID, now, p.cfg.ClaimMaxFailures, p.cfg.ClaimMaxFailuresAccount, p.cfg.ClaimLockout)
-		if errors.Is(err, store.ErrClaimLocked) {
-			return errClaimLocked
-		} else if err != nil {
-			return err
+		// Parallel guesses cannot slip past the limit: every wrong code is
+		// counted by a transaction that first checks the locks, and a right
+		// one by the token's, which checks them too; in any serial order of
+		// those transactions, the ones after the limit are refused.
+		if locked, err := p.st.ClaimLocked(ctx, d.ID, who.Stakeholder.ID, now); err != nil {
+			return nil, storeErr(err)
+		} else if locked {
+			return nil, errClaimLocked
 		}
 		h, err := p.claimHash(ctx, d.ID, strings.TrimSpace(proof.ClaimCode))
 		if err != nil {
-			return err
+			return nil, err
 		}
 		if subtle.ConstantTimeCompare(h, d.ClaimCodeHash) != 1 {
-			_ = p.st.AppendAudit(ctx, store.AuditEvent{At: now, Tenant: d.Tenant, Actor: who.actor(), Action: "device.claim_failure", Subject: d.ID, Detail: map[string]any{}})
-			return errWrongClaim
+			err := p.st.ClaimFailure(ctx, d.ID, who.Stakeholder.ID, now, p.cfg.ClaimMaxFailures, p.cfg.ClaimMaxFailuresAccount, p.cfg.ClaimLockout,
+				store.AuditEvent{At: now, Tenant: d.Tenant, Actor: who.actor(), Action: "device.claim_failure", Subject: d.ID, Detail: map[string]any{}})
+			switch {
+			case errors.Is(err, store.ErrClaimLocked):
+				return nil, errClaimLocked
+			case err != nil:
+				return nil, storeErr(err)
+			}
+			return nil, errWrongClaim
 		}
-		return p.st.ClaimSuccess(ctx, d.ID, who.Stakeholder.ID)
+		return &store.ClaimCheck{StakeholderID: who.Stakeholder.ID, Now: now, DeviceMax: p.cfg.ClaimMaxFailures,
+			StakeholderMax: p.cfg.ClaimMaxFailuresAccount, LockFor: p.cfg.ClaimLockout}, nil
 	case proof.Vouch:
 		if claim {
-			return errDeviceNotFound
+			return nil, errDeviceNotFound
 		}
 		// The device's current tenant, not the token's: vouching proves
 		// control only of a device already the OBF's stakeholder's.
 		if who.OBF == nil || !who.OBF.Trusted || who.OBF.StakeholderID != d.Tenant {
-			return apierr.New(http.StatusForbidden, "not_a_trusted_obf", "only a trusted OBF of this device's stakeholder, calling with its client certificate, may vouch")
+			return nil, apierr.New(http.StatusForbidden, "not_a_trusted_obf", "only a trusted OBF of this device's stakeholder, calling with its client certificate, may vouch")
 		}
-		return nil
+		return nil, nil
 	}
 	if proof.Nonce == "" || proof.Signature == "" {
-		return errBadProof
+		return nil, errBadProof
 	}
 	if len(d.DeviceCertDER) == 0 {
 		if claim {
-			return errDeviceNotFound
+			return nil, errDeviceNotFound
 		}
-		return apierr.New(http.StatusConflict, "no_device_certificate", "this device has no certificate to prove control with")
+		return nil, apierr.New(http.StatusConflict, "no_device_certificate", "this device has no certificate to prove control with")
 	}
 	sig, err := base64.StdEncoding.DecodeString(proof.Signature)
 	if err != nil {
-		return apierr.New(http.StatusBadRequest, "bad_signature", "signature must be base64")
+		return nil, apierr.New(http.StatusBadRequest, "bad_signature", "signature must be base64")
 	}
 	cert, err := x509.ParseCertificate(d.DeviceCertDER)
 	if err != nil {
-		return err
+		return nil, err
 	}
 	ok, err := p.st.TakeNonce(ctx, d.ID, sha(proof.Nonce), now)
 	if err != nil {
-		return err
+		return nil, storeErr(err)
 	}
 	if !ok {
-		return apierr.New(http.StatusForbidden, "bad_nonce", "the nonce is unknown, used or expired: ask for a new one")
+		return nil, apierr.New(http.StatusForbidden, "bad_nonce", "the nonce is unknown, used or expired: ask for a new one")
 	}
 	if !verifyNonce(cert.PublicKey, []byte(proof.Nonce), sig) {
-		return apierr.New(http.StatusForbidden, "bad_signature", "the signature does not verify with the device's certificate")
+		return nil, apierr.New(http.StatusForbidden, "bad_signature", "the signature does not verify with the device's certificate")
 	}
-	return nil
+	return nil, nil
 }
 
 // verifyNonce checks a signature over the nonce's ASCII bytes: ECDSA (ASN.1)

@@ -66,7 +66,7 @@ func (p *Portal) RegisterOBF(ctx context.Context, who Principal, req OBFRequest)
 		return RegisteredOBF{}, apierr.New(http.StatusNotFound, "owner_not_found", "no such stakeholder")
 	}
 	if err != nil {
-		return RegisteredOBF{}, err
+		return RegisteredOBF{}, storeErr(err)
 	}
 	o := store.OBF{ID: uuid.NewString(), StakeholderID: owner.Tenant(), Name: req.Name, Kind: req.Kind, Trusted: req.Trusted, CreatedAt: p.now()}
 	out := RegisteredOBF{}
@@ -95,7 +95,7 @@ func (p *Portal) RegisterOBF(ctx context.Context, who Principal, req OBFRequest)
 		out.ClientCert = string(ca.EncodeCertsPEM(append([]*x509.Certificate{issued.Certificate}, issued.Chain...)))
 	}
 	if err := p.st.CreateOBF(ctx, o, who.actor()); err != nil {
-		return out, err
+		return out, storeErr(err)
 	}
 	out.OBF = o
 	return out, nil
@@ -104,7 +104,7 @@ func (p *Portal) RegisterOBF(ctx context.Context, who Principal, req OBFRequest)
 // OBFs lists the OBFs the caller may use (an sp-admin: all).
 func (p *Portal) OBFs(ctx context.Context, who Principal) ([]store.OBF, error) {
 	os, err := p.st.OBFs(ctx, who.Tenant())
-	return os, err
+	return os, storeErr(err)
 }
 
 func csrDER(pemText string) ([]byte, error) {
@@ -137,5 +137,5 @@ func (p *Portal) DisableOBF(ctx context.Context, who Principal, id string) error
 	if err == nil && p.cfg.OnOBFRevoke != nil {
 		p.cfg.OnOBFRevoke()
 	}
-	return err
+	return storeErr(err)
 }

@@ -17,6 +17,7 @@ import (
 	"net/http"
 	"net/url"
 	"path"
+	"slices"
 	"sort"
 	"strconv"
 	"strings"
@@ -75,8 +76,10 @@ var pageFuncs = template.FuncMap{
 		}
 		return *s
 	},
-	"hex": hexString,
-	"has": func(b []byte) bool { return len(b) > 0 },
+	"hex":    hexString,
+	"has":    func(b []byte) bool { return len(b) > 0 },
+	"join":   func(s []string) string { return strings.Join(s, " ") },
+	"member": func(s []string, v string) bool { return slices.Contains(s, v) },
 	"detail": func(d map[string]any) string {
 		keys := make([]string, 0, len(d))
 		for k := range d {
@@ -113,7 +116,7 @@ func parsePageTemplates() map[string]*template.Template {
 
 // PageRoutes is the server-rendered web UI.
 func (p *Portal) PageRoutes() []Route {
-	return []Route{
+	return append([]Route{
 		{Method: "GET", Pattern: "/", Handler: page(func(ctx *fasthttp.RequestCtx) error { redirect(ctx, "/devices"); return nil })},
 		{Method: "GET", Pattern: "/static/{file}", Handler: page(staticFile)},
 		{Method: "GET", Pattern: "/login", Handler: page(p.pageLogin)},
@@ -134,7 +137,7 @@ func (p *Portal) PageRoutes() []Route {
 		{Method: "GET", Pattern: "/api-keys", Handler: page(p.pageAPIKeys)},
 		{Method: "POST", Pattern: "/api-keys", Handler: page(p.pageAPIKeysPost)},
 		{Method: "POST", Pattern: "/api-keys/{keyId}/revoke", Handler: page(p.pageRevokeAPIKey)},
-	}
+	}, p.bulkPageRoutes()...)
 }
 
 // view is what every page template gets; Data is the page's own.
@@ -331,7 +334,7 @@ func (p *Portal) pageLoginPost(ctx *fasthttp.RequestCtx) error {
 	// limits").
 	cookie, sess, err := "", store.Session{}, p.cfg.Limits.CheckLogin(ctx, name)
 	if err == nil {
-		cookie, sess, err = p.Login(ctx, name, string(args.Peek("password")))
+		cookie, sess, err = p.Login(ctx, p.cfg.Limits.Source(ctx), name, string(args.Peek("password")))
 	}
 	if err != nil {
 		e := apierr.As(err)
@@ -345,8 +348,8 @@ func (p *Portal) pageLoginPost(ctx *fasthttp.RequestCtx) error {
 		switch e.Code {
 		case "bad_credentials":
 			v.Error = "Wrong name or password."
-		case "account_locked":
-			v.Error = "Too many failed logins: this account is locked for a while. Try again later."
+		case "too_many_attempts":
+			v.Error = fmt.Sprintf("Too many failed logins: wait %d seconds, then try again.", e.RetryAfter)
 		default:
 			v.Error = e.Message
 		}
@@ -732,6 +735,12 @@ func (p *Portal) pageUploadPost(ctx *fasthttp.RequestCtx) error {
 	if !d.CanUpload {
 		return fail(apierr.New(http.StatusForbidden, "forbidden", "Only a manufacturer pre-enrols devices."))
 	}
+	release, err := p.uploadSlot()
+	if err != nil {
+		return fail(err)
+	}
+	defer release()
+	httpapi.BeginStream(ctx)
 	for {
 		part, err := mr.NextPart()
 		if errors.Is(err, io.EOF) {
@@ -923,6 +932,8 @@ type apiKeysData struct {
 	Keys    []store.APIKey
 	NewKey  string
 	NewName string
+	// Scopes and Default offer the scopes on the form.
+	Scopes, Default []string
 }
 
 func (p *Portal) apiKeysView(ctx *fasthttp.RequestCtx, who Principal, d *apiKeysData) (view, error) {
@@ -931,6 +942,7 @@ func (p *Portal) apiKeysView(ctx *fasthttp.RequestCtx, who Principal, d *apiKeys
 		return view{}, err
 	}
 	d.Keys = keys
+	d.Scopes, d.Default = AllScopes, DefaultScopes
 	return newView(&who, "API keys", "api-keys", d), nil
 }
 
@@ -956,7 +968,11 @@ func (p *Portal) pageAPIKeysPost(ctx *fasthttp.RequestCtx) error {
 		return err
 	}
 	name := string(ctx.PostArgs().Peek("name"))
-	key, k, kerr := p.NewAPIKey(ctx, who, name)
+	var scopes []string
+	for _, v := range ctx.PostArgs().PeekMulti("scope") {
+		scopes = append(scopes, string(v))
+	}
+	key, k, kerr := p.NewAPIKey(ctx, who, name, scopes...)
 	d := &apiKeysData{}
 	status := http.StatusOK
 	var msg string
@@ -983,7 +999,7 @@ func (p *Portal) pageRevokeAPIKey(ctx *fasthttp.RequestCtx) error {
 	if err != nil {
 		return err
 	}
-	if err := p.RevokeAPIKey(ctx, who, httpapi.Param(ctx, "keyId")); err != nil {
+	if _, err := p.RevokeAPIKey(ctx, who, httpapi.Param(ctx, "keyId")); err != nil {
 		return err
 	}
 	redirect(ctx, "/api-keys?revoked=1")

@@ -23,16 +23,21 @@ const (
 // MinPasswordLength is the shortest password accepted (NIST SP 800-63B).
 const MinPasswordLength = 12
 
-// HashPassword returns a PHC-format argon2id hash.
+// HashPassword returns a PHC-format argon2id hash of a password that
+// CheckPasswordRule accepts (with no account name to compare).
 func HashPassword(password string) (string, error) {
-	if len(password) < MinPasswordLength {
-		return "", fmt.Errorf("password: at least %d characters", MinPasswordLength)
+	if err := CheckPasswordRule("", password); err != nil {
+		return "", err
 	}
+	return hashPassword(password), nil
+}
+
+func hashPassword(password string) string {
 	salt := make([]byte, 16)
 	rand.Read(salt)
 	key := argon2.IDKey([]byte(password), salt, argonTime, argonMemory, argonThreads, argonKeyLen)
 	return fmt.Sprintf("$argon2id$v=%d$m=%d,t=%d,p=%d$%s$%s", argon2.Version, argonMemory, argonTime, argonThreads,
-		base64.RawStdEncoding.EncodeToString(salt), base64.RawStdEncoding.EncodeToString(key)), nil
+		base64.RawStdEncoding.EncodeToString(salt), base64.RawStdEncoding.EncodeToString(key))
 }
 
 // CheckPassword reports whether password matches a HashPassword hash, with
@@ -65,4 +70,4 @@ var checkPassword = CheckPassword
 
 // dummyHash is checked against when the account does not exist, so a login
 // for an unknown name costs the same time as one for a known name.
-var dummyHash, _ = HashPassword("credfactory-timing-equaliser")
+var dummyHash = hashPassword("credfactory-timing-equaliser")

@@ -7,6 +7,7 @@ import (
 	"crypto/x509"
 	"encoding/base64"
 	"encoding/hex"
+	"errors"
 	"net/http"
 	"time"
 
@@ -42,12 +43,10 @@ type Config struct {
 	// TrustAnchor is the root the Enrollee checks the MEF against.
 	TrustAnchor *x509.Certificate
 	// SPDomain is the SP's FQDN: the host of issued AE-ID URIs.
-	SPDomain         string
-	TokenTTL         time.Duration
-	SessionTTL       time.Duration
-	NonceTTL         time.Duration
-	LoginMaxFailures int
-	LoginLockout     time.Duration
+	SPDomain   string
+	TokenTTL   time.Duration
+	SessionTTL time.Duration
+	NonceTTL   time.Duration
 	// ClaimMaxFailures wrong claim codes lock a device; an account is
 	// locked after ClaimMaxFailuresAccount, across all its devices.
 	ClaimMaxFailures        int
@@ -56,6 +55,9 @@ type Config struct {
 	// Limits are the rate limits on logins and token issuance (README
 	// "Rate limits"); the zero value limits nothing.
 	Limits ratelimit.Limits
+	// MaxConcurrentUploads bounds the bulk uploads parsed at once (each
+	// holds a chunk of rows and a parser's buffers); one more gets 503.
+	MaxConcurrentUploads int
 	// OnRevoke runs after a release or revocation that revoked something,
 	// so that the CRL is regenerated at its next fetch instead of after
 	// the registry check (castatus.Service.MarkStale).
@@ -78,12 +80,6 @@ func (c *Config) defaults() {
 	if c.NonceTTL == 0 {
 		c.NonceTTL = 5 * time.Minute
 	}
-	if c.LoginMaxFailures == 0 {
-		c.LoginMaxFailures = 5
-	}
-	if c.LoginLockout == 0 {
-		c.LoginLockout = 15 * time.Minute
-	}
 	if c.ClaimMaxFailures == 0 {
 		c.ClaimMaxFailures = 5
 	}
@@ -92,6 +88,9 @@ func (c *Config) defaults() {
 	}
 	if c.ClaimLockout == 0 {
 		c.ClaimLockout = 15 * time.Minute
+	}
+	if c.MaxConcurrentUploads == 0 {
+		c.MaxConcurrentUploads = 4
 	}
 }
 
@@ -107,6 +106,12 @@ type Portal struct {
 	// anchorPEM and anchorSHA256 go into every untrusted bundle; the
 	// anchor is fixed for the process, so they are encoded once.
 	anchorPEM, anchorSHA256 string
+	// uploads holds one token per bulk upload being parsed.
+	uploads chan struct{}
+	// loginPairs and loginNames slow failing logins (newLoginBackoff).
+	loginPairs *ratelimit.Backoff[loginPair]
+	loginNames *ratelimit.Backoff[string]
+	touches    keyTouches
 }
 
 // New builds a Portal. obfCA certifies trusted OBFs' mTLS keys (issuing is
@@ -114,7 +119,11 @@ type Portal struct {
 // when it vouches for a device.
 func New(cfg Config, st *store.Store, claimKey Keyed, issuing, obfCA *ca.CA, obfAuth *clientauth.Verifier) *Portal {
 	cfg.defaults()
-	p := &Portal{cfg: cfg, st: st, claimKey: claimKey, issuing: issuing, obfCA: obfCA, obfAuth: obfAuth, now: time.Now}
+	p := &Portal{cfg: cfg, st: st, claimKey: claimKey, issuing: issuing, obfCA: obfCA, obfAuth: obfAuth, now: time.Now,
+		uploads: make(chan struct{}, cfg.MaxConcurrentUploads)}
+	p.loginPairs, p.loginNames = newLoginBackoff()
+	p.loginPairs.Now = func() time.Time { return p.now() }
+	p.loginNames.Now = p.loginPairs.Now
 	if cfg.TrustAnchor != nil {
 		fp := sha256.Sum256(cfg.TrustAnchor.Raw)
 		p.anchorPEM = string(ca.EncodeCertsPEM([]*x509.Certificate{cfg.TrustAnchor}))
@@ -131,6 +140,9 @@ type Principal struct {
 	Session *store.Session
 	// OBF is set when a trusted OBF called with its client certificate.
 	OBF *store.OBF
+	// Key and Scopes are the API key a caller authenticated with.
+	Key    *store.APIKey
+	Scopes []string
 }
 
 // Tenant is the tenant the caller works in; "" for an sp-admin, who sees all.
@@ -156,7 +168,25 @@ var (
 	errUnauthenticated = apierr.New(http.StatusUnauthorized, "unauthenticated", "log in, or send Authorization: Bearer <API key>")
 	errForbidden       = apierr.New(http.StatusForbidden, "forbidden", "your role may not do this")
 	errDeviceNotFound  = apierr.New(http.StatusNotFound, "device_not_found", "no such device")
+	// The database is up but this request lost every retry to concurrent
+	// ones (README "Registry retries"): a conflict with the current state,
+	// not an outage, and the same request may simply be sent again.
+	errContention = &apierr.Error{Status: http.StatusConflict, Code: "registry_contention", Message: "the request kept conflicting with concurrent changes; retry it", RetryAfter: 1}
 )
+
+var errUploadsBusy = &apierr.Error{Status: http.StatusServiceUnavailable, Code: "uploads_busy",
+	Message: "the portal is parsing as many uploads as it may at once; retry shortly", RetryAfter: 10}
+
+// uploadSlot takes one of the MaxConcurrentUploads places, or refuses at
+// once (a waiting upload would hold its connection and body anyway).
+func (p *Portal) uploadSlot() (release func(), err error) {
+	select {
+	case p.uploads <- struct{}{}:
+		return func() { <-p.uploads }, nil
+	default:
+		return nil, errUploadsBusy
+	}
+}
 
 func requireRole(p Principal, roles ...string) error {
 	for _, r := range roles {
@@ -177,4 +207,16 @@ func randomToken() string {
 func sha(s string) []byte {
 	h := sha256.Sum256([]byte(s))
 	return h[:]
+}
+
+// storeErr maps retries lost to contention to 409, the rest through. An
+// outage (store.ErrUnavailable) needs no mapping: it answers 503 through
+// apierr.Unavailable wherever it surfaces.
+func storeErr(err error) error {
+	if err == nil || !errors.Is(err, store.ErrContention) {
+		return err
+	}
+	e := *errContention
+	e.Err = err
+	return &e
 }

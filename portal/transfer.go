@@ -74,7 +74,7 @@ func (p *Portal) Release(ctx context.Context, who Principal, deviceID string, re
 	if errors.Is(err, store.ErrNotFound) {
 		return out, errDeviceNotFound // released or moved under us
 	}
-	return out, err
+	return out, storeErr(err)
 }
 
 // Revoke revokes one, some or all of a device's active credentials. Anyone
@@ -119,7 +119,7 @@ func (p *Portal) Revoke(ctx context.Context, who Principal, deviceID string, req
 	if errors.Is(err, store.ErrInvalid) {
 		return nil, apierr.New(http.StatusBadRequest, "bad_reason", err.Error())
 	}
-	return ids, err
+	return ids, storeErr(err)
 }
 
 // enrollable finds the device a caller asks a nonce or a token for, and the
@@ -136,7 +136,7 @@ func (p *Portal) enrollable(ctx context.Context, who Principal, id string) (stor
 	case errors.Is(err, store.ErrNotFound):
 		return d, "", errDeviceNotFound
 	case err != nil:
-		return d, "", err
+		return d, "", storeErr(err)
 	case who.sees(d.Tenant):
 		return d, d.Tenant, nil
 	case claimable(d) && requireRole(who, store.RoleSubscriber, store.RoleInstaller) == nil:

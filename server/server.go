@@ -10,6 +10,7 @@ import (
 	"io"
 	"log/slog"
 	"net"
+	"net/http"
 	"strconv"
 	"strings"
 	"sync"
@@ -23,6 +24,7 @@ import (
 	"github.com/prometheus/client_golang/prometheus/promhttp"
 	"github.com/valyala/fasthttp"
 	"github.com/valyala/fasthttp/fasthttpadaptor"
+	"github.com/valyala/fasthttp/pprofhandler"
 )
 
 // Handler serves one route. A returned error becomes the JSON error response
@@ -40,14 +42,29 @@ type Options struct {
 	// parties fetch those over HTTP, the answers being signed, and cannot
 	// be expected to trust our TLS chain before they have checked it.
 	StatusListen string
+	// OpsListen, when set, is a plain-HTTP address serving /metrics (and
+	// /healthz and /readyz) for Prometheus and probes; /metrics is then
+	// not on the TLS listener. Without it /metrics is served nowhere:
+	// it tells login failures, tokens issued and rejection codes to
+	// whoever asks, so it stays off the public port (loopback by default,
+	// or a pod address behind a network policy).
+	OpsListen string
+	// Pprof adds Go's /debug/pprof to the operations listener (the caller
+	// keeps it off unless that listener is loopback: profiles show
+	// request contents, and taking them costs CPU).
+	Pprof        bool
 	TLS          *tls.Config
 	ReadTimeout  time.Duration
 	WriteTimeout time.Duration
 	IdleTimeout  time.Duration
 	MaxBodyBytes int
 	MaxConns     int
-	Logger       *slog.Logger
-	Metrics      *metrics.Registry
+	// StreamMinRate is the least average rate, in bytes per second, at
+	// which an authenticated streamed upload must arrive (HandleStream);
+	// 0 is DefaultStreamMinRate.
+	StreamMinRate int64
+	Logger        *slog.Logger
+	Metrics       *metrics.Registry
 	// Checks are run by /readyz; each gets CheckTimeout.
 	Checks       map[string]Check
 	CheckTimeout time.Duration
@@ -66,10 +83,13 @@ type Server struct {
 	// statusRouter and statusSrv serve StatusListen (nil without it).
 	statusRouter *router.Router
 	statusSrv    *fasthttp.Server
+	// opsSrv serves OpsListen (nil without it).
+	opsSrv *fasthttp.Server
 
 	mu       sync.Mutex
 	ln       net.Listener
 	statusLn net.Listener
+	opsLn    net.Listener
 
 	readyMu sync.Mutex
 	ready   map[string]string
@@ -87,6 +107,9 @@ func New(opts Options) *Server {
 	if opts.CheckTimeout == 0 {
 		opts.CheckTimeout = 2 * time.Second
 	}
+	if opts.StreamMinRate == 0 {
+		opts.StreamMinRate = DefaultStreamMinRate
+	}
 	s := &Server{opts: opts, log: opts.Logger}
 	s.router = s.newRouter()
 	s.srv = s.newFastHTTP(s.router)
@@ -96,11 +119,23 @@ func New(opts Options) *Server {
 	}
 	s.Handle(fasthttp.MethodGet, "/healthz", s.healthz)
 	s.Handle(fasthttp.MethodGet, "/readyz", s.readyz)
-	metricsHandler := fasthttpadaptor.NewFastHTTPHandler(promhttp.HandlerFor(opts.Metrics.Registry, promhttp.HandlerOpts{}))
-	s.Handle(fasthttp.MethodGet, "/metrics", func(ctx *fasthttp.RequestCtx) error {
-		metricsHandler(ctx)
-		return nil
-	})
+	if opts.OpsListen != "" {
+		metricsHandler := fasthttpadaptor.NewFastHTTPHandler(promhttp.HandlerFor(opts.Metrics.Registry, promhttp.HandlerOpts{}))
+		ops := s.newRouter()
+		ops.Handle(fasthttp.MethodGet, "/metrics", s.wrap("/metrics", func(ctx *fasthttp.RequestCtx) error {
+			metricsHandler(ctx)
+			return nil
+		}))
+		ops.Handle(fasthttp.MethodGet, "/healthz", s.wrap("/healthz", s.healthz))
+		ops.Handle(fasthttp.MethodGet, "/readyz", s.wrap("/readyz", s.readyz))
+		if opts.Pprof {
+			ops.Handle(fasthttp.MethodGet, "/debug/pprof/{profile:*}", s.wrap("/debug/pprof", func(ctx *fasthttp.RequestCtx) error {
+				pprofhandler.PprofHandler(ctx)
+				return nil
+			}))
+		}
+		s.opsSrv = s.newFastHTTP(ops)
+	}
 	return s
 }
 
@@ -121,7 +156,7 @@ func (s *Server) newRouter() *router.Router {
 func (s *Server) newFastHTTP(r *router.Router) *fasthttp.Server {
 	opts := s.opts
 	return &fasthttp.Server{
-		Handler:            r.Handler,
+		Handler:            hsts(r.Handler),
 		ErrorHandler:       s.transportError,
 		Name:               "credfactory",
 		ReadTimeout:        opts.ReadTimeout,
@@ -194,42 +229,123 @@ func (s *Server) RegisterStatus(routes ...httpapi.Route) {
 // HandleStream registers a handler that reads the request body itself from
 // ctx.RequestBodyStream(), as it arrives, up to maxBody bytes (413 beyond,
 // for a declared length; a reader past the limit gets an error).
+//
+// Until the handler calls httpapi.BeginStream (after authenticating the
+// caller), the body is read under Options.ReadTimeout like any request's.
+// From then on each read waits at most ReadTimeout, the body as a whole at
+// most StreamReadTimeout, and the client must keep StreamMinRate on average
+// over the time the server spent waiting for it (time the server spends
+// processing rows does not count against the client). A handler that returns
+// without reading the body to its end closes the connection: the rest is not
+// drained from a client nobody vouched for.
 func (s *Server) HandleStream(method, pattern string, maxBody int64, h Handler) {
 	s.handle(method, pattern, func(ctx *fasthttp.RequestCtx) error {
 		if n := ctx.Request.Header.ContentLength(); n > 0 && int64(n) > maxBody {
+			ctx.SetConnectionClose()
 			return apierr.BodyTooLarge
 		}
-		if stream := ctx.RequestBodyStream(); stream != nil {
-			// server.read_timeout covers headers and ordinary bodies; a
-			// streamed upload is read while it is processed and may take
-			// minutes, so it gets a deadline of its own.
-			if conn := ctx.Conn(); conn != nil {
-				_ = conn.SetReadDeadline(time.Now().Add(StreamReadTimeout))
-			}
-			ctx.Request.SetBodyStream(&limitedBody{r: io.LimitReader(stream, maxBody+1), max: maxBody}, -1)
+		stream := ctx.RequestBodyStream()
+		if stream == nil {
+			return h(ctx)
 		}
-		return h(ctx)
+		body := &limitedBody{r: io.LimitReader(stream, maxBody+1), max: maxBody, ctx: ctx,
+			idle: s.opts.ReadTimeout, minRate: s.opts.StreamMinRate}
+		ctx.Request.SetBodyStream(body, -1)
+		httpapi.SetStreamStart(ctx, body.start)
+		err := h(ctx)
+		if !body.eof {
+			ctx.SetConnectionClose()
+		}
+		return err
 	})
 }
 
 // StreamReadTimeout bounds reading one streamed request body.
 const StreamReadTimeout = 15 * time.Minute
 
+// DefaultStreamMinRate is Options.StreamMinRate's default, in bytes per
+// second: a factory line uploads at LAN speed, a trickle is an attack.
+const DefaultStreamMinRate = 16 << 10
+
 // ErrBodyTooLarge is what a streaming handler's body reader returns past the
 // route's limit; apierr maps it to 413.
 var ErrBodyTooLarge = apierr.BodyTooLarge
+
+// ErrStreamTooSlow is what a streaming handler's body reader returns when
+// the client fell below the minimum data rate or went idle.
+var ErrStreamTooSlow = apierr.New(http.StatusRequestTimeout, "request_timeout", "the upload arrived too slowly")
 
 type limitedBody struct {
 	r   io.Reader
 	n   int64
 	max int64
+	eof bool
+
+	ctx     *fasthttp.RequestCtx
+	idle    time.Duration
+	minRate int64
+	// streaming is set by start; waited is the time spent blocked in
+	// reads since then, and n0 the bytes read before it.
+	streaming    bool
+	began, endBy time.Time
+	waited       time.Duration
+	n0           int64
+}
+
+func (l *limitedBody) start() {
+	if l.streaming {
+		return
+	}
+	l.streaming, l.began, l.n0 = true, time.Now(), l.n
+	l.endBy = l.began.Add(StreamReadTimeout)
+}
+
+// deadline is the next read's: the client has a grace of one idle period
+// plus the time its bytes so far paid for at the minimum rate, less the
+// time it already kept the server waiting; never more than one idle period
+// ahead, never past the stream's end.
+func (l *limitedBody) deadline(now time.Time) (time.Time, bool) {
+	credit := l.idle - l.waited
+	if l.minRate > 0 {
+		credit += time.Duration(float64(l.n-l.n0) / float64(l.minRate) * float64(time.Second))
+	}
+	if credit > l.idle {
+		credit = l.idle
+	}
+	d := now.Add(credit)
+	if d.After(l.endBy) {
+		d = l.endBy
+	}
+	return d, credit > 0 && now.Before(l.endBy)
 }
 
 func (l *limitedBody) Read(p []byte) (int, error) {
+	if !l.streaming || l.idle <= 0 || l.ctx == nil {
+		return l.read(p)
+	}
+	now := time.Now()
+	d, ok := l.deadline(now)
+	if !ok {
+		return 0, ErrStreamTooSlow
+	}
+	_ = l.ctx.SetReadDeadline(d)
+	n, err := l.read(p)
+	l.waited += time.Since(now)
+	var netErr net.Error
+	if err != nil && errors.As(err, &netErr) && netErr.Timeout() {
+		return n, ErrStreamTooSlow
+	}
+	return n, err
+}
+
+func (l *limitedBody) read(p []byte) (int, error) {
 	n, err := l.r.Read(p)
 	l.n += int64(n)
 	if l.n > l.max {
 		return n, ErrBodyTooLarge
+	}
+	if errors.Is(err, io.EOF) {
+		l.eof = true
 	}
 	return n, err
 }
@@ -311,17 +427,37 @@ func (s *Server) Listen() error {
 	if err != nil {
 		return fmt.Errorf("listen on %s: %w", s.opts.Listen, err)
 	}
-	var statusLn net.Listener
+	var statusLn, opsLn net.Listener
 	if s.statusSrv != nil {
 		if statusLn, err = net.Listen("tcp", s.opts.StatusListen); err != nil {
 			ln.Close()
 			return fmt.Errorf("listen on %s (status): %w", s.opts.StatusListen, err)
 		}
 	}
+	if s.opsSrv != nil {
+		if opsLn, err = net.Listen("tcp", s.opts.OpsListen); err != nil {
+			ln.Close()
+			if statusLn != nil {
+				statusLn.Close()
+			}
+			return fmt.Errorf("listen on %s (operations): %w", s.opts.OpsListen, err)
+		}
+	}
 	s.mu.Lock()
-	s.ln, s.statusLn = ln, statusLn
+	s.ln, s.statusLn, s.opsLn = ln, statusLn, opsLn
 	s.mu.Unlock()
 	return nil
+}
+
+// OpsAddr is the bound plain-HTTP operations address, after Listen; nil
+// without Options.OpsListen.
+func (s *Server) OpsAddr() net.Addr {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	if s.opsLn == nil {
+		return nil
+	}
+	return s.opsLn.Addr()
 }
 
 // StatusAddr is the bound plain-HTTP status address, after Listen; nil
@@ -357,48 +493,63 @@ func (s *Server) Serve() error {
 	}
 	s.mu.Lock()
 	ln := tls.NewListener(s.ln, s.opts.TLS)
-	statusLn := s.statusLn
+	statusLn, opsLn := s.statusLn, s.opsLn
 	s.mu.Unlock()
-	if statusLn == nil {
+	type listener struct {
+		srv  *fasthttp.Server
+		ln   net.Listener
+		what string
+	}
+	all := []listener{{s.srv, ln, "serve"}}
+	if statusLn != nil {
+		all = append(all, listener{s.statusSrv, statusLn, "serve status listener"})
+	}
+	if opsLn != nil {
+		all = append(all, listener{s.opsSrv, opsLn, "serve operations listener"})
+	}
+	if len(all) == 1 {
 		if err := s.srv.Serve(ln); err != nil && !errors.Is(err, net.ErrClosed) {
 			return fmt.Errorf("serve: %w", err)
 		}
 		return nil
 	}
-	// Both run until one stops. A listener that fails takes the other down
-	// at once and is reported: a dead status listener must not go
-	// unnoticed until the TLS server happens to stop.
+	// All run until one stops. A listener that fails takes the others down
+	// at once and is reported: a dead status or operations listener must
+	// not go unnoticed until the TLS server happens to stop.
 	type result struct {
-		status bool
-		err    error
+		i   int
+		err error
 	}
-	done := make(chan result, 2)
-	run := func(srv *fasthttp.Server, ln net.Listener, status bool, what string) {
-		err := srv.Serve(ln)
-		if err != nil && !errors.Is(err, net.ErrClosed) {
-			err = fmt.Errorf("%s: %w", what, err)
-		} else {
-			err = nil
-		}
-		done <- result{status, err}
+	done := make(chan result, len(all))
+	for i, l := range all {
+		go func() {
+			err := l.srv.Serve(l.ln)
+			if err != nil && !errors.Is(err, net.ErrClosed) {
+				err = fmt.Errorf("%s: %w", l.what, err)
+			} else {
+				err = nil
+			}
+			done <- result{i, err}
+		}()
 	}
-	go run(s.statusSrv, statusLn, true, "serve status listener")
-	go run(s.srv, ln, false, "serve")
 	first := <-done
 	if first.err != nil {
-		// Close the other's listener as well as shutting it down: fasthttp's
-		// Shutdown only closes listeners its Serve has registered, and that
-		// Serve may not have started yet (then it would serve forever).
-		if first.status {
-			_ = ln.Close()
-			_ = s.srv.Shutdown()
-		} else {
-			_ = statusLn.Close()
-			_ = s.statusSrv.Shutdown()
+		// Close the others' listeners as well as shutting them down:
+		// fasthttp's Shutdown only closes listeners its Serve has
+		// registered, and that Serve may not have started yet (then it
+		// would serve forever).
+		for i, l := range all {
+			if i != first.i {
+				_ = l.ln.Close()
+				_ = l.srv.Shutdown()
+			}
 		}
 	}
-	second := <-done
-	return errors.Join(first.err, second.err)
+	errs := []error{first.err}
+	for range len(all) - 1 {
+		errs = append(errs, (<-done).err)
+	}
+	return errors.Join(errs...)
 }
 
 // Shutdown stops accepting connections and waits, at most until ctx ends,
@@ -410,6 +561,11 @@ func (s *Server) Shutdown(ctx context.Context) error {
 	if s.statusSrv != nil {
 		if err := s.statusSrv.ShutdownWithContext(ctx); err != nil {
 			errs = append(errs, fmt.Errorf("shutdown status listener: %w", err))
+		}
+	}
+	if s.opsSrv != nil {
+		if err := s.opsSrv.ShutdownWithContext(ctx); err != nil {
+			errs = append(errs, fmt.Errorf("shutdown operations listener: %w", err))
 		}
 	}
 	if err := s.srv.ShutdownWithContext(ctx); err != nil {
@@ -511,6 +667,23 @@ func write(ctx *fasthttp.RequestCtx, e *apierr.Error) {
 func writeJSON(ctx *fasthttp.RequestCtx, status int, v any) {
 	if err := httpapi.JSON(ctx, status, v); err != nil {
 		write(ctx, apierr.As(err))
+	}
+}
+
+// HSTS is the Strict-Transport-Security value on every answer over TLS
+// (RFC 6797): browsers that reached the portal once go on using HTTPS for a
+// year, so a network attacker cannot strip TLS from a later visit. Not
+// includeSubDomains: other hosts of the SP's domain are not ours to bind.
+const HSTS = "max-age=31536000"
+
+// hsts adds HSTS to answers over TLS only (RFC 6797 §7.2: never over plain
+// HTTP, where the status listener serves CRLs and OCSP).
+func hsts(h fasthttp.RequestHandler) fasthttp.RequestHandler {
+	return func(ctx *fasthttp.RequestCtx) {
+		if ctx.IsTLS() {
+			ctx.Response.Header.Set("Strict-Transport-Security", HSTS)
+		}
+		h(ctx)
 	}
 }
 

@@ -62,7 +62,10 @@ func start(t *testing.T, opts server.Options, routes func(s *server.Server)) (*s
 	if opts.MaxBodyBytes == 0 {
 		opts.MaxBodyBytes = 1024
 	}
-	opts.ReadTimeout, opts.WriteTimeout = 5*time.Second, 5*time.Second
+	if opts.ReadTimeout == 0 {
+		opts.ReadTimeout = 5 * time.Second
+	}
+	opts.WriteTimeout = 5 * time.Second
 	s := server.New(opts)
 	if routes != nil {
 		routes(s)
@@ -89,7 +92,7 @@ type errBody struct {
 }
 
 func TestRoutesAndErrors(t *testing.T) {
-	_, client, base := start(t, server.Options{Checks: map[string]server.Check{
+	srv, client, base := start(t, server.Options{OpsListen: "127.0.0.1:0", Checks: map[string]server.Check{
 		"ok": func(context.Context) error { return nil },
 	}}, func(s *server.Server) {
 		s.Handle(fasthttp.MethodPost, "/echo/{id}", func(ctx *fasthttp.RequestCtx) error {
@@ -163,7 +166,17 @@ func TestRoutesAndErrors(t *testing.T) {
 		})
 	}
 
+	// /metrics is on the operations listener only: on the TLS port it
+	// is just another unknown path.
 	resp, err := client.Get(base + "/metrics")
+	if err != nil {
+		t.Fatal(err)
+	}
+	resp.Body.Close()
+	if resp.StatusCode != http.StatusNotFound {
+		t.Fatalf("/metrics on the TLS listener: %d, want 404", resp.StatusCode)
+	}
+	resp, err = http.Get("http://" + srv.OpsAddr().String() + "/metrics")
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -172,7 +185,7 @@ func TestRoutesAndErrors(t *testing.T) {
 	for _, want := range []string{
 		`credfactory_http_requests_total{code="409",route="/conflict"} 1`,
 		`credfactory_http_rejected_total{reason="body_too_large"} 2`,
-		`credfactory_http_rejected_total{reason="not_found"} 1`,
+		`credfactory_http_rejected_total{reason="not_found"} 2`,
 	} {
 		if !strings.Contains(string(metrics), want) {
 			t.Errorf("metrics lack %s", want)

@@ -289,7 +289,22 @@ func (s *Store) Revoke(ctx context.Context, r Revocation) ([]string, error) {
 		return nil, fmt.Errorf("revoke: %w", err)
 	}
 	var revoked []string
-	err := s.tx(ctx, "revoke", func(q querier) (err error) {
+	// Row-guarded (txRowGuarded): it writes every credential it revokes,
+	// so a renewal, the sweep or another revocation of one of them meets
+	// it on that row. What could add a credential to its scope meanwhile
+	// is a pure insert (serializable would order it after the revocation
+	// too) or a redemption, which also reads credentials (a replay) and
+	// so could form a cycle: a redemption writes its device's row, and so
+	// does a revocation by device or assigned ID (guardStmt), so the two
+	// meet there. On PostgreSQL this spares revocations the predicate
+	// locks on the device index's pages, which neighbouring devices' new
+	// credentials are written into.
+	err := s.txRowGuarded(ctx, "revoke", func(q querier) (err error) {
+		if g, ok := r.guardStmt(); ok {
+			if _, err := q.exec(ctx, g.sql, g.args...); err != nil {
+				return err
+			}
+		}
 		revoked, err = revokeIn(ctx, q, r)
 		if err == nil && r.ID != "" && len(revoked) == 0 {
 			where, args := r.where(1)
@@ -306,13 +321,37 @@ func (s *Store) Revoke(ctx context.Context, r Revocation) ([]string, error) {
 	return revoked, nil
 }
 
+// guardStmt writes the row of the device a revocation by device or
+// assigned ID is about, without changing it: the row every redemption of
+// that device writes too (see Revoke).
+func (r Revocation) guardStmt() (stmt, bool) {
+	switch {
+	case r.ID != "":
+		return stmt{}, false
+	case r.DeviceID != "":
+		return stmt{`UPDATE devices SET updated_at = updated_at WHERE id = $1`, []any{r.DeviceID}, -1}, true
+	case r.AssignedID != "":
+		return stmt{`UPDATE devices SET updated_at = updated_at WHERE assigned_id = $1`, []any{r.AssignedID}, -1}, true
+	}
+	return stmt{}, false
+}
+
+// revokeSQL marks the active credentials matching where ($3 on) revoked.
+// "status BETWEEN 'active' AND 'active'" is "status = 'active'" that no
+// planner can match to the partial index credentials_active_expiry, whose
+// whole-index read would lock every active credential (see
+// cancelOpenTokensSQL): the device's or assigned ID's index serves it.
+func revokeSQL(where string) string {
+	return `UPDATE credentials SET status = 'revoked', revoked_at = $1, revocation_reason = $2
+		WHERE ` + where + ` AND status BETWEEN 'active' AND 'active' RETURNING id, tenant, suid`
+}
+
 // revokeIn is Revoke inside the caller's transaction (Release shares it).
 func revokeIn(ctx context.Context, q querier, r Revocation) ([]string, error) {
 	where, args := r.where(3)
 	var ids []string
 	var audits []stmt
-	err := queryEach(ctx, q, `UPDATE credentials SET status = 'revoked', revoked_at = $1, revocation_reason = $2
-		WHERE `+where+` AND status = 'active' RETURNING id, tenant, suid`, append([]any{r.At.UTC(), r.Reason}, args...),
+	err := queryEach(ctx, q, revokeSQL(where), append([]any{r.At.UTC(), r.Reason}, args...),
 		func(rs rows) error {
 			var id, tenant string
 			var suid int

@@ -58,6 +58,17 @@ func scanEnrolment(r row) (Enrolment, error) {
 	return e, err
 }
 
+// ClaimCheck is the claim-code bookkeeping of a token whose proof was a
+// correct claim code: the same rules ClaimAttempt and ClaimSuccess apply in
+// two transactions, applied inside the token's own (see CreateEnrolment).
+type ClaimCheck struct {
+	StakeholderID  string
+	Now            time.Time
+	DeviceMax      int
+	StakeholderMax int
+	LockFor        time.Duration
+}
+
 // CreateEnrolment records a new token. The caller (the portal) cancels any
 // open token of the device in the same call: a device has one open token.
 //
@@ -70,6 +81,53 @@ func scanEnrolment(r row) (Enrolment, error) {
 // e.ExpectTenant, the tenant the caller read it in (the portal always sets
 // it: a claim passes the manufacturer's tenant it saw).
 func (s *Store) CreateEnrolment(ctx context.Context, e Enrolment) error {
+	return s.IssueToken(ctx, e, nil, nil)
+}
+
+// tokenRefusal: the errors IssueToken's transaction refuses a token with,
+// all of them before it writes anything.
+func tokenRefusal(err error) bool {
+	return errors.Is(err, ErrNotFound) || errors.Is(err, ErrClaimLocked)
+}
+
+// cancelOpenTokensSQL cancels a device's open tokens over
+// enrolments_device_state. "state BETWEEN 'issued' AND 'issued'" is
+// "state = 'issued'" written so that no planner can prove it implies the
+// partial index enrolments_open_expiry's predicate: PostgreSQL otherwise
+// serves the statement by reading that whole index (every open token of
+// every device), a predicate lock that makes all token requests conflict.
+const cancelOpenTokensSQL = `UPDATE enrolments SET state = 'cancelled'
+	WHERE device_id = $1 AND state BETWEEN 'issued' AND 'issued'`
+
+// issueTokenDeviceSQL moves the device to token-issued (and into the
+// token's tenant, for a claim) when it is still where the caller saw it.
+const issueTokenDeviceSQL = `UPDATE devices SET assigned_id = $2, updated_at = $3, released_at = NULL,
+	owner_id = CASE WHEN tenant = $4 THEN owner_id ELSE $4 END, tenant = $4,
+	state = CASE WHEN state = 'enrolled' THEN state ELSE 'token-issued' END,
+	claim_failures = CASE WHEN $6 THEN 0 ELSE claim_failures END,
+	claim_locked_until = CASE WHEN $6 THEN NULL ELSE claim_locked_until END
+	WHERE id = $1 AND (tenant = $4 OR owner_id IS NULL AND state = 'pre-enrolled')
+	AND ($5 = '' OR tenant = $5)`
+
+// IssueToken is CreateEnrolment with the rest of a token request in the
+// same transaction: claim bookkeeping (claim), the token and its audit
+// event (audit, when not nil), so a token costs one commit. claim, when not nil, says the proof was a correct claim code:
+// a device or account locked by wrong codes refuses it with ErrClaimLocked
+// and nothing is written; otherwise the device's failure count is cleared
+// and the account's stays as it was, except that an attempt reaching the
+// account's limit locks it, exactly what ClaimAttempt then ClaimSuccess
+// leave behind.
+//
+// Every statement is a key lookup (the device and stakeholder by primary
+// key, the device's open tokens over enrolments_device_state). Every
+// invariant is guarded by the device's row, which the transaction always
+// writes, so it runs row-guarded (txRowGuarded): two tokens for different
+// devices never conflict, two for one device serialize on its row (see
+// deploy/cockroachdb/README.md, "Hot statements"). The stakeholder row is
+// only read unless its limit is reached: many token requests of one
+// account never write one row. On SQLite, concurrent tokens share a
+// commit (groupCommit).
+func (s *Store) IssueToken(ctx context.Context, e Enrolment, claim *ClaimCheck, audit *AuditEvent) error {
 	if len(e.TokenHash) != 32 || e.DeviceID == "" || e.AssignedID == "" || e.Tenant == "" {
 		return errors.New("create enrolment: token hash, device, assigned ID and tenant are required")
 	}
@@ -80,32 +138,70 @@ func (s *Store) CreateEnrolment(ctx context.Context, e Enrolment) error {
 		return errors.New("create enrolment: a trusted enrolment names its OBF")
 	}
 	e.State = EnrolmentIssued
-	err := s.tx(ctx, "create_enrolment", func(q querier) error {
+	var auditEvent stmt
+	if audit != nil {
+		auditEvent = auditStmt(*audit) // its ID is drawn once: a retry writes the same event
+	}
+	body := func(ctx context.Context, q querier) error {
 		// The compare-and-swap on ExpectTenant ($5): an sp-admin may have
 		// force-released the device after the portal read it; without it the
 		// 'owner_id IS NULL' branch would take the device straight back to
-		// its old tenant with the withdrawn assigned ID.
-		n, err := q.exec(ctx, `UPDATE devices SET assigned_id = $2, updated_at = $3, released_at = NULL,
-			owner_id = CASE WHEN tenant = $4 THEN owner_id ELSE $4 END, tenant = $4,
-			state = CASE WHEN state = 'enrolled' THEN state ELSE 'token-issued' END
-			WHERE id = $1 AND (tenant = $4 OR owner_id IS NULL AND state = 'pre-enrolled')
-			AND ($5 = '' OR tenant = $5)`,
-			e.DeviceID, e.AssignedID, e.CreatedAt.UTC(), e.Tenant, e.ExpectTenant)
+		// its old tenant with the withdrawn assigned ID. $6 clears the
+		// device's claim failures after a correct claim code.
+		dev := stmt{issueTokenDeviceSQL, []any{e.DeviceID, e.AssignedID, e.CreatedAt.UTC(), e.Tenant, e.ExpectTenant, claim != nil}, -1}
+		writes := []stmt{dev}
+		if claim != nil {
+			lock, err := claimSuccessStmt(ctx, q, e.DeviceID, *claim)
+			if err != nil {
+				return err
+			}
+			if lock != nil {
+				writes = append(writes, *lock)
+			}
+		}
+		writes = append(writes,
+			stmt{cancelOpenTokensSQL, []any{e.DeviceID}, -1},
+			stmt{`INSERT INTO enrolments (` + enrolmentColumns + `)
+			VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, NULL, NULL, NULL, NULL)`,
+				[]any{e.TokenHash, e.DeviceID, e.AssignedID, e.StakeholderID, e.Tenant, e.OBFID, e.Mode,
+					e.DeviceCertSHA256, e.ExpiresAt.UTC(), e.State, e.CreatedAt.UTC()}, 1})
+		if audit != nil {
+			writes = append(writes, auditEvent)
+		}
+		if s.tokens != nil {
+			// Inside a shared commit (groupCommit) a refusal must come
+			// before any write: the device first.
+			n, err := q.exec(ctx, dev.sql, dev.args...)
+			if err != nil {
+				return err
+			}
+			if n != 1 {
+				return ErrNotFound
+			}
+			writes = writes[1:]
+		}
+		// One round trip on PostgreSQL. When the device's compare-and-swap
+		// matched nothing the rest ran for nothing, and the rollback that
+		// ErrNotFound causes takes it back.
+		counts, err := q.execBatch(ctx, writes)
 		if err != nil {
 			return err
 		}
-		if n != 1 {
+		if s.tokens == nil && counts[0] != 1 {
 			return ErrNotFound
 		}
-		if _, err := q.exec(ctx, `UPDATE enrolments SET state = 'cancelled' WHERE device_id = $1 AND state = 'issued'`, e.DeviceID); err != nil {
-			return err
+		if counts[len(counts)-1] != 1 {
+			return errors.New("an insert wrote no row")
 		}
-		_, err = q.exec(ctx, `INSERT INTO enrolments (`+enrolmentColumns+`)
-			VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, NULL, NULL, NULL, NULL)`,
-			e.TokenHash, e.DeviceID, e.AssignedID, e.StakeholderID, e.Tenant, e.OBFID, e.Mode,
-			e.DeviceCertSHA256, e.ExpiresAt.UTC(), e.State, e.CreatedAt.UTC())
-		return err
-	})
+		return nil
+	}
+	var err error
+	if s.tokens != nil {
+		// SQLite: many tokens per commit (groupCommit).
+		err = s.tokens.do(ctx, body)
+	} else {
+		err = s.txRowGuarded(ctx, "create_enrolment", func(q querier) error { return body(ctx, q) })
+	}
 	if err != nil {
 		return fmt.Errorf("create enrolment: %w", err)
 	}

@@ -15,6 +15,11 @@ var (
 	// Wherever it surfaces unmapped, the HTTP layer answers 503
 	// registry_unavailable with Retry-After (apierr.Unavailable).
 	ErrUnavailable error = &unavailableError{"store: database unavailable"}
+	// ErrContention: the transaction kept meeting serialization failures
+	// (SQLSTATE 40001) through its whole retry budget while the database
+	// answered: concurrent requests, not an outage. Nothing was written;
+	// the request may be retried as it is.
+	ErrContention = errors.New("store: transaction still conflicting after retries")
 	// ErrInvalid: the request itself is malformed (say, a revocation reason
 	// RFC 5280 does not define); nothing was written.
 	ErrInvalid = errors.New("store: invalid request")

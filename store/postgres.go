@@ -21,6 +21,7 @@ type postgres struct {
 	cockroach   bool
 	maxRetries  int
 	attemptTime time.Duration
+	retry       retryWait
 }
 
 func openPostgres(ctx context.Context, url string, opt Options) (*postgres, error) {
@@ -36,7 +37,8 @@ func openPostgres(ctx context.Context, url string, opt Options) (*postgres, erro
 	if err != nil {
 		return nil, fmt.Errorf("connect %s: %w", redact(url), err)
 	}
-	p := &postgres{pool: pool, maxRetries: opt.MaxRetries, attemptTime: opt.TxTimeout}
+	p := &postgres{pool: pool, maxRetries: opt.MaxRetries, attemptTime: opt.TxTimeout,
+		retry: retryWait{base: opt.RetryBackoff, max: opt.RetryBackoffMax}}
 	var version string
 	if err := pool.QueryRow(ctx, "SELECT version()").Scan(&version); err != nil {
 		pool.Close()
@@ -66,11 +68,37 @@ func (p *postgres) ddl() dialect {
 
 var serializable = pgx.TxOptions{IsoLevel: pgx.Serializable, AccessMode: pgx.ReadWrite}
 
+// pgSerializable is serializable on PostgreSQL with sequential scans priced
+// out for the transaction. Under SERIALIZABLE a sequential scan takes a
+// predicate lock on the whole table, so any two transactions that scan
+// and write one table conflict (SQLSTATE 40001), and the planner picks
+// that scan for key lookups whenever a table is a page or two: at the
+// start of every registry. With it off, every statement that an index can
+// serve is served by one, locking only the index pages it reads, whatever
+// the table's size. One simple-protocol message: no extra round trip.
+var pgSerializable = pgx.TxOptions{BeginQuery: "BEGIN ISOLATION LEVEL SERIALIZABLE READ WRITE; SET LOCAL enable_seqscan = off"}
+
 func (p *postgres) tx(ctx context.Context, fn func(q querier) error) (int, error) {
 	if p.cockroach {
 		return p.txCockroach(ctx, fn)
 	}
-	return p.txPostgres(ctx, fn)
+	return p.txPostgres(ctx, pgSerializable, fn)
+}
+
+// pgRowGuarded is snapshot isolation (PostgreSQL's REPEATABLE READ): no
+// predicate locks, and of two concurrent transactions that update one row
+// the second fails with SQLSTATE 40001 and is retried.
+var pgRowGuarded = pgx.TxOptions{IsoLevel: pgx.RepeatableRead, AccessMode: pgx.ReadWrite}
+
+// txRowGuarded runs fn under snapshot isolation on PostgreSQL (see
+// Store.txRowGuarded for when that is as good as serializable).
+// CockroachDB keeps SERIALIZABLE: its read locks are exact key spans, not
+// pages, so it has no false conflicts to avoid.
+func (p *postgres) txRowGuarded(ctx context.Context, fn func(q querier) error) (int, error) {
+	if p.cockroach {
+		return p.txCockroach(ctx, fn)
+	}
+	return p.txPostgres(ctx, pgRowGuarded, fn)
 }
 
 // txCockroach is cockroach-go's retry protocol; a lost connection is
@@ -88,24 +116,24 @@ func (p *postgres) txCockroach(ctx context.Context, fn func(q querier) error) (i
 
 // txPostgres retries the whole transaction on serialization failures and
 // deadlocks, checking COMMIT's result, where PostgreSQL reports many of them.
-func (p *postgres) txPostgres(ctx context.Context, fn func(q querier) error) (int, error) {
+func (p *postgres) txPostgres(ctx context.Context, opts pgx.TxOptions, fn func(q querier) error) (int, error) {
 	attempts := 0
 	return p.retryUnavailable(ctx, func(ctx context.Context) error {
 		for {
 			attempts++
-			err := p.attempt(ctx, fn)
+			err := p.attempt(ctx, opts, fn)
 			if err == nil || !serializationFailure(err) || attempts > p.maxRetries {
 				return err
 			}
-			backoff(ctx, attempts)
+			p.retry.wait(ctx, attempts)
 		}
 	}, &attempts)
 }
 
-func (p *postgres) attempt(ctx context.Context, fn func(q querier) error) error {
+func (p *postgres) attempt(ctx context.Context, opts pgx.TxOptions, fn func(q querier) error) error {
 	ctx, cancel := context.WithTimeout(ctx, p.attemptTime)
 	defer cancel()
-	tx, err := p.pool.BeginTx(ctx, serializable)
+	tx, err := p.pool.BeginTx(ctx, opts)
 	if err != nil {
 		return err
 	}
@@ -125,18 +153,7 @@ func (p *postgres) retryUnavailable(ctx context.Context, run func(ctx context.Co
 		if err == nil || !connectionLost(err) || i >= p.maxRetries || ctx.Err() != nil {
 			return max(*attempts-1, 0), err
 		}
-		backoff(ctx, i+1)
-	}
-}
-
-func backoff(ctx context.Context, attempt int) {
-	d := time.Duration(attempt*attempt) * 5 * time.Millisecond
-	if d > 500*time.Millisecond {
-		d = 500 * time.Millisecond
-	}
-	select {
-	case <-ctx.Done():
-	case <-time.After(d):
+		p.retry.wait(ctx, i+1)
 	}
 }
 
@@ -182,7 +199,9 @@ func (p *postgres) classify(err error) error {
 	case connectionLost(err):
 		return fmt.Errorf("%w: %w", ErrUnavailable, err)
 	case serializationFailure(err):
-		return fmt.Errorf("%w: still conflicting after retries: %w", ErrUnavailable, err)
+		// The database answered every attempt: this is contention, not an
+		// outage, and the client is not told the registry is down.
+		return fmt.Errorf("%w: %w", ErrContention, err)
 	}
 	return err
 }

@@ -163,7 +163,13 @@ func (s *Store) Renew(ctx context.Context, r Renewal) (Renewed, error) {
 		return Renewed{}, errors.New("renew: the old credential and the time are required")
 	}
 	var out Renewed
-	err := s.tx(ctx, "renew", func(q querier) error {
+	// Row-guarded (txRowGuarded): every renewal writes the old
+	// certificate's row (superseded, conditional on 'active'), and so does
+	// whatever could invalidate it: a second renewal of it, its revocation
+	// (alone, by usage, or with all of its device's: the successor has the
+	// old one's usage), a release, the expiry sweep. Each pair meets on
+	// that row; the renewals row's primary key backs it up.
+	err := s.txRowGuarded(ctx, "renew", func(q querier) error {
 		old, succ, err := renewalState(ctx, q, r.OldID)
 		if err != nil {
 			return err
@@ -197,8 +203,7 @@ func (s *Store) Renew(ctx context.Context, r Renewal) (Renewed, error) {
 			ins,
 			// Conditional on 'active': a revocation that committed since the
 			// read above wins, and this renewal aborts (want 1).
-			{`UPDATE credentials SET status = 'revoked', revoked_at = $2, revocation_reason = $3
-				WHERE id = $1 AND status = 'active'`, []any{old.ID, now, crlreason.Superseded}, 1},
+			{supersedeCertSQL, []any{old.ID, now, crlreason.Superseded}, 1},
 			{`INSERT INTO renewals (old_id, new_id, created_at) VALUES ($1, $2, $3)`, []any{old.ID, c.ID, now}, 1},
 			auditStmt(AuditEvent{At: now, Tenant: old.Tenant, Actor: r.Actor, Action: "credential.renew", Subject: c.ID,
 				Detail: map[string]any{"supersedes": old.ID, "assignedId": old.AssignedID}}),
@@ -213,6 +218,11 @@ func (s *Store) Renew(ctx context.Context, r Renewal) (Renewed, error) {
 	}
 	return out, nil
 }
+
+// supersedeCertSQL marks a renewed certificate superseded. The status test
+// is written as in revokeSQL, for the same reason.
+const supersedeCertSQL = `UPDATE credentials SET status = 'revoked', revoked_at = $2, revocation_reason = $3
+	WHERE id = $1 AND status BETWEEN 'active' AND 'active'`
 
 // prefixed qualifies a column list with a table alias.
 func prefixed(alias, columns string) string {
@@ -241,13 +251,18 @@ func prefixed(alias, columns string) string {
 // Targets are compared as the canonical JSON text insertCredentialStmt
 // writes (targetsJSON). Conditional on 'active', so a key revoked for
 // another reason keeps it.
+//
+// "status BETWEEN 'active' AND 'active'" keeps the planner off the partial
+// index credentials_active_expiry, whose whole-index read would lock every
+// active credential under SERIALIZABLE (see cancelOpenTokensSQL): the
+// assigned ID's index serves it.
 func supersedeKeysStmt(assignedID string, c Credential, at time.Time) (stmt, error) {
 	targets, err := targetsJSON(c.TargetIDs)
 	if err != nil {
 		return stmt{}, err
 	}
 	return stmt{`UPDATE credentials SET status = 'revoked', revoked_at = $3, revocation_reason = $4
-		WHERE assigned_id = $1 AND suid = $2 AND type = 'psk' AND status = 'active' AND target_ids = $5`,
+		WHERE assigned_id = $1 AND suid = $2 AND type = 'psk' AND status BETWEEN 'active' AND 'active' AND target_ids = $5`,
 		[]any{assignedID, c.SUID, at.UTC(), crlreason.Superseded, targets}, -1}, nil
 }
 

@@ -291,6 +291,51 @@ var migrations = []migration{{
 		`CREATE INDEX IF NOT EXISTS audit_events_subject ON audit_events (subject, tenant, at)`,
 	},
 }, {
+	// A device's open tokens, for the cancel every new token does. With
+	// only enrolments_device, PostgreSQL's planner served "device_id = $1
+	// AND state = 'issued'" by AND-ing it with a full scan of the partial
+	// enrolments_open_expiry index: under SERIALIZABLE that scan takes a
+	// predicate lock on every open token, so every two token requests
+	// conflicted (SQLSTATE 40001). Both columns in one index make the
+	// cancel a key lookup that locks the device's own entries only.
+	version: 7,
+	name:    "enrolments_device_state",
+	stmts: []string{
+		`CREATE INDEX IF NOT EXISTS enrolments_device_state ON enrolments (device_id, state)`,
+	},
+}, {
+	// Bulk enrolment bundles (README "Bulk enrolment bundles"): one row per
+	// committed chunk of a batch, holding the fingerprint of the rows it
+	// was asked for, so a retry with the same batch ID is recognised as a
+	// replay (same rows) or refused (other rows) chunk by chunk. The key
+	// is a SHA-256 of the stakeholder and the client's batch ID: random,
+	// so CockroachDB spreads the writes; one row per thousand devices.
+	version: 8,
+	name:    "bulk_bundle_chunks",
+	stmts: []string{
+		`CREATE TABLE IF NOT EXISTS bulk_chunks (
+			batch_key   {{bytes}} NOT NULL,
+			chunk       {{int}} NOT NULL,
+			rows_sha256 {{bytes}} NOT NULL,
+			created_at  {{time}} NOT NULL,
+			PRIMARY KEY (batch_key, chunk)
+		)`,
+	},
+}, {
+	// API keys carry scopes (a key for enrolment automation cannot mint
+	// keys), record who made them, and know the key that minted them, so
+	// that revoking a leaked key revokes what it minted. Keys made before
+	// keep every scope they had in effect ('*'); created_by is unknown
+	// for them.
+	version: 9,
+	name:    "api_key_scopes",
+	stmts: []string{
+		`ALTER TABLE api_keys ADD COLUMN {{if_not_exists}} scopes TEXT NOT NULL DEFAULT '*'`,
+		`ALTER TABLE api_keys ADD COLUMN {{if_not_exists}} created_by TEXT NOT NULL DEFAULT ''`,
+		`ALTER TABLE api_keys ADD COLUMN {{if_not_exists}} parent_key_id TEXT`,
+		`CREATE INDEX IF NOT EXISTS api_keys_parent ON api_keys (parent_key_id)`,
+	},
+}, {
 	// The OBF CA's certificates (store/obfcerts.go), so that it publishes
 	// a CRL and answers OCSP, and disabling an OBF revokes them at once.
 	// Versions 7 to 9 are other changes' to take.

@@ -24,14 +24,6 @@ type sqliteDB struct {
 	w, r       *sql.DB
 	maxRetries int
 	timeout    time.Duration
-	// Prepared statements of the readers, by SQL text. SQLite parses and
-	// plans a statement on every prepare, which cost as much as running
-	// the hot path's key lookups (the token check before every
-	// enrolment); database/sql keeps a prepared copy per connection behind
-	// each *sql.Stmt. The writer prepares per statement: its one
-	// connection is inside a transaction whenever it runs one, where
-	// database/sql cannot prepare a reusable statement.
-	rStmts stmtCache
 }
 
 func openSQLite(path string, opt Options) (*sqliteDB, error) {
@@ -50,6 +42,13 @@ func openSQLite(path string, opt Options) (*sqliteDB, error) {
 		"_synchronous":  {"FULL"},
 		"_busy_timeout": {"10000"},
 		"_foreign_keys": {"on"},
+		// SQLite parses and plans a statement on every prepare, which cost
+		// as much as running the hot path's key lookups (the token check
+		// before every enrolment, the redemption's writes): the driver
+		// keeps prepared statements per connection, inside transactions
+		// too. Texts built per call (IN lists of varying length) take
+		// their turn in it and fall out.
+		"_stmt_cache_size": {"128"},
 	}
 	writer := url.Values{}
 	for k, v := range pragmas {
@@ -82,17 +81,12 @@ func openSQLite(path string, opt Options) (*sqliteDB, error) {
 		r.Close()
 		return nil, fmt.Errorf("store file mode: %w", err)
 	}
-	return &sqliteDB{w: w, r: r, maxRetries: opt.MaxRetries, timeout: opt.TxTimeout,
-		rStmts: stmtCache{db: r}}, nil
+	return &sqliteDB{w: w, r: r, maxRetries: opt.MaxRetries, timeout: opt.TxTimeout}, nil
 }
 
 func (s *sqliteDB) name() string { return "sqlite" }
 func (s *sqliteDB) ddl() dialect { return sqliteDialect }
-func (s *sqliteDB) close() {
-	s.rStmts.close()
-	s.w.Close()
-	s.r.Close()
-}
+func (s *sqliteDB) close()       { s.w.Close(); s.r.Close() }
 func (s *sqliteDB) ping(ctx context.Context) error {
 	return s.r.PingContext(ctx)
 }
@@ -114,7 +108,7 @@ func (s *sqliteDB) attempt(ctx context.Context, fn func(q querier) error) error 
 	if err != nil {
 		return err
 	}
-	if err := fn(sqliteQuerier{db: tx}); err != nil {
+	if err := fn(sqliteQuerier{tx}); err != nil {
 		_ = tx.Rollback()
 		return err
 	}
@@ -122,7 +116,7 @@ func (s *sqliteDB) attempt(ctx context.Context, fn func(q querier) error) error 
 }
 
 func (s *sqliteDB) read(ctx context.Context, fn func(q querier) error) error {
-	return fn(sqliteQuerier{db: s.r, stmts: &s.rStmts})
+	return fn(sqliteQuerier{s.r})
 }
 
 func busy(err error) bool {
@@ -151,64 +145,8 @@ type sqlDB interface {
 
 // sqliteQuerier runs PostgreSQL-syntax DML on SQLite: $N placeholders
 // become ?N, and times travel as integer microseconds since the epoch so
-// they compare and sort as numbers. Statements run prepared from stmts
-// when it is set.
-type sqliteQuerier struct {
-	db    sqlDB
-	stmts *stmtCache
-}
-
-// stmtCache holds one *sql.Stmt per SQL text, up to maxCachedStmts: the
-// statements of the hot paths are a fixed set, while texts built per call
-// (IN lists, multi-row inserts of varying length) would grow it without
-// bound, so past the cap a statement is prepared and dropped as before.
-type stmtCache struct {
-	db *sql.DB
-	mu sync.Mutex
-	m  map[string]*sql.Stmt
-}
-
-const maxCachedStmts = 256
-
-// get returns the cached statement for query, preparing it on first use;
-// nil when the cache is full (or the prepare failed: the caller's plain
-// Exec or Query then reports the error in its context).
-func (c *stmtCache) get(ctx context.Context, query string) *sql.Stmt {
-	c.mu.Lock()
-	defer c.mu.Unlock()
-	if st, ok := c.m[query]; ok {
-		return st
-	}
-	if len(c.m) >= maxCachedStmts {
-		return nil
-	}
-	st, err := c.db.PrepareContext(ctx, query)
-	if err != nil {
-		return nil
-	}
-	if c.m == nil {
-		c.m = make(map[string]*sql.Stmt)
-	}
-	c.m[query] = st
-	return st
-}
-
-func (c *stmtCache) close() {
-	c.mu.Lock()
-	defer c.mu.Unlock()
-	for _, st := range c.m {
-		st.Close()
-	}
-	c.m = nil
-}
-
-// stmt is query's cached statement, or nil.
-func (q sqliteQuerier) stmt(ctx context.Context, query string) *sql.Stmt {
-	if q.stmts == nil {
-		return nil
-	}
-	return q.stmts.get(ctx, query)
-}
+// they compare and sort as numbers.
+type sqliteQuerier struct{ db sqlDB }
 
 var (
 	placeholder = regexp.MustCompile(`\$(\d+)`)
@@ -239,13 +177,7 @@ func rewrite(q string) string {
 }
 
 func (q sqliteQuerier) exec(ctx context.Context, query string, args ...any) (int64, error) {
-	var res sql.Result
-	var err error
-	if st := q.stmt(ctx, rewrite(query)); st != nil {
-		res, err = st.ExecContext(ctx, toSQLite(args)...)
-	} else {
-		res, err = q.db.ExecContext(ctx, rewrite(query), toSQLite(args)...)
-	}
+	res, err := q.db.ExecContext(ctx, rewrite(query), toSQLite(args)...)
 	if err != nil {
 		return 0, err
 	}
@@ -253,13 +185,7 @@ func (q sqliteQuerier) exec(ctx context.Context, query string, args ...any) (int
 }
 
 func (q sqliteQuerier) query(ctx context.Context, query string, args ...any) (rows, error) {
-	var r *sql.Rows
-	var err error
-	if st := q.stmt(ctx, rewrite(query)); st != nil {
-		r, err = st.QueryContext(ctx, toSQLite(args)...)
-	} else {
-		r, err = q.db.QueryContext(ctx, rewrite(query), toSQLite(args)...)
-	}
+	r, err := q.db.QueryContext(ctx, rewrite(query), toSQLite(args)...)
 	if err != nil {
 		return nil, err
 	}
@@ -267,9 +193,6 @@ func (q sqliteQuerier) query(ctx context.Context, query string, args ...any) (ro
 }
 
 func (q sqliteQuerier) queryRow(ctx context.Context, query string, args ...any) row {
-	if st := q.stmt(ctx, rewrite(query)); st != nil {
-		return sqliteRow{st.QueryRowContext(ctx, toSQLite(args)...)}
-	}
 	return sqliteRow{q.db.QueryRowContext(ctx, rewrite(query), toSQLite(args)...)}
 }
 

@@ -67,7 +67,7 @@ func stakeholderColumnsOf(alias string) string {
 var (
 	sessionByHashSQL = `SELECT s.id_hash, s.stakeholder_id, s.csrf, s.created_at, s.expires_at, ` + stakeholderColumnsOf("st") + `
 		FROM sessions s JOIN stakeholders st ON st.id = s.stakeholder_id WHERE s.id_hash = $1`
-	apiKeyByHashSQL = `SELECT k.id, k.stakeholder_id, k.name, k.key_hash, k.created_at, k.last_used_at, k.revoked_at, ` + stakeholderColumnsOf("st") + `
+	apiKeyByHashSQL = `SELECT ` + apiKeyColumnsOf("k") + `, ` + stakeholderColumnsOf("st") + `
 		FROM api_keys k JOIN stakeholders st ON st.id = k.stakeholder_id WHERE k.key_hash = $1 AND k.revoked_at IS NULL`
 )
 
@@ -273,13 +273,48 @@ type APIKey struct {
 	CreatedAt     time.Time
 	LastUsedAt    *time.Time
 	RevokedAt     *time.Time
+	// Scopes are what the key may do, space-separated in the registry;
+	// "*" is every scope (keys made before scopes existed).
+	Scopes []string
+	// CreatedBy says who made the key ("session:alice", "api-key:<id>",
+	// "admin-cli"); ParentKeyID is the key that minted it, if one did.
+	CreatedBy   string
+	ParentKeyID *string
 }
 
-// CreateAPIKey stores a key's hash.
+const apiKeyColumns = "id, stakeholder_id, name, key_hash, created_at, last_used_at, revoked_at, scopes, created_by, parent_key_id"
+
+func apiKeyColumnsOf(alias string) string {
+	cols := strings.Split(apiKeyColumns, ", ")
+	for i := range cols {
+		cols[i] = alias + "." + cols[i]
+	}
+	return strings.Join(cols, ", ")
+}
+
+// apiKeyScan scans apiKeyColumns; finish turns the scopes text into Scopes.
+func apiKeyDest(k *APIKey, scopes *string) []any {
+	return []any{&k.ID, &k.StakeholderID, &k.Name, &k.KeyHash, &k.CreatedAt, &k.LastUsedAt, &k.RevokedAt, scopes, &k.CreatedBy, &k.ParentKeyID}
+}
+
+func splitScopes(s string) []string { return strings.Fields(s) }
+
+// CreateAPIKey stores a key's hash. A key minted by another
+// (ParentKeyID) is refused if that key has been revoked meanwhile.
 func (s *Store) CreateAPIKey(ctx context.Context, k APIKey) error {
 	return s.tx(ctx, "create_api_key", func(q querier) error {
-		_, err := q.exec(ctx, `INSERT INTO api_keys (id, stakeholder_id, name, key_hash, created_at) VALUES ($1, $2, $3, $4, $5)`,
-			k.ID, k.StakeholderID, k.Name, k.KeyHash, k.CreatedAt.UTC())
+		if k.ParentKeyID != nil {
+			var revoked *time.Time
+			if err := q.queryRow(ctx, `SELECT revoked_at FROM api_keys WHERE id = $1`, *k.ParentKeyID).Scan(&revoked); err != nil {
+				return fmt.Errorf("the minting key: %w", err)
+			}
+			if revoked != nil {
+				return fmt.Errorf("the minting key is revoked: %w", ErrNotFound)
+			}
+		}
+		_, err := q.exec(ctx, `INSERT INTO api_keys (id, stakeholder_id, name, key_hash, created_at, scopes, created_by, parent_key_id)
+			VALUES ($1, $2, $3, $4, $5, $6, $7, $8)`,
+			k.ID, k.StakeholderID, k.Name, k.KeyHash, k.CreatedAt.UTC(), strings.Join(k.Scopes, " "), k.CreatedBy, k.ParentKeyID)
 		return err
 	})
 }
@@ -288,34 +323,82 @@ func (s *Store) CreateAPIKey(ctx context.Context, k APIKey) error {
 func (s *Store) APIKeyByHash(ctx context.Context, keyHash []byte) (APIKey, Stakeholder, error) {
 	var k APIKey
 	var st Stakeholder
+	var scopes string
 	// One round trip for the key and its stakeholder: this runs on every
 	// API request a factory line makes.
 	err := s.read(ctx, func(q querier) error {
-		dest := append([]any{&k.ID, &k.StakeholderID, &k.Name, &k.KeyHash, &k.CreatedAt, &k.LastUsedAt, &k.RevokedAt}, stakeholderDest(&st)...)
+		dest := append(apiKeyDest(&k, &scopes), stakeholderDest(&st)...)
 		return q.queryRow(ctx, apiKeyByHashSQL, keyHash).Scan(dest...)
 	})
+	k.Scopes = splitScopes(scopes)
 	return k, st, err
 }
 
 // APIKeys lists a stakeholder's keys (hashes included, never the keys).
 func (s *Store) APIKeys(ctx context.Context, stakeholderID string) ([]APIKey, error) {
 	return list(ctx, s, func(r row) (k APIKey, err error) {
-		err = r.Scan(&k.ID, &k.StakeholderID, &k.Name, &k.KeyHash, &k.CreatedAt, &k.LastUsedAt, &k.RevokedAt)
+		var scopes string
+		err = r.Scan(apiKeyDest(&k, &scopes)...)
+		k.Scopes = splitScopes(scopes)
 		return k, err
-	}, `SELECT id, stakeholder_id, name, key_hash, created_at, last_used_at, revoked_at
-		FROM api_keys WHERE stakeholder_id = $1 ORDER BY created_at, id`, stakeholderID)
+	}, `SELECT `+apiKeyColumns+` FROM api_keys WHERE stakeholder_id = $1 ORDER BY created_at, id`, stakeholderID)
 }
 
-// RevokeAPIKey revokes a stakeholder's key; another's key is ErrNotFound.
-func (s *Store) RevokeAPIKey(ctx context.Context, stakeholderID, id string, now time.Time) error {
-	return s.tx(ctx, "revoke_api_key", func(q querier) error {
-		n, err := q.exec(ctx, `UPDATE api_keys SET revoked_at = $3 WHERE id = $1 AND stakeholder_id = $2 AND revoked_at IS NULL`,
-			id, stakeholderID, now.UTC())
-		if err == nil && n == 0 {
-			return ErrNotFound
-		}
+// TouchAPIKey records a key's use at now, unless a use within the last
+// minute is recorded already: a busy key costs one write a minute, not one
+// per request.
+func (s *Store) TouchAPIKey(ctx context.Context, id string, now time.Time) error {
+	return s.tx(ctx, "touch_api_key", func(q querier) error {
+		_, err := q.exec(ctx, `UPDATE api_keys SET last_used_at = $2 WHERE id = $1 AND (last_used_at IS NULL OR last_used_at < $3)`,
+			id, now.UTC(), now.Add(-time.Minute).UTC())
 		return err
 	})
+}
+
+// RevokeAPIKey revokes a stakeholder's key and every key minted from it,
+// directly or through others; another's key is ErrNotFound. It returns the
+// IDs revoked, the named key first.
+func (s *Store) RevokeAPIKey(ctx context.Context, stakeholderID, id string, now time.Time) ([]string, error) {
+	var revoked []string
+	err := s.tx(ctx, "revoke_api_key", func(q querier) error {
+		revoked = revoked[:0]
+		n, err := q.exec(ctx, `UPDATE api_keys SET revoked_at = $3 WHERE id = $1 AND stakeholder_id = $2 AND revoked_at IS NULL`,
+			id, stakeholderID, now.UTC())
+		if err != nil {
+			return err
+		}
+		if n == 0 {
+			return ErrNotFound
+		}
+		revoked = append(revoked, id)
+		// Breadth first down the minting tree; a key's offspring are its
+		// stakeholder's (a key mints only for its own stakeholder).
+		for frontier := []string{id}; len(frontier) > 0; {
+			var next []string
+			for _, parent := range frontier {
+				err := queryEach(ctx, q, `SELECT id FROM api_keys WHERE parent_key_id = $1 AND revoked_at IS NULL`, []any{parent}, func(r rows) error {
+					var child string
+					if err := r.Scan(&child); err != nil {
+						return err
+					}
+					next = append(next, child)
+					return nil
+				})
+				if err != nil {
+					return err
+				}
+			}
+			for _, child := range next {
+				if _, err := q.exec(ctx, `UPDATE api_keys SET revoked_at = $2 WHERE id = $1 AND revoked_at IS NULL`, child, now.UTC()); err != nil {
+					return err
+				}
+			}
+			revoked = append(revoked, next...)
+			frontier = next
+		}
+		return nil
+	})
+	return revoked, err
 }
 
 // AppendAudit records one audit event on its own.

@@ -54,6 +54,7 @@ never from a flag.`,
 	_ = create.MarkFlagRequired("role")
 
 	var holder, keyName string
+	var keyScopes []string
 	key := &cobra.Command{
 		Use:   "create-api-key",
 		Short: "Create an API key for a stakeholder and print it (shown once)",
@@ -65,7 +66,7 @@ never from a flag.`,
 					return fmt.Errorf("stakeholder %q: %w", holder, err)
 				}
 				p := portal.New(portal.Config{}, st, nil, nil, nil, nil)
-				k, _, err := p.NewAPIKey(cmd.Context(), portal.Principal{Stakeholder: s, Via: "admin-cli"}, keyName)
+				k, _, err := p.NewAPIKey(cmd.Context(), portal.Principal{Stakeholder: s, Via: "admin-cli"}, keyName, keyScopes...)
 				if err != nil {
 					return err
 				}
@@ -76,6 +77,7 @@ never from a flag.`,
 	}
 	key.Flags().StringVar(&holder, "stakeholder", "", "the account the key acts as")
 	key.Flags().StringVar(&keyName, "name", "cli", "a name for the key")
+	key.Flags().StringSliceVar(&keyScopes, "scope", nil, "what the key may do: read, devices, enrol, obfs, keys (repeat or comma-separate; default all)")
 	_ = key.MarkFlagRequired("stakeholder")
 	var disableName string
 	disable := &cobra.Command{

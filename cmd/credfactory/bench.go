@@ -34,9 +34,9 @@ import (
 )
 
 func newBench() *cobra.Command {
-	var server, anchorPath, owner, spDomain, storeURL, paths, conc, batches, jsonOut, plotOut string
+	var server, opsURL, anchorPath, owner, spDomain, storeURL, paths, conc, batches, jsonOut, plotOut string
 	var duration time.Duration
-	var tokens int
+	var tokens, factory int
 	var ceilings bool
 	cmd := &cobra.Command{
 		Use:   "bench",
@@ -74,10 +74,20 @@ verify, store commits) and reports each path as a ratio of its ceiling.`,
 					return err
 				}
 			}
-			t.Metrics = bench.MetricsFrom(client.NewConn(t.Base, t.Anchor, nil))
-			fmt.Fprintf(out, "bench against %s: paths %v, concurrency %v, %v per step\n", t.Base, cfg.Paths, cfg.Concurrency, cfg.Duration)
+			if server == "" {
+				opsURL = t.Ops
+			}
+			if opsURL != "" {
+				t.Metrics = bench.MetricsFrom(opsURL)
+			}
+			if factory == 0 {
+				fmt.Fprintf(out, "bench against %s: paths %v, concurrency %v, %v per step\n", t.Base, cfg.Paths, cfg.Concurrency, cfg.Duration)
+			}
 			runner := bench.NewRunner(t, out)
 			runner.Progress = isTerminal(out) // a live bar per step
+			if factory > 0 {
+				return runFactory(ctx, runner, factory, &report, stop, out)
+			}
 			results, err := runner.Run(ctx, cfg)
 			report.Results = results
 			if err == nil {
@@ -98,10 +108,11 @@ verify, store commits) and reports each path as a ratio of its ceiling.`,
 	}
 	cmd.Flags().StringVar(&server, "server", "", "base URL of a running server (default: start one)")
 	cmd.Flags().StringVar(&anchorPath, "anchor", "", "with --server: its trust anchor (PEM)")
+	cmd.Flags().StringVar(&opsURL, "ops", "", "with --server: its operations listener's URL (server.ops_listen, e.g. http://127.0.0.1:9090) for HSM operations/s and commits/s")
 	cmd.Flags().StringVar(&owner, "owner", "", "with --server: the manufacturer's account name (owns the bench's OBS)")
 	cmd.Flags().StringVar(&spDomain, "sp-domain", "", "with --server: its portal.sp_domain (the host of device URIs)")
 	cmd.Flags().StringVar(&storeURL, "store-url", "", "without --server: the started server's store.url (default its SQLite file)")
-	cmd.Flags().StringVar(&paths, "paths", "est,psk,forward,est-newconn", "paths to drive: est, psk, forward, est-newconn")
+	cmd.Flags().StringVar(&paths, "paths", "est,psk,forward,est-newconn", "paths to drive: est, psk, forward, est-newconn, token (enrolment bundles, one per request)")
 	cmd.Flags().StringVar(&conc, "concurrency", "1,8,64", "concurrent clients per step")
 	cmd.Flags().StringVar(&batches, "batches", "1,10,100,1000", "forward batch sizes")
 	cmd.Flags().DurationVar(&duration, "duration", 5*time.Second, "length of each step")
@@ -109,6 +120,7 @@ verify, store commits) and reports each path as a ratio of its ceiling.`,
 	cmd.Flags().StringVar(&jsonOut, "json", "", "also write the report as JSON to this file")
 	cmd.Flags().StringVar(&plotOut, "plot", "", "also draw throughput and p99 against concurrency as SVG to this file")
 	cmd.Flags().BoolVar(&ceilings, "ceilings", false, "measure the raw ceilings first and report ratios")
+	cmd.Flags().IntVar(&factory, "factory", 0, "instead of the paths: a factory line of N devices end to end (CSV upload, bulk bundles, EST with 64 clients, registry verification)")
 	return cmd
 }
 
@@ -256,13 +268,18 @@ func startBenchServer(ctx context.Context, dir, storeURL string, out io.Writer) 
 	if err != nil {
 		return bench.Target{}, nil, err
 	}
+	opsPort, err := freeLoopbackPort()
+	if err != nil {
+		return bench.Target{}, nil, err
+	}
 	srv := exec.Command(self, "serve", "--data-dir", dir, "--listen", "127.0.0.1:"+port)
-	// CRL and OCSP on their plain listener, as a deployment would serve them.
-	// The audit trail (two lines per certificate) goes to a file, as a
-	// deployment would send it to its own sink, not to the bench's terminal.
+	// CRL and OCSP on their plain listener, as a deployment would serve them;
+	// /metrics on the operations listener. The audit trail (two lines per
+	// certificate) goes to a file, as a deployment would send it to its own
+	// sink, not to the bench's terminal.
 	srv.Env = append(env, "CREDFACTORY_LOG_LEVEL=warn", "CREDFACTORY_PORTAL_SP_DOMAIN=bench.sp.example",
 		"CREDFACTORY_LOG_AUDIT_FILE="+filepath.Join(dir, "audit.log"),
-		"CREDFACTORY_CA_STATUS_LISTEN=127.0.0.1:"+statusPort)
+		"CREDFACTORY_CA_STATUS_LISTEN=127.0.0.1:"+statusPort, "CREDFACTORY_SERVER_OPS_LISTEN=127.0.0.1:"+opsPort)
 	// The bench measures the server, not its rate limits: 64 clients on
 	// one loopback address and one tenant would be throttled by design.
 	for _, l := range []string{"ENROL_SOURCE", "ENROL_TENANT", "ENROL_OBF", "TOKEN_TENANT", "LOGIN_SOURCE", "LOGIN_ACCOUNT"} {
@@ -279,7 +296,7 @@ func startBenchServer(ctx context.Context, dir, storeURL string, out io.Writer) 
 		return bench.Target{}, nil, err
 	}
 	t := bench.Target{Base: "https://localhost:" + port, Anchor: anchor, ManufacturerKey: maker, AdminKey: admin,
-		OwnerName: "bench-maker", SPDomain: "bench.sp.example"}
+		OwnerName: "bench-maker", SPDomain: "bench.sp.example", Ops: "http://127.0.0.1:" + opsPort}
 	conn := client.NewConn(t.Base, anchor, nil)
 	for deadline := time.Now().Add(30 * time.Second); ; time.Sleep(100 * time.Millisecond) {
 		if err := conn.JSON(ctx, "GET", "/readyz", nil, nil, nil); err == nil {
@@ -291,6 +308,7 @@ func startBenchServer(ctx context.Context, dir, storeURL string, out io.Writer) 
 		}
 	}
 	fmt.Fprintf(out, "started credfactory serve (pid %d) in %s\n", srv.Process.Pid, dir)
+	benchServerPID.Store(int64(srv.Process.Pid))
 	stop := func() int64 {
 		rss := vmHWM(srv.Process.Pid)
 		srv.Process.Signal(syscall.SIGTERM)

@@ -29,6 +29,10 @@ type sp struct {
 	initOut string
 	// logs is everything serve printed; complete once stop has returned.
 	logs *lockedBuffer
+	// pid is the serve process's; ops is its operations listener's base
+	// URL (/metrics).
+	pid  int
+	ops  string
 	stop func()
 }
 
@@ -54,13 +58,15 @@ func startSP(t *testing.T, env ...string) *sp {
 	t.Helper()
 	s := &sp{t: t, dir: t.TempDir(), env: append(cleanEnv(), env...), logs: &lockedBuffer{}}
 	s.initOut = s.cli("init")
-	addr := freePort(t)
+	addr, opsAddr := freePort(t), freePort(t)
+	s.ops = "http://" + opsAddr
 	cmd := exec.Command(bin, "serve", "--data-dir", s.dir, "--listen", addr)
-	cmd.Env = s.env
+	cmd.Env = append(s.env, "CREDFACTORY_SERVER_OPS_LISTEN="+opsAddr)
 	cmd.Stdout, cmd.Stderr = s.logs, s.logs
 	if err := cmd.Start(); err != nil {
 		t.Fatal(err)
 	}
+	s.pid = cmd.Process.Pid
 	exited := make(chan error, 1)
 	go func() { exited <- cmd.Wait() }()
 	var once sync.Once
@@ -177,6 +183,21 @@ func (s *sp) send(c *http.Client, key, method, path, contentType string, body []
 	defer resp.Body.Close()
 	raw, _ := io.ReadAll(resp.Body)
 	return resp.StatusCode, resp.Header, raw
+}
+
+// metricsText is the server's /metrics, from its operations listener.
+func (s *sp) metricsText() string {
+	s.t.Helper()
+	resp, err := http.Get(s.ops + "/metrics")
+	if err != nil {
+		s.t.Fatalf("GET /metrics: %v", err)
+	}
+	defer resp.Body.Close()
+	b, _ := io.ReadAll(resp.Body)
+	if resp.StatusCode != 200 {
+		s.t.Fatalf("GET /metrics: %d %.300s", resp.StatusCode, b)
+	}
+	return string(b)
 }
 
 func errCode(m map[string]any) string {

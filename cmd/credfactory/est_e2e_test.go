@@ -55,10 +55,10 @@ distinguished_name = dn
 attributes = attrs
 prompt = no
 [dn]
-CN = device
+CN = %s
 [attrs]
 challengePassword = %s
-`, b.Token)), 0o600); err != nil {
+`, b.AssignedID, b.Token)), 0o600); err != nil {
 		t.Fatal(err)
 	}
 	sh("openssl", "req", "-new", "-key", file("key.pem"), "-config", file("req.cnf"), "-outform", "DER", "-out", file("csr.der"))
@@ -132,35 +132,45 @@ func TestEnrolmentBadInput(t *testing.T) {
 		return resp.StatusCode, string(raw)
 	}
 	b64 := func(der []byte) []byte { return []byte(base64.StdEncoding.EncodeToString(der)) }
-	good, _ := client.CSR(key, "x", b.Token)
+	good, _ := client.CSR(key, b.AssignedID, b.Token)
 	badSig := append([]byte(nil), good...)
 	badSig[len(badSig)-3] ^= 0xff
 	p224, _ := ecdsa.GenerateKey(elliptic.P224(), rand.Reader)
-	weak, _ := client.CSR(p224, "x", b.Token)
-	noToken, _ := client.CSR(key, "x", "")
-	unknown, _ := client.CSR(key, "x", "not-a-token")
+	weak, _ := client.CSR(p224, b.AssignedID, b.Token)
+	noToken, _ := client.CSR(key, b.AssignedID, "")
+	unknown, _ := client.CSR(key, b.AssignedID, "not-a-token")
 	san, _ := asn1.Marshal([]asn1.RawValue{{Tag: 2, Class: asn1.ClassContextSpecific, Bytes: []byte("evil.example")}})
-	withDNS, _ := client.CSR(key, "x", b.Token, pkix.Extension{Id: asn1.ObjectIdentifier{2, 5, 29, 17}, Value: san})
-	withCA, _ := client.CSR(key, "x", b.Token, pkix.Extension{Id: asn1.ObjectIdentifier{2, 5, 29, 19}, Critical: true, Value: []byte{0x30, 0x03, 0x01, 0x01, 0xff}})
+	withDNS, _ := client.CSR(key, b.AssignedID, b.Token, pkix.Extension{Id: asn1.ObjectIdentifier{2, 5, 29, 17}, Value: san})
+	withCA, _ := client.CSR(key, b.AssignedID, b.Token, pkix.Extension{Id: asn1.ObjectIdentifier{2, 5, 29, 19}, Critical: true, Value: []byte{0x30, 0x03, 0x01, 0x01, 0xff}})
+	// What the device profile would drop is refused, naming it.
+	ekuServerAuth, _ := asn1.Marshal([]asn1.ObjectIdentifier{{1, 3, 6, 1, 5, 5, 7, 3, 1}})
+	withServerAuth, _ := client.CSR(key, b.AssignedID, b.Token, pkix.Extension{Id: asn1.ObjectIdentifier{2, 5, 29, 37}, Value: ekuServerAuth})
+	kuCertSign, _ := asn1.Marshal(asn1.BitString{Bytes: []byte{0x84}, BitLength: 6}) // digitalSignature, keyCertSign
+	withCertSign, _ := client.CSR(key, b.AssignedID, b.Token, pkix.Extension{Id: asn1.ObjectIdentifier{2, 5, 29, 15}, Critical: true, Value: kuCertSign})
+	otherCN, _ := client.CSR(key, "Sanother-device", b.Token)
 	for _, tc := range []struct {
 		name, contentType string
 		body              []byte
 		status            int
 		code              string
+		names             string // what the message must name
 	}{
-		{"wrong media type", "application/json", b64(good), 415, "unsupported_media_type"},
-		{"not base64", "application/pkcs10", []byte("!!!not base64!!!"), 400, "bad_request"},
-		{"not PKCS#10", "application/pkcs10", b64([]byte("garbage bytes here")), 400, "bad_csr"},
-		{"bad signature", "application/pkcs10", b64(badSig), 400, "bad_csr"},
-		{"P-224 key", "application/pkcs10", b64(weak), 400, "unsupported_key"},
-		{"no challengePassword", "application/pkcs10", b64(noToken), 400, "missing_token"},
-		{"unknown token", "application/pkcs10", b64(unknown), 403, "token_unknown"},
-		{"DNS SAN", "application/pkcs10", b64(withDNS), 400, "csr_san_mismatch"},
-		{"asks to be a CA", "application/pkcs10", b64(withCA), 400, "csr_extension_refused"},
+		{"wrong media type", "application/json", b64(good), 415, "unsupported_media_type", ""},
+		{"not base64", "application/pkcs10", []byte("!!!not base64!!!"), 400, "bad_request", ""},
+		{"not PKCS#10", "application/pkcs10", b64([]byte("garbage bytes here")), 400, "bad_csr", ""},
+		{"bad signature", "application/pkcs10", b64(badSig), 400, "bad_csr", ""},
+		{"P-224 key", "application/pkcs10", b64(weak), 400, "unsupported_key", ""},
+		{"no challengePassword", "application/pkcs10", b64(noToken), 400, "missing_token", ""},
+		{"unknown token", "application/pkcs10", b64(unknown), 403, "token_unknown", ""},
+		{"DNS SAN", "application/pkcs10", b64(withDNS), 400, "csr_san_mismatch", ""},
+		{"asks to be a CA", "application/pkcs10", b64(withCA), 400, "csr_extension_refused", ""},
+		{"asks for serverAuth", "application/pkcs10", b64(withServerAuth), 400, "csr_extension_refused", "serverAuth"},
+		{"asks for keyCertSign", "application/pkcs10", b64(withCertSign), 400, "csr_extension_refused", "keyCertSign"},
+		{"names another device", "application/pkcs10", b64(otherCN), 400, "csr_subject_mismatch", "Sanother-device"},
 	} {
 		status, body := est(tc.contentType, tc.body)
-		if status != tc.status || !strings.HasPrefix(body, tc.code+":") {
-			t.Errorf("%s: %d %q, want %d %s", tc.name, status, body, tc.status, tc.code)
+		if status != tc.status || !strings.HasPrefix(body, tc.code+":") || !strings.Contains(body, tc.names) {
+			t.Errorf("%s: %d %q, want %d %s naming %q", tc.name, status, body, tc.status, tc.code, tc.names)
 		}
 	}
 	for _, tc := range []struct {
@@ -212,7 +222,7 @@ func TestEnrolmentBoundToDeviceCertificate(t *testing.T) {
 	}
 	anchor := parsePEMCerts(t, body["trustAnchor"].(string))
 	key, _ := ecdsa.GenerateKey(elliptic.P256(), rand.Reader)
-	csr, _ := client.CSR(key, "x", body["token"].(string))
+	csr, _ := client.CSR(key, body["assignedId"].(string), body["token"].(string))
 	if _, err := client.NewConn(s.base, anchor, nil).ESTEnroll(t.Context(), csr, false); !isCode(err, "token_mismatch") {
 		t.Fatalf("without the device certificate: %v", err)
 	}

@@ -4,16 +4,12 @@ import (
 	"context"
 	"crypto/tls"
 	"crypto/x509"
-	"errors"
 	"fmt"
 	"io"
-	"net/http"
-	"net/http/pprof"
 	"os"
 	"os/signal"
 	"runtime/debug"
 	"syscall"
-	"time"
 
 	"github.com/credfactory/credfactory/ca"
 	"github.com/credfactory/credfactory/castatus"
@@ -110,7 +106,8 @@ func newServe(g *globals) *cobra.Command {
 		Short: "Serve the factory over HTTPS",
 		Long: `serve opens the HSM, loads the CA and serves HTTPS on server.listen with the
 TLS key in the HSM. /healthz says the process is up, /readyz that the HSM
-answers, /metrics is for Prometheus. SIGTERM or SIGINT stops accepting
+answers; /metrics, for Prometheus, is on the plain-HTTP operations listener
+(server.ops_listen, 127.0.0.1:9090 by default), never the TLS one. SIGTERM or SIGINT stops accepting
 connections and lets in-flight requests finish (server.shutdown_timeout).
 
 ` + config.Help(),
@@ -202,6 +199,8 @@ func serve(ctx context.Context, cfg config.Config, stderr io.Writer) error {
 	srv := server.New(server.Options{
 		Listen:       cfg.Server.Listen,
 		StatusListen: cfg.CA.StatusListen,
+		OpsListen:    cfg.Server.OpsListen,
+		Pprof:        cfg.Server.Pprof,
 		TLS:          server.TLSConfig(p.GetCertificate),
 		ReadTimeout:  cfg.Server.ReadTimeout,
 		WriteTimeout: cfg.Server.WriteTimeout,
@@ -233,26 +232,13 @@ func serve(ctx context.Context, cfg config.Config, stderr io.Writer) error {
 	pt := portal.New(portal.Config{Observer: reg.PortalObserver(),
 		MEFURI: cfg.Portal.MEFURI, TrustAnchor: p.Root, SPDomain: cfg.Portal.SPDomain,
 		TokenTTL: cfg.Portal.TokenTTL, SessionTTL: cfg.Portal.SessionTTL, Limits: limits, OnRevoke: status.MarkStale,
-		OnOBFRevoke: obfStatus.MarkStale,
+		OnOBFRevoke: obfStatus.MarkStale, MaxConcurrentUploads: cfg.Portal.MaxUploads,
 	}, st, p.KDF, p.CA, p.OBFCA, obfVerifier)
 	srv.Register(pt.APIRoutes()...)
 	srv.Register(pt.PageRoutes()...)
 	if err := srv.Listen(); err != nil {
 		return err
 	}
-	if cfg.Server.DebugListen != "" {
-		// net/http/pprof on its own loopback listener, never the TLS port:
-		// profiles show request contents and cost CPU to take.
-		dbg := &http.Server{Addr: cfg.Server.DebugListen, Handler: pprofMux(), ReadHeaderTimeout: 10 * time.Second}
-		go func() {
-			if err := dbg.ListenAndServe(); err != nil && !errors.Is(err, http.ErrServerClosed) {
-				log.Error("debug listener", "err", err.Error())
-			}
-		}()
-		defer dbg.Close()
-		log.Info("profiling on http://" + cfg.Server.DebugListen + "/debug/pprof/")
-	}
-
 	ctx, stop := signal.NotifyContext(ctx, syscall.SIGTERM, syscall.SIGINT)
 	defer stop()
 	go p.KeepServerCertFresh(ctx, func(renewed *tls.Certificate, err error) {
@@ -274,6 +260,11 @@ func serve(ctx context.Context, cfg config.Config, stderr io.Writer) error {
 		// be checked.
 		log.Warn("ca.status_listen is empty: CRL and OCSP are served only over HTTPS, which many relying parties will not fetch",
 			"status_url", cfg.CA.StatusURL)
+	}
+	if a := srv.OpsAddr(); a != nil {
+		log.Info("serving /metrics, /healthz and /readyz over plain HTTP", "addr", "http://"+a.String(), "pprof", cfg.Server.Pprof)
+	} else {
+		log.Warn("server.ops_listen is empty: no /metrics for Prometheus")
 	}
 	stopSweeper := startSweeper(ctx, cfg, st, reg, log)
 	defer stopSweeper()
@@ -344,14 +335,4 @@ func envOr(name, def string) string {
 		return v
 	}
 	return def
-}
-
-func pprofMux() *http.ServeMux {
-	mux := http.NewServeMux()
-	mux.HandleFunc("/debug/pprof/", pprof.Index)
-	mux.HandleFunc("/debug/pprof/cmdline", pprof.Cmdline)
-	mux.HandleFunc("/debug/pprof/profile", pprof.Profile)
-	mux.HandleFunc("/debug/pprof/symbol", pprof.Symbol)
-	mux.HandleFunc("/debug/pprof/trace", pprof.Trace)
-	return mux
 }

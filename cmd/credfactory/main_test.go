@@ -62,7 +62,10 @@ func cleanEnv() []string {
 			env = append(env, kv)
 		}
 	}
-	return env
+	// The operations listener's default port (9090) would collide between
+	// the servers tests run at once; a test that scrapes /metrics names a
+	// port of its own after this.
+	return append(env, "CREDFACTORY_SERVER_OPS_LISTEN=127.0.0.1:0")
 }
 
 func freePort(t *testing.T) string {
@@ -99,9 +102,9 @@ func TestInitTwiceThenServeAndStop(t *testing.T) {
 		t.Fatal("the PIN is missing or was printed")
 	}
 
-	addr := freePort(t)
+	addr, opsAddr := freePort(t), freePort(t)
 	cmd := exec.Command(bin, "serve", "--data-dir", dir, "--listen", addr)
-	cmd.Env = cleanEnv()
+	cmd.Env = append(cleanEnv(), "CREDFACTORY_SERVER_OPS_LISTEN="+opsAddr)
 	stderr, _ := cmd.StderrPipe()
 	if err := cmd.Start(); err != nil {
 		t.Fatal(err)
@@ -167,7 +170,16 @@ func TestInitTwiceThenServeAndStop(t *testing.T) {
 		t.Fatalf("readyz: %v %v", resp, err)
 	}
 	resp.Body.Close()
+	// /metrics: on the operations listener, not the TLS one.
 	resp, err = client.Get(base + "/metrics")
+	if err != nil {
+		t.Fatal(err)
+	}
+	resp.Body.Close()
+	if resp.StatusCode != http.StatusNotFound {
+		t.Fatalf("/metrics on the TLS listener: %d, want 404", resp.StatusCode)
+	}
+	resp, err = http.Get("http://" + opsAddr + "/metrics")
 	if err != nil {
 		t.Fatal(err)
 	}

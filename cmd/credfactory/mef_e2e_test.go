@@ -13,6 +13,7 @@ import (
 	"encoding/pem"
 	"fmt"
 	"io"
+	"net/http"
 	"net/url"
 	"os"
 	"os/exec"
@@ -298,7 +299,7 @@ func TestSeedCases(t *testing.T) {
 		t.Fatalf("forward with a device certificate: %v", err)
 	}
 	// The run shows on /metrics: every path, tokens issued, CA expiry.
-	resp, err := s.client(nil).Get(s.base + "/metrics")
+	resp, err := http.Get(s.ops + "/metrics")
 	if err != nil {
 		t.Fatal(err)
 	}

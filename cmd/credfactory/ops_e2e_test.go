@@ -315,7 +315,7 @@ func describedFamilies(t *testing.T) map[string]*family {
 // anchor, and returns the families by name with their types.
 func scrapeFamilies(t *testing.T, s *sp) (map[string]string, string) {
 	t.Helper()
-	resp, err := s.client(nil).Get(s.base + "/metrics")
+	resp, err := http.Get(s.ops + "/metrics")
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -630,9 +630,9 @@ func TestOpsPrometheusScrapes(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	port := strings.TrimPrefix(s.base, "https://localhost:")
-	// The shipped scrape job, pointed at this server: its name, scheme,
-	// path and TLS settings are deploy/prometheus/prometheus.yml's.
+	// The shipped scrape job, pointed at this server's operations
+	// listener: its name, scheme and path are deploy/prometheus/
+	// prometheus.yml's.
 	raw, err := os.ReadFile(opsPromConfigs[0])
 	if err != nil {
 		t.Fatal(err)
@@ -650,16 +650,15 @@ func TestOpsPrometheusScrapes(t *testing.T) {
 			job = j.(map[string]any)
 		}
 	}
-	if job == nil || str(job, "scheme") != "https" {
-		t.Fatalf("%s: no https job credfactory", opsPromConfigs[0])
+	// /metrics is on the plain-HTTP operations listener (server.ops_listen),
+	// never on the TLS one.
+	if job == nil || str(job, "scheme") != "http" || job["tls_config"] != nil {
+		t.Fatalf("%s: no plain-HTTP job credfactory", opsPromConfigs[0])
 	}
-	tlsCfg, _ := job["tls_config"].(map[string]any)
-	if tlsCfg == nil {
-		t.Fatalf("%s: job credfactory has no tls_config", opsPromConfigs[0])
+	if resp, err := s.client(nil).Get(s.base + "/metrics"); err != nil || resp.StatusCode != http.StatusNotFound {
+		t.Fatalf("/metrics on the TLS listener: %v %v, want 404", resp, err)
 	}
-	tlsCfg["ca_file"] = filepath.Join(s.dir, "trust-anchor.pem")
-	tlsCfg["server_name"] = "localhost"
-	job["static_configs"] = []any{map[string]any{"targets": []any{"127.0.0.1:" + port}}}
+	job["static_configs"] = []any{map[string]any{"targets": []any{strings.TrimPrefix(s.ops, "http://")}}}
 	out, err := yaml.Marshal(cfg)
 	if err != nil {
 		t.Fatal(err)
@@ -1286,6 +1285,49 @@ func TestOpsKubernetesManifests(t *testing.T) {
 	}
 	if _, p, _ := net.SplitHostPort(cfg.Server.Listen); p != fmt.Sprint(port) {
 		t.Errorf("config: server.listen %s, container port %d", cfg.Server.Listen, port)
+	}
+	// /metrics: the operations listener, a container port of its own that
+	// Prometheus scrapes over plain HTTP and the NetworkPolicy opens only
+	// to the monitoring namespace.
+	var opsPort int
+	for _, p := range list(c, "ports") {
+		if str(p, "name") == "ops" {
+			opsPort, _ = at(p, "containerPort").(int)
+		}
+	}
+	if _, p, _ := net.SplitHostPort(cfg.Server.OpsListen); opsPort == 0 || p != fmt.Sprint(opsPort) {
+		t.Errorf("config: server.ops_listen %q, container port ops %d", cfg.Server.OpsListen, opsPort)
+	}
+	promRaw, err := os.ReadFile(opsPromConfigs[1])
+	if err != nil {
+		t.Fatal(err)
+	}
+	var prom map[string]any
+	if err := yaml.Unmarshal(promRaw, &prom); err != nil {
+		t.Fatal(err)
+	}
+	for _, j := range list(prom, "scrape_configs") {
+		if str(j, "job_name") != "credfactory" {
+			continue
+		}
+		if str(j, "scheme") != "http" || at(j, "dns_sd_configs", 0, "port") != opsPort {
+			t.Errorf("%s: job credfactory scrapes %s on port %v, want http on the ops port %d", opsPromConfigs[1], str(j, "scheme"), at(j, "dns_sd_configs", 0, "port"), opsPort)
+		}
+	}
+	np := objs["NetworkPolicy/credfactory"]
+	if np == nil {
+		t.Error("no NetworkPolicy/credfactory: the ops port would be open to every pod")
+	} else {
+		matches("NetworkPolicy", at(np, "spec", "podSelector", "matchLabels"))
+		open := map[any]bool{}
+		for _, rule := range list(np, "spec", "ingress") {
+			for _, p := range list(rule, "ports") {
+				open[at(p, "port")] = len(list(rule, "from")) == 0
+			}
+		}
+		if open["https"] != true || open["ops"] != false {
+			t.Errorf("NetworkPolicy: https open to all %v, ops open to all %v; want https to all and ops to the monitoring namespace only", open["https"], open["ops"])
+		}
 	}
 	// Each file the config names is in a mounted volume that provides it.
 	// The deepest mount holding the file wins (the CA ConfigMap inside the

@@ -214,7 +214,7 @@ func TestRateLimits(t *testing.T) {
 	})
 
 	t.Run("metrics", func(t *testing.T) {
-		_, _, text := s.raw(s.client(nil), "", "GET", "/metrics", "", "")
+		text := s.metricsText()
 		for _, want := range []string{
 			`credfactory_rate_limited_total{limit="enrol_source"} 3`,
 			`credfactory_rate_limited_total{limit="enrol_tenant"} 1`,

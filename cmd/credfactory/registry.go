@@ -12,6 +12,7 @@ import (
 func openStore(ctx context.Context, cfg config.Config, obs store.Observer) (*store.Store, error) {
 	st, err := store.Open(ctx, cfg.Store.URL, store.Options{
 		MaxConns: cfg.Store.MaxConns, MaxRetries: cfg.Store.MaxRetries, TxTimeout: cfg.Store.TxTimeout, Observer: obs,
+		RetryBackoff: cfg.Store.RetryBackoff, RetryBackoffMax: cfg.Store.RetryBackoffMax,
 	})
 	if err != nil {
 		return nil, fmt.Errorf("open registry: %w", err)

@@ -10,6 +10,7 @@ import (
 	"encoding/base64"
 	"errors"
 	"io"
+	"net/http"
 	"path/filepath"
 	"strings"
 	"testing"
@@ -167,7 +168,7 @@ func newKeyBytes() []byte {
 
 func scrape(t *testing.T, s *seed) string {
 	t.Helper()
-	resp, err := s.client(nil).Get(s.base + "/metrics")
+	resp, err := http.Get(s.ops + "/metrics")
 	if err != nil {
 		t.Fatal(err)
 	}

@@ -49,7 +49,7 @@ func TestCRLAndOCSPWithOpenSSL(t *testing.T) {
 		t.Fatalf("bundle: %d %v", status, bundle)
 	}
 	key, _ := ecdsa.GenerateKey(elliptic.P256(), rand.Reader)
-	csr, err := client.CSR(key, "device", bundle["token"].(string))
+	csr, err := client.CSR(key, bundle["assignedId"].(string), bundle["token"].(string))
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -192,7 +192,7 @@ func TestCRLAndOCSPWithOpenSSL(t *testing.T) {
 		}
 	}
 	// The metrics saw it all.
-	resp, err := s.client(nil).Get(s.base + "/metrics")
+	resp, err := http.Get(s.ops + "/metrics")
 	if err != nil {
 		t.Fatal(err)
 	}
