@@ -16,6 +16,7 @@ import (
 	"time"
 
 	"github.com/credfactory/credfactory/apierr"
+	"github.com/credfactory/credfactory/httpapi"
 	"github.com/valyala/fasthttp"
 )
 
@@ -208,6 +209,10 @@ func (p *Portal) apiBulk(ctx *fasthttp.RequestCtx) error {
 	if err != nil {
 		return err
 	}
+	// Authenticated and authorised: the body may now take as long as
+	// 100,000 rows need, at the front end's minimum rate (before, it had the
+	// read timeout, and a slow client's answer was cut mid-stream).
+	httpapi.BeginStream(ctx)
 	body := ctx.RequestBodyStream()
 	if body == nil {
 		body = bytes.NewReader(ctx.PostBody())

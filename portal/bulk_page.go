@@ -12,6 +12,7 @@ import (
 	"strings"
 
 	"github.com/credfactory/credfactory/apierr"
+	"github.com/credfactory/credfactory/httpapi"
 	"github.com/credfactory/credfactory/store"
 	"github.com/valyala/fasthttp"
 )
@@ -94,6 +95,9 @@ func (p *Portal) pageBundlesPost(ctx *fasthttp.RequestCtx) error {
 	if err := requireRole(who, store.RoleSubscriber, store.RoleInstaller, store.RoleManufacturer); err != nil {
 		return fail(err)
 	}
+	// Authenticated (session and CSRF token): the rest of the body may take
+	// as long as a large file needs, at the front end's minimum rate.
+	httpapi.BeginStream(ctx)
 	var req BulkRequest
 	format := FormatCSV
 	for {
