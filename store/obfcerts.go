@@ -4,7 +4,6 @@ import (
 	"context"
 	"crypto/x509"
 	"encoding/hex"
-	"errors"
 	"fmt"
 	"time"
 )
@@ -135,47 +134,14 @@ func (s *Store) OBFCertificates() OBFCertificates { return OBFCertificates{s} }
 
 // RevokedCertificates is Store.RevokedCertificates over OBF certificates.
 func (v OBFCertificates) RevokedCertificates(ctx context.Context, issuerKeyID string, unexpiredAt time.Time, after string, limit int) ([]RevokedCertificate, error) {
-	if limit <= 0 {
-		return nil, errors.New("revoked OBF certificates: limit must be positive")
-	}
-	out := make([]RevokedCertificate, 0, 16)
-	err := v.s.read(ctx, func(q querier) error {
-		out = out[:0]
-		return queryEach(ctx, q, `SELECT serial, revoked_at, revocation_reason FROM obf_certificates
-			WHERE issuer_key_id = $1 AND status = 'revoked' AND serial > $2 AND not_after > $3
-			ORDER BY serial LIMIT $4`, []any{issuerKeyID, after, unexpiredAt.UTC(), limit}, func(r rows) error {
-			var rc RevokedCertificate
-			var at *time.Time
-			if err := r.Scan(&rc.Serial, &at, &rc.Reason); err != nil {
-				return err
-			}
-			if at != nil {
-				rc.RevokedAt = at.UTC()
-			}
-			out = append(out, rc)
-			return nil
-		})
-	})
-	if err != nil {
-		return nil, fmt.Errorf("revoked OBF certificates of %s: %w", issuerKeyID, err)
-	}
-	return out, nil
+	return revokedPage(ctx, v.s, "obf_certificates", "OBF certificates", issuerKeyID, unexpiredAt, after, limit)
 }
 
 // RevocationWatermark is Store.RevocationWatermark over OBF certificates.
 func (v OBFCertificates) RevocationWatermark(ctx context.Context, issuerKeyID string, since time.Time) (Watermark, error) {
-	var w Watermark
-	var at *time.Time
-	err := v.s.read(ctx, func(q querier) error {
-		return q.queryRow(ctx, `SELECT MAX(revoked_at), COUNT(*) FROM obf_certificates
-			WHERE issuer_key_id = $1 AND status = 'revoked' AND revoked_at > $2`,
-			issuerKeyID, since.UTC()).Scan(&at, &w.Count)
-	})
+	w, err := revocationWatermark(ctx, v.s, "obf_certificates", issuerKeyID, since)
 	if err != nil {
 		return w, fmt.Errorf("OBF revocation watermark of %s: %w", issuerKeyID, err)
-	}
-	if at != nil {
-		w.Latest = at.UTC()
 	}
 	return w, nil
 }
@@ -191,12 +157,7 @@ func (v OBFCertificates) CertificateStatusBySerial(ctx context.Context, serial s
 	if err != nil {
 		return cs, fmt.Errorf("OBF certificate status of serial %s: %w", serial, err)
 	}
-	cs.NotAfter = cs.NotAfter.UTC()
-	if cs.RevokedAt != nil {
-		t := cs.RevokedAt.UTC()
-		cs.RevokedAt = &t
-	}
-	return cs, nil
+	return cs.inUTC(), nil
 }
 
 // NextCRLNumber is Store.NextCRLNumber: CRL numbers are per issuer already.

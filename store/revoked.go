@@ -4,7 +4,6 @@ import (
 	"context"
 	"encoding/asn1"
 	"encoding/hex"
-	"errors"
 	"fmt"
 	"time"
 
@@ -44,13 +43,21 @@ type RevokedCertificate struct {
 // a CRL generation pages through millions of entries without holding a
 // transaction or a lock, so enrolments and revocations go on meanwhile.
 func (s *Store) RevokedCertificates(ctx context.Context, issuerKeyID string, unexpiredAt time.Time, after string, limit int) ([]RevokedCertificate, error) {
+	return revokedPage(ctx, s, "credentials", "certificates", issuerKeyID, unexpiredAt, after, limit)
+}
+
+// revokedPage is RevokedCertificates over table, credentials or
+// obf_certificates: both keep the same status columns and a partial index
+// on (issuer_key_id, serial) WHERE status = 'revoked'. what names the
+// table's certificates in errors.
+func revokedPage(ctx context.Context, s *Store, table, what, issuerKeyID string, unexpiredAt time.Time, after string, limit int) ([]RevokedCertificate, error) {
 	if limit <= 0 {
-		return nil, errors.New("revoked certificates: limit must be positive")
+		return nil, fmt.Errorf("revoked %s: limit must be positive", what)
 	}
 	out := make([]RevokedCertificate, 0, limit)
 	err := s.read(ctx, func(q querier) error {
 		out = out[:0]
-		return queryEach(ctx, q, `SELECT serial, revoked_at, revocation_reason FROM credentials
+		return queryEach(ctx, q, `SELECT serial, revoked_at, revocation_reason FROM `+table+`
 			WHERE issuer_key_id = $1 AND status = 'revoked' AND serial > $2 AND not_after > $3
 			ORDER BY serial LIMIT $4`, []any{issuerKeyID, after, unexpiredAt.UTC(), limit}, func(r rows) error {
 			var rc RevokedCertificate
@@ -66,7 +73,7 @@ func (s *Store) RevokedCertificates(ctx context.Context, issuerKeyID string, une
 		})
 	})
 	if err != nil {
-		return nil, fmt.Errorf("revoked certificates of %s: %w", issuerKeyID, err)
+		return nil, fmt.Errorf("revoked %s of %s: %w", what, issuerKeyID, err)
 	}
 	return out, nil
 }
@@ -90,15 +97,24 @@ type Watermark struct {
 // than any transaction lasts plus clock skew). One range over the
 // credentials_revoked_at index, cheap enough to ask on every CRL fetch.
 func (s *Store) RevocationWatermark(ctx context.Context, issuerKeyID string, since time.Time) (Watermark, error) {
+	w, err := revocationWatermark(ctx, s, "credentials", issuerKeyID, since)
+	if err != nil {
+		return w, fmt.Errorf("revocation watermark of %s: %w", issuerKeyID, err)
+	}
+	return w, nil
+}
+
+// revocationWatermark is RevocationWatermark over table (see revokedPage).
+func revocationWatermark(ctx context.Context, s *Store, table, issuerKeyID string, since time.Time) (Watermark, error) {
 	var w Watermark
 	var at *time.Time
 	err := s.read(ctx, func(q querier) error {
-		return q.queryRow(ctx, `SELECT MAX(revoked_at), COUNT(*) FROM credentials
+		return q.queryRow(ctx, `SELECT MAX(revoked_at), COUNT(*) FROM `+table+`
 			WHERE issuer_key_id = $1 AND status = 'revoked' AND revoked_at > $2`,
 			issuerKeyID, since.UTC()).Scan(&at, &w.Count)
 	})
 	if err != nil {
-		return w, fmt.Errorf("revocation watermark of %s: %w", issuerKeyID, err)
+		return w, err
 	}
 	if at != nil {
 		w.Latest = at.UTC()
@@ -136,12 +152,18 @@ func (s *Store) CertificateStatusBySerial(ctx context.Context, serial string) (C
 	if err != nil {
 		return cs, fmt.Errorf("certificate status of serial %s: %w", serial, err)
 	}
+	return cs.inUTC(), nil
+}
+
+// inUTC returns cs with its times in UTC, as every reader of the registry
+// hands them out whatever zone the driver scanned them in.
+func (cs CertificateStatus) inUTC() CertificateStatus {
 	cs.NotAfter = cs.NotAfter.UTC()
 	if cs.RevokedAt != nil {
 		t := cs.RevokedAt.UTC()
 		cs.RevokedAt = &t
 	}
-	return cs, nil
+	return cs
 }
 
 // issuerKeyIDOf is the issuer_key_id a credential row records: taken from
