@@ -2,11 +2,9 @@ package portal
 
 import (
 	"bufio"
-	"bytes"
 	"errors"
 	"io"
 	"mime"
-	"mime/multipart"
 	"net/http"
 	"path"
 	"strings"
@@ -61,23 +59,7 @@ func (p *Portal) pageBundles(ctx *fasthttp.RequestCtx) error {
 // format, then the file, whose rows are decided as they arrive while the
 // answer streams back as a download.
 func (p *Portal) pageBundlesPost(ctx *fasthttp.RequestCtx) error {
-	body := ctx.RequestBodyStream()
-	if body == nil {
-		body = bytes.NewReader(ctx.PostBody())
-	}
-	mt, params, err := mime.ParseMediaType(string(ctx.Request.Header.ContentType()))
-	if err != nil || mt != "multipart/form-data" || params["boundary"] == "" {
-		return apierr.New(http.StatusBadRequest, "bad_upload", "Send the form as multipart/form-data, with the CSRF token first.")
-	}
-	mr := multipart.NewReader(body, params["boundary"])
-	who, err := p.pageAuthWith(ctx, func() []byte {
-		part, err := mr.NextPart()
-		if err != nil || part.FormName() != "csrf" {
-			return nil
-		}
-		token, _ := io.ReadAll(io.LimitReader(part, 256))
-		return token
-	})
+	mr, who, err := p.multipartPageAuth(ctx, "form")
 	if err != nil {
 		return err
 	}

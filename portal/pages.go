@@ -290,6 +290,36 @@ func (p *Portal) pageAuthWith(ctx *fasthttp.RequestCtx, formCSRF func() []byte) 
 	return who, nil
 }
 
+// multipartPageAuth opens a page form posted as multipart/form-data and
+// authenticates it. The body is never held whole, so the CSRF token cannot
+// be looked up by name: the form puts it first, and a form whose first part
+// is not a valid token is refused before anything else is read. what names
+// the form in the error a body of another type gets.
+func (p *Portal) multipartPageAuth(ctx *fasthttp.RequestCtx, what string) (*multipart.Reader, Principal, error) {
+	body := ctx.RequestBodyStream()
+	if body == nil { // a server that buffers bodies
+		body = bytes.NewReader(ctx.PostBody())
+	}
+	mt, params, err := mime.ParseMediaType(string(ctx.Request.Header.ContentType()))
+	if err != nil || mt != "multipart/form-data" || params["boundary"] == "" {
+		// Nothing is read or changed: say what the form must be.
+		return nil, Principal{}, apierr.New(http.StatusBadRequest, "bad_upload", "Send the "+what+" as multipart/form-data, with the CSRF token first.")
+	}
+	mr := multipart.NewReader(body, params["boundary"])
+	who, err := p.pageAuthWith(ctx, func() []byte {
+		part, err := mr.NextPart()
+		if err != nil || part.FormName() != "csrf" {
+			return nil
+		}
+		token, _ := io.ReadAll(io.LimitReader(part, 256))
+		return token
+	})
+	if err != nil {
+		return nil, Principal{}, err
+	}
+	return mr, who, nil
+}
+
 func staticFile(ctx *fasthttp.RequestCtx) error {
 	name := httpapi.Param(ctx, "file")
 	b, err := staticFS.ReadFile("static/" + name)
@@ -695,29 +725,10 @@ func (p *Portal) pageUpload(ctx *fasthttp.RequestCtx) error {
 	return nil
 }
 
-// pageUploadPost reads the multipart form as it streams in. The body is
-// never held whole, so the CSRF token cannot be looked up by name: the form
-// puts it first, and a form whose first part is not a valid token is refused
-// before the file is read.
+// pageUploadPost reads the multipart form as it streams in; the file is
+// read only once the form's first part, its CSRF token, has passed.
 func (p *Portal) pageUploadPost(ctx *fasthttp.RequestCtx) error {
-	body := ctx.RequestBodyStream()
-	if body == nil { // a server that buffers bodies
-		body = bytes.NewReader(ctx.PostBody())
-	}
-	mt, params, err := mime.ParseMediaType(string(ctx.Request.Header.ContentType()))
-	if err != nil || mt != "multipart/form-data" || params["boundary"] == "" {
-		// Nothing is read or changed: say what the form must be.
-		return apierr.New(http.StatusBadRequest, "bad_upload", "Send the upload form as multipart/form-data, with the CSRF token first.")
-	}
-	mr := multipart.NewReader(body, params["boundary"])
-	who, err := p.pageAuthWith(ctx, func() []byte {
-		part, err := mr.NextPart()
-		if err != nil || part.FormName() != "csrf" {
-			return nil
-		}
-		token, _ := io.ReadAll(io.LimitReader(part, 256))
-		return token
-	})
+	mr, who, err := p.multipartPageAuth(ctx, "upload form")
 	if err != nil {
 		return err
 	}
