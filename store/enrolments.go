@@ -5,8 +5,6 @@ import (
 	"context"
 	"errors"
 	"fmt"
-	"strconv"
-	"strings"
 	"time"
 )
 
@@ -462,20 +460,9 @@ func execBatch(ctx context.Context, q querier, stmts []stmt) error {
 // queryIn runs prefix || "($1, $2, ...)" over values, in chunks the engines
 // accept, calling each for every row.
 func queryIn(ctx context.Context, q querier, prefix string, values []any, each func(rows) error) error {
-	const chunk = 500
-	for start := 0; start < len(values); start += chunk {
-		part := values[start:min(start+chunk, len(values))]
-		var b strings.Builder
-		b.WriteString(prefix)
-		b.WriteByte('(')
-		for i := range part {
-			if i > 0 {
-				b.WriteString(", ")
-			}
-			b.WriteString("$" + strconv.Itoa(i+1))
-		}
-		b.WriteByte(')')
-		if err := queryEach(ctx, q, b.String(), part, each); err != nil {
+	for _, part := range chunked(values, 500) {
+		s := inStmt(prefix, part, -1)
+		if err := queryEach(ctx, q, s.sql, s.args, each); err != nil {
 			return err
 		}
 	}
