@@ -2,7 +2,6 @@ package portal
 
 import (
 	"bufio"
-	"errors"
 	"io"
 	"mime"
 	"net/http"
@@ -83,15 +82,9 @@ func (p *Portal) pageBundlesPost(ctx *fasthttp.RequestCtx) error {
 	var req BulkRequest
 	format := FormatCSV
 	for {
-		part, err := mr.NextPart()
-		if errors.Is(err, io.EOF) {
-			return fail(errNoFile)
-		}
+		part, err := nextFormPart(mr)
 		if err != nil {
-			if errors.Is(err, apierr.BodyTooLarge) {
-				return fail(apierr.BodyTooLarge)
-			}
-			return fail(apierr.New(http.StatusBadRequest, "bad_upload", "The form could not be read: "+err.Error()))
+			return fail(err)
 		}
 		field := func() string {
 			b, _ := io.ReadAll(io.LimitReader(part, 256))

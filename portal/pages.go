@@ -320,6 +320,23 @@ func (p *Portal) multipartPageAuth(ctx *fasthttp.RequestCtx, what string) (*mult
 	return mr, who, nil
 }
 
+// nextFormPart is mr.NextPart with its errors as a page form answers them:
+// the form ending before its file, a body over the limit, or a body that is
+// not well-formed multipart.
+func nextFormPart(mr *multipart.Reader) (*multipart.Part, error) {
+	part, err := mr.NextPart()
+	switch {
+	case err == nil:
+		return part, nil
+	case errors.Is(err, io.EOF):
+		return nil, errNoFile
+	case errors.Is(err, apierr.BodyTooLarge):
+		return nil, apierr.BodyTooLarge
+	default:
+		return nil, apierr.New(http.StatusBadRequest, "bad_upload", "The form could not be read: "+err.Error())
+	}
+}
+
 func staticFile(ctx *fasthttp.RequestCtx) error {
 	name := httpapi.Param(ctx, "file")
 	b, err := staticFS.ReadFile("static/" + name)
@@ -753,15 +770,9 @@ func (p *Portal) pageUploadPost(ctx *fasthttp.RequestCtx) error {
 	defer release()
 	httpapi.BeginStream(ctx)
 	for {
-		part, err := mr.NextPart()
-		if errors.Is(err, io.EOF) {
-			return fail(errNoFile)
-		}
+		part, err := nextFormPart(mr)
 		if err != nil {
-			if errors.Is(err, apierr.BodyTooLarge) {
-				return fail(apierr.BodyTooLarge)
-			}
-			return fail(apierr.New(http.StatusBadRequest, "bad_upload", "The form could not be read: "+err.Error()))
+			return fail(err)
 		}
 		switch part.FormName() {
 		case "format":
