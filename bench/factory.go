@@ -57,6 +57,17 @@ func (r *Runner) Factory(ctx context.Context, n, clients int) ([]Phase, Result, 
 		fmt.Fprintf(r.out, "  factory %-8s %7d in %6.2f s  %8.0f/s  errors %d\n", name, p.Items, p.Seconds, p.PerSecond(), errs)
 	}
 
+	// The device list, as both the upload and the bulk request send it.
+	deviceList := func(w io.Writer) error {
+		bw := bufio.NewWriter(w)
+		bw.WriteString("deviceId\n")
+		for _, d := range ids {
+			bw.WriteString(d)
+			bw.WriteByte('\n')
+		}
+		return bw.Flush()
+	}
+
 	// 1. Upload the device list.
 	start := time.Now()
 	var report struct {
@@ -66,15 +77,8 @@ func (r *Runner) Factory(ctx context.Context, n, clients int) ([]Phase, Result, 
 			Error string `json:"error"`
 		} `json:"rejected"`
 	}
-	if err := r.streamPost(ctx, stream, "/api/v1/devices", "text/csv", "", nil, func(w io.Writer) error {
-		bw := bufio.NewWriter(w)
-		bw.WriteString("deviceId\n")
-		for _, d := range ids {
-			bw.WriteString(d)
-			bw.WriteByte('\n')
-		}
-		return bw.Flush()
-	}, func(body io.Reader) error { return json.NewDecoder(body).Decode(&report) }); err != nil {
+	if err := r.streamPost(ctx, stream, "/api/v1/devices", "text/csv", "", nil, deviceList,
+		func(body io.Reader) error { return json.NewDecoder(body).Decode(&report) }); err != nil {
 		return phases, Result{}, fmt.Errorf("factory upload: %w", err)
 	}
 	if report.Accepted != n {
@@ -101,15 +105,7 @@ func (r *Runner) Factory(ctx context.Context, n, clients int) ([]Phase, Result, 
 	complete := false
 	batchID := fmt.Sprintf("bench-factory-%d-%d", time.Now().UnixNano(), run)
 	if err := r.streamPost(ctx, stream, "/api/v1/bundles", "text/csv", "application/x-ndjson",
-		map[string]string{"Idempotency-Key": batchID}, func(w io.Writer) error {
-			bw := bufio.NewWriter(w)
-			bw.WriteString("deviceId\n")
-			for _, d := range ids {
-				bw.WriteString(d)
-				bw.WriteByte('\n')
-			}
-			return bw.Flush()
-		}, func(body io.Reader) error {
+		map[string]string{"Idempotency-Key": batchID}, deviceList, func(body io.Reader) error {
 			sc := bufio.NewScanner(body)
 			sc.Buffer(make([]byte, 64<<10), 1<<20)
 			for sc.Scan() {
