@@ -264,7 +264,7 @@ func issueBulk(ctx context.Context, q querier, c BulkChunk, decide func(i int, d
 		}
 		writes = append(writes, stmt{cancelOpenTokensSQL, []any{ch.id}, -1})
 	}
-	for _, part := range chunkedChanges(devUpdates, 400) {
+	for _, part := range chunked(devUpdates, 400) {
 		writes = append(writes, deviceChangesStmt(part, now))
 	}
 	for _, part := range chunked(claimOK, 500) {
@@ -409,16 +409,10 @@ func inStmt(sql string, values []any, want int64) stmt {
 	return stmt{b.String(), values, want}
 }
 
-func chunked(values []any, n int) [][]any {
-	var out [][]any
-	for start := 0; start < len(values); start += n {
-		out = append(out, values[start:min(start+n, len(values))])
-	}
-	return out
-}
-
-func chunkedChanges(values []deviceChange, n int) [][]deviceChange {
-	var out [][]deviceChange
+// chunked splits values into runs of at most n, each one statement's
+// worth of parameters.
+func chunked[T any](values []T, n int) [][]T {
+	var out [][]T
 	for start := 0; start < len(values); start += n {
 		out = append(out, values[start:min(start+n, len(values))])
 	}
