@@ -118,6 +118,15 @@ func newTBSBuilder(issuer *x509.Certificate, alg sigAlg) (*tbsBuilder, error) {
 // build returns the DER TBSCertificate of tmpl for subject key pub, as the
 // issuer signs it.
 func (t *tbsBuilder) build(tmpl *x509.Certificate, pub crypto.PublicKey) ([]byte, error) {
+	if tbs, ok := encodeLeafTBS(tmpl, t.parent.RawSubject, t.parent.SubjectKeyId, t.alg.algID, pub); ok {
+		return tbs, nil
+	}
+	return t.buildWithGo(tmpl, pub)
+}
+
+// buildWithGo has x509.CreateCertificate build the TBS, signed with the
+// throwaway key and relabelled: every template, CA certificates included.
+func (t *tbsBuilder) buildWithGo(tmpl *x509.Certificate, pub crypto.PublicKey) ([]byte, error) {
 	der, err := x509.CreateCertificate(rand.Reader, tmpl, t.parent, pub, t.key)
 	if err != nil {
 		return nil, fmt.Errorf("build certificate: %w", err)
