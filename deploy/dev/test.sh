@@ -1,7 +1,8 @@
 #!/usr/bin/env bash
 # test.sh: what `make test` runs after installing the test dependencies.
-# go vet and golangci-lint, then a throwaway PostgreSQL cluster
-# (deploy/dev/pg-test.sh) for the duration of `go test`, stopped and removed
+# go vet, then a throwaway PostgreSQL cluster
+# (deploy/dev/pg-test.sh) for the duration of `go test` (golangci-lint runs
+# beside it), stopped and removed
 # on every exit: success, failure, Ctrl-C or TERM. The exit status is the
 # first failing step's.
 #
@@ -32,11 +33,8 @@ vet_flags=()
 case " $GO_TEST_FLAGS " in *" -race "*) vet_flags+=(-race) ;; esac
 "$GO" vet "${vet_flags[@]}" ./...
 
-# golangci-lint (.golangci.yml) over the whole tree, when make test passes
-# its path (GOLANGCI_LINT) and the run covers every package.
-if [ -n "${GOLANGCI_LINT:-}" ] && [ "$GO_TEST_PKGS" = "./..." ]; then
-	"$GOLANGCI_LINT" run ./...
-fi
+lint_pid=""
+lint_log=""
 
 # Clusters left by earlier runs that died without cleaning up (kill -9, a
 # closed terminal, a go test timeout): stop those whose owner process, named
@@ -59,6 +57,10 @@ cleanup() {
 	# No second signal cuts the stop short: pg-test.sh stop has its own timeouts.
 	trap '' INT TERM HUP
 	trap - EXIT
+	if [ -n "$lint_pid" ]; then
+		kill "$lint_pid" 2>/dev/null || true
+	fi
+	[ -z "$lint_log" ] || rm -f "$lint_log"
 	if ! bash "$CTL" stop "$pgdir"; then
 		[ "$rc" -ne 0 ] || rc=1
 	fi
@@ -73,9 +75,29 @@ trap 'exit 129' HUP
 
 CREDFACTORY_TEST_POSTGRES_URL=$(bash "$CTL" start "$pgdir")
 echo $$ >"$pgdir/owner-pid"
+
+# golangci-lint (.golangci.yml) over the whole tree, when make test passes
+# its path (GOLANGCI_LINT) and the run covers every package. It runs beside
+# go test, whose end-to-end tests leave a core idle while they wait on the
+# servers they start; its verdict counts after the tests.
+if [ -n "${GOLANGCI_LINT:-}" ] && [ "$GO_TEST_PKGS" = "./..." ]; then
+	lint_log=$(mktemp)
+	"$GOLANGCI_LINT" run ./... >"$lint_log" 2>&1 &
+	lint_pid=$!
+fi
+
 export CREDFACTORY_TEST_POSTGRES_URL
 export CREDFACTORY_TEST_POSTGRES_DIR=$pgdir
 export CREDFACTORY_TEST_POSTGRES_CTL=$CTL
 
 # shellcheck disable=SC2086 # flags and packages are word lists
 "$GO" test $GO_TEST_FLAGS $GO_TEST_PKGS
+
+if [ -n "$lint_pid" ]; then
+	lint_rc=0
+	wait "$lint_pid" || lint_rc=$?
+	lint_pid=""
+	echo "golangci-lint:"
+	cat "$lint_log"
+	[ "$lint_rc" -eq 0 ] || exit "$lint_rc"
+fi
