@@ -108,7 +108,7 @@ func (s *sqliteDB) attempt(ctx context.Context, fn func(q querier) error) error 
 	if err != nil {
 		return err
 	}
-	if err := fn(sqliteQuerier{tx}); err != nil {
+	if err := fn(sqliteQuerier{db: tx}); err != nil { // bounded by ctx's timeout through tx
 		_ = tx.Rollback()
 		return err
 	}
@@ -116,7 +116,7 @@ func (s *sqliteDB) attempt(ctx context.Context, fn func(q querier) error) error 
 }
 
 func (s *sqliteDB) read(ctx context.Context, fn func(q querier) error) error {
-	return fn(sqliteQuerier{s.r})
+	return fn(sqliteQuerier{db: s.r})
 }
 
 func busy(err error) bool {
@@ -148,6 +148,19 @@ type sqlDB interface {
 // they compare and sort as numbers.
 type sqliteQuerier struct{ db sqlDB }
 
+// ctx detaches a statement from its caller's cancellation. The driver
+// watches a cancellable context with context.AfterFunc, which for a context
+// that is not the standard library's (the front end passes fasthttp's
+// RequestCtx, whose Done closes only at server shutdown) takes a goroutine
+// per statement; at shutdown one of them read a RequestCtx fasthttp was
+// already recycling (a data race -race caught in the MAF tests). Statements
+// here are key lookups, pages and a transaction's writes; a transaction is
+// bounded by the timeout context it began with (attempt), and shutdown
+// waits for in-flight requests, so nothing is lost.
+func (q sqliteQuerier) ctx(ctx context.Context) context.Context {
+	return context.WithoutCancel(ctx)
+}
+
 var (
 	placeholder = regexp.MustCompile(`\$(\d+)`)
 	rewritten   sync.Map // PostgreSQL text -> SQLite text
@@ -177,6 +190,7 @@ func rewrite(q string) string {
 }
 
 func (q sqliteQuerier) exec(ctx context.Context, query string, args ...any) (int64, error) {
+	ctx = q.ctx(ctx)
 	res, err := q.db.ExecContext(ctx, rewrite(query), toSQLite(args)...)
 	if err != nil {
 		return 0, err
@@ -185,6 +199,7 @@ func (q sqliteQuerier) exec(ctx context.Context, query string, args ...any) (int
 }
 
 func (q sqliteQuerier) query(ctx context.Context, query string, args ...any) (rows, error) {
+	ctx = q.ctx(ctx)
 	r, err := q.db.QueryContext(ctx, rewrite(query), toSQLite(args)...)
 	if err != nil {
 		return nil, err
@@ -193,6 +208,7 @@ func (q sqliteQuerier) query(ctx context.Context, query string, args ...any) (ro
 }
 
 func (q sqliteQuerier) queryRow(ctx context.Context, query string, args ...any) row {
+	ctx = q.ctx(ctx)
 	return sqliteRow{q.db.QueryRowContext(ctx, rewrite(query), toSQLite(args)...)}
 }
 
