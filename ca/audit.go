@@ -5,7 +5,6 @@ import (
 	"crypto/sha256"
 	"encoding/hex"
 	"log/slog"
-	"math/big"
 
 	"github.com/credfactory/credfactory/reqid"
 )
@@ -19,33 +18,25 @@ import (
 // the SHA-256 of what was signed; never key material, tokens or CSR
 // attributes (the challengePassword is the enrolment token).
 
-func (c *CA) auditIssue(ctx context.Context, stage string, req *Request, serial *big.Int, tbs []byte, err error) {
+// audited runs sign between its two records. attrs names what is signed
+// (built only when there is a trail); sign may add attributes known only
+// after signing.
+func (c *CA) audited(ctx context.Context, what string, attrs func() []slog.Attr, sign func() ([]slog.Attr, error)) error {
 	if c.audit == nil {
-		return
+		_, err := sign()
+		return err
 	}
-	attrs := []slog.Attr{
-		slog.String("serial", serial.Text(16)),
-		slog.String("profile", string(req.Profile)),
-		slog.String("subject", req.AssignedID),
-		slog.String("issuer", c.issuer.Subject.CommonName),
-		slog.String("request_id", reqid.From(ctx)),
-		slog.String("tbs_sha256", sha256Hex(tbs)),
+	rec := append(attrs(), slog.String("issuer", c.issuer.Subject.CommonName), slog.String("request_id", reqid.From(ctx)))
+	c.audit.LogAttrs(context.Background(), slog.LevelInfo, "signing "+what, rec...)
+	more, err := sign()
+	rec = append(rec, more...)
+	outcome := "ok"
+	if err != nil {
+		outcome = "error"
+		rec = append(rec, slog.String("error", err.Error()))
 	}
-	c.auditLog(stage, "certificate", attrs, err)
-}
-
-func (c *CA) auditLog(stage, what string, attrs []slog.Attr, err error) {
-	msg := "signing " + what
-	if stage == "after" {
-		msg = "signed " + what
-		outcome := "ok"
-		if err != nil {
-			outcome = "error"
-			attrs = append(attrs, slog.String("error", err.Error()))
-		}
-		attrs = append(attrs, slog.String("outcome", outcome))
-	}
-	c.audit.LogAttrs(context.Background(), slog.LevelInfo, msg, attrs...)
+	c.audit.LogAttrs(context.Background(), slog.LevelInfo, "signed "+what, append(rec, slog.String("outcome", outcome))...)
+	return err
 }
 
 func sha256Hex(b []byte) string {

@@ -243,9 +243,15 @@ func (c *CA) Issue(ctx context.Context, req Request) (*Issued, error) {
 	if err := ctx.Err(); err != nil {
 		return nil, fmt.Errorf("ca: issue: %w", err)
 	}
-	c.auditIssue(ctx, "before", &req, serial, tbs, nil)
-	cert, der, err := c.certs.sign(tbs)
-	c.auditIssue(ctx, "after", &req, serial, tbs, err)
+	var cert *x509.Certificate
+	var der []byte
+	err = c.audited(ctx, "certificate", func() []slog.Attr {
+		return []slog.Attr{slog.String("serial", serial.Text(16)), slog.String("profile", string(req.Profile)),
+			slog.String("subject", req.AssignedID), slog.String("tbs_sha256", sha256Hex(tbs))}
+	}, func() (_ []slog.Attr, err error) {
+		cert, der, err = c.certs.sign(tbs)
+		return nil, err
+	})
 	if err != nil {
 		return nil, err
 	}

@@ -9,8 +9,6 @@ import (
 	"math/big"
 	"strings"
 	"time"
-
-	"github.com/credfactory/credfactory/reqid"
 )
 
 // Where the issuing CA's status services live, relative to the public base
@@ -75,20 +73,18 @@ func (c *CA) SignCRL(ctx context.Context, number *big.Int, thisUpdate, nextUpdat
 	if number == nil {
 		number = CRLNumber(thisUpdate)
 	}
-	attrs := []slog.Attr{slog.String("crl_number", number.String()), slog.Int("entries", len(entries)),
-		slog.String("issuer", c.issuer.Subject.CommonName), slog.String("request_id", reqid.From(ctx))}
-	if c.audit != nil {
-		c.auditLog("before", "CRL", attrs, nil)
-	}
-	der, err := x509.CreateRevocationList(rand.Reader, &x509.RevocationList{
-		Number:                    number,
-		ThisUpdate:                thisUpdate.UTC(),
-		NextUpdate:                nextUpdate.UTC(),
-		RevokedCertificateEntries: entries,
-	}, c.issuer, c.signer)
-	if c.audit != nil {
-		c.auditLog("after", "CRL", append(attrs, slog.String("sha256", sha256Hex(der))), err)
-	}
+	var der []byte
+	err := c.audited(ctx, "CRL", func() []slog.Attr {
+		return []slog.Attr{slog.String("crl_number", number.String()), slog.Int("entries", len(entries))}
+	}, func() (_ []slog.Attr, err error) {
+		der, err = x509.CreateRevocationList(rand.Reader, &x509.RevocationList{
+			Number:                    number,
+			ThisUpdate:                thisUpdate.UTC(),
+			NextUpdate:                nextUpdate.UTC(),
+			RevokedCertificateEntries: entries,
+		}, c.issuer, c.signer)
+		return []slog.Attr{slog.String("sha256", sha256Hex(der))}, err
+	})
 	if err != nil {
 		return nil, fmt.Errorf("ca: sign CRL: %w", err)
 	}

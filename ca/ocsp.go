@@ -23,8 +23,6 @@ import (
 	"golang.org/x/crypto/cryptobyte"
 	cbasn1 "golang.org/x/crypto/cryptobyte/asn1"
 	"golang.org/x/crypto/ocsp"
-
-	"github.com/credfactory/credfactory/reqid"
 )
 
 // OCSP (RFC 6960) for the issuing CA. Requests are parsed and responses
@@ -312,17 +310,14 @@ func (c *CA) SignOCSP(ctx context.Context, req *OCSPRequest, a OCSPAnswer) ([]by
 	}
 	digest := hash.New()
 	digest.Write(tbs)
-	var attrs []slog.Attr
-	if c.audit != nil {
-		attrs = []slog.Attr{slog.String("serial", req.Serial.Text(16)), slog.String("status", a.Status.String()),
-			slog.String("issuer", c.issuer.Subject.CommonName), slog.String("request_id", reqid.From(ctx)),
+	var sig []byte
+	err = c.audited(ctx, "OCSP response", func() []slog.Attr {
+		return []slog.Attr{slog.String("serial", req.Serial.Text(16)), slog.String("status", a.Status.String()),
 			slog.String("tbs_sha256", sha256Hex(tbs))}
-		c.auditLog("before", "OCSP response", attrs, nil)
-	}
-	sig, err := c.signer.Sign(rand.Reader, digest.Sum(nil), hash)
-	if c.audit != nil {
-		c.auditLog("after", "OCSP response", attrs, err)
-	}
+	}, func() (_ []slog.Attr, err error) {
+		sig, err = c.signer.Sign(rand.Reader, digest.Sum(nil), hash)
+		return nil, err
+	})
 	if err != nil {
 		return nil, fmt.Errorf("ca: sign OCSP response: %w", err)
 	}

@@ -1,6 +1,7 @@
 package config
 
 import (
+	"bytes"
 	"os"
 	"path/filepath"
 	"strings"
@@ -154,5 +155,41 @@ func TestExampleLimitsAreTheDefaults(t *testing.T) {
 	t.Setenv("CREDFACTORY_LIMITS_LOGIN_SOURCE_BURST", "0")
 	if _, err = Load(t.TempDir(), ""); err == nil || !strings.Contains(err.Error(), "limits.login_source.burst") {
 		t.Fatalf("burst 0 with a rate: %v", err)
+	}
+}
+
+// TestAuditLogger: the trail is JSON named "audit" whatever log.format and
+// log.level say, on w, or appended to log.audit_file when that is set.
+func TestAuditLogger(t *testing.T) {
+	var buf bytes.Buffer
+	l, c, err := Log{Level: "error", Format: "text"}.AuditLogger(&buf)
+	if err != nil {
+		t.Fatal(err)
+	}
+	l.Info("signed certificate", "serial", "01")
+	c.Close()
+	if !strings.Contains(buf.String(), `"logger":"audit"`) || !strings.Contains(buf.String(), `"serial":"01"`) {
+		t.Fatalf("on w: %q", buf.String())
+	}
+	file := filepath.Join(t.TempDir(), "audit.log")
+	for i := 0; i < 2; i++ {
+		l, c, err := Log{AuditFile: file}.AuditLogger(&buf)
+		if err != nil {
+			t.Fatal(err)
+		}
+		l.Info("signed CRL")
+		if err := c.Close(); err != nil {
+			t.Fatal(err)
+		}
+	}
+	raw, err := os.ReadFile(file)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if n := strings.Count(string(raw), `"logger":"audit"`); n != 2 || strings.Count(buf.String(), "signed CRL") != 0 {
+		t.Fatalf("file holds %d records (want 2, appended); w got %q", n, buf.String())
+	}
+	if _, _, err := (Log{AuditFile: filepath.Join(file, "not-a-dir", "x")}).AuditLogger(&buf); err == nil {
+		t.Fatal("an audit file that cannot be opened was accepted")
 	}
 }
