@@ -13,13 +13,11 @@ import (
 	"fmt"
 	"io"
 	"net/http"
-	"os"
 	"strings"
 	"testing"
 
 	"github.com/credfactory/credfactory/client"
 	"github.com/credfactory/credfactory/portal"
-	"github.com/credfactory/credfactory/store/storetest"
 )
 
 // bulkRow is one line of a bulk answer (NDJSON), or its summary.
@@ -120,27 +118,9 @@ func wantRows(t *testing.T, lines []bulkLine, want ...[2]string) {
 // same batch ID replays the open tokens and never issues a second set, the
 // same ID with other rows writes nothing, and the tokens work over EST.
 func TestBulkBundles(t *testing.T) {
-	backends := []struct {
-		name string
-		url  func(t *testing.T) string
-	}{
-		{"sqlite", func(*testing.T) string { return "" }},
-		{"postgres", func(t *testing.T) string {
-			if os.Getenv(storetest.URLEnv) == "" && os.Getenv("CI") == "" {
-				t.Skipf("%s unset: make test starts a PostgreSQL server for this case", storetest.URLEnv)
-			}
-			return storetest.PostgresURL(t)
-		}},
-	}
-	for _, b := range backends {
-		t.Run(b.name, func(t *testing.T) {
-			var env []string
-			if url := b.url(t); url != "" {
-				env = append(env, "CREDFACTORY_STORE_URL="+url)
-			}
-			testBulkBundles(t, startSP(t, env...))
-		})
-	}
+	onBothBackends(t, func(t *testing.T, _ string, env []string) {
+		testBulkBundles(t, startSP(t, env...))
+	})
 }
 
 func testBulkBundles(t *testing.T, s *sp) {

@@ -16,6 +16,8 @@ import (
 	"syscall"
 	"testing"
 	"time"
+
+	"github.com/credfactory/credfactory/store/storetest"
 )
 
 // sp is a running credfactory: the real binary, initialised into its own
@@ -212,4 +214,18 @@ func mustJSON(v any) []byte {
 		panic(err)
 	}
 	return b
+}
+
+// onBothBackends runs f as a subtest on the embedded SQLite registry (url
+// "") and on make test's PostgreSQL server (skipped without it, except under
+// CI, where its absence fails); env selects the backend for the server.
+func onBothBackends(t *testing.T, f func(t *testing.T, url string, env []string)) {
+	t.Run("sqlite", func(t *testing.T) { f(t, "", nil) })
+	t.Run("postgres", func(t *testing.T) {
+		if os.Getenv(storetest.URLEnv) == "" && os.Getenv("CI") == "" {
+			t.Skipf("%s unset: make test starts a PostgreSQL server for this case", storetest.URLEnv)
+		}
+		url := storetest.PostgresURL(t)
+		f(t, url, []string{"CREDFACTORY_STORE_URL=" + url})
+	})
 }

@@ -31,7 +31,6 @@ import (
 	"github.com/credfactory/credfactory/kdf"
 	"github.com/credfactory/credfactory/mef"
 	"github.com/credfactory/credfactory/store"
-	"github.com/credfactory/credfactory/store/storetest"
 )
 
 // initSP initialises a data directory (with the given environment, e.g. a
@@ -219,32 +218,13 @@ func faultFleet(t *testing.T, s *sp, n int) []*faultJob {
 // it already held if it had been answered, never an error and never a
 // second credential.
 func TestFaultKilledDuringEnrolments(t *testing.T) {
-	backends := []struct {
-		name string
-		url  func(t *testing.T) string
-	}{
-		{"sqlite", func(*testing.T) string { return "" }},
-		{"postgres", func(t *testing.T) string {
-			if os.Getenv(storetest.URLEnv) == "" && os.Getenv("CI") == "" {
-				t.Skipf("%s unset: make test starts a PostgreSQL server for this case", storetest.URLEnv)
-			}
-			return storetest.PostgresURL(t)
-		}},
-	}
-	for _, b := range backends {
-		t.Run(b.name, func(t *testing.T) {
-			var env []string
-			url := b.url(t)
-			if url != "" {
-				env = append(env, "CREDFACTORY_STORE_URL="+url)
-			}
-			s := initSP(t, env...)
-			if url == "" {
-				url = "sqlite://" + filepath.Join(s.dir, "registry.db")
-			}
-			killedDuringEnrolments(t, s, url)
-		})
-	}
+	onBothBackends(t, func(t *testing.T, url string, env []string) {
+		s := initSP(t, env...)
+		if url == "" {
+			url = "sqlite://" + filepath.Join(s.dir, "registry.db")
+		}
+		killedDuringEnrolments(t, s, url)
+	})
 }
 
 func killedDuringEnrolments(t *testing.T, s *sp, storeURL string) {

@@ -19,7 +19,6 @@ import (
 	"time"
 
 	"github.com/credfactory/credfactory/store"
-	"github.com/credfactory/credfactory/store/storetest"
 )
 
 var bin string
@@ -245,32 +244,26 @@ func TestHelpListsEverySetting(t *testing.T) {
 // TestMigrate runs credfactory migrate twice on each backend: the second run
 // leaves the schema alone and says so.
 func TestMigrate(t *testing.T) {
-	urls := map[string]string{"sqlite": ""}
-	if os.Getenv(storetest.URLEnv) != "" || os.Getenv("CI") != "" {
-		urls["postgres"] = storetest.PostgresURL(t)
-	}
-	for name, url := range urls {
-		t.Run(name, func(t *testing.T) {
-			dir := t.TempDir()
-			migrate := func() string {
-				cmd := exec.Command(bin, "migrate", "--data-dir", dir)
-				cmd.Env = cleanEnv()
-				if url != "" {
-					cmd.Env = append(cmd.Env, "CREDFACTORY_STORE_URL="+url)
-				}
-				out, err := cmd.CombinedOutput()
-				if err != nil {
-					t.Fatalf("migrate: %v\n%s", err, out)
-				}
-				return string(out)
+	onBothBackends(t, func(t *testing.T, url string, _ []string) {
+		dir := t.TempDir()
+		migrate := func() string {
+			cmd := exec.Command(bin, "migrate", "--data-dir", dir)
+			cmd.Env = cleanEnv()
+			if url != "" {
+				cmd.Env = append(cmd.Env, "CREDFACTORY_STORE_URL="+url)
 			}
-			// Every migration from the first on (their number grows).
-			if out := migrate(); !strings.Contains(out, "applied [1") || !strings.Contains(out, fmt.Sprintf("version %d", store.SchemaVersion())) {
-				t.Fatalf("first migrate: %s", out)
+			out, err := cmd.CombinedOutput()
+			if err != nil {
+				t.Fatalf("migrate: %v\n%s", err, out)
 			}
-			if out := migrate(); !strings.Contains(out, "is current") {
-				t.Fatalf("second migrate: %s", out)
-			}
-		})
-	}
+			return string(out)
+		}
+		// Every migration from the first on (their number grows).
+		if out := migrate(); !strings.Contains(out, "applied [1") || !strings.Contains(out, fmt.Sprintf("version %d", store.SchemaVersion())) {
+			t.Fatalf("first migrate: %s", out)
+		}
+		if out := migrate(); !strings.Contains(out, "is current") {
+			t.Fatalf("second migrate: %s", out)
+		}
+	})
 }
