@@ -27,18 +27,66 @@ import (
 // browserChromiumPath is Debian's chromium (make deps-test installs it).
 const browserChromiumPath = "/usr/bin/chromium"
 
-// TestBrowserEnrolment drives Debian's chromium, headless, through the
-// portal as a manufacturer would use it: log in, upload a CSV of devices,
-// read the report, open a device, enrol it with its claim code, read the
-// bundle and its QR code, log out. Each step checks what the page shows and
-// leaves a screenshot (CREDFACTORY_ARTIFACTS, else a temp dir).
-func TestBrowserEnrolment(t *testing.T) {
+// requireChromium skips a browser test without chromium, except under CI,
+// where its absence fails the test.
+func requireChromium(t *testing.T) {
+	t.Helper()
 	if _, err := os.Stat(browserChromiumPath); err != nil {
 		if os.Getenv("CI") != "" {
 			t.Fatalf("chromium is required under CI: %v (make deps-test installs it)", err)
 		}
 		t.Skipf("chromium is not installed (%v): make deps-test installs it", err)
 	}
+}
+
+// newBrowser starts headless chromium that trusts exactly env's server key
+// and returns a context for chromedp actions (90 s), torn down when the test
+// ends; chromium's output is logged if the test failed.
+func newBrowser(t *testing.T, env *pageEnv, extra ...chromedp.ExecAllocatorOption) context.Context {
+	t.Helper()
+	var chromeLog bytes.Buffer
+	opts := append(chromedp.DefaultExecAllocatorOptions[:],
+		chromedp.ExecPath(browserChromiumPath),
+		chromedp.Headless,
+		chromedp.NoSandbox, // the tests run as root
+		chromedp.DisableGPU,
+		chromedp.NoFirstRun,
+		// The machine has no network beyond loopback: no background
+		// fetches, updates or sync that would fail and slow the start.
+		chromedp.Flag("disable-quic", true),
+		chromedp.Flag("disable-background-networking", true),
+		chromedp.Flag("disable-component-update", true),
+		chromedp.Flag("disable-sync", true),
+		chromedp.UserDataDir(t.TempDir()),
+		// Chromium has no flag to trust one extra root CA, and
+		// --ignore-certificate-errors would accept any certificate. This
+		// pins exactly the test server's key: a certificate with another
+		// key still fails, so TLS is really checked against our server.
+		chromedp.Flag("ignore-certificate-errors-spki-list", env.serverSPKI),
+		chromedp.CombinedOutput(&chromeLog),
+	)
+	opts = append(opts, extra...)
+	actx, cancelAlloc := chromedp.NewExecAllocator(context.Background(), opts...)
+	bctx, cancelBrowser := chromedp.NewContext(actx)
+	ctx, cancel := context.WithTimeout(bctx, 90*time.Second)
+	t.Cleanup(func() {
+		cancel()
+		cancelBrowser()
+		cancelAlloc()
+		if t.Failed() && chromeLog.Len() > 0 {
+			t.Logf("chromium output:\n%s", chromeLog.String())
+		}
+	})
+	return ctx
+}
+
+// TestBrowserEnrolment drives Debian's chromium, headless, through the
+// portal as a manufacturer would use it: log in, upload a CSV of devices,
+// read the report, open a device, enrol it with its claim code, read the
+// bundle and its QR code, log out. Each step checks what the page shows and
+// leaves a screenshot (CREDFACTORY_ARTIFACTS, else a temp dir).
+func TestBrowserEnrolment(t *testing.T) {
+	requireChromium(t)
 	start := time.Now()
 	env := newPageEnv(t)
 	env.stakeholder(t, "acme-factory", store.RoleManufacturer, "correct horse battery staple")
@@ -50,37 +98,7 @@ func TestBrowserEnrolment(t *testing.T) {
 		t.Fatal(err)
 	}
 
-	var chromeLog bytes.Buffer
-	opts := append(chromedp.DefaultExecAllocatorOptions[:],
-		chromedp.ExecPath(browserChromiumPath),
-		chromedp.Headless,
-		chromedp.NoSandbox, // the tests run as root
-		chromedp.DisableGPU,
-		chromedp.NoFirstRun,
-		chromedp.Flag("disable-quic", true),
-		chromedp.Flag("disable-background-networking", true),
-		chromedp.Flag("disable-component-update", true),
-		chromedp.Flag("disable-sync", true),
-		chromedp.UserDataDir(t.TempDir()),
-		chromedp.WindowSize(1280, 1000),
-		// Chromium has no flag to trust one extra root CA, and
-		// --ignore-certificate-errors would accept any certificate. This
-		// pins exactly the test server's key: a certificate with another
-		// key still fails, so TLS is really checked against our server.
-		chromedp.Flag("ignore-certificate-errors-spki-list", env.serverSPKI),
-		chromedp.CombinedOutput(&chromeLog),
-	)
-	actx, cancelAlloc := chromedp.NewExecAllocator(context.Background(), opts...)
-	defer cancelAlloc()
-	bctx, cancelBrowser := chromedp.NewContext(actx)
-	defer cancelBrowser()
-	ctx, cancel := context.WithTimeout(bctx, 90*time.Second)
-	defer cancel()
-	defer func() {
-		if t.Failed() && chromeLog.Len() > 0 {
-			t.Logf("chromium output:\n%s", chromeLog.String())
-		}
-	}()
+	ctx := newBrowser(t, env, chromedp.WindowSize(1280, 1000))
 
 	must := func(step string, err error) {
 		t.Helper()

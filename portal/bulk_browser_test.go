@@ -8,7 +8,6 @@ import (
 	"path/filepath"
 	"strings"
 	"testing"
-	"time"
 
 	"github.com/chromedp/cdproto/browser"
 	"github.com/chromedp/chromedp"
@@ -21,12 +20,7 @@ import (
 // of device IDs, submit, and get the bundles as a downloaded CSV file, each
 // of its own devices with a token and another manufacturer's refused.
 func TestBrowserBundlesDownload(t *testing.T) {
-	if _, err := os.Stat(browserChromiumPath); err != nil {
-		if os.Getenv("CI") != "" {
-			t.Fatalf("chromium is required under CI: %v (make deps-test installs it)", err)
-		}
-		t.Skipf("chromium is not installed (%v): make deps-test installs it", err)
-	}
+	requireChromium(t)
 	env := newPageEnv(t)
 	bg := context.Background()
 	maker := env.stakeholder(t, "line-7", store.RoleManufacturer, "correct horse battery staple")
@@ -38,33 +32,7 @@ func TestBrowserBundlesDownload(t *testing.T) {
 		}
 	}
 
-	var chromeLog bytes.Buffer
-	opts := append(chromedp.DefaultExecAllocatorOptions[:],
-		chromedp.ExecPath(browserChromiumPath),
-		chromedp.Headless,
-		chromedp.NoSandbox,
-		chromedp.DisableGPU,
-		chromedp.NoFirstRun,
-		chromedp.Flag("disable-quic", true),
-		chromedp.Flag("disable-background-networking", true),
-		chromedp.Flag("disable-component-update", true),
-		chromedp.Flag("disable-sync", true),
-		chromedp.UserDataDir(t.TempDir()),
-		// Exactly the test server's key (see TestBrowserEnrolment).
-		chromedp.Flag("ignore-certificate-errors-spki-list", env.serverSPKI),
-		chromedp.CombinedOutput(&chromeLog),
-	)
-	actx, cancelAlloc := chromedp.NewExecAllocator(bg, opts...)
-	defer cancelAlloc()
-	bctx, cancelBrowser := chromedp.NewContext(actx)
-	defer cancelBrowser()
-	ctx, cancel := context.WithTimeout(bctx, 90*time.Second)
-	defer cancel()
-	defer func() {
-		if t.Failed() && chromeLog.Len() > 0 {
-			t.Logf("chromium output:\n%s", chromeLog.String())
-		}
-	}()
+	ctx := newBrowser(t, env)
 	must := func(step string, err error) {
 		t.Helper()
 		if err != nil {
