@@ -7,7 +7,6 @@ import (
 	"crypto/rand"
 	"crypto/tls"
 	"crypto/x509"
-	"encoding/pem"
 	"io"
 	"net"
 	"net/http"
@@ -18,6 +17,7 @@ import (
 	"testing"
 	"time"
 
+	"github.com/credfactory/credfactory/ca"
 	"github.com/credfactory/credfactory/client"
 )
 
@@ -72,11 +72,7 @@ func TestCRLAndOCSPWithOpenSSL(t *testing.T) {
 	dir := t.TempDir()
 	file := func(name string) string { return filepath.Join(dir, name) }
 	writePEM := func(name string, cs ...*x509.Certificate) {
-		var b []byte
-		for _, c := range cs {
-			b = append(b, pem.EncodeToMemory(&pem.Block{Type: "CERTIFICATE", Bytes: c.Raw})...)
-		}
-		if err := os.WriteFile(file(name), b, 0o600); err != nil {
+		if err := os.WriteFile(file(name), ca.EncodeCertsPEM(cs), 0o600); err != nil {
 			t.Fatal(err)
 		}
 	}

@@ -21,6 +21,7 @@ import (
 	"testing"
 	"time"
 
+	"github.com/credfactory/credfactory/ca"
 	"github.com/credfactory/credfactory/client"
 )
 
@@ -275,11 +276,7 @@ func TestOBFRevocation(t *testing.T) {
 	dir := t.TempDir()
 	file := func(name string) string { return filepath.Join(dir, name) }
 	write := func(name string, certs ...*x509.Certificate) {
-		var b []byte
-		for _, c := range certs {
-			b = append(b, pem.EncodeToMemory(&pem.Block{Type: "CERTIFICATE", Bytes: c.Raw})...)
-		}
-		if err := os.WriteFile(file(name), b, 0o600); err != nil {
+		if err := os.WriteFile(file(name), ca.EncodeCertsPEM(certs), 0o600); err != nil {
 			t.Fatal(err)
 		}
 	}
