@@ -209,6 +209,12 @@ func (p Profile) grant(alg x509.PublicKeyAlgorithm) (grant, bool) {
 	switch p {
 	case ProfileDevice:
 		return grant{keyUsage: x509.KeyUsageDigitalSignature, eku: clientAuth, uri: true, cnIsID: true}, true
+	case ProfileCSE:
+		ku := x509.KeyUsageDigitalSignature
+		if alg == x509.RSA {
+			ku |= x509.KeyUsageKeyEncipherment
+		}
+		return grant{keyUsage: ku, eku: map[string]bool{oidEKUServerAuth: true, oidEKUClientAuth: true}, dns: true, uri: true, cnIsID: true}, true
 	case ProfileOBFClient:
 		return grant{keyUsage: x509.KeyUsageDigitalSignature, eku: clientAuth, dns: true, uri: true, cnIsID: true}, true
 	case ProfileOBFSubCA:

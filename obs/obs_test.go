@@ -314,7 +314,7 @@ func TestProvisionAndForward(t *testing.T) {
 		t.Fatal(err)
 	}
 	if !leaf[0].PublicKey.(*ecdsa.PublicKey).Equal(&devKey.PublicKey) || leaf[0].Subject.CommonName != "Sdev1" ||
-		len(leaf[0].URIs) != 1 || leaf[0].URIs[0].String() != "//sp.example/Sdev1" {
+		len(leaf[0].URIs) != 1 || leaf[0].URIs[0].String() != "https://sp.example/Sdev1" {
 		t.Fatalf("certificate: CN %q URIs %v", leaf[0].Subject.CommonName, leaf[0].URIs)
 	}
 	if r.CredentialID != "c-Sdev1" || r.TrustAnchor == "" || len(chain) != 1 {

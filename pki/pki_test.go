@@ -115,7 +115,7 @@ func TestOpenIssuesChainsToTrustAnchor(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	uri, _ := url.Parse("//sp.example/Sdevice-1")
+	uri, _ := url.Parse("https://sp.example/Sdevice-1")
 	issued, err := p.CA.Issue(context.Background(), ca.Request{CSR: csr, Profile: ca.ProfileDevice, AssignedID: "Sdevice-1", URIs: []*url.URL{uri}})
 	if err != nil {
 		t.Fatal(err)
@@ -183,7 +183,7 @@ func BenchmarkIssueHSM(b *testing.B) {
 			defer p.Close()
 			key, _ := ecdsa.GenerateKey(elliptic.P256(), rand.Reader)
 			csr, _ := x509.CreateCertificateRequest(rand.Reader, &x509.CertificateRequest{}, key)
-			uri, _ := url.Parse("//sp.example/Sbench")
+			uri, _ := url.Parse("https://sp.example/Sbench")
 			req := ca.Request{CSR: csr, Profile: ca.ProfileDevice, AssignedID: "Sbench", URIs: []*url.URL{uri}}
 			b.ResetTimer()
 			b.RunParallel(func(pb *testing.PB) {
