@@ -6,7 +6,6 @@ import (
 	"crypto/x509"
 	"errors"
 	"net/http"
-	"net/url"
 	"time"
 
 	"github.com/credfactory/credfactory/ca"
@@ -95,8 +94,14 @@ func (m *MEF) Reenrol(ctx context.Context, peer *x509.Certificate, csrDER []byte
 	if replay {
 		return m.certResult(*successor)
 	}
-	uri := AssignedIDURI(m.cfg.SPDomain, old.AssignedID)
-	if err := checkCSRNames(parsed, old.AssignedID, uri); err != nil {
+	// A certificate in the legacy URI form (or a CSE-ID's from before
+	// ProfileCSE) renews into today's profile: same identity, names
+	// that RFC 5280 parsers accept.
+	shape, err := m.certShape(old.AssignedID)
+	if err != nil {
+		return CertResult{}, err
+	}
+	if err := checkCSRNames(parsed, old.AssignedID, shape); err != nil {
 		return CertResult{}, err
 	}
 	if n := csr.Subject.Names; len(n) > 0 && (len(n) != 1 || csr.Subject.CommonName != old.AssignedID) {
@@ -109,8 +114,7 @@ func (m *MEF) Reenrol(ctx context.Context, peer *x509.Certificate, csrDER []byte
 	if err := m.cfg.Limits.EnrolTenant.Check(old.Tenant); err != nil {
 		return CertResult{}, err
 	}
-	issued, err := m.ca.Issue(ctx, ca.Request{Parsed: parsed, Profile: ca.ProfileDevice, AssignedID: old.AssignedID,
-		URIs: []*url.URL{uri}, Validity: m.cfg.CertValidity})
+	issued, err := m.ca.Issue(ctx, shape.request(parsed, old.AssignedID, m.cfg.CertValidity))
 	if err != nil {
 		return CertResult{}, caFailure(err)
 	}

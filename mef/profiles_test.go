@@ -1,0 +1,253 @@
+package mef
+
+import (
+	"context"
+	"crypto"
+	"crypto/ecdsa"
+	"crypto/elliptic"
+	"crypto/rand"
+	"crypto/sha256"
+	"crypto/x509"
+	"crypto/x509/pkix"
+	"encoding/asn1"
+	"fmt"
+	"math/big"
+	"net/url"
+	"strings"
+	"testing"
+	"time"
+
+	"github.com/credfactory/credfactory/client"
+	"github.com/credfactory/credfactory/kdf"
+	"github.com/credfactory/credfactory/store"
+	"github.com/credfactory/credfactory/store/storetest"
+)
+
+// token records an enrolment token for a new device with the given
+// assigned ID and returns the token.
+func (e *renewEnv) token(device, assignedID string) string {
+	e.t.Helper()
+	token := device + "-token"
+	h := sha256.Sum256([]byte(token))
+	if _, err := e.st.UpsertDevices(context.Background(), "maker", []store.Device{{ID: device}}, e.now); err != nil {
+		e.t.Fatal(err)
+	}
+	if err := e.st.CreateEnrolment(context.Background(), store.Enrolment{TokenHash: h[:], DeviceID: device, AssignedID: assignedID,
+		StakeholderID: "stk", Tenant: "tenant-1", Mode: store.ModeUntrusted, ExpiresAt: e.now.Add(time.Hour), CreatedAt: e.now}); err != nil {
+		e.t.Fatal(err)
+	}
+	return token
+}
+
+func uriSAN(t *testing.T, uris ...string) pkix.Extension {
+	t.Helper()
+	var names []asn1.RawValue
+	for _, u := range uris {
+		names = append(names, asn1.RawValue{Tag: 6, Class: asn1.ClassContextSpecific, Bytes: []byte(u)})
+	}
+	v, err := asn1.Marshal(names)
+	if err != nil {
+		t.Fatal(err)
+	}
+	return pkix.Extension{Id: oidSAN, Value: v}
+}
+
+func sanExt(t *testing.T, names ...asn1.RawValue) pkix.Extension {
+	t.Helper()
+	v, err := asn1.Marshal(names)
+	if err != nil {
+		t.Fatal(err)
+	}
+	return pkix.Extension{Id: oidSAN, Value: v}
+}
+
+// TestCSECertificate: a CSE-ID's certificate carries the CSE's public
+// domain name and can serve TLS as well as authenticate as a client
+// (TS-0003 §10.1.1.7); what a CSE-ID certificate may not be is refused.
+func TestCSECertificate(t *testing.T) {
+	storetest.Each(t, func(t *testing.T, dbURL string) {
+		e := newRenewEnv(t, dbURL)
+		ctx := context.Background()
+		roots := x509.NewCertPool()
+		roots.AddCert(e.pki.Root)
+		inters := x509.NewCertPool()
+		inters.AddCert(e.pki.Issuing)
+
+		key := newKey()
+		dns := asn1.RawValue{Tag: 2, Class: asn1.ClassContextSpecific, Bytes: []byte("cse-1.sp.example")}
+		uri := asn1.RawValue{Tag: 6, Class: asn1.ClassContextSpecific, Bytes: []byte("https://sp.example/cse-1")}
+		// TS-0003 §10.1.4: the CSR names the identity in subjectAltName.
+		csr, err := client.CSR(key, "/cse-1", e.token("cse-dev", "/cse-1"), sanExt(t, dns, uri))
+		if err != nil {
+			t.Fatal(err)
+		}
+		res, err := e.m.EnrolCert(ctx, CertRequest{CSR: csr})
+		if err != nil {
+			t.Fatal(err)
+		}
+		c := res.Certificate
+		if len(c.DNSNames) != 1 || c.DNSNames[0] != "cse-1.sp.example" || len(c.URIs) != 1 || c.URIs[0].String() != "https://sp.example/cse-1" ||
+			c.Subject.CommonName != "/cse-1" {
+			t.Fatalf("CSE certificate names: DNS %v URIs %v CN %q", c.DNSNames, c.URIs, c.Subject.CommonName)
+		}
+		for _, usage := range []x509.ExtKeyUsage{x509.ExtKeyUsageServerAuth, x509.ExtKeyUsageClientAuth} {
+			if _, err := c.Verify(x509.VerifyOptions{Roots: roots, Intermediates: inters, DNSName: "cse-1.sp.example",
+				CurrentTime: e.now, KeyUsages: []x509.ExtKeyUsage{usage}}); err != nil {
+				t.Errorf("usage %v for cse-1.sp.example: %v", usage, err)
+			}
+		}
+		if cred := e.credential(c); !strings.HasPrefix(cred.ID, "32-") || cred.SUID != int(kdf.SUIDCertSAEF) {
+			t.Errorf("recorded as %s SUID %d, want a type-32 credential for SAEF", cred.ID, cred.SUID)
+		}
+
+		// Refusals: nothing is spent, the token still works afterwards.
+		badTok := e.token("cse-bad", "/cse-2")
+		otherDNS := asn1.RawValue{Tag: 2, Class: asn1.ClassContextSpecific, Bytes: []byte("evil.example")}
+		for _, tc := range []struct {
+			name, id string
+			csr      []byte
+			status   int
+			code     string
+		}{
+			{"DNS name of another CSE", "/cse-2", mustCSR(t, newKey(), "", badTok, sanExt(t, otherDNS)), 400, "csr_san_mismatch"},
+			{"two DNS names", "/cse-2", mustCSR(t, newKey(), "", badTok, sanExt(t,
+				asn1.RawValue{Tag: 2, Class: asn1.ClassContextSpecific, Bytes: []byte("cse-2.sp.example")}, otherDNS)), 400, "csr_san_mismatch"},
+		} {
+			_, err := e.m.EnrolCert(ctx, CertRequest{CSR: tc.csr})
+			wantCode(t, tc.name, err, tc.status, tc.code)
+		}
+		if _, err := e.m.EnrolCert(ctx, CertRequest{CSR: mustCSR(t, newKey(), "", badTok)}); err != nil {
+			t.Fatalf("the token after refusals: %v", err)
+		}
+
+		// A CSE-ID that is no DNS label has no public domain name: refused
+		// before any signature, the token unspent.
+		odd := e.token("cse-odd", "/CSE_1")
+		_, err = e.m.EnrolCert(ctx, CertRequest{CSR: mustCSR(t, newKey(), "", odd)})
+		wantCode(t, "CSE-ID that is no DNS label", err, 400, "cse_id_not_a_domain_label")
+		if all, _ := e.st.Credentials(ctx, "/CSE_1"); len(all) != 0 {
+			t.Fatalf("a refused CSE enrolment recorded %d credentials", len(all))
+		}
+	})
+}
+
+func mustCSR(t *testing.T, key crypto.Signer, cn, token string, ext ...pkix.Extension) []byte {
+	t.Helper()
+	der, err := client.CSR(key, cn, token, ext...)
+	if err != nil {
+		t.Fatal(err)
+	}
+	return der
+}
+
+// TestCertificateSUID: the usage a certificate is for is recorded, chosen
+// at enrolment (40-43), kept on renewal; others are refused unspent.
+func TestCertificateSUID(t *testing.T) {
+	storetest.Each(t, func(t *testing.T, dbURL string) {
+		e := newRenewEnv(t, dbURL)
+		ctx := context.Background()
+		for _, suid := range []kdf.SUID{kdf.SUIDCertMEF, kdf.SUIDCertMAF, kdf.SUIDCertSAEF, kdf.SUIDCertESPrim} {
+			dev := fmt.Sprintf("suid%d", suid)
+			id := "S" + dev
+			res, err := e.m.EnrolCert(ctx, CertRequest{CSR: mustCSR(t, newKey(), "", e.token(dev, id)), SUID: suid})
+			if err != nil {
+				t.Fatalf("SUID %d: %v", suid, err)
+			}
+			if c := e.credential(res.Certificate); c.SUID != int(suid) {
+				t.Errorf("SUID %d recorded as %d", suid, c.SUID)
+			}
+		}
+		tok := e.token("suid-bad", "Ssuidbad")
+		for _, suid := range []kdf.SUID{22, 44, 10} {
+			_, err := e.m.EnrolCert(ctx, CertRequest{CSR: mustCSR(t, newKey(), "", tok), SUID: suid})
+			wantCode(t, "SUID "+suid.String(), err, 400, "bad_suid")
+		}
+		res, err := e.m.EnrolCert(ctx, CertRequest{CSR: mustCSR(t, newKey(), "", tok), SUID: kdf.SUIDCertMAF})
+		if err != nil {
+			t.Fatalf("the token after refused usages: %v", err)
+		}
+		renewed, err := e.m.Reenrol(ctx, res.Certificate, csrFor(t, newKey(), ""))
+		if err != nil {
+			t.Fatal(err)
+		}
+		if c := e.credential(renewed.Certificate); c.SUID != int(kdf.SUIDCertMAF) {
+			t.Errorf("renewal recorded SUID %d, want the renewed certificate's 41", c.SUID)
+		}
+		for _, tc := range []struct {
+			label string
+			want  kdf.SUID
+			code  string
+		}{{"suid-40", 40, ""}, {"suid-43", 43, ""}, {"suid-22", 0, "unknown_est_label"}, {"suid-4x", 0, "unknown_est_label"}, {"ca1", 0, "unknown_est_label"}} {
+			got, err := estLabelSUID(tc.label)
+			if tc.code != "" {
+				wantCode(t, "label "+tc.label, err, 404, tc.code)
+			} else if err != nil || got != tc.want {
+				t.Errorf("label %s: %v %v", tc.label, got, err)
+			}
+		}
+	})
+}
+
+// TestRenewLegacyURI: a certificate issued before device URIs had a scheme
+// (//sp.example/<AE-ID>) renews, and the renewal is issued in today's
+// form, whether the CSR leaves the SAN out, copies the old one, or names
+// the new one.
+func TestRenewLegacyURI(t *testing.T) {
+	storetest.Each(t, func(t *testing.T, dbURL string) {
+		e := newRenewEnv(t, dbURL)
+		ctx := context.Background()
+		for i, csrSAN := range [][]string{nil, {"//sp.example/Slegacy%d"}, {"https://sp.example/Slegacy%d"}} {
+			dev := "legacy" + string(rune('0'+i))
+			id := "S" + dev
+			old := e.legacyCert(dev, id)
+			if old.URIs[0].Scheme != "" {
+				t.Fatalf("the legacy certificate has URI %s", old.URIs[0])
+			}
+			var ext []pkix.Extension
+			for _, s := range csrSAN {
+				ext = append(ext, uriSAN(t, strings.ReplaceAll(s, "%d", dev[len("legacy"):])))
+			}
+			r, err := e.m.Reenrol(ctx, old, csrFor(t, newKey(), "", ext...))
+			if err != nil {
+				t.Fatalf("CSR SAN %v: %v", csrSAN, err)
+			}
+			if u := r.Certificate.URIs; len(u) != 1 || u[0].String() != "https://sp.example/"+id {
+				t.Fatalf("CSR SAN %v: renewed with URIs %v", csrSAN, u)
+			}
+			if c := e.credential(old); c.Status != store.StatusRevoked {
+				t.Errorf("the legacy certificate is %s after renewal, want superseded", c.Status)
+			}
+		}
+	})
+}
+
+// legacyCert records a certificate as the MEF issued them before device
+// URIs had a scheme: signed by the issuing CA, recorded through the
+// registry like any enrolment.
+func (e *renewEnv) legacyCert(device, assignedID string) *x509.Certificate {
+	e.t.Helper()
+	token := e.token(device, assignedID)
+	key, _ := ecdsa.GenerateKey(elliptic.P256(), rand.Reader)
+	serial, _ := rand.Int(rand.Reader, new(big.Int).Lsh(big.NewInt(1), 128))
+	tmpl := &x509.Certificate{SerialNumber: serial, Subject: pkix.Name{CommonName: assignedID},
+		NotBefore: e.now.Add(-time.Minute), NotAfter: e.now.Add(2 * time.Hour),
+		KeyUsage: x509.KeyUsageDigitalSignature, ExtKeyUsage: []x509.ExtKeyUsage{x509.ExtKeyUsageClientAuth},
+		URIs: []*url.URL{{Host: "sp.example", Path: "/" + assignedID}}}
+	der, err := x509.CreateCertificate(rand.Reader, tmpl, e.pki.Issuing, &key.PublicKey, e.pki.IssuingKey)
+	if err != nil {
+		e.t.Fatal(err)
+	}
+	cert, _ := x509.ParseCertificate(der)
+	spki := fingerprint(cert.RawSubjectPublicKeyInfo)
+	fp := fingerprint(der)
+	serialHex := serial.Text(16)
+	h := sha256.Sum256([]byte(token))
+	if _, err := e.m.reg.Redeem(context.Background(), store.Redemption{TokenHash: h[:], RequestID: "spki:" + hexs(spki),
+		Mode: store.ModeUntrusted, Now: e.now, Credential: store.Credential{
+			ID: kdf.CredentialID(CertCredentialType(assignedID), hexs(fp)), Type: store.TypeX509, SUID: int(kdf.SUIDCertSAEF),
+			Serial: &serialHex, CertSHA256: fp, CertDER: der, PublicKeySHA256: spki,
+			NotBefore: cert.NotBefore, NotAfter: cert.NotAfter, Source: store.SourceRSPF}}); err != nil {
+		e.t.Fatal(err)
+	}
+	return cert
+}
