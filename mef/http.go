@@ -28,22 +28,66 @@ func (m *MEF) Routes() []httpapi.Route {
 		// Enrolments are rate limited per source address first (limits.go).
 		{Method: "POST", Pattern: "/.well-known/est/simpleenroll", Handler: m.perSource(m.estEnroll, estError)},
 		{Method: "POST", Pattern: "/.well-known/est/simplereenroll", Handler: m.perSource(m.estReenroll, estError)},
+		// The same under an EST label (RFC 7030 §3.2.2): suid-40 to
+		// suid-43 choose the certificate's usage (profiles.go).
+		{Method: "GET", Pattern: "/.well-known/est/{label}/cacerts", Handler: m.estLabelled(m.estCACerts)},
+		{Method: "GET", Pattern: "/.well-known/est/{label}/csrattrs", Handler: m.estLabelled(m.estCSRAttrs)},
+		{Method: "POST", Pattern: "/.well-known/est/{label}/simpleenroll", Handler: m.perSource(m.estLabelled(m.estEnroll), estError)},
+		{Method: "POST", Pattern: "/.well-known/est/{label}/simplereenroll", Handler: m.perSource(m.estLabelled(m.estReenroll), estError)},
 		{Method: "POST", Pattern: "/mef/v1/enrol", Handler: m.perSource(m.jsonEnrol, jsonAnswer)},
 		{Method: "POST", Pattern: "/mef/v1/forward", Handler: m.forward},
 	}
 }
 
 // EST answers errors as text (RFC 7030 §4.2.3: the body is shown to the
-// operator), with the status and Retry-After a client acts on.
+// operator), with the status and Retry-After a client acts on. An
+// enrolment that waits on something (the HSM or the registry is down, or
+// the redemption lost to concurrent ones) is answered 202 Accepted with
+// Retry-After, which RFC 7030 §4.2.3 has an EST client act on by sending
+// the same request again after that many seconds: nothing was written and
+// the token is unspent, so the retry enrols. A rate limit stays 429: there
+// the client is asked to slow down, not told its request is pending.
 func estError(ctx *fasthttp.RequestCtx, err error) error {
 	e := apierr.As(err)
+	status := e.Status
+	if e.RetryAfter > 0 && estPending(e) {
+		status = http.StatusAccepted
+	}
 	if e.RetryAfter > 0 {
 		ctx.Response.Header.Set("Retry-After", strconv.Itoa(e.RetryAfter))
 	}
-	ctx.SetStatusCode(e.Status)
+	ctx.SetStatusCode(status)
 	ctx.SetContentType("text/plain; charset=utf-8")
 	ctx.SetBodyString(e.Code + ": " + e.Message + "\n")
 	return nil
+}
+
+// estPending: the refusals that mean "not now" rather than "no": a
+// dependency unavailable (503) or registry contention (409 with
+// Retry-After).
+func estPending(e *apierr.Error) bool {
+	return e.Status == http.StatusServiceUnavailable || e.Status == http.StatusConflict
+}
+
+// estLabelled serves an EST operation under a label: the label must name a
+// usage (suid-40 to suid-43), which enrolments then record.
+func (m *MEF) estLabelled(next func(*fasthttp.RequestCtx) error) func(*fasthttp.RequestCtx) error {
+	return func(ctx *fasthttp.RequestCtx) error {
+		suid, err := estLabelSUID(httpapi.Param(ctx, "label"))
+		if err != nil {
+			return estError(ctx, err)
+		}
+		ctx.SetUserValue(estSUIDKey{}, suid)
+		return next(ctx)
+	}
+}
+
+type estSUIDKey struct{}
+
+// estSUID is the usage the request's EST label chose, 0 without one.
+func estSUID(ctx *fasthttp.RequestCtx) kdf.SUID {
+	s, _ := ctx.UserValue(estSUIDKey{}).(kdf.SUID)
+	return s
 }
 
 // writePKCS7 answers certs-only (RFC 7030 §4.1.3, §4.2.3): a degenerate
@@ -147,7 +191,7 @@ func (m *MEF) estEnroll(ctx *fasthttp.RequestCtx) error {
 	csr, err := estBody(ctx)
 	var res CertResult
 	if err == nil {
-		res, err = m.EnrolCert(ctx, CertRequest{CSR: csr, Peer: peerCert(ctx)})
+		res, err = m.EnrolCert(ctx, CertRequest{CSR: csr, Peer: peerCert(ctx), SUID: estSUID(ctx)})
 	}
 	m.observe("est", res.Replayed, err, start)
 	if err != nil {
@@ -178,6 +222,8 @@ type enrolJSON struct {
 	RequestID  string `json:"requestId,omitempty"`
 	// CSR is base64 DER or PEM.
 	CSR string `json:"csr,omitempty"`
+	// SUID is the certificate's usage, 40-43 (with csr; default 42).
+	SUID int `json:"suid,omitempty"`
 	Key *struct {
 		SUID      int      `json:"suid"`
 		TargetIDs []string `json:"targetIds,omitempty"`
@@ -210,8 +256,8 @@ func (m *MEF) jsonEnrol(ctx *fasthttp.RequestCtx) error {
 		m.observe("json", false, err, start)
 		return err
 	}
-	if req.Token == "" || req.AssignedID == "" || (req.CSR == "") == (req.Key == nil) {
-		err := fail(http.StatusBadRequest, "bad_request", "give token, assignedId and exactly one of csr and key")
+	if req.Token == "" || req.AssignedID == "" || (req.CSR == "") == (req.Key == nil) || req.Key != nil && req.SUID != 0 {
+		err := fail(http.StatusBadRequest, "bad_request", "give token, assignedId and exactly one of csr (with an optional certificate suid) and key (its suid inside)")
 		m.observe("json", false, err, start)
 		return err
 	}
@@ -236,7 +282,8 @@ func (m *MEF) jsonEnrol(ctx *fasthttp.RequestCtx) error {
 		m.observe("json_cert", false, err, start)
 		return err
 	}
-	res, err := m.EnrolCert(ctx, CertRequest{Token: req.Token, AssignedID: req.AssignedID, CSR: csr, Peer: peerCert(ctx), RequestID: req.RequestID})
+	res, err := m.EnrolCert(ctx, CertRequest{Token: req.Token, AssignedID: req.AssignedID, CSR: csr, Peer: peerCert(ctx),
+		RequestID: req.RequestID, SUID: kdf.SUID(req.SUID)})
 	m.observe("json_cert", res.Replayed, err, start)
 	if err != nil {
 		return err

@@ -5,6 +5,7 @@ import (
 	"crypto/tls"
 	"crypto/x509"
 	"errors"
+	"fmt"
 	"net/http"
 	"time"
 
@@ -64,6 +65,12 @@ func renewErr(err error) error {
 // and the same public key gets the certificate already issued, with no new
 // signature.
 func (m *MEF) Reenrol(ctx context.Context, peer *x509.Certificate, csrDER []byte) (CertResult, error) {
+	return m.reenrolFor(ctx, peer, csrDER, 0)
+}
+
+// reenrolFor is Reenrol under an EST label: a renewal keeps the usage of
+// the certificate it renews, so a label naming another is refused.
+func (m *MEF) reenrolFor(ctx context.Context, peer *x509.Certificate, csrDER []byte, suid kdf.SUID) (CertResult, error) {
 	if peer == nil {
 		return CertResult{}, errReenrollAuth
 	}
@@ -76,6 +83,10 @@ func (m *MEF) Reenrol(ctx context.Context, peer *x509.Certificate, csrDER []byte
 	old, err := m.reg.Get(ctx, store.ByCertSHA256, fingerprint(peer.Raw))
 	if err != nil {
 		return CertResult{}, renewErr(err)
+	}
+	if suid != 0 && int(suid) != old.SUID {
+		return CertResult{}, fail(http.StatusBadRequest, "suid_mismatch",
+			fmt.Sprintf("a renewal keeps the usage of the certificate it renews (SUID %d): use its EST label or none", old.SUID))
 	}
 	// The cheap early verdict, before the HSM signs; Renew checks again
 	// inside its transaction. Only a superseded certificate has a
@@ -174,7 +185,7 @@ func (m *MEF) estReenroll(ctx *fasthttp.RequestCtx) error {
 	if err == nil {
 		var peer *x509.Certificate
 		if peer, err = m.renewalPeer(ctx.TLSConnectionState()); err == nil {
-			res, err = m.Reenrol(ctx, peer, csr)
+			res, err = m.reenrolFor(ctx, peer, csr, estSUID(ctx))
 		}
 	}
 	m.observe("est_reenroll", res.Replayed, err, start)
