@@ -173,8 +173,8 @@ func Init(ctx context.Context, cfg config.Config) (created []string, err error) 
 		created = append(created, "root CRL "+path(cfg, RootCRLFile))
 	}
 	issuing, made, err := loadOrCreate(path(cfg, IssuingCertFile), issuingSigner, func() (*x509.Certificate, error) {
-		return ca.CreateIntermediate(root, rootSigner, issuingSigner.Public(),
-			pkix.Name{Organization: org, CommonName: cfg.CA.Organization + " Issuing CA"}, cfg.CA.IssuingValidity, now)
+		return ca.CreateIssuingCA(root, rootSigner, issuingSigner.Public(),
+			pkix.Name{Organization: org, CommonName: cfg.CA.Organization + " Issuing CA"}, cfg.CA.IssuingValidity, now, cfg.Portal.SPDomain)
 	})
 	if err != nil {
 		return created, fmt.Errorf("issuing CA: %w", err)
