@@ -72,11 +72,12 @@ type Error struct {
 
 func (e *Error) Error() string { return fmt.Sprintf("%d %s: %s", e.Status, e.Code, e.Message) }
 
-// Retryable: the server asked to try again (503, 429) or did not answer.
+// Retryable: the server asked to try again (503, 429, or EST's 202
+// Accepted: the request is pending, RFC 7030 §4.2.3) or did not answer.
 func Retryable(err error) bool {
 	var e *Error
 	if errors.As(err, &e) {
-		return e.Status == http.StatusServiceUnavailable || e.Status == http.StatusTooManyRequests
+		return e.Status == http.StatusServiceUnavailable || e.Status == http.StatusTooManyRequests || e.Status == http.StatusAccepted
 	}
 	return err != nil
 }

@@ -82,31 +82,60 @@ challengePassword = %s
 	}
 	opensslVerify(t, anchor, certs)
 
-	// Renewal, authenticated by the certificate just issued.
+	// The issuing CA's name constraints are in play (TS-0003 §10.1.1.5)
+	// and the device's URI satisfies them: openssl verify above matched
+	// it, which it cannot do for a scheme-less URI.
+	if len(certs) < 2 || len(certs[1].PermittedURIDomains) != 1 || certs[0].URIs[0].String() != "https://sp.example/"+b.AssignedID {
+		t.Fatalf("issuing CA constraints %v, device URI %v", certs[1].PermittedURIDomains, certs[0].URIs)
+	}
+
+	// Re-enrolment (RFC 7030 §4.2.2), authenticated by the certificate
+	// just issued as the TLS client certificate; openssl makes a new key
+	// and a CSR for the same subject.
 	if err := os.WriteFile(file("leaf.pem"), []byte(pemCert(certs[0])+pemCert(certs[1])), 0o600); err != nil {
 		t.Fatal(err)
 	}
-	// RFC 7030 §4.2.2: the renewal asks for the same subject (the assigned ID).
 	if err := os.WriteFile(file("renew.cnf"), []byte("[req]\ndistinguished_name = dn\nprompt = no\n[dn]\nCN = "+b.AssignedID+"\n"), 0o600); err != nil {
 		t.Fatal(err)
 	}
-	sh("openssl", "req", "-new", "-key", file("key.pem"), "-config", file("renew.cnf"), "-outform", "DER", "-out", file("renew.der"))
+	sh("openssl", "genpkey", "-algorithm", "EC", "-pkeyopt", "ec_paramgen_curve:P-256", "-out", file("key2.pem"))
+	sh("openssl", "req", "-new", "-key", file("key2.pem"), "-config", file("renew.cnf"), "-outform", "DER", "-out", file("renew.der"))
 	sh("openssl", "base64", "-in", file("renew.der"), "-out", file("renew.b64"))
-	sh("curl", "-sS", "--fail-with-body", "--cacert", anchor, "--cert", file("leaf.pem"), "--key", file("key.pem"),
-		"-H", "Content-Type: application/pkcs10", "--data-binary", "@"+file("renew.b64"), "-o", file("renewed.b64"),
-		s.base+"/.well-known/est/simplereenroll")
+	hdr := sh("curl", "-sS", "--fail-with-body", "--cacert", anchor, "--cert", file("leaf.pem"), "--key", file("key.pem"),
+		"-H", "Content-Type: application/pkcs10", "-H", "Content-Transfer-Encoding: base64", "--data-binary", "@"+file("renew.b64"),
+		"-D", "-", "-o", file("renewed.b64"), s.base+"/.well-known/est/simplereenroll")
+	// RFC 7030 §4.2.3: certs-only, base64 with Content-Transfer-Encoding.
+	if !strings.Contains(hdr, "application/pkcs7-mime; smime-type=certs-only") || !strings.Contains(strings.ToLower(hdr), "content-transfer-encoding: base64") {
+		t.Fatalf("simplereenroll answer headers:\n%s", hdr)
+	}
 	sh("openssl", "base64", "-d", "-in", file("renewed.b64"), "-out", file("renewed.der"))
 	sh("openssl", "pkcs7", "-inform", "DER", "-in", file("renewed.der"), "-print_certs", "-out", file("renewed.pem"))
 	renewed := parsePEMCerts(t, readFile(t, file("renewed.pem")))
-	if renewed[0].Subject.CommonName != b.AssignedID || renewed[0].SerialNumber.Cmp(certs[0].SerialNumber) == 0 {
-		t.Fatalf("renewal: %s serial %x", renewed[0].Subject.CommonName, renewed[0].SerialNumber)
+	if renewed[0].Subject.CommonName != b.AssignedID || renewed[0].SerialNumber.Cmp(certs[0].SerialNumber) == 0 ||
+		len(renewed[0].URIs) != 1 || renewed[0].URIs[0].String() != certs[0].URIs[0].String() {
+		t.Fatalf("renewal: %s serial %x URIs %v", renewed[0].Subject.CommonName, renewed[0].SerialNumber, renewed[0].URIs)
+	}
+	opensslVerify(t, anchor, renewed)
+	// The new certificate certifies the new key: openssl's own view.
+	if a, b := sh("openssl", "x509", "-in", file("renewed.pem"), "-noout", "-pubkey"), sh("openssl", "pkey", "-in", file("key2.pem"), "-pubout"); a != b {
+		t.Fatalf("renewed certificate's key is not the new key:\n%s\n%s", a, b)
+	}
+	// The old certificate is superseded: a renewal with another key is
+	// refused (a retry with the same key would get the same answer back).
+	sh("openssl", "req", "-new", "-key", file("key.pem"), "-config", file("renew.cnf"), "-outform", "DER", "-out", file("renew1.der"))
+	sh("openssl", "base64", "-in", file("renew1.der"), "-out", file("renew1.b64"))
+	out, _ := exec.Command("curl", "-sS", "--cacert", anchor, "--cert", file("leaf.pem"), "--key", file("key.pem"),
+		"-H", "Content-Type: application/pkcs10", "--data-binary", "@"+file("renew1.b64"), "-w", "%{http_code}",
+		s.base+"/.well-known/est/simplereenroll").CombinedOutput()
+	if !strings.Contains(string(out), "certificate_superseded") || !strings.HasSuffix(string(out), "403") {
+		t.Fatalf("renewal with the superseded certificate: %s", out)
 	}
 	status, detail := s.call(s.alice, "GET", "/api/v1/devices/dev-1", "", nil)
 	if status != 200 || len(detail["credentials"].([]any)) != 2 {
 		t.Fatalf("the MAF keeps the history (2 certificates): %d %v", status, detail)
 	}
 	// Renewal without a certificate this SP issued is refused.
-	out, _ := exec.Command("curl", "-sS", "--cacert", anchor, "-H", "Content-Type: application/pkcs10",
+	out, _ = exec.Command("curl", "-sS", "--cacert", anchor, "-H", "Content-Type: application/pkcs10",
 		"--data-binary", "@"+file("renew.b64"), "-w", "%{http_code}", s.base+"/.well-known/est/simplereenroll").CombinedOutput()
 	if !strings.HasSuffix(string(out), "401") {
 		t.Fatalf("reenroll without a client certificate: %s", out)
