@@ -64,7 +64,7 @@ func (m *MEF) EnrolCert(ctx context.Context, req CertRequest) (CertResult, error
 	} else if _, err := certSUID(fmt.Sprint(int(suid))); err != nil {
 		return CertResult{}, err
 	}
-	parsed, err := ca.ParseCSR(req.CSR)
+	parsed, err := ca.ParseCSRFor(req.CSR, m.cfg.KeyPolicy)
 	if err != nil {
 		return CertResult{}, caFailure(err)
 	}

@@ -100,7 +100,7 @@ func (m *MEF) forwardCSR(ctx context.Context, obf store.OBF, it ForwardItem, red
 	if err != nil {
 		return ForwardResult{}, err
 	}
-	parsed, err := ca.ParseCSR(der)
+	parsed, err := ca.ParseCSRFor(der, m.cfg.KeyPolicy)
 	if err != nil {
 		return ForwardResult{}, caFailure(err)
 	}

@@ -3,9 +3,11 @@ package mef
 import (
 	"bytes"
 	"crypto/x509"
+	"crypto/x509/pkix"
 	"encoding/asn1"
 	"encoding/base64"
 	"encoding/pem"
+	"fmt"
 	"mime"
 	"net/http"
 	"strconv"
@@ -16,6 +18,7 @@ import (
 	"github.com/credfactory/credfactory/ca"
 	"github.com/credfactory/credfactory/httpapi"
 	"github.com/credfactory/credfactory/kdf"
+	"github.com/credfactory/credfactory/store"
 	"github.com/smallstep/pkcs7"
 	"github.com/valyala/fasthttp"
 )
@@ -127,32 +130,92 @@ func (m *MEF) estCACerts(ctx *fasthttp.RequestCtx) error {
 	return writePKCS7(ctx, append(m.ca.Chain(), m.root))
 }
 
-// csrAttrs asks for what the MEF needs (RFC 7030 §4.5.2): the token as
-// challengePassword, a P-256 key, a SHA-256 signature, and a SAN (the
-// assigned ID's URI; the MEF fills it in if the CSR leaves it out).
-var csrAttrs = func() []byte {
-	type attribute struct {
-		Type   asn1.ObjectIdentifier
-		Values []asn1.ObjectIdentifier `asn1:"set"`
-	}
-	der, err := asn1.Marshal([]any{
-		oidChallengePassword,
-		attribute{Type: asn1.ObjectIdentifier{1, 2, 840, 10045, 2, 1}, Values: []asn1.ObjectIdentifier{{1, 2, 840, 10045, 3, 1, 7}}},
-		asn1.ObjectIdentifier{1, 2, 840, 10045, 4, 3, 2},
-		oidSAN,
-	})
-	if err != nil {
-		panic(err)
-	}
-	return der
-}()
-
+// estCSRAttrs answers what the MEF wants in a CSR (RFC 7030 §4.5.2):
+// csrAttrsFor the key policy and, when the client presents a certificate
+// this SP issued and recorded (before simplereenroll), the identity of its
+// next one. An anonymous client (before simpleenroll) is not known yet:
+// the answer asks for a subjectAltName, which the MEF fills in anyway.
 func (m *MEF) estCSRAttrs(ctx *fasthttp.RequestCtx) error {
+	var shape *certShape
+	if st := ctx.TLSConnectionState(); st != nil && len(st.PeerCertificates) > 0 && m.peers != nil {
+		if p, err := m.peers.Verify(st); err == nil {
+			if c, err := m.reg.Get(ctx, store.ByCertSHA256, fingerprint(p.Certificate.Raw)); err == nil {
+				if s, err := m.certShape(c.AssignedID); err == nil {
+					shape = &s
+				}
+			}
+		}
+	}
+	der, err := csrAttrsFor(m.cfg.KeyPolicy, shape)
+	if err != nil {
+		return err
+	}
 	ctx.SetStatusCode(http.StatusOK)
 	ctx.SetContentType("application/csrattrs")
 	ctx.Response.Header.Set("Content-Transfer-Encoding", "base64")
-	ctx.SetBody(wrap76(base64.StdEncoding.EncodeToString(csrAttrs)))
+	ctx.SetBody(wrap76(base64.StdEncoding.EncodeToString(der)))
 	return nil
+}
+
+var (
+	oidECPublicKey      = asn1.ObjectIdentifier{1, 2, 840, 10045, 2, 1}
+	oidP256             = asn1.ObjectIdentifier{1, 2, 840, 10045, 3, 1, 7}
+	oidP384             = asn1.ObjectIdentifier{1, 3, 132, 0, 34}
+	oidECDSAWithSHA256  = asn1.ObjectIdentifier{1, 2, 840, 10045, 4, 3, 2}
+	oidECDSAWithSHA384  = asn1.ObjectIdentifier{1, 2, 840, 10045, 4, 3, 3}
+	oidRSAEncryption    = asn1.ObjectIdentifier{1, 2, 840, 113549, 1, 1, 1}
+	oidSHA256WithRSA    = asn1.ObjectIdentifier{1, 2, 840, 113549, 1, 1, 11}
+	oidEd25519          = asn1.ObjectIdentifier{1, 3, 101, 112}
+	oidExtensionRequest = asn1.ObjectIdentifier{1, 2, 840, 113549, 1, 9, 14}
+)
+
+// csrAttrsFor is the CsrAttrs (RFC 7030 §4.5.2) for a key policy:
+// challengePassword (the enrolment token, TS-0003 §8.3.6); for ECDSA one
+// id-ecPublicKey attribute listing the accepted curves, and the matching
+// ecdsa-with-SHA* OIDs; rsaEncryption and sha256WithRSAEncryption for RSA;
+// id-Ed25519 for Ed25519 - exactly what ParseCSRFor accepts. The identity
+// (TS-0003 §10.1.4) is an extensionRequest attribute whose subjectAltName
+// holds the names the certificate will carry, when shape is known (RFC
+// 7030 §4.5.2 and RFC 8994 §6.11.7.2 use attribute values this way), and
+// otherwise the subjectAltName OID.
+func csrAttrsFor(p ca.KeyPolicy, shape *certShape) ([]byte, error) {
+	type attribute struct {
+		Type   asn1.ObjectIdentifier
+		Values []any `asn1:"set"`
+	}
+	out := []any{oidChallengePassword}
+	var curves []any
+	var sigs []any
+	for _, a := range p.Allowed() {
+		switch a {
+		case ca.KeyECDSAP256:
+			curves, sigs = append(curves, oidP256), append(sigs, oidECDSAWithSHA256)
+		case ca.KeyECDSAP384:
+			curves, sigs = append(curves, oidP384), append(sigs, oidECDSAWithSHA384)
+		case ca.KeyRSA:
+			out, sigs = append(out, oidRSAEncryption), append(sigs, oidSHA256WithRSA)
+		case ca.KeyEd25519:
+			out = append(out, oidEd25519)
+		}
+	}
+	if len(curves) > 0 {
+		out = append(out, attribute{Type: oidECPublicKey, Values: curves})
+	}
+	out = append(out, sigs...)
+	if shape == nil {
+		return asn1.Marshal(append(out, oidSAN))
+	}
+	var names []asn1.RawValue
+	for _, d := range shape.dns {
+		names = append(names, asn1.RawValue{Class: asn1.ClassContextSpecific, Tag: 2, Bytes: []byte(d)})
+	}
+	names = append(names, asn1.RawValue{Class: asn1.ClassContextSpecific, Tag: 6, Bytes: []byte(shape.uri.String())})
+	san, err := asn1.Marshal(names)
+	if err != nil {
+		return nil, fmt.Errorf("csrattrs: subjectAltName: %w", err)
+	}
+	exts := []pkix.Extension{{Id: oidSAN, Value: san}}
+	return asn1.Marshal(append(out, attribute{Type: oidExtensionRequest, Values: []any{exts}}))
 }
 
 var errESTBody = fail(http.StatusBadRequest, "bad_request", "EST wants Content-Type application/pkcs10 and a base64 DER body")
@@ -224,7 +287,7 @@ type enrolJSON struct {
 	CSR string `json:"csr,omitempty"`
 	// SUID is the certificate's usage, 40-43 (with csr; default 42).
 	SUID int `json:"suid,omitempty"`
-	Key *struct {
+	Key  *struct {
 		SUID      int      `json:"suid"`
 		TargetIDs []string `json:"targetIds,omitempty"`
 	} `json:"key,omitempty"`

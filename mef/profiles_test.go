@@ -1,6 +1,7 @@
 package mef
 
 import (
+	"bytes"
 	"context"
 	"crypto"
 	"crypto/ecdsa"
@@ -13,10 +14,15 @@ import (
 	"fmt"
 	"math/big"
 	"net/url"
+	"os"
+	"os/exec"
+	"path/filepath"
+	"slices"
 	"strings"
 	"testing"
 	"time"
 
+	"github.com/credfactory/credfactory/ca"
 	"github.com/credfactory/credfactory/client"
 	"github.com/credfactory/credfactory/kdf"
 	"github.com/credfactory/credfactory/store"
@@ -250,4 +256,56 @@ func (e *renewEnv) legacyCert(device, assignedID string) *x509.Certificate {
 		e.t.Fatal(err)
 	}
 	return cert
+}
+
+// TestCSRAttrs: /csrattrs lists exactly the key policy's algorithms (what
+// ca.ParseCSRFor accepts) and names the identity when it is known, read
+// back by an independent parser (openssl asn1parse).
+func TestCSRAttrs(t *testing.T) {
+	def, _ := ca.NewKeyPolicy(nil)
+	wide, _ := ca.NewKeyPolicy([]string{"ecdsa-p256", "ecdsa-p384", "rsa", "ed25519"})
+	m := &MEF{cfg: Config{SPDomain: "sp.example"}}
+	cse, err := m.certShape("/cse-1")
+	if err != nil {
+		t.Fatal(err)
+	}
+	all := []string{"challengePassword", "prime256v1", "secp384r1", "ecdsa-with-SHA256", "ecdsa-with-SHA384", "rsaEncryption",
+		"sha256WithRSAEncryption", "ED25519", "X509v3 Subject Alternative Name", "Extension Request"}
+	for _, tc := range []struct {
+		name   string
+		policy ca.KeyPolicy
+		shape  *certShape
+		want   []string
+		names  []string // in the extensionRequest's subjectAltName
+	}{
+		{"default policy, anonymous", def, nil, []string{"challengePassword", "prime256v1", "ecdsa-with-SHA256", "X509v3 Subject Alternative Name"}, nil},
+		{"every algorithm", wide, nil, []string{"challengePassword", "prime256v1", "secp384r1", "ecdsa-with-SHA256", "ecdsa-with-SHA384", "rsaEncryption", "sha256WithRSAEncryption", "ED25519", "X509v3 Subject Alternative Name"}, nil},
+		{"known CSE", def, &cse, []string{"challengePassword", "prime256v1", "ecdsa-with-SHA256", "Extension Request", "X509v3 Subject Alternative Name"},
+			[]string{"cse-1.sp.example", "https://sp.example/cse-1"}},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			der, err := csrAttrsFor(tc.policy, tc.shape)
+			if err != nil {
+				t.Fatal(err)
+			}
+			f := filepath.Join(t.TempDir(), "attrs.der")
+			if err := os.WriteFile(f, der, 0o600); err != nil {
+				t.Fatal(err)
+			}
+			out, err := exec.Command("openssl", "asn1parse", "-inform", "DER", "-in", f).CombinedOutput()
+			if err != nil {
+				t.Fatalf("openssl asn1parse: %v\n%s", err, out)
+			}
+			for _, w := range all {
+				if has, want := strings.Contains(string(out), w), slices.Contains(tc.want, w); has != want {
+					t.Errorf("%s listed: %v, want %v\n%s", w, has, want, out)
+				}
+			}
+			for _, n := range tc.names {
+				if !bytes.Contains(der, []byte(n)) {
+					t.Errorf("identity %s not in the attributes", n)
+				}
+			}
+		})
+	}
 }

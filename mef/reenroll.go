@@ -74,7 +74,7 @@ func (m *MEF) reenrolFor(ctx context.Context, peer *x509.Certificate, csrDER []b
 	if peer == nil {
 		return CertResult{}, errReenrollAuth
 	}
-	parsed, err := ca.ParseCSR(csrDER)
+	parsed, err := ca.ParseCSRFor(csrDER, m.cfg.KeyPolicy)
 	if err != nil {
 		return CertResult{}, caFailure(err)
 	}

@@ -2,8 +2,10 @@ package main
 
 import (
 	"crypto/ecdsa"
+	"crypto/ed25519"
 	"crypto/elliptic"
 	"crypto/rand"
+	"crypto/rsa"
 	"crypto/tls"
 	"crypto/x509"
 	"crypto/x509/pkix"
@@ -82,6 +84,29 @@ challengePassword = %s
 	}
 	opensslVerify(t, anchor, certs)
 
+	// /csrattrs (RFC 7030 §4.5): anonymously, the key policy (P-256 only
+	// by default) and a subjectAltName wanted; with the certificate, also
+	// exactly the names its renewal will carry.
+	hdr := sh("curl", "-sS", "--fail", "--cacert", anchor, "-D", "-", "-o", file("attrs.b64"), s.base+"/.well-known/est/csrattrs")
+	if !strings.Contains(hdr, "application/csrattrs") || !strings.Contains(strings.ToLower(hdr), "content-transfer-encoding: base64") {
+		t.Fatalf("csrattrs headers:\n%s", hdr)
+	}
+	sh("openssl", "base64", "-d", "-in", file("attrs.b64"), "-out", file("attrs.der"))
+	if out := sh("openssl", "asn1parse", "-inform", "DER", "-in", file("attrs.der")); !strings.Contains(out, "prime256v1") ||
+		strings.Contains(out, "secp384r1") || !strings.Contains(out, "challengePassword") || !strings.Contains(out, "Subject Alternative Name") {
+		t.Fatalf("anonymous csrattrs:\n%s", out)
+	}
+	if err := os.WriteFile(file("leaf.pem"), []byte(pemCert(certs[0])+pemCert(certs[1])), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	sh("curl", "-sS", "--fail", "--cacert", anchor, "--cert", file("leaf.pem"), "--key", file("key.pem"), "-o", file("attrs2.b64"),
+		s.base+"/.well-known/est/csrattrs")
+	sh("openssl", "base64", "-d", "-in", file("attrs2.b64"), "-out", file("attrs2.der"))
+	if out := sh("openssl", "asn1parse", "-inform", "DER", "-in", file("attrs2.der")); !strings.Contains(out, "Extension Request") ||
+		!strings.Contains(readFile(t, file("attrs2.der")), "https://sp.example/"+b.AssignedID) {
+		t.Fatalf("csrattrs for the enrolled device does not name https://sp.example/%s:\n%s", b.AssignedID, out)
+	}
+
 	// The issuing CA's name constraints are in play (TS-0003 §10.1.1.5)
 	// and the device's URI satisfies them: openssl verify above matched
 	// it, which it cannot do for a scheme-less URI.
@@ -92,16 +117,13 @@ challengePassword = %s
 	// Re-enrolment (RFC 7030 §4.2.2), authenticated by the certificate
 	// just issued as the TLS client certificate; openssl makes a new key
 	// and a CSR for the same subject.
-	if err := os.WriteFile(file("leaf.pem"), []byte(pemCert(certs[0])+pemCert(certs[1])), 0o600); err != nil {
-		t.Fatal(err)
-	}
 	if err := os.WriteFile(file("renew.cnf"), []byte("[req]\ndistinguished_name = dn\nprompt = no\n[dn]\nCN = "+b.AssignedID+"\n"), 0o600); err != nil {
 		t.Fatal(err)
 	}
 	sh("openssl", "genpkey", "-algorithm", "EC", "-pkeyopt", "ec_paramgen_curve:P-256", "-out", file("key2.pem"))
 	sh("openssl", "req", "-new", "-key", file("key2.pem"), "-config", file("renew.cnf"), "-outform", "DER", "-out", file("renew.der"))
 	sh("openssl", "base64", "-in", file("renew.der"), "-out", file("renew.b64"))
-	hdr := sh("curl", "-sS", "--fail-with-body", "--cacert", anchor, "--cert", file("leaf.pem"), "--key", file("key.pem"),
+	hdr = sh("curl", "-sS", "--fail-with-body", "--cacert", anchor, "--cert", file("leaf.pem"), "--key", file("key.pem"),
 		"-H", "Content-Type: application/pkcs10", "-H", "Content-Transfer-Encoding: base64", "--data-binary", "@"+file("renew.b64"),
 		"-D", "-", "-o", file("renewed.b64"), s.base+"/.well-known/est/simplereenroll")
 	// RFC 7030 §4.2.3: certs-only, base64 with Content-Transfer-Encoding.
@@ -133,6 +155,26 @@ challengePassword = %s
 	status, detail := s.call(s.alice, "GET", "/api/v1/devices/dev-1", "", nil)
 	if status != 200 || len(detail["credentials"].([]any)) != 2 {
 		t.Fatalf("the MAF keeps the history (2 certificates): %d %v", status, detail)
+	}
+	// An EST label (RFC 7030 §3.2.2) chooses the certificate's usage: a
+	// certificate for use with the MAF (SUID 41), recorded as such.
+	b2 := s.bundle("dev-2", nil)
+	if err := os.WriteFile(file("req2.cnf"), []byte("[req]\ndistinguished_name = dn\nattributes = attrs\nprompt = no\n[dn]\nCN = "+b2.AssignedID+
+		"\n[attrs]\nchallengePassword = "+b2.Token+"\n"), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	sh("openssl", "req", "-new", "-key", file("key2.pem"), "-config", file("req2.cnf"), "-outform", "DER", "-out", file("csr2.der"))
+	sh("openssl", "base64", "-in", file("csr2.der"), "-out", file("csr2.b64"))
+	bad, _ := exec.Command("curl", "-sS", "--cacert", anchor, "-H", "Content-Type: application/pkcs10", "--data-binary", "@"+file("csr2.b64"),
+		"-w", "%{http_code}", s.base+"/.well-known/est/suid-22/simpleenroll").CombinedOutput()
+	if !strings.HasPrefix(string(bad), "unknown_est_label:") || !strings.HasSuffix(string(bad), "404") {
+		t.Fatalf("simpleenroll under a label that is no certificate usage: %s", bad)
+	}
+	sh("curl", "-sS", "--fail-with-body", "--cacert", anchor, "-H", "Content-Type: application/pkcs10", "--data-binary", "@"+file("csr2.b64"),
+		"-o", file("resp2.b64"), s.base+"/.well-known/est/suid-41/simpleenroll")
+	if status, detail := s.call(s.alice, "GET", "/api/v1/devices/dev-2", "", nil); status != 200 || len(detail["credentials"].([]any)) != 1 ||
+		detail["credentials"].([]any)[0].(map[string]any)["suid"] != float64(41) {
+		t.Fatalf("the labelled enrolment's record: %d %v", status, detail)
 	}
 	// Renewal without a certificate this SP issued is refused.
 	out, _ = exec.Command("curl", "-sS", "--cacert", anchor, "-H", "Content-Type: application/pkcs10",
@@ -166,6 +208,14 @@ func TestEnrolmentBadInput(t *testing.T) {
 	badSig[len(badSig)-3] ^= 0xff
 	p224, _ := ecdsa.GenerateKey(elliptic.P224(), rand.Reader)
 	weak, _ := client.CSR(p224, b.AssignedID, b.Token)
+	// Keys the CA could certify but the default key policy (TS-0003
+	// §10.1.1.1, what /csrattrs advertises) refuses.
+	p384Key, _ := ecdsa.GenerateKey(elliptic.P384(), rand.Reader)
+	p384, _ := client.CSR(p384Key, b.AssignedID, b.Token)
+	_, edKey, _ := ed25519.GenerateKey(rand.Reader)
+	ed, _ := client.CSR(edKey, b.AssignedID, b.Token)
+	rsaKey, _ := rsa.GenerateKey(rand.Reader, 2048)
+	rsaCSR, _ := client.CSR(rsaKey, b.AssignedID, b.Token)
 	noToken, _ := client.CSR(key, b.AssignedID, "")
 	unknown, _ := client.CSR(key, b.AssignedID, "not-a-token")
 	san, _ := asn1.Marshal([]asn1.RawValue{{Tag: 2, Class: asn1.ClassContextSpecific, Bytes: []byte("evil.example")}})
@@ -188,7 +238,10 @@ func TestEnrolmentBadInput(t *testing.T) {
 		{"not base64", "application/pkcs10", []byte("!!!not base64!!!"), 400, "bad_request", ""},
 		{"not PKCS#10", "application/pkcs10", b64([]byte("garbage bytes here")), 400, "bad_csr", ""},
 		{"bad signature", "application/pkcs10", b64(badSig), 400, "bad_csr", ""},
-		{"P-224 key", "application/pkcs10", b64(weak), 400, "unsupported_key", ""},
+		{"P-224 key", "application/pkcs10", b64(weak), 400, "unsupported_key", "accepts ECDSA P-256"},
+		{"P-384 key", "application/pkcs10", b64(p384), 400, "unsupported_key", "ECDSA P-384 keys are refused by this SP's key policy, which accepts ECDSA P-256"},
+		{"Ed25519 key", "application/pkcs10", b64(ed), 400, "unsupported_key", "Ed25519 keys are refused"},
+		{"RSA key", "application/pkcs10", b64(rsaCSR), 400, "unsupported_key", "RSA 2048 keys are refused"},
 		{"no challengePassword", "application/pkcs10", b64(noToken), 400, "missing_token", ""},
 		{"unknown token", "application/pkcs10", b64(unknown), 403, "token_unknown", ""},
 		{"DNS SAN", "application/pkcs10", b64(withDNS), 400, "csr_san_mismatch", ""},
