@@ -153,7 +153,7 @@ func recordAll(t *testing.T, p *pki, items []client.ForwardItem) []client.Forwar
 		if it.CSR != "" {
 			block, _ := pem.Decode([]byte(it.CSR))
 			issued, err := p.issuing.Issue(context.Background(), ca.Request{CSR: block.Bytes, Profile: ca.ProfileDevice, AssignedID: it.AssignedID,
-				URIs: []*url.URL{{Host: "sp.example", Path: "/" + strings.TrimPrefix(it.AssignedID, "/")}}})
+				URIs: []*url.URL{{Scheme: "https", Host: "sp.example", Path: "/" + strings.TrimPrefix(it.AssignedID, "/")}}})
 			if err != nil {
 				t.Error(err)
 				continue
