@@ -82,6 +82,20 @@ func TestInitIsIdempotent(t *testing.T) {
 	}
 }
 
+// TestOpenRefusesAnotherSPDomain: the issuing CA confines device URIs to
+// the SP domain init ran with; serving another would issue certificates
+// nobody accepts.
+func TestOpenRefusesAnotherSPDomain(t *testing.T) {
+	other := cfg
+	other.Portal.SPDomain = "other.example"
+	if p, err := pki.Open(context.Background(), other, nil); err == nil || !strings.Contains(err.Error(), "portal.sp_domain \"other.example\"") {
+		if p != nil {
+			p.Close()
+		}
+		t.Fatalf("Open with another SP domain: %v", err)
+	}
+}
+
 func TestOpenIssuesChainsToTrustAnchor(t *testing.T) {
 	p, err := pki.Open(context.Background(), cfg, nil)
 	if err != nil {
