@@ -24,6 +24,9 @@ import (
 	"time"
 
 	"github.com/credfactory/credfactory/client"
+	zx509 "github.com/zmap/zcrypto/x509"
+	"github.com/zmap/zlint/v3"
+	"github.com/zmap/zlint/v3/lint"
 )
 
 // TestESTWithCurlAndOpenSSL enrols with no credfactory code on the device
@@ -138,6 +141,11 @@ challengePassword = %s
 		t.Fatalf("renewal: %s serial %x URIs %v", renewed[0].Subject.CommonName, renewed[0].SerialNumber, renewed[0].URIs)
 	}
 	opensslVerify(t, anchor, renewed)
+	// Linted from outside the CA, with zlint's own full registry (not
+	// ca/lint.go's selection): RFC 5280's URI lints pass on both.
+	for _, c := range []*x509.Certificate{certs[0], renewed[0]} {
+		lintFromOutside(t, c)
+	}
 	// The new certificate certifies the new key: openssl's own view.
 	if a, b := sh("openssl", "x509", "-in", file("renewed.pem"), "-noout", "-pubkey"), sh("openssl", "pkey", "-in", file("key2.pem"), "-pubout"); a != b {
 		t.Fatalf("renewed certificate's key is not the new key:\n%s\n%s", a, b)
@@ -311,5 +319,31 @@ func TestEnrolmentBoundToDeviceCertificate(t *testing.T) {
 	own := &tls.Certificate{Certificate: [][]byte{der}, PrivateKey: devKey}
 	if certs, err := client.NewConn(s.base, anchor, own).ESTEnroll(t.Context(), csr, false); err != nil || len(certs) < 2 {
 		t.Fatalf("with the device certificate: %v", err)
+	}
+}
+
+// lintFromOutside runs every zlint RFC 5280 lint on an issued certificate
+// (signature included) and requires e_ext_san_uri_relative and
+// e_ext_san_uri_format_invalid to pass: the URI SAN is an absolute URI.
+func lintFromOutside(t *testing.T, c *x509.Certificate) {
+	t.Helper()
+	zc, err := zx509.ParseCertificate(c.Raw)
+	if err != nil {
+		t.Fatal(err)
+	}
+	reg, err := lint.GlobalRegistry().Filter(lint.FilterOptions{IncludeSources: lint.SourceList{lint.RFC5280}})
+	if err != nil {
+		t.Fatal(err)
+	}
+	rs := zlint.LintCertificateEx(zc, reg)
+	for _, name := range []string{"e_ext_san_uri_relative", "e_ext_san_uri_format_invalid"} {
+		if r := rs.Results[name]; r == nil || r.Status != lint.Pass {
+			t.Errorf("%s on %v: %+v", name, c.URIs, r)
+		}
+	}
+	for name, r := range rs.Results {
+		if r.Status >= lint.Error {
+			t.Errorf("zlint %s: %s %s", name, r.Status, r.Details)
+		}
 	}
 }
