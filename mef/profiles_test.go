@@ -22,11 +22,13 @@ import (
 	"testing"
 	"time"
 
+	"github.com/credfactory/credfactory/apierr"
 	"github.com/credfactory/credfactory/ca"
 	"github.com/credfactory/credfactory/client"
 	"github.com/credfactory/credfactory/kdf"
 	"github.com/credfactory/credfactory/store"
 	"github.com/credfactory/credfactory/store/storetest"
+	"github.com/valyala/fasthttp"
 )
 
 // token records an enrolment token for a new device with the given
@@ -307,5 +309,35 @@ func TestCSRAttrs(t *testing.T) {
 				}
 			}
 		})
+	}
+}
+
+// TestESTPending: EST answers an enrolment that waits on something 202
+// Accepted with Retry-After (RFC 7030 §4.2.3), and every other refusal with
+// its own status.
+func TestESTPending(t *testing.T) {
+	unavailable := &apierr.Error{Status: 503, Code: "hsm_unavailable", Message: "the HSM is unavailable", RetryAfter: 1}
+	for _, tc := range []struct {
+		name       string
+		err        error
+		status     int
+		retryAfter string
+	}{
+		{"HSM or registry unavailable", unavailable, 202, "1"},
+		{"registry contention", tokenErr(store.ErrContention), 202, "1"},
+		{"rate limited", &apierr.Error{Status: 429, Code: "rate_limited", Message: "slow down", RetryAfter: 3}, 429, "3"},
+		{"credential exists", tokenErr(store.ErrConflict), 409, ""},
+		{"token redeemed", errTokenRedeemed, 403, ""},
+		{"bad CSR", errBadCSR, 400, ""},
+	} {
+		var ctx fasthttp.RequestCtx
+		if err := estError(&ctx, tc.err); err != nil {
+			t.Fatal(err)
+		}
+		if got := ctx.Response.StatusCode(); got != tc.status || string(ctx.Response.Header.Peek("Retry-After")) != tc.retryAfter ||
+			!strings.HasPrefix(string(ctx.Response.Body()), apierr.As(tc.err).Code+": ") {
+			t.Errorf("%s: %d Retry-After %q body %q, want %d Retry-After %q", tc.name, got, ctx.Response.Header.Peek("Retry-After"),
+				ctx.Response.Body(), tc.status, tc.retryAfter)
+		}
 	}
 }
