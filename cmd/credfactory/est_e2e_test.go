@@ -273,6 +273,8 @@ func TestEnrolmentBadInput(t *testing.T) {
 		{"bad base64 CSR", fmt.Sprintf(`{"token":%q,"assignedId":%q,"csr":"@@@"}`, b.Token, b.AssignedID), "bad_encoding"},
 		{"guessable request ID", fmt.Sprintf(`{"token":%q,"assignedId":%q,"requestId":"1","key":{"suid":22}}`, b.Token, b.AssignedID), "bad_request_id"},
 		{"usage not for RSPF", fmt.Sprintf(`{"token":%q,"assignedId":%q,"requestId":"0123456789abcdef0123","key":{"suid":12}}`, b.Token, b.AssignedID), "bad_key_request"},
+		{"certificate usage that is no certificate's", fmt.Sprintf(`{"token":%q,"assignedId":%q,"csr":%q,"suid":22}`, b.Token, b.AssignedID, b64(good)), "bad_suid"},
+		{"certificate usage with a key", fmt.Sprintf(`{"token":%q,"assignedId":%q,"requestId":"0123456789abcdef0123","suid":42,"key":{"suid":22}}`, b.Token, b.AssignedID), "bad_request"},
 		{"another assigned ID", fmt.Sprintf(`{"token":%q,"assignedId":"Sother","requestId":"0123456789abcdef0123","key":{"suid":22}}`, b.Token), "token_mismatch"},
 	} {
 		if status, body := s.call("", "POST", "/mef/v1/enrol", "application/json", []byte(tc.body)); status/100 != 4 || errCode(body) != tc.code {
