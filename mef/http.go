@@ -94,7 +94,8 @@ func estSUID(ctx *fasthttp.RequestCtx) kdf.SUID {
 }
 
 // writePKCS7 answers certs-only (RFC 7030 §4.1.3, §4.2.3): a degenerate
-// PKCS#7 SignedData, base64 with Content-Transfer-Encoding.
+// PKCS#7 SignedData (RFC 5272 Simple PKI Response), base64 with
+// Content-Transfer-Encoding (§4.1.3: "base64").
 func writePKCS7(ctx *fasthttp.RequestCtx, certs []*x509.Certificate) error {
 	var raw []byte
 	for _, c := range certs {
@@ -260,7 +261,9 @@ func (m *MEF) estEnroll(ctx *fasthttp.RequestCtx) error {
 	if err != nil {
 		return estError(ctx, err)
 	}
-	return writePKCS7(ctx, append([]*x509.Certificate{res.Certificate}, res.Chain...))
+	// RFC 7030 §4.2.3: a certs-only Simple PKI Response "containing only
+	// the certificate that was issued"; the chain is /cacerts' (§4.1.3).
+	return writePKCS7(ctx, []*x509.Certificate{res.Certificate})
 }
 
 func peerCert(ctx *fasthttp.RequestCtx) *x509.Certificate {

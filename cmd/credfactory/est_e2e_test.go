@@ -81,10 +81,15 @@ challengePassword = %s
 		s.base+"/.well-known/est/simpleenroll")
 	sh("openssl", "base64", "-d", "-in", file("resp.b64"), "-out", file("resp.der"))
 	sh("openssl", "pkcs7", "-inform", "DER", "-in", file("resp.der"), "-print_certs", "-out", file("certs.pem"))
-	certs := parsePEMCerts(t, readFile(t, file("certs.pem")))
-	if certs[0].Subject.CommonName != b.AssignedID {
-		t.Fatalf("issued for %q, want %s (the profile, not the CSR, names it)", certs[0].Subject.CommonName, b.AssignedID)
+	issued := parsePEMCerts(t, readFile(t, file("certs.pem")))
+	// RFC 7030 §4.2.3: the answer holds only the issued certificate; the
+	// chain is /cacerts' (the issuing CA, then the root).
+	sh("openssl", "pkcs7", "-inform", "DER", "-in", file("cacerts.der"), "-print_certs", "-out", file("cacerts.pem"))
+	cacerts := parsePEMCerts(t, readFile(t, file("cacerts.pem")))
+	if len(issued) != 1 || len(cacerts) != 2 || issued[0].Subject.CommonName != b.AssignedID {
+		t.Fatalf("simpleenroll answered %d certificates (want only the issued one) for %v, /cacerts %d", len(issued), issued[0].Subject, len(cacerts))
 	}
+	certs := []*x509.Certificate{issued[0], cacerts[0]} // the leaf and its chain, as a device presents them
 	opensslVerify(t, anchor, certs)
 
 	// /csrattrs (RFC 7030 §4.5): anonymously, the key policy (P-256 only
@@ -136,6 +141,10 @@ challengePassword = %s
 	sh("openssl", "base64", "-d", "-in", file("renewed.b64"), "-out", file("renewed.der"))
 	sh("openssl", "pkcs7", "-inform", "DER", "-in", file("renewed.der"), "-print_certs", "-out", file("renewed.pem"))
 	renewed := parsePEMCerts(t, readFile(t, file("renewed.pem")))
+	if len(renewed) != 1 {
+		t.Fatalf("simplereenroll answered %d certificates, want only the issued one (RFC 7030 §4.2.3)", len(renewed))
+	}
+	renewed = append(renewed, cacerts[0])
 	if renewed[0].Subject.CommonName != b.AssignedID || renewed[0].SerialNumber.Cmp(certs[0].SerialNumber) == 0 ||
 		len(renewed[0].URIs) != 1 || renewed[0].URIs[0].String() != certs[0].URIs[0].String() {
 		t.Fatalf("renewal: %s serial %x URIs %v", renewed[0].Subject.CommonName, renewed[0].SerialNumber, renewed[0].URIs)
@@ -319,7 +328,7 @@ func TestEnrolmentBoundToDeviceCertificate(t *testing.T) {
 		t.Fatalf("without the device certificate: %v", err)
 	}
 	own := &tls.Certificate{Certificate: [][]byte{der}, PrivateKey: devKey}
-	if certs, err := client.NewConn(s.base, anchor, own).ESTEnroll(t.Context(), csr, false); err != nil || len(certs) < 2 {
+	if certs, err := client.NewConn(s.base, anchor, own).ESTEnroll(t.Context(), csr, false); err != nil || len(certs) != 1 {
 		t.Fatalf("with the device certificate: %v", err)
 	}
 }
