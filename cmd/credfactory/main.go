@@ -6,6 +6,7 @@ import (
 	"crypto/x509"
 	"fmt"
 	"io"
+	"log/slog"
 	"os"
 	"os/signal"
 	"runtime/debug"
@@ -131,6 +132,7 @@ connections and lets in-flight requests finish (server.shutdown_timeout).
 
 func serve(ctx context.Context, cfg config.Config, stderr io.Writer) error {
 	log := cfg.Log.Logger(stderr)
+	tuneGC(cfg.Server, log)
 	reg := metrics.New()
 	audit, closeAudit, err := cfg.Log.AuditLogger(stderr)
 	if err != nil {
@@ -335,4 +337,16 @@ func envOr(name, def string) string {
 		return v
 	}
 	return def
+}
+
+// tuneGC applies server.gc_percent and server.memory_limit_mib unless the
+// operator set Go's own GOGC or GOMEMLIMIT, which keep the last word.
+func tuneGC(s config.Server, log *slog.Logger) {
+	if os.Getenv("GOGC") == "" {
+		debug.SetGCPercent(s.GCPercent)
+	}
+	if os.Getenv("GOMEMLIMIT") == "" && s.MemoryLimitMiB > 0 {
+		debug.SetMemoryLimit(int64(s.MemoryLimitMiB) << 20)
+	}
+	log.Debug("garbage collector", "memory_limit_bytes", debug.SetMemoryLimit(-1))
 }
