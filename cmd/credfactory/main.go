@@ -198,12 +198,16 @@ func serve(ctx context.Context, cfg config.Config, stderr io.Writer) error {
 		return fmt.Errorf("OBF CA status: %w", err)
 	}
 
+	tlsConf := server.TLSConfig(p.GetCertificate)
+	if tlsConf.CurvePreferences, err = cfg.Server.CurvePreferences(); err != nil {
+		return err
+	}
 	srv := server.New(server.Options{
 		Listen:       cfg.Server.Listen,
 		StatusListen: cfg.CA.StatusListen,
 		OpsListen:    cfg.Server.OpsListen,
 		Pprof:        cfg.Server.Pprof,
-		TLS:          server.TLSConfig(p.GetCertificate),
+		TLS:          tlsConf,
 		ReadTimeout:  cfg.Server.ReadTimeout,
 		WriteTimeout: cfg.Server.WriteTimeout,
 		IdleTimeout:  cfg.Server.IdleTimeout,
