@@ -83,7 +83,12 @@ with the root, issues the server's TLS certificate and writes
 			if err != nil {
 				return err
 			}
-			created, err := pki.Init(cmd.Context(), cfg)
+			audit, closeAudit, err := cfg.Log.AuditLogger(cmd.ErrOrStderr())
+			if err != nil {
+				return err
+			}
+			defer closeAudit.Close()
+			created, err := pki.Init(cmd.Context(), cfg, pki.WithAudit(audit))
 			out := cmd.OutOrStdout()
 			for _, c := range created {
 				fmt.Fprintln(out, "created", c)
