@@ -6,6 +6,7 @@ import (
 	"crypto/x509"
 	"fmt"
 	"io"
+	"log/slog"
 	"os"
 	"os/signal"
 	"runtime/debug"
@@ -82,7 +83,12 @@ with the root, issues the server's TLS certificate and writes
 			if err != nil {
 				return err
 			}
-			created, err := pki.Init(cmd.Context(), cfg)
+			audit, closeAudit, err := cfg.Log.AuditLogger(cmd.ErrOrStderr())
+			if err != nil {
+				return err
+			}
+			defer closeAudit.Close()
+			created, err := pki.Init(cmd.Context(), cfg, pki.WithAudit(audit))
 			out := cmd.OutOrStdout()
 			for _, c := range created {
 				fmt.Fprintln(out, "created", c)
@@ -131,6 +137,7 @@ connections and lets in-flight requests finish (server.shutdown_timeout).
 
 func serve(ctx context.Context, cfg config.Config, stderr io.Writer) error {
 	log := cfg.Log.Logger(stderr)
+	tuneGC(cfg.Server, log)
 	reg := metrics.New()
 	audit, closeAudit, err := cfg.Log.AuditLogger(stderr)
 	if err != nil {
@@ -196,12 +203,16 @@ func serve(ctx context.Context, cfg config.Config, stderr io.Writer) error {
 		return fmt.Errorf("OBF CA status: %w", err)
 	}
 
+	tlsConf := server.TLSConfig(p.GetCertificate)
+	if tlsConf.CurvePreferences, err = cfg.Server.CurvePreferences(); err != nil {
+		return err
+	}
 	srv := server.New(server.Options{
 		Listen:       cfg.Server.Listen,
 		StatusListen: cfg.CA.StatusListen,
 		OpsListen:    cfg.Server.OpsListen,
 		Pprof:        cfg.Server.Pprof,
-		TLS:          server.TLSConfig(p.GetCertificate),
+		TLS:          tlsConf,
 		ReadTimeout:  cfg.Server.ReadTimeout,
 		WriteTimeout: cfg.Server.WriteTimeout,
 		IdleTimeout:  cfg.Server.IdleTimeout,
@@ -335,4 +346,16 @@ func envOr(name, def string) string {
 		return v
 	}
 	return def
+}
+
+// tuneGC applies server.gc_percent and server.memory_limit_mib unless the
+// operator set Go's own GOGC or GOMEMLIMIT, which keep the last word.
+func tuneGC(s config.Server, log *slog.Logger) {
+	if os.Getenv("GOGC") == "" {
+		debug.SetGCPercent(s.GCPercent)
+	}
+	if os.Getenv("GOMEMLIMIT") == "" && s.MemoryLimitMiB > 0 {
+		debug.SetMemoryLimit(int64(s.MemoryLimitMiB) << 20)
+	}
+	log.Debug("garbage collector", "memory_limit_bytes", debug.SetMemoryLimit(-1))
 }
