@@ -47,6 +47,7 @@ const maxRegistrationBody = 16 << 10
 func (a *API) registrationRoutes() []httpapi.Route {
 	return []httpapi.Route{
 		{Method: fasthttp.MethodPost, Pattern: "/maf/v1/clients", Handler: a.registerClient, MaxBody: maxRegistrationBody},
+		{Method: fasthttp.MethodGet, Pattern: "/maf/v1/clients", Handler: a.listClients},
 		{Method: fasthttp.MethodGet, Pattern: "/maf/v1/clients/{registrationId}", Handler: a.getClient},
 		{Method: fasthttp.MethodPatch, Pattern: "/maf/v1/clients/{registrationId}", Handler: a.updateClient, MaxBody: maxRegistrationBody},
 		{Method: fasthttp.MethodDelete, Pattern: "/maf/v1/clients/{registrationId}", Handler: a.deregisterClient},
@@ -131,6 +132,29 @@ func (a *API) tenantClient(ctx *fasthttp.RequestCtx, who Stakeholder) (store.MAF
 		return c, &apierr.Error{Status: http.StatusNotFound, Code: "registration_not_found", Message: "no such client registration"}
 	}
 	return c, err
+}
+
+func (a *API) listClients(ctx *fasthttp.RequestCtx) error {
+	who, err := a.stakeholder(ctx)
+	if err != nil {
+		return err
+	}
+	cs, err := a.reg.st.MAFClients(ctx, who.Tenant)
+	if err != nil {
+		return mapErr(err)
+	}
+	fqdns, err := a.reg.st.AdminFQDNs(ctx, who.Tenant)
+	if err != nil {
+		return mapErr(err)
+	}
+	out := struct {
+		AdminFQDNs []string     `json:"adminFQDNs"`
+		Clients    []clientView `json:"clients"`
+	}{AdminFQDNs: append([]string{}, fqdns...), Clients: []clientView{}}
+	for _, c := range cs {
+		out.Clients = append(out.Clients, viewClient(c))
+	}
+	return httpapi.JSON(ctx, http.StatusOK, out)
 }
 
 func (a *API) getClient(ctx *fasthttp.RequestCtx) error {

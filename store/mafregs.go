@@ -164,6 +164,16 @@ func (s *Store) MAFClientBy(ctx context.Context, column, value string) (MAFClien
 	return c, nil
 }
 
+// MAFClients lists a tenant's client registrations, oldest first.
+func (s *Store) MAFClients(ctx context.Context, tenant string) ([]MAFClient, error) {
+	out, err := list(ctx, s, scanMAFClient, `SELECT `+mafClientColumns+` FROM maf_clients c
+		JOIN stakeholders st ON st.id = c.tenant WHERE c.tenant = $1 ORDER BY c.created_at, c.id`, tenant)
+	if err != nil {
+		return nil, fmt.Errorf("list MAF clients: %w", err)
+	}
+	return out, nil
+}
+
 // UpdateMAFClient changes a tenant's client registration (TS-0003 §8.8.2
 // registration update): labels and expiration, where given. Another
 // tenant's registration is ErrNotFound.

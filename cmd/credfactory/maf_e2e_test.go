@@ -64,6 +64,10 @@ func TestMAFRegistration(t *testing.T) {
 		if status, body := s.call(s.alice, "GET", "/maf/v1/clients/"+regID, "", nil); status != 200 || body["credential"] != nil {
 			t.Fatalf("alice reads her registration: %d %v (never its secret)", status, body)
 		}
+		if status, body := s.call(acme, "GET", "/maf/v1/clients", "", nil); status != 200 || len(body["clients"].([]any)) != 0 ||
+			len(body["adminFQDNs"].([]any)) != 1 || body["adminFQDNs"].([]any)[0] != "acme.example" {
+			t.Fatalf("acme's list shows %d %v, want its adminFQDN and none of alice's clients", status, body)
+		}
 
 		// A device provisioned a key for the Target by its FQDN.
 		b := s.bundle("dev-2", s.lineU)
