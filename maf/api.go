@@ -42,6 +42,9 @@ func NewAPI(reg *Registry, verify *clientauth.Verifier, admins []string) *API {
 func (a *API) Routes() []httpapi.Route {
 	return append([]httpapi.Route{
 		{Method: fasthttp.MethodGet, Pattern: "/maf/v1/fetchCredentials/{keId}/{suid}", Handler: a.fetch},
+		// TS-0003 §8.3.5 has Targets fetch from the MEF; the MEF and the
+		// MAF share one registry here, so both paths answer alike.
+		{Method: fasthttp.MethodGet, Pattern: "/mef/v1/fetchCredentials/{keId}/{suid}", Handler: a.fetch},
 		{Method: fasthttp.MethodGet, Pattern: "/maf/v1/credentials/{credentialId}", Handler: a.status},
 		{Method: fasthttp.MethodGet, Pattern: "/maf/v1/credentials", Handler: a.list},
 		{Method: fasthttp.MethodPost, Pattern: "/maf/v1/credentials/{credentialId}/revoke", Handler: a.revoke},

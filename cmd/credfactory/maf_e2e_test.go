@@ -82,6 +82,10 @@ func TestMAFRegistration(t *testing.T) {
 		if status != 200 || got["credential"] != base64.StdEncoding.EncodeToString(psk.Key) || got["enroleeId"] != b.AssignedID || got["status"] != "success" {
 			t.Fatalf("the Target fetches by its FQDN: %d %v", status, got)
 		}
+		// The same at the MEF, where TS-0003 §8.3.5 places fetchCredentials.
+		if status, body := s.call(cseAuth, "GET", strings.Replace(fetch, "/maf/", "/mef/", 1), "", nil); status != 200 || body["credential"] != got["credential"] {
+			t.Fatalf("the Target fetches from the MEF: %d %v", status, body)
+		}
 		// acme's own Target is not authorised for it.
 		_, gw := register(acme, "gw.acme.example", "acme.example")
 		gwAuth := gw["assignedSymmKeyID"].(string) + ":" + gw["credential"].(string)
