@@ -36,7 +36,7 @@ const (
 // ErrNotOwned: the adminFQDN is not the caller's tenant's.
 var ErrNotOwned = store.ErrNotOwned
 
-// ClientRegistration is a client registration request (TS-0003 §8.8.2).
+// ClientRegistration is a client registration request (TS-0003 §8.8).
 type ClientRegistration struct {
 	// ClientID is the client's FQDN (an Enrolment Target) or CSE-ID.
 	ClientID  string
@@ -111,7 +111,7 @@ func (r *Registry) checkExpiry(at, limit time.Time) error {
 }
 
 // RegisterClient registers a CSE or Enrolment Target with the MAF
-// (TS-0003 §8.8.2) and assigns it a symmetric key, relative@mafFQDN, the
+// (TS-0003 §8.8) and assigns it a symmetric key, relative@mafFQDN, the
 // secret of which is returned once and stored as its SHA-256 only.
 func (r *Registry) RegisterClient(ctx context.Context, req ClientRegistration, mafFQDN string) (RegisteredClient, error) {
 	if err := checkClientID(req.ClientID); err != nil {
@@ -222,7 +222,7 @@ func (r *Registry) authenticateKey(ctx context.Context, keyID string, key []byte
 	return caller{names: []string{cred.AssignedID}, assignedID: cred.AssignedID}, nil
 }
 
-// KeyRegistration is a key registration request (TS-0003 §8.8.3).
+// KeyRegistration is a key registration request (TS-0003 §8.8).
 type KeyRegistration struct {
 	AdminFQDN string
 	SUID      kdf.SUID
@@ -258,7 +258,7 @@ func (r *Registry) checkTargets(targets []string) error {
 func sealAAD(keyID string) []byte { return []byte("maf-key:" + keyID) }
 
 // RegisterKey registers a symmetric key on behalf of a registered client
-// (TS-0003 §8.8.3). The key, given or generated, is sealed by the HSM's
+// (TS-0003 §8.8). The key, given or generated, is sealed by the HSM's
 // KEK before it is stored; a key cannot outlive its client's registration.
 func (r *Registry) RegisterKey(ctx context.Context, client store.MAFClient, req KeyRegistration, mafFQDN, actor string) (RegisteredKey, error) {
 	switch {

@@ -346,7 +346,7 @@ func (a *API) registeredKey(ctx *fasthttp.RequestCtx, c caller) (store.MAFKey, b
 	return k, owner, nil
 }
 
-// retrieveKey is key retrieval (TS-0003 §8.8.3): the registering client or
+// retrieveKey is key retrieval (TS-0003 §8.8): the registering client or
 // a Target the key lists, of the key's tenant (or the SP's).
 func (a *API) retrieveKey(ctx *fasthttp.RequestCtx) error {
 	if a.regs == nil {

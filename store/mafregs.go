@@ -13,7 +13,7 @@ import (
 // administrating stakeholder). Nothing was written.
 var ErrNotOwned = errors.New("store: adminFQDN not owned by this tenant")
 
-// MAFClient is a client registration with the MAF (TS-0003 §8.8.2): a CSE
+// MAFClient is a client registration with the MAF (TS-0003 §8.8): a CSE
 // or Enrolment Target, known by its FQDN or CSE-ID, administered by the
 // tenant that owns its adminFQDN. Its secret is stored as a SHA-256 only.
 type MAFClient struct {
@@ -38,7 +38,7 @@ type MAFClient struct {
 	TenantDisabled bool
 }
 
-// MAFKey is a symmetric key a MAF client registered (TS-0003 §8.8.3), kept
+// MAFKey is a symmetric key a MAF client registered (TS-0003 §8.8), kept
 // sealed by the HSM's KEK (bound to its ID).
 type MAFKey struct {
 	// ID is the key ID, RelativeKeyID@MAF-FQDN.
@@ -174,7 +174,7 @@ func (s *Store) MAFClients(ctx context.Context, tenant string) ([]MAFClient, err
 	return out, nil
 }
 
-// UpdateMAFClient changes a tenant's client registration (TS-0003 §8.8.2
+// UpdateMAFClient changes a tenant's client registration (TS-0003 §8.8
 // registration update): labels and expiration, where given. Another
 // tenant's registration is ErrNotFound.
 func (s *Store) UpdateMAFClient(ctx context.Context, tenant, id string, labels []string, expires *time.Time, actor string, now time.Time) error {
@@ -214,7 +214,7 @@ func notFoundIfNone(n int64, err error) error {
 	return err
 }
 
-// DeleteMAFClient ends a tenant's client registration (TS-0003 §8.8.2
+// DeleteMAFClient ends a tenant's client registration (TS-0003 §8.8
 // de-registration) and deletes the keys it registered, in one transaction.
 // It returns the deleted key IDs. Another tenant's registration is
 // ErrNotFound.
@@ -310,7 +310,7 @@ func (s *Store) MAFKeyByID(ctx context.Context, id string) (MAFKey, error) {
 	return k, nil
 }
 
-// MAFKeyUpdate is a key update (TS-0003 §8.8.3): the fields given change.
+// MAFKeyUpdate is a key update (TS-0003 §8.8): the fields given change.
 type MAFKeyUpdate struct {
 	Labels    []string
 	TargetIDs []string
