@@ -80,6 +80,22 @@ func checkClientID(id string) error {
 	return badRequest("bad_client_id", "a client is named by its FQDN (in-cse.example.com) or CSE-ID (/cse-1 or //sp.example/cse-1)")
 }
 
+// withinAdminDomain reports whether a client's DNS name lies in its
+// adminFQDN's domain: a tenant names only Targets in a domain the operator
+// gave it, so it cannot take (and so deny) another's Target name. An
+// SP-relative CSE-ID has no DNS name; the SP assigns those, and a
+// registered client reaches only its own tenant's keys whatever its name.
+func withinAdminDomain(clientID, adminFQDN string) bool {
+	host := clientID
+	if rest, ok := strings.CutPrefix(clientID, "//"); ok {
+		host, _, _ = strings.Cut(rest, "/")
+	} else if strings.HasPrefix(clientID, "/") {
+		return true
+	}
+	host, admin := strings.ToLower(host), strings.ToLower(adminFQDN)
+	return host == admin || strings.HasSuffix(host, "."+admin)
+}
+
 // checkFQDN and checkRelative reuse kdf's strict KmID rules (TS-0003
 // §10.6): an ID that passes makes a valid KmID.
 func checkFQDN(s string) error     { _, err := kdf.KmID("x", s); return err }
@@ -119,6 +135,10 @@ func (r *Registry) RegisterClient(ctx context.Context, req ClientRegistration, m
 	}
 	if checkFQDN(req.AdminFQDN) != nil {
 		return RegisteredClient{}, badRequest("bad_admin_fqdn", "adminFQDN must be a fully qualified domain name")
+	}
+	if !withinAdminDomain(req.ClientID, req.AdminFQDN) {
+		return RegisteredClient{}, &apierr.Error{Status: http.StatusForbidden, Code: "client_outside_admin_fqdn",
+			Message: "a client's FQDN (or an absolute CSE-ID's host) must be its adminFQDN or a name under it"}
 	}
 	if err := checkLabels(req.Labels); err != nil {
 		return RegisteredClient{}, err

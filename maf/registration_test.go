@@ -232,8 +232,11 @@ func TestClientRegistrationScopedByAdminFQDN(t *testing.T) {
 			mod  func(r *maf.ClientRegistration)
 			code string
 		}{
-			{"another tenant's adminFQDN", func(r *maf.ClientRegistration) { r.AdminFQDN = "rival.example" }, ""},
-			{"an adminFQDN nobody owns", func(r *maf.ClientRegistration) { r.AdminFQDN = "nobody.example" }, ""},
+			{"another tenant's adminFQDN", func(r *maf.ClientRegistration) { r.ClientID, r.AdminFQDN = "in-cse.rival.example", "rival.example" }, ""},
+			{"an adminFQDN nobody owns", func(r *maf.ClientRegistration) { r.ClientID, r.AdminFQDN = "in-cse.nobody.example", "nobody.example" }, ""},
+			{"a client FQDN outside its adminFQDN", func(r *maf.ClientRegistration) { r.ClientID = "in-cse.rival.example" }, "client_outside_admin_fqdn"},
+			{"an absolute CSE-ID outside its adminFQDN", func(r *maf.ClientRegistration) { r.ClientID = "//rival.example/cse-1" }, "client_outside_admin_fqdn"},
+			{"a look-alike domain", func(r *maf.ClientRegistration) { r.ClientID = "in-cse.evilacme.example" }, "client_outside_admin_fqdn"},
 			{"a client ID that is neither FQDN nor CSE-ID", func(r *maf.ClientRegistration) { r.ClientID = "in cse" }, "bad_client_id"},
 			{"an expiration in the past", func(r *maf.ClientRegistration) { r.ExpiresAt = time.Now().Add(-time.Hour) }, "bad_expiration"},
 			{"an expiration too far", func(r *maf.ClientRegistration) { r.ExpiresAt = time.Now().Add(maf.MaxClientLifetime + time.Hour) }, "bad_expiration"},
@@ -247,8 +250,8 @@ func TestClientRegistrationScopedByAdminFQDN(t *testing.T) {
 			switch {
 			case c.code == "" && !errors.Is(err, maf.ErrNotOwned):
 				t.Errorf("%s: %v, want ErrNotOwned", c.name, err)
-			case c.code != "" && (!errors.As(err, &ae) || ae.Code != c.code || ae.Status != 400):
-				t.Errorf("%s: %v, want 400 %s", c.name, err, c.code)
+			case c.code != "" && (!errors.As(err, &ae) || ae.Code != c.code || ae.Status/100 != 4):
+				t.Errorf("%s: %v, want 4xx %s", c.name, err, c.code)
 			}
 		}
 		// Nothing was written: the name is still free.
@@ -259,6 +262,12 @@ func TestClientRegistrationScopedByAdminFQDN(t *testing.T) {
 			t.Fatalf("the same client registered twice: %v", err)
 		}
 		// A CSE-ID client.
+		for _, id := range []string{"acme.example", "//plant.acme.example/cse-2"} {
+			if _, err := e.reg.RegisterClient(ctx, maf.ClientRegistration{ClientID: id, AdminFQDN: "ACME.example",
+				ExpiresAt: time.Now().Add(time.Hour), Tenant: "tenant-1"}, mafFQDN); err != nil {
+				t.Fatalf("client %s under its adminFQDN: %v", id, err)
+			}
+		}
 		if _, err := e.reg.RegisterClient(ctx, maf.ClientRegistration{ClientID: "/cse-7", AdminFQDN: "acme.example",
 			ExpiresAt: time.Now().Add(time.Hour), Tenant: "tenant-1"}, mafFQDN); err != nil {
 			t.Fatalf("a CSE-ID client: %v", err)

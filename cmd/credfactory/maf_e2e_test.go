@@ -35,7 +35,8 @@ func TestMAFRegistration(t *testing.T) {
 			status          int
 			code            string
 		}{
-			{"another tenant's adminFQDN", s.alice, `{"fqdn":"in-cse.alice.example","adminFQDN":"acme.example","expirationTime":"` + exp + `"}`, 403, "admin_fqdn_not_owned"},
+			{"another tenant's adminFQDN", s.alice, `{"fqdn":"in-cse.acme.example","adminFQDN":"acme.example","expirationTime":"` + exp + `"}`, 403, "admin_fqdn_not_owned"},
+			{"a Target outside the adminFQDN", s.alice, `{"fqdn":"in-cse.acme.example","adminFQDN":"alice.example","expirationTime":"` + exp + `"}`, 403, "client_outside_admin_fqdn"},
 			{"a key without the maf scope", readOnly, `{"fqdn":"in-cse.alice.example","adminFQDN":"alice.example","expirationTime":"` + exp + `"}`, 403, "scope_missing"},
 			{"no key", "", `{"fqdn":"in-cse.alice.example","adminFQDN":"alice.example","expirationTime":"` + exp + `"}`, 401, "unauthenticated"},
 			{"both an FQDN and a CSE-ID", s.alice, `{"fqdn":"in-cse.alice.example","cseId":"/cse-1","adminFQDN":"alice.example","expirationTime":"` + exp + `"}`, 400, "bad_client_id"},
@@ -55,8 +56,11 @@ func TestMAFRegistration(t *testing.T) {
 		}
 		regID := cse["registrationId"].(string)
 		cseAuth := cse["assignedSymmKeyID"].(string) + ":" + cse["credential"].(string)
-		if status, body := register(acme, "in-cse.alice.example", "acme.example"); status != 409 {
-			t.Fatalf("acme registered alice's Target name again: %d %v", status, body)
+		if status, body := register(acme, "in-cse.alice.example", "alice.example"); status != 403 || errCode(body) != "admin_fqdn_not_owned" {
+			t.Fatalf("acme registered a Target under alice's adminFQDN: %d %v", status, body)
+		}
+		if status, body := register(s.alice, "in-cse.alice.example", "alice.example"); status != 409 || errCode(body) != "already_registered" {
+			t.Fatalf("the same Target registered twice: %d %v", status, body)
 		}
 		if status, body := s.call(acme, "GET", "/maf/v1/clients/"+regID, "", nil); status != 404 {
 			t.Fatalf("acme reads alice's registration: %d %v", status, body)
