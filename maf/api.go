@@ -430,8 +430,8 @@ func firstOr(s []string, def string) string {
 	return def
 }
 
-// kdfLower normalises a key ID: KmIDs are case-insensitive (TS-0003 §10.6).
-func kdfLower(id string) string { return strings.ToLower(id) }
+// normalKeyID normalises a key ID: KmIDs are case-insensitive (TS-0003 §10.6).
+func normalKeyID(id string) string { return strings.ToLower(id) }
 
 func containsAny(list, names []string) bool {
 	return slices.ContainsFunc(list, func(t string) bool { return slices.Contains(names, t) })

@@ -335,7 +335,7 @@ var errKeyNotFound = &apierr.Error{Status: http.StatusNotFound, Code: "key_not_f
 // registeredKey loads a key; a key the caller may not even see is
 // errKeyNotFound (existence is not disclosed).
 func (a *API) registeredKey(ctx *fasthttp.RequestCtx, c caller) (store.MAFKey, bool, error) {
-	k, err := a.reg.st.MAFKeyByID(ctx, kdfLower(httpapi.Param(ctx, "keyId")))
+	k, err := a.reg.st.MAFKeyByID(ctx, normalKeyID(httpapi.Param(ctx, "keyId")))
 	if errors.Is(err, store.ErrNotFound) {
 		return k, false, errKeyNotFound
 	}
