@@ -97,7 +97,7 @@ func (a *API) authenticate(ctx *fasthttp.RequestCtx) (caller, error) {
 	switch {
 	case errors.Is(err, clientauth.ErrNoCertificate):
 		return caller{}, &apierr.Error{Status: http.StatusUnauthorized, Code: "client_certificate_required",
-			Message: "the MAF API requires a TLS client certificate issued by this SP"}
+			Message: "the MAF API requires a TLS client certificate issued by this SP, or a registered client's or a device's key (Authorization: Bearer <key ID>:<base64 key>)"}
 	case err != nil:
 		// A device certificate a trusted OBS issued does not chain through
 		// the SP's issuing CA; it is accepted when the registry holds it,
