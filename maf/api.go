@@ -28,7 +28,7 @@ type API struct {
 	// admins are client names (URI or DNS SAN) that may read and revoke
 	// any credential: the SP's own back-office services.
 	admins []string
-	// reg is nil until EnableRegistration: the registration routes then
+	// regs is nil until EnableRegistration: the registration routes then
 	// answer 404.
 	regs *Registrations
 }
@@ -180,6 +180,19 @@ func (a *API) fetch(ctx *fasthttp.RequestCtx) error {
 	}
 	if _, _, err := kdf.ParseKeID(keID); err != nil {
 		return &apierr.Error{Status: http.StatusBadRequest, Code: "bad_key_id", Message: "KeID must be <hex>@<MEF FQDN> (TS-0003 §10.3.4)", Err: err}
+	}
+	if c.client != nil && !c.spAdmin {
+		// Before Fetch, so that a registered client learns nothing (not
+		// even revoked or expired) of another tenant's keys.
+		creds, err := a.reg.st.CredentialForTarget(ctx, keID, int(suid))
+		if err != nil {
+			return mapErr(err)
+		}
+		if len(creds) > 0 && !slices.ContainsFunc(creds, func(cr store.Credential) bool {
+			return cr.Tenant == c.tenant && containsAny(cr.TargetIDs, c.names)
+		}) {
+			return mapErr(ErrNotAuthorised)
+		}
 	}
 	got, err := a.reg.Fetch(ctx, keID, suid, c.names)
 	if err != nil {

@@ -181,6 +181,15 @@ func TestTargetByFQDNFetches(t *testing.T) {
 			}
 		}
 
+		// A rival's revoked key answers acme's Target as any other of the
+		// rival's keys: not authorised, never "revoked".
+		if _, err := e.reg.Deregister(ctx, "Sdev-r", "test", "tenant-2"); err != nil {
+			t.Fatal(err)
+		}
+		if status, body := e.call(cse, "GET", fetch(rivalKeID), nil); status != 403 || code(body) != "target_not_authorised" {
+			t.Fatalf("acme's Target on a rival's revoked key: %d %v", status, body)
+		}
+
 		// Expired: refused; renewed by its stakeholder: works again.
 		cl, err := st.MAFClientBy(ctx, "symm_key_id", strings.SplitN(cse, ":", 2)[0])
 		if err != nil {
