@@ -24,6 +24,7 @@ import (
 	"github.com/credfactory/credfactory/server"
 	"github.com/credfactory/credfactory/store"
 	"github.com/spf13/cobra"
+	"github.com/valyala/fasthttp"
 )
 
 // version is set at link time (-ldflags "-X main.version=..."); otherwise
@@ -234,7 +235,7 @@ func serve(ctx context.Context, cfg config.Config, stderr io.Writer) error {
 		log.Warn("no root CRL to publish", "err", p.RootCRLErr.Error())
 	}
 	srv.RegisterStatus(castatus.Routes(published, status, obfStatus)...)
-	srv.Register(maf.NewAPI(registry, verifier, cfg.MAF.AdminClients).Routes()...)
+	mafAPI := maf.NewAPI(registry, verifier, cfg.MAF.AdminClients)
 	enrol := mef.New(mef.Config{FQDN: cfg.MEF.FQDN, MAFFQDN: cfg.MEF.MAFFQDN, SPDomain: cfg.Portal.SPDomain,
 		KeyLifetime: cfg.MEF.KeyLifetime, CertValidity: cfg.MEF.CertValidity, MaxForward: cfg.MEF.MaxForward, Limits: limits,
 		RenewBefore: cfg.MEF.RenewBefore, RenewAfter: cfg.MEF.RenewAfter, OnRevoke: status.MarkStale},
@@ -245,6 +246,19 @@ func serve(ctx context.Context, cfg config.Config, stderr io.Writer) error {
 		TokenTTL: cfg.Portal.TokenTTL, SessionTTL: cfg.Portal.SessionTTL, Limits: limits, OnRevoke: status.MarkStale,
 		OnOBFRevoke: obfStatus.MarkStale, MaxConcurrentUploads: cfg.Portal.MaxUploads,
 	}, st, p.KDF, p.CA, p.OBFCA, obfVerifier)
+	// MAF client registration is a stakeholder's act, authenticated as the
+	// portal authenticates (API key with the maf scope, or session).
+	mafAPI.EnableRegistration(maf.Registrations{MAFFQDN: cfg.MEF.MAFFQDN, Stakeholders: func(ctx *fasthttp.RequestCtx) (maf.Stakeholder, error) {
+		who, err := pt.Authenticate(ctx, false)
+		if err != nil {
+			return maf.Stakeholder{}, err
+		}
+		if err := portal.RequireScope(who, portal.ScopeMAF); err != nil {
+			return maf.Stakeholder{}, err
+		}
+		return maf.Stakeholder{Tenant: who.Stakeholder.Tenant(), SPAdmin: who.Stakeholder.Role == store.RoleSPAdmin, Actor: who.Stakeholder.Name}, nil
+	}})
+	srv.Register(mafAPI.Routes()...)
 	srv.Register(pt.APIRoutes()...)
 	srv.Register(pt.PageRoutes()...)
 	if err := srv.Listen(); err != nil {
