@@ -80,3 +80,46 @@ func TestIssueUnderURIConstraints(t *testing.T) {
 		})
 	}
 }
+
+// TestDeviceProfilesUseTheDirectEncoder: the certificates Issue makes for
+// AE-IDs and CSE-IDs (the EST hot path) are shapes encodeLeafTBS covers, so
+// they never take the CreateCertificate fallback: rebuilt from the issued
+// certificate, the template encodes directly to exactly its TBS.
+func TestDeviceProfilesUseTheDirectEncoder(t *testing.T) {
+	p := newTestPKI(t)
+	c := p.newCA(t, func(cfg *Config) {
+		cfg.Lint = true
+		cfg.CRLURL = "http://status.sp.example/ca/v1/crl/issuing.crl"
+		cfg.OCSPURL = "http://status.sp.example/ocsp"
+	})
+	alg, err := signatureAlgorithmFor(p.inter.PublicKey)
+	if err != nil {
+		t.Fatal(err)
+	}
+	u := func(s string) []*url.URL { return []*url.URL{mustURL(t, s)} }
+	for _, tt := range []struct {
+		name string
+		key  string
+		req  Request
+	}{
+		{"AE-ID", "p256", Request{Profile: ProfileDevice, AssignedID: "Sdevice1", URIs: u("https://sp.example/Sdevice1")}},
+		{"CSE-ID", "p256", Request{Profile: ProfileCSE, AssignedID: "/cse-1", URIs: u("https://sp.example/cse-1"), DNSNames: []string{"cse-1.sp.example"}}},
+		{"CSE-ID, RSA", "rsa2048", Request{Profile: ProfileCSE, AssignedID: "/cse-1", URIs: u("https://sp.example/cse-1"), DNSNames: []string{"cse-1.sp.example"}}},
+	} {
+		key := testKey(t, tt.key)
+		tt.req.CSR = makeCSR(t, key, &x509.CertificateRequest{})
+		got, err := c.Issue(context.Background(), tt.req)
+		if err != nil {
+			t.Fatalf("%s: %v", tt.name, err)
+		}
+		cert := got.Certificate
+		tmpl := &x509.Certificate{SerialNumber: cert.SerialNumber, Subject: pkix.Name{CommonName: cert.Subject.CommonName},
+			NotBefore: cert.NotBefore, NotAfter: cert.NotAfter, KeyUsage: cert.KeyUsage, ExtKeyUsage: cert.ExtKeyUsage,
+			BasicConstraintsValid: true, SubjectKeyId: cert.SubjectKeyId, DNSNames: cert.DNSNames, URIs: cert.URIs,
+			CRLDistributionPoints: cert.CRLDistributionPoints, OCSPServer: cert.OCSPServer}
+		tbs, ok := encodeLeafTBS(tmpl, p.inter.RawSubject, p.inter.SubjectKeyId, alg.algID, key.Public())
+		if !ok || string(tbs) != string(cert.RawTBSCertificate) {
+			t.Errorf("%s: direct encoding ok=%v, equal to the issued TBS: %v", tt.name, ok, string(tbs) == string(cert.RawTBSCertificate))
+		}
+	}
+}
