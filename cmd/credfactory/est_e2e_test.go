@@ -189,6 +189,13 @@ challengePassword = %s
 	}
 	sh("curl", "-sS", "--fail-with-body", "--cacert", anchor, "-H", "Content-Type: application/pkcs10", "--data-binary", "@"+file("csr2.b64"),
 		"-o", file("resp2.b64"), s.base+"/.well-known/est/suid-41/simpleenroll")
+	// Under the label, the other EST operations answer as without one.
+	if a, b := sh("curl", "-sS", "--fail", "--cacert", anchor, s.base+"/.well-known/est/suid-41/cacerts"), readFile(t, file("cacerts.b64")); a != b {
+		t.Fatalf("labelled /cacerts differs:\n%s\n%s", a, b)
+	}
+	if a, b := sh("curl", "-sS", "--fail", "--cacert", anchor, s.base+"/.well-known/est/suid-41/csrattrs"), readFile(t, file("attrs.b64")); a != b {
+		t.Fatalf("labelled /csrattrs differs:\n%s\n%s", a, b)
+	}
 	if status, detail := s.call(s.alice, "GET", "/api/v1/devices/dev-2", "", nil); status != 200 || len(detail["credentials"].([]any)) != 1 ||
 		detail["credentials"].([]any)[0].(map[string]any)["suid"] != float64(41) {
 		t.Fatalf("the labelled enrolment's record: %d %v", status, detail)
