@@ -226,6 +226,23 @@ func TestRenewLegacyURI(t *testing.T) {
 				t.Errorf("the legacy certificate is %s after renewal, want superseded", c.Status)
 			}
 		}
+
+		// A CSE-ID's certificate from before the CSE profile (client
+		// only, scheme-less URI) renews into it: its public domain name
+		// and serverAuth, so the CSE can now serve TLS with it.
+		old := e.legacyCert("legacy-cse", "/cse-9")
+		r, err := e.m.Reenrol(ctx, old, csrFor(t, newKey(), "/cse-9", uriSAN(t, "//sp.example/cse-9")))
+		if err != nil {
+			t.Fatal(err)
+		}
+		c := r.Certificate
+		if len(c.DNSNames) != 1 || c.DNSNames[0] != "cse-9.sp.example" || c.URIs[0].String() != "https://sp.example/cse-9" ||
+			len(c.ExtKeyUsage) != 2 || c.ExtKeyUsage[0] != x509.ExtKeyUsageServerAuth {
+			t.Fatalf("renewed CSE certificate: DNS %v URIs %v EKU %v", c.DNSNames, c.URIs, c.ExtKeyUsage)
+		}
+		if cred := e.credential(c); !strings.HasPrefix(cred.ID, "32-") {
+			t.Errorf("renewed CSE certificate recorded as %s, want a CSE-ID certificate (32)", cred.ID)
+		}
 	})
 }
 
