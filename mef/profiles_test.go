@@ -174,7 +174,14 @@ func TestCertificateSUID(t *testing.T) {
 		if err != nil {
 			t.Fatalf("the token after refused usages: %v", err)
 		}
-		renewed, err := e.m.Reenrol(ctx, res.Certificate, csrFor(t, newKey(), ""))
+		// Under another usage's EST label a renewal is refused, and the
+		// certificate stays current.
+		_, err = e.m.reenrolFor(ctx, res.Certificate, csrFor(t, newKey(), ""), kdf.SUIDCertESPrim)
+		wantCode(t, "renewal under another usage's label", err, 400, "suid_mismatch")
+		if c := e.credential(res.Certificate); c.Status != store.StatusActive {
+			t.Fatalf("a refused renewal left the certificate %s", c.Status)
+		}
+		renewed, err := e.m.reenrolFor(ctx, res.Certificate, csrFor(t, newKey(), ""), kdf.SUIDCertMAF)
 		if err != nil {
 			t.Fatal(err)
 		}
