@@ -115,6 +115,15 @@ challengePassword = %s
 		t.Fatalf("csrattrs for the enrolled device does not name https://sp.example/%s:\n%s", b.AssignedID, out)
 	}
 
+	// A certificate the SP did not issue, naming the device: the anonymous
+	// answer, no identity.
+	sh("openssl", "req", "-x509", "-new", "-key", file("key.pem"), "-subj", "/CN="+b.AssignedID, "-days", "1",
+		"-addext", "subjectAltName=URI:https://sp.example/"+b.AssignedID, "-out", file("forged.pem"))
+	if a := sh("curl", "-sS", "--fail", "--cacert", anchor, "--cert", file("forged.pem"), "--key", file("key.pem"),
+		s.base+"/.well-known/est/csrattrs"); a != readFile(t, file("attrs.b64")) {
+		t.Fatalf("csrattrs for a certificate the SP did not issue is not the anonymous answer:\n%s", a)
+	}
+
 	// The issuing CA's name constraints are in play (TS-0003 §10.1.1.5)
 	// and the device's URI satisfies them: openssl verify above matched
 	// it, which it cannot do for a scheme-less URI.
