@@ -35,6 +35,10 @@ type Config struct {
 	KeyLifetime time.Duration
 	// CertValidity bounds device certificates (0: the profile's default).
 	CertValidity time.Duration
+	// KeyPolicy is which subject keys a device CSR may have, on every
+	// path; /csrattrs advertises exactly these. The zero value is
+	// TS-0003's ECDSA P-256 only.
+	KeyPolicy ca.KeyPolicy
 	// MaxForward is the most items in one forward batch.
 	MaxForward int
 	// Limits are the rate limits (limits.go); the zero value limits nothing.
