@@ -82,7 +82,10 @@ type MEF struct {
 	RenewAfter   time.Duration `yaml:"renew_after" help:"refuse EST simplereenroll for a certificate younger than this (each renewal adds a superseded certificate to the CRL; 0: off)"`
 	// KeyAlgorithms is the enrolment key policy (docs/architecture.md
 	// "Key policy"): /csrattrs advertises exactly these.
-	KeyAlgorithms []string `yaml:"key_algorithms" help:"subject key algorithms a device's CSR may use, advertised by EST /csrattrs: any of ecdsa-p256, ecdsa-p384, rsa (2048-4096 bits), ed25519 (TS-0003 §10.1.1.1 allows ecdsa-p256 only, the default)"`
+	// ESTAnswerChain puts the issuing chain after the issued certificate in
+	// EST enrolment answers.
+	ESTAnswerChain bool     `yaml:"est_answer_chain" help:"also put the issuing CA chain in EST simpleenroll and simplereenroll answers, for clients that build the chain from the answer instead of /cacerts; RFC 7030 §4.2.3 says the answer holds only the issued certificate (false, the default)"`
+	KeyAlgorithms  []string `yaml:"key_algorithms" help:"subject key algorithms a device's CSR may use, advertised by EST /csrattrs: any of ecdsa-p256, ecdsa-p384, rsa (2048-4096 bits), ed25519 (TS-0003 §10.1.1.1 allows ecdsa-p256 only, the default)"`
 }
 
 // MAF is the credential registry's API.

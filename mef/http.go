@@ -261,9 +261,18 @@ func (m *MEF) estEnroll(ctx *fasthttp.RequestCtx) error {
 	if err != nil {
 		return estError(ctx, err)
 	}
-	// RFC 7030 §4.2.3: a certs-only Simple PKI Response "containing only
-	// the certificate that was issued"; the chain is /cacerts' (§4.1.3).
-	return writePKCS7(ctx, []*x509.Certificate{res.Certificate})
+	return m.writeIssued(ctx, res.Certificate)
+}
+
+// writeIssued answers an EST enrolment. RFC 7030 §4.2.3: a certs-only
+// Simple PKI Response "containing only the certificate that was issued";
+// the chain is /cacerts' (§4.1.3). mef.est_answer_chain adds it after the
+// certificate for clients built against servers that send it.
+func (m *MEF) writeIssued(ctx *fasthttp.RequestCtx, cert *x509.Certificate) error {
+	if m.cfg.ESTAnswerChain {
+		return writePKCS7(ctx, append([]*x509.Certificate{cert}, m.ca.Chain()...))
+	}
+	return writePKCS7(ctx, []*x509.Certificate{cert})
 }
 
 func peerCert(ctx *fasthttp.RequestCtx) *x509.Certificate {

@@ -11,6 +11,7 @@ import (
 	"crypto/x509"
 	"crypto/x509/pkix"
 	"encoding/asn1"
+	"encoding/base64"
 	"fmt"
 	"math/big"
 	"net/url"
@@ -28,6 +29,7 @@ import (
 	"github.com/credfactory/credfactory/kdf"
 	"github.com/credfactory/credfactory/store"
 	"github.com/credfactory/credfactory/store/storetest"
+	"github.com/smallstep/pkcs7"
 	"github.com/valyala/fasthttp"
 )
 
@@ -362,6 +364,38 @@ func TestESTPending(t *testing.T) {
 			!strings.HasPrefix(string(ctx.Response.Body()), apierr.As(tc.err).Code+": ") {
 			t.Errorf("%s: %d Retry-After %q body %q, want %d Retry-After %q", tc.name, got, ctx.Response.Header.Peek("Retry-After"),
 				ctx.Response.Body(), tc.status, tc.retryAfter)
+		}
+	}
+}
+
+// TestESTAnswerChain: an enrolment answer holds only the issued certificate
+// (RFC 7030 §4.2.3), and with mef.est_answer_chain also the issuing chain,
+// for clients that build the chain from the answer.
+func TestESTAnswerChain(t *testing.T) {
+	e := newRenewEnv(t, "sqlite://"+filepath.Join(t.TempDir(), "registry.db"))
+	res, err := e.m.EnrolCert(context.Background(), CertRequest{CSR: mustCSR(t, newKey(), "", e.token("chain1", "Schain1"))})
+	if err != nil {
+		t.Fatal(err)
+	}
+	for _, tc := range []struct {
+		chain bool
+		want  int
+	}{{false, 1}, {true, 1 + len(e.m.ca.Chain())}} {
+		e.m.cfg.ESTAnswerChain = tc.chain
+		var ctx fasthttp.RequestCtx
+		if err := e.m.writeIssued(&ctx, res.Certificate); err != nil {
+			t.Fatal(err)
+		}
+		der, err := base64.StdEncoding.DecodeString(strings.Join(strings.Fields(string(ctx.Response.Body())), ""))
+		if err != nil {
+			t.Fatal(err)
+		}
+		p7, err := pkcs7.Parse(der)
+		if err != nil {
+			t.Fatal(err)
+		}
+		if len(p7.Certificates) != tc.want || !p7.Certificates[0].Equal(res.Certificate) {
+			t.Fatalf("est_answer_chain=%v: %d certificates, first %v; want %d, the issued one first", tc.chain, len(p7.Certificates), p7.Certificates[0].Subject, tc.want)
 		}
 	}
 }

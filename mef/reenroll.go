@@ -192,5 +192,5 @@ func (m *MEF) estReenroll(ctx *fasthttp.RequestCtx) error {
 	if err != nil {
 		return estError(ctx, err)
 	}
-	return writePKCS7(ctx, []*x509.Certificate{res.Certificate}) // only the issued certificate, RFC 7030 §4.2.3
+	return m.writeIssued(ctx, res.Certificate)
 }
