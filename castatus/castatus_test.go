@@ -74,7 +74,7 @@ func (f *fixture) now() time.Time          { return time.Unix(0, f.clock.Load())
 // a forwarding OBS (p = other) would, and returns it with its credential ID.
 func (f *fixture) enrol(p *catest.PKI, id string, source string) (*x509.Certificate, string) {
 	f.t.Helper()
-	leaf := p.Leaf(f.t, ca.Request{Profile: ca.ProfileDevice, AssignedID: id, URIs: []*url.URL{{Host: "sp.example", Path: "/" + id}}}).Leaf
+	leaf := p.Leaf(f.t, ca.Request{Profile: ca.ProfileDevice, AssignedID: id, URIs: []*url.URL{{Scheme: "https", Host: "sp.example", Path: "/" + id}}}).Leaf
 	sum := sha256.Sum256(leaf.Raw)
 	serial := leaf.SerialNumber.Text(16)
 	c := store.Credential{ID: "x509-" + id, AssignedID: id, DeviceID: "dev-" + id, Tenant: "t", Type: store.TypeX509, SUID: 12,
@@ -344,7 +344,7 @@ func TestOCSPAnswers(t *testing.T) {
 	ctx := context.Background()
 	leaf, id := f.enrol(f.pki, "Sa", store.SourceRSPF)
 	fwdLeaf, _ := f.enrol(f.other, "Sobs", store.SourceForward)
-	neverIssued := f.pki.Leaf(t, ca.Request{Profile: ca.ProfileDevice, AssignedID: "Sz", URIs: []*url.URL{{Host: "sp.example", Path: "/Sz"}}}).Leaf
+	neverIssued := f.pki.Leaf(t, ca.Request{Profile: ca.ProfileDevice, AssignedID: "Sz", URIs: []*url.URL{{Scheme: "https", Host: "sp.example", Path: "/Sz"}}}).Leaf
 
 	ask := func(cert, issuer *x509.Certificate) ([]byte, string) {
 		der, err := ocsp.CreateRequest(cert, issuer, nil)

@@ -9,6 +9,7 @@ import (
 	"sync/atomic"
 	"time"
 
+	"github.com/credfactory/credfactory/reqid"
 	"github.com/miekg/pkcs11"
 )
 
@@ -326,7 +327,7 @@ func (m *Module) doRetry(ctx context.Context, fn func(session) error, start time
 	}
 	if m.cfg.WaitTimeout > 0 {
 		var cancel context.CancelFunc
-		ctx, cancel = context.WithTimeout(ctx, m.cfg.WaitTimeout)
+		ctx, cancel = context.WithTimeout(reqid.Detached(ctx), m.cfg.WaitTimeout)
 		defer cancel()
 	}
 	m.waiting.Add(1)

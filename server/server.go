@@ -396,6 +396,9 @@ func (s *Server) wrap(pattern string, h Handler) fasthttp.RequestHandler {
 		id := requestID(ctx)
 		// Audit records of what the handler signs name the request.
 		ctx.SetUserValue(reqid.Key, id)
+		// Contexts derived below start from this, never from ctx itself,
+		// which fasthttp recycles after the handler (reqid.Attach).
+		ctx.SetUserValue(reqid.DetachedKey, reqid.Attach(id))
 		if err := h(ctx); err != nil {
 			e := apierr.As(err)
 			if e.Status >= 500 {

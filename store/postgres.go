@@ -11,6 +11,7 @@ import (
 
 	"github.com/cockroachdb/cockroach-go/v2/crdb"
 	crdbpgx "github.com/cockroachdb/cockroach-go/v2/crdb/crdbpgxv5"
+	"github.com/credfactory/credfactory/reqid"
 	"github.com/jackc/pgx/v5"
 	"github.com/jackc/pgx/v5/pgconn"
 	"github.com/jackc/pgx/v5/pgxpool"
@@ -131,7 +132,7 @@ func (p *postgres) txPostgres(ctx context.Context, opts pgx.TxOptions, fn func(q
 }
 
 func (p *postgres) attempt(ctx context.Context, opts pgx.TxOptions, fn func(q querier) error) error {
-	ctx, cancel := context.WithTimeout(ctx, p.attemptTime)
+	ctx, cancel := context.WithTimeout(reqid.Detached(ctx), p.attemptTime)
 	defer cancel()
 	tx, err := p.pool.BeginTx(ctx, opts)
 	if err != nil {

@@ -13,6 +13,7 @@ import (
 	"sync"
 	"time"
 
+	"github.com/credfactory/credfactory/reqid"
 	sqlite3 "github.com/mattn/go-sqlite3"
 )
 
@@ -119,7 +120,7 @@ func (s *sqliteDB) tx(ctx context.Context, fn func(q querier) error) (int, error
 }
 
 func (s *sqliteDB) attempt(ctx context.Context, fn func(q querier) error) error {
-	ctx, cancel := context.WithTimeout(ctx, s.timeout)
+	ctx, cancel := context.WithTimeout(reqid.Detached(ctx), s.timeout)
 	defer cancel()
 	tx, err := s.w.BeginTx(ctx, nil)
 	if err != nil {

@@ -40,9 +40,10 @@ var sqliteWriterDriver = sync.OnceValue(func() string {
 // durable once its WAL frames are synced, _synchronous=FULL); it only keeps
 // the WAL short.
 type checkpointer struct {
-	db   *sql.DB
-	quit chan struct{}
-	done chan struct{}
+	db       *sql.DB
+	quit     chan struct{}
+	done     chan struct{}
+	stopOnce sync.Once
 }
 
 func startCheckpointer(db *sql.DB) *checkpointer {
@@ -67,8 +68,11 @@ func (c *checkpointer) run() {
 	}
 }
 
+// stop ends the checkpointer; Store.Close may run more than once.
 func (c *checkpointer) stop() {
-	close(c.quit)
-	<-c.done
-	c.db.Close()
+	c.stopOnce.Do(func() {
+		close(c.quit)
+		<-c.done
+		c.db.Close()
+	})
 }

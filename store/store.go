@@ -7,6 +7,8 @@ import (
 	"net/url"
 	"strings"
 	"time"
+
+	"github.com/credfactory/credfactory/reqid"
 )
 
 // Options tune a Store. Zero values take the defaults.
@@ -183,7 +185,7 @@ func (s *Store) txRowGuarded(ctx context.Context, op string, fn func(q querier) 
 func (s *Store) read(ctx context.Context, fn func(q querier) error) error {
 	// Bounded like a transaction attempt: a black-holed database must not
 	// hang a request for the TCP timeout.
-	ctx, cancel := context.WithTimeout(ctx, s.opt.TxTimeout)
+	ctx, cancel := context.WithTimeout(reqid.Detached(ctx), s.opt.TxTimeout)
 	defer cancel()
 	err := s.b.read(ctx, fn)
 	if errors.Is(err, context.DeadlineExceeded) && ctx.Err() != nil {
