@@ -243,8 +243,12 @@ func (p *Portal) apiRelease(ctx *fasthttp.RequestCtx) error {
 	if err != nil {
 		return err
 	}
-	return httpapi.JSON(ctx, http.StatusOK, map[string]any{"deviceId": id, "state": store.DevicePreEnrolled,
-		"revoked": append([]string{}, out.Revoked...), "cancelledTokens": out.Cancelled})
+	resp := map[string]any{"deviceId": id, "state": store.DevicePreEnrolled,
+		"revoked": append([]string{}, out.Revoked...), "cancelledTokens": out.Cancelled}
+	if out.ClaimCode != "" {
+		resp["claimCode"] = out.ClaimCode // shown once: only its keyed hash is kept
+	}
+	return httpapi.JSON(ctx, http.StatusOK, resp)
 }
 
 func (p *Portal) apiRevoke(ctx *fasthttp.RequestCtx) error {

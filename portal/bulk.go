@@ -14,12 +14,14 @@ import (
 	"io"
 	"net/http"
 	"regexp"
+	"slices"
 	"strconv"
 	"strings"
 	"sync/atomic"
 	"time"
 
 	"github.com/credfactory/credfactory/apierr"
+	"github.com/credfactory/credfactory/ratelimit"
 	"github.com/credfactory/credfactory/store"
 )
 
@@ -397,6 +399,12 @@ func (b *BulkPlan) commit(ctx context.Context, pc *preparedChunk) ([]BulkResult,
 		}
 	}
 	b.precharged = 0
+	src := ratelimit.AddrOf(who.Source)
+	claims := slices.ContainsFunc(rows, func(r bulkRow) bool { return r.problem == nil && strings.HasPrefix(r.kind, "claim") })
+	if wait := p.claimSources.Wait(src); claims && wait > 0 {
+		return nil, &apierr.Error{Status: http.StatusTooManyRequests, Code: "claim_locked",
+			Message: "too many wrong claim codes from this address: try again later", RetryAfter: int(wait.Seconds()) + 1}
+	}
 	var outs []store.BulkOutcome
 	if len(pc.items) > 0 {
 		now := p.now()
@@ -411,6 +419,11 @@ func (b *BulkPlan) commit(ctx context.Context, pc *preparedChunk) ([]BulkResult,
 		}
 		if err != nil {
 			return nil, err
+		}
+		for _, o := range outs {
+			if errors.Is(o.Err, errWrongClaim) {
+				p.claimSources.Failed(src)
+			}
 		}
 	}
 

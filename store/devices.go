@@ -2,6 +2,7 @@ package store
 
 import (
 	"context"
+	"errors"
 	"fmt"
 	"strconv"
 	"strings"
@@ -29,9 +30,9 @@ type Device struct {
 	DeviceCertSHA256 []byte
 	State            string
 	AssignedID       *string
-	NonceHash        []byte
-	NonceExpiresAt   *time.Time
-	ClaimLockedUntil *time.Time
+	// ClaimFailures counts wrong claim codes since its last successful
+	// claim: the device's ceiling (store/claims.go), never a lock.
+	ClaimFailures int
 	// ReleasedAt is when its owner released it: set, the device (unowned
 	// and pre-enrolled) may be claimed by proof of control.
 	ReleasedAt *time.Time
@@ -40,12 +41,12 @@ type Device struct {
 }
 
 const deviceColumns = `id, manufacturer_id, owner_id, tenant, claim_code_hash, device_cert_der, device_cert_sha256, state,
-	assigned_id, nonce_hash, nonce_expires_at, claim_locked_until, released_at, created_at, updated_at`
+	assigned_id, claim_failures, released_at, created_at, updated_at`
 
 func scanDevice(r row) (Device, error) {
 	var d Device
 	err := r.Scan(&d.ID, &d.ManufacturerID, &d.OwnerID, &d.Tenant, &d.ClaimCodeHash, &d.DeviceCertDER, &d.DeviceCertSHA256,
-		&d.State, &d.AssignedID, &d.NonceHash, &d.NonceExpiresAt, &d.ClaimLockedUntil, &d.ReleasedAt, &d.CreatedAt, &d.UpdatedAt)
+		&d.State, &d.AssignedID, &d.ClaimFailures, &d.ReleasedAt, &d.CreatedAt, &d.UpdatedAt)
 	return d, err
 }
 
@@ -233,25 +234,54 @@ func (s *Store) HandOver(ctx context.Context, manufacturerID, subscriberID strin
 	return moved, err
 }
 
-// SetNonce stores the hash of a proof-of-control nonce for a device,
-// replacing any earlier one.
-func (s *Store) SetNonce(ctx context.Context, deviceID string, nonceHash []byte, expires time.Time) error {
-	return s.tx(ctx, "set_nonce", func(q querier) error {
-		n, err := q.exec(ctx, `UPDATE devices SET nonce_hash = $2, nonce_expires_at = $3 WHERE id = $1`, deviceID, nonceHash, expires.UTC())
-		if err == nil && n == 0 {
+// ErrTooManyNonces: the device has as many outstanding nonces, of other
+// claimants, as it may hold.
+var ErrTooManyNonces = errors.New("store: too many outstanding nonces for this device")
+
+// SetNonce stores the hash of a proof-of-control nonce the claimant
+// stakeholderID asked for. Each claimant holds at most one per device (a
+// new one replaces its own earlier one, never another claimant's), and a
+// device at most maxPerDevice live ones: past that the request is refused
+// with ErrTooManyNonces rather than evicting someone's nonce. Expired
+// nonces of the device are dropped on the way.
+func (s *Store) SetNonce(ctx context.Context, deviceID, stakeholderID string, nonceHash []byte, expires, now time.Time, maxPerDevice int) error {
+	err := s.tx(ctx, "set_nonce", func(q querier) error {
+		var n int
+		if err := q.queryRow(ctx, `SELECT COUNT(*) FROM devices WHERE id = $1`, deviceID).Scan(&n); err != nil {
+			return err
+		}
+		if n == 0 {
 			return ErrNotFound
 		}
+		if _, err := q.execBatch(ctx, []stmt{
+			{`DELETE FROM claim_nonces WHERE device_id = $1 AND (stakeholder_id = $2 OR expires_at <= $3)`, []any{deviceID, stakeholderID, now.UTC()}, -1},
+		}); err != nil {
+			return err
+		}
+		if err := q.queryRow(ctx, `SELECT COUNT(*) FROM claim_nonces WHERE device_id = $1`, deviceID).Scan(&n); err != nil {
+			return err
+		}
+		if n >= maxPerDevice {
+			return ErrTooManyNonces
+		}
+		_, err := q.exec(ctx, `INSERT INTO claim_nonces (nonce_hash, device_id, stakeholder_id, expires_at) VALUES ($1, $2, $3, $4)`,
+			nonceHash, deviceID, stakeholderID, expires.UTC())
 		return err
 	})
+	if err != nil && !errors.Is(err, ErrNotFound) && !errors.Is(err, ErrTooManyNonces) {
+		return fmt.Errorf("set nonce: %w", err)
+	}
+	return err
 }
 
-// TakeNonce consumes a device's nonce if it matches and has not expired: a
-// nonce proves control once.
-func (s *Store) TakeNonce(ctx context.Context, deviceID string, nonceHash []byte, now time.Time) (bool, error) {
+// TakeNonce consumes a nonce of the claimant stakeholderID for the device
+// if it matches and has not expired: a nonce proves control once, and only
+// for the claimant it was issued to.
+func (s *Store) TakeNonce(ctx context.Context, deviceID, stakeholderID string, nonceHash []byte, now time.Time) (bool, error) {
 	ok := false
 	err := s.tx(ctx, "take_nonce", func(q querier) error {
-		n, err := q.exec(ctx, `UPDATE devices SET nonce_hash = NULL, nonce_expires_at = NULL
-			WHERE id = $1 AND nonce_hash = $2 AND nonce_expires_at > $3`, deviceID, nonceHash, now.UTC())
+		n, err := q.exec(ctx, `DELETE FROM claim_nonces
+			WHERE nonce_hash = $1 AND device_id = $2 AND stakeholder_id = $3 AND expires_at > $4`, nonceHash, deviceID, stakeholderID, now.UTC())
 		ok = n == 1
 		return err
 	})

@@ -356,6 +356,24 @@ var migrations = []migration{{
 		`CREATE INDEX IF NOT EXISTS obf_certificates_revoked ON obf_certificates (issuer_key_id, serial) WHERE status = 'revoked'`,
 	},
 	backfill: backfillOBFCertificates,
+}, {
+	// Proof-of-control nonces per claimant (README "Ownership transfer"):
+	// one nonce column on the device let each claimant's request cancel
+	// another's. A row per (device, claimant) nonce, keyed by the nonce's
+	// hash (random, so CockroachDB spreads the writes), with the device
+	// and claimant indexed for the replace-own, cap and take statements.
+	// The devices table's nonce columns are no longer read or written.
+	version: 11,
+	name:    "claim_nonces_per_claimant",
+	stmts: []string{
+		`CREATE TABLE IF NOT EXISTS claim_nonces (
+			nonce_hash     {{bytes}} PRIMARY KEY,
+			device_id      {{key}} NOT NULL,
+			stakeholder_id TEXT NOT NULL,
+			expires_at     {{time}} NOT NULL
+		)`,
+		`CREATE INDEX IF NOT EXISTS claim_nonces_device ON claim_nonces (device_id, stakeholder_id)`,
+	},
 }}
 
 // ddl runs one idempotent schema statement. Replicas that start together
