@@ -69,7 +69,7 @@ func (p *Portal) Nonce(ctx context.Context, who Principal, deviceID string) (str
 	if err := p.cfg.Limits.TokenTenant.Check(who.Stakeholder.Tenant()); err != nil {
 		return "", time.Time{}, err
 	}
-	d, tenant, err := p.enrollable(ctx, who, deviceID)
+	d, tenant, err := p.enrollable(ctx, who, deviceID, "")
 	if err != nil {
 		return "", time.Time{}, err
 	}
@@ -105,7 +105,7 @@ func (p *Portal) Enrol(ctx context.Context, who Principal, deviceID string, req 
 	if err := p.cfg.Limits.TokenTenant.Check(who.Stakeholder.Tenant()); err != nil {
 		return Bundle{}, err
 	}
-	d, tenant, err := p.enrollable(ctx, who, deviceID)
+	d, tenant, err := p.enrollable(ctx, who, deviceID, strings.TrimSpace(req.Proof.ClaimCode))
 	if err != nil {
 		return Bundle{}, err
 	}
@@ -235,7 +235,7 @@ func (p *Portal) checkProof(ctx context.Context, who Principal, d store.Device, 
 		} else if locked {
 			return nil, errClaimLocked
 		}
-		h, err := p.claimHash(ctx, d.ID, strings.TrimSpace(proof.ClaimCode))
+		h, err := p.claimHash(ctx, d.DeviceID, strings.TrimSpace(proof.ClaimCode))
 		if err != nil {
 			return nil, err
 		}

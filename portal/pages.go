@@ -485,7 +485,7 @@ func (p *Portal) devicesView(ctx *fasthttp.RequestCtx, who Principal, f store.De
 	}
 	if len(ds) > devicesPerPage {
 		ds = ds[:devicesPerPage]
-		d.Next = ds[len(ds)-1].ID
+		d.Next = ds[len(ds)-1].DeviceID
 	}
 	d.Devices = ds
 	return v, http.StatusOK, nil

@@ -3,8 +3,10 @@ package portal
 import (
 	"context"
 	"crypto/rand"
+	"crypto/subtle"
 	"errors"
 	"net/http"
+	"slices"
 	"strings"
 
 	"github.com/credfactory/credfactory/apierr"
@@ -109,7 +111,7 @@ func (p *Portal) Release(ctx context.Context, who Principal, deviceID string, re
 		// Hashed before anything is written: an HSM that cannot hash
 		// leaves the device as it was.
 		res.ClaimCode = newClaimCode()
-		if codeHash, err = p.claimHash(ctx, d.ID, res.ClaimCode); err != nil {
+		if codeHash, err = p.claimHash(ctx, d.DeviceID, res.ClaimCode); err != nil {
 			return ReleaseResult{}, err
 		}
 	}
@@ -180,19 +182,44 @@ func (p *Portal) Revoke(ctx context.Context, who Principal, deviceID string, req
 // wrong codes hold as for any device. A device its manufacturer never
 // handed over is not claimable: reading its label is no right to it. Any
 // other device is 404.
-func (p *Portal) enrollable(ctx context.Context, who Principal, id string) (store.Device, string, error) {
-	d, err := p.st.Device(ctx, id)
-	switch {
-	case errors.Is(err, store.ErrNotFound):
-		return d, "", errDeviceNotFound
-	case err != nil:
-		return d, "", storeErr(err)
-	case who.sees(d.Tenant):
-		return d, d.Tenant, nil
-	case claimable(d) && requireRole(who, store.RoleSubscriber, store.RoleInstaller) == nil:
-		return d, who.Tenant(), nil
+//
+// Device IDs are per manufacturer: when the reference names no
+// manufacturer and several claimable devices share the ID, the claim code
+// (code, when the proof is one) picks the device it belongs to; without
+// one the caller must name the manufacturer (deviceId@manufacturerId). If
+// no candidate's code matches, the first one is the device the wrong code
+// is counted against.
+func (p *Portal) enrollable(ctx context.Context, who Principal, ref, code string) (store.Device, string, error) {
+	ds, err := p.named(ctx, ref)
+	if err != nil {
+		return store.Device{}, "", err
 	}
-	return store.Device{}, "", errDeviceNotFound
+	if d, ok, err := visible(who, ds); err != nil || ok {
+		return d, d.Tenant, err
+	}
+	if requireRole(who, store.RoleSubscriber, store.RoleInstaller) != nil {
+		return store.Device{}, "", errDeviceNotFound
+	}
+	ds = slices.DeleteFunc(ds, func(d store.Device) bool { return !claimable(d) })
+	switch {
+	case len(ds) == 0:
+		return store.Device{}, "", errDeviceNotFound
+	case len(ds) > 1 && code == "":
+		return store.Device{}, "", errAmbiguousDevice
+	case len(ds) > 1:
+		// One hash for all: the code's hash depends on the device ID, which
+		// they share.
+		h, err := p.claimHash(ctx, ds[0].DeviceID, code)
+		if err != nil {
+			return store.Device{}, "", err
+		}
+		for _, d := range ds {
+			if len(d.ClaimCodeHash) > 0 && subtle.ConstantTimeCompare(h, d.ClaimCodeHash) == 1 {
+				return d, who.Tenant(), nil
+			}
+		}
+	}
+	return ds[0], who.Tenant(), nil
 }
 
 func claimable(d store.Device) bool {

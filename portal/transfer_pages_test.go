@@ -132,7 +132,7 @@ func TestPagesReleaseRevokeClaim(t *testing.T) {
 		t.Fatalf("release: %d %s", r.status, r.body)
 	}
 	newCode := codeMatch[1]
-	if r := a.get("/devices"); strings.Contains(r.body, `href="/devices/tr-1"`) || strings.Contains(r.body, newCode) {
+	if r := a.get("/devices"); strings.Contains(r.body, `href="/devices/tr-1@`) || strings.Contains(r.body, newCode) {
 		t.Errorf("alice's list after release: %s", r.body)
 	}
 	if r := a.get("/devices/tr-1"); r.status != 404 {

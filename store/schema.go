@@ -374,6 +374,28 @@ var migrations = []migration{{
 		)`,
 		`CREATE INDEX IF NOT EXISTS claim_nonces_device ON claim_nonces (device_id, stakeholder_id)`,
 	},
+}, {
+	// Device IDs per manufacturer (README "Device IDs per manufacturer"):
+	// the devices table's primary key was the manufacturer's device ID, one
+	// namespace for all, so a second manufacturer uploading an ID learnt it
+	// existed and could squat IDs first. device_id is now the
+	// manufacturer's name for the device, unique per manufacturer; id stays
+	// the registry's key (what enrolments, credentials, nonces and the
+	// audit trail point at): the device ID itself for every existing row
+	// and for the first upload of an ID, manufacturer_id "/" device ID for
+	// another manufacturer's device of the same ID (store/devices.go).
+	// Existing rows keep their keys, so nothing that points at them moves.
+	// Versions 12 to 15 are other changes' to take.
+	version: 16,
+	name:    "device_ids_per_manufacturer",
+	stmts: []string{
+		`ALTER TABLE devices ADD COLUMN {{if_not_exists}} device_id {{key}}`,
+		`UPDATE devices SET device_id = id WHERE device_id IS NULL`,
+		`CREATE UNIQUE INDEX IF NOT EXISTS devices_manufacturer_device ON devices (manufacturer_id, device_id)`,
+		`CREATE INDEX IF NOT EXISTS devices_device_id ON devices (device_id)`,
+		`CREATE INDEX IF NOT EXISTS devices_tenant_device ON devices (tenant, device_id)`,
+		`CREATE INDEX IF NOT EXISTS devices_tenant_state_device ON devices (tenant, state, device_id)`,
+	},
 }}
 
 // ddl runs one idempotent schema statement. Replicas that start together
