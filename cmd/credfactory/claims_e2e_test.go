@@ -9,6 +9,7 @@ import (
 	"crypto/x509/pkix"
 	"encoding/base64"
 	"encoding/pem"
+	"fmt"
 	"math/big"
 	"testing"
 	"time"
@@ -143,6 +144,94 @@ func TestTransferProofOfControl(t *testing.T) {
 		}
 		if status, _, body := s.claim(carol, "pc-g", code); status != 201 {
 			t.Fatalf("carol's right code while mallory is held: %d %v", status, body)
+		}
+	})
+}
+
+// TestDeviceIDsPerManufacturer: two manufacturers upload the same device
+// ID, on both registries. Both succeed, and an upload of an ID another
+// manufacturer has answers exactly as one of a fresh ID; each sees only
+// its own device; a claimant naming the ID with a claim code gets the
+// device that code belongs to; naming it for a nonce needs the
+// manufacturer when two are claimable.
+func TestDeviceIDsPerManufacturer(t *testing.T) {
+	onBothBackends(t, func(t *testing.T, _ string, env []string) {
+		s := startSP(t, env...)
+		acme := s.stakeholder("acme", "manufacturer")
+		globex := s.stakeholder("globex", "manufacturer")
+		bob := s.stakeholder("bob", "subscriber")
+		carol := s.stakeholder("carol", "subscriber")
+		upload := func(key, csv string) map[string]any {
+			t.Helper()
+			status, body := s.call(key, "POST", "/api/v1/devices", "text/csv", []byte(csv))
+			if status != 200 {
+				t.Fatalf("upload %q: %d %v", csv, status, body)
+			}
+			return body
+		}
+		upload(acme, "deviceId,claimCode\nsame-1,acme-code-71\nacme-only,acme-code-72\n")
+		taken := upload(globex, "deviceId,claimCode\nsame-1,globex-code-73\n")
+		fresh := upload(globex, "deviceId,claimCode\nglobex-only,globex-code-74\n")
+		if fmt.Sprint(taken) != fmt.Sprint(fresh) || taken["accepted"] != float64(1) {
+			t.Fatalf("an ID acme has answers %v, a fresh one %v: they must not differ", taken, fresh)
+		}
+		ids := map[string]string{}
+		for name, key := range map[string]string{"acme": acme, "globex": globex} {
+			status, dev := s.call(key, "GET", "/api/v1/devices/same-1", "", nil)
+			if status != 200 || dev["deviceId"] != "same-1" {
+				t.Fatalf("%s's same-1: %d %v", name, status, dev)
+			}
+			ids[name] = dev["manufacturerId"].(string)
+			status, list := s.call(key, "GET", "/api/v1/devices", "", nil)
+			devs, _ := list["devices"].([]any)
+			if status != 200 || len(devs) != 2 {
+				t.Fatalf("%s lists %d %v, want its own two", name, status, list)
+			}
+			for _, d := range devs {
+				if d.(map[string]any)["manufacturerId"] != ids[name] {
+					t.Fatalf("%s lists another manufacturer's device: %v", name, d)
+				}
+			}
+		}
+		if ids["acme"] == ids["globex"] {
+			t.Fatalf("one manufacturer ID for both: %v", ids)
+		}
+		if status, body := s.call(globex, "GET", "/api/v1/devices/acme-only", "", nil); status != 404 {
+			t.Fatalf("globex reads acme's device: %d %v", status, body)
+		}
+		if status, body := s.call(globex, "GET", "/api/v1/devices/same-1@"+ids["acme"], "", nil); status != 404 {
+			t.Fatalf("globex names acme's same-1: %d %v", status, body)
+		}
+
+		// Both release their same-1; each release hands out its own code.
+		codes := map[string]string{}
+		for name, key := range map[string]string{"acme": acme, "globex": globex} {
+			status, rel := s.call(key, "POST", "/api/v1/devices/same-1/release", "application/json", nil)
+			if status != 200 || rel["claimCode"] == nil {
+				t.Fatalf("%s releases same-1: %d %v", name, status, rel)
+			}
+			codes[name] = rel["claimCode"].(string)
+		}
+		if status, body := s.call(bob, "POST", "/api/v1/devices/same-1/nonce", "application/json", nil); status != 409 || errCode(body) != "ambiguous_device_id" {
+			t.Fatalf("a nonce for a device ID two manufacturers released: %d %v, want 409 ambiguous_device_id", status, body)
+		}
+		// The claim code picks the device it belongs to.
+		for _, tc := range []struct {
+			who, key, maker string
+		}{{"bob", bob, "globex"}, {"carol", carol, "acme"}} {
+			if status, _, body := s.claim(tc.key, "same-1", codes[tc.maker]); status != 201 {
+				t.Fatalf("%s claims same-1 with %s's code: %d %v", tc.who, tc.maker, status, body)
+			}
+			status, dev := s.call(tc.key, "GET", "/api/v1/devices/same-1", "", nil)
+			if status != 200 || dev["manufacturerId"] != ids[tc.maker] {
+				t.Fatalf("%s's same-1: %d %v, want %s's", tc.who, status, dev, tc.maker)
+			}
+		}
+		// Each manufacturer's view: its same-1 is gone to its claimant.
+		for name, key := range map[string]string{"acme": acme, "globex": globex} {
+			if status, _ := s.call(key, "GET", "/api/v1/devices/same-1", "", nil); status != 404 {
+				t.Fatalf("%s still sees same-1 after the claim: %d", name, status)
+			}
 		}
 	})
 }
