@@ -401,7 +401,7 @@ var errAmbiguousDevice = apierr.New(http.StatusConflict, "ambiguous_device_id",
 
 // named finds the devices a reference names: "deviceId" (any
 // manufacturer's) or "deviceId@manufacturerId". Device IDs are per
-// manufacturer (README "Device IDs per manufacturer"); who may see which of
+// manufacturer (docs/ownership.md "Device IDs per manufacturer"); who may see which of
 // them is the caller's to decide.
 func (p *Portal) named(ctx context.Context, ref string) ([]store.Device, error) {
 	id, manufacturer, scoped := strings.Cut(ref, "@")

@@ -56,7 +56,7 @@ type Config struct {
 	ClaimMaxFailuresAccount int
 	ClaimLockout            time.Duration
 	// MaxNoncesPerDevice bounds a device's outstanding proof-of-control
-	// nonces, one per claimant (README "Ownership transfer").
+	// nonces, one per claimant (docs/ownership.md).
 	MaxNoncesPerDevice int
 	// Limits are the rate limits on logins and token issuance (README
 	// "Rate limits"); the zero value limits nothing.

@@ -7,7 +7,7 @@ import (
 	"time"
 )
 
-// Claim-code throttling (README "Ownership transfer"): wrong codes slow the
+// Claim-code throttling (docs/ownership.md): wrong codes slow the
 // claimant, never the device. Each claimant (account) has a budget of wrong
 // codes across all devices and is locked for a while when it is spent; the
 // device keeps a count of wrong codes since its last successful claim, a

@@ -357,7 +357,7 @@ var migrations = []migration{{
 	},
 	backfill: backfillOBFCertificates,
 }, {
-	// Proof-of-control nonces per claimant (README "Ownership transfer"):
+	// Proof-of-control nonces per claimant (docs/ownership.md):
 	// one nonce column on the device let each claimant's request cancel
 	// another's. A row per (device, claimant) nonce, keyed by the nonce's
 	// hash (random, so CockroachDB spreads the writes), with the device
@@ -375,7 +375,7 @@ var migrations = []migration{{
 		`CREATE INDEX IF NOT EXISTS claim_nonces_device ON claim_nonces (device_id, stakeholder_id)`,
 	},
 }, {
-	// Device IDs per manufacturer (README "Device IDs per manufacturer"):
+	// Device IDs per manufacturer (docs/ownership.md "Device IDs per manufacturer"):
 	// the devices table's primary key was the manufacturer's device ID, one
 	// namespace for all, so a second manufacturer uploading an ID learnt it
 	// existed and could squat IDs first. device_id is now the
