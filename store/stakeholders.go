@@ -25,8 +25,6 @@ type Stakeholder struct {
 	Role         string
 	ActsFor      *string
 	PasswordHash string
-	FailedLogins int
-	LockedUntil  *time.Time
 	CreatedAt    time.Time
 	DisabledAt   *time.Time
 }
@@ -40,7 +38,11 @@ func (s Stakeholder) Tenant() string {
 	return s.ID
 }
 
-const stakeholderColumns = `id, name, role, acts_for, password_hash, failed_logins, locked_until, created_at, disabled_at`
+// stakeholderColumns: failed_logins and locked_until (migration 1) are no
+// longer read or written: logins are slowed in memory (portal's login
+// backoff), never locked in the registry. A later migration drops them once
+// no replica of a release that reads them can still be serving.
+const stakeholderColumns = `id, name, role, acts_for, password_hash, created_at, disabled_at`
 
 func scanStakeholder(r row) (Stakeholder, error) {
 	var s Stakeholder
@@ -51,7 +53,7 @@ func scanStakeholder(r row) (Stakeholder, error) {
 // stakeholderDest is where stakeholderColumns scan to, so a join can read
 // a stakeholder in the same row as what refers to it.
 func stakeholderDest(s *Stakeholder) []any {
-	return []any{&s.ID, &s.Name, &s.Role, &s.ActsFor, &s.PasswordHash, &s.FailedLogins, &s.LockedUntil, &s.CreatedAt, &s.DisabledAt}
+	return []any{&s.ID, &s.Name, &s.Role, &s.ActsFor, &s.PasswordHash, &s.CreatedAt, &s.DisabledAt}
 }
 
 // stakeholderColumnsOf is stakeholderColumns qualified by a table alias.
@@ -119,42 +121,6 @@ func (s *Store) StakeholderBy(ctx context.Context, column, value string) (Stakeh
 		return st, fmt.Errorf("stakeholder: %w", err)
 	}
 	return st, nil
-}
-
-// LoginResult records a login attempt's outcome: a success clears the
-// failure count, the maxFailures-th failure in a row locks the account for
-// lockFor. It returns the lock in force after the update (nil when the
-// account is not locked at now), whoever set it: this attempt, or a
-// concurrent one that locked the account while this password was being
-// checked. A success does not lift such a lock; the caller refuses the
-// login while one is returned.
-func (s *Store) LoginResult(ctx context.Context, id string, ok bool, now time.Time, maxFailures int, lockFor time.Duration) (*time.Time, error) {
-	var locked *time.Time
-	err := s.tx(ctx, "login", func(q querier) error {
-		var failures int
-		locked = nil
-		if err := q.queryRow(ctx, `SELECT failed_logins, locked_until FROM stakeholders WHERE id = $1`, id).Scan(&failures, &locked); err != nil {
-			return err
-		}
-		if locked != nil && !now.Before(*locked) {
-			locked = nil // an expired lock is no lock
-		}
-		switch {
-		case ok && locked == nil:
-			failures = 0
-		case ok:
-			return nil // locked meanwhile: the success counts for nothing
-		default:
-			failures++
-			if failures >= maxFailures {
-				until := now.Add(lockFor).UTC()
-				locked, failures = &until, 0
-			}
-		}
-		_, err := q.exec(ctx, `UPDATE stakeholders SET failed_logins = $2, locked_until = $3 WHERE id = $1`, id, failures, locked)
-		return err
-	})
-	return locked, err
 }
 
 // ErrClaimLocked: too many wrong claim codes by this account (or from this
