@@ -252,7 +252,7 @@ func (s *Store) Device(ctx context.Context, id string) (Device, error) {
 // caller decides which of them the asker may see or claim): a lookup on
 // the devices_device_id index.
 func (s *Store) DevicesNamed(ctx context.Context, deviceID string) ([]Device, error) {
-	out, err := list(ctx, s, scanDevice, `SELECT `+deviceColumns+` FROM devices WHERE device_id = $1 ORDER BY id`, deviceID)
+	out, err := list(ctx, s, scanDevice, `SELECT `+deviceColumns+` FROM devices WHERE device_id = $1`, deviceID)
 	if err != nil {
 		return nil, fmt.Errorf("devices named %s: %w", deviceID, err)
 	}
