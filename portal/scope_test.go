@@ -8,8 +8,10 @@ import (
 	"fmt"
 	"io"
 	"net/http"
+	"net/netip"
 	"strings"
 	"testing"
+	"time"
 
 	"github.com/credfactory/credfactory/portal"
 	"github.com/credfactory/credfactory/store"
@@ -129,5 +131,38 @@ func TestDeviceReferences(t *testing.T) {
 	}
 	if d, err := p.Device(ctx, c.bob, "s-2"); err != nil || d.ManufacturerID != m2 {
 		t.Fatalf("bob's s-2 after the bulk claim: %+v %v", d, err)
+	}
+}
+
+// TestClaimSourceBackoff: wrong claim codes from one source address are
+// slowed whichever accounts send them: past the source's free attempts
+// (the account budget, 3 here) the next claim from that address waits,
+// right code or not, while the same claimant from another address goes
+// through; once the wait has passed the address is let through again.
+func TestClaimSourceBackoff(t *testing.T) {
+	c := newClaimEnv(t, func(cfg *portal.Config) { cfg.ClaimMaxFailuresAccount, cfg.ClaimMaxFailures = 3, 1000 })
+	ctx := context.Background()
+	p := c.env.portal
+	now := time.Now()
+	portal.SetClock(p, func() time.Time { return now })
+	c.upload(t, `[{"deviceId":"src-1"},{"deviceId":"src-2"}]`, "src-1", "src-2")
+	attacker, other := netip.MustParseAddr("192.0.2.1"), netip.MustParseAddr("198.51.100.7")
+	as := func(who portal.Principal, src netip.Addr) portal.Principal { who.Source = src; return who }
+	eve := portal.Principal{Stakeholder: c.env.stakeholder(t, "eve", store.RoleSubscriber, "eve password 123"), Via: "session"}
+	mallory := portal.Principal{Stakeholder: c.env.stakeholder(t, "mallory", store.RoleSubscriber, "mallory password1"), Via: "session"}
+	guess := portal.EnrolRequest{Proof: portal.Proof{ClaimCode: "WRONG-CODE-0000-0000"}}
+	for i, who := range []portal.Principal{eve, eve, mallory} {
+		_, err := p.Enrol(ctx, as(who, attacker), "src-1", guess)
+		wantAPIErr(t, fmt.Sprintf("wrong code %d", i+1), err, 403, "wrong_claim_code")
+	}
+	right := portal.EnrolRequest{Proof: portal.Proof{ClaimCode: c.codes["src-1"]}}
+	_, err := p.Enrol(ctx, as(c.bob, attacker), "src-1", right)
+	wantAPIErr(t, "the right code from the slowed address", err, 429, "claim_locked")
+	if _, err := p.Enrol(ctx, as(c.bob, other), "src-1", right); err != nil {
+		t.Fatalf("the right code from another address: %v", err)
+	}
+	now = now.Add(2 * time.Second)
+	if _, err := p.Enrol(ctx, as(c.bob, attacker), "src-2", portal.EnrolRequest{Proof: portal.Proof{ClaimCode: c.codes["src-2"]}}); err != nil {
+		t.Fatalf("the slowed address after its wait: %v", err)
 	}
 }
