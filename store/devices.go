@@ -248,6 +248,42 @@ func (s *Store) Device(ctx context.Context, id string) (Device, error) {
 	return d, nil
 }
 
+// backfillDeviceIDs gives every device without a device_id (each uploaded
+// before migration 16) its key as its device ID, a thousand rows per
+// transaction, so a registry of millions of devices is not rewritten in one
+// transaction (CockroachDB limits a transaction's size). Idempotent: only
+// rows still without one are touched.
+func backfillDeviceIDs(ctx context.Context, s *Store) error {
+	after := ""
+	for {
+		var ids []any
+		err := s.read(ctx, func(q querier) error {
+			ids = ids[:0]
+			return queryEach(ctx, q, `SELECT id FROM devices WHERE id > $1 AND device_id IS NULL ORDER BY id LIMIT 1000`, []any{after},
+				func(r rows) error {
+					var id string
+					err := r.Scan(&id)
+					ids = append(ids, id)
+					return err
+				})
+		})
+		if err != nil {
+			return fmt.Errorf("backfill device IDs: %w", err)
+		}
+		if len(ids) == 0 {
+			return nil
+		}
+		if err := s.tx(ctx, "backfill_device_ids", func(q querier) error {
+			st := inStmt(`UPDATE devices SET device_id = id WHERE device_id IS NULL AND id IN `, ids, -1)
+			_, err := q.exec(ctx, st.sql, st.args...)
+			return err
+		}); err != nil {
+			return fmt.Errorf("backfill device IDs: %w", err)
+		}
+		after = ids[len(ids)-1].(string)
+	}
+}
+
 // DevicesNamed returns every manufacturer's device of one device ID (the
 // caller decides which of them the asker may see or claim): a lookup on
 // the devices_device_id index.

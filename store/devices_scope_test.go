@@ -2,6 +2,7 @@ package store
 
 import (
 	"context"
+	"fmt"
 	"slices"
 	"testing"
 	"time"
@@ -116,14 +117,22 @@ func TestMigrationScopesExistingDevices(t *testing.T) {
 		if _, err := s.migrate(ctx, migrations[:before]); err != nil {
 			t.Fatal(err)
 		}
-		for _, id := range []string{"old-1", "old-2"} {
-			if err := s.tx(ctx, "test", func(q querier) error {
-				_, err := q.exec(ctx, `INSERT INTO devices (id, manufacturer_id, tenant, claim_code_hash, state, created_at, updated_at)
-					VALUES ($1, 'm1', 'm1', $2, 'pre-enrolled', $3, $3)`, id, []byte("code-"+id), t0)
-				return err
-			}); err != nil {
-				t.Fatal(err)
+		// old-1 and old-2, and enough others that the backfill takes
+		// several pages.
+		ids := []string{"old-1", "old-2"}
+		for i := range 2300 {
+			ids = append(ids, fmt.Sprintf("bulk-old-%05d", i))
+		}
+		if err := s.tx(ctx, "test", func(q querier) error {
+			for _, id := range ids {
+				if _, err := q.exec(ctx, `INSERT INTO devices (id, manufacturer_id, tenant, claim_code_hash, state, created_at, updated_at)
+					VALUES ($1, 'm1', 'm1', $2, 'pre-enrolled', $3, $3)`, id, []byte("code-"+id), t0); err != nil {
+					return err
+				}
 			}
+			return nil
+		}); err != nil {
+			t.Fatal(err)
 		}
 		e := Enrolment{TokenHash: randomBytes(32), DeviceID: "old-1", AssignedID: "Sold1", StakeholderID: "m1", Tenant: "m1",
 			ExpectTenant: "m1", Mode: ModeUntrusted, ExpiresAt: t0.Add(time.Hour), CreatedAt: t0}
@@ -137,7 +146,7 @@ func TestMigrationScopesExistingDevices(t *testing.T) {
 		var backfilled int
 		if err := s.read(ctx, func(q querier) error {
 			return q.queryRow(ctx, `SELECT COUNT(*) FROM devices WHERE device_id = id`).Scan(&backfilled)
-		}); err != nil || backfilled != 2 {
+		}); err != nil || backfilled != len(ids) {
 			t.Fatalf("rows with device_id = id: %d %v", backfilled, err)
 		}
 		d, err := s.Device(ctx, "old-1")

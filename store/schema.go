@@ -432,18 +432,19 @@ var migrations = []migration{{
 	// audit trail point at): the device ID itself for every existing row
 	// and for the first upload of an ID, manufacturer_id "/" device ID for
 	// another manufacturer's device of the same ID (store/devices.go).
-	// Existing rows keep their keys, so nothing that points at them moves.
-	// Versions 13 to 15 are other changes' to take.
+	// Existing rows keep their keys, so nothing that points at them moves;
+	// the backfill copies each key into device_id a page at a time, not in
+	// one transaction over the whole table. Versions 13 to 15 are other changes' to take.
 	version: 16,
 	name:    "device_ids_per_manufacturer",
 	stmts: []string{
 		`ALTER TABLE devices ADD COLUMN {{if_not_exists}} device_id {{key}}`,
-		`UPDATE devices SET device_id = id WHERE device_id IS NULL`,
 		`CREATE UNIQUE INDEX IF NOT EXISTS devices_manufacturer_device ON devices (manufacturer_id, device_id)`,
 		`CREATE INDEX IF NOT EXISTS devices_device_id ON devices (device_id)`,
 		`CREATE INDEX IF NOT EXISTS devices_tenant_device ON devices (tenant, device_id)`,
 		`CREATE INDEX IF NOT EXISTS devices_tenant_state_device ON devices (tenant, state, device_id)`,
 	},
+	backfill: backfillDeviceIDs,
 }}
 
 // ddl runs one idempotent schema statement. Replicas that start together
