@@ -101,7 +101,7 @@ type DeviceView struct {
 
 // ViewDevice is the API's view of a device.
 func ViewDevice(d store.Device) DeviceView {
-	v := DeviceView{DeviceID: d.ID, State: d.State, ManufacturerID: d.ManufacturerID, HasClaimCode: len(d.ClaimCodeHash) > 0,
+	v := DeviceView{DeviceID: d.DeviceID, State: d.State, ManufacturerID: d.ManufacturerID, HasClaimCode: len(d.ClaimCodeHash) > 0,
 		CreatedAt: d.CreatedAt, UpdatedAt: d.UpdatedAt}
 	if d.AssignedID != nil {
 		v.AssignedID = *d.AssignedID
@@ -146,7 +146,7 @@ func (p *Portal) apiDevices(ctx *fasthttp.RequestCtx) error {
 		out.Devices = append(out.Devices, ViewDevice(d))
 	}
 	if len(ds) == f.Limit {
-		out.Next = ds[len(ds)-1].ID
+		out.Next = ds[len(ds)-1].DeviceID
 	}
 	return httpapi.JSON(ctx, http.StatusOK, out)
 }
@@ -243,8 +243,12 @@ func (p *Portal) apiRelease(ctx *fasthttp.RequestCtx) error {
 	if err != nil {
 		return err
 	}
-	return httpapi.JSON(ctx, http.StatusOK, map[string]any{"deviceId": id, "state": store.DevicePreEnrolled,
-		"revoked": append([]string{}, out.Revoked...), "cancelledTokens": out.Cancelled})
+	resp := map[string]any{"deviceId": id, "state": store.DevicePreEnrolled,
+		"revoked": append([]string{}, out.Revoked...), "cancelledTokens": out.Cancelled}
+	if out.ClaimCode != "" {
+		resp["claimCode"] = out.ClaimCode // shown once: only its keyed hash is kept
+	}
+	return httpapi.JSON(ctx, http.StatusOK, resp)
 }
 
 func (p *Portal) apiRevoke(ctx *fasthttp.RequestCtx) error {

@@ -150,6 +150,14 @@ func (p *Portal) Authenticate(ctx *fasthttp.RequestCtx, allowOBF bool) (Principa
 // has no X-CSRF-Token header. A streamed multipart form cannot be read with
 // ctx.FormValue: its page reads the token from the form's first part.
 func (p *Portal) authenticate(ctx *fasthttp.RequestCtx, allowOBF bool, formCSRF func() []byte) (Principal, error) {
+	who, err := p.principal(ctx, allowOBF, formCSRF)
+	if err == nil {
+		who.Source = p.cfg.Limits.Source(ctx)
+	}
+	return who, err
+}
+
+func (p *Portal) principal(ctx *fasthttp.RequestCtx, allowOBF bool, formCSRF func() []byte) (Principal, error) {
 	now := p.now()
 	if auth := string(ctx.Request.Header.Peek("Authorization")); auth != "" {
 		key, ok := strings.CutPrefix(auth, "Bearer ")

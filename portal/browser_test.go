@@ -235,7 +235,7 @@ func TestBrowserEnrolment(t *testing.T) {
 	screenshot("devices-search")
 
 	// 6. Open a device.
-	must("open device", chromedp.Do(ctx, chromedp.Click(chromedp.CSS(`#devices a[href="/devices/lamp-0002"]`)),
+	must("open device", chromedp.Do(ctx, chromedp.Click(chromedp.CSS(`#devices a[href^="/devices/lamp-0002@"]`)),
 		chromedp.WaitVisible(chromedp.ID("device-id"))))
 	wantText("#device-id", "lamp-0002")
 	wantText("#device-state", "pre-enrolled")

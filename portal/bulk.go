@@ -14,12 +14,14 @@ import (
 	"io"
 	"net/http"
 	"regexp"
+	"slices"
 	"strconv"
 	"strings"
 	"sync/atomic"
 	"time"
 
 	"github.com/credfactory/credfactory/apierr"
+	"github.com/credfactory/credfactory/ratelimit"
 	"github.com/credfactory/credfactory/store"
 )
 
@@ -190,15 +192,18 @@ func (b *BulkPlan) BatchID() string { return b.req.BatchID }
 
 // bulkRow is a row as read, before the registry decides on it.
 type bulkRow struct {
-	n        int
-	row      BulkRow
-	id       string
-	problem  *apierr.Error // refused before the registry: bad shape or duplicate
-	kind     string        // "", "claim" or "nonce"
-	code     string
-	sig      []byte
-	claimMAC []byte
-	token    string
+	n   int
+	row BulkRow
+	// ref is the row's deviceId as given: "deviceId" or
+	// "deviceId@manufacturerId"; id and mfr are its parts, key the
+	// registry key of the device it resolved to (resolve).
+	ref, id, mfr, key string
+	problem           *apierr.Error // refused before the registry: bad shape or duplicate
+	kind              string        // "", "claim" or "nonce"
+	code              string
+	sig               []byte
+	claimMAC          []byte
+	token             string
 }
 
 // Run reads rows from next, a chunk at a time, and calls emit with each
@@ -336,10 +341,11 @@ func (b *BulkPlan) prepare(ctx context.Context, index int, rows []bulkRow, seen 
 			pr = *r.row.Proof
 		}
 		fp.Write(lengthPrefixed(strconv.Itoa(r.n), r.row.DeviceID, pr.ClaimCode, pr.Nonce, pr.Signature, strconv.FormatBool(pr.Vouch)))
-		r.id = strings.TrimSpace(r.row.DeviceID)
+		r.ref = strings.TrimSpace(r.row.DeviceID)
+		r.id, r.mfr, _ = strings.Cut(r.ref, "@")
 		r.problem = checkBulkRow(r, pr)
 		if r.problem == nil {
-			h := maphash.String(seed, r.id)
+			h := maphash.String(seed, r.ref)
 			if first, dup := seen[h]; dup {
 				r.problem = apierr.New(http.StatusConflict, errDuplicateInBulk, fmt.Sprintf("the device is already in row %d of this request", first))
 			} else {
@@ -365,18 +371,80 @@ func (b *BulkPlan) prepare(ctx context.Context, index int, rows []bulkRow, seen 
 			rows[i].claimMAC = macs[j]
 		}
 	}
+	if err := b.resolve(ctx, rows); err != nil {
+		return nil, err
+	}
 	for i := range rows {
 		r := &rows[i]
 		if r.problem != nil {
 			continue
 		}
 		mac := hmac.New(sha256.New, b.tokenKey)
-		mac.Write([]byte(r.id))
+		mac.Write([]byte(r.ref))
 		r.token = base64.RawURLEncoding.EncodeToString(mac.Sum(nil))
-		pc.items = append(pc.items, store.BulkItem{DeviceID: r.id, TokenHash: sha(r.token)})
+		pc.items = append(pc.items, store.BulkItem{DeviceID: r.key, TokenHash: sha(r.token)})
 		pc.itemRows = append(pc.itemRows, i)
 	}
 	return pc, nil
+}
+
+// resolve finds the registry key of each valid row's device, as the single
+// route does (Portal.enrollable): the one the caller sees, else the one
+// claimable device of the ID, else among several claimable ones the one
+// whose claim code the row carries; naming the manufacturer
+// (deviceId@manufacturerId) narrows the choice. A row naming several with
+// nothing to tell them apart is refused as ambiguous. The transaction
+// decides on the device again (decide): this only picks which one.
+func (b *BulkPlan) resolve(ctx context.Context, rows []bulkRow) error {
+	var ids []string
+	for i := range rows {
+		if rows[i].problem == nil {
+			ids = append(ids, rows[i].id)
+		}
+	}
+	if len(ids) == 0 {
+		return nil
+	}
+	named, err := b.p.st.DevicesNamedIn(ctx, ids)
+	if err != nil {
+		return err
+	}
+	for i := range rows {
+		r := &rows[i]
+		if r.problem != nil {
+			continue
+		}
+		r.key = r.id // nothing of that name: the transaction finds no device
+		ds := named[r.id]
+		if r.mfr != "" {
+			ds = slices.DeleteFunc(ds, func(d store.Device) bool { return d.ManufacturerID != r.mfr })
+		}
+		d, ok, err := visible(b.who, ds)
+		var ae *apierr.Error
+		switch {
+		case errors.As(err, &ae):
+			r.problem = ae
+			continue
+		case ok:
+			r.key = d.ID
+			continue
+		}
+		ds = slices.DeleteFunc(ds, func(d store.Device) bool { return !claimable(d) })
+		switch {
+		case len(ds) == 1:
+			r.key = ds[0].ID
+		case len(ds) > 1 && r.kind != "claim":
+			r.problem = errAmbiguousDevice
+		case len(ds) > 1:
+			r.key = ds[0].ID
+			for _, d := range ds {
+				if len(d.ClaimCodeHash) > 0 && subtle.ConstantTimeCompare(r.claimMAC, d.ClaimCodeHash) == 1 {
+					r.key = d.ID
+				}
+			}
+		}
+	}
+	return nil
 }
 
 // commit records a prepared chunk in one transaction and answers its rows.
@@ -397,6 +465,12 @@ func (b *BulkPlan) commit(ctx context.Context, pc *preparedChunk) ([]BulkResult,
 		}
 	}
 	b.precharged = 0
+	src := ratelimit.AddrOf(who.Source)
+	claims := slices.ContainsFunc(rows, func(r bulkRow) bool { return r.problem == nil && strings.HasPrefix(r.kind, "claim") })
+	if wait := p.claimSources.Wait(src); claims && wait > 0 {
+		return nil, &apierr.Error{Status: http.StatusTooManyRequests, Code: "claim_locked",
+			Message: "too many wrong claim codes from this address: try again later", RetryAfter: int(wait.Seconds()) + 1}
+	}
 	var outs []store.BulkOutcome
 	if len(pc.items) > 0 {
 		now := p.now()
@@ -411,6 +485,11 @@ func (b *BulkPlan) commit(ctx context.Context, pc *preparedChunk) ([]BulkResult,
 		}
 		if err != nil {
 			return nil, err
+		}
+		for _, o := range outs {
+			if errors.Is(o.Err, errWrongClaim) {
+				p.claimSources.Failed(src)
+			}
 		}
 	}
 
@@ -446,8 +525,8 @@ func (b *BulkPlan) commit(ctx context.Context, pc *preparedChunk) ([]BulkResult,
 // checkBulkRow checks a row's shape: its device ID and that its proof is
 // one the bulk route takes.
 func checkBulkRow(r *bulkRow, pr Proof) *apierr.Error {
-	if !deviceIDPattern.MatchString(r.id) {
-		return apierr.New(http.StatusBadRequest, "bad_device_id", "deviceId must be 1-128 letters, digits, '.', '_', ':' or '-'")
+	if !deviceIDPattern.MatchString(r.id) || strings.Contains(r.mfr, "@") {
+		return apierr.New(http.StatusBadRequest, "bad_device_id", "deviceId must be 1-128 letters, digits, '.', '_', ':' or '-', optionally followed by @manufacturerId")
 	}
 	switch {
 	case pr.Vouch:

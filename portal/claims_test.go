@@ -27,6 +27,8 @@ type claimEnv struct {
 	env        *pageEnv
 	maker, bob portal.Principal
 	bobOBF     portal.Principal
+	// codes are the claim codes the releases in upload handed out.
+	codes map[string]string
 }
 
 func newClaimEnv(t *testing.T, mod func(*portal.Config)) *claimEnv {
@@ -36,11 +38,13 @@ func newClaimEnv(t *testing.T, mod func(*portal.Config)) *claimEnv {
 	bob := env.stakeholder(t, "bob", store.RoleSubscriber, "bob password 12")
 	obf := &store.OBF{ID: "obf-bob", StakeholderID: bob.ID, Name: "bob's OBF", Trusted: true}
 	return &claimEnv{env: env, maker: portal.Principal{Stakeholder: maker, Via: "session"},
-		bob: portal.Principal{Stakeholder: bob, Via: "session"}, bobOBF: portal.Principal{Stakeholder: bob, Via: "obf", OBF: obf}}
+		bob: portal.Principal{Stakeholder: bob, Via: "session"}, bobOBF: portal.Principal{Stakeholder: bob, Via: "obf", OBF: obf},
+		codes: map[string]string{}}
 }
 
 // upload pre-enrols devices (JSON rows) as the maker; release releases each
-// (as its holder, the maker), which makes it claimable.
+// (as its holder, the maker), which makes it claimable, with a fresh claim
+// code (kept in c.codes); a name prefixed "-" is released with none.
 func (c *claimEnv) upload(t *testing.T, rows string, release ...string) {
 	t.Helper()
 	ctx := context.Background()
@@ -49,9 +53,15 @@ func (c *claimEnv) upload(t *testing.T, rows string, release ...string) {
 		t.Fatalf("upload: %+v %v", rep, err)
 	}
 	for _, id := range release {
-		if _, err := c.env.portal.Release(ctx, c.maker, id, portal.ReleaseRequest{}); err != nil {
-			t.Fatalf("release %s: %v", id, err)
+		req := portal.ReleaseRequest{}
+		if bare, ok := strings.CutPrefix(id, "-"); ok {
+			id, req.NewClaimCode = bare, new(bool)
 		}
+		out, err := c.env.portal.Release(ctx, c.maker, id, req)
+		if err != nil || (out.ClaimCode == "") != (req.NewClaimCode != nil) {
+			t.Fatalf("release %s: %+v %v", id, out, err)
+		}
+		c.codes[id] = out.ClaimCode
 	}
 }
 
@@ -103,7 +113,7 @@ func TestClaimNeedsProofOfControl(t *testing.T) {
 func TestClaimLeaksNothing(t *testing.T) {
 	c := newClaimEnv(t, nil)
 	ctx := context.Background()
-	c.upload(t, `[{"deviceId":"l-bare"},{"deviceId":"l-code","claimCode":"label-l-code"}]`, "l-bare", "l-code")
+	c.upload(t, `[{"deviceId":"l-bare"},{"deviceId":"l-code","claimCode":"label-l-code"}]`, "-l-bare", "l-code")
 	p := c.env.portal
 	for _, tc := range []struct {
 		name, device string
@@ -147,11 +157,17 @@ func TestClaimOnlyAfterRelease(t *testing.T) {
 	if _, err := p.Enrol(ctx, c.maker, "r-1", code); err != nil {
 		t.Fatalf("the maker's own token: %v", err)
 	}
-	if _, err := p.Release(ctx, c.maker, "r-1", portal.ReleaseRequest{}); err != nil {
+	rel, err := p.Release(ctx, c.maker, "r-1", portal.ReleaseRequest{})
+	if err != nil {
 		t.Fatal(err)
 	}
+	// The label's code no longer claims it (whoever read the label before
+	// the release, its releasing holder included); the new one does.
+	_, err = p.Enrol(ctx, c.bob, "r-1", code)
+	wantAPIErr(t, "claiming with the label's code after the release", err, 403, "wrong_claim_code")
+	code = portal.EnrolRequest{Proof: portal.Proof{ClaimCode: rel.ClaimCode}}
 	if _, err := p.Enrol(ctx, c.bob, "r-1", code); err != nil {
-		t.Fatalf("claiming the released device: %v", err)
+		t.Fatalf("claiming the released device with its new code: %v", err)
 	}
 	detail, err := p.Detail(ctx, c.bob, "r-1")
 	if err != nil {

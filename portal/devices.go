@@ -14,6 +14,7 @@ import (
 	"math"
 	"net/http"
 	"regexp"
+	"slices"
 	"strings"
 	"unicode"
 	"unicode/utf8"
@@ -215,14 +216,12 @@ func (p *Portal) Upload(ctx context.Context, who Principal, next RowReader) (Upl
 		if err != nil {
 			return storeErr(err)
 		}
-		for i, o := range outcomes {
+		for _, o := range outcomes {
 			switch o {
 			case store.Inserted:
 				report.Inserted++
 			case store.Unchanged:
 				report.Unchanged++
-			case store.Taken:
-				report.reject(rows[i], chunk[i].ID, "the device ID is registered by another manufacturer")
 			}
 		}
 		report.Accepted = report.Inserted + report.Unchanged
@@ -395,14 +394,65 @@ func (p *Portal) Devices(ctx context.Context, who Principal, f store.DeviceFilte
 	return ds, storeErr(err)
 }
 
-// Device returns one of the caller's devices; another tenant's device is
-// not found, exactly like a device that does not exist.
-func (p *Portal) Device(ctx context.Context, who Principal, id string) (store.Device, error) {
-	d, err := p.st.Device(ctx, id)
-	if errors.Is(err, store.ErrNotFound) || err == nil && !who.sees(d.Tenant) {
+// errAmbiguousDevice: the caller sees (or may claim) devices of this ID from
+// more than one manufacturer, which only the caller's own view can show.
+var errAmbiguousDevice = apierr.New(http.StatusConflict, "ambiguous_device_id",
+	"devices of this ID from more than one manufacturer: name one as deviceId@manufacturerId")
+
+// named finds the devices a reference names: "deviceId" (any
+// manufacturer's) or "deviceId@manufacturerId". Device IDs are per
+// manufacturer (docs/ownership.md "Device IDs per manufacturer"); who may see which of
+// them is the caller's to decide.
+func (p *Portal) named(ctx context.Context, ref string) ([]store.Device, error) {
+	id, manufacturer, scoped := strings.Cut(ref, "@")
+	if !deviceIDPattern.MatchString(id) {
+		return nil, nil
+	}
+	ds, err := p.st.DevicesNamed(ctx, id)
+	if err != nil {
+		return nil, storeErr(err)
+	}
+	if scoped {
+		ds = slices.DeleteFunc(ds, func(d store.Device) bool { return d.ManufacturerID != manufacturer })
+	}
+	return ds, nil
+}
+
+// visible picks the one device among ds the caller sees: none is not
+// found, more than one (the caller holds one ID from two manufacturers) is
+// ambiguous.
+func visible(who Principal, ds []store.Device) (store.Device, bool, error) {
+	var out []store.Device
+	for _, d := range ds {
+		if who.sees(d.Tenant) {
+			out = append(out, d)
+		}
+	}
+	switch len(out) {
+	case 0:
+		return store.Device{}, false, nil
+	case 1:
+		return out[0], true, nil
+	}
+	return store.Device{}, false, errAmbiguousDevice
+}
+
+// Device returns one of the caller's devices by reference (named); another
+// tenant's device is not found, exactly like a device that does not exist,
+// whatever its manufacturer.
+func (p *Portal) Device(ctx context.Context, who Principal, ref string) (store.Device, error) {
+	ds, err := p.named(ctx, ref)
+	if err != nil {
+		return store.Device{}, err
+	}
+	d, ok, err := visible(who, ds)
+	if err != nil {
+		return store.Device{}, err
+	}
+	if !ok {
 		return store.Device{}, errDeviceNotFound
 	}
-	return d, storeErr(err)
+	return d, nil
 }
 
 // DeviceDetail is a device with its credentials, enrolments and audit trail.

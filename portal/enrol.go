@@ -18,6 +18,7 @@ import (
 	"time"
 
 	"github.com/credfactory/credfactory/apierr"
+	"github.com/credfactory/credfactory/ratelimit"
 	"github.com/credfactory/credfactory/store"
 )
 
@@ -61,14 +62,14 @@ var (
 )
 
 // Nonce issues a fresh nonce for proof of control by the device's existing
-// certificate; it replaces any earlier one and is good once.
+// certificate, for the caller alone: it replaces the caller's own earlier
+// one, never another claimant's, and is good once.
 func (p *Portal) Nonce(ctx context.Context, who Principal, deviceID string) (string, time.Time, error) {
-	// A nonce writes the registry and replaces any claimant's earlier one,
-	// so it counts against the tenant's token limit like a token does.
+	// A nonce writes the registry, so it counts against the tenant's token limit like a token does.
 	if err := p.cfg.Limits.TokenTenant.Check(who.Stakeholder.Tenant()); err != nil {
 		return "", time.Time{}, err
 	}
-	d, tenant, err := p.enrollable(ctx, who, deviceID)
+	d, tenant, err := p.enrollable(ctx, who, deviceID, "")
 	if err != nil {
 		return "", time.Time{}, err
 	}
@@ -79,8 +80,13 @@ func (p *Portal) Nonce(ctx context.Context, who Principal, deviceID string) (str
 		return "", time.Time{}, apierr.New(http.StatusConflict, "no_device_certificate", "this device was pre-enrolled without a certificate: prove control with its claim code")
 	}
 	nonce := randomToken()
-	expires := p.now().Add(p.cfg.NonceTTL)
-	if err := p.st.SetNonce(ctx, d.ID, sha(nonce), expires); err != nil {
+	now := p.now()
+	expires := now.Add(p.cfg.NonceTTL)
+	switch err := p.st.SetNonce(ctx, d.ID, who.Stakeholder.ID, sha(nonce), expires, now, p.cfg.MaxNoncesPerDevice); {
+	case errors.Is(err, store.ErrTooManyNonces):
+		return "", time.Time{}, &apierr.Error{Status: http.StatusTooManyRequests, Code: "too_many_nonces",
+			Message: "this device has as many outstanding nonces as it may hold: try again when one expires", RetryAfter: int(p.cfg.NonceTTL.Seconds())}
+	case err != nil:
 		return "", time.Time{}, storeErr(err)
 	}
 	return nonce, expires, nil
@@ -99,7 +105,7 @@ func (p *Portal) Enrol(ctx context.Context, who Principal, deviceID string, req 
 	if err := p.cfg.Limits.TokenTenant.Check(who.Stakeholder.Tenant()); err != nil {
 		return Bundle{}, err
 	}
-	d, tenant, err := p.enrollable(ctx, who, deviceID)
+	d, tenant, err := p.enrollable(ctx, who, deviceID, strings.TrimSpace(req.Proof.ClaimCode))
 	if err != nil {
 		return Bundle{}, err
 	}
@@ -190,8 +196,11 @@ func (p *Portal) Enrol(ctx context.Context, who Principal, deviceID string, req 
 // must apply (store.IssueToken): the code is compared first and counted in
 // the same transaction as the token, so a request costs one commit.
 // Locks are looked at before the comparison, and a wrong code is counted
-// in a transaction that refuses it if the device or account is locked by
-// then: a locked caller learns nothing from the answer.
+// in a transaction that refuses it if the account is locked by then: a
+// locked caller learns nothing from the answer. Wrong codes throttle the
+// claimant (its account, and its source address) and never the device, so
+// an attacker cannot keep the owner or a rightful claimant out
+// (store/claims.go has the device's ceiling).
 func (p *Portal) checkProof(ctx context.Context, who Principal, d store.Device, tenant string, proof Proof) (*store.ClaimCheck, error) {
 	claim := tenant != d.Tenant
 	n := 0
@@ -216,16 +225,22 @@ func (p *Portal) checkProof(ctx context.Context, who Principal, d store.Device, 
 		// counted by a transaction that first checks the locks, and a right
 		// one by the token's, which checks them too; in any serial order of
 		// those transactions, the ones after the limit are refused.
+		src := ratelimit.AddrOf(who.Source)
+		if wait := p.claimSources.Wait(src); wait > 0 {
+			return nil, &apierr.Error{Status: http.StatusTooManyRequests, Code: "claim_locked",
+				Message: "too many wrong claim codes from this address: try again later", RetryAfter: int(wait.Seconds()) + 1}
+		}
 		if locked, err := p.st.ClaimLocked(ctx, d.ID, who.Stakeholder.ID, now); err != nil {
 			return nil, storeErr(err)
 		} else if locked {
 			return nil, errClaimLocked
 		}
-		h, err := p.claimHash(ctx, d.ID, strings.TrimSpace(proof.ClaimCode))
+		h, err := p.claimHash(ctx, d.DeviceID, strings.TrimSpace(proof.ClaimCode))
 		if err != nil {
 			return nil, err
 		}
 		if subtle.ConstantTimeCompare(h, d.ClaimCodeHash) != 1 {
+			p.claimSources.Failed(src)
 			err := p.st.ClaimFailure(ctx, d.ID, who.Stakeholder.ID, now, p.cfg.ClaimMaxFailures, p.cfg.ClaimMaxFailuresAccount, p.cfg.ClaimLockout,
 				store.AuditEvent{At: now, Tenant: d.Tenant, Actor: who.actor(), Action: "device.claim_failure", Subject: d.ID, Detail: map[string]any{}})
 			switch {
@@ -266,7 +281,7 @@ func (p *Portal) checkProof(ctx context.Context, who Principal, d store.Device, 
 	if err != nil {
 		return nil, err
 	}
-	ok, err := p.st.TakeNonce(ctx, d.ID, sha(proof.Nonce), now)
+	ok, err := p.st.TakeNonce(ctx, d.ID, who.Stakeholder.ID, sha(proof.Nonce), now)
 	if err != nil {
 		return nil, storeErr(err)
 	}

@@ -485,7 +485,7 @@ func (p *Portal) devicesView(ctx *fasthttp.RequestCtx, who Principal, f store.De
 	}
 	if len(ds) > devicesPerPage {
 		ds = ds[:devicesPerPage]
-		d.Next = ds[len(ds)-1].ID
+		d.Next = ds[len(ds)-1].DeviceID
 	}
 	d.Devices = ds
 	return v, http.StatusOK, nil
@@ -626,11 +626,14 @@ func (p *Portal) pageRelease(ctx *fasthttp.RequestCtx) error {
 	}
 	id := httpapi.Param(ctx, "deviceId")
 	args := ctx.PostArgs()
-	_, err = p.Release(ctx, who, id, ReleaseRequest{Reason: string(args.Peek("reason")), RevocationReason: string(args.Peek("revocationReason"))})
+	out, err := p.Release(ctx, who, id, ReleaseRequest{Reason: string(args.Peek("reason")), RevocationReason: string(args.Peek("revocationReason"))})
 	if err != nil {
 		return p.deviceError(ctx, who, id, "", "The device was not released: ", err)
 	}
-	redirect(ctx, "/devices?released="+url.QueryEscape(id))
+	// The new claim code is shown on this answer only (not a redirect: a
+	// URL would put it in history and logs).
+	render(ctx, http.StatusOK, "released", newView(&who, "Device released", "devices",
+		map[string]any{"DeviceID": id, "ClaimCode": out.ClaimCode, "Revoked": len(out.Revoked)}))
 	return nil
 }
 

@@ -9,6 +9,7 @@ import (
 	"encoding/hex"
 	"errors"
 	"net/http"
+	"net/netip"
 	"time"
 
 	"github.com/credfactory/credfactory/apierr"
@@ -47,11 +48,16 @@ type Config struct {
 	TokenTTL   time.Duration
 	SessionTTL time.Duration
 	NonceTTL   time.Duration
-	// ClaimMaxFailures wrong claim codes lock a device; an account is
+	// ClaimMaxFailures is a device's ceiling: past that many wrong claim
+	// codes since its last claim, a claimant's next wrong code locks the
+	// claimant at once (the device itself is never locked). An account is
 	// locked after ClaimMaxFailuresAccount, across all its devices.
 	ClaimMaxFailures        int
 	ClaimMaxFailuresAccount int
 	ClaimLockout            time.Duration
+	// MaxNoncesPerDevice bounds a device's outstanding proof-of-control
+	// nonces, one per claimant (docs/ownership.md).
+	MaxNoncesPerDevice int
 	// Limits are the rate limits on logins and token issuance (README
 	// "Rate limits"); the zero value limits nothing.
 	Limits ratelimit.Limits
@@ -89,6 +95,9 @@ func (c *Config) defaults() {
 	if c.ClaimLockout == 0 {
 		c.ClaimLockout = 15 * time.Minute
 	}
+	if c.MaxNoncesPerDevice == 0 {
+		c.MaxNoncesPerDevice = 16
+	}
 	if c.MaxConcurrentUploads == 0 {
 		c.MaxConcurrentUploads = 4
 	}
@@ -111,7 +120,10 @@ type Portal struct {
 	// loginPairs and loginNames slow failing logins (newLoginBackoff).
 	loginPairs *ratelimit.Backoff[loginPair]
 	loginNames *ratelimit.Backoff[string]
-	touches    keyTouches
+	// claimSources slows wrong claim codes per source address, beside the
+	// account's budget (store/claims.go).
+	claimSources *ratelimit.Backoff[ratelimit.Addr]
+	touches      keyTouches
 }
 
 // New builds a Portal. obfCA certifies trusted OBFs' mTLS keys (issuing is
@@ -124,6 +136,12 @@ func New(cfg Config, st *store.Store, claimKey Keyed, issuing, obfCA *ca.CA, obf
 	p.loginPairs, p.loginNames = newLoginBackoff()
 	p.loginPairs.Now = func() time.Time { return p.now() }
 	p.loginNames.Now = p.loginPairs.Now
+	// A source may mistype as often as an account may (its budget), then
+	// waits 1 s, doubled per further wrong code up to the lockout: never
+	// locked, so many claimants behind one NAT address are slowed, not
+	// shut out.
+	p.claimSources = &ratelimit.Backoff[ratelimit.Addr]{Free: cfg.ClaimMaxFailuresAccount, Base: time.Second, Max: cfg.ClaimLockout,
+		Forget: 4 * cfg.ClaimLockout, MaxKeys: 100_000, Now: p.loginPairs.Now}
 	if cfg.TrustAnchor != nil {
 		fp := sha256.Sum256(cfg.TrustAnchor.Raw)
 		p.anchorPEM = string(ca.EncodeCertsPEM([]*x509.Certificate{cfg.TrustAnchor}))
@@ -143,6 +161,9 @@ type Principal struct {
 	// Key and Scopes are the API key a caller authenticated with.
 	Key    *store.APIKey
 	Scopes []string
+	// Source is the client's address (ratelimit.Limits.Source), for the
+	// per-source claim throttle.
+	Source netip.Addr
 }
 
 // Tenant is the tenant the caller works in; "" for an sp-admin, who sees all.

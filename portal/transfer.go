@@ -2,8 +2,11 @@ package portal
 
 import (
 	"context"
+	"crypto/rand"
+	"crypto/subtle"
 	"errors"
 	"net/http"
+	"slices"
 	"strings"
 
 	"github.com/credfactory/credfactory/apierr"
@@ -21,6 +24,38 @@ type ReleaseRequest struct {
 	// RevocationReason is the RFC 5280 CRLReason name the credentials are
 	// revoked with; default affiliationChanged (the owner changed).
 	RevocationReason string `json:"revocationReason,omitempty"`
+	// NewClaimCode false releases the device with no claim code at all
+	// (it is then claimed by a nonce signed with its own key, or after its
+	// manufacturer releases it again for a code); default true: a fresh
+	// code for the releasing party to hand to the next owner.
+	NewClaimCode *bool `json:"newClaimCode,omitempty"`
+}
+
+// ReleaseResult is a release's outcome and, when one was made, the
+// device's new claim code: shown this once, stored only as its keyed hash.
+type ReleaseResult struct {
+	store.Released
+	ClaimCode string
+}
+
+// claimCodeAlphabet is Crockford's base32 (no I, L, O, U): read off a
+// screen and typed again without ambiguity.
+const claimCodeAlphabet = "0123456789ABCDEFGHJKMNPQRSTVWXYZ"
+
+// newClaimCode is 16 characters of claimCodeAlphabet (80 random bits) in
+// groups of four: far above minClaimCodeBits, so the claim throttles
+// (store/claims.go) hold any online guessing far below one success.
+func newClaimCode() string {
+	b := make([]byte, 16)
+	_, _ = rand.Read(b) // crypto/rand.Read never fails (Go 1.24+)
+	var out strings.Builder
+	for i, c := range b {
+		if i > 0 && i%4 == 0 {
+			out.WriteByte('-')
+		}
+		out.WriteByte(claimCodeAlphabet[c&31])
+	}
+	return out.String()
 }
 
 // RevokeRequest revokes one credential of a device (CredentialID), the
@@ -40,41 +75,58 @@ var errCredentialNotFound = apierr.New(http.StatusNotFound, "credential_not_foun
 // Release hands a device back (store.Release): its credentials are revoked,
 // its open tokens cancelled, and it returns, pre-enrolled and unowned, to
 // its manufacturer, to be claimed afresh by whoever proves control of it.
+// The old claim code stops working: the release brings a fresh one (the
+// result's ClaimCode, for the releasing party to hand over) or, asked to,
+// none (docs/ownership.md). A manufacturer holding a released device
+// releases it again to issue another code.
 // The device's owner (its subscriber, or the manufacturer while it still
 // holds it) may release it, and an sp-admin may force it; another tenant
 // gets 404, exactly as for a device that does not exist.
-func (p *Portal) Release(ctx context.Context, who Principal, deviceID string, req ReleaseRequest) (store.Released, error) {
+func (p *Portal) Release(ctx context.Context, who Principal, deviceID string, req ReleaseRequest) (ReleaseResult, error) {
 	d, err := p.Device(ctx, who, deviceID)
 	if err != nil {
-		return store.Released{}, err
+		return ReleaseResult{}, err
 	}
 	// An installer works on the subscriber's devices but does not give them
 	// away; a trusted OBF acts for a device, never on its ownership.
 	if who.Via == "obf" {
-		return store.Released{}, errForbidden
+		return ReleaseResult{}, errForbidden
 	}
 	if err := requireRole(who, store.RoleSubscriber, store.RoleManufacturer, store.RoleSPAdmin); err != nil {
-		return store.Released{}, err
+		return ReleaseResult{}, err
 	}
 	note := strings.TrimSpace(req.Reason)
 	if len(note) > maxNote {
-		return store.Released{}, apierr.New(http.StatusBadRequest, "bad_reason", "the reason is at most 500 characters")
+		return ReleaseResult{}, apierr.New(http.StatusBadRequest, "bad_reason", "the reason is at most 500 characters")
 	}
 	code := crlreason.AffiliationChanged
 	if req.RevocationReason != "" {
 		if code, err = maf.ParseReason(req.RevocationReason); err != nil {
-			return store.Released{}, err
+			return ReleaseResult{}, err
 		}
 	}
-	out, err := p.st.Release(ctx, store.Release{DeviceID: d.ID, Tenant: who.Tenant(), Reason: code, Note: note,
-		Actor: who.actor(), At: p.now()})
-	if err == nil && len(out.Revoked) > 0 {
+	var res ReleaseResult
+	var codeHash []byte
+	if req.NewClaimCode == nil || *req.NewClaimCode {
+		// Hashed before anything is written: an HSM that cannot hash
+		// leaves the device as it was.
+		res.ClaimCode = newClaimCode()
+		if codeHash, err = p.claimHash(ctx, d.DeviceID, res.ClaimCode); err != nil {
+			return ReleaseResult{}, err
+		}
+	}
+	res.Released, err = p.st.Release(ctx, store.Release{DeviceID: d.ID, Tenant: who.Tenant(), Reason: code, Note: note,
+		Actor: who.actor(), At: p.now(), ClaimCodeHash: codeHash})
+	if err == nil && len(res.Revoked) > 0 {
 		p.revoked()
 	}
 	if errors.Is(err, store.ErrNotFound) {
-		return out, errDeviceNotFound // released or moved under us
+		return ReleaseResult{}, errDeviceNotFound // released or moved under us
 	}
-	return out, storeErr(err)
+	if err != nil {
+		return ReleaseResult{}, storeErr(err)
+	}
+	return res, nil
 }
 
 // Revoke revokes one, some or all of a device's active credentials. Anyone
@@ -130,19 +182,44 @@ func (p *Portal) Revoke(ctx context.Context, who Principal, deviceID string, req
 // wrong codes hold as for any device. A device its manufacturer never
 // handed over is not claimable: reading its label is no right to it. Any
 // other device is 404.
-func (p *Portal) enrollable(ctx context.Context, who Principal, id string) (store.Device, string, error) {
-	d, err := p.st.Device(ctx, id)
-	switch {
-	case errors.Is(err, store.ErrNotFound):
-		return d, "", errDeviceNotFound
-	case err != nil:
-		return d, "", storeErr(err)
-	case who.sees(d.Tenant):
-		return d, d.Tenant, nil
-	case claimable(d) && requireRole(who, store.RoleSubscriber, store.RoleInstaller) == nil:
-		return d, who.Tenant(), nil
+//
+// Device IDs are per manufacturer: when the reference names no
+// manufacturer and several claimable devices share the ID, the claim code
+// (code, when the proof is one) picks the device it belongs to; without
+// one the caller must name the manufacturer (deviceId@manufacturerId). If
+// no candidate's code matches, the first one is the device the wrong code
+// is counted against.
+func (p *Portal) enrollable(ctx context.Context, who Principal, ref, code string) (store.Device, string, error) {
+	ds, err := p.named(ctx, ref)
+	if err != nil {
+		return store.Device{}, "", err
 	}
-	return store.Device{}, "", errDeviceNotFound
+	if d, ok, err := visible(who, ds); err != nil || ok {
+		return d, d.Tenant, err
+	}
+	if requireRole(who, store.RoleSubscriber, store.RoleInstaller) != nil {
+		return store.Device{}, "", errDeviceNotFound
+	}
+	ds = slices.DeleteFunc(ds, func(d store.Device) bool { return !claimable(d) })
+	switch {
+	case len(ds) == 0:
+		return store.Device{}, "", errDeviceNotFound
+	case len(ds) > 1 && code == "":
+		return store.Device{}, "", errAmbiguousDevice
+	case len(ds) > 1:
+		// One hash for all: the code's hash depends on the device ID, which
+		// they share.
+		h, err := p.claimHash(ctx, ds[0].DeviceID, code)
+		if err != nil {
+			return store.Device{}, "", err
+		}
+		for _, d := range ds {
+			if len(d.ClaimCodeHash) > 0 && subtle.ConstantTimeCompare(h, d.ClaimCodeHash) == 1 {
+				return d, who.Tenant(), nil
+			}
+		}
+	}
+	return ds[0], who.Tenant(), nil
 }
 
 func claimable(d store.Device) bool {

@@ -125,11 +125,14 @@ func TestPagesReleaseRevokeClaim(t *testing.T) {
 
 	// Release: the rest is revoked, the open token cancelled, and alice
 	// no longer sees the device.
+	// The answer shows the device's new claim code, once.
 	r = a.post("/devices/tr-1/release", url.Values{"csrf": {atok}, "reason": {"sold to bob"}})
-	if r.status != http.StatusSeeOther || r.header.Get("Location") != "/devices?released=tr-1" {
+	codeMatch := regexp.MustCompile(`id="released-claim-code">([0-9A-Z-]{19})<`).FindStringSubmatch(r.body)
+	if r.status != http.StatusOK || !strings.Contains(r.body, "Device <strong>tr-1</strong> was released") || codeMatch == nil {
 		t.Fatalf("release: %d %s", r.status, r.body)
 	}
-	if r := a.get("/devices?released=tr-1"); !strings.Contains(r.body, "Device tr-1 was released") || strings.Contains(r.body, `href="/devices/tr-1"`) {
+	newCode := codeMatch[1]
+	if r := a.get("/devices"); strings.Contains(r.body, `href="/devices/tr-1@`) || strings.Contains(r.body, newCode) {
 		t.Errorf("alice's list after release: %s", r.body)
 	}
 	if r := a.get("/devices/tr-1"); r.status != 404 {
@@ -151,7 +154,10 @@ func TestPagesReleaseRevokeClaim(t *testing.T) {
 	if r := b.post("/claim", url.Values{"csrf": {btok}, "deviceId": {"tr-1"}, "claimCode": {"not-the-label"}}); r.status != 403 || !strings.Contains(r.body, "The device was not claimed: that is not this device") {
 		t.Fatalf("wrong claim code: %d %s", r.status, r.body)
 	}
-	r = b.post("/claim", url.Values{"csrf": {btok}, "deviceId": {"tr-1"}, "claimCode": {"label-tr-1"}})
+	if r := b.post("/claim", url.Values{"csrf": {btok}, "deviceId": {"tr-1"}, "claimCode": {"label-tr-1"}}); r.status != 403 {
+		t.Fatalf("the label's code after the release: %d %s", r.status, r.body)
+	}
+	r = b.post("/claim", url.Values{"csrf": {btok}, "deviceId": {"tr-1"}, "claimCode": {newCode}})
 	m = bundleAssignedID.FindStringSubmatch(r.body)
 	if r.status != 200 || m == nil {
 		t.Fatalf("bob's claim: %d %s", r.status, r.body)
@@ -163,7 +169,7 @@ func TestPagesReleaseRevokeClaim(t *testing.T) {
 		t.Fatalf("bob's device page: %d %s", r.status, r.body)
 	}
 	// Alice, who may still know the label, is too late.
-	if r := a.post("/claim", url.Values{"csrf": {atok}, "deviceId": {"tr-1"}, "claimCode": {"label-tr-1"}}); r.status != 404 {
+	if r := a.post("/claim", url.Values{"csrf": {atok}, "deviceId": {"tr-1"}, "claimCode": {newCode}}); r.status != 404 {
 		t.Errorf("alice claims bob's device: %d %s", r.status, r.body)
 	}
 	d, _ := env.st.Device(ctx, "tr-1")

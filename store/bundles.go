@@ -5,6 +5,7 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"slices"
 	"strconv"
 	"strings"
 	"time"
@@ -167,6 +168,24 @@ func issueBulk(ctx context.Context, q querier, c BulkChunk, decide func(i int, d
 	}); err != nil {
 		return nil, err
 	}
+	// The caller's live nonces for the chunk's devices (claim_nonces is
+	// per claimant: another claimant's nonce proves nothing for this one).
+	nonces := map[string][][]byte{}
+	if err := queryIn(ctx, q, `SELECT device_id, nonce_hash, stakeholder_id, expires_at FROM claim_nonces WHERE device_id IN `,
+		ids, func(r rows) error {
+			var id, who string
+			var h []byte
+			var expires time.Time
+			if err := r.Scan(&id, &h, &who, &expires); err != nil {
+				return err
+			}
+			if who == c.StakeholderID && now.Before(expires) {
+				nonces[id] = append(nonces[id], h)
+			}
+			return nil
+		}); err != nil {
+		return nil, err
+	}
 	var accountFailures int
 	var accountLocked *time.Time
 	if err := q.queryRow(ctx, `SELECT claim_failures, claim_locked_until FROM stakeholders WHERE id = $1`, c.StakeholderID).
@@ -199,14 +218,17 @@ func issueBulk(ctx context.Context, q querier, c BulkChunk, decide func(i int, d
 		d := devices[it.DeviceID]
 		dec := decide(i, d)
 		if dec.ClaimAttempt && d != nil {
-			if d.ClaimLockedUntil != nil && now.Before(*d.ClaimLockedUntil) || accountLocked != nil && now.Before(*accountLocked) {
+			// The account's lock only: a device is never locked for
+			// everyone (store/claims.go); past its ceiling a wrong code
+			// locks the account at once.
+			if accountLocked != nil && now.Before(*accountLocked) {
 				outs[i] = BulkOutcome{Err: ErrClaimLocked}
 				continue
 			}
 			if dec.Err != nil {
 				claimFailed = append(claimFailed, d.ID)
 				accountChanged = true
-				if accountFailures+1 >= c.ClaimMaxFailuresAccount {
+				if accountFailures+1 >= c.ClaimMaxFailuresAccount || d.ClaimFailures >= c.ClaimMaxFailures {
 					until := now.Add(c.ClaimLockout)
 					accountLocked, accountFailures = &until, 0
 				} else {
@@ -226,11 +248,11 @@ func issueBulk(ctx context.Context, q querier, c BulkChunk, decide func(i int, d
 			continue
 		}
 		if dec.NonceHash != nil {
-			if !bytes.Equal(d.NonceHash, dec.NonceHash) || d.NonceExpiresAt == nil || !now.Before(*d.NonceExpiresAt) {
+			if !slices.ContainsFunc(nonces[d.ID], func(h []byte) bool { return bytes.Equal(h, dec.NonceHash) }) {
 				outs[i] = BulkOutcome{Err: ErrNonceMismatch}
 				continue
 			}
-			noncesTaken = append(noncesTaken, d.ID)
+			noncesTaken = append(noncesTaken, dec.NonceHash)
 		}
 		e := dec.Enrolment
 		e.TokenHash, e.DeviceID, e.CreatedAt, e.State = it.TokenHash, d.ID, now, EnrolmentIssued
@@ -270,18 +292,15 @@ func issueBulk(ctx context.Context, q querier, c BulkChunk, decide func(i int, d
 	for _, part := range chunked(claimOK, 500) {
 		writes = append(writes, inStmt(`UPDATE devices SET claim_failures = 0, claim_locked_until = NULL WHERE id IN `, part, -1))
 	}
-	for _, id := range claimFailed {
-		writes = append(writes, stmt{`UPDATE devices SET
-			claim_locked_until = CASE WHEN claim_failures + 1 >= $3 THEN $2 ELSE claim_locked_until END,
-			claim_failures = CASE WHEN claim_failures + 1 >= $3 THEN 0 ELSE claim_failures + 1 END
-			WHERE id = $1`, []any{id, now.Add(c.ClaimLockout), c.ClaimMaxFailures}, 1})
+	for _, part := range chunked(claimFailed, 500) {
+		writes = append(writes, inStmt(`UPDATE devices SET claim_failures = claim_failures + 1 WHERE id IN `, part, int64(len(part))))
 	}
 	if accountChanged {
 		writes = append(writes, stmt{`UPDATE stakeholders SET claim_failures = $2, claim_locked_until = $3 WHERE id = $1`,
 			[]any{c.StakeholderID, accountFailures, accountLocked}, 1})
 	}
 	for _, part := range chunked(noncesTaken, 500) {
-		writes = append(writes, inStmt(`UPDATE devices SET nonce_hash = NULL, nonce_expires_at = NULL WHERE id IN `, part, int64(len(part))))
+		writes = append(writes, inStmt(`DELETE FROM claim_nonces WHERE nonce_hash IN `, part, int64(len(part))))
 	}
 	for start := 0; start < len(granted); start += 400 {
 		writes = append(writes, enrolmentsStmt(granted[start:min(start+400, len(granted))]))

@@ -150,8 +150,8 @@ func TestIssueBulkRetries(t *testing.T) {
 }
 
 // TestIssueBulkRefusals: refused items write nothing of theirs, not even
-// when they share the chunk with granted ones; a wrong claim code counts
-// against the device until it locks; a token of the batch that is no
+// when they share the chunk with granted ones; wrong claim codes lock the
+// account that sent them, never the device; a token of the batch that is no
 // longer open is not answered again.
 func TestIssueBulkRefusals(t *testing.T) {
 	backends(t, func(t *testing.T, s *Store, _ *countingObserver) {
@@ -180,18 +180,31 @@ func TestIssueBulkRefusals(t *testing.T) {
 				t.Fatalf("refused item %d wrote: %+v", i, d)
 			}
 		}
-		// The second wrong code locks the device (ClaimMaxFailures 2); then
-		// even the right one is refused.
-		c2 := c
-		c2.Index, c2.Fingerprint, c2.Items = 1, randomBytes(32), []BulkItem{{DeviceID: c.Items[0].DeviceID, TokenHash: randomBytes(32)}}
-		if outs, err := s.IssueBulk(ctx, c2, decide); err != nil || !errors.Is(outs[0].Err, wrong) {
-			t.Fatalf("second wrong code: %+v %v", outs, err)
+		// The second wrong code reaches the device's ceiling
+		// (ClaimMaxFailures 2); the third locks the account at once, and
+		// then even its right code is refused. The device is not locked:
+		// another account's right code goes through.
+		for k := 1; k <= 2; k++ {
+			ck := c
+			ck.Index, ck.Fingerprint, ck.Items = k, randomBytes(32), []BulkItem{{DeviceID: c.Items[0].DeviceID, TokenHash: randomBytes(32)}}
+			if outs, err := s.IssueBulk(ctx, ck, decide); err != nil || !errors.Is(outs[0].Err, wrong) {
+				t.Fatalf("wrong code %d: %+v %v", k+1, outs, err)
+			}
 		}
-		c3 := c2
-		c3.Index, c3.Fingerprint, c3.Items = 2, randomBytes(32), []BulkItem{{DeviceID: c.Items[0].DeviceID, TokenHash: randomBytes(32)}}
+		c3 := c
+		c3.Index, c3.Fingerprint, c3.Items = 3, randomBytes(32), []BulkItem{{DeviceID: c.Items[0].DeviceID, TokenHash: randomBytes(32)}}
 		right := func(i int, d *Device) BulkDecision { dec := grant(i, d); dec.ClaimAttempt = true; return dec }
 		if outs, err := s.IssueBulk(ctx, c3, right); err != nil || !errors.Is(outs[0].Err, ErrClaimLocked) {
-			t.Fatalf("right code on a locked device: %+v %v", outs, err)
+			t.Fatalf("right code of a locked account: %+v %v", outs, err)
+		}
+		other := Stakeholder{ID: "bulk-other-" + c.StakeholderID, Name: "bulk-other-" + c.StakeholderID, Role: RoleManufacturer, PasswordHash: "x", CreatedAt: t0}
+		if err := s.CreateStakeholder(ctx, other); err != nil {
+			t.Fatal(err)
+		}
+		c4 := c3
+		c4.BatchKey, c4.Index, c4.StakeholderID = randomBytes(32), 0, other.ID
+		if outs, err := s.IssueBulk(ctx, c4, right); err != nil || outs[0].Err != nil {
+			t.Fatalf("another account's right code on the attacked device: %+v %v", outs, err)
 		}
 
 		// Item 2's token, once cancelled by a newer one, is not answered

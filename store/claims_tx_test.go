@@ -87,9 +87,10 @@ func TestClaimBookkeepingInTheToken(t *testing.T) {
 	})
 }
 
-// TestClaimFailuresUnderConcurrency: 50 parallel wrong codes against a
-// device limit of 5 are counted 5 times; the other 45 are refused as
-// locked, so none of them tells its sender anything about its code.
+// TestClaimFailuresUnderConcurrency: 50 parallel wrong codes of one account
+// against a device ceiling of 5 are counted 6 times (the sixth, past the
+// ceiling, locks the account); the other 44 are refused as locked, so none
+// of them tells its sender anything about its code.
 func TestClaimFailuresUnderConcurrency(t *testing.T) {
 	backends(t, func(t *testing.T, s *Store, _ *countingObserver) {
 		ctx := context.Background()
@@ -117,14 +118,14 @@ func TestClaimFailuresUnderConcurrency(t *testing.T) {
 			}()
 		}
 		wg.Wait()
-		if counted.Load() != 5 || locked.Load() != 45 {
-			t.Fatalf("%d wrong codes counted, %d refused as locked; want 5 and 45", counted.Load(), locked.Load())
+		if counted.Load() != 6 || locked.Load() != 44 {
+			t.Fatalf("%d wrong codes counted, %d refused as locked; want 6 and 44", counted.Load(), locked.Load())
 		}
 	})
 }
 
 // TestTokensRefusedOrWrittenWhole: concurrent token requests, some refused
-// (a device that moved since the caller looked, a device locked by wrong
+// (a device that moved since the caller looked, an account locked by wrong
 // claim codes), most not. On SQLite they share commits (groupCommit), on
 // PostgreSQL each has its own: either way every accepted token is there
 // with its audit event, and a refused one left no trace, not even its
@@ -142,13 +143,14 @@ func TestTokensRefusedOrWrittenWhole(t *testing.T) {
 		if err := s.CreateStakeholder(ctx, Stakeholder{ID: "m1", Name: "m1", Role: RoleManufacturer, CreatedAt: t0}); err != nil {
 			t.Fatal(err)
 		}
-		// Devices 30-39 are locked by five wrong codes each.
-		for i := 30; i < 40; i++ {
-			for range 5 {
-				if err := s.ClaimFailure(ctx, devs[i].ID, "m1", t0, 5, 1000, time.Hour, AuditEvent{At: t0, Tenant: "m1", Actor: "m1",
-					Action: "device.claim_failure", Subject: devs[i].ID, Detail: map[string]any{}}); err != nil {
-					t.Fatal(err)
-				}
+		// Devices 30-39 are asked for by an account locked by wrong codes.
+		if err := s.CreateStakeholder(ctx, Stakeholder{ID: "eve", Name: "eve", Role: RoleSubscriber, CreatedAt: t0}); err != nil {
+			t.Fatal(err)
+		}
+		for range 5 {
+			if err := s.ClaimFailure(ctx, devs[30].ID, "eve", t0, 1000, 5, time.Hour, AuditEvent{At: t0, Tenant: "m1", Actor: "eve",
+				Action: "device.claim_failure", Subject: devs[30].ID, Detail: map[string]any{}}); err != nil {
+				t.Fatal(err)
 			}
 		}
 		errs := make([]error, len(devs))
@@ -162,7 +164,11 @@ func TestTokensRefusedOrWrittenWhole(t *testing.T) {
 				if i >= 20 && i < 30 {
 					e.ExpectTenant = "someone-else" // moved since the caller read it
 				}
-				errs[i] = s.IssueToken(ctx, e, &ClaimCheck{StakeholderID: "m1", Now: t0, DeviceMax: 5, StakeholderMax: 1000, LockFor: time.Hour},
+				who := "m1"
+				if i >= 30 {
+					who = "eve"
+				}
+				errs[i] = s.IssueToken(ctx, e, &ClaimCheck{StakeholderID: who, Now: t0, DeviceMax: 5, StakeholderMax: 1000, LockFor: time.Hour},
 					&AuditEvent{At: t0, Tenant: "m1", Actor: "m1", Action: "device.token_issued", Subject: d.ID, Detail: map[string]any{}})
 			}()
 		}

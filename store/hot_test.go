@@ -37,9 +37,9 @@ func TestHotStatementsAreKeyLookups(t *testing.T) {
 			control bool
 		}{
 			{"token: device", issueTokenDeviceSQL, []any{"dev-3", "Sdev-3", t0, "m1", "m1", true}, false},
-			{"token: claim locks", claimLocksSQL, []any{"dev-3", "m1"}, false},
+			{"token: claim state", claimStateSQL, []any{"dev-3", "m1"}, false},
 			{"token: cancel open tokens", cancelOpenTokensSQL, []any{"dev-3"}, false},
-			{"claim failure", countClaimFailureStmt("devices", "dev-3", t0, 5).sql, []any{"dev-3", t0, 5}, false},
+			{"claim failure", countClaimFailureStmt("m1", t0, 5).sql, []any{"m1", t0, 5}, false},
 			{"revoke a device", revokeSQL(where), append([]any{t0, 0}, args...), false},
 			{"revoke by assigned ID and usage", revokeSQL(assigned), append([]any{t0, 0}, aargs...), false},
 			{"revoke a device (control)", `UPDATE credentials SET status = 'revoked', revoked_at = $1, revocation_reason = $2

@@ -40,6 +40,10 @@ type Release struct {
 	Note  string
 	Actor string
 	At    time.Time
+	// ClaimCodeHash replaces the device's claim code (the keyed hash of a
+	// fresh code the releasing party hands to the next owner); nil leaves
+	// it with none. Either way the old code no longer claims the device.
+	ClaimCodeHash []byte
 }
 
 // Released is a release's outcome.
@@ -71,6 +75,12 @@ type Released struct {
 // owner's enrolment gets a fresh one: the old ID stays in the credential
 // history only. Claim lockouts are kept: a release must not reset a guessing
 // budget.
+//
+// The release withdraws the old proof of control: the claim code becomes
+// r.ClaimCodeHash (a fresh code or none), so whoever read the label before,
+// the releasing owner included, cannot claim the device back with it; the
+// outstanding nonces of the device are dropped. A device's own key still
+// proves control by signing a nonce (docs/ownership.md).
 //
 // A redemption racing the release cannot leave an active credential: both
 // write the token's enrolment row (the release cancels it, the redemption
@@ -107,7 +117,8 @@ func (s *Store) Release(ctx context.Context, r Release) (Released, error) {
 		counts, err := q.execBatch(ctx, []stmt{
 			{`UPDATE enrolments SET state = 'cancelled' WHERE device_id = $1 AND state = 'issued'`, []any{r.DeviceID}, -1},
 			{`UPDATE devices SET owner_id = NULL, tenant = manufacturer_id, state = 'pre-enrolled', assigned_id = NULL,
-				nonce_hash = NULL, nonce_expires_at = NULL, updated_at = $2, released_at = $2 WHERE id = $1`, []any{r.DeviceID, now}, 1},
+				claim_code_hash = $3, updated_at = $2, released_at = $2 WHERE id = $1`, []any{r.DeviceID, now, r.ClaimCodeHash}, 1},
+			{`DELETE FROM claim_nonces WHERE device_id = $1`, []any{r.DeviceID}, -1},
 		})
 		if err != nil {
 			return err
@@ -117,7 +128,7 @@ func (s *Store) Release(ctx context.Context, r Release) (Released, error) {
 		}
 		out.Cancelled = counts[0]
 		detail := map[string]any{"reason": r.Reason, "note": r.Note, "revoked": len(out.Revoked),
-			"cancelledTokens": out.Cancelled, "from": out.From, "to": out.To}
+			"cancelledTokens": out.Cancelled, "from": out.From, "to": out.To, "newClaimCode": r.ClaimCodeHash != nil}
 		if out.AssignedID != nil {
 			detail["assignedId"] = *out.AssignedID
 		}

@@ -357,6 +357,24 @@ var migrations = []migration{{
 	},
 	backfill: backfillOBFCertificates,
 }, {
+	// Proof-of-control nonces per claimant (docs/ownership.md):
+	// one nonce column on the device let each claimant's request cancel
+	// another's. A row per (device, claimant) nonce, keyed by the nonce's
+	// hash (random, so CockroachDB spreads the writes), with the device
+	// and claimant indexed for the replace-own, cap and take statements.
+	// The devices table's nonce columns are no longer read or written.
+	version: 11,
+	name:    "claim_nonces_per_claimant",
+	stmts: []string{
+		`CREATE TABLE IF NOT EXISTS claim_nonces (
+			nonce_hash     {{bytes}} PRIMARY KEY,
+			device_id      {{key}} NOT NULL,
+			stakeholder_id TEXT NOT NULL,
+			expires_at     {{time}} NOT NULL
+		)`,
+		`CREATE INDEX IF NOT EXISTS claim_nonces_device ON claim_nonces (device_id, stakeholder_id)`,
+	},
+}, {
 	// MAF client and key registration (TS-0003 §8.8, docs/maf.md): the
 	// adminFQDNs the operator gave each tenant, the clients (CSEs and
 	// Enrolment Targets) a tenant registered with the MAF, and the
@@ -404,6 +422,29 @@ var migrations = []migration{{
 		)`,
 		`CREATE INDEX IF NOT EXISTS maf_keys_registration ON maf_keys (registration_id)`,
 	},
+}, {
+	// Device IDs per manufacturer (docs/ownership.md "Device IDs per manufacturer"):
+	// the devices table's primary key was the manufacturer's device ID, one
+	// namespace for all, so a second manufacturer uploading an ID learnt it
+	// existed and could squat IDs first. device_id is now the
+	// manufacturer's name for the device, unique per manufacturer; id stays
+	// the registry's key (what enrolments, credentials, nonces and the
+	// audit trail point at): the device ID itself for every existing row
+	// and for the first upload of an ID, manufacturer_id "/" device ID for
+	// another manufacturer's device of the same ID (store/devices.go).
+	// Existing rows keep their keys, so nothing that points at them moves;
+	// the backfill copies each key into device_id a page at a time, not in
+	// one transaction over the whole table. Versions 13 to 15 are other changes' to take.
+	version: 16,
+	name:    "device_ids_per_manufacturer",
+	stmts: []string{
+		`ALTER TABLE devices ADD COLUMN {{if_not_exists}} device_id {{key}}`,
+		`CREATE UNIQUE INDEX IF NOT EXISTS devices_manufacturer_device ON devices (manufacturer_id, device_id)`,
+		`CREATE INDEX IF NOT EXISTS devices_device_id ON devices (device_id)`,
+		`CREATE INDEX IF NOT EXISTS devices_tenant_device ON devices (tenant, device_id)`,
+		`CREATE INDEX IF NOT EXISTS devices_tenant_state_device ON devices (tenant, state, device_id)`,
+	},
+	backfill: backfillDeviceIDs,
 }}
 
 // ddl runs one idempotent schema statement. Replicas that start together
@@ -448,6 +489,12 @@ func SchemaVersion() int { return migrations[len(migrations)-1].version }
 // Migrate applies the migrations the database lacks and returns the ones it
 // applied. It is safe to run from several replicas at once.
 func (s *Store) Migrate(ctx context.Context) (applied []int, err error) {
+	return s.migrate(ctx, migrations)
+}
+
+// migrate applies those of list the database lacks (tests pass a prefix
+// of migrations to build a registry as an earlier release left it).
+func (s *Store) migrate(ctx context.Context, list []migration) (applied []int, err error) {
 	d := s.b.ddl()
 	if err := s.ddl(ctx, d.sql(`CREATE TABLE IF NOT EXISTS schema_migrations (
 			version    {{int}} PRIMARY KEY,
@@ -460,7 +507,7 @@ func (s *Store) Migrate(ctx context.Context) (applied []int, err error) {
 	if err != nil {
 		return nil, err
 	}
-	for _, m := range migrations {
+	for _, m := range list {
 		if have[m.version] {
 			continue
 		}

@@ -25,8 +25,6 @@ type Stakeholder struct {
 	Role         string
 	ActsFor      *string
 	PasswordHash string
-	FailedLogins int
-	LockedUntil  *time.Time
 	CreatedAt    time.Time
 	DisabledAt   *time.Time
 }
@@ -40,7 +38,11 @@ func (s Stakeholder) Tenant() string {
 	return s.ID
 }
 
-const stakeholderColumns = `id, name, role, acts_for, password_hash, failed_logins, locked_until, created_at, disabled_at`
+// stakeholderColumns: failed_logins and locked_until (migration 1) are no
+// longer read or written: logins are slowed in memory (portal's login
+// backoff), never locked in the registry. A later migration drops them once
+// no replica of a release that reads them can still be serving.
+const stakeholderColumns = `id, name, role, acts_for, password_hash, created_at, disabled_at`
 
 func scanStakeholder(r row) (Stakeholder, error) {
 	var s Stakeholder
@@ -51,7 +53,7 @@ func scanStakeholder(r row) (Stakeholder, error) {
 // stakeholderDest is where stakeholderColumns scan to, so a join can read
 // a stakeholder in the same row as what refers to it.
 func stakeholderDest(s *Stakeholder) []any {
-	return []any{&s.ID, &s.Name, &s.Role, &s.ActsFor, &s.PasswordHash, &s.FailedLogins, &s.LockedUntil, &s.CreatedAt, &s.DisabledAt}
+	return []any{&s.ID, &s.Name, &s.Role, &s.ActsFor, &s.PasswordHash, &s.CreatedAt, &s.DisabledAt}
 }
 
 // stakeholderColumnsOf is stakeholderColumns qualified by a table alias.
@@ -121,102 +123,9 @@ func (s *Store) StakeholderBy(ctx context.Context, column, value string) (Stakeh
 	return st, nil
 }
 
-// LoginResult records a login attempt's outcome: a success clears the
-// failure count, the maxFailures-th failure in a row locks the account for
-// lockFor. It returns the lock in force after the update (nil when the
-// account is not locked at now), whoever set it: this attempt, or a
-// concurrent one that locked the account while this password was being
-// checked. A success does not lift such a lock; the caller refuses the
-// login while one is returned.
-func (s *Store) LoginResult(ctx context.Context, id string, ok bool, now time.Time, maxFailures int, lockFor time.Duration) (*time.Time, error) {
-	var locked *time.Time
-	err := s.tx(ctx, "login", func(q querier) error {
-		var failures int
-		locked = nil
-		if err := q.queryRow(ctx, `SELECT failed_logins, locked_until FROM stakeholders WHERE id = $1`, id).Scan(&failures, &locked); err != nil {
-			return err
-		}
-		if locked != nil && !now.Before(*locked) {
-			locked = nil // an expired lock is no lock
-		}
-		switch {
-		case ok && locked == nil:
-			failures = 0
-		case ok:
-			return nil // locked meanwhile: the success counts for nothing
-		default:
-			failures++
-			if failures >= maxFailures {
-				until := now.Add(lockFor).UTC()
-				locked, failures = &until, 0
-			}
-		}
-		_, err := q.exec(ctx, `UPDATE stakeholders SET failed_logins = $2, locked_until = $3 WHERE id = $1`, id, failures, locked)
-		return err
-	})
-	return locked, err
-}
-
-// ErrClaimLocked: too many wrong claim codes for this device or account.
+// ErrClaimLocked: too many wrong claim codes by this account (or from this
+// source); try later.
 var ErrClaimLocked = errors.New("store: too many wrong claim codes; try later")
-
-// ClaimAttempt reserves one claim-code attempt against both the device and
-// the stakeholder before the code is compared: it counts as a failure until
-// ClaimSuccess refunds it. Reserving inside one transaction is what makes the
-// limit hold under concurrency: checking a lock and counting a failure as two
-// steps let 200 parallel guesses through a limit of 5. Past deviceMax (the
-// device) or stakeholderMax (the account, which may mistype across many
-// devices) the attempt is refused with ErrClaimLocked and both stay locked
-// for lockFor.
-func (s *Store) ClaimAttempt(ctx context.Context, deviceID, stakeholderID string, now time.Time, deviceMax, stakeholderMax int, lockFor time.Duration) error {
-	return s.tx(ctx, "claim_attempt", func(q querier) error {
-		targets := []struct {
-			table, id string
-			max       int
-		}{{"devices", deviceID, deviceMax}, {"stakeholders", stakeholderID, stakeholderMax}}
-		for _, t := range targets {
-			var until *time.Time
-			err := q.queryRow(ctx, `SELECT claim_locked_until FROM `+t.table+` WHERE id = $1`, t.id).Scan(&until)
-			if err != nil && !errors.Is(err, ErrNotFound) {
-				return err
-			}
-			if until != nil && now.Before(*until) {
-				return ErrClaimLocked
-			}
-		}
-		until := now.Add(lockFor).UTC()
-		for _, t := range targets {
-			// The attempt that reaches the limit locks and starts a new
-			// budget for after the lock. One statement: SET expressions
-			// read the row as it was (SQL standard; SQLite and PostgreSQL
-			// alike), so both CASEs see the same old count.
-			if _, err := q.exec(ctx, `UPDATE `+t.table+` SET
-				claim_locked_until = CASE WHEN claim_failures + 1 >= $3 THEN $2 ELSE claim_locked_until END,
-				claim_failures = CASE WHEN claim_failures + 1 >= $3 THEN 0 ELSE claim_failures + 1 END
-				WHERE id = $1`, t.id, until, t.max); err != nil {
-				return err
-			}
-		}
-		return nil
-	})
-}
-
-// ClaimSuccess clears the device's claim failure count and gives the
-// account back the one attempt ClaimAttempt reserved for this (correct)
-// code, no more: the rest of the account's count stays and expires with
-// its lock window. Resetting it would let an attacker who knows one code
-// (his own device's) restore his budget for guessing other devices' codes
-// after every few guesses.
-func (s *Store) ClaimSuccess(ctx context.Context, deviceID, stakeholderID string) error {
-	return s.tx(ctx, "claim_success", func(q querier) error {
-		_, err := q.execBatch(ctx, []stmt{
-			{`UPDATE devices SET claim_failures = 0, claim_locked_until = NULL WHERE id = $1`, []any{deviceID}, -1},
-			{`UPDATE stakeholders SET claim_failures = CASE WHEN claim_failures > 0 THEN claim_failures - 1 ELSE 0 END
-				WHERE id = $1`, []any{stakeholderID}, -1},
-		})
-		return err
-	})
-}
 
 // Session is a logged-in browser, found by the SHA-256 of its cookie.
 type Session struct {

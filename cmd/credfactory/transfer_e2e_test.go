@@ -208,16 +208,22 @@ func TestOwnershipTransfer(t *testing.T) {
 		t.Fatalf("the open token after the release: %v\n%s", err, out)
 	}
 
-	// Bob proves control with the label and enrols afresh: a new assigned
+	// Bob proves control with the code alice handed him and enrols afresh: a new assigned
 	// ID and a certificate the MAF accepts. Alice, too late, gets 404.
 	if status, _, body := s.claim(bob, "tr-a", "wrong-label"); status != 403 || errCode(body) != "wrong_claim_code" {
 		t.Fatalf("bob with a wrong code: %d %v", status, body)
 	}
-	nb := bundle(bob, "tr-a", "label-tr-a")
+	// The label's code died with the release: the release's new one
+	// claims the device.
+	newCode, _ := rel["claimCode"].(string)
+	if status, _, body := s.claim(bob, "tr-a", "label-tr-a"); status != 403 {
+		t.Fatalf("bob with the label's code after the release: %d %v", status, body)
+	}
+	nb := bundle(bob, "tr-a", newCode)
 	if nb.AssignedID == b1.AssignedID || !strings.HasPrefix(nb.AssignedID, "S") {
 		t.Fatalf("bob's assigned ID %q, want a fresh one (alice's was %s)", nb.AssignedID, b1.AssignedID)
 	}
-	if status, _, body := s.claim(alice, "tr-a", "label-tr-a"); status != 404 {
+	if status, _, body := s.claim(alice, "tr-a", newCode); status != 404 {
 		t.Fatalf("alice claims bob's device: %d %v", status, body)
 	}
 	fresh := s.enrolCert(nb)
