@@ -252,3 +252,10 @@ func parseCanonicalUint(s string) (int, error) {
 	}
 	return strconv.Atoi(s)
 }
+
+// CheckFQDN checks a Target-FQDN in the form Kuc hashes it (after NFKC,
+// TS-0003 §10.3): a strict DNS host name, as checkFQDN describes. Errors
+// wrap ErrBadID.
+func CheckFQDN(s string) error {
+	return checkFQDN(nfkc(s))
+}

@@ -225,7 +225,7 @@ func serve(ctx context.Context, cfg config.Config, stderr io.Writer) error {
 	srv.RegisterStatus(castatus.Routes(published, status, obfStatus)...)
 	srv.Register(maf.NewAPI(registry, verifier, cfg.MAF.AdminClients).Routes()...)
 	enrol := mef.New(mef.Config{FQDN: cfg.MEF.FQDN, MAFFQDN: cfg.MEF.MAFFQDN, SPDomain: cfg.Portal.SPDomain,
-		KeyLifetime: cfg.MEF.KeyLifetime, CertValidity: cfg.MEF.CertValidity, MaxForward: cfg.MEF.MaxForward, Limits: limits,
+		KeyLifetime: cfg.MEF.KeyLifetime, KeyMode: cfg.MEF.KeyMode, CertValidity: cfg.MEF.CertValidity, MaxForward: cfg.MEF.MaxForward, Limits: limits,
 		RenewBefore: cfg.MEF.RenewBefore, RenewAfter: cfg.MEF.RenewAfter, OnRevoke: status.MarkStale},
 		st, registry, p.CA, p.Root, p.OBFCA.Issuer(), p.KDF, verifier, reg.MEFObserver())
 	srv.Register(enrol.Routes()...)
