@@ -154,7 +154,9 @@ func (e *keyEnv) unspent(token string) {
 	}
 }
 
-func (e *keyEnv) conn() *client.Conn { return client.NewConn(e.base, []*x509.Certificate{e.anchor}, nil) }
+func (e *keyEnv) conn() *client.Conn {
+	return client.NewConn(e.base, []*x509.Certificate{e.anchor}, nil)
+}
 
 func requestID() string { return fmt.Sprintf("req-%032d", time.Now().UnixNano()) }
 
