@@ -80,9 +80,10 @@ func TestMain(m *testing.M) {
 // keyEnv is an MEF and its MAF registry on a real store and SoftHSM,
 // served over real TLS on loopback with the front end's TLS policy.
 type keyEnv struct {
-	t      *testing.T
+	t      testing.TB
 	st     *store.Store
 	reg    *maf.Registry
+	m      *mef.MEF
 	base   string
 	roots  *x509.CertPool
 	anchor *x509.Certificate
@@ -90,7 +91,7 @@ type keyEnv struct {
 	n      int
 }
 
-func newKeyEnv(t *testing.T, url string) *keyEnv {
+func newKeyEnv(t testing.TB, url string) *keyEnv {
 	t.Helper()
 	ctx := context.Background()
 	st, err := store.Open(ctx, url, store.Options{})
@@ -119,7 +120,7 @@ func newKeyEnv(t *testing.T, url string) *keyEnv {
 	if err := os.WriteFile(rootPEM, pem.EncodeToMemory(&pem.Block{Type: "CERTIFICATE", Bytes: p.Root.Raw}), 0o600); err != nil {
 		t.Fatal(err)
 	}
-	return &keyEnv{t: t, st: st, reg: reg, base: "https://localhost:" + strings.Split(srv.Addr().String(), ":")[1],
+	return &keyEnv{t: t, st: st, reg: reg, m: m, base: "https://localhost:" + strings.Split(srv.Addr().String(), ":")[1],
 		roots: roots, anchor: p.Root, rootPE: rootPEM}
 }
 
