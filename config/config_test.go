@@ -107,6 +107,17 @@ func TestLoad(t *testing.T) {
 		}},
 		{name: "crl interval under a minute", file: "ca:\n  crl_interval: 30s\n", wantErr: "ca.crl_interval"},
 		{name: "status listen without port", file: "ca:\n  status_listen: localhost\n", wantErr: "ca.status_listen"},
+		{name: "key mode exporter by default", check: func(t *testing.T, c Config) {
+			if c.MEF.KeyMode != "exporter" {
+				t.Fatalf("mef.key_mode %q, want exporter", c.MEF.KeyMode)
+			}
+		}},
+		{name: "key mode master", env: map[string]string{"CREDFACTORY_MEF_KEY_MODE": "master"}, check: func(t *testing.T, c Config) {
+			if c.MEF.KeyMode != "master" {
+				t.Fatalf("mef.key_mode %q, want master", c.MEF.KeyMode)
+			}
+		}},
+		{name: "key mode unknown", file: "mef:\n  key_mode: hsm\n", wantErr: "mef.key_mode"},
 		{name: "crl validity within the interval", file: "ca:\n  crl_interval: 2h\n  crl_validity: 1h\n", wantErr: "ca.crl_validity"},
 	}
 	for _, tc := range tests {
