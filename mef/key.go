@@ -153,7 +153,14 @@ func (m *MEF) EnrolKey(ctx context.Context, req KeyRequest) (KeyResult, error) {
 	relHex := hex.EncodeToString(rel)
 	switch req.SUID {
 	case kdf.SUIDRSPFMAF:
-		kctx = kdf.KmContext(keID, m.cfg.MAFFQDN)
+		mafID := m.cfg.MAFFQDN
+		if mode == KeyModeExporter {
+			// The device reads the MAF-ID from the KmID, which is lower
+			// case (TS-0003 §10.6); master-mode contexts keep the
+			// configured spelling, as their keys were derived with it.
+			mafID = strings.ToLower(mafID)
+		}
+		kctx = kdf.KmContext(keID, mafID)
 		keyID, err = kdf.KmID(relHex, m.cfg.MAFFQDN)
 	case kdf.SUIDRSPFSAEF:
 		kctx = kdf.KpsaContext(keID, e.AssignedID)
