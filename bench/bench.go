@@ -78,6 +78,11 @@ type Result struct {
 	Errors        map[string]int `json:"errors,omitempty"`
 	HSMOpsPerSec  float64        `json:"hsmOpsPerSecond"`
 	CommitsPerSec float64        `json:"commitsPerSecond"`
+	// ServerCPUPerEnrolment is the server's CPU time (user and system,
+	// process_cpu_seconds_total) per enrolment over the step: the figure
+	// that compares servers on a shared machine, where enrolments/s moves
+	// with whatever else runs.
+	ServerCPUPerEnrolment time.Duration `json:"serverCpuPerEnrolment,omitempty"`
 }
 
 // Runner holds a target and its prepared state.
@@ -198,6 +203,10 @@ func (r *Runner) step(ctx context.Context, path string, concurrency, batch int, 
 	if before != nil && after != nil {
 		res.HSMOpsPerSec = (after["hsm_ops"] - before["hsm_ops"]) / res.Seconds
 		res.CommitsPerSec = (after["commits"] - before["commits"]) / res.Seconds
+		if res.Enrolments > 0 {
+			cpu := after["cpu_seconds"] - before["cpu_seconds"]
+			res.ServerCPUPerEnrolment = time.Duration(cpu / float64(res.Enrolments) * float64(time.Second))
+		}
 	}
 	return res, nil
 }
@@ -258,8 +267,8 @@ func code(err error) string {
 
 // MetricsFrom reads /metrics from the server's operations listener (base
 // is its URL, e.g. http://127.0.0.1:9090: server.ops_listen, plain HTTP)
-// and sums what the report uses: HSM operations and registry transactions
-// (each one commit).
+// and sums what the report uses: HSM operations, registry transactions
+// (each one commit) and the process's CPU seconds.
 func MetricsFrom(base string) func(ctx context.Context) (map[string]float64, error) {
 	hc := &http.Client{Timeout: 10 * time.Second}
 	return func(ctx context.Context) (map[string]float64, error) {
@@ -283,6 +292,8 @@ func MetricsFrom(base string) func(ctx context.Context) (map[string]float64, err
 				key = "hsm_ops"
 			case strings.HasPrefix(line, "credfactory_store_transaction_duration_seconds_count{"):
 				key = "commits"
+			case strings.HasPrefix(line, "process_cpu_seconds_total "):
+				key = "cpu_seconds"
 			default:
 				continue
 			}

@@ -8,9 +8,14 @@ import (
 	"net"
 	"net/url"
 	"slices"
+	"sort"
 	"strings"
 	"testing"
 	"time"
+
+	zx509 "github.com/zmap/zcrypto/x509"
+	"github.com/zmap/zlint/v3"
+	"github.com/zmap/zlint/v3/lint"
 )
 
 // TestIssueChainVerifies issues through root -> intermediate -> leaf and
@@ -462,6 +467,7 @@ func TestLintRefuses(t *testing.T) {
 				t.Fatal(err)
 			}
 			err = c.linter.check(tt.profile, tbs)
+			checkLintSetMatchesZlint(t, c.linter, tt.profile, tbs)
 			if tt.want == "" {
 				if err != nil {
 					t.Fatalf("lint: %v", err)
@@ -472,6 +478,46 @@ func TestLintRefuses(t *testing.T) {
 				t.Fatalf("err = %v, want ErrPolicy mentioning %s", err, tt.want)
 			}
 		})
+	}
+}
+
+// checkLintSetMatchesZlint compares lintSet.run, which skips zlint's
+// result bookkeeping and the warning/notice lints, with
+// zlint.LintCertificateEx over the same filtered registry: the blocking
+// verdict must name the same lints.
+func checkLintSetMatchesZlint(t *testing.T, l *linter, p Profile, tbs []byte) {
+	t.Helper()
+	der, err := assembleCertificate(tbs, l.algID, lintSignature)
+	if err != nil {
+		t.Fatal(err)
+	}
+	zc, err := zx509.ParseCertificate(der)
+	if err != nil {
+		t.Fatal(err)
+	}
+	exclude := excludedLintNames
+	got := l.registries.general.run(zc)
+	if p == ProfileDevice {
+		exclude = append(slices.Clone(excludedLintNames), deviceLintExclusions...)
+		got = l.registries.device.run(zc)
+	}
+	reg, err := lint.GlobalRegistry().Filter(lint.FilterOptions{ExcludeSources: excludedLintSources, ExcludeNames: exclude})
+	if err != nil {
+		t.Fatal(err)
+	}
+	var want []string
+	for name, r := range zlint.LintCertificateEx(zc, reg).Results {
+		if r.Status >= lint.Error {
+			want = append(want, name)
+		}
+	}
+	sort.Strings(want)
+	// Some lints build their details from map iteration: compare names.
+	for i, g := range got {
+		got[i], _, _ = strings.Cut(g, " (")
+	}
+	if !slices.Equal(got, want) {
+		t.Errorf("lintSet.run = %q, zlint.LintCertificateEx = %q", got, want)
 	}
 }
 

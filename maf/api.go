@@ -7,6 +7,7 @@ import (
 	"errors"
 	"net/http"
 	"slices"
+	"strings"
 	"time"
 
 	"github.com/credfactory/credfactory/apierr"
@@ -18,13 +19,18 @@ import (
 )
 
 // API is the MAF's HTTP interface for MAF clients (CSEs, Enrolment Targets,
-// devices), each authenticated by a TLS client certificate.
+// devices), each authenticated by a TLS client certificate or by a
+// symmetric key (a registered client's assignedSymmKeyID, a device's Km:
+// docs/maf.md), and for the stakeholders who register clients.
 type API struct {
 	reg    *Registry
 	verify *clientauth.Verifier
 	// admins are client names (URI or DNS SAN) that may read and revoke
 	// any credential: the SP's own back-office services.
 	admins []string
+	// regs is nil until EnableRegistration: the registration routes then
+	// answer 404.
+	regs *Registrations
 }
 
 // NewAPI serves reg to clients that verify.
@@ -34,13 +40,16 @@ func NewAPI(reg *Registry, verify *clientauth.Verifier, admins []string) *API {
 
 // Routes lists the MAF API (api/openapi.yaml; TS-0003 §8.8).
 func (a *API) Routes() []httpapi.Route {
-	return []httpapi.Route{
+	return append([]httpapi.Route{
 		{Method: fasthttp.MethodGet, Pattern: "/maf/v1/fetchCredentials/{keId}/{suid}", Handler: a.fetch},
+		// TS-0003 §8.3.5 has Targets fetch from the MEF; the MEF and the
+		// MAF share one registry here, so both paths answer alike.
+		{Method: fasthttp.MethodGet, Pattern: "/mef/v1/fetchCredentials/{keId}/{suid}", Handler: a.fetch},
 		{Method: fasthttp.MethodGet, Pattern: "/maf/v1/credentials/{credentialId}", Handler: a.status},
 		{Method: fasthttp.MethodGet, Pattern: "/maf/v1/credentials", Handler: a.list},
 		{Method: fasthttp.MethodPost, Pattern: "/maf/v1/credentials/{credentialId}/revoke", Handler: a.revoke},
 		{Method: fasthttp.MethodPost, Pattern: "/maf/v1/devices/{assignedId}/revoke", Handler: a.revokeDevice},
-	}
+	}, a.registrationRoutes()...)
 }
 
 // caller is an authenticated MAF client: its certificate names and, when the
@@ -49,6 +58,13 @@ type caller struct {
 	names      []string
 	assignedID string
 	admin      bool
+	// client is set for a registered client (symmetric-key
+	// authentication): its names are its tenant's choice, so it reaches
+	// only its tenant's credentials, or any if its tenant is the SP's
+	// (spAdmin).
+	client  *store.MAFClient
+	tenant  string
+	spAdmin bool
 }
 
 // errClientCertExpired tells a client its certificate lapsed, unlike a
@@ -57,12 +73,31 @@ var errClientCertExpired = &apierr.Error{Status: http.StatusUnauthorized, Code: 
 	Message: "the TLS client certificate has expired: renew it (EST simplereenroll) before it lapses, or enrol again"}
 
 func (a *API) authenticate(ctx *fasthttp.RequestCtx) (caller, error) {
+	if auth := ctx.Request.Header.Peek("Authorization"); len(auth) > 0 {
+		// Go's crypto/tls has no TLS-PSK (TS-0003 §10.2): a symmetric
+		// credential is presented inside the server-authenticated TLS
+		// session instead (docs/maf.md "Authenticating to the MAF").
+		v, ok := strings.CutPrefix(string(auth), "Bearer ")
+		i := strings.LastIndexByte(v, ':')
+		if !ok || i <= 0 {
+			return caller{}, errBadKeyCredential
+		}
+		key, err := DecodeKey(v[i+1:])
+		if err != nil || len(key) < minKeyLen {
+			return caller{}, errBadKeyCredential
+		}
+		c, err := a.reg.authenticateKey(ctx, v[:i], key)
+		if err != nil {
+			return caller{}, mapErr(err)
+		}
+		return c, nil
+	}
 	state := ctx.TLSConnectionState()
 	peer, err := a.verify.Verify(state)
 	switch {
 	case errors.Is(err, clientauth.ErrNoCertificate):
 		return caller{}, &apierr.Error{Status: http.StatusUnauthorized, Code: "client_certificate_required",
-			Message: "the MAF API requires a TLS client certificate issued by this SP"}
+			Message: "the MAF API requires a TLS client certificate issued by this SP, or a registered client's or a device's key (Authorization: Bearer <key ID>:<base64 key>)"}
 	case err != nil:
 		// A device certificate a trusted OBS issued does not chain through
 		// the SP's issuing CA; it is accepted when the registry holds it,
@@ -111,7 +146,17 @@ func (c caller) may(cred store.Credential, revoke bool) bool {
 	if c.admin || c.assignedID != "" && c.assignedID == cred.AssignedID {
 		return true
 	}
+	if !c.reaches(cred.Tenant) {
+		return false
+	}
 	return !revoke && slices.ContainsFunc(cred.TargetIDs, func(t string) bool { return slices.Contains(c.names, t) })
+}
+
+// reaches reports whether the caller may act on a tenant's credentials at
+// all: a registered client only on its own tenant's, unless the SP
+// registered it; a certificate's names are the SP's own, so unbounded.
+func (c caller) reaches(tenant string) bool {
+	return c.client == nil || c.spAdmin || c.tenant == tenant
 }
 
 type fetchResponse struct {
@@ -136,9 +181,27 @@ func (a *API) fetch(ctx *fasthttp.RequestCtx) error {
 	if _, _, err := kdf.ParseKeID(keID); err != nil {
 		return &apierr.Error{Status: http.StatusBadRequest, Code: "bad_key_id", Message: "KeID must be <hex>@<MEF FQDN> (TS-0003 §10.3.4)", Err: err}
 	}
+	if c.client != nil && !c.spAdmin {
+		// Before Fetch, so that a registered client learns nothing (not
+		// even revoked or expired) of another tenant's keys.
+		creds, err := a.reg.st.CredentialForTarget(ctx, keID, int(suid))
+		if err != nil {
+			return mapErr(err)
+		}
+		if len(creds) > 0 && !slices.ContainsFunc(creds, func(cr store.Credential) bool {
+			return cr.Tenant == c.tenant && containsAny(cr.TargetIDs, c.names)
+		}) {
+			return mapErr(ErrNotAuthorised)
+		}
+	}
 	got, err := a.reg.Fetch(ctx, keID, suid, c.names)
 	if err != nil {
 		return mapErr(err)
+	}
+	if !c.reaches(got.Credential.Tenant) {
+		// Another tenant's device listed this client's name: the name is
+		// the registering tenant's choice, not proof it is that Target.
+		return mapErr(ErrNotAuthorised)
 	}
 	ctx.Response.Header.Set("Cache-Control", "no-store")
 	return httpapi.JSON(ctx, http.StatusOK, fetchResponse{
@@ -360,6 +423,11 @@ func mapErr(err error) error {
 		return &apierr.Error{Status: http.StatusGone, Code: "credential_revoked", Message: "the credential was revoked", Err: err}
 	case errors.Is(err, ErrExpired):
 		return &apierr.Error{Status: http.StatusGone, Code: "credential_expired", Message: "the credential has expired", Err: err}
+	case errors.Is(err, store.ErrNotOwned):
+		return &apierr.Error{Status: http.StatusForbidden, Code: "admin_fqdn_not_owned",
+			Message: "that adminFQDN is not one your tenant owns: the SP operator assigns adminFQDNs (credfactory admin add-admin-fqdn)", Err: err}
+	case errors.Is(err, store.ErrConflict):
+		return &apierr.Error{Status: http.StatusConflict, Code: "already_registered", Message: "that client ID is registered already", Err: err}
 	case errors.Is(err, store.ErrInvalid):
 		return &apierr.Error{Status: http.StatusBadRequest, Code: "bad_request", Message: "the request is invalid", Err: err}
 	case errors.Is(err, store.ErrContention):
@@ -373,4 +441,11 @@ func firstOr(s []string, def string) string {
 		return s[0]
 	}
 	return def
+}
+
+// normalKeyID normalises a key ID: KmIDs are case-insensitive (TS-0003 §10.6).
+func normalKeyID(id string) string { return strings.ToLower(id) }
+
+func containsAny(list, names []string) bool {
+	return slices.ContainsFunc(list, func(t string) bool { return slices.Contains(names, t) })
 }

@@ -22,7 +22,7 @@ func (r *Registry) SweepObserver() *SweepObserver {
 	o := &SweepObserver{
 		rows: register(r, prometheus.NewCounterVec(prometheus.CounterOpts{
 			Namespace: Namespace, Subsystem: "sweep", Name: "rows_total",
-			Help: "Rows the expiry sweep marked expired, by kind (token, credential).",
+			Help: "Rows the expiry sweep marked expired (token, credential) or deleted (bulk_chunk: retry records of bulk bundle chunks whose tokens have all expired), by kind.",
 		}, []string{"kind"})),
 		duration: register(r, prometheus.NewHistogram(prometheus.HistogramOpts{
 			Namespace: Namespace, Subsystem: "sweep", Name: "duration_seconds",
@@ -38,9 +38,10 @@ func (r *Registry) SweepObserver() *SweepObserver {
 			Help: "Expiry sweep runs that failed (database unavailable, lease lost mid-run).",
 		})),
 	}
-	// Both kinds exist from the start, so a rate() over them is never empty.
+	// Every kind exists from the start, so a rate() over them is never empty.
 	o.rows.WithLabelValues("token")
 	o.rows.WithLabelValues("credential")
+	o.rows.WithLabelValues("bulk_chunk")
 	return o
 }
 
@@ -49,6 +50,7 @@ func (o *SweepObserver) ObserveSweep(res store.SweepResult, d time.Duration, err
 	o.duration.Observe(d.Seconds())
 	o.rows.WithLabelValues("token").Add(float64(res.Tokens))
 	o.rows.WithLabelValues("credential").Add(float64(res.Credentials))
+	o.rows.WithLabelValues("bulk_chunk").Add(float64(res.BulkChunks))
 	if res.Held {
 		o.held.Set(1)
 	} else {

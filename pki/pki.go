@@ -121,7 +121,11 @@ func (p *PKI) Close() { p.HSM.Close() }
 
 // Init runs the ceremony and reports what it created; an empty report means
 // everything was already there and nothing changed.
-func Init(ctx context.Context, cfg config.Config) (created []string, err error) {
+func Init(ctx context.Context, cfg config.Config, opts ...Option) (created []string, err error) {
+	var o options
+	for _, opt := range opts {
+		opt(&o)
+	}
 	if err := os.MkdirAll(cfg.DataDir, 0o700); err != nil {
 		return nil, fmt.Errorf("data dir: %w", err)
 	}
@@ -147,10 +151,13 @@ func Init(ctx context.Context, cfg config.Config) (created []string, err error) 
 		return created, err
 	}
 	defer m.Close()
-	rootSigner, err := m.Signer(ctx, cfg.CA.RootKey)
+	rootKey, err := m.Signer(ctx, cfg.CA.RootKey)
 	if err != nil {
 		return created, err
 	}
+	// Every signature of the root (its own certificate, the CA
+	// certificates, the root CRL) goes on the audit trail.
+	rootSigner := ca.AuditedSigner(rootKey, o.audit, cfg.CA.RootKey)
 	issuingSigner, err := m.Signer(ctx, cfg.CA.IssuingKey)
 	if err != nil {
 		return created, err
@@ -205,7 +212,7 @@ func Init(ctx context.Context, cfg config.Config) (created []string, err error) 
 		created = append(created, "trust anchor "+cfg.TrustAnchorPath())
 	}
 
-	authority, err := newCA(cfg, root, issuing, issuingSigner, nil)
+	authority, err := newCA(cfg, root, issuing, issuingSigner, o.audit)
 	if err != nil {
 		return created, err
 	}
@@ -311,13 +318,13 @@ func keySpecs(cfg config.Config) []hsm.KeySpec {
 	}
 }
 
-// Option adjusts Open.
+// Option adjusts Init and Open.
 type Option func(*options)
 
 type options struct{ audit *slog.Logger }
 
 // WithAudit has every signature of the issuing and OBF CAs recorded in l
-// (ca.Config.Audit).
+// (ca.Config.Audit), and at Init every signature of the root too.
 func WithAudit(l *slog.Logger) Option { return func(o *options) { o.audit = l } }
 
 func newCA(cfg config.Config, root, issuing *x509.Certificate, signer crypto.Signer, audit *slog.Logger) (*ca.CA, error) {

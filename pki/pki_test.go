@@ -1,6 +1,7 @@
 package pki_test
 
 import (
+	"bytes"
 	"context"
 	"crypto"
 	"crypto/ecdsa"
@@ -10,6 +11,7 @@ import (
 	"crypto/x509"
 	"errors"
 	"fmt"
+	"log/slog"
 	"net/url"
 	"os"
 	"os/exec"
@@ -216,5 +218,36 @@ func TestServerCertFollowsConfiguredNames(t *testing.T) {
 	}
 	if renewed, err := p.RenewServerCert(context.Background()); err != nil || renewed {
 		t.Fatalf("a fresh certificate was renewed again: %v %v", renewed, err)
+	}
+}
+
+// TestInitAuditsCeremony: every signature the ceremony makes with the root
+// (its own certificate, the root CRL, the issuing and OBF CA certificates)
+// and the server certificate it issues leave their two audit records; a
+// second init signs nothing and records nothing.
+func TestInitAuditsCeremony(t *testing.T) {
+	dir := t.TempDir()
+	c, err := config.Load(dir, "")
+	if err != nil {
+		t.Fatal(err)
+	}
+	var trail bytes.Buffer
+	audit := slog.New(slog.NewJSONHandler(&trail, nil))
+	if _, err := pki.Init(context.Background(), c, pki.WithAudit(audit)); err != nil {
+		t.Fatal(err)
+	}
+	count := func(msg string) int { return strings.Count(trail.String(), `"msg":"`+msg+`"`) }
+	if got := [4]int{count("signing ceremony"), count("signed ceremony"), count("signing certificate"), count("signed certificate")}; got != [4]int{4, 4, 1, 1} {
+		t.Fatalf("audit records (root before/after, issuer before/after) = %v, want [4 4 1 1]:\n%s", got, trail.String())
+	}
+	if !strings.Contains(trail.String(), `"key":"`+c.CA.RootKey+`"`) || !strings.Contains(trail.String(), `"outcome":"ok"`) {
+		t.Fatalf("ceremony records do not name the root key and outcome:\n%s", trail.String())
+	}
+	trail.Reset()
+	if _, err := pki.Init(context.Background(), c, pki.WithAudit(audit)); err != nil {
+		t.Fatal(err)
+	}
+	if trail.Len() != 0 {
+		t.Fatalf("a second init signed something:\n%s", trail.String())
 	}
 }

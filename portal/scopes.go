@@ -28,10 +28,13 @@ const (
 	ScopeOBFs = "obfs"
 	// ScopeKeys: mint, list and revoke API keys.
 	ScopeKeys = "keys"
+	// ScopeMAF: register MAF clients (CSEs, Enrolment Targets) under the
+	// tenant's adminFQDNs and de-register devices (docs/maf.md).
+	ScopeMAF = "maf"
 )
 
 // AllScopes in display order.
-var AllScopes = []string{ScopeRead, ScopeDevices, ScopeEnrol, ScopeOBFs, ScopeKeys}
+var AllScopes = []string{ScopeRead, ScopeDevices, ScopeEnrol, ScopeOBFs, ScopeKeys, ScopeMAF}
 
 // DefaultScopes are a new key's when none are asked for: what enrolment
 // automation needs, never key or OBF management.
@@ -45,6 +48,10 @@ func (p Principal) can(scope string) bool {
 	}
 	return slices.Contains(p.Scopes, "*") || slices.Contains(p.Scopes, scope)
 }
+
+// RequireScope is requireScope for the routes other packages serve with
+// the portal's authentication (the MAF's registration routes).
+func RequireScope(who Principal, scope string) error { return requireScope(who, scope) }
 
 func requireScope(who Principal, scope string) error {
 	if who.can(scope) {

@@ -1,6 +1,7 @@
 package store
 
 import (
+	"bytes"
 	"context"
 	"crypto/sha256"
 	"errors"
@@ -325,6 +326,35 @@ func TestSweepChunks(t *testing.T) {
 		// Nothing left: the next sweep changes nothing.
 		if res, err := s.Sweep(ctx, SweepOptions{Holder: "replica-a", Chunk: 1000, Now: now}); err != nil || res.Tokens+res.Credentials != 0 {
 			t.Fatalf("second sweep: %+v %v", res, err)
+		}
+	})
+}
+
+// TestSweepBulkChunks: a bulk chunk's retry record goes once the retention
+// has passed since its commit, never before.
+func TestSweepBulkChunks(t *testing.T) {
+	backends(t, func(t *testing.T, s *Store, _ *countingObserver) {
+		ctx := context.Background()
+		now := t0.Add(30 * 24 * time.Hour)
+		key := bytes.Repeat([]byte{7}, 32)
+		for i, at := range []time.Time{now.Add(-72 * time.Hour), now.Add(-49 * time.Hour), now.Add(-47 * time.Hour), now} {
+			if err := s.tx(ctx, "test_setup", func(q querier) error {
+				_, err := q.exec(ctx, `INSERT INTO bulk_chunks (batch_key, chunk, rows_sha256, created_at) VALUES ($1, $2, $3, $4)`,
+					key, i, bytes.Repeat([]byte{1}, 32), at.UTC())
+				return err
+			}); err != nil {
+				t.Fatal(err)
+			}
+		}
+		res, err := s.Sweep(ctx, SweepOptions{Holder: "replica-a", Now: now, BulkChunkRetention: 48 * time.Hour})
+		if err != nil || res.BulkChunks != 2 {
+			t.Fatalf("sweep: %+v %v, want the two chunks older than 48 hours deleted", res, err)
+		}
+		for i, want := range []bool{false, false, true, true} {
+			_, ok, err := s.BulkChunkFingerprint(ctx, key, i)
+			if err != nil || ok != want {
+				t.Fatalf("chunk %d recorded = %v (%v), want %v", i, ok, err, want)
+			}
 		}
 	})
 }

@@ -356,6 +356,54 @@ var migrations = []migration{{
 		`CREATE INDEX IF NOT EXISTS obf_certificates_revoked ON obf_certificates (issuer_key_id, serial) WHERE status = 'revoked'`,
 	},
 	backfill: backfillOBFCertificates,
+}, {
+	// MAF client and key registration (TS-0003 §8.8, docs/maf.md): the
+	// adminFQDNs the operator gave each tenant, the clients (CSEs and
+	// Enrolment Targets) a tenant registered with the MAF, and the
+	// symmetric keys those clients registered. A client's secret is kept as
+	// its SHA-256 only; a registered key is kept sealed by the HSM's KEK.
+	// Keys are random (registration IDs, key IDs) or names the operator
+	// chose, so CockroachDB spreads the writes. Version 11 is another
+	// change's to take.
+	version: 12,
+	name:    "maf_registrations",
+	stmts: []string{
+		`CREATE TABLE IF NOT EXISTS maf_admin_fqdns (
+			fqdn       {{key}} PRIMARY KEY,
+			tenant     TEXT NOT NULL,
+			created_at {{time}} NOT NULL
+		)`,
+		`CREATE INDEX IF NOT EXISTS maf_admin_fqdns_tenant ON maf_admin_fqdns (tenant)`,
+		`CREATE TABLE IF NOT EXISTS maf_clients (
+			id            {{key}} PRIMARY KEY,
+			client_id     {{key}} NOT NULL,
+			tenant        TEXT NOT NULL,
+			admin_fqdn    TEXT NOT NULL,
+			labels        TEXT NOT NULL,
+			symm_key_id   {{key}} NOT NULL,
+			secret_sha256 {{bytes}} NOT NULL,
+			expires_at    {{time}} NOT NULL,
+			created_at    {{time}} NOT NULL,
+			updated_at    {{time}} NOT NULL
+		)`,
+		`CREATE UNIQUE INDEX IF NOT EXISTS maf_clients_client_id ON maf_clients (client_id)`,
+		`CREATE UNIQUE INDEX IF NOT EXISTS maf_clients_symm_key_id ON maf_clients (symm_key_id)`,
+		`CREATE INDEX IF NOT EXISTS maf_clients_tenant ON maf_clients (tenant)`,
+		`CREATE TABLE IF NOT EXISTS maf_keys (
+			id              {{key}} PRIMARY KEY,
+			tenant          TEXT NOT NULL,
+			admin_fqdn      TEXT NOT NULL,
+			registration_id {{key}} NOT NULL,
+			suid            {{int}} NOT NULL,
+			target_ids      TEXT NOT NULL,
+			labels          TEXT NOT NULL,
+			sealed_key      {{bytes}} NOT NULL,
+			expires_at      {{time}} NOT NULL,
+			created_at      {{time}} NOT NULL,
+			updated_at      {{time}} NOT NULL
+		)`,
+		`CREATE INDEX IF NOT EXISTS maf_keys_registration ON maf_keys (registration_id)`,
+	},
 }}
 
 // ddl runs one idempotent schema statement. Replicas that start together

@@ -56,6 +56,10 @@ type SweepOptions struct {
 	// MaxChunks bounds the chunks per kind in one run (default 1,000), so a
 	// run ends in bounded time whatever the backlog; the next run goes on.
 	MaxChunks int
+	// BulkChunkRetention is how long a bulk chunk's record outlives its
+	// commit (default 48 hours): at least the longest enrolment token
+	// lifetime, after which every token it issued has expired.
+	BulkChunkRetention time.Duration
 }
 
 // SweepResult is what one sweep did.
@@ -65,6 +69,7 @@ type SweepResult struct {
 	Held        bool
 	Tokens      int
 	Credentials int
+	BulkChunks  int
 }
 
 // TakeLease takes or renews the named lease for holder until now+ttl. It
@@ -116,15 +121,27 @@ func (s *Store) ReleaseLease(ctx context.Context, name, holder string, now time.
 type sweepKind struct {
 	name string
 	sql  string
+	// due is the instant $1 compares with (default opt.Now).
+	due func(opt SweepOptions) time.Time
 }
 
 var sweepKinds = []sweepKind{
 	{"token", `UPDATE enrolments SET state = 'expired'
 		WHERE token_hash IN (SELECT token_hash FROM enrolments WHERE state = 'issued' AND expires_at <= $1 LIMIT $2)
-		AND state = 'issued'`},
+		AND state = 'issued'`, nil},
 	{"credential", `UPDATE credentials SET status = 'expired'
 		WHERE id IN (SELECT id FROM credentials WHERE status = 'active' AND not_after <= $1 LIMIT $2)
-		AND status = 'active'`},
+		AND status = 'active'`, nil},
+	// A bulk chunk's record (its rows' fingerprint) lets a retry of a lost
+	// answer be recognised and refused if its rows differ. Once every token
+	// the chunk could have issued has expired, a retry can only meet
+	// expired tokens, which the enrolments rows answer on their own (tokens
+	// are derived from the batch key and device ID): the record has done
+	// its work, and without a sweep the table grows by one row per thousand
+	// bundles forever.
+	{"bulk_chunk", `DELETE FROM bulk_chunks
+		WHERE (batch_key, chunk) IN (SELECT batch_key, chunk FROM bulk_chunks WHERE created_at <= $1 LIMIT $2)`,
+		func(opt SweepOptions) time.Time { return opt.Now.Add(-opt.BulkChunkRetention) }},
 }
 
 // Sweep runs one expiry sweep if this replica holds (or can take) the
@@ -143,6 +160,9 @@ func (s *Store) Sweep(ctx context.Context, opt SweepOptions) (SweepResult, error
 	if opt.Now.IsZero() {
 		opt.Now = time.Now()
 	}
+	if opt.BulkChunkRetention <= 0 {
+		opt.BulkChunkRetention = 48 * time.Hour
+	}
 	held, err := s.TakeLease(ctx, SweepLease, opt.Holder, opt.LeaseTTL, time.Now())
 	if err != nil || !held {
 		return SweepResult{}, err
@@ -157,10 +177,13 @@ func (s *Store) Sweep(ctx context.Context, opt SweepOptions) (SweepResult, error
 			if err != nil {
 				return res, err
 			}
-			if k.name == "token" {
+			switch k.name {
+			case "token":
 				res.Tokens += n
-			} else {
+			case "credential":
 				res.Credentials += n
+			default:
+				res.BulkChunks += n
 			}
 			if n < opt.Chunk {
 				break
@@ -182,11 +205,15 @@ func (s *Store) Sweep(ctx context.Context, opt SweepOptions) (SweepResult, error
 // transaction aborts before it changes anything (ErrLeaseLost).
 func (s *Store) sweepChunk(ctx context.Context, k sweepKind, opt SweepOptions) (int, error) {
 	var n int64
+	due := opt.Now
+	if k.due != nil {
+		due = k.due(opt)
+	}
 	err := s.tx(ctx, "sweep_"+k.name, func(q querier) error {
 		counts, err := q.execBatch(ctx, []stmt{
 			{`UPDATE leases SET expires_at = $3 WHERE name = $1 AND holder = $2`,
 				[]any{SweepLease, opt.Holder, time.Now().Add(opt.LeaseTTL).UTC()}, 1},
-			{k.sql, []any{opt.Now.UTC(), opt.Chunk}, -1},
+			{k.sql, []any{due.UTC(), opt.Chunk}, -1},
 		})
 		if err != nil {
 			return err

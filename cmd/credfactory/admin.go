@@ -10,6 +10,7 @@ import (
 	"strings"
 	"time"
 
+	"github.com/credfactory/credfactory/kdf"
 	"github.com/credfactory/credfactory/portal"
 	"github.com/credfactory/credfactory/store"
 	"github.com/spf13/cobra"
@@ -77,7 +78,7 @@ never from a flag.`,
 	}
 	key.Flags().StringVar(&holder, "stakeholder", "", "the account the key acts as")
 	key.Flags().StringVar(&keyName, "name", "cli", "a name for the key")
-	key.Flags().StringSliceVar(&keyScopes, "scope", nil, "what the key may do: read, devices, enrol, obfs, keys (repeat or comma-separate; default all)")
+	key.Flags().StringSliceVar(&keyScopes, "scope", nil, "what the key may do: read, devices, enrol, obfs, keys, maf (repeat or comma-separate; default all)")
 	_ = key.MarkFlagRequired("stakeholder")
 	var disableName string
 	disable := &cobra.Command{
@@ -100,7 +101,33 @@ never from a flag.`,
 	}
 	disable.Flags().StringVar(&disableName, "name", "", "account name")
 	_ = disable.MarkFlagRequired("name")
-	admin.AddCommand(create, key, disable)
+	var fqdnHolder, fqdn string
+	addFQDN := &cobra.Command{
+		Use:   "add-admin-fqdn",
+		Short: "Give a stakeholder's tenant an adminFQDN it may register MAF clients and keys under (TS-0003 §8.8)",
+		Args:  cobra.NoArgs,
+		RunE: func(cmd *cobra.Command, _ []string) error {
+			if _, err := kdf.KmID("x", fqdn); err != nil {
+				return fmt.Errorf("--fqdn: %w", err)
+			}
+			return withStore(cmd.Context(), g, func(st *store.Store) error {
+				s, err := st.StakeholderBy(cmd.Context(), "name", fqdnHolder)
+				if err != nil {
+					return fmt.Errorf("stakeholder %q: %w", fqdnHolder, err)
+				}
+				if err := st.AddAdminFQDN(cmd.Context(), strings.ToLower(fqdn), s.Tenant(), "admin-cli", time.Now()); err != nil {
+					return err
+				}
+				fmt.Fprintf(cmd.OutOrStdout(), "adminFQDN %s belongs to %q\n", strings.ToLower(fqdn), s.Name)
+				return nil
+			})
+		},
+	}
+	addFQDN.Flags().StringVar(&fqdnHolder, "stakeholder", "", "the account whose tenant gets the adminFQDN")
+	addFQDN.Flags().StringVar(&fqdn, "fqdn", "", "the adminFQDN")
+	_ = addFQDN.MarkFlagRequired("stakeholder")
+	_ = addFQDN.MarkFlagRequired("fqdn")
+	admin.AddCommand(create, key, disable, addFQDN)
 	return admin
 }
 

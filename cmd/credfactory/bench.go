@@ -204,15 +204,15 @@ var ceilingOf = map[string]string{
 
 func (r benchReport) print(w io.Writer) {
 	tw := tabwriter.NewWriter(w, 0, 0, 2, ' ', tabwriter.AlignRight)
-	fmt.Fprintln(tw, "path\tclients\tbatch\tenrolments/s\tp50\tp90\tp99\tmax\terrors\tHSM ops/s\tcommits/s\tof ceiling\t")
+	fmt.Fprintln(tw, "path\tclients\tbatch\tenrolments/s\tp50\tp90\tp99\tmax\terrors\tHSM ops/s\tcommits/s\tCPU/enrolment\tof ceiling\t")
 	for _, x := range r.Results {
 		ratio := ""
 		if c := r.Ceilings[ceilingOf[x.Path]]; c > 0 {
 			ratio = fmt.Sprintf("%.2f", x.PerSecond/c)
 		}
-		fmt.Fprintf(tw, "%s\t%d\t%d\t%.0f\t%v\t%v\t%v\t%v\t%d\t%.0f\t%.0f\t%s\t\n", x.Path, x.Concurrency, x.BatchSize, x.PerSecond,
+		fmt.Fprintf(tw, "%s\t%d\t%d\t%.0f\t%v\t%v\t%v\t%v\t%d\t%.0f\t%.0f\t%v\t%s\t\n", x.Path, x.Concurrency, x.BatchSize, x.PerSecond,
 			x.P50.Round(10*time.Microsecond), x.P90.Round(10*time.Microsecond), x.P99.Round(10*time.Microsecond),
-			x.Max.Round(10*time.Microsecond), x.ErrorCount(), x.HSMOpsPerSec, x.CommitsPerSec, ratio)
+			x.Max.Round(10*time.Microsecond), x.ErrorCount(), x.HSMOpsPerSec, x.CommitsPerSec, x.ServerCPUPerEnrolment.Round(time.Microsecond), ratio)
 	}
 	tw.Flush()
 	for k, v := range r.Ceilings {

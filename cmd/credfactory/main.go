@@ -6,6 +6,7 @@ import (
 	"crypto/x509"
 	"fmt"
 	"io"
+	"log/slog"
 	"os"
 	"os/signal"
 	"runtime/debug"
@@ -23,6 +24,7 @@ import (
 	"github.com/credfactory/credfactory/server"
 	"github.com/credfactory/credfactory/store"
 	"github.com/spf13/cobra"
+	"github.com/valyala/fasthttp"
 )
 
 // version is set at link time (-ldflags "-X main.version=..."); otherwise
@@ -82,7 +84,12 @@ with the root, issues the server's TLS certificate and writes
 			if err != nil {
 				return err
 			}
-			created, err := pki.Init(cmd.Context(), cfg)
+			audit, closeAudit, err := cfg.Log.AuditLogger(cmd.ErrOrStderr())
+			if err != nil {
+				return err
+			}
+			defer closeAudit.Close()
+			created, err := pki.Init(cmd.Context(), cfg, pki.WithAudit(audit))
 			out := cmd.OutOrStdout()
 			for _, c := range created {
 				fmt.Fprintln(out, "created", c)
@@ -131,6 +138,7 @@ connections and lets in-flight requests finish (server.shutdown_timeout).
 
 func serve(ctx context.Context, cfg config.Config, stderr io.Writer) error {
 	log := cfg.Log.Logger(stderr)
+	tuneGC(cfg.Server, log)
 	reg := metrics.New()
 	audit, closeAudit, err := cfg.Log.AuditLogger(stderr)
 	if err != nil {
@@ -196,12 +204,16 @@ func serve(ctx context.Context, cfg config.Config, stderr io.Writer) error {
 		return fmt.Errorf("OBF CA status: %w", err)
 	}
 
+	tlsConf := server.TLSConfig(p.GetCertificate)
+	if tlsConf.CurvePreferences, err = cfg.Server.CurvePreferences(); err != nil {
+		return err
+	}
 	srv := server.New(server.Options{
 		Listen:       cfg.Server.Listen,
 		StatusListen: cfg.CA.StatusListen,
 		OpsListen:    cfg.Server.OpsListen,
 		Pprof:        cfg.Server.Pprof,
-		TLS:          server.TLSConfig(p.GetCertificate),
+		TLS:          tlsConf,
 		ReadTimeout:  cfg.Server.ReadTimeout,
 		WriteTimeout: cfg.Server.WriteTimeout,
 		IdleTimeout:  cfg.Server.IdleTimeout,
@@ -223,7 +235,7 @@ func serve(ctx context.Context, cfg config.Config, stderr io.Writer) error {
 		log.Warn("no root CRL to publish", "err", p.RootCRLErr.Error())
 	}
 	srv.RegisterStatus(castatus.Routes(published, status, obfStatus)...)
-	srv.Register(maf.NewAPI(registry, verifier, cfg.MAF.AdminClients).Routes()...)
+	mafAPI := maf.NewAPI(registry, verifier, cfg.MAF.AdminClients)
 	enrol := mef.New(mef.Config{FQDN: cfg.MEF.FQDN, MAFFQDN: cfg.MEF.MAFFQDN, SPDomain: cfg.Portal.SPDomain,
 		KeyLifetime: cfg.MEF.KeyLifetime, KeyMode: cfg.MEF.KeyMode, CertValidity: cfg.MEF.CertValidity, MaxForward: cfg.MEF.MaxForward, Limits: limits,
 		RenewBefore: cfg.MEF.RenewBefore, RenewAfter: cfg.MEF.RenewAfter, OnRevoke: status.MarkStale},
@@ -234,6 +246,19 @@ func serve(ctx context.Context, cfg config.Config, stderr io.Writer) error {
 		TokenTTL: cfg.Portal.TokenTTL, SessionTTL: cfg.Portal.SessionTTL, Limits: limits, OnRevoke: status.MarkStale,
 		OnOBFRevoke: obfStatus.MarkStale, MaxConcurrentUploads: cfg.Portal.MaxUploads,
 	}, st, p.KDF, p.CA, p.OBFCA, obfVerifier)
+	// MAF client registration is a stakeholder's act, authenticated as the
+	// portal authenticates (API key with the maf scope, or session).
+	mafAPI.EnableRegistration(maf.Registrations{MAFFQDN: cfg.MEF.MAFFQDN, Stakeholders: func(ctx *fasthttp.RequestCtx) (maf.Stakeholder, error) {
+		who, err := pt.Authenticate(ctx, false)
+		if err != nil {
+			return maf.Stakeholder{}, err
+		}
+		if err := portal.RequireScope(who, portal.ScopeMAF); err != nil {
+			return maf.Stakeholder{}, err
+		}
+		return maf.Stakeholder{Tenant: who.Stakeholder.Tenant(), SPAdmin: who.Stakeholder.Role == store.RoleSPAdmin, Actor: who.Stakeholder.Name}, nil
+	}})
+	srv.Register(mafAPI.Routes()...)
 	srv.Register(pt.APIRoutes()...)
 	srv.Register(pt.PageRoutes()...)
 	if err := srv.Listen(); err != nil {
@@ -335,4 +360,16 @@ func envOr(name, def string) string {
 		return v
 	}
 	return def
+}
+
+// tuneGC applies server.gc_percent and server.memory_limit_mib unless the
+// operator set Go's own GOGC or GOMEMLIMIT, which keep the last word.
+func tuneGC(s config.Server, log *slog.Logger) {
+	if os.Getenv("GOGC") == "" {
+		debug.SetGCPercent(s.GCPercent)
+	}
+	if os.Getenv("GOMEMLIMIT") == "" && s.MemoryLimitMiB > 0 {
+		debug.SetMemoryLimit(int64(s.MemoryLimitMiB) << 20)
+	}
+	log.Debug("garbage collector", "memory_limit_bytes", debug.SetMemoryLimit(-1))
 }

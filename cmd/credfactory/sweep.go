@@ -32,16 +32,19 @@ func startSweeper(ctx context.Context, cfg config.Config, st *store.Store, reg *
 	go func() {
 		defer close(done)
 		st.RunSweeper(ctx, store.SweeperOptions{
-			SweepOptions: store.SweepOptions{Holder: holder, Chunk: cfg.Store.SweepChunk},
-			Interval:     cfg.Store.SweepInterval,
+			SweepOptions: store.SweepOptions{Holder: holder, Chunk: cfg.Store.SweepChunk,
+				// Twice the token lifetime: a chunk's tokens have all
+				// expired well before its record goes.
+				BulkChunkRetention: 2 * cfg.Portal.TokenTTL},
+			Interval: cfg.Store.SweepInterval,
 			Report: func(res store.SweepResult, d time.Duration, err error) {
 				obs.ObserveSweep(res, d, err)
 				switch {
 				case err != nil:
-					log.Error("expiry sweep", "err", err.Error(), "tokens", res.Tokens, "credentials", res.Credentials)
-				case res.Tokens+res.Credentials > 0:
+					log.Error("expiry sweep", "err", err.Error(), "tokens", res.Tokens, "credentials", res.Credentials, "bulk_chunks", res.BulkChunks)
+				case res.Tokens+res.Credentials+res.BulkChunks > 0:
 					// One summary line per run, never a line per row.
-					log.Info("expiry sweep", "tokens", res.Tokens, "credentials", res.Credentials, "duration", d.String())
+					log.Info("expiry sweep", "tokens", res.Tokens, "credentials", res.Credentials, "bulk_chunks", res.BulkChunks, "duration", d.String())
 				}
 			},
 		})
