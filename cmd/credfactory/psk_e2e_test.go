@@ -2,12 +2,14 @@ package main
 
 import (
 	"bytes"
+	"encoding/base64"
 	"encoding/json"
 	"os"
 	"os/exec"
 	"path/filepath"
 	"strings"
 	"testing"
+	"time"
 
 	"github.com/credfactory/credfactory/client"
 	"github.com/credfactory/credfactory/kdf"
@@ -84,4 +86,49 @@ func TestEnrollPSKModes(t *testing.T) {
 	if k6 := read(out6); k6.Mode != "exporter" || len(k6.Key) != 32 || !strings.HasPrefix(k6.CredentialID, "11-") {
 		t.Fatalf("after the refusals: %+v", k6)
 	}
+}
+
+// TestExporterKucPerTargetOverMAF: the whole path through the real server.
+// Two Targets registered by FQDN (TS-0003 §8.8); a device enrols in exporter
+// mode for a usage-constrained key naming both and derives each Target's
+// Kuc from its own TLS session; each Target fetches over the MAF route with
+// the credential its registration returned, and receives exactly the key
+// the device derived for it, different from the other's. A registered
+// Target the key does not name gets nothing.
+func TestExporterKucPerTargetOverMAF(t *testing.T) {
+	onBothBackends(t, func(t *testing.T, _ string, env []string) {
+		s := newSeed(t, env...)
+		s.cli("admin", "add-admin-fqdn", "--stakeholder", "alice", "--fqdn", "alice.example")
+		exp := time.Now().Add(24 * time.Hour).UTC().Format(time.RFC3339)
+		auth := map[string]string{}
+		for _, fqdn := range []string{"in-cse.alice.example", "mn-cse.alice.example", "other-cse.alice.example"} {
+			status, body := s.call(s.alice, "POST", "/maf/v1/clients", "application/json",
+				mustJSON(map[string]any{"fqdn": fqdn, "adminFQDN": "alice.example", "expirationTime": exp}))
+			if status != 201 {
+				t.Fatalf("register %s: %d %v", fqdn, status, body)
+			}
+			auth[fqdn] = body["assignedSymmKeyID"].(string) + ":" + body["credential"].(string)
+		}
+		b := s.bundle("dev-2", nil)
+		out := filepath.Join(t.TempDir(), "dev-2")
+		s.cli("enroll", "--bundle", s.writeBundle(b), "--out", out, "--psk", "--suid", "24",
+			"--target", "in-cse.alice.example", "--target", "mn-cse.alice.example")
+		var psk client.KeyAnswer
+		if err := json.Unmarshal([]byte(readFile(t, filepath.Join(out, "psk.json"))), &psk); err != nil {
+			t.Fatal(err)
+		}
+		if psk.Mode != "exporter" || len(psk.TargetKeys) != 2 || bytes.Equal(psk.TargetKeys[0].Key, psk.TargetKeys[1].Key) {
+			t.Fatalf("psk.json: %+v", psk)
+		}
+		fetch := "/maf/v1/fetchCredentials/" + psk.KeID + "/24"
+		for _, tk := range psk.TargetKeys {
+			status, got := s.call(auth[tk.TargetID], "GET", fetch, "", nil)
+			if status != 200 || got["credential"] != base64.StdEncoding.EncodeToString(tk.Key) || got["enroleeId"] != b.AssignedID {
+				t.Fatalf("%s fetches: %d %v, the device derived %x", tk.TargetID, status, got, tk.Key)
+			}
+		}
+		if status, body := s.call(auth["other-cse.alice.example"], "GET", fetch, "", nil); status != 403 || errCode(body) != "target_not_authorised" {
+			t.Fatalf("a Target the key does not name: %d %v", status, body)
+		}
+	})
 }
