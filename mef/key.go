@@ -211,7 +211,7 @@ func (m *MEF) EnrolKey(ctx context.Context, req KeyRequest) (KeyResult, error) {
 	if got.Replayed {
 		return m.recordedKey(ctx, got.Credential.ID)
 	}
-	return m.answerKey(ctx, got.Credential, false)
+	return m.answerKey(ctx, got.Credential, false, mode)
 }
 
 // sessionUnused refuses a TLS session whose RelativeKeID already names a
@@ -241,22 +241,31 @@ func (m *MEF) recordedKey(ctx context.Context, credentialID string) (KeyResult, 
 	if c.Type != store.TypePSK || c.Status != store.StatusActive {
 		return KeyResult{}, errTokenRedeemed
 	}
-	return m.answerKey(ctx, c, true)
+	return m.answerKey(ctx, c, true, "")
 }
 
 // answerKey is the enrolment answer for a recorded key: in master mode
-// with the key (for a Kuc, one per Target), in exporter mode without.
-func (m *MEF) answerKey(ctx context.Context, c store.Credential, replayed bool) (KeyResult, error) {
-	kctx, err := kdf.UnmarshalContext(c.KDFContext)
-	if err != nil {
-		return KeyResult{}, err
+// with the key (for a Kuc, one per Target), in exporter mode without. mode
+// is the key's mode when the caller knows it (it just recorded the key);
+// empty, the stored context says.
+func (m *MEF) answerKey(ctx context.Context, c store.Credential, replayed bool, mode string) (KeyResult, error) {
+	if mode == "" {
+		kctx, err := kdf.UnmarshalContext(c.KDFContext)
+		if err != nil {
+			return KeyResult{}, err
+		}
+		mode = KeyModeMaster
+		if kctx.Root == kdf.RootExporter {
+			mode = KeyModeExporter
+		}
 	}
-	res := KeyResult{Mode: KeyModeMaster, Credential: c, Replayed: replayed}
-	if kctx.Root == kdf.RootExporter {
-		res.Mode = KeyModeExporter
+	res := KeyResult{Mode: mode, Credential: c, Replayed: replayed}
+	if mode == KeyModeExporter {
 		return res, nil
 	}
-	if kctx.Kind != kdf.KindKuc {
+	var err error
+	// The MEF records Km for SUID 21, Kpsa for 22, a Kuc for 23-25.
+	if c.SUID == int(kdf.SUIDRSPFMAF) || c.SUID == int(kdf.SUIDRSPFSAEF) {
 		if res.Key, err = m.reg.Key(ctx, c); err != nil {
 			// Recorded but not derived (HSM trouble): the client's retry
 			// with the same request ID re-derives it.
