@@ -30,7 +30,6 @@ func (k *AEADKey) HMACSealed(ctx context.Context, sealed, aad []byte, msgs [][]b
 	}
 	nonce, ct := sealed[:gcmNonceSize], sealed[gcmNonceSize:]
 	out := make([][]byte, len(msgs))
-	var openErr error
 	err := k.m.single(ctx, "hmac_sealed", k.key, func(s session, kek pkcs11.ObjectHandle) error {
 		c := k.m.lib.ctx
 		params := pkcs11.NewGCMParams(nonce, aad, gcmTagBits)
@@ -39,15 +38,10 @@ func (k *AEADKey) HMACSealed(ctx context.Context, sealed, aad []byte, msgs [][]b
 			return err
 		}
 		secret, err := c.Decrypt(s.h, ct)
-		var p11 pkcs11.Error
-		// As in Open: SoftHSM 2.6 answers a failed tag with
-		// CKR_GENERAL_ERROR rather than CKR_ENCRYPTED_DATA_INVALID.
-		if errors.As(err, &p11) && (p11 == pkcs11.CKR_ENCRYPTED_DATA_INVALID || p11 == pkcs11.CKR_GENERAL_ERROR) {
-			openErr = fmt.Errorf("%w: %s", ErrOpen, k.key.ref)
-			return nil
-		}
 		if err != nil {
-			return err
+			// Returned as it is, so the pool first rules out a broken
+			// session (which SoftHSM also answers CKR_GENERAL_ERROR).
+			return decryptError{err}
 		}
 		h, err := c.CreateObject(s.h, sessionSecretTemplate(secret))
 		clear(secret)
@@ -70,8 +64,13 @@ func (k *AEADKey) HMACSealed(ctx context.Context, sealed, aad []byte, msgs [][]b
 		}
 		return nil
 	})
-	if openErr != nil {
-		return nil, openErr
+	var de decryptError
+	var p11 pkcs11.Error
+	// As in Open: a failed tag is CKR_ENCRYPTED_DATA_INVALID per PKCS#11,
+	// CKR_GENERAL_ERROR from SoftHSM 2.6, once the pool has ruled out a
+	// broken session.
+	if errors.As(err, &de) && errors.As(de.err, &p11) && (p11 == pkcs11.CKR_ENCRYPTED_DATA_INVALID || p11 == pkcs11.CKR_GENERAL_ERROR) {
+		return nil, fmt.Errorf("%w: %s", ErrOpen, k.key.ref)
 	}
 	if err != nil {
 		return nil, fmt.Errorf("hsm: HMAC with a secret sealed by %s: %w", k.key.ref, err)
@@ -99,3 +98,10 @@ func sessionSecretTemplate(value []byte) []*pkcs11.Attribute {
 		pkcs11.NewAttribute(pkcs11.CKA_VALUE, value),
 	}
 }
+
+// decryptError marks a failure of the decryption step, the only one that
+// can mean "does not authenticate".
+type decryptError struct{ err error }
+
+func (e decryptError) Error() string { return "decrypt: " + e.err.Error() }
+func (e decryptError) Unwrap() error { return e.err }
