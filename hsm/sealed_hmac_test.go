@@ -82,3 +82,36 @@ func TestImportedSecretCannotBeRead(t *testing.T) {
 		t.Fatalf("imported secret: read error %v, extractable %v, sensitive %v", readErr, extractable, sensitive)
 	}
 }
+
+// TestHMACSealedRecovers: sessions closed from outside between calls are
+// a broken pool, not a seal that fails to authenticate: the next call
+// recovers and derives.
+func TestHMACSealedRecovers(t *testing.T) {
+	ctx := context.Background()
+	rec := &recorder{}
+	m := open(t, 1, rec)
+	kek, err := m.AEADKey(kekURI)
+	if err != nil {
+		t.Fatal(err)
+	}
+	aad := []byte("credfactory sealed Ke\x00ab@mef.sp.example")
+	sealed, err := kek.Seal(ctx, []byte("0123456789abcdef0123456789abcdef"), aad)
+	if err != nil {
+		t.Fatal(err)
+	}
+	msgs := [][]byte{[]byte("m")}
+	first, err := kek.HMACSealed(ctx, sealed, aad, msgs)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := outside(t).CloseAllSessions(m.Slot()); err != nil {
+		t.Fatal(err)
+	}
+	again, err := kek.HMACSealed(ctx, sealed, aad, msgs)
+	if err != nil || !hmac.Equal(again[0], first[0]) {
+		t.Fatalf("after the sessions were closed: %x %v", again, err)
+	}
+	if rec.recovered() == 0 {
+		t.Fatal("no recovery was observed: the breakage did not happen")
+	}
+}
