@@ -121,8 +121,9 @@ type Fetched struct {
 
 // Fetch answers /fetchCredentials/<KeID>/<SUID> for a Target that knows
 // itself by any of names: the credential must list one of them as a target,
-// be active and unexpired. The key is re-derived in the HSM (or unsealed
-// there); it is never read from the database.
+// be active and unexpired. The key is re-derived (DeriveFor: a
+// usage-constrained key for the first of the key's targets the caller is)
+// or unsealed in the HSM; it is never read from the database.
 func (r *Registry) Fetch(ctx context.Context, keID string, suid kdf.SUID, names []string) (Fetched, error) {
 	creds, err := r.st.CredentialForTarget(ctx, keID, int(suid))
 	if err != nil {
