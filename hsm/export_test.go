@@ -100,7 +100,7 @@ func (m *Module) ImportedSecretLeaks(ctx context.Context, value []byte) (readErr
 		if err != nil {
 			return err
 		}
-		defer c.DestroyObject(s.h, h)
+		defer func() { _ = c.DestroyObject(s.h, h) }()
 		_, readErr = c.GetAttributeValue(s.h, h, []*pkcs11.Attribute{pkcs11.NewAttribute(pkcs11.CKA_VALUE, nil)})
 		attrs, err := c.GetAttributeValue(s.h, h, []*pkcs11.Attribute{
 			pkcs11.NewAttribute(pkcs11.CKA_EXTRACTABLE, nil), pkcs11.NewAttribute(pkcs11.CKA_SENSITIVE, nil)})

@@ -30,7 +30,7 @@ func (k *AEADKey) HMACSealed(ctx context.Context, sealed, aad []byte, msgs [][]b
 	}
 	nonce, ct := sealed[:gcmNonceSize], sealed[gcmNonceSize:]
 	out := make([][]byte, len(msgs))
-	err := k.m.single(ctx, "hmac_sealed", k.key, func(s session, kek pkcs11.ObjectHandle) error {
+	err := k.m.single(ctx, "hmac_sealed", k.key, func(s session, kek pkcs11.ObjectHandle) (err error) {
 		c := k.m.lib.ctx
 		params := pkcs11.NewGCMParams(nonce, aad, gcmTagBits)
 		defer params.Free()
@@ -49,8 +49,14 @@ func (k *AEADKey) HMACSealed(ctx context.Context, sealed, aad []byte, msgs [][]b
 			return err
 		}
 		// The object lives only in this session; destroy it at once so a
-		// pooled session does not collect them.
-		defer c.DestroyObject(s.h, h)
+		// pooled session does not collect them. A failed destroy fails
+		// the call, so the pool probes (and if need be replaces) the
+		// session that may still hold it.
+		defer func() {
+			if derr := c.DestroyObject(s.h, h); derr != nil && err == nil {
+				err = fmt.Errorf("destroy the imported secret: %w", derr)
+			}
+		}()
 		mech := []*pkcs11.Mechanism{pkcs11.NewMechanism(pkcs11.CKM_SHA256_HMAC, nil)}
 		for i, m := range msgs {
 			if err := c.SignInit(s.h, mech, h); err != nil {

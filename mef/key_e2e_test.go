@@ -289,7 +289,9 @@ func TestExporterRefusals(t *testing.T) {
 			// OpenSSL's own configuration turns the extension off: Go's
 			// client always sends it.
 			conf := filepath.Join(t.TempDir(), "no-ems.cnf")
-			os.WriteFile(conf, []byte("openssl_conf = c\n[c]\nssl_conf = s\n[s]\nsystem_default = d\n[d]\nOptions = -ExtendedMasterSecret\n"), 0o600)
+			if err := os.WriteFile(conf, []byte("openssl_conf = c\n[c]\nssl_conf = s\n[s]\nsystem_default = d\n[d]\nOptions = -ExtendedMasterSecret\n"), 0o600); err != nil {
+				t.Fatal(err)
+			}
 			token, aid := e.token()
 			body := fmt.Sprintf(`{"token":%q,"assignedId":%q,"requestId":%q,"key":{"suid":22}}`, token, aid, requestID())
 			cmd := exec.Command(curl, "-sS", "--tlsv1.2", "--tls-max", "1.2", "--cacert", e.rootPE, "-H", "Content-Type: application/json",
