@@ -4,7 +4,10 @@ import (
 	"bytes"
 	"context"
 	"crypto/rand"
+	"encoding/hex"
+	"encoding/json"
 	"errors"
+	"os"
 	"testing"
 	"time"
 
@@ -83,4 +86,60 @@ func TestFetchKucPerTarget(t *testing.T) {
 			})
 		}
 	})
+}
+
+// TestExporterVectorsInHSM: the openssl-computed exporter vectors
+// (kdf/testdata/exporter_vectors.json) come out of SoftHSM: Ke sealed by
+// the real KEK, opened, imported and HMACed by the HSM for Km, Kpsa and
+// each Target's Kuc.
+func TestExporterVectorsInHSM(t *testing.T) {
+	raw, err := os.ReadFile("../kdf/testdata/exporter_vectors.json")
+	if err != nil {
+		t.Fatal(err)
+	}
+	var f struct {
+		Vectors []struct {
+			Name, Export, KeID, MAFID, EnroleeID, Km, Kpsa string
+			SUID                                       int
+			Kuc                                        []struct{ TargetFQDN, Kuc string }
+		}
+	}
+	if err := json.Unmarshal(raw, &f); err != nil || len(f.Vectors) == 0 {
+		t.Fatalf("vectors: %v", err)
+	}
+	ctx := context.Background()
+	reg := maf.New(nil, nil, master, kek)
+	for _, v := range f.Vectors {
+		ekm, _ := hex.DecodeString(v.Export)
+		_, ke, err := kdf.SplitExport(ekm)
+		if err != nil {
+			t.Fatal(err)
+		}
+		sealed, err := reg.SealEnrolmentKey(ctx, v.KeID, ke)
+		if err != nil {
+			t.Fatal(err)
+		}
+		check := func(name string, kctx kdf.Context, target, want string) {
+			t.Helper()
+			js, err := kctx.WithSealedKe(sealed).Marshal()
+			if err != nil {
+				t.Fatal(err)
+			}
+			got, err := reg.DeriveFor(ctx, store.Credential{ID: "x", Type: store.TypePSK, KDFContext: js}, target)
+			if err != nil {
+				t.Fatalf("%s %s: %v", v.Name, name, err)
+			}
+			if hex.EncodeToString(got) != want {
+				t.Errorf("%s %s: HSM %x, openssl %s", v.Name, name, got, want)
+			}
+		}
+		if v.Km == "" || len(v.Kuc) < 2 {
+			t.Fatalf("vector %s did not decode: %+v", v.Name, v)
+		}
+		check("Km", kdf.KmContext(v.KeID, v.MAFID), "", v.Km)
+		check("Kpsa", kdf.KpsaContext(v.KeID, v.EnroleeID), "", v.Kpsa)
+		for _, k := range v.Kuc {
+			check("Kuc "+k.TargetFQDN, kdf.KucContext(v.KeID, kdf.SUID(v.SUID), ""), k.TargetFQDN, k.Kuc)
+		}
+	}
 }
