@@ -100,8 +100,8 @@ func TestExporterVectorsInHSM(t *testing.T) {
 	var f struct {
 		Vectors []struct {
 			Name, Export, KeID, MAFID, EnroleeID, Km, Kpsa string
-			SUID                                       int
-			Kuc                                        []struct{ TargetFQDN, Kuc string }
+			SUID                                           int
+			Kuc                                            []struct{ TargetFQDN, Kuc string }
 		}
 	}
 	if err := json.Unmarshal(raw, &f); err != nil || len(f.Vectors) == 0 {
