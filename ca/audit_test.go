@@ -47,7 +47,7 @@ func TestAuditRecordsEverySignature(t *testing.T) {
 		t.Fatal(err)
 	}
 	req := Request{CSR: csr, Profile: ProfileDevice, AssignedID: "Sdevice1",
-		URIs: []*url.URL{mustURL(t, "//sp.example/Sdevice1")}}
+		URIs: []*url.URL{mustURL(t, "https://sp.example/Sdevice1")}}
 	ctx := reqid.With(context.Background(), "req-42")
 	issued, err := c.Issue(ctx, req)
 	if err != nil {

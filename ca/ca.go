@@ -204,7 +204,7 @@ func (c *CA) Issue(ctx context.Context, req Request) (*Issued, error) {
 		IPAddresses:           shape.ips,
 		URIs:                  shape.uris,
 	}
-	if req.Profile == ProfileDevice || req.Profile == ProfileOBFClient {
+	if req.Profile == ProfileDevice || req.Profile == ProfileCSE || req.Profile == ProfileOBFClient {
 		// Device and OBF client certificates are what the registry
 		// records (credentials, obf_certificates), so only they can be
 		// listed on the CRL or answered by OCSP: on server certificates

@@ -75,7 +75,22 @@ func CreateRoot(signer crypto.Signer, subject pkix.Name, validity time.Duration,
 // online issuing key should be limited to: if it leaks, it cannot mint
 // further CAs.
 func CreateIntermediate(parent *x509.Certificate, parentSigner crypto.Signer, pub crypto.PublicKey, subject pkix.Name, validity time.Duration, now time.Time) (*x509.Certificate, error) {
-	return createIntermediate(parent, parentSigner, pub, subject, validity, now, 0, nil)
+	return createIntermediate(parent, parentSigner, pub, subject, validity, now, 0, nil, nil)
+}
+
+// CreateIssuingCA is CreateIntermediate for the CA that signs AE-ID and
+// CSE-ID certificates: TS-0003 §10.1.1.5 has it carry name constraints
+// that the host of the AE-ID's full URI satisfies, so its URI names are
+// confined to spDomain (critical, RFC 5280 §4.2.1.10: OpenSSL and Go
+// both match the host of a URI with a scheme). DNS names and IP addresses
+// stay unconstrained: the same CA signs the SP's own server certificates,
+// whose names are configuration.
+func CreateIssuingCA(parent *x509.Certificate, parentSigner crypto.Signer, pub crypto.PublicKey, subject pkix.Name, validity time.Duration, now time.Time, spDomain string) (*x509.Certificate, error) {
+	uri, err := checkConstraints("URI", []string{spDomain})
+	if err != nil {
+		return nil, fmt.Errorf("ca: create issuing CA: %w", err)
+	}
+	return createIntermediate(parent, parentSigner, pub, subject, validity, now, 0, nil, uri)
 }
 
 // CreateOBFCA certifies pub as the CA that certifies trusted OBFs' mTLS
@@ -85,10 +100,10 @@ func CreateIntermediate(parent *x509.Certificate, parentSigner crypto.Signer, pu
 // serve TLS. Its key signs when an sp-admin registers a trusted OBF, and
 // its CRLs and OCSP answers.
 func CreateOBFCA(parent *x509.Certificate, parentSigner crypto.Signer, pub crypto.PublicKey, subject pkix.Name, validity time.Duration, now time.Time) (*x509.Certificate, error) {
-	return createIntermediate(parent, parentSigner, pub, subject, validity, now, 1, []x509.ExtKeyUsage{x509.ExtKeyUsageClientAuth})
+	return createIntermediate(parent, parentSigner, pub, subject, validity, now, 1, []x509.ExtKeyUsage{x509.ExtKeyUsageClientAuth}, nil)
 }
 
-func createIntermediate(parent *x509.Certificate, parentSigner crypto.Signer, pub crypto.PublicKey, subject pkix.Name, validity time.Duration, now time.Time, pathLen int, eku []x509.ExtKeyUsage) (*x509.Certificate, error) {
+func createIntermediate(parent *x509.Certificate, parentSigner crypto.Signer, pub crypto.PublicKey, subject pkix.Name, validity time.Duration, now time.Time, pathLen int, eku []x509.ExtKeyUsage, permittedURIs []string) (*x509.Certificate, error) {
 	if parent == nil || parentSigner == nil {
 		return nil, fmt.Errorf("ca: create intermediate: nil parent certificate or signer")
 	}
@@ -131,6 +146,10 @@ func createIntermediate(parent *x509.Certificate, parentSigner crypto.Signer, pu
 		MaxPathLenZero:        pathLen == 0,
 		ExtKeyUsage:           eku,
 		SubjectKeyId:          ski,
+		PermittedURIDomains:   permittedURIs,
+	}
+	if len(permittedURIs) > 0 {
+		tmpl.PermittedDNSDomainsCritical = true // Go's name for "nameConstraints is critical"
 	}
 	der, err := x509.CreateCertificate(rand.Reader, tmpl, parent, pub, parentSigner)
 	if err != nil {

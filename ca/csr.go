@@ -57,6 +57,12 @@ func ParseCSR(der []byte) (*CSR, error) {
 // signature check, so that a CSR we would refuse anyway (RSA-8192, 10,000
 // SANs) costs us a parse, not an expensive verification.
 func parseCSR(der []byte) (*x509.CertificateRequest, x509.PublicKeyAlgorithm, error) {
+	return parseCSRWith(der, nil)
+}
+
+// parseCSRWith is parseCSR with policy, when set, judging the key after
+// the CA's own key checks and before the signature check.
+func parseCSRWith(der []byte, policy func(crypto.PublicKey) error) (*x509.CertificateRequest, x509.PublicKeyAlgorithm, error) {
 	switch {
 	case len(der) == 0:
 		return nil, 0, newErr(ErrBadCSR, nil, "csr: empty")
@@ -88,6 +94,11 @@ func parseCSR(der []byte) (*x509.CertificateRequest, x509.PublicKeyAlgorithm, er
 			e.Reason = "csr: " + e.Reason
 		}
 		return nil, 0, err
+	}
+	if policy != nil {
+		if err := policy(csr.PublicKey); err != nil {
+			return nil, 0, err
+		}
 	}
 	if n := utf8.RuneCountInString(csr.Subject.CommonName); n > maxCommonNameLen {
 		return nil, 0, newErr(ErrBadCSR, nil, "csr: subject common name of %d characters exceeds the %d-character limit", n, maxCommonNameLen)
@@ -209,6 +220,12 @@ func (p Profile) grant(alg x509.PublicKeyAlgorithm) (grant, bool) {
 	switch p {
 	case ProfileDevice:
 		return grant{keyUsage: x509.KeyUsageDigitalSignature, eku: clientAuth, uri: true, cnIsID: true}, true
+	case ProfileCSE:
+		ku := x509.KeyUsageDigitalSignature
+		if alg == x509.RSA {
+			ku |= x509.KeyUsageKeyEncipherment
+		}
+		return grant{keyUsage: ku, eku: map[string]bool{oidEKUServerAuth: true, oidEKUClientAuth: true}, dns: true, uri: true, cnIsID: true}, true
 	case ProfileOBFClient:
 		return grant{keyUsage: x509.KeyUsageDigitalSignature, eku: clientAuth, dns: true, uri: true, cnIsID: true}, true
 	case ProfileOBFSubCA:

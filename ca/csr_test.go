@@ -181,7 +181,7 @@ func TestCSRCheckFor(t *testing.T) {
 		{"device: what it gets anyway", ProfileDevice, "Sdevice1",
 			ext(eku(clientAuth), keyUsageExt(t, x509.KeyUsageDigitalSignature)), ""},
 		{"device: the URI SAN is the caller's to check", ProfileDevice, "Sdevice1",
-			&x509.CertificateRequest{URIs: []*url.URL{mustURL(t, "//sp.example/Sdevice1")}}, ""},
+			&x509.CertificateRequest{URIs: []*url.URL{mustURL(t, "https://sp.example/Sdevice1")}}, ""},
 		{"device: serverAuth", ProfileDevice, "Sdevice1", ext(eku(clientAuth, serverAuth)), "serverAuth"},
 		{"device: codeSigning", ProfileDevice, "Sdevice1", ext(eku(codeSigning)), "codeSigning"},
 		{"device: keyCertSign", ProfileDevice, "Sdevice1",

@@ -19,6 +19,11 @@
 //     issuer whose key does not match its certificate (checked in New, so a
 //     wrong HSM key URI fails at start-up rather than on the first enrolment).
 //
+// The oneM2M profiles (TS-0003 §10.1.1) are ProfileDevice for AE-IDs and
+// ProfileCSE for CSE-IDs (docs/onem2m.md "Certificate names"); an
+// enrolment's KeyPolicy narrows which subject keys a CSR may carry
+// (ParseCSRFor).
+//
 // Failures that a client caused are reported as *Error values whose Kind is
 // one of the sentinels (ErrBadCSR, ErrUnsupportedKey, ErrWeakKey, ErrPolicy,
 // ErrSignerMismatch), so the front end can map them to HTTP statuses with

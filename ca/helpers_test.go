@@ -138,7 +138,7 @@ func deviceRequest(t testing.TB, key crypto.Signer) Request {
 		CSR:        makeCSR(t, key, nil),
 		Profile:    ProfileDevice,
 		AssignedID: "Sdevice1",
-		URIs:       []*url.URL{mustURL(t, "//sp.example/Sdevice1")},
+		URIs:       []*url.URL{mustURL(t, "https://sp.example/Sdevice1")},
 	}
 }
 

@@ -57,7 +57,7 @@ func TestIssueChainVerifies(t *testing.T) {
 				switch tt.profile {
 				case ProfileDevice:
 					req.AssignedID = "Sdevice1"
-					req.URIs = []*url.URL{mustURL(t, "//sp.example/Sdevice1")}
+					req.URIs = []*url.URL{mustURL(t, "https://sp.example/Sdevice1")}
 				case ProfileServer:
 					req.DNSNames = []string{"mef.sp.example", "MAF.sp.example"}
 					req.IPAddresses = []net.IP{net.ParseIP("192.0.2.10")}
@@ -158,7 +158,7 @@ func TestIssueProfileDecides(t *testing.T) {
 		DNSNames:       []string{"*.sp.example", "mef.sp.example"},
 		IPAddresses:    []net.IP{net.ParseIP("10.0.0.1")},
 		EmailAddresses: []string{"admin@sp.example"},
-		URIs:           []*url.URL{mustURL(t, "//sp.example/Sadmin")},
+		URIs:           []*url.URL{mustURL(t, "https://sp.example/Sadmin")},
 		ExtraExtensions: []pkixExtension{
 			basicConstraintsCA(t),
 			keyUsageExt(t, x509.KeyUsageCertSign|x509.KeyUsageCRLSign),
@@ -179,9 +179,9 @@ func TestIssueProfileDecides(t *testing.T) {
 	}{
 		{
 			name:     "device",
-			req:      Request{CSR: csr, Profile: ProfileDevice, AssignedID: "Sdevice1", URIs: []*url.URL{mustURL(t, "//sp.example/Sdevice1")}},
+			req:      Request{CSR: csr, Profile: ProfileDevice, AssignedID: "Sdevice1", URIs: []*url.URL{mustURL(t, "https://sp.example/Sdevice1")}},
 			wantCN:   "Sdevice1",
-			wantURIs: []string{"//sp.example/Sdevice1"},
+			wantURIs: []string{"https://sp.example/Sdevice1"},
 			wantEKU:  []x509.ExtKeyUsage{x509.ExtKeyUsageClientAuth},
 			validity: DefaultDeviceValidity,
 		},
@@ -270,21 +270,27 @@ func TestIssueRequestPolicy(t *testing.T) {
 		{"no profile", Request{}, "no profile"},
 		{"unknown profile", Request{Profile: "ca"}, "unknown profile"},
 		{"device no URI", Request{Profile: ProfileDevice, AssignedID: "Sdevice1"}, "exactly one URI"},
-		{"device two URIs", Request{Profile: ProfileDevice, AssignedID: "Sdevice1", URIs: append(u("//sp.example/Sdevice1"), u("//sp.example/Sdevice2")...)}, "exactly one URI"},
+		{"device two URIs", Request{Profile: ProfileDevice, AssignedID: "Sdevice1", URIs: append(u("https://sp.example/Sdevice1"), u("https://sp.example/Sdevice2")...)}, "exactly one URI"},
 		{"device wildcard URI", Request{Profile: ProfileDevice, AssignedID: "Sdevice1", URIs: u("//*.sp.example/Sdevice1")}, "wildcard"},
-		{"device wildcard path", Request{Profile: ProfileDevice, AssignedID: "S*", URIs: u("//sp.example/S*")}, "wildcard"},
+		{"device wildcard path", Request{Profile: ProfileDevice, AssignedID: "S*", URIs: u("https://sp.example/S*")}, "wildcard"},
 		{"device empty URI", Request{Profile: ProfileDevice, AssignedID: "Sdevice1", URIs: []*url.URL{{}}}, "empty"},
 		{"device nil URI", Request{Profile: ProfileDevice, AssignedID: "Sdevice1", URIs: []*url.URL{nil}}, "nil"},
-		{"device relative URI", Request{Profile: ProfileDevice, AssignedID: "Sdevice1", URIs: u("Sdevice1")}, "relative"},
-		{"device URI names other ID", Request{Profile: ProfileDevice, AssignedID: "Sdevice1", URIs: u("//sp.example/XSdevice1")}, "does not identify"},
+		{"device relative URI", Request{Profile: ProfileDevice, AssignedID: "Sdevice1", URIs: u("Sdevice1")}, "no scheme"},
+		{"device oneM2M scheme-less absolute ID", Request{Profile: ProfileDevice, AssignedID: "Sdevice1", URIs: u("//sp.example/Sdevice1")}, "no scheme"},
+		{"device URN without host", Request{Profile: ProfileDevice, AssignedID: "Sdevice1", URIs: u("urn:x-sp:Sdevice1")}, "no host"},
+		{"cse without DNS name", Request{Profile: ProfileCSE, AssignedID: "/cse-1", URIs: u("https://sp.example/cse-1")}, "exactly one DNS SAN"},
+		{"cse with an AE-ID", Request{Profile: ProfileCSE, AssignedID: "Sdevice1", URIs: u("https://sp.example/Sdevice1"), DNSNames: []string{"sdevice1.sp.example"}}, "needs a CSE-ID"},
+		{"cse wildcard DNS", Request{Profile: ProfileCSE, AssignedID: "/cse-1", URIs: u("https://sp.example/cse-1"), DNSNames: []string{"*.sp.example"}}, "wildcard"},
+		{"cse IP", Request{Profile: ProfileCSE, AssignedID: "/cse-1", URIs: u("https://sp.example/cse-1"), DNSNames: []string{"cse-1.sp.example"}, IPAddresses: []net.IP{net.ParseIP("192.0.2.1")}}, "no DNS or IP"},
+		{"device URI names other ID", Request{Profile: ProfileDevice, AssignedID: "Sdevice1", URIs: u("https://sp.example/XSdevice1")}, "does not identify"},
 		{"device URI with credentials", Request{Profile: ProfileDevice, AssignedID: "Sdevice1", URIs: u("https://user:pw@sp.example/Sdevice1")}, "user information"},
-		{"device no assigned ID", Request{Profile: ProfileDevice, URIs: u("//sp.example/Sdevice1")}, "assigned ID is empty"},
-		{"device 65-char ID", Request{Profile: ProfileDevice, AssignedID: "S" + strings.Repeat("x", 64), URIs: u("//sp.example/S" + strings.Repeat("x", 64))}, "65 characters"},
-		{"device ID with space", Request{Profile: ProfileDevice, AssignedID: "S dev", URIs: u("//sp.example/S%20dev")}, "whitespace"},
-		{"device DNS", Request{Profile: ProfileDevice, AssignedID: "Sdevice1", URIs: u("//sp.example/Sdevice1"), DNSNames: []string{"d.sp.example"}}, "no DNS or IP"},
-		{"device constraints", Request{Profile: ProfileDevice, AssignedID: "Sdevice1", URIs: u("//sp.example/Sdevice1"), PermittedDNSDomains: []string{"sp.example"}}, "no name constraints"},
-		{"device validity too long", Request{Profile: ProfileDevice, AssignedID: "Sdevice1", URIs: u("//sp.example/Sdevice1"), Validity: DefaultDeviceValidity + time.Second}, "exceeds"},
-		{"device negative validity", Request{Profile: ProfileDevice, AssignedID: "Sdevice1", URIs: u("//sp.example/Sdevice1"), Validity: -time.Hour}, "negative"},
+		{"device no assigned ID", Request{Profile: ProfileDevice, URIs: u("https://sp.example/Sdevice1")}, "assigned ID is empty"},
+		{"device 65-char ID", Request{Profile: ProfileDevice, AssignedID: "S" + strings.Repeat("x", 64), URIs: u("https://sp.example/S" + strings.Repeat("x", 64))}, "65 characters"},
+		{"device ID with space", Request{Profile: ProfileDevice, AssignedID: "S dev", URIs: u("https://sp.example/S%20dev")}, "whitespace"},
+		{"device DNS", Request{Profile: ProfileDevice, AssignedID: "Sdevice1", URIs: u("https://sp.example/Sdevice1"), DNSNames: []string{"d.sp.example"}}, "no DNS or IP"},
+		{"device constraints", Request{Profile: ProfileDevice, AssignedID: "Sdevice1", URIs: u("https://sp.example/Sdevice1"), PermittedDNSDomains: []string{"sp.example"}}, "no name constraints"},
+		{"device validity too long", Request{Profile: ProfileDevice, AssignedID: "Sdevice1", URIs: u("https://sp.example/Sdevice1"), Validity: DefaultDeviceValidity + time.Second}, "exceeds"},
+		{"device negative validity", Request{Profile: ProfileDevice, AssignedID: "Sdevice1", URIs: u("https://sp.example/Sdevice1"), Validity: -time.Hour}, "negative"},
 		{"server no names", Request{Profile: ProfileServer}, "at least one"},
 		{"server wildcard", Request{Profile: ProfileServer, DNSNames: []string{"*.sp.example"}}, "wildcard"},
 		{"server bad label", Request{Profile: ProfileServer, DNSNames: []string{"mef..sp.example"}}, "invalid label"},
@@ -443,7 +449,7 @@ func TestLintRefuses(t *testing.T) {
 			NotBefore: p.now.Add(-time.Minute), NotAfter: p.now.Add(day),
 			KeyUsage: x509.KeyUsageDigitalSignature, ExtKeyUsage: []x509.ExtKeyUsage{x509.ExtKeyUsageClientAuth},
 			BasicConstraintsValid: true, SubjectKeyId: ski,
-			URIs: []*url.URL{mustURL(t, "//sp.example/Sdevice1")},
+			URIs: []*url.URL{mustURL(t, "https://sp.example/Sdevice1")},
 		}
 	}
 	tests := []struct {
@@ -452,8 +458,11 @@ func TestLintRefuses(t *testing.T) {
 		mod     func(*x509.Certificate)
 		want    string // lint expected in the reason; "" means pass
 	}{
-		{"device URI form allowed for devices", ProfileDevice, func(*x509.Certificate) {}, ""},
-		{"scheme-less URI elsewhere", ProfileOBFClient, func(*x509.Certificate) {}, "e_ext_san_uri_relative"},
+		{"absolute device URI", ProfileDevice, func(*x509.Certificate) {}, ""},
+		// The URI form device certificates once carried: RFC 5280 lints
+		// apply to device certificates as to all others.
+		{"scheme-less device URI", ProfileDevice, func(c *x509.Certificate) { c.URIs = []*url.URL{mustURL(t, "//sp.example/Sdevice1")} }, "e_ext_san_uri_relative"},
+		{"scheme-less URI elsewhere", ProfileOBFClient, func(c *x509.Certificate) { c.URIs = []*url.URL{mustURL(t, "//sp.example/Sdevice1")} }, "e_ext_san_uri_relative"},
 		{"CN too long", ProfileDevice, func(c *x509.Certificate) { c.Subject.CommonName = strings.Repeat("x", 65) }, "e_subject_common_name_max_length"},
 		{"certSign without CA", ProfileDevice, func(c *x509.Certificate) { c.KeyUsage |= x509.KeyUsageCertSign }, "e_ext_key_usage_cert_sign_without_ca"},
 		{"keyEncipherment with clientAuth", ProfileDevice, func(c *x509.Certificate) { c.KeyUsage |= x509.KeyUsageKeyEncipherment }, "e_key_usage_and_extended_key_usage_inconsistent"},

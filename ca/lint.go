@@ -54,18 +54,11 @@ var excludedLintNames = []string{
 	"e_ecdsa_small_private_key",
 }
 
-// deviceLintExclusions are RFC 5280 lints that contradict the oneM2M device
-// profile, and are therefore skipped for ProfileDevice only. The device's
-// URI SAN is the absolute AE-ID "//SP-ID/AE-ID-Stem" (oneM2M absolute ID form,
-// TS-0003 §10.1 "the AE-ID's full URI"), a network-path reference without a
-// scheme, which RFC 5280 §4.2.1.6 ("MUST include both a scheme and a
-// scheme-specific-part") does not allow. Go and OpenSSL accept such a SAN in
-// plain path validation; checkURI still insists on a //host prefix, and Issue
-// refuses it under URI name constraints, where OpenSSL would not.
-var deviceLintExclusions = []string{
-	"e_ext_san_uri_relative",
-	"e_ext_san_uri_format_invalid",
-}
+// deviceLintExclusions are lints skipped for ProfileDevice only. There are
+// none: device URI SANs are absolute URIs (AssignedIDURI's
+// https://SP-domain/AE-ID), so e_ext_san_uri_relative and
+// e_ext_san_uri_format_invalid apply to them as to every certificate.
+var deviceLintExclusions = []string{}
 
 // lintSet is the lints one profile runs, in registry order, with the
 // registry's configuration. Only error-level lints are kept: zlint's naming

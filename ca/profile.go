@@ -19,9 +19,15 @@ import (
 type Profile string
 
 const (
-	// ProfileDevice is the oneM2M device credential of TS-0003 §10.1: an
-	// AE-ID, CSE-ID or Node-ID certificate for mutual TLS towards the SP.
+	// ProfileDevice is the oneM2M AE-ID certificate of TS-0003 §10.1.1.5
+	// (and, before ProfileCSE, every device's): a client certificate for
+	// mutual TLS whose URI SAN is the AE-ID's full URI.
 	ProfileDevice Profile = "device"
+	// ProfileCSE is the CSE-ID certificate of TS-0003 §10.1.1.7: the
+	// public domain name of the CSE-ID (TS-0001 §6.5.1.1) as a DNS SAN, so
+	// that the CSE can serve TLS with it (serverAuth) as well as register
+	// and call out (clientAuth), plus the CSE-ID's full URI as for an AE.
+	ProfileCSE Profile = "cse"
 	// ProfileServer is a TLS server certificate (MEF, MAF and the other SP
 	// endpoints hold FQDN certificates, TS-0003 §10.1).
 	ProfileServer Profile = "server"
@@ -59,11 +65,13 @@ type Request struct {
 	// Node-ID for ProfileDevice (it becomes the subject CN), the OBF's ID
 	// for the OBF profiles. Ignored by ProfileServer.
 	AssignedID string
-	// URIs are URI SANs. ProfileDevice takes exactly one, the full URI of
-	// AssignedID (e.g. //sp.example/Sdevice1); ProfileOBFClient takes any.
+	// URIs are URI SANs. ProfileDevice and ProfileCSE take exactly one,
+	// the full URI of AssignedID (e.g. https://sp.example/Sdevice1);
+	// ProfileOBFClient takes any.
 	URIs []*url.URL
 	// DNSNames and IPAddresses are SANs for ProfileServer (DNSNames also for
-	// ProfileOBFClient).
+	// ProfileOBFClient, and exactly one, the CSE-ID's public domain name,
+	// for ProfileCSE).
 	DNSNames    []string
 	IPAddresses []net.IP
 	// Validity shortens the profile's default lifetime; zero means the
@@ -119,12 +127,12 @@ func (p Profile) shape(req *Request, alg x509.PublicKeyAlgorithm) (*leafShape, e
 	s := &leafShape{}
 	var def time.Duration
 	switch p {
-	case ProfileDevice:
-		// TS-0003 §10.1: the AE-ID/CSE-ID/Node-ID certificate names its
-		// entity in a subjectAltName URI, without wildcards; keyUsage at
-		// least digitalSignature (and only that: see clientKU). The CN repeats the ID for humans and
-		// for TLS stacks that still log only the subject.
-		if len(req.DNSNames)+len(req.IPAddresses) > 0 {
+	case ProfileDevice, ProfileCSE:
+		// TS-0003 §10.1.1.5/§10.1.1.7: the certificate names its entity
+		// in subjectAltName, without wildcards; keyUsage at least
+		// digitalSignature. The CN repeats the ID for humans and for TLS
+		// stacks that still log only the subject.
+		if len(req.IPAddresses) > 0 || p == ProfileDevice && len(req.DNSNames) > 0 {
 			return nil, newErr(ErrPolicy, nil, "profile %s takes no DNS or IP SANs", p)
 		}
 		id, err := checkAssignedID(req.AssignedID)
@@ -134,9 +142,14 @@ func (p Profile) shape(req *Request, alg x509.PublicKeyAlgorithm) (*leafShape, e
 		if len(req.URIs) != 1 {
 			return nil, newErr(ErrPolicy, nil, "profile %s needs exactly one URI SAN, got %d", p, len(req.URIs))
 		}
-		u, err := checkURI(req.URIs[0], true)
+		u, err := checkURI(req.URIs[0])
 		if err != nil {
 			return nil, err
+		}
+		if u.Host == "" {
+			// §10.1.1.5: the issuer's name constraints bind the
+			// hostname part of the full URI.
+			return nil, newErr(ErrPolicy, nil, "URI SAN %q has no host", u.String())
 		}
 		if !uriNamesID(u, id) {
 			return nil, newErr(ErrPolicy, nil, "URI SAN %q does not identify assigned ID %q", u.String(), id)
@@ -145,6 +158,23 @@ func (p Profile) shape(req *Request, alg x509.PublicKeyAlgorithm) (*leafShape, e
 		s.uris = []*url.URL{u}
 		s.keyUsage = clientKU
 		s.extKeyUsage = []x509.ExtKeyUsage{x509.ExtKeyUsageClientAuth}
+		if p == ProfileCSE {
+			if !strings.HasPrefix(id, "/") {
+				return nil, newErr(ErrPolicy, nil, "profile %s needs a CSE-ID (\"/...\"), got %q", p, id)
+			}
+			if len(req.DNSNames) != 1 {
+				return nil, newErr(ErrPolicy, nil, "profile %s needs exactly one DNS SAN (the CSE-ID's public domain name), got %d", p, len(req.DNSNames))
+			}
+			dns, err := checkDNSNames(req.DNSNames)
+			if err != nil {
+				return nil, err
+			}
+			s.dnsNames = dns
+			// Serving TLS: an RSA server key may be asked for RSA
+			// key transport (see serverKU).
+			s.keyUsage = serverKU
+			s.extKeyUsage = []x509.ExtKeyUsage{x509.ExtKeyUsageServerAuth, x509.ExtKeyUsageClientAuth}
+		}
 		def = DefaultDeviceValidity
 
 	case ProfileServer:
@@ -178,7 +208,7 @@ func (p Profile) shape(req *Request, alg x509.PublicKeyAlgorithm) (*leafShape, e
 		if err != nil {
 			return nil, err
 		}
-		uris, err := checkURIs(req.URIs, false)
+		uris, err := checkURIs(req.URIs)
 		if err != nil {
 			return nil, err
 		}
@@ -269,11 +299,11 @@ func checkAssignedID(id string) (string, error) {
 	return id, nil
 }
 
-// checkURI accepts absolute URIs and, where networkPath is set, oneM2M's
-// absolute-ID form "//SP-ID/..." (a network-path reference with a host, not
-// an RFC 5280 absolute URI: see deviceLintExclusions). It refuses wildcards
-// (TS-0003 §10.1), embedded credentials and empty values.
-func checkURI(u *url.URL, networkPath bool) (*url.URL, error) {
+// checkURI accepts absolute URIs (RFC 5280 §4.2.1.6: a scheme and a
+// scheme-specific part), refusing wildcards (TS-0003 §10.1), embedded
+// credentials and empty values. oneM2M's scheme-less absolute-ID form
+// "//SP-ID/..." is not one: AssignedIDURI puts a scheme in front.
+func checkURI(u *url.URL) (*url.URL, error) {
 	if u == nil {
 		return nil, newErr(ErrPolicy, nil, "URI SAN is nil")
 	}
@@ -287,11 +317,8 @@ func checkURI(u *url.URL, networkPath bool) (*url.URL, error) {
 		return nil, newErr(ErrPolicy, nil, "URI SAN %q contains a wildcard", str)
 	case u.User != nil:
 		return nil, newErr(ErrPolicy, nil, "URI SAN must not carry user information")
-	case u.Scheme == "" && (!networkPath || u.Host == ""):
-		if networkPath {
-			return nil, newErr(ErrPolicy, nil, "URI SAN %q is relative: want a scheme or a //host prefix", str)
-		}
-		return nil, newErr(ErrPolicy, nil, "URI SAN %q is not an absolute URI", str)
+	case u.Scheme == "":
+		return nil, newErr(ErrPolicy, nil, "URI SAN %q is not an absolute URI: it has no scheme (RFC 5280 §4.2.1.6)", str)
 	case u.Fragment != "" || u.RawQuery != "":
 		return nil, newErr(ErrPolicy, nil, "URI SAN %q must not carry a query or fragment", str)
 	}
@@ -303,11 +330,11 @@ func checkURI(u *url.URL, networkPath bool) (*url.URL, error) {
 	return u, nil
 }
 
-func checkURIs(in []*url.URL, networkPath bool) ([]*url.URL, error) {
+func checkURIs(in []*url.URL) ([]*url.URL, error) {
 	out := make([]*url.URL, 0, len(in))
 	seen := make(map[string]bool, len(in))
 	for _, u := range in {
-		u, err := checkURI(u, networkPath)
+		u, err := checkURI(u)
 		if err != nil {
 			return nil, err
 		}
@@ -320,8 +347,9 @@ func checkURIs(in []*url.URL, networkPath bool) ([]*url.URL, error) {
 }
 
 // uriNamesID reports whether the URI's last component is the assigned ID, so
-// "//sp.example/Sdevice1" names "Sdevice1" and "//sp.example/cse-1" names the
-// CSE-ID "/cse-1", while "//sp.example/XSdevice1" names neither.
+// "https://sp.example/Sdevice1" names "Sdevice1" and
+// "https://sp.example/cse-1" names the CSE-ID "/cse-1", while
+// "https://sp.example/XSdevice1" names neither.
 func uriNamesID(u *url.URL, id string) bool {
 	s := u.String()
 	bare := strings.TrimPrefix(id, "/")

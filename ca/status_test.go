@@ -117,7 +117,7 @@ func TestParseSerialHex(t *testing.T) {
 func issueLeaf(t *testing.T, c *CA) *x509.Certificate {
 	t.Helper()
 	issued, err := c.Issue(context.Background(), Request{CSR: makeCSR(t, testKey(t, "p256-c"), nil), Profile: ProfileDevice,
-		AssignedID: "Sdevice1", URIs: []*url.URL{mustURL(t, "//sp.example/Sdevice1")}})
+		AssignedID: "Sdevice1", URIs: []*url.URL{mustURL(t, "https://sp.example/Sdevice1")}})
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -325,7 +325,7 @@ func FuzzParseOCSPRequest(f *testing.F) {
 	p := newTestPKI(f)
 	c := p.newCA(f, nil)
 	leaf, err := c.Issue(context.Background(), Request{CSR: makeCSR(f, testKey(f, "p256-c"), nil), Profile: ProfileDevice,
-		AssignedID: "Sdevice1", URIs: []*url.URL{mustURL(f, "//sp.example/Sdevice1")}})
+		AssignedID: "Sdevice1", URIs: []*url.URL{mustURL(f, "https://sp.example/Sdevice1")}})
 	if err != nil {
 		f.Fatal(err)
 	}

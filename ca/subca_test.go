@@ -115,7 +115,9 @@ func TestOBFSubCA(t *testing.T) {
 
 	// A scheme-less AE-ID URI cannot be checked against URI constraints
 	// by OpenSSL, so the sub-CA refuses to issue it.
-	if _, err := obsCA.Issue(context.Background(), deviceRequest(t, testKey(t, "p256-b"))); !errors.Is(err, ErrPolicy) {
+	schemeless := deviceRequest(t, testKey(t, "p256-b"))
+	schemeless.URIs = []*url.URL{mustURL(t, "//sp.example/Sdevice1")}
+	if _, err := obsCA.Issue(context.Background(), schemeless); !errors.Is(err, ErrPolicy) {
 		t.Errorf("scheme-less URI under URI constraints: err = %v, want ErrPolicy", err)
 	}
 	// Path length 0: the OBS cannot mint further CAs.

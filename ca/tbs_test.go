@@ -28,7 +28,7 @@ func TestEncodeLeafTBS(t *testing.T) {
 			NotBefore: now, NotAfter: now.Add(365 * day),
 			KeyUsage: x509.KeyUsageDigitalSignature, ExtKeyUsage: []x509.ExtKeyUsage{x509.ExtKeyUsageClientAuth},
 			BasicConstraintsValid: true, SubjectKeyId: ski,
-			URIs: []*url.URL{mustURL(t, "//sp.example/Sdevice1")},
+			URIs: []*url.URL{mustURL(t, "https://sp.example/Sdevice1")},
 		}
 	}
 	topBit, _ := new(big.Int).SetString("80"+"ff00ff00ff00ff00ff00ff00ff00ff00ff00ff", 16)
@@ -53,6 +53,22 @@ func TestEncodeLeafTBS(t *testing.T) {
 		}},
 		{"key usage in two bytes", func(c *x509.Certificate) { c.KeyUsage |= x509.KeyUsageDecipherOnly }},
 		{"no EKU", func(c *x509.Certificate) { c.ExtKeyUsage = nil }},
+		{"legacy scheme-less device URI", func(c *x509.Certificate) { c.URIs = []*url.URL{mustURL(t, "//sp.example/Sdevice1")} }},
+		{"CSE: public domain name, full URI, serverAuth and clientAuth", func(c *x509.Certificate) {
+			c.Subject = pkix.Name{CommonName: "/cse-1"}
+			c.DNSNames = []string{"cse-1.sp.example"}
+			c.URIs = []*url.URL{mustURL(t, "https://sp.example/cse-1")}
+			c.ExtKeyUsage = []x509.ExtKeyUsage{x509.ExtKeyUsageServerAuth, x509.ExtKeyUsageClientAuth}
+			c.CRLDistributionPoints = []string{"http://status.sp.example:8080/ca/v1/crl/issuing.crl"}
+			c.OCSPServer = []string{"http://status.sp.example:8080/ocsp"}
+		}},
+		{"CSE with an RSA key", func(c *x509.Certificate) {
+			c.Subject = pkix.Name{CommonName: "/cse-1"}
+			c.DNSNames = []string{"cse-1.sp.example"}
+			c.URIs = []*url.URL{mustURL(t, "https://sp.example/cse-1")}
+			c.ExtKeyUsage = []x509.ExtKeyUsage{x509.ExtKeyUsageServerAuth, x509.ExtKeyUsageClientAuth}
+			c.KeyUsage |= x509.KeyUsageKeyEncipherment
+		}},
 		{"several URIs", func(c *x509.Certificate) {
 			c.URIs = append(c.URIs, mustURL(t, "https://other.example/x?y=1"))
 		}},

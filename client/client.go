@@ -73,14 +73,15 @@ type Error struct {
 
 func (e *Error) Error() string { return fmt.Sprintf("%d %s: %s", e.Status, e.Code, e.Message) }
 
-// Retryable: the server asked to try again (503, 429) or did not answer.
+// Retryable: the server asked to try again (503, 429, or EST's 202
+// Accepted: the request is pending, RFC 7030 §4.2.3) or did not answer.
 func Retryable(err error) bool {
 	if errors.Is(err, ErrExporter) {
 		return false
 	}
 	var e *Error
 	if errors.As(err, &e) {
-		return e.Status == http.StatusServiceUnavailable || e.Status == http.StatusTooManyRequests
+		return e.Status == http.StatusServiceUnavailable || e.Status == http.StatusTooManyRequests || e.Status == http.StatusAccepted
 	}
 	return err != nil
 }
@@ -174,9 +175,9 @@ func (c *Conn) JSON(ctx context.Context, method, path string, hdr map[string]str
 	return nil
 }
 
-// ESTEnroll runs RFC 7030 simpleenroll: the CSR goes base64 as
-// application/pkcs10, the answer is a base64 certs-only PKCS#7: the issued
-// certificate first, then its chain.
+// ESTEnroll runs RFC 7030 simpleenroll (or simplereenroll): the CSR goes
+// base64 as application/pkcs10, the answer is a base64 certs-only PKCS#7
+// holding only the issued certificate (§4.2.3); ESTChain has its chain.
 func (c *Conn) ESTEnroll(ctx context.Context, csr []byte, reenroll bool) ([]*x509.Certificate, error) {
 	op := "simpleenroll"
 	if reenroll {
@@ -203,6 +204,24 @@ func (c *Conn) ESTCACerts(ctx context.Context) ([]*x509.Certificate, error) {
 		return nil, failure(resp, raw)
 	}
 	return parseCertsOnly(raw)
+}
+
+// ESTChain is the issuing chain from /cacerts (RFC 7030 §4.1.3), without
+// the root, which the caller already trusts: what a device presents after
+// its certificate.
+func (c *Conn) ESTChain(ctx context.Context) ([]*x509.Certificate, error) {
+	certs, err := c.ESTCACerts(ctx)
+	if err != nil {
+		return nil, err
+	}
+	var chain []*x509.Certificate
+	for _, x := range certs {
+		if bytes.Equal(x.RawIssuer, x.RawSubject) && x.CheckSignatureFrom(x) == nil {
+			continue
+		}
+		chain = append(chain, x)
+	}
+	return chain, nil
 }
 
 func parseCertsOnly(b64 []byte) ([]*x509.Certificate, error) {

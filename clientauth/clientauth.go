@@ -39,8 +39,9 @@ type Peer struct {
 	Certificate *x509.Certificate
 	// SHA256 of the leaf DER: how the registry finds a certificate it issued.
 	SHA256 [32]byte
-	// Names are the leaf's URI SANs and DNS SANs, in that order; never the
-	// CN, which no name constraint binds.
+	// Names are the leaf's URI SANs (each https one followed by its
+	// scheme-less form, the oneM2M absolute ID) and DNS SANs, in that
+	// order; never the CN, which no name constraint binds.
 	Names []string
 }
 
@@ -70,6 +71,16 @@ func (v *Verifier) Verify(state *tls.ConnectionState) (Peer, error) {
 	p := Peer{Certificate: leaf, SHA256: sha256.Sum256(leaf.Raw)}
 	for _, u := range leaf.URIs {
 		p.Names = append(p.Names, u.String())
+		// An AE-ID or CSE-ID certificate's URI is https://<SP domain>/<ID>,
+		// whose hier-part is the oneM2M absolute ID //<SP domain>/<ID>
+		// (docs/onem2m.md "Certificate names"): name the peer by that too,
+		// as Target lists and maf.admin_clients write it, and as
+		// certificates issued before the scheme carried it.
+		if u.Scheme == "https" && u.Host != "" && u.Path != "" && u.RawQuery == "" && u.Fragment == "" {
+			abs := *u
+			abs.Scheme = ""
+			p.Names = append(p.Names, abs.String())
+		}
 	}
 	p.Names = append(p.Names, leaf.DNSNames...)
 	return p, nil

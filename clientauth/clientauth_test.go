@@ -8,6 +8,7 @@ import (
 	"crypto/x509"
 	"crypto/x509/pkix"
 	"errors"
+	"fmt"
 	"math/big"
 	"net/url"
 	"testing"
@@ -78,6 +79,44 @@ func TestVerify(t *testing.T) {
 		}
 		if err == nil && (len(p.Names) != 1 || p.Names[0] != "urn:uuid:obf-1") {
 			t.Errorf("%s: names %v", c.name, p.Names)
+		}
+	}
+}
+
+// TestNamesOfAnAEIDCertificate: a device certificate's https URI names the
+// peer both as the URI and as the oneM2M absolute ID it carries; other
+// URIs and DNS names are named as they are.
+func TestNamesOfAnAEIDCertificate(t *testing.T) {
+	caKU := x509.KeyUsageCertSign | x509.KeyUsageCRLSign | x509.KeyUsageDigitalSignature
+	clientEKU := []x509.ExtKeyUsage{x509.ExtKeyUsageClientAuth}
+	root := issue(t, nil, &x509.Certificate{Subject: pkix.Name{CommonName: "root"}, IsCA: true, KeyUsage: caKU})
+	inter := issue(t, root, &x509.Certificate{Subject: pkix.Name{CommonName: "issuing"}, IsCA: true, KeyUsage: caKU, MaxPathLen: 0, MaxPathLenZero: true})
+	v := New([]*x509.Certificate{root.cert}, []*x509.Certificate{inter.cert})
+	for _, c := range []struct {
+		name string
+		uris []string
+		dns  []string
+		want []string
+	}{
+		{"AE-ID", []string{"https://sp.example/Sdev1"}, nil, []string{"https://sp.example/Sdev1", "//sp.example/Sdev1"}},
+		{"CSE-ID", []string{"https://sp.example/cse-1"}, []string{"cse-1.sp.example"}, []string{"https://sp.example/cse-1", "//sp.example/cse-1", "cse-1.sp.example"}},
+		{"legacy AE-ID", []string{"//sp.example/Sdev1"}, nil, []string{"//sp.example/Sdev1"}},
+		{"another scheme", []string{"spiffe://sp.example/ops"}, nil, []string{"spiffe://sp.example/ops"}},
+		{"https without a path", []string{"https://sp.example"}, nil, []string{"https://sp.example"}},
+	} {
+		var uris []*url.URL
+		for _, s := range c.uris {
+			u, _ := url.Parse(s)
+			uris = append(uris, u)
+		}
+		leaf := issue(t, inter, &x509.Certificate{Subject: pkix.Name{CommonName: c.name}, URIs: uris, DNSNames: c.dns,
+			KeyUsage: x509.KeyUsageDigitalSignature, ExtKeyUsage: clientEKU})
+		p, err := v.Verify(&tls.ConnectionState{PeerCertificates: []*x509.Certificate{leaf.cert, inter.cert}})
+		if err != nil {
+			t.Fatalf("%s: %v", c.name, err)
+		}
+		if fmt.Sprint(p.Names) != fmt.Sprint(c.want) {
+			t.Errorf("%s: names %v, want %v", c.name, p.Names, c.want)
 		}
 	}
 }

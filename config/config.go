@@ -5,6 +5,7 @@ import (
 	"crypto/tls"
 	"errors"
 	"fmt"
+	"github.com/credfactory/credfactory/ca"
 	"io"
 	"log/slog"
 	"net"
@@ -80,6 +81,12 @@ type MEF struct {
 	MaxForward   int           `yaml:"max_forward" help:"most items in one trusted-OBF forward batch"`
 	RenewBefore  time.Duration `yaml:"renew_before" help:"allow EST simplereenroll only within this long before the certificate expires (0: any time while it is current)"`
 	RenewAfter   time.Duration `yaml:"renew_after" help:"refuse EST simplereenroll for a certificate younger than this (each renewal adds a superseded certificate to the CRL; 0: off)"`
+	// KeyAlgorithms is the enrolment key policy (docs/architecture.md
+	// "Key policy"): /csrattrs advertises exactly these.
+	// ESTAnswerChain puts the issuing chain after the issued certificate in
+	// EST enrolment answers.
+	ESTAnswerChain bool     `yaml:"est_answer_chain" help:"also put the issuing CA chain in EST simpleenroll and simplereenroll answers, for clients that build the chain from the answer instead of /cacerts; RFC 7030 §4.2.3 says the answer holds only the issued certificate (false, the default)"`
+	KeyAlgorithms  []string `yaml:"key_algorithms" help:"subject key algorithms a device's CSR may use, advertised by EST /csrattrs: any of ecdsa-p256, ecdsa-p384, rsa (2048-4096 bits), ed25519 (TS-0003 §10.1.1.1 allows ecdsa-p256 only, the default)"`
 }
 
 // MAF is the credential registry's API.
@@ -221,7 +228,7 @@ func Default() Config {
 			SweepChunk:    1000,
 		},
 		Portal: Portal{TokenTTL: 24 * time.Hour, SessionTTL: 12 * time.Hour, MaxUploads: 4},
-		MEF:    MEF{KeyLifetime: 365 * 24 * time.Hour, KeyMode: "exporter", MaxForward: 1000, RenewAfter: time.Hour},
+		MEF:    MEF{KeyLifetime: 365 * 24 * time.Hour, KeyMode: "exporter", MaxForward: 1000, RenewAfter: time.Hour, KeyAlgorithms: []string{"ecdsa-p256"}},
 		Log:    Log{Level: "info", Format: "json", Access: true},
 		Limits: ratelimit.DefaultConfig(),
 	}
@@ -344,6 +351,11 @@ func (c *Config) Validate() error {
 	var errs []error
 	if err := c.HSM.Config.Validate(); err != nil {
 		errs = append(errs, err)
+	}
+	if len(c.MEF.KeyAlgorithms) == 0 {
+		errs = append(errs, errors.New("mef.key_algorithms: name at least one (ecdsa-p256 is TS-0003's)"))
+	} else if _, err := ca.NewKeyPolicy(c.MEF.KeyAlgorithms); err != nil {
+		errs = append(errs, fmt.Errorf("mef.key_algorithms: %w", err))
 	}
 	switch c.CA.KeyAlgorithm {
 	case "ecdsa-p256", "ecdsa-p384":

@@ -118,6 +118,18 @@ func TestLoad(t *testing.T) {
 			}
 		}},
 		{name: "key mode unknown", file: "mef:\n  key_mode: hsm\n", wantErr: "mef.key_mode"},
+		{name: "key policy default", check: func(t *testing.T, c Config) {
+			if strings.Join(c.MEF.KeyAlgorithms, ",") != "ecdsa-p256" {
+				t.Fatalf("mef.key_algorithms %v, want TS-0003's ecdsa-p256 only", c.MEF.KeyAlgorithms)
+			}
+		}},
+		{name: "key policy from env", env: map[string]string{"CREDFACTORY_MEF_KEY_ALGORITHMS": "ecdsa-p256, ed25519"}, check: func(t *testing.T, c Config) {
+			if strings.Join(c.MEF.KeyAlgorithms, ",") != "ecdsa-p256,ed25519" {
+				t.Fatalf("mef.key_algorithms %v", c.MEF.KeyAlgorithms)
+			}
+		}},
+		{name: "key policy unknown algorithm", file: "mef:\n  key_algorithms: [ecdsa-p256, dsa]\n", wantErr: "mef.key_algorithms"},
+		{name: "key policy empty", file: "mef:\n  key_algorithms: []\n", wantErr: "mef.key_algorithms"},
 		{name: "crl validity within the interval", file: "ca:\n  crl_interval: 2h\n  crl_validity: 1h\n", wantErr: "ca.crl_validity"},
 	}
 	for _, tc := range tests {

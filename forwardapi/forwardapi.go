@@ -122,10 +122,28 @@ func Transient(code string) bool {
 	return false
 }
 
-// AssignedIDURI is the URI SAN of an assigned ID's certificate (TS-0003
-// §10.1): the absolute form //<SP domain>/<ID>, for an SP-relative AE-ID
-// ("S...") and a CSE-ID ("/...") alike.
+// AssignedIDURI is the URI SAN of an assigned ID's certificate: TS-0003
+// §10.1.1.5's "full URI representation" of the absolute AE-ID (TS-0004
+// §6.2.3: "//" SP-FQDN "/" SP-relative ID) as an RFC 3986 absolute URI,
+// https://<SP domain>/<ID>, for an SP-relative AE-ID ("S...") and a CSE-ID
+// ("/...") alike. The absolute ID is exactly the URI's hier-part, so a
+// relying party gets it back by dropping "https:"; RFC 5280 §4.2.1.6 wants
+// the scheme, and URI name constraints match its host (docs/onem2m.md
+// "Certificate names").
 func AssignedIDURI(spDomain, assignedID string) *url.URL {
+	return &url.URL{Scheme: AssignedIDURIScheme, Host: spDomain, Path: "/" + strings.TrimPrefix(assignedID, "/")}
+}
+
+// AssignedIDURIScheme is the scheme of AssignedIDURI: https, the scheme of
+// the oneM2M HTTP binding (TS-0009) and the one oneM2M deployments already
+// put on AE-ID certificates.
+const AssignedIDURIScheme = "https"
+
+// LegacyAssignedIDURI is the scheme-less form //<SP domain>/<ID> that
+// certificates carried before AssignedIDURI. RFC 5280 parsers refuse it, and
+// nothing issues it any more; a CSR may still name it (a device copying the
+// SAN of the certificate it renews), meaning the same identity.
+func LegacyAssignedIDURI(spDomain, assignedID string) *url.URL {
 	return &url.URL{Host: spDomain, Path: "/" + strings.TrimPrefix(assignedID, "/")}
 }
 

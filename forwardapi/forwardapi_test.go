@@ -54,9 +54,13 @@ func TestAssignedIDURIAndType(t *testing.T) {
 	for _, c := range []struct {
 		id, uri string
 		typ     int
-	}{{"Sdev1", "//sp.example/Sdev1", CredentialAEIDCert}, {"/cse-1", "//sp.example/cse-1", CredentialCSEIDCert}} {
+	}{{"Sdev1", "https://sp.example/Sdev1", CredentialAEIDCert}, {"/cse-1", "https://sp.example/cse-1", CredentialCSEIDCert}} {
 		if u := AssignedIDURI("sp.example", c.id).String(); u != c.uri || CertCredentialType(c.id) != c.typ {
 			t.Errorf("%s: %s %d", c.id, u, CertCredentialType(c.id))
+		}
+		// The absolute ID of TS-0004 §6.2.3 is the URI's hier-part.
+		if l := LegacyAssignedIDURI("sp.example", c.id).String(); "https:"+l != c.uri {
+			t.Errorf("%s: legacy form %s", c.id, l)
 		}
 	}
 }

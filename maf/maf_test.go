@@ -270,7 +270,7 @@ func TestAPI(t *testing.T) {
 		cred, key := derivedPSK(t, reg, "Sdev-9", time.Now().Add(time.Hour))
 
 		// The device's own certificate is a credential the registry holds.
-		u, _ := url.Parse("//sp.example/Sdev-9")
+		u, _ := url.Parse("https://sp.example/Sdev-9")
 		devCert := p.Leaf(t, ca.Request{Profile: ca.ProfileDevice, AssignedID: "Sdev-9", URIs: []*url.URL{u}})
 		fp := sha256.Sum256(devCert.Leaf.Raw)
 		serial := devCert.Leaf.SerialNumber.Text(16)

@@ -7,7 +7,6 @@ import (
 	"encoding/asn1"
 	"fmt"
 	"net/http"
-	"net/url"
 
 	"github.com/credfactory/credfactory/ca"
 	"github.com/credfactory/credfactory/kdf"
@@ -33,6 +32,8 @@ type CertRequest struct {
 	// RequestID identifies the request for idempotent retries; empty means
 	// the CSR's public key does.
 	RequestID string
+	// SUID is the usage the certificate is for (40-43); 0 means SAEF (42).
+	SUID kdf.SUID
 }
 
 // CertResult is an issued (or, on a retry, recorded) certificate.
@@ -46,7 +47,7 @@ type CertResult struct {
 var (
 	errBadCSR        = fail(http.StatusBadRequest, "bad_csr", "the body is not a valid PKCS#10 certificate request")
 	errNoChallenge   = fail(http.StatusBadRequest, "missing_token", "the CSR carries no challengePassword: put the enrolment token there (TS-0003 §8.3.6)")
-	errSANMismatch   = fail(http.StatusBadRequest, "csr_san_mismatch", "the CSR asks for a subjectAltName that is not the assigned ID's URI")
+	errSANMismatch   = fail(http.StatusBadRequest, "csr_san_mismatch", "the CSR asks for a subjectAltName that is not the assigned ID's")
 	errCSRExtensions = fail(http.StatusBadRequest, "csr_extension_refused", "the CSR asks for an extension a device certificate may not have")
 )
 
@@ -57,7 +58,13 @@ var (
 func (m *MEF) EnrolCert(ctx context.Context, req CertRequest) (CertResult, error) {
 	// The CA's own parse, key policy and signature check, done once: the
 	// token is inside the request, and Issue takes the parsed CSR as is.
-	parsed, err := ca.ParseCSR(req.CSR)
+	suid := req.SUID
+	if suid == 0 {
+		suid = kdf.SUIDCertSAEF
+	} else if _, err := certSUID(fmt.Sprint(int(suid))); err != nil {
+		return CertResult{}, err
+	}
+	parsed, err := ca.ParseCSRFor(req.CSR, m.cfg.KeyPolicy)
 	if err != nil {
 		return CertResult{}, caFailure(err)
 	}
@@ -83,19 +90,21 @@ func (m *MEF) EnrolCert(ctx context.Context, req CertRequest) (CertResult, error
 	if replay {
 		return m.recorded(ctx, *e.CredentialID)
 	}
-	uri := AssignedIDURI(m.cfg.SPDomain, e.AssignedID)
-	if err := checkCSRNames(parsed, e.AssignedID, uri); err != nil {
+	shape, err := m.certShape(e.AssignedID)
+	if err != nil {
 		return CertResult{}, err
 	}
-	issued, err := m.ca.Issue(ctx, ca.Request{Parsed: parsed, Profile: ca.ProfileDevice, AssignedID: e.AssignedID,
-		URIs: []*url.URL{uri}, Validity: m.cfg.CertValidity})
+	if err := checkCSRNames(parsed, e.AssignedID, shape); err != nil {
+		return CertResult{}, err
+	}
+	issued, err := m.ca.Issue(ctx, shape.request(parsed, e.AssignedID, m.cfg.CertValidity))
 	if err != nil {
 		return CertResult{}, caFailure(err)
 	}
 	serial := issued.Certificate.SerialNumber.Text(16)
 	fp := fingerprint(issued.DER)
 	red.Credential = store.Credential{
-		ID: kdf.CredentialID(CertCredentialType(e.AssignedID), hexs(fp)), Type: store.TypeX509, SUID: int(kdf.SUIDCertSAEF),
+		ID: kdf.CredentialID(CertCredentialType(e.AssignedID), hexs(fp)), Type: store.TypeX509, SUID: int(suid),
 		Serial: &serial, CertSHA256: fp, CertDER: issued.DER, PublicKeySHA256: pkHash,
 		NotBefore: issued.Certificate.NotBefore, NotAfter: issued.Certificate.NotAfter, Source: store.SourceRSPF,
 	}
@@ -121,26 +130,33 @@ func (m *MEF) recorded(ctx context.Context, credentialID string) (CertResult, er
 	return m.certResult(c)
 }
 
-// checkCSRNames refuses a CSR that asks for anything the device profile
-// would not give it, naming what: a name other than the assigned ID's URI
-// (csr_san_mismatch), a common name other than the assigned ID
-// (csr_subject_mismatch), or an extension, key usage, extended key usage or
-// CA status (csr_extension_refused, through ca.CSR.CheckFor). Silently
-// dropping them would hand the device a certificate other than the one it
-// asked for.
-func checkCSRNames(parsed *ca.CSR, assignedID string, want *url.URL) error {
+// checkCSRNames refuses a CSR that asks for anything the assigned ID's
+// profile would not give it, naming what: a name other than the assigned
+// ID's (csr_san_mismatch: its full URI, in the current or the legacy
+// scheme-less form, and for a CSE-ID its public domain name), a common name
+// other than the assigned ID (csr_subject_mismatch), or an extension, key
+// usage, extended key usage or CA status (csr_extension_refused, through
+// ca.CSR.CheckFor). Silently dropping them would hand the device a
+// certificate other than the one it asked for. TS-0003 §10.1.4 has the CSR
+// carry the identity in subjectAltName; a CSR without one gets it anyway.
+func checkCSRNames(parsed *ca.CSR, assignedID string, want certShape) error {
 	csr := parsed.Request()
-	if len(csr.DNSNames)+len(csr.EmailAddresses)+len(csr.IPAddresses) > 0 || len(csr.URIs) > 1 ||
-		len(csr.URIs) == 1 && csr.URIs[0].String() != want.String() {
+	badURI := len(csr.URIs) > 1 || len(csr.URIs) == 1 && csr.URIs[0].String() != want.uri.String() && csr.URIs[0].String() != want.legacy.String()
+	badDNS := len(csr.DNSNames) > len(want.dns) || len(csr.DNSNames) == 1 && csr.DNSNames[0] != want.dns[0]
+	if badURI || badDNS || len(csr.EmailAddresses)+len(csr.IPAddresses) > 0 {
 		e := *errSANMismatch
-		e.Message += " (" + want.String() + ")"
+		e.Message += " (" + want.uri.String()
+		for _, d := range want.dns {
+			e.Message += ", DNS " + d
+		}
+		e.Message += ")"
 		return &e
 	}
 	if cn := csr.Subject.CommonName; cn != "" && cn != assignedID {
 		return fail(http.StatusBadRequest, "csr_subject_mismatch",
 			fmt.Sprintf("the CSR's subject common name %q is not the assigned ID %s: leave it empty or use the assigned ID", cn, assignedID))
 	}
-	if err := parsed.CheckFor(ca.ProfileDevice, assignedID); err != nil {
+	if err := parsed.CheckFor(want.profile, assignedID); err != nil {
 		e := *errCSRExtensions
 		e.Message, e.Err = err.Error(), err
 		return &e

@@ -10,7 +10,9 @@
 // batches from a trusted OBF at /mef/v1/forward (wire contract: package
 // forwardapi): the OBF is a registration authority, so the issuing CA
 // certifies each forwarded CSR for its token's assigned ID and the MEF
-// names each forwarded key (README "Trust model").
+// names each forwarded key (README "Trust model"). profiles.go decides what
+// an assigned ID's certificate names (AE-ID or CSE-ID) and which usage
+// (SUID 40-43) it is recorded for.
 //
 // Every credential is recorded in the MAF in the same transaction that
 // redeems its token (the registry's group commit) before it is answered, and

@@ -7,7 +7,6 @@ import (
 	"encoding/hex"
 	"errors"
 	"net/http"
-	"net/url"
 	"slices"
 	"strconv"
 	"sync"
@@ -101,7 +100,7 @@ func (m *MEF) forwardCSR(ctx context.Context, obf store.OBF, it ForwardItem, red
 	if err != nil {
 		return ForwardResult{}, err
 	}
-	parsed, err := ca.ParseCSR(der)
+	parsed, err := ca.ParseCSRFor(der, m.cfg.KeyPolicy)
 	if err != nil {
 		return ForwardResult{}, caFailure(err)
 	}
@@ -120,8 +119,11 @@ func (m *MEF) forwardCSR(ctx context.Context, obf store.OBF, it ForwardItem, red
 	} else if replay {
 		return m.forwardedCert(ctx, *e.CredentialID, forwardapi.StatusReplayed)
 	}
-	uri := AssignedIDURI(m.cfg.SPDomain, e.AssignedID)
-	if err := checkCSRNames(parsed, e.AssignedID, uri); err != nil {
+	shape, err := m.certShape(e.AssignedID)
+	if err != nil {
+		return ForwardResult{}, err
+	}
+	if err := checkCSRNames(parsed, e.AssignedID, shape); err != nil {
 		return ForwardResult{}, err
 	}
 	// A batch's items run concurrently so that their redemptions share
@@ -133,8 +135,7 @@ func (m *MEF) forwardCSR(ctx context.Context, obf store.OBF, it ForwardItem, red
 	case <-ctx.Done():
 		return ForwardResult{}, ctx.Err()
 	}
-	issued, err := m.ca.Issue(ctx, ca.Request{Parsed: parsed, Profile: ca.ProfileDevice, AssignedID: e.AssignedID,
-		URIs: []*url.URL{uri}, Validity: m.cfg.CertValidity})
+	issued, err := m.ca.Issue(ctx, shape.request(parsed, e.AssignedID, m.cfg.CertValidity))
 	<-m.issueSlots
 	if err != nil {
 		return ForwardResult{}, caFailure(err)

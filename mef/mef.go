@@ -39,6 +39,14 @@ type Config struct {
 	KeyMode string
 	// CertValidity bounds device certificates (0: the profile's default).
 	CertValidity time.Duration
+	// KeyPolicy is which subject keys a device CSR may have, on every
+	// path; /csrattrs advertises exactly these. The zero value is
+	// TS-0003's ECDSA P-256 only.
+	KeyPolicy ca.KeyPolicy
+	// ESTAnswerChain adds the issuing chain to EST enrolment answers, for
+	// clients that do not fetch /cacerts; RFC 7030 §4.2.3 has the answer
+	// hold only the issued certificate, the default.
+	ESTAnswerChain bool
 	// MaxForward is the most items in one forward batch.
 	MaxForward int
 	// Limits are the rate limits (limits.go); the zero value limits nothing.

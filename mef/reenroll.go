@@ -5,8 +5,8 @@ import (
 	"crypto/tls"
 	"crypto/x509"
 	"errors"
+	"fmt"
 	"net/http"
-	"net/url"
 	"time"
 
 	"github.com/credfactory/credfactory/ca"
@@ -65,10 +65,16 @@ func renewErr(err error) error {
 // and the same public key gets the certificate already issued, with no new
 // signature.
 func (m *MEF) Reenrol(ctx context.Context, peer *x509.Certificate, csrDER []byte) (CertResult, error) {
+	return m.reenrolFor(ctx, peer, csrDER, 0)
+}
+
+// reenrolFor is Reenrol under an EST label: a renewal keeps the usage of
+// the certificate it renews, so a label naming another is refused.
+func (m *MEF) reenrolFor(ctx context.Context, peer *x509.Certificate, csrDER []byte, suid kdf.SUID) (CertResult, error) {
 	if peer == nil {
 		return CertResult{}, errReenrollAuth
 	}
-	parsed, err := ca.ParseCSR(csrDER)
+	parsed, err := ca.ParseCSRFor(csrDER, m.cfg.KeyPolicy)
 	if err != nil {
 		return CertResult{}, caFailure(err)
 	}
@@ -77,6 +83,10 @@ func (m *MEF) Reenrol(ctx context.Context, peer *x509.Certificate, csrDER []byte
 	old, err := m.reg.Get(ctx, store.ByCertSHA256, fingerprint(peer.Raw))
 	if err != nil {
 		return CertResult{}, renewErr(err)
+	}
+	if suid != 0 && int(suid) != old.SUID {
+		return CertResult{}, fail(http.StatusBadRequest, "suid_mismatch",
+			fmt.Sprintf("a renewal keeps the usage of the certificate it renews (SUID %d): use its EST label or none", old.SUID))
 	}
 	// The cheap early verdict, before the HSM signs; Renew checks again
 	// inside its transaction. Only a superseded certificate has a
@@ -95,8 +105,14 @@ func (m *MEF) Reenrol(ctx context.Context, peer *x509.Certificate, csrDER []byte
 	if replay {
 		return m.certResult(*successor)
 	}
-	uri := AssignedIDURI(m.cfg.SPDomain, old.AssignedID)
-	if err := checkCSRNames(parsed, old.AssignedID, uri); err != nil {
+	// A certificate in the legacy URI form (or a CSE-ID's from before
+	// ProfileCSE) renews into today's profile: same identity, names
+	// that RFC 5280 parsers accept.
+	shape, err := m.certShape(old.AssignedID)
+	if err != nil {
+		return CertResult{}, err
+	}
+	if err := checkCSRNames(parsed, old.AssignedID, shape); err != nil {
 		return CertResult{}, err
 	}
 	if n := csr.Subject.Names; len(n) > 0 && (len(n) != 1 || csr.Subject.CommonName != old.AssignedID) {
@@ -109,8 +125,7 @@ func (m *MEF) Reenrol(ctx context.Context, peer *x509.Certificate, csrDER []byte
 	if err := m.cfg.Limits.EnrolTenant.Check(old.Tenant); err != nil {
 		return CertResult{}, err
 	}
-	issued, err := m.ca.Issue(ctx, ca.Request{Parsed: parsed, Profile: ca.ProfileDevice, AssignedID: old.AssignedID,
-		URIs: []*url.URL{uri}, Validity: m.cfg.CertValidity})
+	issued, err := m.ca.Issue(ctx, shape.request(parsed, old.AssignedID, m.cfg.CertValidity))
 	if err != nil {
 		return CertResult{}, caFailure(err)
 	}
@@ -170,12 +185,12 @@ func (m *MEF) estReenroll(ctx *fasthttp.RequestCtx) error {
 	if err == nil {
 		var peer *x509.Certificate
 		if peer, err = m.renewalPeer(ctx.TLSConnectionState()); err == nil {
-			res, err = m.Reenrol(ctx, peer, csr)
+			res, err = m.reenrolFor(ctx, peer, csr, estSUID(ctx))
 		}
 	}
 	m.observe("est_reenroll", res.Replayed, err, start)
 	if err != nil {
 		return estError(ctx, err)
 	}
-	return writePKCS7(ctx, append([]*x509.Certificate{res.Certificate}, res.Chain...))
+	return m.writeIssued(ctx, res.Certificate)
 }

@@ -135,7 +135,7 @@ func TestReenrol(t *testing.T) {
 			t.Fatal(err)
 		}
 		cert2 := r2.Certificate
-		if r2.Replayed || cert2.Subject.CommonName != "Sdev1" || len(cert2.URIs) != 1 || cert2.URIs[0].String() != "//sp.example/Sdev1" ||
+		if r2.Replayed || cert2.Subject.CommonName != "Sdev1" || len(cert2.URIs) != 1 || cert2.URIs[0].String() != "https://sp.example/Sdev1" ||
 			cert2.SerialNumber.Cmp(cert1.SerialNumber) == 0 {
 			t.Fatalf("renewed: CN %s URIs %v serial %x", cert2.Subject.CommonName, cert2.URIs, cert2.SerialNumber)
 		}
@@ -170,7 +170,7 @@ func TestReenrol(t *testing.T) {
 		cert3 := cert3r.Certificate
 
 		dnsSAN, _ := asn1.Marshal([]asn1.RawValue{{Tag: 2, Class: asn1.ClassContextSpecific, Bytes: []byte("evil.example")}})
-		otherURI, _ := asn1.Marshal([]asn1.RawValue{{Tag: 6, Class: asn1.ClassContextSpecific, Bytes: []byte("//sp.example/Sother")}})
+		otherURI, _ := asn1.Marshal([]asn1.RawValue{{Tag: 6, Class: asn1.ClassContextSpecific, Bytes: []byte("https://sp.example/Sother")}})
 		revokedCert, _ := e.enrol("dev-revoked")
 		if _, err := e.st.Revoke(ctx, store.Revocation{ID: e.credential(revokedCert).ID, Reason: 1, At: e.now, Actor: "t", Tenant: "tenant-1"}); err != nil {
 			t.Fatal(err)

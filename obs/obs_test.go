@@ -153,7 +153,7 @@ func recordAll(t *testing.T, p *pki, items []client.ForwardItem) []client.Forwar
 		if it.CSR != "" {
 			block, _ := pem.Decode([]byte(it.CSR))
 			issued, err := p.issuing.Issue(context.Background(), ca.Request{CSR: block.Bytes, Profile: ca.ProfileDevice, AssignedID: it.AssignedID,
-				URIs: []*url.URL{{Host: "sp.example", Path: "/" + strings.TrimPrefix(it.AssignedID, "/")}}})
+				URIs: []*url.URL{{Scheme: "https", Host: "sp.example", Path: "/" + strings.TrimPrefix(it.AssignedID, "/")}}})
 			if err != nil {
 				t.Error(err)
 				continue
@@ -314,7 +314,7 @@ func TestProvisionAndForward(t *testing.T) {
 		t.Fatal(err)
 	}
 	if !leaf[0].PublicKey.(*ecdsa.PublicKey).Equal(&devKey.PublicKey) || leaf[0].Subject.CommonName != "Sdev1" ||
-		len(leaf[0].URIs) != 1 || leaf[0].URIs[0].String() != "//sp.example/Sdev1" {
+		len(leaf[0].URIs) != 1 || leaf[0].URIs[0].String() != "https://sp.example/Sdev1" {
 		t.Fatalf("certificate: CN %q URIs %v", leaf[0].Subject.CommonName, leaf[0].URIs)
 	}
 	if r.CredentialID != "c-Sdev1" || r.TrustAnchor == "" || len(chain) != 1 {

@@ -15,6 +15,7 @@ import (
 	"os"
 	"path/filepath"
 	"slices"
+	"strings"
 	"sync/atomic"
 	"time"
 
@@ -180,8 +181,8 @@ func Init(ctx context.Context, cfg config.Config, opts ...Option) (created []str
 		created = append(created, "root CRL "+path(cfg, RootCRLFile))
 	}
 	issuing, made, err := loadOrCreate(path(cfg, IssuingCertFile), issuingSigner, func() (*x509.Certificate, error) {
-		return ca.CreateIntermediate(root, rootSigner, issuingSigner.Public(),
-			pkix.Name{Organization: org, CommonName: cfg.CA.Organization + " Issuing CA"}, cfg.CA.IssuingValidity, now)
+		return ca.CreateIssuingCA(root, rootSigner, issuingSigner.Public(),
+			pkix.Name{Organization: org, CommonName: cfg.CA.Organization + " Issuing CA"}, cfg.CA.IssuingValidity, now, cfg.Portal.SPDomain)
 	})
 	if err != nil {
 		return created, fmt.Errorf("issuing CA: %w", err)
@@ -243,6 +244,9 @@ func Open(ctx context.Context, cfg config.Config, obs hsm.Observer, opts ...Opti
 	if err != nil {
 		return nil, fmt.Errorf("%w (run credfactory init)", err)
 	}
+	if err := checkSPDomain(issuing, cfg.Portal.SPDomain); err != nil {
+		return nil, err
+	}
 	m, err := hsm.Open(cfg.HSM.Config, obs)
 	if err != nil {
 		return nil, err
@@ -300,6 +304,23 @@ func Open(ctx context.Context, cfg config.Config, obs hsm.Observer, opts ...Opti
 		return nil, fmt.Errorf("key-encryption key: %w", err)
 	}
 	return p, nil
+}
+
+// checkSPDomain refuses to serve with an SP domain outside the issuing
+// CA's URI name constraints (fixed when init made it): every device
+// certificate would be issued with a URI that no relying party accepts. An
+// issuing CA made before it carried constraints passes.
+func checkSPDomain(issuing *x509.Certificate, spDomain string) error {
+	if len(issuing.PermittedURIDomains) == 0 {
+		return nil
+	}
+	for _, c := range issuing.PermittedURIDomains {
+		if spDomain == c || strings.HasPrefix(c, ".") && strings.HasSuffix(spDomain, c) {
+			return nil
+		}
+	}
+	return fmt.Errorf("portal.sp_domain %q is outside the issuing CA's URI name constraints %v, set when credfactory init made it: device certificates would not verify; serve with the SP domain init used, or make a new issuing CA",
+		spDomain, issuing.PermittedURIDomains)
 }
 
 func keySpecs(cfg config.Config) []hsm.KeySpec {

@@ -84,6 +84,20 @@ func TestInitIsIdempotent(t *testing.T) {
 	}
 }
 
+// TestOpenRefusesAnotherSPDomain: the issuing CA confines device URIs to
+// the SP domain init ran with; serving another would issue certificates
+// nobody accepts.
+func TestOpenRefusesAnotherSPDomain(t *testing.T) {
+	other := cfg
+	other.Portal.SPDomain = "other.example"
+	if p, err := pki.Open(context.Background(), other, nil); err == nil || !strings.Contains(err.Error(), "portal.sp_domain \"other.example\"") {
+		if p != nil {
+			p.Close()
+		}
+		t.Fatalf("Open with another SP domain: %v", err)
+	}
+}
+
 func TestOpenIssuesChainsToTrustAnchor(t *testing.T) {
 	p, err := pki.Open(context.Background(), cfg, nil)
 	if err != nil {
@@ -117,7 +131,12 @@ func TestOpenIssuesChainsToTrustAnchor(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	uri, _ := url.Parse("//sp.example/Sdevice-1")
+	// TS-0003 §10.1.1.5: the issuing CA's name constraints bind the host
+	// of the AE-ID's full URI, the SP domain.
+	if got := p.Issuing.PermittedURIDomains; len(got) != 1 || got[0] != cfg.Portal.SPDomain || len(p.Issuing.PermittedDNSDomains) != 0 {
+		t.Fatalf("issuing CA permits URI hosts %v and DNS names %v, want URIs under %s only", got, p.Issuing.PermittedDNSDomains, cfg.Portal.SPDomain)
+	}
+	uri, _ := url.Parse("https://" + cfg.Portal.SPDomain + "/Sdevice-1")
 	issued, err := p.CA.Issue(context.Background(), ca.Request{CSR: csr, Profile: ca.ProfileDevice, AssignedID: "Sdevice-1", URIs: []*url.URL{uri}})
 	if err != nil {
 		t.Fatal(err)
@@ -138,6 +157,24 @@ func TestOpenIssuesChainsToTrustAnchor(t *testing.T) {
 		"-purpose", "sslclient", leafFile).CombinedOutput()
 	if err != nil || !strings.Contains(string(out), ": OK") {
 		t.Fatalf("openssl verify: %v\n%s", err, out)
+	}
+	// The constraints are in play: another host's URI does not chain, for
+	// Go and for OpenSSL.
+	other, _ := url.Parse("https://other.example/Sdevice-1")
+	outside, err := p.CA.Issue(context.Background(), ca.Request{CSR: csr, Profile: ca.ProfileDevice, AssignedID: "Sdevice-1", URIs: []*url.URL{other}})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if _, err := outside.Certificate.Verify(x509.VerifyOptions{Roots: roots, Intermediates: inter, KeyUsages: []x509.ExtKeyUsage{x509.ExtKeyUsageClientAuth}}); err == nil {
+		t.Fatal("a URI outside the SP domain chains in Go")
+	}
+	if err := os.WriteFile(leafFile, ca.EncodeCertsPEM([]*x509.Certificate{outside.Certificate}), 0o644); err != nil {
+		t.Fatal(err)
+	}
+	out, err = exec.Command("openssl", "verify", "-CAfile", cfg.TrustAnchorPath(), "-untrusted", chainFile,
+		"-purpose", "sslclient", leafFile).CombinedOutput()
+	if err == nil || !strings.Contains(string(out), "permitted subtree violation") {
+		t.Fatalf("openssl verify of a URI outside the constraints: %v\n%s", err, out)
 	}
 
 	// The TLS key is the HSM's: its signature verifies with the leaf's key.
@@ -185,7 +222,7 @@ func BenchmarkIssueHSM(b *testing.B) {
 			defer p.Close()
 			key, _ := ecdsa.GenerateKey(elliptic.P256(), rand.Reader)
 			csr, _ := x509.CreateCertificateRequest(rand.Reader, &x509.CertificateRequest{}, key)
-			uri, _ := url.Parse("//sp.example/Sbench")
+			uri, _ := url.Parse("https://" + cfg.Portal.SPDomain + "/Sbench")
 			req := ca.Request{CSR: csr, Profile: ca.ProfileDevice, AssignedID: "Sbench", URIs: []*url.URL{uri}}
 			b.ResetTimer()
 			b.RunParallel(func(pb *testing.PB) {

@@ -24,6 +24,7 @@ type sqliteDB struct {
 	w, r       *sql.DB
 	maxRetries int
 	timeout    time.Duration
+	ckpt       *checkpointer
 }
 
 func openSQLite(path string, opt Options) (*sqliteDB, error) {
@@ -55,7 +56,7 @@ func openSQLite(path string, opt Options) (*sqliteDB, error) {
 		writer[k] = v
 	}
 	writer.Set("_txlock", "immediate")
-	w, err := sql.Open("sqlite3", "file:"+path+"?"+writer.Encode())
+	w, err := sql.Open(sqliteWriterDriver(), "file:"+path+"?"+writer.Encode())
 	if err != nil {
 		return nil, fmt.Errorf("open %s: %w", path, err)
 	}
@@ -81,12 +82,28 @@ func openSQLite(path string, opt Options) (*sqliteDB, error) {
 		r.Close()
 		return nil, fmt.Errorf("store file mode: %w", err)
 	}
-	return &sqliteDB{w: w, r: r, maxRetries: opt.MaxRetries, timeout: opt.TxTimeout}, nil
+	db := &sqliteDB{w: w, r: r, maxRetries: opt.MaxRetries, timeout: opt.TxTimeout}
+	// Not query-only: a checkpoint writes the database file.
+	c, err := sql.Open("sqlite3", "file:"+path+"?"+pragmas.Encode())
+	if err != nil {
+		w.Close()
+		r.Close()
+		return nil, fmt.Errorf("open %s: %w", path, err)
+	}
+	c.SetMaxOpenConns(1)
+	db.ckpt = startCheckpointer(c)
+	return db, nil
 }
 
 func (s *sqliteDB) name() string { return "sqlite" }
 func (s *sqliteDB) ddl() dialect { return sqliteDialect }
-func (s *sqliteDB) close()       { s.w.Close(); s.r.Close() }
+func (s *sqliteDB) close() {
+	if s.ckpt != nil {
+		s.ckpt.stop()
+	}
+	s.w.Close()
+	s.r.Close()
+}
 func (s *sqliteDB) ping(ctx context.Context) error {
 	return s.r.PingContext(ctx)
 }

@@ -231,7 +231,9 @@ func startBenchServer(ctx context.Context, dir, storeURL string, out io.Writer) 
 	if err != nil {
 		return bench.Target{}, nil, err
 	}
-	env := os.Environ()
+	// The SP domain is fixed at init: the issuing CA's URI name
+	// constraints confine device URIs to it (TS-0003 §10.1.1.5).
+	env := append(os.Environ(), "CREDFACTORY_PORTAL_SP_DOMAIN=bench.sp.example")
 	if storeURL != "" {
 		env = append(env, "CREDFACTORY_STORE_URL="+storeURL)
 	}
@@ -277,7 +279,7 @@ func startBenchServer(ctx context.Context, dir, storeURL string, out io.Writer) 
 	// /metrics on the operations listener. The audit trail (two lines per
 	// certificate) goes to a file, as a deployment would send it to its own
 	// sink, not to the bench's terminal.
-	srv.Env = append(env, "CREDFACTORY_LOG_LEVEL=warn", "CREDFACTORY_PORTAL_SP_DOMAIN=bench.sp.example",
+	srv.Env = append(env, "CREDFACTORY_LOG_LEVEL=warn",
 		"CREDFACTORY_LOG_AUDIT_FILE="+filepath.Join(dir, "audit.log"),
 		"CREDFACTORY_CA_STATUS_LISTEN=127.0.0.1:"+statusPort, "CREDFACTORY_SERVER_OPS_LISTEN=127.0.0.1:"+opsPort)
 	// The bench measures the server, not its rate limits: 64 clients on

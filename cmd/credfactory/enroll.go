@@ -111,7 +111,16 @@ func enrollCert(ctx context.Context, cmd *cobra.Command, conn *client.Conn, b cl
 	if err := writeFile(filepath.Join(out, "cert.pem"), ca.EncodeCertsPEM(certs[:1])); err != nil {
 		return err
 	}
-	if err := writeFile(filepath.Join(out, "chain.pem"), ca.EncodeCertsPEM(certs[1:])); err != nil {
+	// The answer holds only the certificate (RFC 7030 §4.2.3); the chain
+	// is /cacerts', over the same TLS connection to the bundle's anchor.
+	var chain []*x509.Certificate
+	if err := retry(ctx, func() error {
+		chain, err = conn.ESTChain(ctx)
+		return err
+	}); err != nil {
+		return fmt.Errorf("enrol: the issued certificate's chain: %w", err)
+	}
+	if err := writeFile(filepath.Join(out, "chain.pem"), ca.EncodeCertsPEM(chain)); err != nil {
 		return err
 	}
 	fmt.Fprintf(cmd.OutOrStdout(), "enrolled %s: certificate %s in %s\n", b.AssignedID, certs[0].SerialNumber.Text(16), out)

@@ -29,7 +29,7 @@ func TestTrustedPathHardening(t *testing.T) {
 	// A CSR that asks for another device's URI is refused: the SP names
 	// the certificate after the token's assigned ID only.
 	other, _ := ecdsa.GenerateKey(elliptic.P256(), rand.Reader)
-	u, _ := url.Parse("//sp.example/" + b2.AssignedID)
+	u, _ := url.Parse("https://sp.example/" + b2.AssignedID)
 	der, _ := x509.CreateCertificateRequest(rand.Reader, &x509.CertificateRequest{Subject: pkix.Name{CommonName: b1.AssignedID}, URIs: []*url.URL{u}}, other)
 	asks := string(pem.EncodeToMemory(&pem.Block{Type: "CERTIFICATE REQUEST", Bytes: der}))
 	res, err := line.Forward(ctx, []client.ForwardItem{{Token: b1.Token, AssignedID: b1.AssignedID, CSR: asks}})

@@ -236,9 +236,13 @@ func serve(ctx context.Context, cfg config.Config, stderr io.Writer) error {
 	}
 	srv.RegisterStatus(castatus.Routes(published, status, obfStatus)...)
 	mafAPI := maf.NewAPI(registry, verifier, cfg.MAF.AdminClients)
-	enrol := mef.New(mef.Config{FQDN: cfg.MEF.FQDN, MAFFQDN: cfg.MEF.MAFFQDN, SPDomain: cfg.Portal.SPDomain,
+	keyPolicy, err := ca.NewKeyPolicy(cfg.MEF.KeyAlgorithms)
+	if err != nil {
+		return fmt.Errorf("mef.key_algorithms: %w", err)
+	}
+	enrol := mef.New(mef.Config{FQDN: cfg.MEF.FQDN, MAFFQDN: cfg.MEF.MAFFQDN, SPDomain: cfg.Portal.SPDomain, KeyPolicy: keyPolicy,
 		KeyLifetime: cfg.MEF.KeyLifetime, KeyMode: cfg.MEF.KeyMode, CertValidity: cfg.MEF.CertValidity, MaxForward: cfg.MEF.MaxForward, Limits: limits,
-		RenewBefore: cfg.MEF.RenewBefore, RenewAfter: cfg.MEF.RenewAfter, OnRevoke: status.MarkStale},
+		RenewBefore: cfg.MEF.RenewBefore, RenewAfter: cfg.MEF.RenewAfter, OnRevoke: status.MarkStale, ESTAnswerChain: cfg.MEF.ESTAnswerChain},
 		st, registry, p.CA, p.Root, p.OBFCA.Issuer(), p.KDF, verifier, reg.MEFObserver())
 	srv.Register(enrol.Routes()...)
 	pt := portal.New(portal.Config{Observer: reg.PortalObserver(),

@@ -174,7 +174,7 @@ func TestSeedCases(t *testing.T) {
 	leaf := parsePEMCerts(t, readFile(t, filepath.Join(out1, "cert.pem")))[0]
 	chain := parsePEMCerts(t, readFile(t, filepath.Join(out1, "chain.pem")))
 	opensslVerify(t, anchorPath, append([]*x509.Certificate{leaf}, chain...))
-	if leaf.Subject.CommonName != b1.AssignedID || len(leaf.URIs) != 1 || leaf.URIs[0].String() != "//sp.example/"+b1.AssignedID {
+	if leaf.Subject.CommonName != b1.AssignedID || len(leaf.URIs) != 1 || leaf.URIs[0].String() != "https://sp.example/"+b1.AssignedID {
 		t.Fatalf("certificate names %q %v, want the assigned ID %s", leaf.Subject.CommonName, leaf.URIs, b1.AssignedID)
 	}
 	// The Enrollee lost the answer and runs again: same certificate.
@@ -277,7 +277,7 @@ func TestSeedCases(t *testing.T) {
 	}
 	chain4 := parsePEMCerts(t, res[0].Certificate)
 	opensslVerify(t, anchorPath, chain4)
-	if c4 := chain4[0]; c4.Subject.CommonName != b4.AssignedID || len(c4.URIs) != 1 || c4.URIs[0].String() != "//sp.example/"+b4.AssignedID ||
+	if c4 := chain4[0]; c4.Subject.CommonName != b4.AssignedID || len(c4.URIs) != 1 || c4.URIs[0].String() != "https://sp.example/"+b4.AssignedID ||
 		len(c4.CRLDistributionPoints) != 1 || len(c4.OCSPServer) != 1 {
 		t.Fatalf("forwarded CSR's certificate: CN %q URIs %v CRL %v OCSP %v", c4.Subject.CommonName, c4.URIs, c4.CRLDistributionPoints, c4.OCSPServer)
 	}

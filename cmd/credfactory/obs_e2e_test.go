@@ -253,7 +253,7 @@ func TestOBSEndToEnd(t *testing.T) {
 	obsOpenSSLVerify(t, anchorPath, r1.Certificate, r1.Chain)
 	leaf, _ := ca.ParseCertsPEM([]byte(r1.Certificate))
 	chain, _ := ca.ParseCertsPEM([]byte(r1.Chain))
-	if !leaf[0].PublicKey.(*ecdsa.PublicKey).Equal(&devKey.PublicKey) || leaf[0].URIs[0].String() != "//sp.example/"+b1["assignedId"].(string) {
+	if !leaf[0].PublicKey.(*ecdsa.PublicKey).Equal(&devKey.PublicKey) || leaf[0].URIs[0].String() != "https://sp.example/"+b1["assignedId"].(string) {
 		t.Fatalf("device certificate: %v %v", leaf[0].Subject, leaf[0].URIs)
 	}
 	r2 := l.result(b2["assignedId"].(string))

@@ -75,7 +75,13 @@ func TestRenewalAndExpiry(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	opensslVerify(t, filepath.Join(s.dir, "trust-anchor.pem"), cert3)
+	// The answer holds only the certificate (RFC 7030 §4.2.3); its chain
+	// is /cacerts'.
+	chain, err := client.NewConn(s.base, anchor, nil).ESTChain(ctx)
+	if err != nil || len(cert3) != 1 {
+		t.Fatalf("renewal answered %d certificates; chain %v", len(cert3), err)
+	}
+	opensslVerify(t, filepath.Join(s.dir, "trust-anchor.pem"), append(cert3, chain...))
 	// A superseded certificate renews no more.
 	var e *client.Error
 	if _, err := as(cert1, key1).ESTEnroll(ctx, csr(newKey(), "", ""), true); !errors.As(err, &e) || e.Status != 403 || e.Code != "certificate_superseded" {

@@ -55,11 +55,16 @@ func TestCRLAndOCSPWithOpenSSL(t *testing.T) {
 	}
 	anchorPath := filepath.Join(s.dir, "trust-anchor.pem")
 	anchor := parsePEMCerts(t, readFile(t, anchorPath))
-	certs, err := client.NewConn(s.base, anchor, nil).ESTEnroll(context.Background(), csr, false)
+	conn := client.NewConn(s.base, anchor, nil)
+	certs, err := conn.ESTEnroll(context.Background(), csr, false)
 	if err != nil {
 		t.Fatal(err)
 	}
-	leaf, issuing := certs[0], certs[1]
+	chain, err := conn.ESTChain(context.Background())
+	if err != nil || len(chain) != 1 {
+		t.Fatalf("/cacerts chain: %v %v", chain, err)
+	}
+	leaf, issuing := certs[0], chain[0]
 
 	// The profile: CRL DP and AIA OCSP on the plain listener, under the
 	// first host name (ca.status_url's default).

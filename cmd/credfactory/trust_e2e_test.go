@@ -153,7 +153,7 @@ func TestNoCrossTenantIdentity(t *testing.T) {
 	ctx := context.Background()
 	ba := s.bundle(s.alice, "a-1", "label-a1", s.aliceOBS)
 	bb := s.bundle(s.bob, "b-1", "label-b1", s.bobOBS)
-	aliceURI := "//sp.example/" + ba.AssignedID
+	aliceURI := "https://sp.example/" + ba.AssignedID
 	bob := s.conn(s.bobOBS, s.bobKey)
 
 	// 1. A sub-CA for bob's OBS, constrained to the SP's host, with which
@@ -236,7 +236,7 @@ func TestNoCrossTenantIdentity(t *testing.T) {
 			t.Fatalf("forward %s: %v %+v", c.b.AssignedID, err, res)
 		}
 		chain := parsePEMCerts(t, res[0].Certificate)
-		if len(chain[0].URIs) != 1 || chain[0].URIs[0].String() != "//sp.example/"+c.b.AssignedID || len(chain[0].DNSNames) != 0 || chain[0].IsCA {
+		if len(chain[0].URIs) != 1 || chain[0].URIs[0].String() != "https://sp.example/"+c.b.AssignedID || len(chain[0].DNSNames) != 0 || chain[0].IsCA {
 			t.Fatalf("certificate for %s names %v %v", c.b.AssignedID, chain[0].URIs, chain[0].DNSNames)
 		}
 		if goOK, opensslOK, why := acceptedBy(t, s.anchorPath, chain, x509.ExtKeyUsageClientAuth); !goOK || !opensslOK {
