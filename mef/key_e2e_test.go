@@ -274,6 +274,32 @@ func TestExporterKeysEndToEnd(t *testing.T) {
 	})
 }
 
+// TestExporterRetry: a retry with the same request ID goes over a new TLS
+// session and is answered with the first session's KeID; the device that
+// kept that session's export derives the same keys, one that did not gets
+// a clear error that retrying cannot cure.
+func TestExporterRetry(t *testing.T) {
+	storetest.Each(t, func(t *testing.T, url string) {
+		ctx := context.Background()
+		e := newKeyEnv(t, url)
+		token, aid := e.token()
+		req := client.KeyRequest{Token: token, AssignedID: aid, RequestID: requestID(), SUID: 23, TargetIDs: []string{"in-cse.sp.example"}}
+		conn := e.conn()
+		first, err := conn.EnrolKeyWith(ctx, req)
+		if err != nil {
+			t.Fatal(err)
+		}
+		again, err := conn.EnrolKeyWith(ctx, req)
+		if err != nil || !again.Replayed || again.KeID != first.KeID || !bytes.Equal(again.TargetKeys[0].Key, first.TargetKeys[0].Key) {
+			t.Fatalf("retry on the same device: %+v %v", again, err)
+		}
+		_, err = e.conn().EnrolKeyWith(ctx, req)
+		if !errors.Is(err, client.ErrExporter) || client.Retryable(err) || !strings.Contains(err.Error(), "not kept") {
+			t.Fatalf("retry without the first session's export: %v", err)
+		}
+	})
+}
+
 // TestExporterRefusals: what exporter mode refuses, and that each refusal
 // leaves the token unspent.
 func TestExporterRefusals(t *testing.T) {
