@@ -25,7 +25,8 @@ import (
 const (
 	PathEST        = "est"         // untrusted RSPF, certificates over EST, keep-alive
 	PathESTNewConn = "est-newconn" // the same with a new TLS connection per enrolment
-	PathPSK        = "psk"         // untrusted RSPF, shared keys
+	PathPSK        = "psk"         // untrusted RSPF, shared keys in exporter mode (TS-0003): one TLS connection per enrolment
+	PathPSKMaster  = "psk-master"  // the same in master mode (the MEF sends the key), keep-alive
 	PathForward    = "forward"     // trusted OBS forwarding, in batches
 	// PathToken is the portal's enrolment-bundle request, one device per
 	// request with its claim code as proof: what a factory line calls per

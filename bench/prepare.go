@@ -134,11 +134,16 @@ func (r *Runner) prepare(ctx context.Context, path string, n, batch int) ([]task
 				return 1, nil
 			})
 		}
-	case PathPSK:
+	case PathPSK, PathPSKMaster:
+		mode := client.KeyModeExporter
+		if path == PathPSKMaster {
+			mode = client.KeyModeMaster
+		}
 		for i, b := range bundles {
 			reqID := fmt.Sprintf("bench-request-%016d", i)
 			work = append(work, func(ctx context.Context) (int, error) {
-				key, err := r.conn.EnrolKey(ctx, b.Token, b.AssignedID, reqID, 22, []string{"in-cse.bench.example"})
+				key, err := r.conn.EnrolKeyWith(ctx, client.KeyRequest{Token: b.Token, AssignedID: b.AssignedID, RequestID: reqID,
+					SUID: 22, TargetIDs: []string{"in-cse.bench.example"}, Mode: mode})
 				if err != nil {
 					return 0, err
 				}

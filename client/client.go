@@ -16,6 +16,7 @@ import (
 	"net/http"
 	"os"
 	"strings"
+	"sync"
 	"time"
 
 	"github.com/credfactory/credfactory/forwardapi"
@@ -75,6 +76,9 @@ func (e *Error) Error() string { return fmt.Sprintf("%d %s: %s", e.Status, e.Cod
 // Retryable: the server asked to try again (503, 429, or EST's 202
 // Accepted: the request is pending, RFC 7030 §4.2.3) or did not answer.
 func Retryable(err error) bool {
+	if errors.Is(err, ErrExporter) {
+		return false
+	}
 	var e *Error
 	if errors.As(err, &e) {
 		return e.Status == http.StatusServiceUnavailable || e.Status == http.StatusTooManyRequests || e.Status == http.StatusAccepted
@@ -86,6 +90,14 @@ func Retryable(err error) bool {
 type Conn struct {
 	Base string
 	HTTP *http.Client
+
+	// fresh is HTTP without keep-alives, for exporter-mode key requests:
+	// one TLS session gives one enrolment key (key.go).
+	freshOnce sync.Once
+	fresh     *http.Client
+	// sessions keeps the exports of this Conn's exporter-mode sessions,
+	// for retries answered with an earlier session's KeID.
+	sessions memSessions
 }
 
 // NewConn trusts roots only; cert, if set, is the TLS client certificate
@@ -114,7 +126,11 @@ func (c *Conn) do(ctx context.Context, method, path, contentType string, body []
 	for k, v := range hdr {
 		req.Header.Set(k, v)
 	}
-	resp, err := c.HTTP.Do(req)
+	return c.send(c.HTTP, req)
+}
+
+func (c *Conn) send(hc *http.Client, req *http.Request) (*http.Response, []byte, error) {
+	resp, err := hc.Do(req)
 	if err != nil {
 		return nil, nil, err
 	}
@@ -221,29 +237,6 @@ func parseCertsOnly(b64 []byte) ([]*x509.Certificate, error) {
 		return nil, errors.New("EST answer holds no certificate")
 	}
 	return p7.Certificates, nil
-}
-
-// KeyAnswer is a provisioned shared key.
-type KeyAnswer struct {
-	CredentialID string    `json:"credentialId"`
-	KeyID        string    `json:"keyId"`
-	KeID         string    `json:"keId"`
-	Key          []byte    `json:"key"`
-	EnroleeID    string    `json:"enroleeId"`
-	SUID         int       `json:"suid"`
-	Lifetime     time.Time `json:"lifetime"`
-	Replayed     bool      `json:"replayed,omitempty"`
-}
-
-// EnrolKey asks the MEF for a shared key (JSON RSPF). requestID makes a
-// retry safe: the same ID gets the same key.
-func (c *Conn) EnrolKey(ctx context.Context, token, assignedID, requestID string, suid int, targets []string) (KeyAnswer, error) {
-	var out KeyAnswer
-	err := c.JSON(ctx, "POST", "/mef/v1/enrol", nil, map[string]any{
-		"token": token, "assignedId": assignedID, "requestId": requestID,
-		"key": map[string]any{"suid": suid, "targetIds": targets},
-	}, &out)
-	return out, err
 }
 
 // ForwardItem, ForwardKey and ForwardResult are the forward route's wire

@@ -76,6 +76,7 @@ type MEF struct {
 	FQDN         string        `yaml:"fqdn" help:"the MEF's FQDN, the host part of KeIDs and KpsaIDs (default portal.sp_domain)"`
 	MAFFQDN      string        `yaml:"maf_fqdn" help:"the MAF's FQDN, the host part of KmIDs and the MAF-ID in Km (default mef.fqdn)"`
 	KeyLifetime  time.Duration `yaml:"key_lifetime" help:"lifetime of shared keys provisioned over RSPF, and the longest a trusted OBF may forward one for"`
+	KeyMode      string        `yaml:"key_mode" help:"key mode of RSPF shared-key requests that name none: exporter (TS-0003 §10.3, Ke from the device's TLS session) or master (credfactory's own, Ke from the HSM master key, the key sent to the device)"`
 	CertValidity time.Duration `yaml:"cert_validity" help:"lifetime of device certificates (0: the device profile's, 1 year)"`
 	MaxForward   int           `yaml:"max_forward" help:"most items in one trusted-OBF forward batch"`
 	RenewBefore  time.Duration `yaml:"renew_before" help:"allow EST simplereenroll only within this long before the certificate expires (0: any time while it is current)"`
@@ -227,7 +228,7 @@ func Default() Config {
 			SweepChunk:    1000,
 		},
 		Portal: Portal{TokenTTL: 24 * time.Hour, SessionTTL: 12 * time.Hour, MaxUploads: 4},
-		MEF:    MEF{KeyLifetime: 365 * 24 * time.Hour, MaxForward: 1000, RenewAfter: time.Hour, KeyAlgorithms: []string{"ecdsa-p256"}},
+		MEF:    MEF{KeyLifetime: 365 * 24 * time.Hour, KeyMode: "exporter", MaxForward: 1000, RenewAfter: time.Hour, KeyAlgorithms: []string{"ecdsa-p256"}},
 		Log:    Log{Level: "info", Format: "json", Access: true},
 		Limits: ratelimit.DefaultConfig(),
 	}
@@ -405,6 +406,9 @@ func (c *Config) Validate() error {
 	}
 	if c.Store.SweepInterval < 0 || c.Store.SweepChunk <= 0 || c.MEF.RenewBefore < 0 || c.MEF.RenewAfter < 0 {
 		errs = append(errs, errors.New("store.sweep_interval, mef.renew_before and mef.renew_after must not be negative, store.sweep_chunk must be positive"))
+	}
+	if c.MEF.KeyMode != "exporter" && c.MEF.KeyMode != "master" {
+		errs = append(errs, fmt.Errorf("mef.key_mode %q: want exporter or master", c.MEF.KeyMode))
 	}
 	if c.MEF.CertValidity > 0 && c.MEF.RenewAfter >= c.MEF.CertValidity {
 		// No certificate would ever be old enough to renew.

@@ -107,6 +107,17 @@ func TestLoad(t *testing.T) {
 		}},
 		{name: "crl interval under a minute", file: "ca:\n  crl_interval: 30s\n", wantErr: "ca.crl_interval"},
 		{name: "status listen without port", file: "ca:\n  status_listen: localhost\n", wantErr: "ca.status_listen"},
+		{name: "key mode exporter by default", check: func(t *testing.T, c Config) {
+			if c.MEF.KeyMode != "exporter" {
+				t.Fatalf("mef.key_mode %q, want exporter", c.MEF.KeyMode)
+			}
+		}},
+		{name: "key mode master", env: map[string]string{"CREDFACTORY_MEF_KEY_MODE": "master"}, check: func(t *testing.T, c Config) {
+			if c.MEF.KeyMode != "master" {
+				t.Fatalf("mef.key_mode %q, want master", c.MEF.KeyMode)
+			}
+		}},
+		{name: "key mode unknown", file: "mef:\n  key_mode: hsm\n", wantErr: "mef.key_mode"},
 		{name: "key policy default", check: func(t *testing.T, c Config) {
 			if strings.Join(c.MEF.KeyAlgorithms, ",") != "ecdsa-p256" {
 				t.Fatalf("mef.key_algorithms %v, want TS-0003's ecdsa-p256 only", c.MEF.KeyAlgorithms)

@@ -119,3 +119,29 @@ func BenchmarkAESGCMSeal(b *testing.B) {
 		})
 	}
 }
+
+// BenchmarkHMACSealed is an exporter-mode key retrieval's HSM work: open
+// the sealed Ke, import it, one HMAC, destroy (compare BenchmarkHMACDerive,
+// a master-mode retrieval's, and BenchmarkAESGCMSeal, an exporter-mode
+// enrolment's).
+func BenchmarkHMACSealed(b *testing.B) {
+	m := open(b, 8, nil)
+	k, err := m.AEADKey(kekURI)
+	if err != nil {
+		b.Fatal(err)
+	}
+	aad := []byte("credfactory sealed Ke\x000123456789abcdef0123456789abcdef@mef.sp.example")
+	sealed, err := k.Seal(context.Background(), make([]byte, 32), aad)
+	if err != nil {
+		b.Fatal(err)
+	}
+	msgs := [][]byte{[]byte("oneM2M Enrolment Key to Usage-Constrained Symmetric Key derivation23in-cse.sp.example")}
+	for _, g := range []int{1, 2} {
+		b.Run(fmt.Sprintf("goroutines=%d", g), func(b *testing.B) {
+			parallel(b, g, func() error {
+				_, err := k.HMACSealed(context.Background(), sealed, aad, msgs)
+				return err
+			})
+		})
+	}
+}

@@ -89,3 +89,27 @@ func (m *Module) SetReinitGap(d time.Duration) {
 	defer m.mu.Unlock()
 	m.reinitGap = d
 }
+
+// ImportedSecretLeaks imports value as HMACSealed does and reports what a
+// caller could learn of it: the CKA_VALUE read's error, and CKA_EXTRACTABLE
+// and CKA_SENSITIVE as stored.
+func (m *Module) ImportedSecretLeaks(ctx context.Context, value []byte) (readErr error, extractable, sensitive bool, err error) {
+	err = m.do(ctx, "probe_import", func(s session) error {
+		c := m.lib.ctx
+		h, err := c.CreateObject(s.h, sessionSecretTemplate(value))
+		if err != nil {
+			return err
+		}
+		defer func() { _ = c.DestroyObject(s.h, h) }()
+		_, readErr = c.GetAttributeValue(s.h, h, []*pkcs11.Attribute{pkcs11.NewAttribute(pkcs11.CKA_VALUE, nil)})
+		attrs, err := c.GetAttributeValue(s.h, h, []*pkcs11.Attribute{
+			pkcs11.NewAttribute(pkcs11.CKA_EXTRACTABLE, nil), pkcs11.NewAttribute(pkcs11.CKA_SENSITIVE, nil)})
+		if err != nil {
+			return err
+		}
+		extractable = len(attrs[0].Value) == 1 && attrs[0].Value[0] != 0
+		sensitive = len(attrs[1].Value) == 1 && attrs[1].Value[0] != 0
+		return nil
+	})
+	return readErr, extractable, sensitive, err
+}

@@ -50,6 +50,9 @@ func TestUnmarshalContextStrict(t *testing.T) {
 	good := []string{
 		`{"version":1,"kind":"km",` + k + `,"mafId":"maf.sp.example"}`,
 		" \n{\"suid\":22,\"targetFqdn\":\"cse.sp.example\",\"kind\":\"kuc\"," + k + ",\"version\":1}\n ",
+		// Kuc is derived per Target: the context need not name one.
+		`{"version":1,"kind":"kuc",` + k + `,"suid":22}`,
+		`{"version":1,"kind":"kuc",` + k + `,"suid":22,"root":"exporter","sealedKe":"AAAA"}`,
 	}
 	for _, s := range good {
 		if _, err := kdf.UnmarshalContext([]byte(s)); err != nil {
@@ -87,7 +90,10 @@ func TestUnmarshalContextStrict(t *testing.T) {
 		"kuc unknown suid":   `{"version":1,"kind":"kuc",` + k + `,"targetFqdn":"cse.sp.example","suid":99}`,
 		"kuc suid string":    `{"version":1,"kind":"kuc",` + k + `,"targetFqdn":"cse.sp.example","suid":"22"}`,
 		"kuc suid fraction":  `{"version":1,"kind":"kuc",` + k + `,"targetFqdn":"cse.sp.example","suid":22.5}`,
-		"kuc no target":      `{"version":1,"kind":"kuc",` + k + `,"suid":22}`,
+		"unknown root":       `{"version":1,"kind":"km",` + k + `,"mafId":"maf.sp.example","root":"tls"}`,
+		"exporter no ke":     `{"version":1,"kind":"km",` + k + `,"mafId":"maf.sp.example","root":"exporter"}`,
+		"exporter bad ke":    `{"version":1,"kind":"km",` + k + `,"mafId":"maf.sp.example","root":"exporter","sealedKe":"not base64!"}`,
+		"master with ke":     `{"version":1,"kind":"km",` + k + `,"mafId":"maf.sp.example","sealedKe":"AAAA"}`,
 		"kuc bad target":     `{"version":1,"kind":"kuc",` + k + `,"targetFqdn":"cse_1","suid":22}`,
 		"kuc with mafId":     `{"version":1,"kind":"kuc",` + k + `,"targetFqdn":"cse.sp.example","suid":22,"mafId":"maf.sp.example"}`,
 	}

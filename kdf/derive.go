@@ -31,13 +31,25 @@ const (
 // derivations is that the other party computes the same bytes. The label is
 // fixed, so the concatenation is still unambiguous.
 func Km(ke []byte, mafID string) []byte {
-	return hmacSHA256(ke, LabelMasterCredential, nfkc(mafID))
+	return hmacSHA256(ke, KmMessage(mafID))
+}
+
+// KmMessage is what Km authenticates: LabelMasterCredential || NFKC(MAF-ID).
+// The HSM signs exactly these bytes when it derives Km from an imported Ke.
+func KmMessage(mafID string) []byte {
+	return message(LabelMasterCredential, nfkc(mafID))
 }
 
 // Kpsa returns HMAC-SHA-256(Ke, LabelProvisionedSecureConnection ||
 // Enrolee-ID) (TS-0003 §10.3). No separator, as for Km.
 func Kpsa(ke []byte, enroleeID string) []byte {
-	return hmacSHA256(ke, LabelProvisionedSecureConnection, nfkc(enroleeID))
+	return hmacSHA256(ke, KpsaMessage(enroleeID))
+}
+
+// KpsaMessage is what Kpsa authenticates: LabelProvisionedSecureConnection
+// || NFKC(Enrolee-ID).
+func KpsaMessage(enroleeID string) []byte {
+	return message(LabelProvisionedSecureConnection, nfkc(enroleeID))
 }
 
 // Kuc returns HMAC-SHA-256(Ke, LabelUsageConstrained || SUID ||
@@ -53,7 +65,13 @@ func Kpsa(ke []byte, enroleeID string) []byte {
 // Target-FQDN cannot be split two ways. Kuc does not reject an invalid SUID
 // (it has no error result); Context.Validate and ParseSUID do.
 func Kuc(ke []byte, suid int, targetFQDN string) []byte {
-	return hmacSHA256(ke, LabelUsageConstrained, strconv.Itoa(suid), nfkc(targetFQDN))
+	return hmacSHA256(ke, KucMessage(suid, targetFQDN))
+}
+
+// KucMessage is what Kuc authenticates: LabelUsageConstrained ||
+// decimal(SUID) || NFKC(Target-FQDN).
+func KucMessage(suid int, targetFQDN string) []byte {
+	return message(LabelUsageConstrained, strconv.Itoa(suid), nfkc(targetFQDN))
 }
 
 // nfkc normalises an identifier before it is hashed: TS-0003 §10.3 hashes
@@ -63,10 +81,20 @@ func nfkc(id string) string {
 	return norm.NFKC.String(id)
 }
 
-func hmacSHA256(key []byte, parts ...string) []byte {
-	m := hmac.New(sha256.New, key)
+func message(parts ...string) []byte {
+	n := 0
 	for _, p := range parts {
-		m.Write([]byte(p))
+		n += len(p)
 	}
+	b := make([]byte, 0, n)
+	for _, p := range parts {
+		b = append(b, p...)
+	}
+	return b
+}
+
+func hmacSHA256(key, msg []byte) []byte {
+	m := hmac.New(sha256.New, key)
+	m.Write(msg)
 	return m.Sum(make([]byte, 0, sha256.Size))
 }

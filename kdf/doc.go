@@ -1,24 +1,34 @@
 // Package kdf is the oneM2M TS-0003 symmetric key hierarchy (TS-0003 §10.3)
 // as credfactory runs it.
 //
-// The MEF hands out shared symmetric keys, and the MAF must later give the
+// The MEF provisions shared symmetric keys, and the MAF must later give the
 // same key to an authorised Target (RETRIEVE
-// /fetchCredentials/<KeID>/<SUID>). Storing those keys would put every device
-// secret in the database; instead the only secret is a master key that never
-// leaves the HSM (docs/architecture.md "HSM and keys"). From it the HSM
-// derives a per-enrolment root key Ke, and from Ke this package derives Km,
-// Kpsa and Kuc exactly as TS-0003 §10.3 writes them, so that a device or
-// Target implementing the standard computes the same bytes. The MAF therefore
-// stores a [Context] (which enrolment, which kind of key, which identifiers)
-// and re-derives the key on each retrieval; the key itself is never written
-// down.
+// /fetchCredentials/<KeID>/<SUID>). The key itself is never written down:
+// the MAF stores a [Context] (which enrolment, which kind of key, which
+// identifiers, where Ke comes from) and re-derives the key on each
+// retrieval.
 //
-// The second-level derivations run in Go rather than in the HSM: Ke leaves
-// the HSM anyway (it is the output of a CKM_SHA256_HMAC C_Sign), so
-// importing it back as a key object would only add HSM calls, which are
-// the factory's throughput ceiling, without protecting anything. One HSM
-// call per retrieval (for Ke) is the cost that matters; the Go HMACs are
-// small next to it (see BenchmarkContextDerive).
+// Ke, the enrolment key, has one of two roots (docs/onem2m.md "Key
+// hierarchy"):
+//
+//   - Exporter mode, TS-0003 §10.3 and the default on the RSPF path: Ke and
+//     the RelativeKeID are the RFC 5705 export (label
+//     "EXPORTER-oneM2M-Bootstrap", 48 bytes) of the device's TLS session
+//     with the MEF ([ExportEnrolmentKey]). Device and MEF each compute it, so
+//     no key crosses the wire. The MEF keeps Ke sealed by the HSM's
+//     key-encryption key in the Context; to derive, the HSM opens it,
+//     imports it as a non-extractable session key and computes Km, Kpsa or
+//     Kuc itself ([SealedDeriver]).
+//   - Master mode, credfactory's own: Ke = HMAC_HSM(master, label || 0x00 ||
+//     KeID) ([EnrolmentKey]), so a KeID alone recovers it and the MEF sends
+//     the derived key to the device. Ke is an HMAC output and leaves the HSM
+//     anyway, so the second level runs in Go: importing Ke back would only
+//     add HSM calls without protecting anything.
+//
+// Km, Kpsa and Kuc are derived from Ke exactly as TS-0003 §10.3 writes them,
+// so a device or Target implementing the standard computes the same bytes;
+// Kuc is derived for the Target that asks (its FQDN is hashed), so each
+// Target of a key gets its own.
 //
 // The package also formats and checks the TS-0003 identifiers that name
 // these keys (KeID, KpsaID, KmID, Credential-ID, SUID), because the

@@ -15,6 +15,7 @@ func FuzzUnmarshalContext(f *testing.F) {
 		f.Add(raw)
 	}
 	f.Add([]byte(`{"version":1,"kind":"km"}`))
+	f.Add([]byte(`{"version":1,"kind":"kuc","keId":"00112233445566778899aabbccddeeff@mef.sp.example","suid":23,"root":"exporter","sealedKe":"AAAA"}`))
 	f.Fuzz(func(t *testing.T, raw []byte) {
 		c, err := UnmarshalContext(raw)
 		if err != nil {

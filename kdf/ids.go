@@ -10,13 +10,14 @@ import (
 )
 
 // RelativeIDSize is the length of a RelativeKeID: the first 16 bytes of the
-// 48-byte RFC 5705 export in TS-0003 §10.3; here, 16 random bytes.
+// 48-byte RFC 5705 export in TS-0003 §10.3 (exporter mode), or 16 random
+// bytes (master mode).
 const RelativeIDSize = 16
 
-// NewRelativeID returns RelativeIDSize random bytes for a new KeID. The
-// factory does not take them from a TLS exporter (its Ke comes from the HSM,
-// docs/architecture.md "HSM and keys"), so they only have to be unique, and
-// 128 random bits are without a registry round trip.
+// NewRelativeID returns RelativeIDSize random bytes for a new master-mode
+// KeID. A master-mode Ke comes from the HSM master key, not from a TLS
+// exporter, so the RelativeKeID only has to be unique, and 128 random bits
+// are without a registry round trip.
 func NewRelativeID() ([]byte, error) {
 	b := make([]byte, RelativeIDSize)
 	if _, err := rand.Read(b); err != nil {
@@ -250,4 +251,11 @@ func parseCanonicalUint(s string) (int, error) {
 		}
 	}
 	return strconv.Atoi(s)
+}
+
+// CheckFQDN checks a Target-FQDN in the form Kuc hashes it (after NFKC,
+// TS-0003 §10.3): a strict DNS host name, as checkFQDN describes. Errors
+// wrap ErrBadID.
+func CheckFQDN(s string) error {
+	return checkFQDN(nfkc(s))
 }

@@ -17,12 +17,12 @@ type Master interface {
 
 // LabelEnrolmentRoot is the HSM label for the per-enrolment root key Ke.
 //
-// It is credfactory's, not TS-0003's: TS-0003 §10.3 obtains Ke from the
-// enrolment TLS session (RFC 5705 exporter "EXPORTER-oneM2M-Bootstrap"),
-// which would leave the MAF nothing to re-derive Ke from. The factory
-// (docs/architecture.md "HSM and keys") replaces that with Ke =
-// HMAC_HSM(master, label || 0x00 || KeID), so the KeID alone (stored in a
-// Context) recovers Ke. The words differ from every TS-0003 label so the root
+// It is credfactory's master mode, not TS-0003's: TS-0003 §10.3 obtains Ke
+// from the enrolment TLS session (exporter mode, ExportEnrolmentKey). Master
+// mode (docs/onem2m.md "Master mode") has Ke = HMAC_HSM(master, label ||
+// 0x00 || KeID) instead, so the KeID alone (stored in a Context) recovers Ke
+// and the MEF can hand the derived key to a device that did not enrol over
+// its own TLS session (trusted lines, bulk). The words differ from every TS-0003 label so the root
 // can never collide with a TS-0003 derivation, and changing them changes
 // every derived key: it is part of the stored data format.
 const LabelEnrolmentRoot = "credfactory oneM2M Enrolment Key"

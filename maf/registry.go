@@ -121,8 +121,9 @@ type Fetched struct {
 
 // Fetch answers /fetchCredentials/<KeID>/<SUID> for a Target that knows
 // itself by any of names: the credential must list one of them as a target,
-// be active and unexpired. The key is re-derived in the HSM (or unsealed
-// there); it is never read from the database.
+// be active and unexpired. The key is re-derived (DeriveFor: a
+// usage-constrained key for the first of the key's targets the caller is)
+// or unsealed in the HSM; it is never read from the database.
 func (r *Registry) Fetch(ctx context.Context, keID string, suid kdf.SUID, names []string) (Fetched, error) {
 	creds, err := r.st.CredentialForTarget(ctx, keID, int(suid))
 	if err != nil {
@@ -162,30 +163,16 @@ func (r *Registry) Fetch(ctx context.Context, keID string, suid kdf.SUID, names 
 	case c.Status != store.StatusActive || !r.now().Before(c.NotAfter):
 		return Fetched{}, ErrExpired
 	}
-	key, err := r.Key(ctx, *c)
+	key, err := r.DeriveFor(ctx, *c, fetchingTarget(*c, names))
 	if err != nil {
 		return Fetched{}, err
 	}
 	return Fetched{Credential: *c, Key: key}, nil
 }
 
-// Key recovers a shared-key credential's key in the HSM.
+// Key recovers a shared-key credential's key in the HSM; a
+// usage-constrained key for the Target its context names (DeriveFor is the
+// per-Target form).
 func (r *Registry) Key(ctx context.Context, c store.Credential) ([]byte, error) {
-	switch {
-	case c.Type != store.TypePSK:
-		return nil, fmt.Errorf("credential %s is not a shared key", c.ID)
-	case len(c.KDFContext) > 0:
-		key, err := kdf.DeriveStored(ctx, r.master, c.KDFContext)
-		if err != nil {
-			return nil, fmt.Errorf("re-derive key of %s: %w", c.ID, err)
-		}
-		return key, nil
-	case len(c.SealedKey) > 0:
-		key, err := r.kek.Open(ctx, c.SealedKey, []byte(c.ID))
-		if err != nil {
-			return nil, fmt.Errorf("open sealed key of %s: %w", c.ID, err)
-		}
-		return key, nil
-	}
-	return nil, fmt.Errorf("credential %s has neither a derivation context nor a sealed key", c.ID)
+	return r.DeriveFor(ctx, c, "")
 }

@@ -4,7 +4,9 @@
 // The untrusted path (RSPF) serves EST (RFC 7030) under /.well-known/est/,
 // the certificate RSPF of TS-0003 §8.3.6, with the token as the CSR's
 // challengePassword, and a JSON twin at /mef/v1/enrol that also provisions
-// shared keys from the TS-0003 §10.3 hierarchy. The trusted path takes
+// shared keys from the TS-0003 §10.3 hierarchy: by default in exporter mode,
+// Ke taken from the request's own TLS session and never sent, or in the
+// project's master mode (docs/onem2m.md "Key hierarchy"). The trusted path takes
 // batches from a trusted OBF at /mef/v1/forward (wire contract: package
 // forwardapi): the OBF is a registration authority, so the issuing CA
 // certifies each forwarded CSR for its token's assigned ID and the MEF

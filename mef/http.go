@@ -302,6 +302,7 @@ type enrolJSON struct {
 	Key  *struct {
 		SUID      int      `json:"suid"`
 		TargetIDs []string `json:"targetIds,omitempty"`
+		Mode      string   `json:"mode,omitempty"`
 	} `json:"key,omitempty"`
 }
 
@@ -313,15 +314,36 @@ type certAnswer struct {
 	Replayed     bool   `json:"replayed,omitempty"`
 }
 
+// keyAnswer names the provisioned key. In exporter mode it never carries
+// key bytes: the device derives Ke from its own TLS session (TS-0003
+// §10.3) and checks that keId's relative part is its RelativeKeID.
 type keyAnswer struct {
-	CredentialID string    `json:"credentialId"`
-	KeyID        string    `json:"keyId"`
-	KeID         string    `json:"keId"`
-	Key          string    `json:"key"`
-	EnroleeID    string    `json:"enroleeId"`
-	SUID         int       `json:"suid"`
-	Lifetime     time.Time `json:"lifetime"`
-	Replayed     bool      `json:"replayed,omitempty"`
+	CredentialID string          `json:"credentialId"`
+	Mode         string          `json:"mode"`
+	KeyID        string          `json:"keyId"`
+	KeID         string          `json:"keId"`
+	Key          string          `json:"key,omitempty"`
+	TargetKeys   []targetKeyJSON `json:"targetKeys,omitempty"`
+	TargetIDs    []string        `json:"targetIds"`
+	EnroleeID    string          `json:"enroleeId"`
+	SUID         int             `json:"suid"`
+	Lifetime     time.Time       `json:"lifetime"`
+	Replayed     bool            `json:"replayed,omitempty"`
+}
+
+type targetKeyJSON struct {
+	TargetID string `json:"targetId"`
+	Key      string `json:"key"`
+}
+
+// exporter is the RFC 5705 exporter of the request's TLS session, or nil
+// when it did not come over TLS.
+func exporter(ctx *fasthttp.RequestCtx) kdf.Exporter {
+	st := ctx.TLSConnectionState()
+	if st == nil {
+		return nil
+	}
+	return st.ExportKeyingMaterial
 }
 
 func (m *MEF) jsonEnrol(ctx *fasthttp.RequestCtx) error {
@@ -343,14 +365,24 @@ func (m *MEF) jsonEnrol(ctx *fasthttp.RequestCtx) error {
 			peer = fingerprint(c.Raw)
 		}
 		res, err := m.EnrolKey(ctx, KeyRequest{Token: req.Token, AssignedID: req.AssignedID, SUID: kdf.SUID(req.Key.SUID),
-			TargetIDs: req.Key.TargetIDs, RequestID: req.RequestID, Peer: peer})
+			TargetIDs: req.Key.TargetIDs, RequestID: req.RequestID, Peer: peer, Mode: req.Key.Mode, Export: exporter(ctx)})
 		m.observe("json_key", res.Replayed, err, start)
 		if err != nil {
 			return err
 		}
 		c := res.Credential
-		return httpapi.JSON(ctx, http.StatusCreated, keyAnswer{CredentialID: c.ID, KeyID: deref(c.KeyID), KeID: deref(c.KeID),
-			Key: base64.StdEncoding.EncodeToString(res.Key), EnroleeID: c.AssignedID, SUID: c.SUID, Lifetime: c.NotAfter, Replayed: res.Replayed})
+		if c.TargetIDs == nil {
+			c.TargetIDs = []string{}
+		}
+		ans := keyAnswer{CredentialID: c.ID, Mode: res.Mode, KeyID: deref(c.KeyID), KeID: deref(c.KeID), TargetIDs: c.TargetIDs,
+			EnroleeID: c.AssignedID, SUID: c.SUID, Lifetime: c.NotAfter, Replayed: res.Replayed}
+		if res.Key != nil {
+			ans.Key = base64.StdEncoding.EncodeToString(res.Key)
+		}
+		for _, tk := range res.TargetKeys {
+			ans.TargetKeys = append(ans.TargetKeys, targetKeyJSON{TargetID: tk.TargetID, Key: base64.StdEncoding.EncodeToString(tk.Key)})
+		}
+		return httpapi.JSON(ctx, http.StatusCreated, ans)
 	}
 	csr, err := decodeDER(req.CSR, "CERTIFICATE REQUEST")
 	if err != nil {

@@ -33,6 +33,10 @@ type Config struct {
 	// KeyLifetime bounds shared keys (TS-0003 §10.7: never beyond the
 	// enrolment key's).
 	KeyLifetime time.Duration
+	// KeyMode is the key mode of shared-key requests that name none:
+	// KeyModeExporter (TS-0003 §10.3; the default when empty) or
+	// KeyModeMaster.
+	KeyMode string
 	// CertValidity bounds device certificates (0: the profile's default).
 	CertValidity time.Duration
 	// KeyPolicy is which subject keys a device CSR may have, on every
@@ -102,6 +106,9 @@ func New(cfg Config, st *store.Store, reg *maf.Registry, issuing *ca.CA, root, o
 	}
 	if cfg.MaxForward == 0 {
 		cfg.MaxForward = 1000
+	}
+	if cfg.KeyMode == "" {
+		cfg.KeyMode = KeyModeExporter
 	}
 	if obs == nil {
 		obs = nopObserver{}

@@ -26,6 +26,7 @@ import (
 func newEnroll() *cobra.Command {
 	var bundlePath, out, keyPath, certPath, certKeyPath string
 	var psk bool
+	var keyMode string
 	var suid int
 	var targets []string
 	cmd := &cobra.Command{
@@ -36,7 +37,11 @@ bundle's trust anchor (and that anchor against its fingerprint), then either
 generates a P-256 key (or uses --key), sends a CSR with the token as its
 challengePassword to the MEF's EST simpleenroll, and writes key.pem, cert.pem
 and chain.pem; or, with --psk, asks for a shared key of usage --suid and writes
-psk.json. Files are written with mode 0600. A device that already has a
+psk.json. In the default exporter mode (TS-0003 §10.3) the key never crosses
+the wire: Ke comes from this TLS session's RFC 5705 export, the MEF answers
+with identifiers, and the keys in psk.json (Km or Kpsa, or one Kuc per
+--target) are derived here; --key-mode master has the MEF send the key
+instead (credfactory's own mode). Files are written with mode 0600. A device that already has a
 certificate presents it with --cert and --cert-key (required if the portal
 bound the enrolment to it). An interrupted run is safe to repeat: it reuses
 its key and request ID, and the MEF answers with the credential it recorded.`,
@@ -67,7 +72,7 @@ its key and request ID, and the MEF answers with the credential it recorded.`,
 			conn := client.NewConn(b.MEFURI, []*x509.Certificate{anchor}, devCert)
 			ctx := cmd.Context()
 			if psk {
-				return enrollKey(ctx, cmd, conn, b, out, suid, targets)
+				return enrollKey(ctx, cmd, conn, b, out, suid, targets, keyMode)
 			}
 			return enrollCert(ctx, cmd, conn, b, out, keyPath)
 		},
@@ -79,7 +84,8 @@ its key and request ID, and the MEF answers with the credential it recorded.`,
 	cmd.Flags().StringVar(&certKeyPath, "cert-key", "", "the key of --cert (PEM)")
 	cmd.Flags().BoolVar(&psk, "psk", false, "ask for a shared key instead of a certificate")
 	cmd.Flags().IntVar(&suid, "suid", 22, "with --psk: the key's usage (21 MAF, 22 SAEF, 23-25 ESPrim/ESData)")
-	cmd.Flags().StringSliceVar(&targets, "target", nil, "with --psk: Target IDs allowed to fetch the key from the MAF")
+	cmd.Flags().StringSliceVar(&targets, "target", nil, "with --psk: Target IDs allowed to fetch the key from the MAF (FQDNs for SUIDs 23-25: each gets its own key)")
+	cmd.Flags().StringVar(&keyMode, "key-mode", client.KeyModeExporter, "with --psk: exporter (TS-0003 §10.3: derived here from the TLS session) or master (credfactory's own: the MEF sends the key)")
 	_ = cmd.MarkFlagRequired("bundle")
 	_ = cmd.MarkFlagRequired("out")
 	return cmd
@@ -121,7 +127,10 @@ func enrollCert(ctx context.Context, cmd *cobra.Command, conn *client.Conn, b cl
 	return nil
 }
 
-func enrollKey(ctx context.Context, cmd *cobra.Command, conn *client.Conn, b client.Bundle, out string, suid int, targets []string) error {
+func enrollKey(ctx context.Context, cmd *cobra.Command, conn *client.Conn, b client.Bundle, out string, suid int, targets []string, mode string) error {
+	if mode != client.KeyModeExporter && mode != client.KeyModeMaster {
+		return fmt.Errorf("--key-mode %q: want exporter or master", mode)
+	}
 	// The request ID is written before the request, so a rerun after a lost
 	// answer asks again with it and gets the same key.
 	idFile := filepath.Join(out, "request-id")
@@ -134,9 +143,14 @@ func enrollKey(ctx context.Context, cmd *cobra.Command, conn *client.Conn, b cli
 			return err
 		}
 	}
+	// Each attempt's session export is kept before its request is sent: a
+	// rerun after a lost answer goes over a new session, and only the kept
+	// export of the session that redeemed the token gives the key.
+	sessions := dirSessions(filepath.Join(out, "sessions"))
 	var ans client.KeyAnswer
 	err = retry(ctx, func() error {
-		ans, err = conn.EnrolKey(ctx, b.Token, b.AssignedID, strings.TrimSpace(string(id)), suid, targets)
+		ans, err = conn.EnrolKeyWith(ctx, client.KeyRequest{Token: b.Token, AssignedID: b.AssignedID,
+			RequestID: strings.TrimSpace(string(id)), SUID: suid, TargetIDs: targets, Mode: mode, Sessions: sessions})
 		return err
 	})
 	if err != nil {
@@ -146,8 +160,45 @@ func enrollKey(ctx context.Context, cmd *cobra.Command, conn *client.Conn, b cli
 	if err := writeFile(filepath.Join(out, "psk.json"), raw); err != nil {
 		return err
 	}
-	fmt.Fprintf(cmd.OutOrStdout(), "enrolled %s: shared key %s (SUID %d) in %s\n", b.AssignedID, ans.KeyID, ans.SUID, out)
+	// The exports of sessions that gave no key are of no use now; the one
+	// that did stays, so a rerun answered with its KeID derives again.
+	sessions.prune(ans.KeID)
+	fmt.Fprintf(cmd.OutOrStdout(), "enrolled %s: shared key %s (SUID %d, %s mode) in %s\n", b.AssignedID, ans.KeyID, ans.SUID, ans.Mode, out)
 	return nil
+}
+
+// dirSessions keeps each exporter-mode session's export in a file named by
+// its RelativeKeID (client.SessionStore), mode 0600 in a 0700 directory.
+type dirSessions string
+
+func (d dirSessions) Save(export []byte) error {
+	if err := os.MkdirAll(string(d), 0o700); err != nil {
+		return err
+	}
+	return writeFile(filepath.Join(string(d), hex.EncodeToString(export[:16])), []byte(hex.EncodeToString(export)))
+}
+
+// prune removes every kept export but keID's.
+func (d dirSessions) prune(keID string) {
+	keep, _, _ := strings.Cut(keID, "@")
+	entries, _ := os.ReadDir(string(d))
+	for _, e := range entries {
+		if e.Name() != keep {
+			_ = os.Remove(filepath.Join(string(d), e.Name()))
+		}
+	}
+}
+
+func (d dirSessions) Find(relative string) ([]byte, bool) {
+	if len(relative) != 32 || strings.Trim(relative, "0123456789abcdef") != "" {
+		return nil, false
+	}
+	raw, err := os.ReadFile(filepath.Join(string(d), relative))
+	if err != nil {
+		return nil, false
+	}
+	export, err := hex.DecodeString(strings.TrimSpace(string(raw)))
+	return export, err == nil
 }
 
 // deviceKey loads --key, or the key a previous run generated in out, or

@@ -83,7 +83,7 @@ func TestMAFRegistration(t *testing.T) {
 		}
 		fetch := "/maf/v1/fetchCredentials/" + psk.KeID + "/23"
 		status, got := s.call(cseAuth, "GET", fetch, "", nil)
-		if status != 200 || got["credential"] != base64.StdEncoding.EncodeToString(psk.Key) || got["enroleeId"] != b.AssignedID || got["status"] != "success" {
+		if status != 200 || len(psk.TargetKeys) != 1 || got["credential"] != base64.StdEncoding.EncodeToString(psk.TargetKeys[0].Key) || got["enroleeId"] != b.AssignedID || got["status"] != "success" {
 			t.Fatalf("the Target fetches by its FQDN: %d %v", status, got)
 		}
 		// The same at the MEF, where TS-0003 §8.3.5 places fetchCredentials.

@@ -241,7 +241,7 @@ func serve(ctx context.Context, cfg config.Config, stderr io.Writer) error {
 		return fmt.Errorf("mef.key_algorithms: %w", err)
 	}
 	enrol := mef.New(mef.Config{FQDN: cfg.MEF.FQDN, MAFFQDN: cfg.MEF.MAFFQDN, SPDomain: cfg.Portal.SPDomain, KeyPolicy: keyPolicy,
-		KeyLifetime: cfg.MEF.KeyLifetime, CertValidity: cfg.MEF.CertValidity, MaxForward: cfg.MEF.MaxForward, Limits: limits,
+		KeyLifetime: cfg.MEF.KeyLifetime, KeyMode: cfg.MEF.KeyMode, CertValidity: cfg.MEF.CertValidity, MaxForward: cfg.MEF.MaxForward, Limits: limits,
 		RenewBefore: cfg.MEF.RenewBefore, RenewAfter: cfg.MEF.RenewAfter, OnRevoke: status.MarkStale, ESTAnswerChain: cfg.MEF.ESTAnswerChain},
 		st, registry, p.CA, p.Root, p.OBFCA.Issuer(), p.KDF, verifier, reg.MEFObserver())
 	srv.Register(enrol.Routes()...)
