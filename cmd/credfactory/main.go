@@ -168,8 +168,8 @@ func serve(ctx context.Context, cfg config.Config, stderr io.Writer) error {
 		}
 		log.Info(msg)
 	}
-	if v, err := st.Version(ctx); err != nil || v != store.SchemaVersion() {
-		return fmt.Errorf("registry schema is version %d, this binary needs %d: run credfactory migrate (%v)", v, store.SchemaVersion(), err)
+	if err := checkSchema(ctx, st); err != nil {
+		return err
 	}
 	batcher := st.NewBatcher(store.BatchOptions{MaxItems: cfg.Store.BatchMax, Window: cfg.Store.BatchWindow, Workers: cfg.Store.BatchWorkers})
 	defer batcher.Close()

@@ -274,10 +274,16 @@ write_haproxy_conf() {
 		cat <<-EOF
 			# The replicas: TLS passes through (mode tcp), so devices' and
 			# OBFs' client certificates reach credfactory; health is /readyz
-			# on each replica's operations listener.
+			# on each replica's operations listener. /readyz includes the
+			# registry, so while the database fails over every replica is
+			# unready at once: then the backups (the same processes, not
+			# checked; a dead one's connections are redispatched) take the
+			# traffic, and clients get 503 with Retry-After from credfactory
+			# instead of refused connections.
 			listen https
 			  bind 127.0.0.1:$HA_HTTPS_PORT
 			  balance leastconn
+			  option allbackups
 			  option httpchk
 			  http-check send meth GET uri /readyz
 			  http-check expect status 200
@@ -286,6 +292,10 @@ write_haproxy_conf() {
 		for i in $(seq 1 "$HA_REPLICAS"); do
 			local port_var="HA_REPLICA${i}_PORT" ops_var="HA_REPLICA${i}_OPS"
 			echo "  server r$i 127.0.0.1:${!port_var} check port ${!ops_var}"
+		done
+		for i in $(seq 1 "$HA_REPLICAS"); do
+			local port_var="HA_REPLICA${i}_PORT"
+			echo "  server r${i}-live 127.0.0.1:${!port_var} backup"
 		done
 	} >"$DIR/haproxy.cfg"
 }
