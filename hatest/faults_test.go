@@ -102,6 +102,7 @@ func TestReplicaKilled(t *testing.T) {
 	c := requireCluster(t)
 	c.waitWhole(t)
 	results := runUnderFault(t, c, "ha-replica-kill", load(bench.PathEST, bench.PathPSK, bench.PathForward), func() { c.killReplica(t, 2) })
+	t.Logf("retried: est %v, psk %v, forward %v", results[0].Retried, results[1].Retried, results[2].Retried)
 	if results[0].Retried["transport"] == 0 {
 		t.Errorf("no client lost its connection to the killed replica (retried: %v)", results[0].Retried)
 	}
