@@ -23,6 +23,15 @@
 #   cluster.sh down DIR              stop everything and remove DIR
 #   cluster.sh start-member DIR m2   start a Patroni member again (after a kill)
 #   cluster.sh start-replica DIR 2   start credfactory replica 2 again
+#   cluster.sh account DIR NAME      a new manufacturer account; prints its API
+#                                    key (a bench --server run per account:
+#                                    its verification lists that tenant's devices)
+#   cluster.sh scale DIR N           HAProxy sends HTTPS to replicas 1..N only
+#                                    (the others in maintenance)
+#
+# HSM_LATENCY=30ms (with up) starts the replicas with the test-only delay
+# per HSM signature (hsm.test_sign_latency), standing in for a network HSM
+# when replica scaling is measured on one machine.
 #
 # `up` writes DIR/cluster.env (ports, URLs, API keys of the bench accounts;
 # shell syntax) and prints its path. DIR must be empty or absent; down only
@@ -44,7 +53,7 @@ die() {
 }
 
 usage() {
-	sed -n '2,32p' "$SELF" | sed 's/^# \{0,1\}//' >&2
+	sed -n '2,42p' "$SELF" | sed 's/^# \{0,1\}//' >&2
 	exit 2
 }
 
@@ -162,6 +171,12 @@ start_replica() { # i
 		for l in ENROL_SOURCE ENROL_TENANT ENROL_OBF TOKEN_TENANT LOGIN_SOURCE LOGIN_ACCOUNT; do
 			export "CREDFACTORY_LIMITS_${l}_RATE=0"
 		done
+		if [ -n "${HA_HSM_LATENCY:-}" ]; then
+			# hsm.test_sign_latency: a network HSM's round trip per
+			# signature, so replicas scale as they would on their own
+			# machines (deploy/SIZING.md); both switches are needed.
+			export CREDFACTORY_HSM_TEST_SIGN_LATENCY="$HA_HSM_LATENCY" CREDFACTORY_TEST_HSM_LATENCY="$HA_HSM_LATENCY"
+		fi
 		bg "replica$i" root "$HA_BIN" serve --data-dir "$r" --listen "127.0.0.1:${!port_var}"
 	)
 }
@@ -373,6 +388,7 @@ cmd_up() {
 		echo "HA_DIR=$DIR"
 		echo "HA_BIN=$HA_BIN"
 		echo "HA_REPLICAS=$HA_REPLICAS"
+		echo "HA_HSM_LATENCY=${HSM_LATENCY:-}"
 		echo "HA_ETCD_PORT=$HA_ETCD_PORT"
 		echo "HA_PG_PORT=$HA_PG_PORT"
 		echo "HA_HTTPS_PORT=$HA_HTTPS_PORT"
@@ -481,7 +497,36 @@ cmd_status() {
 		ops_var="HA_REPLICA${i}_OPS"
 		printf 'replica %s: %s\n' "$i" "$(curl -sS -m 2 "http://127.0.0.1:${!ops_var}/readyz" 2>&1 || true)"
 	done
-	echo "show servers state" | socat - "UNIX-CONNECT:$HA_HAPROXY_SOCKET" 2>/dev/null || true
+	haproxy_cmd "show servers state" 2>/dev/null || true
+}
+
+# haproxy_cmd CMD: one command on HAProxy's admin socket.
+haproxy_cmd() {
+	/usr/bin/python3 - "$HA_HAPROXY_SOCKET" "$1" <<-'EOF'
+		import socket, sys
+		s = socket.socket(socket.AF_UNIX)
+		s.connect(sys.argv[1])
+		s.sendall(sys.argv[2].encode() + b"\n")
+		out = b""
+		while True:
+		    b = s.recv(65536)
+		    if not b:
+		        break
+		    out += b
+		sys.stdout.write(out.decode())
+	EOF
+}
+
+cmd_scale() {
+	local n=$1 i state
+	[ "$n" -ge 1 ] && [ "$n" -le "$HA_REPLICAS" ] || die "scale: 1..$HA_REPLICAS"
+	for i in $(seq 1 "$HA_REPLICAS"); do
+		state=ready
+		[ "$i" -le "$n" ] || state=maint
+		haproxy_cmd "set server https/r$i state $state" >/dev/null
+		haproxy_cmd "set server https/r$i-live state $state" >/dev/null
+	done
+	log "HAProxy routes HTTPS to replicas 1..$n"
 }
 
 cmd_down_quiet() {
@@ -545,6 +590,16 @@ start-member)
 start-replica)
 	load_env
 	start_replica "${1:?replica number}"
+	;;
+account)
+	load_env
+	CREDFACTORY_STORE_URL="$HA_STORE_URL" CREDFACTORY_PASSWORD=ha-password-not-secret \
+		"$HA_BIN" admin create-stakeholder --data-dir "$DIR/r1" --name "${1:?account name}" --role manufacturer >/dev/null
+	CREDFACTORY_STORE_URL="$HA_STORE_URL" "$HA_BIN" admin create-api-key --data-dir "$DIR/r1" --stakeholder "$1"
+	;;
+scale)
+	load_env
+	cmd_scale "${1:?number of replicas}"
 	;;
 *) usage ;;
 esac
