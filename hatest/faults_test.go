@@ -132,10 +132,14 @@ func TestSplitBrainOneWriter(t *testing.T) {
 	if err := syscall.Kill(pid, syscall.SIGSTOP); err != nil {
 		t.Fatal(err)
 	}
+	// runuser stops itself when its child stops (as su does): resume the
+	// whole process group.
+	group := pidFile(filepath.Join(c.dir, "run", "patroni-"+old+".pid"))
+	resume := func() { syscall.Kill(-group, syscall.SIGCONT); syscall.Kill(pid, syscall.SIGCONT) }
 	resumed := false
 	defer func() {
 		if !resumed {
-			syscall.Kill(pid, syscall.SIGCONT)
+			resume()
 		}
 	}()
 	var now string
@@ -152,19 +156,21 @@ func TestSplitBrainOneWriter(t *testing.T) {
 	// (past HAProxy) must not be acknowledged.
 	oldPort := c.env["HA_"+strings.ToUpper(old)+"_PG"]
 	url := strings.Replace(c.env["HA_STORE_URL"], ":"+c.env["HA_PG_PORT"]+"/", ":"+oldPort+"/", 1)
-	if err := writeOnce(url, 3*time.Second); err == nil {
+	if _, err := writeOnce(url, 3*time.Second); err == nil {
 		t.Errorf("the frozen old primary %s acknowledged a write", old)
 	} else {
 		t.Logf("write to the old primary: %v", err)
 	}
-	// Through HAProxy the registry takes writes on the new leader.
-	if err := writeOnce(c.env["HA_STORE_URL"], 10*time.Second); err != nil {
+	// Through HAProxy the registry takes writes on the new leader; that
+	// acknowledged write must survive the old leader's return.
+	acked, err := writeOnce(c.env["HA_STORE_URL"], 10*time.Second)
+	if err != nil {
 		t.Errorf("write through HAProxy to the new leader %s: %v", now, err)
 	}
 	if st := c.haproxyStates(t)["pg"]; st[old] == "UP" || st[now] != "UP" {
 		t.Errorf("HAProxy routes the registry to %v, want %s only", st, now)
 	}
-	syscall.Kill(pid, syscall.SIGCONT)
+	resume()
 	resumed = true
 	c.waitWhole(t)
 	stop()
@@ -173,6 +179,11 @@ func TestSplitBrainOneWriter(t *testing.T) {
 	}
 	if l := c.leader(t); l != now {
 		t.Errorf("leader %s after the old one resumed, want %s", l, now)
+	}
+	if acked != 0 {
+		if n := sqlCount(t, c.env["HA_STORE_URL"], `SELECT count(*) FROM ha_probe WHERE id = $1`, acked); n != 1 {
+			t.Errorf("the write the new leader acknowledged (row %d) is gone after the old leader resumed", acked)
+		}
 	}
 }
 
@@ -263,17 +274,35 @@ func sqlExec(t *testing.T, url, sql string) {
 	}
 }
 
-// writeOnce commits one row into ha_probe through url within timeout.
-func writeOnce(url string, timeout time.Duration) error {
+// writeOnce commits one row into ha_probe through url within timeout and
+// returns its id.
+func writeOnce(url string, timeout time.Duration) (int64, error) {
 	ctx, cancel := context.WithTimeout(context.Background(), timeout)
 	defer cancel()
 	conn, err := pgx.Connect(ctx, url)
 	if err != nil {
-		return err
+		return 0, err
 	}
 	defer conn.Close(context.Background())
-	_, err = conn.Exec(ctx, `INSERT INTO ha_probe (at) VALUES (now())`)
-	return err
+	var id int64
+	err = conn.QueryRow(ctx, `INSERT INTO ha_probe (at) VALUES (now()) RETURNING id`).Scan(&id)
+	return id, err
+}
+
+func sqlCount(t *testing.T, url, sql string, args ...any) int {
+	t.Helper()
+	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
+	defer cancel()
+	conn, err := pgx.Connect(ctx, url)
+	if err != nil {
+		t.Fatalf("connect: %v", err)
+	}
+	defer conn.Close(context.Background())
+	var n int
+	if err := conn.QueryRow(ctx, sql, args...).Scan(&n); err != nil {
+		t.Fatalf("%s: %v", sql, err)
+	}
+	return n
 }
 
 // replicaCopy copies replica 1's data directory (its SoftHSM token
