@@ -5,10 +5,12 @@ import (
 	"context"
 	"fmt"
 	"io"
+	"net"
 	"net/http"
 	"os"
 	"os/exec"
 	"path/filepath"
+	"strconv"
 	"strings"
 	"syscall"
 	"testing"
@@ -75,6 +77,12 @@ func TestLeaderKilled(t *testing.T) {
 	old := c.leader(t)
 	ctx, stop := context.WithCancel(context.Background())
 	most := c.watchPrimaries(ctx)
+	// The killed member rejoins (pg_rewind if it must) as a standby, also
+	// when the test fails, so the next test has a whole cluster.
+	t.Cleanup(func() {
+		c.run(t, "start-member", c.dir, old)
+		c.waitWhole(t)
+	})
 	results := runUnderFault(t, c, "ha-leader-kill", load(bench.PathEST, bench.PathPSK), func() { c.killMember(t, old) })
 	stop()
 	est := results[0]
@@ -89,9 +97,6 @@ func TestLeaderKilled(t *testing.T) {
 	if now := c.leader(t); now == old {
 		t.Errorf("the leader is still %s", old)
 	}
-	// The killed member rejoins (pg_rewind if it must) as a standby.
-	c.run(t, "start-member", c.dir, old)
-	c.waitWhole(t)
 }
 
 // TestReplicaKilled: kill -9 one credfactory replica mid-run. HAProxy
@@ -101,6 +106,10 @@ func TestLeaderKilled(t *testing.T) {
 func TestReplicaKilled(t *testing.T) {
 	c := requireCluster(t)
 	c.waitWhole(t)
+	t.Cleanup(func() {
+		c.run(t, "start-replica", c.dir, "2")
+		c.waitWhole(t)
+	})
 	results := runUnderFault(t, c, "ha-replica-kill", load(bench.PathEST, bench.PathPSK, bench.PathForward), func() { c.killReplica(t, 2) })
 	t.Logf("retried: est %v, psk %v, forward %v", results[0].Retried, results[1].Retried, results[2].Retried)
 	if results[0].Retried["transport"] == 0 {
@@ -109,8 +118,6 @@ func TestReplicaKilled(t *testing.T) {
 	if st := c.haproxyStates(t)["https"]["r2"]; !strings.HasPrefix(st, "DOWN") {
 		t.Errorf("HAProxy still has the killed replica as %q", st)
 	}
-	c.run(t, "start-replica", c.dir, "2")
-	c.waitWhole(t)
 }
 
 // TestSplitBrainOneWriter: freeze the leader's Patroni (SIGSTOP), the
@@ -196,7 +203,7 @@ func TestNewerSchemaRefused(t *testing.T) {
 	sqlExec(t, c.env["HA_STORE_URL"], fmt.Sprintf(
 		`INSERT INTO schema_migrations (version, name, applied_at) VALUES (%d, 'from a newer credfactory', now())`, version+1))
 	defer sqlExec(t, c.env["HA_STORE_URL"], fmt.Sprintf(`DELETE FROM schema_migrations WHERE version = %d`, version+1))
-	out, err := c.serveOnce(t, c.replicaCopy(t, ""))
+	out, err := c.serveOnce(t, c.replicaCopy(t))
 	if err == nil {
 		t.Fatalf("serve started against a newer schema:\n%s", out)
 	}
@@ -207,17 +214,77 @@ func TestNewerSchemaRefused(t *testing.T) {
 }
 
 // TestReplicaMissingKey: a replica whose token lacks a key the others have
-// (here the KDF master key) never becomes ready, and says which key.
+// (here the KDF master key) never becomes ready, and says which key: at
+// start it refuses to serve; when the key goes from under a running
+// replica, its /readyz turns 503 and its log names the key.
 func TestReplicaMissingKey(t *testing.T) {
 	c := requireCluster(t)
-	dir := c.replicaCopy(t, "credfactory-kdf-master")
-	out, err := c.serveOnce(t, dir)
-	if err == nil {
-		t.Fatalf("serve started without the KDF master key:\n%s", out)
+	t.Run("at start", func(t *testing.T) {
+		dir := c.replicaCopy(t)
+		c.deleteKey(t, dir, "credfactory-kdf-master")
+		out, err := c.serveOnce(t, dir)
+		if err == nil {
+			t.Fatalf("serve started without the KDF master key:\n%s", out)
+		}
+		t.Logf("serve without the key: %s", strings.TrimSpace(out))
+		if !strings.Contains(out, "credfactory-kdf-master") {
+			t.Errorf("serve's error does not name the missing key:\n%s", out)
+		}
+	})
+	t.Run("while serving", func(t *testing.T) {
+		dir := c.replicaCopy(t)
+		ops := freePort(t)
+		logPath := filepath.Join(dir, "serve.log")
+		logf, err := os.Create(logPath)
+		if err != nil {
+			t.Fatal(err)
+		}
+		defer logf.Close()
+		cmd := exec.Command(c.bin, "serve", "--data-dir", dir, "--listen", "127.0.0.1:0")
+		cmd.Env = append(os.Environ(), "CREDFACTORY_STORE_URL="+c.env["HA_STORE_URL"], "CREDFACTORY_LOG_AUDIT_FILE="+dir+"/audit.log",
+			"CREDFACTORY_SERVER_OPS_LISTEN=127.0.0.1:"+ops)
+		cmd.Stdout, cmd.Stderr = logf, logf
+		if err := cmd.Start(); err != nil {
+			t.Fatal(err)
+		}
+		defer func() { cmd.Process.Kill(); cmd.Wait() }()
+		readyz := "http://127.0.0.1:" + ops + "/readyz"
+		waitStatus(t, readyz, 200, 30*time.Second)
+		c.deleteKey(t, dir, "credfactory-kdf-master")
+		body := waitStatus(t, readyz, 503, 10*time.Second)
+		if !strings.Contains(body, `"keys":"unavailable"`) || strings.Contains(body, "kdf") {
+			t.Errorf("/readyz answered %s, want the keys check unavailable and no key names", body)
+		}
+		raw, _ := os.ReadFile(logPath)
+		if !strings.Contains(string(raw), "credfactory-kdf-master") {
+			t.Errorf("the log does not name the missing key:\n%s", raw)
+		}
+	})
+}
+
+func freePort(t *testing.T) string {
+	t.Helper()
+	l, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
 	}
-	t.Logf("serve without the key: %s", strings.TrimSpace(out))
-	if !strings.Contains(out, "credfactory-kdf-master") {
-		t.Errorf("serve's error does not name the missing key:\n%s", out)
+	defer l.Close()
+	return strconv.Itoa(l.Addr().(*net.TCPAddr).Port)
+}
+
+// waitStatus polls url until it answers status and returns the body.
+func waitStatus(t *testing.T, url string, status int, within time.Duration) string {
+	t.Helper()
+	deadline := time.Now().Add(within)
+	for {
+		code, body, err := get(url)
+		if err == nil && code == status {
+			return string(body)
+		}
+		if time.Now().After(deadline) {
+			t.Fatalf("%s did not answer %d within %v (last %d %s %v)", url, status, within, code, body, err)
+		}
+		time.Sleep(200 * time.Millisecond)
 	}
 }
 
@@ -306,9 +373,8 @@ func sqlCount(t *testing.T, url, sql string, args ...any) int {
 }
 
 // replicaCopy copies replica 1's data directory (its SoftHSM token
-// included) to a new one and, if key is set, deletes that key object from
-// the copy's token.
-func (c *cluster) replicaCopy(t *testing.T, key string) string {
+// included) to a new one.
+func (c *cluster) replicaCopy(t *testing.T) string {
 	t.Helper()
 	dir := filepath.Join(t.TempDir(), "replica")
 	if out, err := exec.Command("cp", "-a", filepath.Join(c.dir, "r1"), dir).CombinedOutput(); err != nil {
@@ -323,9 +389,14 @@ func (c *cluster) replicaCopy(t *testing.T, key string) string {
 	if err := os.WriteFile(conf, raw, 0o600); err != nil {
 		t.Fatal(err)
 	}
-	if key == "" {
-		return dir
-	}
+	return dir
+}
+
+// deleteKey deletes the secret key labelled key from the token of the data
+// directory dir.
+func (c *cluster) deleteKey(t *testing.T, dir, key string) {
+	t.Helper()
+	conf := filepath.Join(dir, "hsm", "softhsm2.conf")
 	pin, err := os.ReadFile(filepath.Join(dir, "hsm", "hsm-pin"))
 	if err != nil {
 		t.Fatal(err)
@@ -336,5 +407,4 @@ func (c *cluster) replicaCopy(t *testing.T, key string) string {
 	if out, err := cmd.CombinedOutput(); err != nil {
 		t.Fatalf("pkcs11-tool delete %s: %v\n%s", key, err, out)
 	}
-	return dir
 }

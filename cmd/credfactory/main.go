@@ -221,7 +221,7 @@ func serve(ctx context.Context, cfg config.Config, stderr io.Writer) error {
 		MaxConns:     cfg.Server.MaxConns,
 		Logger:       log,
 		Metrics:      reg,
-		Checks:       map[string]server.Check{"hsm": p.HSM.Ping, "store": st.Ping},
+		Checks:       map[string]server.Check{"hsm": p.HSM.Ping, "keys": p.KeysPresent, "store": st.Ping},
 		AccessLog:    cfg.Log.Access,
 	})
 	var published []castatus.Published

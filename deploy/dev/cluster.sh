@@ -152,13 +152,26 @@ load_env() {
 	. "$DIR/cluster.env"
 }
 
+# alive NAME: the daemon of DIR/run/NAME.pid runs.
+alive() {
+	[ -f "$DIR/run/$1.pid" ] && kill -0 "$(cat "$DIR/run/$1.pid")" 2>/dev/null
+}
+
 start_member() { # m
 	local m=$1
+	if alive "patroni-$m"; then
+		log "member $m runs already"
+		return 0
+	fi
 	bg "patroni-$m" postgres /usr/bin/patroni "$DIR/$m.yml"
 }
 
 start_replica() { # i
 	local i=$1 r="$DIR/r$1"
+	if alive "replica$i"; then
+		log "replica $i runs already"
+		return 0
+	fi
 	local port_var="HA_REPLICA${i}_PORT" ops_var="HA_REPLICA${i}_OPS"
 	(
 		export CREDFACTORY_STORE_URL="$HA_STORE_URL"
@@ -300,6 +313,9 @@ write_haproxy_conf() {
 			# checked; a dead one's connections are redispatched) take the
 			# traffic, and clients get 503 with Retry-After from credfactory
 			# instead of refused connections.
+			# A replica marked down keeps its open connections (no
+			# shutdown-sessions): an unready replica still answers, with 503
+			# and Retry-After, and a dead one has dropped them anyway.
 			listen https
 			  bind 127.0.0.1:$HA_HTTPS_PORT
 			  balance leastconn
@@ -307,7 +323,7 @@ write_haproxy_conf() {
 			  option httpchk
 			  http-check send meth GET uri /readyz
 			  http-check expect status 200
-			  default-server inter 500ms fall 2 rise 2 on-marked-down shutdown-sessions
+			  default-server inter 500ms fall 2 rise 2
 		EOF
 		for i in $(seq 1 "$HA_REPLICAS"); do
 			local port_var="HA_REPLICA${i}_PORT" ops_var="HA_REPLICA${i}_OPS"
