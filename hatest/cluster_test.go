@@ -5,6 +5,7 @@ import (
 	"context"
 	"crypto/x509"
 	"encoding/json"
+	"errors"
 	"fmt"
 	"net"
 	"net/http"
@@ -111,16 +112,14 @@ func startCluster() (*cluster, error) {
 		return nil, fmt.Errorf("cluster.sh up: %v\n%s", err, out)
 	}
 	if c.env, err = readEnv(filepath.Join(dir, "cluster.env")); err != nil {
-		c.down()
-		return nil, err
+		return nil, errors.Join(err, c.down())
 	}
 	raw, err := os.ReadFile(filepath.Join(dir, "r1", "trust-anchor.pem"))
 	if err == nil {
 		c.anchor, err = ca.ParseCertsPEM(raw)
 	}
 	if err != nil {
-		c.down()
-		return nil, err
+		return nil, errors.Join(err, c.down())
 	}
 	return c, nil
 }
@@ -163,10 +162,6 @@ func (c *cluster) rest(m string) string {
 
 func (c *cluster) replicaURL(i int) string {
 	return "https://localhost:" + c.env[fmt.Sprintf("HA_REPLICA%d_PORT", i)]
-}
-
-func (c *cluster) replicaOps(i int) string {
-	return "http://127.0.0.1:" + c.env[fmt.Sprintf("HA_REPLICA%d_OPS", i)]
 }
 
 func (c *cluster) replicas() int { n, _ := strconv.Atoi(c.env["HA_REPLICAS"]); return n }
@@ -273,17 +268,20 @@ func pidFile(path string) int {
 // (and its runuser parent), the postmaster and every backend.
 func (c *cluster) killMember(t *testing.T, m string) {
 	t.Helper()
+	// ESRCH (already gone) is fine for each of these: the crash is the point.
 	if pid := pidFile(filepath.Join(c.dir, "run", "patroni-"+m+".pid")); pid > 0 {
-		syscall.Kill(-pid, syscall.SIGKILL)
+		_ = syscall.Kill(-pid, syscall.SIGKILL)
 	}
 	pm := pidFile(filepath.Join(c.dir, "pg", m, "postmaster.pid"))
 	if pm <= 0 {
 		t.Fatalf("no postmaster pid for %s", m)
 	}
 	if pgid, err := syscall.Getpgid(pm); err == nil {
-		syscall.Kill(-pgid, syscall.SIGKILL)
+		_ = syscall.Kill(-pgid, syscall.SIGKILL)
 	}
-	syscall.Kill(pm, syscall.SIGKILL)
+	if err := syscall.Kill(pm, syscall.SIGKILL); err != nil && !errors.Is(err, syscall.ESRCH) {
+		t.Fatalf("kill postmaster %d of %s: %v", pm, m, err)
+	}
 }
 
 // patroniPID is the Patroni process of member m (runuser's child).
@@ -314,7 +312,9 @@ func (c *cluster) killReplica(t *testing.T, i int) {
 	if pid <= 0 {
 		t.Fatalf("no pid for replica %d", i)
 	}
-	syscall.Kill(pid, syscall.SIGKILL)
+	if err := syscall.Kill(pid, syscall.SIGKILL); err != nil {
+		t.Fatalf("kill replica %d (pid %d): %v", i, pid, err)
+	}
 }
 
 // haproxy sends one command to HAProxy's admin socket.
@@ -325,7 +325,9 @@ func (c *cluster) haproxy(t *testing.T, cmd string) string {
 		t.Fatalf("HAProxy socket: %v", err)
 	}
 	defer conn.Close()
-	conn.SetDeadline(time.Now().Add(5 * time.Second))
+	if err := conn.SetDeadline(time.Now().Add(5 * time.Second)); err != nil {
+		t.Fatal(err)
+	}
 	fmt.Fprintln(conn, cmd)
 	var b strings.Builder
 	sc := bufio.NewScanner(conn)

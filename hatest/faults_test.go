@@ -3,6 +3,7 @@ package hatest
 import (
 	"bytes"
 	"context"
+	"errors"
 	"fmt"
 	"io"
 	"net"
@@ -142,7 +143,11 @@ func TestSplitBrainOneWriter(t *testing.T) {
 	// runuser stops itself when its child stops (as su does): resume the
 	// whole process group.
 	group := pidFile(filepath.Join(c.dir, "run", "patroni-"+old+".pid"))
-	resume := func() { syscall.Kill(-group, syscall.SIGCONT); syscall.Kill(pid, syscall.SIGCONT) }
+	resume := func() {
+		if err := errors.Join(syscall.Kill(-group, syscall.SIGCONT), syscall.Kill(pid, syscall.SIGCONT)); err != nil {
+			t.Errorf("resume %s's Patroni: %v", old, err)
+		}
+	}
 	resumed := false
 	defer func() {
 		if !resumed {
