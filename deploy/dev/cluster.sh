@@ -16,7 +16,8 @@
 #                                    for one network HSM cluster)
 #
 #   cluster.sh install               install patroni, etcd-server, haproxy (and
-#                                    postgresql) when missing, services not started
+#                                    postgresql-15, curl) when missing, their
+#                                    services not started
 #   cluster.sh up DIR                start it all (REPLICAS=N, default 3;
 #                                    CREDFACTORY_BIN=path, default: go build)
 #   cluster.sh status DIR            members, roles, replicas' readiness
@@ -33,8 +34,10 @@
 # per HSM signature (hsm.test_sign_latency), standing in for a network HSM
 # when replica scaling is measured on one machine.
 #
-# `up` writes DIR/cluster.env (ports, URLs, API keys of the bench accounts;
-# shell syntax) and prints its path. DIR must be empty or absent; down only
+# `up` writes DIR/cluster.env (ports, URLs, the registry's URL and the
+# PostgreSQL passwords; shell syntax, mode 0600) and prints its path; the
+# bench accounts' API keys are DIR/maker.key (bench-maker, manufacturer) and
+# DIR/admin.key (bench-admin, sp-admin). DIR must be empty or absent; down only
 # removes a DIR carrying this script's marker. Must run as root (packages,
 # and PostgreSQL runs as the postgres user).
 set -euo pipefail
@@ -53,19 +56,19 @@ die() {
 }
 
 usage() {
-	sed -n '2,42p' "$SELF" | sed 's/^# \{0,1\}//' >&2
+	sed -n '2,44p' "$SELF" | sed 's/^# \{0,1\}//' >&2
 	exit 2
 }
 
 [ "$(id -u)" -eq 0 ] || die "run as root (it installs packages and runs PostgreSQL as the postgres user)"
 
 have_all() {
-	[ -x /usr/bin/patroni ] && [ -x /usr/bin/etcd ] && [ -x /usr/sbin/haproxy ] && [ -x "$PGBIN/postgres" ]
+	[ -x /usr/bin/patroni ] && [ -x /usr/bin/etcd ] && [ -x /usr/sbin/haproxy ] && [ -x "$PGBIN/postgres" ] && [ -x /usr/bin/curl ]
 }
 
 cmd_install() {
 	have_all && return 0
-	log "installing patroni, etcd-server, haproxy, postgresql-15 (Debian packages)"
+	log "installing patroni, etcd-server, haproxy, postgresql-15, curl (Debian packages)"
 	# The packages ship services that would take etcd's, HAProxy's and
 	# PostgreSQL's default ports: keep them from starting while installing
 	# (policy-rc.d, the Debian mechanism; an existing one is left alone).
@@ -86,7 +89,7 @@ cmd_install() {
 	fi
 	local rc=0
 	env DEBIAN_FRONTEND=noninteractive apt-get install -y -qq -o DPkg::Lock::Timeout=300 \
-		--no-install-recommends patroni etcd-server haproxy postgresql-15 >&2 || rc=$?
+		--no-install-recommends patroni etcd-server haproxy postgresql-15 curl >&2 || rc=$?
 	[ -z "$made_policy" ] || rm -f "$policy"
 	[ "$rc" -eq 0 ] || die "apt-get install failed ($rc)"
 	# Where systemd runs, the units were enabled: disable them, the fleet
@@ -94,7 +97,7 @@ cmd_install() {
 	if [ -d /run/systemd/system ]; then
 		systemctl disable --now etcd haproxy patroni >/dev/null 2>&1 || true
 	fi
-	have_all || die "installed, but patroni, etcd, haproxy or $PGBIN/postgres is still missing"
+	have_all || die "installed, but patroni, etcd, haproxy, curl or $PGBIN/postgres is still missing"
 }
 
 # A TCP port nothing has open, below the ephemeral range (as pg-test.sh).
@@ -372,7 +375,6 @@ up_failed() {
 
 cmd_up() {
 	cmd_install
-	command -v curl >/dev/null || die "curl is missing"
 	if [ -e "$DIR" ] && [ -n "$(ls -A "$DIR")" ]; then
 		die "$DIR exists and is not empty"
 	fi
