@@ -56,7 +56,7 @@ die() {
 }
 
 usage() {
-	sed -n '2,44p' "$SELF" | sed 's/^# \{0,1\}//' >&2
+	sed -n '2,42p' "$SELF" | sed 's/^# \{0,1\}//' >&2
 	exit 2
 }
 
