@@ -378,7 +378,7 @@ func (c *cluster) haproxyUp(t *testing.T) map[string]int {
 // bench's verification lists only that test's devices.
 func (c *cluster) account(t *testing.T, name string) string {
 	t.Helper()
-	env := append(os.Environ(), "CREDFACTORY_STORE_URL="+c.env["HA_STORE_URL"], "CREDFACTORY_PASSWORD=ha-password-not-secret")
+	env := append(c.cfEnv(), "CREDFACTORY_PASSWORD=ha-password-not-secret")
 	runCF := func(args ...string) string {
 		cmd := exec.Command(c.bin, append(args, "--data-dir", filepath.Join(c.dir, "r1"))...)
 		cmd.Env = env
@@ -403,7 +403,17 @@ func (c *cluster) target(t *testing.T, maker, base string) bench.Target {
 		t.Fatal(err)
 	}
 	return bench.Target{Base: base, Anchor: c.anchor, ManufacturerKey: c.account(t, maker),
-		AdminKey: strings.TrimSpace(string(admin)), OwnerName: maker, SPDomain: "ha.sp.example"}
+		AdminKey: strings.TrimSpace(string(admin)), OwnerName: maker, SPDomain: spDomain}
+}
+
+// spDomain is the fleet's portal.sp_domain (deploy/dev/cluster.sh), which
+// init constrained its issuing CA to.
+const spDomain = "ha.sp.example"
+
+// cfEnv is the environment a credfactory command run beside the fleet
+// needs: its registry and SP domain.
+func (c *cluster) cfEnv() []string {
+	return append(os.Environ(), "CREDFACTORY_STORE_URL="+c.env["HA_STORE_URL"], "CREDFACTORY_PORTAL_SP_DOMAIN="+spDomain)
 }
 
 func (c *cluster) conn(base string) *client.Conn { return client.NewConn(base, c.anchor, nil) }

@@ -246,7 +246,7 @@ func TestReplicaMissingKey(t *testing.T) {
 		}
 		defer logf.Close()
 		cmd := exec.Command(c.bin, "serve", "--data-dir", dir, "--listen", "127.0.0.1:0")
-		cmd.Env = append(os.Environ(), "CREDFACTORY_STORE_URL="+c.env["HA_STORE_URL"], "CREDFACTORY_LOG_AUDIT_FILE="+dir+"/audit.log",
+		cmd.Env = append(c.cfEnv(), "CREDFACTORY_LOG_AUDIT_FILE="+dir+"/audit.log",
 			"CREDFACTORY_SERVER_OPS_LISTEN=127.0.0.1:"+ops)
 		cmd.Stdout, cmd.Stderr = logf, logf
 		if err := cmd.Start(); err != nil {
@@ -299,7 +299,7 @@ func waitStatus(t *testing.T, url string, status int, within time.Duration) stri
 func (c *cluster) serveOnce(t *testing.T, dir string) (string, error) {
 	t.Helper()
 	cmd := exec.Command(c.bin, "serve", "--data-dir", dir, "--listen", "127.0.0.1:0")
-	cmd.Env = append(os.Environ(), "CREDFACTORY_STORE_URL="+c.env["HA_STORE_URL"], "CREDFACTORY_LOG_AUDIT_FILE="+dir+"/audit.log")
+	cmd.Env = append(c.cfEnv(), "CREDFACTORY_LOG_AUDIT_FILE="+dir+"/audit.log")
 	var out bytes.Buffer
 	cmd.Stdout, cmd.Stderr = &out, &out
 	if err := cmd.Start(); err != nil {

@@ -48,6 +48,9 @@ MARKER=.credfactory-ha-cluster
 SCOPE=credfactory-ha
 MEMBERS=(m1 m2 m3)
 PGBIN=${PGBIN:-/usr/lib/postgresql/15/bin}
+# The SP's domain: init constrains the issuing CA to it and every replica
+# serves under it (portal.sp_domain).
+export CREDFACTORY_PORTAL_SP_DOMAIN=ha.sp.example
 
 log() { printf 'cluster: %s\n' "$*" >&2; }
 die() {
@@ -180,7 +183,6 @@ start_replica() { # i
 		export CREDFACTORY_STORE_URL="$HA_STORE_URL"
 		export CREDFACTORY_SERVER_OPS_LISTEN="127.0.0.1:${!ops_var}"
 		export CREDFACTORY_LOG_LEVEL=warn CREDFACTORY_LOG_AUDIT_FILE="$r/audit.log"
-		export CREDFACTORY_PORTAL_SP_DOMAIN=ha.sp.example
 		# Load is what the fleet is measured with: rate limits are per
 		# replica (README "Rate limits") and would throttle one loopback
 		# source by design.
