@@ -84,7 +84,7 @@ func TestLeaderKilled(t *testing.T) {
 		c.run(t, "start-member", c.dir, old)
 		c.waitWhole(t)
 	})
-	results := runUnderFault(t, c, "ha-leader-kill", load(bench.PathEST, bench.PathPSK), func() { c.killMember(t, old) })
+	results := runUnderFault(t, c, "ha-leader-kill", load(bench.PathEST, bench.PathPSK, bench.PathForward), func() { c.killMember(t, old) })
 	stop()
 	est := results[0]
 	if est.Retried["registry_unavailable"] == 0 {
