@@ -27,6 +27,15 @@ TEST_DEPS := $(RUN_DEPS) /usr/bin/pkcs11-tool /usr/bin/openssl /usr/bin/chromium
 # service it may start: the tests run their own server on a free port.
 TEST_DEPS += /usr/bin/promtool /usr/bin/prometheus
 
+# patroni, etcd-server, haproxy (and PostgreSQL 15): the high-availability
+# tests (hatest/) run a Patroni cluster behind HAProxy. Installed under CI
+# (env CI set), where those tests fail without them; elsewhere they skip, and
+# deploy/dev/cluster.sh install puts them there. The packages' own services
+# are kept from starting (cluster.sh says how).
+ifneq ($(CI),)
+TEST_DEPS += /usr/bin/patroni /usr/bin/etcd /usr/sbin/haproxy
+endif
+
 # PostgreSQL for the registry tests: any version under /usr/lib/postgresql.
 PG_CTL := $(firstword $(wildcard /usr/lib/postgresql/*/bin/pg_ctl))
 ifeq ($(PG_CTL),)
@@ -118,6 +127,9 @@ $(SOFTHSM_MODULE):
 	$(call apt,chromium)
 /usr/bin/promtool /usr/bin/prometheus:
 	$(call apt,prometheus)
+/usr/bin/patroni /usr/bin/etcd /usr/sbin/haproxy:
+	@echo "installing patroni, etcd-server, haproxy (Debian packages)"
+	@CREDFACTORY_APT_MARKER=/tmp/.credfactory-apt-updated-$$PPID $(SUDO) bash deploy/dev/cluster.sh install
 postgresql:
 	@echo "installing postgresql (Debian package)"
 	@CREDFACTORY_APT_MARKER=/tmp/.credfactory-apt-updated-$$PPID bash deploy/dev/pg-test.sh install

@@ -61,6 +61,15 @@ type Config struct {
 	// Tokens is how many enrolments each step may make at most (tokens are
 	// issued before the step; a step ends at Duration or when they run out).
 	Tokens int
+	// Retry is how long one enrolment keeps being retried, with the same
+	// token and request, after a failure the server asked to retry (503,
+	// 429: after its Retry-After) or a lost connection: what a device does
+	// while a replica or the database fails over. 0: no retries, every
+	// failure counts in Errors.
+	Retry time.Duration
+	// OnStep, if set, is called as each step's timed part starts (after its
+	// tokens are issued): a fault test breaks the fleet from there.
+	OnStep func(path string)
 }
 
 // Result is one step: a path at one concurrency (and batch size).
@@ -83,6 +92,13 @@ type Result struct {
 	// that compares servers on a shared machine, where enrolments/s moves
 	// with whatever else runs.
 	ServerCPUPerEnrolment time.Duration `json:"serverCpuPerEnrolment,omitempty"`
+	// With Config.Retry: failures that were retried, by code ("transport"
+	// for a lost connection), 503s that came without Retry-After, and the
+	// first and last retried failure: the outage as clients saw it.
+	Retried      map[string]int `json:"retried,omitempty"`
+	NoRetryAfter int            `json:"noRetryAfter,omitempty"`
+	FirstRetried time.Time      `json:"firstRetried,omitzero"`
+	LastRetried  time.Time      `json:"lastRetried,omitzero"`
 }
 
 // Runner holds a target and its prepared state.
@@ -149,10 +165,13 @@ func (r *Runner) step(ctx context.Context, path string, concurrency, batch int, 
 		return Result{}, err
 	}
 	before := r.metrics(ctx)
-	res := Result{Path: path, Concurrency: concurrency, BatchSize: batch, Errors: map[string]int{}}
+	res := Result{Path: path, Concurrency: concurrency, BatchSize: batch, Errors: map[string]int{}, Retried: map[string]int{}}
 	var mu sync.Mutex
 	var lat []time.Duration
 	var next atomic.Int64
+	if cfg.OnStep != nil {
+		cfg.OnStep(path)
+	}
 	deadline := time.Now().Add(cfg.Duration)
 	start := time.Now()
 	var progress atomic.Int64
@@ -163,7 +182,9 @@ func (r *Runner) step(ctx context.Context, path string, concurrency, batch int, 
 		go func() {
 			defer wg.Done()
 			var mine []time.Duration
-			errs := map[string]int{}
+			errs, retried := map[string]int{}, map[string]int{}
+			var noRetryAfter int
+			var first, last time.Time
 			done := 0
 			for time.Now().Before(deadline) {
 				i := int(next.Add(1)) - 1
@@ -172,6 +193,23 @@ func (r *Runner) step(ctx context.Context, path string, concurrency, batch int, 
 				}
 				t0 := time.Now()
 				k, err := work[i](ctx)
+				for err != nil && cfg.Retry > 0 && retryable(err) && time.Since(t0) < cfg.Retry && ctx.Err() == nil {
+					now := time.Now()
+					if first.IsZero() {
+						first = now
+					}
+					last = now
+					retried[code(err)]++
+					wait := 100 * time.Millisecond
+					var e *client.Error
+					if errors.As(err, &e) && e.RetryAfter > 0 {
+						wait = e.RetryAfter
+					} else if errors.As(err, &e) && e.Status == http.StatusServiceUnavailable {
+						noRetryAfter++
+					}
+					time.Sleep(wait)
+					k, err = work[i](ctx)
+				}
 				d := time.Since(t0)
 				if err != nil {
 					errs[code(err)]++
@@ -186,6 +224,16 @@ func (r *Runner) step(ctx context.Context, path string, concurrency, batch int, 
 			res.Enrolments += done
 			for k, v := range errs {
 				res.Errors[k] += v
+			}
+			for k, v := range retried {
+				res.Retried[k] += v
+			}
+			res.NoRetryAfter += noRetryAfter
+			if !first.IsZero() && (res.FirstRetried.IsZero() || first.Before(res.FirstRetried)) {
+				res.FirstRetried = first
+			}
+			if last.After(res.LastRetried) {
+				res.LastRetried = last
 			}
 			mu.Unlock()
 		}()
@@ -308,6 +356,23 @@ func MetricsFrom(base string) func(ctx context.Context) (map[string]float64, err
 func newKey() *ecdsa.PrivateKey {
 	k, _ := ecdsa.GenerateKey(elliptic.P256(), rand.Reader)
 	return k
+}
+
+// retryable: what a client retries with the same request: what
+// client.Retryable says, and 409 registry_contention, which README
+// "Registry retries" says may be sent again as it is. A forward batch with
+// refused items is retried only for an outage or contention: the items
+// already recorded then answer "replayed".
+func retryable(err error) bool {
+	var r refused
+	if errors.As(err, &r) {
+		return r == "registry_unavailable" || r == "registry_contention"
+	}
+	var e *client.Error
+	if errors.As(err, &e) && e.Code == "registry_contention" {
+		return true
+	}
+	return client.Retryable(err)
 }
 
 // refused is a forward batch with refused items, by the first item's code.

@@ -15,6 +15,7 @@ import (
 	"io"
 	"net/http"
 	"os"
+	"strconv"
 	"strings"
 	"sync"
 	"time"
@@ -69,6 +70,8 @@ type Error struct {
 	Status  int
 	Code    string
 	Message string
+	// RetryAfter is the server's Retry-After (whole seconds), 0 if absent.
+	RetryAfter time.Duration
 }
 
 func (e *Error) Error() string { return fmt.Sprintf("%d %s: %s", e.Status, e.Code, e.Message) }
@@ -141,6 +144,9 @@ func (c *Conn) send(hc *http.Client, req *http.Request) (*http.Response, []byte,
 
 func failure(resp *http.Response, raw []byte) error {
 	e := &Error{Status: resp.StatusCode}
+	if n, err := strconv.Atoi(resp.Header.Get("Retry-After")); err == nil && n > 0 {
+		e.RetryAfter = time.Duration(n) * time.Second
+	}
 	var body struct {
 		Error struct{ Code, Message string } `json:"error"`
 	}

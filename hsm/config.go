@@ -12,6 +12,11 @@ import (
 // Config.PINFile so that a container can inject the secret without a file.
 const PINEnv = "CREDFACTORY_HSM_PIN"
 
+// TestLatencyEnv must hold the same duration as Config.TestSignLatency for
+// that setting to be accepted: a config file copied from a test bench into
+// production, or an environment variable alone, cannot slow a real HSM down.
+const TestLatencyEnv = "CREDFACTORY_TEST_HSM_LATENCY"
+
 // Config selects a PKCS#11 module and token and sizes the session pool. The
 // PIN is deliberately not a field: it comes from PINEnv or PINFile only, so it
 // can never end up in a config dump, a flag or a log line.
@@ -34,6 +39,12 @@ type Config struct {
 	// SoftHSMConf, for SoftHSM2 only, is exported as SOFTHSM2_CONF before the
 	// module loads, so the token store can live under the data directory.
 	SoftHSMConf string `yaml:"softhsm2_conf" help:"SoftHSM2 only: its config file, exported as SOFTHSM2_CONF before the module loads"`
+	// TestSignLatency holds the session for this long after every
+	// signature: a network HSM's round trip, so that replica scaling can be
+	// measured on one machine where SoftHSM would otherwise only compete
+	// for the same CPU (deploy/SIZING.md). Test only: Validate refuses it
+	// unless TestLatencyEnv holds the same duration.
+	TestSignLatency time.Duration `yaml:"test_sign_latency" help:"test only, 0 (off) in production: a fixed delay per signature standing in for a network HSM; refused unless CREDFACTORY_TEST_HSM_LATENCY holds the same duration"`
 }
 
 // DefaultConfig is the embedded SoftHSM default; init fills in the paths.
@@ -66,6 +77,13 @@ func (c Config) Validate() error {
 		// crypto.Signer.Sign has no context: without this bound a caller
 		// could wait forever for a session.
 		errs = append(errs, errors.New("hsm.wait_timeout must be positive"))
+	}
+	if c.TestSignLatency != 0 {
+		env, err := time.ParseDuration(os.Getenv(TestLatencyEnv))
+		if c.TestSignLatency < 0 || err != nil || env != c.TestSignLatency {
+			errs = append(errs, fmt.Errorf("hsm.test_sign_latency %v is a test-only setting: it is refused unless %s=%v is set too",
+				c.TestSignLatency, TestLatencyEnv, c.TestSignLatency))
+		}
 	}
 	return errors.Join(errs...)
 }

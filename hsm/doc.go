@@ -16,4 +16,11 @@
 // CKM_ECDSA, so the caller's digest is signed and the r||s result re-encoded as
 // ASN.1), HMAC-SHA256 with a non-extractable generic secret (the KDF master
 // key), and AES-256-GCM seal/open with a non-extractable key-encryption key.
+// KeysPresent is a readiness check that each key is still on the token.
+//
+// Config.TestSignLatency holds the session for a fixed time after each
+// signature, standing in for a network HSM's round trip when replica
+// scaling is measured on one machine. It is refused unless TestLatencyEnv
+// names the same duration, so neither a copied config file nor a stray
+// variable alone can slow a production HSM.
 package hsm

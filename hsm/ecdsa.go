@@ -10,6 +10,7 @@ import (
 	"fmt"
 	"io"
 	"math/big"
+	"time"
 
 	"github.com/miekg/pkcs11"
 	"golang.org/x/crypto/cryptobyte"
@@ -129,6 +130,9 @@ func (s *Signer) SignContext(ctx context.Context, digest []byte, opts crypto.Sig
 		}
 		var err error
 		raw, err = ctx.Sign(ss.h, digest)
+		if d := s.m.cfg.TestSignLatency; d > 0 && err == nil {
+			time.Sleep(d) // Config.TestSignLatency: a network HSM's round trip, tests only
+		}
 		return err
 	})
 	if err != nil {

@@ -120,6 +120,14 @@ func (p *PKI) loadTLS(ctx context.Context) error {
 // Close closes the HSM.
 func (p *PKI) Close() { p.HSM.Close() }
 
+// KeysPresent is the readiness check of the keys serve needs (the issuing
+// and OBF CA keys, the TLS key, the KDF master key and the KEK; the root's
+// may stay offline): each must still be on the token, named in the error
+// when it is not.
+func (p *PKI) KeysPresent(ctx context.Context) error {
+	return p.HSM.KeysPresent(ctx, []string{p.cfg.CA.IssuingKey, p.cfg.CA.OBFKey, p.cfg.Server.TLSKey, p.cfg.Keys.KDFMaster, p.cfg.Keys.KEK})
+}
+
 // Init runs the ceremony and reports what it created; an empty report means
 // everything was already there and nothing changed.
 func Init(ctx context.Context, cfg config.Config, opts ...Option) (created []string, err error) {

@@ -8,6 +8,7 @@ import (
 	"testing"
 
 	"github.com/credfactory/credfactory/apierr"
+	"github.com/jackc/pgx/v5/pgconn"
 )
 
 // TestUnavailableAnswers503: an outage of the registry reaches every HTTP
@@ -44,6 +45,38 @@ func TestUnavailableAnswers503(t *testing.T) {
 			}
 			if !errors.Is(e, ErrUnavailable) {
 				t.Error("the answer lost its cause (the log needs it)")
+			}
+		})
+	}
+}
+
+// TestStandbyIsAnOutage: a transaction that reached a standby (during a
+// failover, before the new primary finished its promotion) is retried and
+// then answered as the registry being unavailable (503), not a 500; other
+// "feature not supported" errors are not.
+func TestStandbyIsAnOutage(t *testing.T) {
+	p := &postgres{}
+	for _, tt := range []struct {
+		name string
+		err  error
+		want bool
+	}{
+		{"serializable on a hot standby", &pgconn.PgError{Code: "0A000", Message: "cannot use serializable mode in a hot standby"}, true},
+		{"read-only transaction", &pgconn.PgError{Code: "25006", Message: "cannot execute INSERT in a read-only transaction"}, true},
+		{"wrapped", fmt.Errorf("pre-enrol devices: %w", &pgconn.PgError{Code: "25006"}), true},
+		{"other feature not supported", &pgconn.PgError{Code: "0A000", Message: "cannot use LIMIT here"}, false},
+		{"unique violation", &pgconn.PgError{Code: "23505"}, false},
+	} {
+		t.Run(tt.name, func(t *testing.T) {
+			if got := connectionLost(tt.err); got != tt.want {
+				t.Errorf("connectionLost = %v, want %v", got, tt.want)
+			}
+			got := p.classify(tt.err)
+			if errors.Is(got, ErrUnavailable) != tt.want {
+				t.Errorf("classify = %v, want unavailable %v", got, tt.want)
+			}
+			if tt.want && apierr.As(got).Status != http.StatusServiceUnavailable {
+				t.Errorf("answered %d, want 503", apierr.As(got).Status)
 			}
 		})
 	}

@@ -175,7 +175,8 @@ func connectionLost(err error) bool {
 	var pgErr *pgconn.PgError
 	if errors.As(err, &pgErr) {
 		// Class 08 connection exceptions, 57P01-57P03 shutdown/cannot connect now.
-		return strings.HasPrefix(pgErr.Code, "08") || pgErr.Code == "57P01" || pgErr.Code == "57P02" || pgErr.Code == "57P03"
+		return strings.HasPrefix(pgErr.Code, "08") || pgErr.Code == "57P01" || pgErr.Code == "57P02" || pgErr.Code == "57P03" ||
+			onStandby(pgErr)
 	}
 	if errors.Is(err, context.Canceled) || errors.Is(err, context.DeadlineExceeded) {
 		return false
@@ -184,6 +185,18 @@ func connectionLost(err error) bool {
 	var connErr *pgconn.ConnectError
 	return errors.As(err, &netErr) || errors.As(err, &connErr) || errors.Is(err, io.EOF) ||
 		errors.Is(err, io.ErrUnexpectedEOF) || pgconn.SafeToRetry(err) || strings.Contains(err.Error(), "conn closed")
+}
+
+// onStandby: the connection reached a server that is (still) a standby,
+// which a failover causes: the load balancer routes to a member that
+// Patroni has just made leader while PostgreSQL is still finishing its
+// promotion, or a standby whose demotion the pool has not noticed. The
+// transaction was refused before it wrote anything, and a retry reaches the
+// promoted primary: 25006 read_only_sql_transaction, and 0A000 for the
+// SERIALIZABLE transactions this store runs ("cannot use serializable mode
+// in a hot standby").
+func onStandby(pgErr *pgconn.PgError) bool {
+	return pgErr.Code == "25006" || pgErr.Code == "0A000" && strings.Contains(pgErr.Message, "hot standby")
 }
 
 func (p *postgres) classify(err error) error {

@@ -168,8 +168,8 @@ func serve(ctx context.Context, cfg config.Config, stderr io.Writer) error {
 		}
 		log.Info(msg)
 	}
-	if v, err := st.Version(ctx); err != nil || v != store.SchemaVersion() {
-		return fmt.Errorf("registry schema is version %d, this binary needs %d: run credfactory migrate (%v)", v, store.SchemaVersion(), err)
+	if err := checkSchema(ctx, st); err != nil {
+		return err
 	}
 	batcher := st.NewBatcher(store.BatchOptions{MaxItems: cfg.Store.BatchMax, Window: cfg.Store.BatchWindow, Workers: cfg.Store.BatchWorkers})
 	defer batcher.Close()
@@ -221,7 +221,7 @@ func serve(ctx context.Context, cfg config.Config, stderr io.Writer) error {
 		MaxConns:     cfg.Server.MaxConns,
 		Logger:       log,
 		Metrics:      reg,
-		Checks:       map[string]server.Check{"hsm": p.HSM.Ping, "store": st.Ping},
+		Checks:       map[string]server.Check{"hsm": p.HSM.Ping, "keys": p.KeysPresent, "store": st.Ping},
 		AccessLog:    cfg.Log.Access,
 	})
 	var published []castatus.Published

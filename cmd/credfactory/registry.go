@@ -20,6 +20,24 @@ func openStore(ctx context.Context, cfg config.Config, obs store.Observer) (*sto
 	return st, nil
 }
 
+// checkSchema refuses a registry whose schema is not the one this binary
+// was built for. Newer is the case a rolling upgrade meets: a replica of the
+// previous release behind the same load balancer must stop, not misread
+// tables a newer release changed.
+func checkSchema(ctx context.Context, st *store.Store) error {
+	v, err := st.Version(ctx)
+	switch {
+	case err != nil:
+		return fmt.Errorf("registry schema version: %w", err)
+	case v > store.SchemaVersion():
+		return fmt.Errorf("registry schema is version %d, newer than this binary's %d: a newer credfactory migrated it; run that release (this one would misread the registry)",
+			v, store.SchemaVersion())
+	case v < store.SchemaVersion():
+		return fmt.Errorf("registry schema is version %d, this binary needs %d: run credfactory migrate", v, store.SchemaVersion())
+	}
+	return nil
+}
+
 // migrate brings the schema up to date and says what it did.
 func migrate(ctx context.Context, st *store.Store) (string, error) {
 	applied, err := st.Migrate(ctx)
