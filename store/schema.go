@@ -381,8 +381,7 @@ var migrations = []migration{{
 	// symmetric keys those clients registered. A client's secret is kept as
 	// its SHA-256 only; a registered key is kept sealed by the HSM's KEK.
 	// Keys are random (registration IDs, key IDs) or names the operator
-	// chose, so CockroachDB spreads the writes. Version 11 is another
-	// change's to take.
+	// chose, so CockroachDB spreads the writes.
 	version: 12,
 	name:    "maf_registrations",
 	stmts: []string{
