@@ -76,15 +76,17 @@ type Error struct {
 
 func (e *Error) Error() string { return fmt.Sprintf("%d %s: %s", e.Status, e.Code, e.Message) }
 
-// Retryable: the server asked to try again (503, 429, or EST's 202
-// Accepted: the request is pending, RFC 7030 §4.2.3) or did not answer.
+// Retryable: the server asked to try again (503, 429, EST's 202 Accepted:
+// the request is pending, RFC 7030 §4.2.3, or 409 registry_contention: the
+// request lost to concurrent changes and wrote nothing) or did not answer.
 func Retryable(err error) bool {
 	if errors.Is(err, ErrExporter) {
 		return false
 	}
 	var e *Error
 	if errors.As(err, &e) {
-		return e.Status == http.StatusServiceUnavailable || e.Status == http.StatusTooManyRequests || e.Status == http.StatusAccepted
+		return e.Status == http.StatusServiceUnavailable || e.Status == http.StatusTooManyRequests || e.Status == http.StatusAccepted ||
+			e.Status == http.StatusConflict && e.Code == "registry_contention"
 	}
 	return err != nil
 }

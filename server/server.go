@@ -14,6 +14,7 @@ import (
 	"strconv"
 	"strings"
 	"sync"
+	"sync/atomic"
 	"time"
 
 	"github.com/credfactory/credfactory/apierr"
@@ -253,7 +254,11 @@ func (s *Server) HandleStream(method, pattern string, maxBody int64, h Handler) 
 		ctx.Request.SetBodyStream(body, -1)
 		httpapi.SetStreamStart(ctx, body.start)
 		err := h(ctx)
-		if !body.eof {
+		// A handler that streams its answer (SetBodyStreamWriter) reads the
+		// body after it returns, from fasthttp's writer goroutine: eof is
+		// read here while that goroutine may set it, and such answers
+		// close the connection unless the body was already consumed.
+		if !body.eof.Load() {
 			ctx.SetConnectionClose()
 		}
 		return err
@@ -279,7 +284,7 @@ type limitedBody struct {
 	r   io.Reader
 	n   int64
 	max int64
-	eof bool
+	eof atomic.Bool
 
 	ctx     *fasthttp.RequestCtx
 	idle    time.Duration
@@ -345,7 +350,7 @@ func (l *limitedBody) read(p []byte) (int, error) {
 		return n, ErrBodyTooLarge
 	}
 	if errors.Is(err, io.EOF) {
-		l.eof = true
+		l.eof.Store(true)
 	}
 	return n, err
 }
