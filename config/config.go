@@ -138,6 +138,7 @@ type Server struct {
 	ShutdownTimeout time.Duration `yaml:"shutdown_timeout" help:"on SIGTERM, how long in-flight requests may take to finish"`
 	OpsListen       string        `yaml:"ops_listen" help:"address of the plain-HTTP operations listener serving /metrics, /healthz and /readyz (never on the TLS listener: metrics tell login failures and rejection codes); loopback by default, a pod address behind a network policy in Kubernetes; empty serves no metrics"`
 	TLSGroups       []string      `yaml:"tls_groups" help:"key exchange groups the TLS listener accepts, in order (X25519MLKEM768, X25519, P-256, P-384); empty takes Go's defaults, which put the post-quantum hybrid X25519MLKEM768 first; leaving it out saves about a fifth of a new connection's handshake CPU (bench/README.md \"New connections\") at the price of that protection"`
+	Procs           int           `yaml:"procs" help:"Go's GOMAXPROCS for serve when the GOMAXPROCS environment variable is unset: how many threads run Go code at once; 0 (default) takes twice Go's own default (the CPUs available, or the container's CPU limit), so that Go code runs while other threads wait in PKCS#11 and SQLite calls (bench/README.md \"Threads\")"`
 	GCPercent       int           `yaml:"gc_percent" help:"Go garbage collector target (GOGC) when the GOGC environment variable is unset: heap growth between collections, in percent of the live heap; higher spends memory to save CPU"`
 	MemoryLimitMiB  int           `yaml:"memory_limit_mib" help:"soft memory limit (GOMEMLIMIT) in MiB when the GOMEMLIMIT environment variable is unset: the collector runs more often as the heap nears it, so a high gc_percent cannot grow the process past it; 0 sets none"`
 	Pprof           bool          `yaml:"pprof" help:"also serve Go's /debug/pprof on the operations listener, for profiling; only when server.ops_listen is a loopback address (profiles show request contents and have no authentication)"`
@@ -372,6 +373,9 @@ func (c *Config) Validate() error {
 	}
 	if _, err := c.Server.CurvePreferences(); err != nil {
 		errs = append(errs, err)
+	}
+	if c.Server.Procs < 0 {
+		errs = append(errs, fmt.Errorf("server.procs %d: want 0 (Go's default) or more", c.Server.Procs))
 	}
 	if c.Server.GCPercent != -1 && c.Server.GCPercent < 25 {
 		errs = append(errs, fmt.Errorf("server.gc_percent %d: want -1 (off) or at least 25", c.Server.GCPercent))

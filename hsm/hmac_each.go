@@ -17,23 +17,28 @@ func (k *HMACKey) SumEach(ctx context.Context, msgs [][]byte) ([][]byte, error) 
 	if len(msgs) == 0 {
 		return out, nil
 	}
-	mech := []*pkcs11.Mechanism{pkcs11.NewMechanism(pkcs11.CKM_SHA256_HMAC, nil)}
 	err := k.m.single(ctx, "hmac_sha256_each", k.key, func(s session, h pkcs11.ObjectHandle) error {
-		c := k.m.lib.ctx
-		for i, m := range msgs {
-			if err := c.SignInit(s.h, mech, h); err != nil {
-				return err
-			}
-			mac, err := c.Sign(s.h, m)
-			if err != nil {
-				return err
-			}
-			out[i] = mac
-		}
-		return nil
+		return hmacEach(k.m.lib.ctx, s, h, msgs, out)
 	})
 	if err != nil {
 		return nil, fmt.Errorf("hsm: HMAC of %d messages with %s: %w", len(msgs), k.key.ref, err)
 	}
 	return out, nil
+}
+
+// hmacEach puts the HMAC-SHA-256 of each of msgs under key h into out, on
+// one session: one SignInit and Sign per message.
+func hmacEach(c *pkcs11.Ctx, s session, h pkcs11.ObjectHandle, msgs [][]byte, out [][]byte) error {
+	mech := []*pkcs11.Mechanism{pkcs11.NewMechanism(pkcs11.CKM_SHA256_HMAC, nil)}
+	for i, m := range msgs {
+		if err := c.SignInit(s.h, mech, h); err != nil {
+			return err
+		}
+		mac, err := c.Sign(s.h, m)
+		if err != nil {
+			return err
+		}
+		out[i] = mac
+	}
+	return nil
 }

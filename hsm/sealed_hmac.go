@@ -57,18 +57,7 @@ func (k *AEADKey) HMACSealed(ctx context.Context, sealed, aad []byte, msgs [][]b
 				err = fmt.Errorf("destroy the imported secret: %w", derr)
 			}
 		}()
-		mech := []*pkcs11.Mechanism{pkcs11.NewMechanism(pkcs11.CKM_SHA256_HMAC, nil)}
-		for i, m := range msgs {
-			if err := c.SignInit(s.h, mech, h); err != nil {
-				return err
-			}
-			mac, err := c.Sign(s.h, m)
-			if err != nil {
-				return err
-			}
-			out[i] = mac
-		}
-		return nil
+		return hmacEach(c, s, h, msgs, out)
 	})
 	var de decryptError
 	var p11 pkcs11.Error

@@ -27,7 +27,7 @@ import (
 	"github.com/credfactory/credfactory/ca/catest"
 	"github.com/credfactory/credfactory/clientauth"
 	"github.com/credfactory/credfactory/hsm"
-	"github.com/credfactory/credfactory/hsm/softhsm"
+	"github.com/credfactory/credfactory/hsm/softhsm/softhsmtest"
 	"github.com/credfactory/credfactory/kdf"
 	"github.com/credfactory/credfactory/maf"
 	"github.com/credfactory/credfactory/server"
@@ -50,30 +50,13 @@ var (
 // KEK: keys are derived and sealed by the real HSM in every test here.
 func TestMain(m *testing.M) {
 	os.Exit(func() int {
-		dir, err := os.MkdirTemp("", "credfactory-maf-test-")
-		if err != nil {
-			fmt.Fprintln(os.Stderr, err)
-			return 1
-		}
-		defer os.RemoveAll(dir)
-		cfg, _, err := softhsm.Provision("", dir, "maf-test")
-		if err == nil {
-			_, err = hsm.EnsureKeys(cfg, []hsm.KeySpec{{URI: masterURI, Type: hsm.KeyHMAC}, {URI: kekURI, Type: hsm.KeyAES256}})
-		}
-		if err == nil {
-			module, err = hsm.Open(cfg, nil)
-		}
-		if err == nil {
-			master, err = module.HMACKey(masterURI)
-		}
-		if err == nil {
-			kek, err = module.AEADKey(kekURI)
-		}
+		tok, err := softhsmtest.NewKDFToken("maf-test", masterURI, kekURI)
 		if err != nil {
 			fmt.Fprintln(os.Stderr, "HSM:", err)
 			return 1
 		}
-		defer module.Close()
+		defer tok.Close()
+		module, master, kek = tok.Module, tok.Master, tok.KEK
 		return m.Run()
 	}())
 }

@@ -24,7 +24,7 @@ import (
 	"github.com/credfactory/credfactory/ca/catest"
 	"github.com/credfactory/credfactory/client"
 	"github.com/credfactory/credfactory/hsm"
-	"github.com/credfactory/credfactory/hsm/softhsm"
+	"github.com/credfactory/credfactory/hsm/softhsm/softhsmtest"
 	"github.com/credfactory/credfactory/kdf"
 	"github.com/credfactory/credfactory/maf"
 	"github.com/credfactory/credfactory/mef"
@@ -48,31 +48,13 @@ var (
 // the KEK: shared keys are sealed and derived by the real HSM here.
 func TestMain(m *testing.M) {
 	os.Exit(func() int {
-		dir, err := os.MkdirTemp("", "credfactory-mef-test-")
-		if err != nil {
-			fmt.Fprintln(os.Stderr, err)
-			return 1
-		}
-		defer os.RemoveAll(dir)
-		cfg, _, err := softhsm.Provision("", dir, "mef-test")
-		if err == nil {
-			_, err = hsm.EnsureKeys(cfg, []hsm.KeySpec{{URI: masterURI, Type: hsm.KeyHMAC}, {URI: kekURI, Type: hsm.KeyAES256}})
-		}
-		var module *hsm.Module
-		if err == nil {
-			module, err = hsm.Open(cfg, nil)
-		}
-		if err == nil {
-			master, err = module.HMACKey(masterURI)
-		}
-		if err == nil {
-			kek, err = module.AEADKey(kekURI)
-		}
+		tok, err := softhsmtest.NewKDFToken("mef-test", masterURI, kekURI)
 		if err != nil {
 			fmt.Fprintln(os.Stderr, "HSM:", err)
 			return 1
 		}
-		defer module.Close()
+		defer tok.Close()
+		master, kek = tok.Master, tok.KEK
 		return m.Run()
 	}())
 }

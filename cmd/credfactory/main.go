@@ -9,6 +9,7 @@ import (
 	"log/slog"
 	"os"
 	"os/signal"
+	"runtime"
 	"runtime/debug"
 	"syscall"
 
@@ -366,11 +367,25 @@ func envOr(name, def string) string {
 	return def
 }
 
-// tuneGC applies server.gc_percent and server.memory_limit_mib unless the
-// operator set Go's own GOGC or GOMEMLIMIT, which keep the last word.
+// tuneGC applies server.gc_percent, server.procs and
+// server.memory_limit_mib unless the operator set Go's own GOGC,
+// GOMAXPROCS or GOMEMLIMIT, which keep the last word.
 func tuneGC(s config.Server, log *slog.Logger) {
 	if os.Getenv("GOGC") == "" {
 		debug.SetGCPercent(s.GCPercent)
+	}
+	if os.Getenv("GOMAXPROCS") == "" {
+		// Threads in a PKCS#11 or SQLite call (a signature, an fsync)
+		// hold their P until the scheduler notices; with one P per CPU the
+		// group commit's writer then queued behind the handlers for a P,
+		// and the CPUs idled. Twice as many Ps as CPUs: +16 % EST
+		// throughput at 64 clients, 8 % less CPU per certificate
+		// (bench/README.md "Threads").
+		n := s.Procs
+		if n == 0 {
+			n = 2 * runtime.GOMAXPROCS(0)
+		}
+		runtime.GOMAXPROCS(n)
 	}
 	if os.Getenv("GOMEMLIMIT") == "" && s.MemoryLimitMiB > 0 {
 		debug.SetMemoryLimit(int64(s.MemoryLimitMiB) << 20)
