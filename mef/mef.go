@@ -93,9 +93,16 @@ type MEF struct {
 	// issueSlots bounds concurrent issuance on the forward path (2 per
 	// core): a batch is a thousand items at once.
 	issueSlots chan struct{}
-	obs        Observer
-	now        func() time.Time
+	// forwardSlots bounds the forwarded items in flight across batches:
+	// enough to fill the group commit (its batches hold up to 128), few
+	// enough that memory does not grow with the batches waiting.
+	forwardSlots chan struct{}
+	obs          Observer
+	now          func() time.Time
 }
+
+// forwardInFlight is how many forwarded items may be in flight at once.
+const forwardInFlight = 512
 
 // New builds the MEF. issuing signs device certificates, forwarded ones
 // included; root and obfCA anchor forwarding OBFs' client certificates;
@@ -114,7 +121,7 @@ func New(cfg Config, st *store.Store, reg *maf.Registry, issuing *ca.CA, root, o
 		obs = nopObserver{}
 	}
 	m := &MEF{cfg: cfg, st: st, reg: reg, ca: issuing, root: root, master: master, peers: peers, obs: obs, now: time.Now,
-		issueSlots: make(chan struct{}, 2*runtime.GOMAXPROCS(0))}
+		issueSlots: make(chan struct{}, 2*runtime.GOMAXPROCS(0)), forwardSlots: make(chan struct{}, forwardInFlight)}
 	var inter []*x509.Certificate
 	if obfCA != nil {
 		inter = append(inter, obfCA)
