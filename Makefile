@@ -74,10 +74,9 @@ run: deps-run build
 # deploy/dev/test.sh runs go vet, then go test with a throwaway PostgreSQL
 # cluster (deploy/dev/pg-test.sh) that it always stops and removes afterwards;
 # the tests find it in CREDFACTORY_TEST_POSTGRES_URL, _DIR and _CTL.
-# With the default GO_TEST_PKGS it also runs golangci-lint over the tree
-# (installed beside the tests when missing) and the HA tests beside the rest.
-test: deps-test
-	GO="$(GO)" GO_TEST_FLAGS="$(GO_TEST_FLAGS)" GO_TEST_PKGS="$(GO_TEST_PKGS)" GOLANGCI_LINT="$(GOLANGCI_LINT)" MAKE="$(MAKE)" bash deploy/dev/test.sh
+# With the default GO_TEST_PKGS it also runs golangci-lint over the tree.
+test: deps-test $(GOLANGCI_LINT)
+	GO="$(GO)" GO_TEST_FLAGS="$(GO_TEST_FLAGS)" GO_TEST_PKGS="$(GO_TEST_PKGS)" GOLANGCI_LINT="$(GOLANGCI_LINT)" bash deploy/dev/test.sh
 
 lint: $(GOLANGCI_LINT)
 	$(GOLANGCI_LINT) run ./...

@@ -35,8 +35,6 @@ case " $GO_TEST_FLAGS " in *" -race "*) vet_flags+=(-race) ;; esac
 
 lint_pid=""
 lint_log=""
-ha_pid=""
-ha_log=""
 
 # Clusters left by earlier runs that died without cleaning up (kill -9, a
 # closed terminal, a go test timeout): stop those whose owner process, named
@@ -76,11 +74,6 @@ cleanup() {
 		kill "$lint_pid" 2>/dev/null || true
 	fi
 	[ -z "$lint_log" ] || rm -f "$lint_log"
-	if [ -n "$ha_pid" ]; then
-		kill "$ha_pid" 2>/dev/null || true
-		wait "$ha_pid" 2>/dev/null || true
-	fi
-	[ -z "$ha_log" ] || rm -f "$ha_log"
 	if ! bash "$CTL" stop "$pgdir"; then
 		[ "$rc" -ne 0 ] || rc=1
 	fi
@@ -103,14 +96,7 @@ echo $$ >"$pgdir/owner-pid"
 # servers they start; its verdict counts after the tests.
 if [ -n "${GOLANGCI_LINT:-}" ] && [ "$GO_TEST_PKGS" = "./..." ]; then
 	lint_log=$(mktemp)
-	# Installed here, beside the tests, when missing: on a fresh machine
-	# its build took a minute and a half ahead of everything else.
-	(
-		if [ ! -x "$GOLANGCI_LINT" ]; then
-			${MAKE:-make} -s "$GOLANGCI_LINT"
-		fi
-		"$GOLANGCI_LINT" run ./...
-	) >"$lint_log" 2>&1 &
+	"$GOLANGCI_LINT" run ./... >"$lint_log" 2>&1 &
 	lint_pid=$!
 fi
 
@@ -120,37 +106,22 @@ export CREDFACTORY_TEST_POSTGRES_CTL=$CTL
 
 # The high-availability tests (hatest/: a Patroni/etcd PostgreSQL cluster,
 # HAProxy and three replicas, deploy/dev/cluster.sh) kill processes and
-# measure failover under load. They run beside the other packages: most of
-# their time is spent waiting for Patroni to notice a dead leader, and the
-# end-to-end tests wait on the servers they start, so together they fit the
-# two cores better than one after the other (a minute less on a fresh
-# machine); their timeouts are minutes, not seconds. They skip without
-# patroni, etcd-server and haproxy, and fail under CI without them (make
-# test installs them under CI).
+# measure failover under load: they run on their own after the rest, so the
+# other packages' tests do not share the CPU with the fleet. They skip
+# without patroni, etcd-server and haproxy, and fail under CI without them
+# (make test installs them under CI).
 pkgs=$GO_TEST_PKGS
 ha=""
 if [ "$GO_TEST_PKGS" = "./..." ]; then
 	pkgs=$("$GO" list ./... | grep -v '/hatest$')
 	ha=./hatest
 fi
-if [ -n "$ha" ]; then
-	ha_log=$(mktemp)
-	# shellcheck disable=SC2086 # flags are a word list
-	"$GO" test $GO_TEST_FLAGS "$ha" >"$ha_log" 2>&1 &
-	ha_pid=$!
-fi
-test_rc=0
 # shellcheck disable=SC2086 # flags and packages are word lists
-"$GO" test $GO_TEST_FLAGS $pkgs || test_rc=$?
-if [ -n "$ha_pid" ]; then
-	ha_rc=0
-	wait "$ha_pid" || ha_rc=$?
-	ha_pid=""
-	cat "$ha_log"
-	rm -f "$ha_log"
-	[ "$test_rc" -ne 0 ] || test_rc=$ha_rc
+"$GO" test $GO_TEST_FLAGS $pkgs
+if [ -n "$ha" ]; then
+	# shellcheck disable=SC2086
+	"$GO" test $GO_TEST_FLAGS "$ha"
 fi
-[ "$test_rc" -eq 0 ] || exit "$test_rc"
 
 if [ -n "$lint_pid" ]; then
 	lint_rc=0
