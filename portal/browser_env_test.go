@@ -1,7 +1,6 @@
 package portal_test
 
 import (
-	"bytes"
 	"context"
 	"crypto/sha256"
 	"crypto/tls"
@@ -9,7 +8,6 @@ import (
 	"encoding/base64"
 	"html"
 	"io"
-	"mime/multipart"
 	"net/http"
 	"net/http/cookiejar"
 	"net/url"
@@ -193,21 +191,7 @@ type pageFormPart struct{ field, fileName, content string }
 
 func (c *pageClient) postMultipart(path string, parts ...pageFormPart) pageResponse {
 	c.t.Helper()
-	var buf bytes.Buffer
-	w := multipart.NewWriter(&buf)
-	for _, p := range parts {
-		var pw io.Writer
-		if p.fileName != "" {
-			pw, _ = w.CreateFormFile(p.field, p.fileName)
-		} else {
-			pw, _ = w.CreateFormField(p.field)
-		}
-		_, _ = io.WriteString(pw, p.content)
-	}
-	w.Close()
-	req, _ := http.NewRequest("POST", c.env.base+path, &buf)
-	req.Header.Set("Content-Type", w.FormDataContentType())
-	return c.do(req)
+	return postMultipartWith(c, path, nil, parts...)
 }
 
 // login logs in and returns the session's CSRF token from the next page.

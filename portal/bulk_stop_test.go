@@ -1,7 +1,6 @@
 package portal_test
 
 import (
-	"bufio"
 	"context"
 	"crypto/tls"
 	"crypto/x509"
@@ -38,9 +37,6 @@ func TestBulkBrokenBodyStopsAtAChunk(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	roots := x509.NewCertPool()
-	roots.AddCert(e.root)
-	c := &http.Client{Transport: &http.Transport{TLSClientConfig: &tls.Config{RootCAs: roots}}}
 	send := func(broken bool) (map[int]portal.BulkResult, portal.BulkSummary) {
 		t.Helper()
 		var body strings.Builder
@@ -51,24 +47,7 @@ func TestBulkBrokenBodyStopsAtAChunk(t *testing.T) {
 			}
 			fmt.Fprintf(&body, "{\"deviceId\":\"stop-%04d\"}\n", i)
 		}
-		req, _ := http.NewRequest("POST", e.base+"/api/v1/bundles", strings.NewReader(body.String()))
-		req.Header.Set("Authorization", "Bearer "+key)
-		req.Header.Set("Content-Type", "application/x-ndjson")
-		req.Header.Set("Accept", "application/json")
-		req.Header.Set("Idempotency-Key", "stop-batch")
-		resp, err := c.Do(req)
-		if err != nil {
-			t.Fatal(err)
-		}
-		defer resp.Body.Close()
-		var out struct {
-			Results []portal.BulkResult `json:"results"`
-			Summary portal.BulkSummary  `json:"summary"`
-		}
-		raw, _ := io.ReadAll(bufio.NewReader(resp.Body))
-		if resp.StatusCode != 200 || json.Unmarshal(raw, &out) != nil {
-			t.Fatalf("answer: %d %.300s", resp.StatusCode, raw)
-		}
+		out, _ := postBundles(t, e.base, e.root, key, "stop-batch", body.String())
 		byRow := map[int]portal.BulkResult{}
 		for _, r := range out.Results {
 			byRow[r.Row] = r
@@ -92,4 +71,35 @@ func TestBulkBrokenBodyStopsAtAChunk(t *testing.T) {
 	if again[1].Token != first[1].Token || again[1000].Token != first[1000].Token || again[1001].Status != portal.BulkIssued {
 		t.Fatalf("retry rows: %+v %+v %+v", again[1], again[1000], again[1001])
 	}
+}
+
+// bulkAnswer is the JSON answer of POST /api/v1/bundles.
+type bulkAnswer struct {
+	Results []portal.BulkResult `json:"results"`
+	Summary portal.BulkSummary  `json:"summary"`
+}
+
+// postBundles posts NDJSON rows to /api/v1/bundles as batch with an API key,
+// over TLS trusting root, and decodes the JSON answer (raw for messages).
+func postBundles(t *testing.T, base string, root *x509.Certificate, key, batch, ndjson string) (bulkAnswer, []byte) {
+	t.Helper()
+	roots := x509.NewCertPool()
+	roots.AddCert(root)
+	hc := &http.Client{Transport: &http.Transport{TLSClientConfig: &tls.Config{RootCAs: roots}}}
+	req, _ := http.NewRequest("POST", base+"/api/v1/bundles", strings.NewReader(ndjson))
+	req.Header.Set("Authorization", "Bearer "+key)
+	req.Header.Set("Content-Type", "application/x-ndjson")
+	req.Header.Set("Accept", "application/json")
+	req.Header.Set("Idempotency-Key", batch)
+	resp, err := hc.Do(req)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer resp.Body.Close()
+	raw, _ := io.ReadAll(resp.Body)
+	var out bulkAnswer
+	if resp.StatusCode != 200 || json.Unmarshal(raw, &out) != nil {
+		t.Fatalf("POST /api/v1/bundles: %d %.500s", resp.StatusCode, raw)
+	}
+	return out, raw
 }

@@ -2,12 +2,8 @@ package portal_test
 
 import (
 	"context"
-	"crypto/tls"
-	"crypto/x509"
 	"encoding/json"
 	"fmt"
-	"io"
-	"net/http"
 	"net/netip"
 	"strings"
 	"testing"
@@ -105,26 +101,10 @@ func TestDeviceReferences(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	roots := x509.NewCertPool()
-	roots.AddCert(c.env.root)
-	hc := &http.Client{Transport: &http.Transport{TLSClientConfig: &tls.Config{RootCAs: roots}}}
 	body := fmt.Sprintf("{\"deviceId\":\"s-2\",\"proof\":{\"claimCode\":%q}}\n{\"deviceId\":\"s-1@%s\",\"proof\":{\"claimCode\":\"label-s-1-a\"}}\n", codes2["s-2"], m1)
-	req, _ := http.NewRequest("POST", c.env.base+"/api/v1/bundles", strings.NewReader(body))
-	req.Header.Set("Authorization", "Bearer "+key)
-	req.Header.Set("Content-Type", "application/x-ndjson")
-	req.Header.Set("Accept", "application/json")
-	req.Header.Set("Idempotency-Key", "scope-batch")
-	resp, err := hc.Do(req)
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer resp.Body.Close()
-	var out struct {
-		Results []portal.BulkResult `json:"results"`
-	}
-	raw, _ := io.ReadAll(resp.Body)
-	if resp.StatusCode != 200 || json.Unmarshal(raw, &out) != nil || len(out.Results) != 2 {
-		t.Fatalf("bulk: %d %.500s", resp.StatusCode, raw)
+	out, raw := postBundles(t, c.env.base, c.env.root, key, "scope-batch", body)
+	if len(out.Results) != 2 {
+		t.Fatalf("bulk: %.500s", raw)
 	}
 	if out.Results[0].Status != "issued" || out.Results[1].Error == nil || out.Results[1].Error.Code != "wrong_claim_code" {
 		t.Fatalf("bulk results: %.500s", raw)
