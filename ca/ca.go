@@ -234,7 +234,7 @@ func (c *CA) Issue(ctx context.Context, req Request) (*Issued, error) {
 		return nil, fmt.Errorf("ca: %w", err)
 	}
 	if c.linter != nil {
-		if err := c.linter.check(req.Profile, tbs); err != nil {
+		if err := c.linter.check(tbs); err != nil {
 			return nil, err
 		}
 	}

@@ -475,8 +475,8 @@ func TestLintRefuses(t *testing.T) {
 			if err != nil {
 				t.Fatal(err)
 			}
-			err = c.linter.check(tt.profile, tbs)
-			checkLintSetMatchesZlint(t, c.linter, tt.profile, tbs)
+			err = c.linter.check(tbs)
+			checkLintSetMatchesZlint(t, c.linter, tbs)
 			if tt.want == "" {
 				if err != nil {
 					t.Fatalf("lint: %v", err)
@@ -494,7 +494,7 @@ func TestLintRefuses(t *testing.T) {
 // result bookkeeping and the warning/notice lints, with
 // zlint.LintCertificateEx over the same filtered registry: the blocking
 // verdict must name the same lints.
-func checkLintSetMatchesZlint(t *testing.T, l *linter, p Profile, tbs []byte) {
+func checkLintSetMatchesZlint(t *testing.T, l *linter, tbs []byte) {
 	t.Helper()
 	der, err := assembleCertificate(tbs, l.algID, lintSignature)
 	if err != nil {
@@ -504,13 +504,8 @@ func checkLintSetMatchesZlint(t *testing.T, l *linter, p Profile, tbs []byte) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	exclude := excludedLintNames
-	got := l.registries.general.run(zc)
-	if p == ProfileDevice {
-		exclude = append(slices.Clone(excludedLintNames), deviceLintExclusions...)
-		got = l.registries.device.run(zc)
-	}
-	reg, err := lint.GlobalRegistry().Filter(lint.FilterOptions{ExcludeSources: excludedLintSources, ExcludeNames: exclude})
+	got := l.set.run(zc)
+	reg, err := lint.GlobalRegistry().Filter(lint.FilterOptions{ExcludeSources: excludedLintSources, ExcludeNames: excludedLintNames})
 	if err != nil {
 		t.Fatal(err)
 	}

@@ -2,7 +2,6 @@ package ca
 
 import (
 	"fmt"
-	"slices"
 	"sort"
 	"strings"
 	"sync"
@@ -54,16 +53,10 @@ var excludedLintNames = []string{
 	"e_ecdsa_small_private_key",
 }
 
-// deviceLintExclusions are lints skipped for ProfileDevice only. There are
-// none: device URI SANs are absolute URIs (AssignedIDURI's
-// https://SP-domain/AE-ID), so e_ext_san_uri_relative and
-// e_ext_san_uri_format_invalid apply to them as to every certificate.
-var deviceLintExclusions = []string{}
-
-// lintSet is the lints one profile runs, in registry order, with the
+// lintSet is the lints every profile runs, in registry order, with the
 // registry's configuration. Only error-level lints are kept: zlint's naming
 // rule (TestLintNames in zlint) makes the e_/w_/n_ prefix the severity a lint
-// reports, and only Error and Fatal block issuance (lintFailures), so running
+// reports, and only Error and Fatal block issuance (run), so running
 // the ~30 warning and notice lints would cost a fifth of the lint time for
 // results nothing reads.
 type lintSet struct {
@@ -108,26 +101,18 @@ func (s lintSet) run(c *zx509.Certificate) []string {
 	return failed
 }
 
-type lintRegistries struct {
-	general, device lintSet
-}
-
-var lintRegistry = sync.OnceValues(func() (lintRegistries, error) {
-	var r lintRegistries
-	var err error
-	if r.general, err = newLintSet(excludedLintNames); err != nil {
-		return r, err
-	}
-	r.device, err = newLintSet(append(slices.Clone(excludedLintNames), deviceLintExclusions...))
-	return r, err
-})
+// lintRegistry is built once: every profile runs the same lints, since
+// device URI SANs are absolute URIs (AssignedIDURI's https://SP-domain/AE-ID)
+// and e_ext_san_uri_relative and e_ext_san_uri_format_invalid apply to them
+// as to every certificate.
+var lintRegistry = sync.OnceValues(func() (lintSet, error) { return newLintSet(excludedLintNames) })
 
 // linter implements Boulder-style pre-issuance linting of the exact
 // TBSCertificate the issuer key is about to sign (sign.go builds it once): a
 // bad certificate never carries a signature that chains to our root.
 type linter struct {
-	algID      []byte // the issuer's signature AlgorithmIdentifier
-	registries lintRegistries
+	algID []byte // the issuer's signature AlgorithmIdentifier
+	set   lintSet
 }
 
 func newLinter(alg sigAlg) (*linter, error) {
@@ -135,7 +120,7 @@ func newLinter(alg sigAlg) (*linter, error) {
 	if err != nil {
 		return nil, fmt.Errorf("build lint registry: %w", err)
 	}
-	return &linter{algID: alg.algID, registries: reg}, nil
+	return &linter{algID: alg.algID, set: reg}, nil
 }
 
 // lintSignature stands in for the signature in the certificate zlint reads:
@@ -143,8 +128,8 @@ func newLinter(alg sigAlg) (*linter, error) {
 // which does not exist yet.
 var lintSignature = make([]byte, 72)
 
-// check lints tbs as a certificate of profile p.
-func (l *linter) check(p Profile, tbs []byte) error {
+// check lints tbs, the TBSCertificate about to be signed.
+func (l *linter) check(tbs []byte) error {
 	der, err := assembleCertificate(tbs, l.algID, lintSignature)
 	if err != nil {
 		return fmt.Errorf("ca: lint: %w", err)
@@ -153,11 +138,7 @@ func (l *linter) check(p Profile, tbs []byte) error {
 	if err != nil {
 		return newErr(ErrPolicy, err, "lint: certificate does not parse")
 	}
-	reg := l.registries.general
-	if p == ProfileDevice {
-		reg = l.registries.device
-	}
-	if failed := reg.run(zc); len(failed) > 0 {
+	if failed := l.set.run(zc); len(failed) > 0 {
 		return newErr(ErrPolicy, nil, "lint: certificate fails %s", strings.Join(failed, ", "))
 	}
 	return nil

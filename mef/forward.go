@@ -116,11 +116,8 @@ func (m *MEF) forwardCSR(ctx context.Context, obf store.OBF, it ForwardItem, red
 	if red.RequestID == "" {
 		red.RequestID = "fwd:" + hexs(fingerprint(append(slices.Clip(red.TokenHash), pkHash...)))
 	}
-	e, err := m.st.Enrolment(ctx, red.TokenHash)
+	e, replay, err := m.forwardedEnrolment(ctx, red)
 	if err != nil {
-		return ForwardResult{}, err
-	}
-	if replay, err := e.Check(red); err != nil {
 		return ForwardResult{}, err
 	} else if replay {
 		return m.forwardedCert(ctx, *e.CredentialID, forwardapi.StatusReplayed)
@@ -215,11 +212,8 @@ func (m *MEF) forwardKey(ctx context.Context, obf store.OBF, it ForwardItem, red
 	if red.RequestID == "" {
 		red.RequestID = "fwd:" + hexs(fingerprint(append(append(slices.Clip(red.TokenHash), byte(k.SUID)), k.Value...)))
 	}
-	e, err := m.st.Enrolment(ctx, red.TokenHash)
+	e, replay, err := m.forwardedEnrolment(ctx, red)
 	if err != nil {
-		return ForwardResult{}, err
-	}
-	if replay, err := e.Check(red); err != nil {
 		return ForwardResult{}, err
 	} else if replay {
 		return m.forwardedKey(ctx, *e.CredentialID, k.Value)
@@ -316,4 +310,16 @@ func (m *MEF) forward(ctx *fasthttp.RequestCtx) error {
 		return err
 	}
 	return httpapi.JSON(ctx, http.StatusOK, forwardapi.Response{Results: m.Forward(ctx, obf, batch.Items)})
+}
+
+// forwardedEnrolment reads the enrolment of a forwarded item's token and
+// checks the item against it, before any HSM work; replay reports an item
+// already recorded (a resent batch), whose credential is answered again.
+func (m *MEF) forwardedEnrolment(ctx context.Context, red store.Redemption) (store.Enrolment, bool, error) {
+	e, err := m.st.Enrolment(ctx, red.TokenHash)
+	if err != nil {
+		return store.Enrolment{}, false, err
+	}
+	replay, err := e.Check(red)
+	return e, replay, err
 }

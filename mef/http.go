@@ -318,22 +318,17 @@ type certAnswer struct {
 // key bytes: the device derives Ke from its own TLS session (TS-0003
 // §10.3) and checks that keId's relative part is its RelativeKeID.
 type keyAnswer struct {
-	CredentialID string          `json:"credentialId"`
-	Mode         string          `json:"mode"`
-	KeyID        string          `json:"keyId"`
-	KeID         string          `json:"keId"`
-	Key          string          `json:"key,omitempty"`
-	TargetKeys   []targetKeyJSON `json:"targetKeys,omitempty"`
-	TargetIDs    []string        `json:"targetIds"`
-	EnroleeID    string          `json:"enroleeId"`
-	SUID         int             `json:"suid"`
-	Lifetime     time.Time       `json:"lifetime"`
-	Replayed     bool            `json:"replayed,omitempty"`
-}
-
-type targetKeyJSON struct {
-	TargetID string `json:"targetId"`
-	Key      string `json:"key"`
+	CredentialID string      `json:"credentialId"`
+	Mode         string      `json:"mode"`
+	KeyID        string      `json:"keyId"`
+	KeID         string      `json:"keId"`
+	Key          []byte      `json:"key,omitempty"` // base64 (encoding/json)
+	TargetKeys   []TargetKey `json:"targetKeys,omitempty"`
+	TargetIDs    []string    `json:"targetIds"`
+	EnroleeID    string      `json:"enroleeId"`
+	SUID         int         `json:"suid"`
+	Lifetime     time.Time   `json:"lifetime"`
+	Replayed     bool        `json:"replayed,omitempty"`
 }
 
 // exporter is the RFC 5705 exporter of the request's TLS session, or nil
@@ -374,15 +369,9 @@ func (m *MEF) jsonEnrol(ctx *fasthttp.RequestCtx) error {
 		if c.TargetIDs == nil {
 			c.TargetIDs = []string{}
 		}
-		ans := keyAnswer{CredentialID: c.ID, Mode: res.Mode, KeyID: deref(c.KeyID), KeID: deref(c.KeID), TargetIDs: c.TargetIDs,
-			EnroleeID: c.AssignedID, SUID: c.SUID, Lifetime: c.NotAfter, Replayed: res.Replayed}
-		if res.Key != nil {
-			ans.Key = base64.StdEncoding.EncodeToString(res.Key)
-		}
-		for _, tk := range res.TargetKeys {
-			ans.TargetKeys = append(ans.TargetKeys, targetKeyJSON{TargetID: tk.TargetID, Key: base64.StdEncoding.EncodeToString(tk.Key)})
-		}
-		return httpapi.JSON(ctx, http.StatusCreated, ans)
+		return httpapi.JSON(ctx, http.StatusCreated, keyAnswer{CredentialID: c.ID, Mode: res.Mode, KeyID: deref(c.KeyID),
+			KeID: deref(c.KeID), TargetIDs: c.TargetIDs, EnroleeID: c.AssignedID, SUID: c.SUID, Lifetime: c.NotAfter,
+			Replayed: res.Replayed, Key: res.Key, TargetKeys: res.TargetKeys})
 	}
 	csr, err := decodeDER(req.CSR, "CERTIFICATE REQUEST")
 	if err != nil {

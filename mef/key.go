@@ -47,8 +47,8 @@ type KeyRequest struct {
 // TargetKey is a master-mode usage-constrained key as one Target receives
 // it.
 type TargetKey struct {
-	TargetID string
-	Key      []byte
+	TargetID string `json:"targetId"`
+	Key      []byte `json:"key"` // base64 on the wire (encoding/json)
 }
 
 // KeyResult is a provisioned key's identifiers and, in master mode only,
