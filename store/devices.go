@@ -196,16 +196,28 @@ func insertDevices(ctx context.Context, q querier, manufacturerID string, part [
 type DeviceFilter struct {
 	State    string // one of the Device* states, or "" for all
 	IDPrefix string
-	After    string // keyset cursor: the last device ID of the previous page
-	Limit    int
+	// After and AfterManufacturer are the keyset cursor: the previous
+	// page's last device. After alone (a device ID) resumes after every
+	// device of that ID, whatever its manufacturer.
+	After             string
+	AfterManufacturer string
+	Limit             int
 }
 
-// Devices lists a tenant's devices in device ID order, one page at a time.
-// Keyset paging on the (tenant, device_id) and (tenant, state, device_id)
-// indexes keeps every page as fast at a million devices as at ten. The
-// cursor is a device ID: a tenant holding one ID from two manufacturers
-// sees both on one page unless a page ends between them.
-func (s *Store) Devices(ctx context.Context, tenant string, f DeviceFilter) ([]Device, error) {
+// page is the filter's condition for tenant ("" is everyone's, for an
+// sp-admin), its arguments, and the page size: the condition selects the
+// page's devices and at most a few more, which ORDER BY device_id,
+// manufacturer_id LIMIT size then cuts to the page.
+//
+// The indexes order devices by (tenant[, state], device_id), not by
+// manufacturer, and sorting everything after the cursor by manufacturer
+// too would make every page cost the rest of the listing. So the
+// condition is a range on device_id: from the cursor to the device ID of
+// the size-th device after it (a scalar subquery that walks size entries
+// of the same index), that ID's every device included. Only that range
+// is sorted, and no page ends inside a device ID unless its manufacturers
+// are told apart by the cursor.
+func (f DeviceFilter) page(tenant string) (string, []any, int) {
 	where, args := `tenant = $1`, []any{tenant}
 	if tenant == "" { // sp-admin: everyone's
 		where, args = `1 = 1`, nil
@@ -214,13 +226,22 @@ func (s *Store) Devices(ctx context.Context, tenant string, f DeviceFilter) ([]D
 		args = append(args, f.State)
 		where += ` AND state = $` + strconv.Itoa(len(args))
 	}
+	// hi bounds the device IDs from above: past the prefix, or past every
+	// device ID (they are ASCII, and U+10FFFF sorts after them bytewise).
+	hi := "\U0010FFFF"
 	if f.IDPrefix != "" {
 		// A range, not LIKE: it uses the index on every engine and needs no
 		// escaping of % and _.
-		args = append(args, f.IDPrefix, f.IDPrefix+"\U0010FFFF")
-		where += ` AND device_id >= $` + strconv.Itoa(len(args)-1) + ` AND device_id < $` + strconv.Itoa(len(args))
+		hi = f.IDPrefix + "\U0010FFFF"
+		args = append(args, f.IDPrefix)
+		where += ` AND device_id >= $` + strconv.Itoa(len(args))
 	}
-	if f.After != "" {
+	switch {
+	case f.After != "" && f.AfterManufacturer != "":
+		args = append(args, f.After, f.AfterManufacturer)
+		a, m := `$`+strconv.Itoa(len(args)-1), `$`+strconv.Itoa(len(args))
+		where += ` AND device_id >= ` + a + ` AND (device_id > ` + a + ` OR manufacturer_id > ` + m + `)`
+	case f.After != "":
 		args = append(args, f.After)
 		where += ` AND device_id > $` + strconv.Itoa(len(args))
 	}
@@ -228,7 +249,25 @@ func (s *Store) Devices(ctx context.Context, tenant string, f DeviceFilter) ([]D
 	if limit <= 0 || limit > 1000 {
 		limit = 100
 	}
-	out, err := list(ctx, s, scanDevice, `SELECT `+deviceColumns+` FROM devices WHERE `+where+` ORDER BY device_id LIMIT `+strconv.Itoa(limit), args...)
+	// One upper bound, so that every engine reads the page as one index
+	// range: the page's last device ID, or hi when fewer remain.
+	args = append(args, hi)
+	h := `$` + strconv.Itoa(len(args))
+	where += ` AND device_id <= COALESCE((SELECT device_id FROM devices WHERE ` + where + ` AND device_id < ` + h +
+		` ORDER BY device_id LIMIT 1 OFFSET ` + strconv.Itoa(limit-1) + `), ` + h + `)`
+	return where, args, limit
+}
+
+// Devices lists a tenant's devices in (device ID, manufacturer) order, one
+// page at a time. Keyset paging on the (tenant, device_id) and (tenant,
+// state, device_id) indexes keeps every page as fast at a million devices
+// as at ten (DeviceFilter.page); a tenant holding one ID from two
+// manufacturers sees both, wherever a page ends, when the cursor names the
+// manufacturer too.
+func (s *Store) Devices(ctx context.Context, tenant string, f DeviceFilter) ([]Device, error) {
+	where, args, limit := f.page(tenant)
+	out, err := list(ctx, s, scanDevice, `SELECT `+deviceColumns+` FROM devices WHERE `+where+
+		` ORDER BY device_id, manufacturer_id LIMIT `+strconv.Itoa(limit), args...)
 	if err != nil {
 		return nil, fmt.Errorf("list devices: %w", err)
 	}
