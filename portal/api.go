@@ -3,6 +3,7 @@ package portal
 import (
 	"bytes"
 	"encoding/hex"
+	"fmt"
 	"mime"
 	"net/http"
 	"strconv"
@@ -115,11 +116,64 @@ func ViewDevice(d store.Device) DeviceView {
 	return v
 }
 
-// FilterFromQuery reads state, prefix, after and limit.
-func FilterFromQuery(args *fasthttp.Args) store.DeviceFilter {
-	limit, _ := strconv.Atoi(string(args.Peek("limit")))
-	return store.DeviceFilter{State: string(args.Peek("state")), IDPrefix: string(args.Peek("prefix")),
-		After: string(args.Peek("after")), Limit: limit}
+// FilterFromQuery reads state, prefix, after and limit: a limit that is
+// not a whole number from 1 to MaxListingPage is refused, not quietly
+// changed (a client paging with it would misread where the listing ends).
+func FilterFromQuery(args *fasthttp.Args) (store.DeviceFilter, error) {
+	f := store.DeviceFilter{State: string(args.Peek("state")), IDPrefix: string(args.Peek("prefix")),
+		After: string(args.Peek("after")), Limit: 100}
+	if raw := args.Peek("limit"); raw != nil {
+		n, err := strconv.Atoi(string(raw))
+		if err != nil || n < 1 || n > MaxListingPage {
+			return f, apierr.New(http.StatusBadRequest, "bad_limit", fmt.Sprintf("limit must be a whole number from 1 to %d", MaxListingPage))
+		}
+		f.Limit = n
+	}
+	return f, nil
+}
+
+// CredentialView is a credential as a device's page and the device listing
+// show it: what tells it apart and its state, never its DER or key
+// material. A credential past its notAfter is "expired" whether or not the
+// expiry sweep has marked it yet.
+type CredentialView struct {
+	CredentialID string    `json:"credentialId"`
+	Type         string    `json:"type"`
+	SUID         int       `json:"suid"`
+	Status       string    `json:"status"`
+	NotAfter     time.Time `json:"notAfter"`
+	Serial       string    `json:"serial,omitempty"`
+	SHA256       string    `json:"sha256,omitempty"`
+	KeyID        string    `json:"keyId,omitempty"`
+}
+
+// ViewCredential is the API's view of a credential at now.
+func ViewCredential(c store.CredentialSummary, now time.Time) CredentialView {
+	v := CredentialView{CredentialID: c.ID, Type: c.Type, SUID: c.SUID, Status: c.Status, NotAfter: c.NotAfter}
+	if c.Status == store.StatusActive && !now.Before(c.NotAfter) {
+		v.Status = store.StatusExpired
+	}
+	if c.Serial != nil {
+		v.Serial = *c.Serial
+	}
+	if len(c.CertSHA256) > 0 {
+		v.SHA256 = hexString(c.CertSHA256)
+	}
+	if c.KeyID != nil {
+		v.KeyID = *c.KeyID
+	}
+	return v
+}
+
+func summary(c store.Credential) store.CredentialSummary {
+	return store.CredentialSummary{ID: c.ID, Type: c.Type, SUID: c.SUID, Status: c.Status, NotAfter: c.NotAfter,
+		Serial: c.Serial, CertSHA256: c.CertSHA256, KeyID: c.KeyID}
+}
+
+// DeviceCredentialsView is a device of the listing with include=credentials.
+type DeviceCredentialsView struct {
+	DeviceView
+	Credentials []CredentialView `json:"credentials"`
 }
 
 func (p *Portal) apiDevices(ctx *fasthttp.RequestCtx) error {
@@ -130,9 +184,16 @@ func (p *Portal) apiDevices(ctx *fasthttp.RequestCtx) error {
 	if err := requireScope(who, ScopeRead); err != nil {
 		return err
 	}
-	f := FilterFromQuery(ctx.QueryArgs())
-	if f.Limit <= 0 || f.Limit > 1000 {
-		f.Limit = 100
+	f, err := FilterFromQuery(ctx.QueryArgs())
+	if err != nil {
+		return err
+	}
+	switch include := string(ctx.QueryArgs().Peek("include")); include {
+	case "":
+	case "credentials":
+		return p.apiDevicesWithCredentials(ctx, who, f)
+	default:
+		return apierr.New(http.StatusBadRequest, "bad_include", "include may only be credentials")
 	}
 	ds, err := p.Devices(ctx, who, f)
 	if err != nil {
@@ -146,8 +207,34 @@ func (p *Portal) apiDevices(ctx *fasthttp.RequestCtx) error {
 		out.Devices = append(out.Devices, ViewDevice(d))
 	}
 	if len(ds) == f.Limit {
-		out.Next = ds[len(ds)-1].DeviceID
+		out.Next = Cursor(ds[len(ds)-1])
 	}
+	return httpapi.JSON(ctx, http.StatusOK, out)
+}
+
+// apiDevicesWithCredentials is the device listing with every device's
+// credentials: a registry of N devices reconciled in N/limit requests.
+func (p *Portal) apiDevicesWithCredentials(ctx *fasthttp.RequestCtx, who Principal, f store.DeviceFilter) error {
+	page, more, err := p.DevicesWithCredentials(ctx, who, f)
+	if err != nil {
+		return err
+	}
+	now := p.now()
+	out := struct {
+		Devices []DeviceCredentialsView `json:"devices"`
+		Next    string                  `json:"next,omitempty"`
+	}{Devices: make([]DeviceCredentialsView, 0, len(page))}
+	for _, d := range page {
+		v := DeviceCredentialsView{DeviceView: ViewDevice(d.Device), Credentials: make([]CredentialView, 0, len(d.Credentials))}
+		for _, c := range d.Credentials {
+			v.Credentials = append(v.Credentials, ViewCredential(c, now))
+		}
+		out.Devices = append(out.Devices, v)
+	}
+	if more {
+		out.Next = Cursor(page[len(page)-1].Device)
+	}
+	ctx.Response.Header.Set("Cache-Control", "no-store")
 	return httpapi.JSON(ctx, http.StatusOK, out)
 }
 
@@ -163,13 +250,6 @@ func (p *Portal) apiDevice(ctx *fasthttp.RequestCtx) error {
 	if err != nil {
 		return err
 	}
-	type cred struct {
-		CredentialID string    `json:"credentialId"`
-		Type         string    `json:"type"`
-		SUID         int       `json:"suid"`
-		Status       string    `json:"status"`
-		NotAfter     time.Time `json:"notAfter"`
-	}
 	type event struct {
 		At     time.Time `json:"at"`
 		Actor  string    `json:"actor"`
@@ -177,11 +257,12 @@ func (p *Portal) apiDevice(ctx *fasthttp.RequestCtx) error {
 	}
 	out := struct {
 		DeviceView
-		Credentials []cred  `json:"credentials"`
-		Audit       []event `json:"audit"`
-	}{DeviceView: ViewDevice(det.Device), Credentials: []cred{}, Audit: []event{}}
+		Credentials []CredentialView `json:"credentials"`
+		Audit       []event          `json:"audit"`
+	}{DeviceView: ViewDevice(det.Device), Credentials: []CredentialView{}, Audit: []event{}}
+	now := p.now()
 	for _, c := range det.Credentials {
-		out.Credentials = append(out.Credentials, cred{c.ID, c.Type, c.SUID, c.Status, c.NotAfter})
+		out.Credentials = append(out.Credentials, ViewCredential(summary(c), now))
 	}
 	for _, e := range det.Audit {
 		out.Audit = append(out.Audit, event{e.At, e.Actor, e.Action})

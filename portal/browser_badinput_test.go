@@ -293,9 +293,17 @@ func TestPagesBadInput(t *testing.T) {
 			t.Fatalf("upload 120: %d %s", r.status, r.body)
 		}
 		r := c.get("/devices?prefix=page-")
-		if n := strings.Count(r.body, `<a href="/devices/page-`); n != 50 || !strings.Contains(r.body, `after=page-050" id="next"`) {
+		if n := strings.Count(r.body, `<a href="/devices/page-`); n != 50 || !strings.Contains(r.body, `after=page-050%40`+maker.ID+`" id="next"`) {
 			t.Fatalf("page 1: %d devices, next link missing:\n%s", n, r.body)
 		}
+		// The next link (the last device and its manufacturer) resumes
+		// right after it.
+		r = c.get("/devices?prefix=page-&state=&after=page-050%40" + maker.ID)
+		if n := strings.Count(r.body, `<a href="/devices/page-`); n != 50 || !strings.Contains(r.body, `/devices/page-051@`) ||
+			strings.Contains(r.body, `/devices/page-050@`) {
+			t.Fatalf("page 2: %d devices:\n%s", n, r.body)
+		}
+		wantPage("a malformed cursor", c.get("/devices?after=page-050%40bad%20maker"), 400, "after must be")
 		r = c.get("/devices?prefix=page-&state=&after=page-100")
 		if n := strings.Count(r.body, `<a href="/devices/page-`); n != 20 || strings.Contains(r.body, `id="next"`) ||
 			!strings.Contains(r.body, "page-101") || strings.Contains(r.body, "page-100<") {

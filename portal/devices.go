@@ -385,14 +385,71 @@ func (p *Portal) claimHash(ctx context.Context, deviceID, code string) ([]byte, 
 
 // Devices lists the caller's devices.
 func (p *Portal) Devices(ctx context.Context, who Principal, f store.DeviceFilter) ([]store.Device, error) {
-	switch f.State {
-	case "", store.DevicePreEnrolled, store.DeviceTokenIssued, store.DeviceEnrolled, store.DeviceRevoked:
-	default:
-		return nil, apierr.New(http.StatusBadRequest, "bad_filter", "state must be pre-enrolled, token-issued, enrolled or revoked")
+	f, err := checkFilter(f)
+	if err != nil {
+		return nil, err
 	}
 	ds, err := p.st.Devices(ctx, who.Tenant(), f)
 	return ds, storeErr(err)
 }
+
+// DevicesWithCredentials lists the caller's devices with their
+// credentials, one page (at most MaxListingPage devices) in one registry
+// query: what an owner, an auditor or a bench reconciling the registry
+// reads instead of every device's page. The scope is the device page's:
+// the caller's tenant's devices, and of each its tenant's credentials (a
+// previous owner's stay hidden); an sp-admin sees all. more reports that
+// the listing goes on after the page's last device (Cursor).
+func (p *Portal) DevicesWithCredentials(ctx context.Context, who Principal, f store.DeviceFilter) (page []store.DeviceCredentials, more bool, err error) {
+	f, err = checkFilter(f)
+	if err != nil {
+		return nil, false, err
+	}
+	page, more, err = p.st.DevicesWithCredentials(ctx, who.Tenant(), f)
+	if errors.Is(err, store.ErrHistoryTooLong) {
+		return nil, false, errHistoryTooLong
+	}
+	return page, more, storeErr(err)
+}
+
+// MaxListingPage is the most devices one page of a device listing holds.
+const MaxListingPage = 1000
+
+var (
+	errBadCursor = apierr.New(http.StatusBadRequest, "bad_cursor",
+		"after must be the previous page's next: a device ID, or deviceId@manufacturerId")
+	errHistoryTooLong = apierr.New(http.StatusUnprocessableEntity, "history_too_long",
+		"the next device holds more credentials than one listing page may: read it on its device page")
+)
+
+// checkFilter validates a listing's filter and splits its cursor: after=
+// is the previous page's next, deviceId@manufacturerId (Cursor), or a
+// device ID alone, which resumes after every device of that ID.
+func checkFilter(f store.DeviceFilter) (store.DeviceFilter, error) {
+	switch f.State {
+	case "", store.DevicePreEnrolled, store.DeviceTokenIssued, store.DeviceEnrolled, store.DeviceRevoked:
+	default:
+		return f, apierr.New(http.StatusBadRequest, "bad_filter", "state must be pre-enrolled, token-issued, enrolled or revoked")
+	}
+	if f.After == "" || f.AfterManufacturer != "" {
+		return f, nil
+	}
+	id, manufacturer, scoped := strings.Cut(f.After, "@")
+	if !deviceIDPattern.MatchString(id) || scoped && !manufacturerIDPattern.MatchString(manufacturer) {
+		return f, errBadCursor
+	}
+	f.After, f.AfterManufacturer = id, manufacturer
+	return f, nil
+}
+
+// manufacturerIDPattern is what a stakeholder ID may be in a cursor: the
+// portal's are UUIDs, the admin tool's and the tests' short names.
+var manufacturerIDPattern = regexp.MustCompile(`^[A-Za-z0-9][A-Za-z0-9._:-]{0,127}$`)
+
+// Cursor is the after= that resumes a listing after d: its device ID and
+// manufacturer, so that a page ending between two manufacturers' devices
+// of one ID loses neither.
+func Cursor(d store.Device) string { return d.Ref() }
 
 // errAmbiguousDevice: the caller sees (or may claim) devices of this ID from
 // more than one manufacturer, which only the caller's own view can show.

@@ -467,7 +467,7 @@ func (p *Portal) devicesView(ctx *fasthttp.RequestCtx, who Principal, f store.De
 		CanClaim:       requireRole(who, store.RoleSubscriber, store.RoleInstaller) == nil,
 	}
 	v := newView(&who, "Devices", "devices", d)
-	if len(f.IDPrefix) > 128 || len(f.After) > 128 {
+	if len(f.IDPrefix) > 128 {
 		v.Error = "The search is too long: device IDs have at most 128 characters."
 		return v, http.StatusBadRequest, nil
 	}
@@ -485,7 +485,7 @@ func (p *Portal) devicesView(ctx *fasthttp.RequestCtx, who Principal, f store.De
 	}
 	if len(ds) > devicesPerPage {
 		ds = ds[:devicesPerPage]
-		d.Next = ds[len(ds)-1].DeviceID
+		d.Next = Cursor(ds[len(ds)-1])
 	}
 	d.Devices = ds
 	return v, http.StatusOK, nil
