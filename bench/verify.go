@@ -53,9 +53,14 @@ func (l *ledger) intermediates(certs ...*x509.Certificate) {
 
 // Verify checks the run against the registry: the devices the portal shows
 // enrolled are exactly as many as the enrolments the bench saw succeed;
-// every one of them holds exactly one active credential, and it is one the
+// every one of them holds exactly one credential, active, and it is one the
 // bench received; every credential the bench received is in the registry;
 // and every certificate chains to the trust anchor.
+//
+// The registry is read as its owner would audit it: the device listing
+// with each device's credentials, a thousand devices per request
+// (GET /api/v1/devices?include=credentials), while the chains are checked
+// on every CPU.
 func (r *Runner) Verify(ctx context.Context, results []Result) error {
 	want := 0
 	for _, x := range results {
@@ -63,90 +68,79 @@ func (r *Runner) Verify(ctx context.Context, results []Result) error {
 			want += x.Enrolments
 		}
 	}
-	ids, err := r.enrolledDevices(ctx)
-	if err != nil {
-		return err
-	}
-	creds, err := r.deviceCredentials(ctx, ids)
-	if err != nil {
-		return err
-	}
-	rec := r.led.reconcile(ids, creds)
 	cacerts, err := r.conn.ESTCACerts(ctx)
 	if err != nil {
 		return fmt.Errorf("verify: CA certificates: %w", err)
 	}
 	r.led.intermediates(cacerts...)
-	chained, err := r.led.verifyChains(r.t.Anchor)
+	var chained int
+	var chainErr error
+	chainsDone := make(chan struct{})
+	go func() {
+		defer close(chainsDone)
+		chained, chainErr = r.led.verifyChains(r.t.Anchor)
+	}()
+	devices, err := r.registry(ctx)
+	<-chainsDone
 	if err != nil {
-		rec.note("%v", err)
+		return err
 	}
-	if len(ids) != want || len(rec.problems) > 0 {
-		return fmt.Errorf("verify: the registry has %d enrolled devices for %d successful enrolments, %d without exactly one active credential: %v",
-			len(ids), want, rec.doubles, rec.problems)
+	rec := r.led.reconcile(devices)
+	if chainErr != nil {
+		rec.note("%v", chainErr)
+	}
+	if len(devices) != want || len(rec.problems) > 0 {
+		return fmt.Errorf("verify: the registry has %d enrolled devices for %d successful enrolments, %d without exactly one credential, active: %v",
+			len(devices), want, rec.doubles, rec.problems)
 	}
 	fmt.Fprintf(r.out, "verified: %d enrolments = %d enrolled devices, each with one active credential the bench received; %d certificates chain to the trust anchor, %d shared keys; nothing handed out is missing from the registry\n",
-		want, len(ids), chained, rec.keys)
+		want, len(devices), chained, rec.keys)
 	return nil
 }
 
-// enrolledDevices lists the bench's enrolled devices through the portal,
-// page by page.
-func (r *Runner) enrolledDevices(ctx context.Context) ([]string, error) {
-	var ids []string
+// credential is a device's credential as the device listing shows it.
+type credential struct {
+	ID     string `json:"credentialId"`
+	Type   string `json:"type"`
+	Status string `json:"status"`
+	// SHA256 is the registry's fingerprint of a certificate.
+	SHA256 string `json:"sha256"`
+}
+
+// registeredDevice is an enrolled device of the bench's, with its
+// credentials.
+type registeredDevice struct {
+	ID          string       `json:"deviceId"`
+	Credentials []credential `json:"credentials"`
+}
+
+// registry lists the bench's enrolled devices with their credentials
+// through the portal, page by page, as the manufacturer.
+func (r *Runner) registry(ctx context.Context) ([]registeredDevice, error) {
+	var devices []registeredDevice
 	for after := ""; ; {
 		var page struct {
-			Devices []struct {
-				ID string `json:"deviceId"`
-			} `json:"devices"`
-			Next string `json:"next"`
+			Devices []registeredDevice `json:"devices"`
+			Next    string             `json:"next"`
 		}
-		q := url.Values{"prefix": {"bench-"}, "state": {"enrolled"}, "limit": {"1000"}, "after": {after}}
+		q := url.Values{"prefix": {"bench-"}, "state": {"enrolled"}, "include": {"credentials"}, "limit": {"1000"}, "after": {after}}
 		if err := r.conn.JSON(ctx, "GET", "/api/v1/devices?"+q.Encode(), r.auth(r.t.ManufacturerKey), nil, &page); err != nil {
 			return nil, fmt.Errorf("verify: list devices: %w", err)
 		}
-		for _, d := range page.Devices {
-			ids = append(ids, d.ID)
-		}
+		devices = append(devices, page.Devices...)
 		if page.Next == "" {
-			return ids, nil
+			return devices, nil
+		}
+		if page.Next == after {
+			return nil, fmt.Errorf("verify: list devices: the listing does not advance past %s", after)
 		}
 		after = page.Next
 	}
 }
 
-// credential is a device's credential as the portal's device page lists it.
-type credential struct {
-	ID     string `json:"credentialId"`
-	Type   string `json:"type"`
-	Status string `json:"status"`
-}
-
-// deviceCredentials reads each device's credentials, 32 requests at a time
-// (the server is otherwise idle while a bench verifies); the first failure
-// stops the rest.
-func (r *Runner) deviceCredentials(ctx context.Context, ids []string) ([][]credential, error) {
-	creds := make([][]credential, len(ids))
-	g, ctx := errgroup.WithContext(ctx)
-	g.SetLimit(32)
-	for i, id := range ids {
-		g.Go(func() error {
-			var d struct {
-				Credentials []credential `json:"credentials"`
-			}
-			if err := r.conn.JSON(ctx, "GET", "/api/v1/devices/"+id, r.auth(r.t.ManufacturerKey), nil, &d); err != nil {
-				return fmt.Errorf("verify: device %s: %w", id, err)
-			}
-			creds[i] = d.Credentials
-			return nil
-		})
-	}
-	return creds, g.Wait()
-}
-
 // reconciliation is what the registry and the ledger disagree on.
 type reconciliation struct {
-	doubles  int      // devices without exactly one active credential
+	doubles  int      // devices without exactly one credential, active
 	keys     int      // shared keys found in both
 	problems []string // the first few disagreements, for the message
 }
@@ -157,32 +151,53 @@ func (c *reconciliation) note(format string, a ...any) {
 	}
 }
 
-// reconcile holds the registry's view (creds[i] is device ids[i]'s
-// credentials) to the ledger, both ways: every enrolled device has one
-// active credential the bench received, and everything the bench received
-// is held by some device.
-func (l *ledger) reconcile(ids []string, creds [][]credential) *reconciliation {
+// reconcile holds the registry's view to the ledger, both ways: every
+// enrolled device has one credential, active, that the bench received, and
+// everything the bench received is held by exactly one device.
+func (l *ledger) reconcile(devices []registeredDevice) *reconciliation {
 	rec := &reconciliation{}
-	seenCerts, seenKeys := map[string]bool{}, map[string]bool{}
-	for i, cs := range creds {
-		if len(cs) != 1 || cs[0].Status != "active" {
+	seenCerts, seenKeys, seenDevices := map[string]bool{}, map[string]bool{}, map[string]bool{}
+	for _, d := range devices {
+		if seenDevices[d.ID] {
+			rec.note("device %s is listed twice", d.ID)
+		}
+		seenDevices[d.ID] = true
+		if cs := d.Credentials; len(cs) != 1 || cs[0].Status != "active" {
 			rec.doubles++
-			rec.note("device %s holds %d credentials", ids[i], len(cs))
+			active := 0
+			for _, c := range cs {
+				if c.Status == "active" {
+					active++
+				}
+			}
+			rec.note("device %s holds %d credentials, %d active", d.ID, len(cs), active)
 			continue
 		}
-		c := cs[0]
+		c := d.Credentials[0]
 		switch c.Type {
 		case "x509":
+			// The registry's fingerprint of the certificate, which its
+			// Credential-ID must name too (TS-0003 §10.4).
 			_, fp, err := kdf.ParseCredentialID(c.ID)
-			if err != nil || l.certs[fp] == nil {
-				rec.note("device %s: certificate %s was never handed to the bench", ids[i], c.ID)
+			if err != nil || fp != c.SHA256 {
+				rec.note("device %s: certificate %s has fingerprint %q in the registry", d.ID, c.ID, c.SHA256)
 				continue
+			}
+			if l.certs[fp] == nil {
+				rec.note("device %s: certificate %s was never handed to the bench", d.ID, c.ID)
+				continue
+			}
+			if seenCerts[fp] {
+				rec.note("device %s: certificate %s is held by another device too", d.ID, c.ID)
 			}
 			seenCerts[fp] = true
 		default:
 			if !l.keys[c.ID] {
-				rec.note("device %s: key %s was never handed to the bench", ids[i], c.ID)
+				rec.note("device %s: key %s was never handed to the bench", d.ID, c.ID)
 				continue
+			}
+			if seenKeys[c.ID] {
+				rec.note("device %s: key %s is held by another device too", d.ID, c.ID)
 			}
 			seenKeys[c.ID] = true
 		}
