@@ -10,6 +10,7 @@ import (
 	"runtime"
 	"sync"
 	"sync/atomic"
+	"time"
 
 	"github.com/credfactory/credfactory/kdf"
 	"golang.org/x/sync/errgroup"
@@ -75,12 +76,16 @@ func (r *Runner) Verify(ctx context.Context, results []Result) error {
 	r.led.intermediates(cacerts...)
 	var chained int
 	var chainErr error
+	var chainTime time.Duration
 	chainsDone := make(chan struct{})
+	start := time.Now()
 	go func() {
 		defer close(chainsDone)
 		chained, chainErr = r.led.verifyChains(r.t.Anchor)
+		chainTime = time.Since(start)
 	}()
-	devices, err := r.registry(ctx)
+	devices, requests, err := r.registry(ctx)
+	listTime := time.Since(start)
 	<-chainsDone
 	if err != nil {
 		return err
@@ -95,6 +100,8 @@ func (r *Runner) Verify(ctx context.Context, results []Result) error {
 	}
 	fmt.Fprintf(r.out, "verified: %d enrolments = %d enrolled devices, each with one active credential the bench received; %d certificates chain to the trust anchor, %d shared keys; nothing handed out is missing from the registry\n",
 		want, len(devices), chained, rec.keys)
+	fmt.Fprintf(r.out, "  registry read in %.2f s (%d requests), chains verified in %.2f s, side by side\n",
+		listTime.Seconds(), requests, chainTime.Seconds())
 	return nil
 }
 
@@ -116,23 +123,23 @@ type registeredDevice struct {
 
 // registry lists the bench's enrolled devices with their credentials
 // through the portal, page by page, as the manufacturer.
-func (r *Runner) registry(ctx context.Context) ([]registeredDevice, error) {
-	var devices []registeredDevice
+func (r *Runner) registry(ctx context.Context) (devices []registeredDevice, requests int, err error) {
 	for after := ""; ; {
 		var page struct {
 			Devices []registeredDevice `json:"devices"`
 			Next    string             `json:"next"`
 		}
 		q := url.Values{"prefix": {"bench-"}, "state": {"enrolled"}, "include": {"credentials"}, "limit": {"1000"}, "after": {after}}
+		requests++
 		if err := r.conn.JSON(ctx, "GET", "/api/v1/devices?"+q.Encode(), r.auth(r.t.ManufacturerKey), nil, &page); err != nil {
-			return nil, fmt.Errorf("verify: list devices: %w", err)
+			return nil, requests, fmt.Errorf("verify: list devices: %w", err)
 		}
 		devices = append(devices, page.Devices...)
 		if page.Next == "" {
-			return devices, nil
+			return devices, requests, nil
 		}
 		if page.Next == after {
-			return nil, fmt.Errorf("verify: list devices: the listing does not advance past %s", after)
+			return nil, requests, fmt.Errorf("verify: list devices: the listing does not advance past %s", after)
 		}
 		after = page.Next
 	}
