@@ -236,26 +236,36 @@ func (f DeviceFilter) page(tenant string) (string, []any, int) {
 		args = append(args, f.IDPrefix)
 		where += ` AND device_id >= $` + strconv.Itoa(len(args))
 	}
-	switch {
-	case f.After != "" && f.AfterManufacturer != "":
-		args = append(args, f.After, f.AfterManufacturer)
-		a, m := `$`+strconv.Itoa(len(args)-1), `$`+strconv.Itoa(len(args))
-		where += ` AND device_id >= ` + a + ` AND (device_id > ` + a + ` OR manufacturer_id > ` + m + `)`
-	case f.After != "":
+	// next is the devices after the cursor's device ID; the page also
+	// holds the rest of the cursor's own ID, its manufacturers after the
+	// cursor's.
+	next, rest := where, ""
+	if f.After != "" {
 		args = append(args, f.After)
-		where += ` AND device_id > $` + strconv.Itoa(len(args))
+		a := `$` + strconv.Itoa(len(args))
+		next += ` AND device_id > ` + a
+		if f.AfterManufacturer != "" {
+			args = append(args, f.AfterManufacturer)
+			rest = where + ` AND device_id >= ` + a + ` AND (device_id > ` + a + ` OR manufacturer_id > $` + strconv.Itoa(len(args)) + `)`
+		}
+	}
+	if rest == "" {
+		rest = next
 	}
 	limit := f.Limit
 	if limit <= 0 || limit > 1000 {
 		limit = 100
 	}
 	// One upper bound, so that every engine reads the page as one index
-	// range: the page's last device ID, or hi when fewer remain.
+	// range: the size-th device ID after the cursor's, or hi when fewer
+	// remain. The subquery is the plain keyset walk (no OR: PostgreSQL
+	// without statistics would estimate that a few rows and read the
+	// whole rest of the listing into a bitmap to sort it); whatever plan
+	// the page itself gets, it reads no further than that bound.
 	args = append(args, hi)
 	h := `$` + strconv.Itoa(len(args))
-	where += ` AND device_id <= COALESCE((SELECT device_id FROM devices WHERE ` + where + ` AND device_id < ` + h +
-		` ORDER BY device_id LIMIT 1 OFFSET ` + strconv.Itoa(limit-1) + `), ` + h + `)`
-	return where, args, limit
+	return rest + ` AND device_id <= COALESCE((SELECT device_id FROM devices WHERE ` + next + ` AND device_id < ` + h +
+		` ORDER BY device_id LIMIT 1 OFFSET ` + strconv.Itoa(limit-1) + `), ` + h + `)`, args, limit
 }
 
 // Devices lists a tenant's devices in (device ID, manufacturer) order, one

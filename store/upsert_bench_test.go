@@ -62,6 +62,7 @@ func BenchmarkDevicesPage(b *testing.B) {
 			}{
 				{"first", DeviceFilter{Limit: 50}},
 				{"deep", DeviceFilter{After: "line-0876543", Limit: 50}},
+				{"deep, device cursor", DeviceFilter{After: "line-0876543", AfterManufacturer: "m1", Limit: 50}},
 				{"state", DeviceFilter{State: DevicePreEnrolled, After: "line-0500000", Limit: 50}},
 				{"prefix", DeviceFilter{IDPrefix: "line-09999", Limit: 50}},
 			} {
