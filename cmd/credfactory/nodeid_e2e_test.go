@@ -23,7 +23,8 @@ import (
 // and its revoked certificates appear on the node CA's CRL, signed by the
 // node CA, and not on the issuing CA's.
 func TestNodeIDCertificateWithCurlAndOpenSSL(t *testing.T) {
-	s := newSeed(t, "CREDFACTORY_MEF_RENEW_AFTER=0s")
+	// CRL and OCSP on a plain-HTTP listener, as relying parties fetch them.
+	s := newSeed(t, "CREDFACTORY_MEF_RENEW_AFTER=0s", "CREDFACTORY_CA_STATUS_LISTEN="+freePort(t))
 	const node = "urn:gsma:imei:90420156-025763-0;svn=42"
 	dir := t.TempDir()
 	anchor := filepath.Join(s.dir, "trust-anchor.pem")
@@ -234,6 +235,12 @@ func TestNodeIDCertificateWithCurlAndOpenSSL(t *testing.T) {
 	if out, err := exec.Command("openssl", "verify", "-crl_check", "-CAfile", anchor, "-untrusted", file("nodeca.pem"),
 		"-CRLfile", file("node.pem"), file("renewed-leaf.pem")).CombinedOutput(); err == nil || !strings.Contains(string(out), "revoked") {
 		t.Fatalf("openssl verify -crl_check accepts the revoked Node-ID certificate: %v\n%s", err, out)
+	}
+	// OCSP answers for the node CA's certificates too: revoked.
+	if out, err := exec.Command("openssl", "ocsp", "-issuer", file("nodeca.pem"), "-cert", file("renewed-leaf.pem"), "-url", renewed.OCSPServer[0],
+		"-CAfile", anchor, "-timeout", "20").CombinedOutput(); err != nil || !strings.Contains(string(out), "Response verify OK") ||
+		!strings.Contains(string(out), file("renewed-leaf.pem")+": revoked") {
+		t.Fatalf("openssl ocsp for the revoked Node-ID certificate: %v\n%s", err, out)
 	}
 	issuingCRL := fetch(strings.Replace(renewed.CRLDistributionPoints[0], "/node.crl", "/issuing.crl", 1), "issuing")
 	for _, c := range []*x509.Certificate{leaf, renewed} {
