@@ -4,6 +4,8 @@ import (
 	"context"
 	"errors"
 	"net/http"
+	"net/url"
+	"strings"
 
 	"github.com/credfactory/credfactory/apierr"
 	"github.com/credfactory/credfactory/httpapi"
@@ -60,6 +62,20 @@ func (p *Portal) SetNodeID(ctx context.Context, who Principal, ref, value string
 		return store.Device{}, &e
 	}
 	return out, storeErr(err)
+}
+
+// pageNodeID is SetNodeID from the device page's form.
+func (p *Portal) pageNodeID(ctx *fasthttp.RequestCtx) error {
+	who, err := p.pageAuth(ctx)
+	if err != nil {
+		return err
+	}
+	id := httpapi.Param(ctx, "deviceId")
+	if _, err := p.SetNodeID(ctx, who, id, strings.TrimSpace(string(ctx.PostArgs().Peek("nodeId")))); err != nil {
+		return p.deviceError(ctx, who, id, "", "The Node-ID was not changed: ", err)
+	}
+	redirect(ctx, "/devices/"+url.PathEscape(id))
+	return nil
 }
 
 func (p *Portal) apiNodeID(ctx *fasthttp.RequestCtx) error {

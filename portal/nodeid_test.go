@@ -8,6 +8,7 @@ import (
 	"encoding/json"
 	"io"
 	"net/http"
+	"net/url"
 	"strings"
 	"testing"
 	"time"
@@ -144,5 +145,51 @@ func TestSetNodeIDOverHTTP(t *testing.T) {
 	resp.Body.Close()
 	if !bytes.Contains(b, []byte(`"nodeId":"`+imei+`"`)) {
 		t.Fatalf("device view: %s", b)
+	}
+}
+
+// TestNodeIDPage: the device page shows the Node-ID and binds it with its
+// form; a bad Node-ID, a clash, a missing CSRF token and another tenant's
+// device are refused on the page as on the API, and change nothing.
+func TestNodeIDPage(t *testing.T) {
+	c := newClaimEnv(t, nil)
+	ctx := context.Background()
+	c.upload(t, `[{"deviceId":"p-1"},{"deviceId":"p-2"}]`)
+	if n, err := c.env.portal.HandOver(ctx, c.maker, "bob", []string{"p-1"}); err != nil || n != 1 {
+		t.Fatalf("hand-over: %d %v", n, err)
+	}
+	if _, err := c.env.portal.SetNodeID(ctx, c.maker, "p-2", "urn:oid:1.2.3"); err != nil {
+		t.Fatal(err)
+	}
+	b := c.env.client(t)
+	tok := b.login("bob", "bob password 12")
+	if r := b.get("/devices/p-1"); r.status != 200 || !strings.Contains(r.body, `id="node-id-form"`) || !strings.Contains(r.body, `action="/devices/p-1@`) {
+		t.Fatalf("device page: %d %s", r.status, r.body)
+	}
+	const imei = "urn:gsma:imei:90420156-025763-0"
+	for _, tc := range []struct {
+		name, device string
+		form         url.Values
+		status       int
+		text         string
+	}{
+		{"an invalid Node-ID", "p-1", url.Values{"csrf": {tok}, "nodeId": {"not a urn"}}, 400, "neither a URN"},
+		{"a Node-ID another tenant's device holds", "p-1", url.Values{"csrf": {tok}, "nodeId": {"1.2.3"}}, 409, "bound to another device"},
+		{"no CSRF token", "p-1", url.Values{"nodeId": {imei}}, 403, ""},
+		{"another tenant's device", "p-2", url.Values{"csrf": {tok}, "nodeId": {imei}}, 404, ""},
+	} {
+		r := b.post("/devices/"+tc.device+"/node-id", tc.form)
+		if r.status != tc.status || !strings.Contains(r.body, tc.text) || strings.Contains(r.body, "p-2") && tc.device != "p-2" {
+			t.Errorf("%s: %d %.400s", tc.name, r.status, r.body)
+		}
+	}
+	if d, _ := c.env.portal.Device(ctx, c.bob, "p-1"); d.NodeID != nil {
+		t.Fatalf("a refusal bound %q", *d.NodeID)
+	}
+	if r := b.post("/devices/p-1/node-id", url.Values{"csrf": {tok}, "nodeId": {imei}}); r.status != http.StatusSeeOther {
+		t.Fatalf("bind from the page: %d %s", r.status, r.body)
+	}
+	if r := b.get("/devices/p-1"); !strings.Contains(r.body, `<dd id="node-id"><code>`+imei+`</code>`) {
+		t.Fatalf("device page after binding: %s", r.body)
 	}
 }
