@@ -1,7 +1,11 @@
 package main
 
 import (
+	"crypto/ecdsa"
+	"crypto/elliptic"
+	"crypto/rand"
 	"crypto/x509"
+	"encoding/base64"
 	"fmt"
 	"io"
 	"os"
@@ -11,7 +15,9 @@ import (
 	"testing"
 
 	"github.com/credfactory/credfactory/ca"
+	"github.com/credfactory/credfactory/client"
 	"github.com/credfactory/credfactory/pki"
+	"github.com/smallstep/pkcs7"
 )
 
 // TestNodeIDCertificateWithCurlAndOpenSSL: the Enrolling Stakeholder binds
@@ -275,5 +281,79 @@ func TestAddNodeCACommand(t *testing.T) {
 	if out, err := exec.Command("openssl", "verify", "-CAfile", filepath.Join(old.dir, "trust-anchor.pem"),
 		filepath.Join(old.dir, pki.NodeCertFile)).CombinedOutput(); err != nil {
 		t.Fatalf("openssl verify of the node CA: %v\n%s", err, out)
+	}
+}
+
+// TestServeWithoutNodeCAThenAddIt: an installation made before the node
+// CA serves as before (ready, every other path working), answers Node-ID
+// enrolments 503 node_ca_missing with the token unspent, and never makes
+// the CA itself; after credfactory admin add-node-ca and a restart, the
+// same token enrols for a Node-ID certificate and the node CRL is served.
+func TestServeWithoutNodeCAThenAddIt(t *testing.T) {
+	s := initSP(t, "CREDFACTORY_PORTAL_SP_DOMAIN=sp.example")
+	if err := os.Remove(filepath.Join(s.dir, pki.NodeCertFile)); err != nil {
+		t.Fatal(err)
+	}
+	s.env = append(s.env, "CREDFACTORY_CA_NODE_KEY=pkcs11:object=credfactory-node-ca-later;type=private")
+	s.serve(freePort(t))
+	if !strings.Contains(s.logs.String(), "no node CA") {
+		t.Fatalf("serve does not say the node CA is missing:\n%s", s.logs.String())
+	}
+	acme := s.stakeholder("acme", "manufacturer")
+	if status, body := s.call(acme, "POST", "/api/v1/devices", "text/csv", []byte("deviceId,claimCode\nnd-1,label-nd-1\n")); status != 200 {
+		t.Fatalf("upload: %d %v", status, body)
+	}
+	const node = "urn:uuid:f81d4fae-7dec-11d0-a765-00a0c91e6bf6"
+	if status, body := s.call(acme, "POST", "/api/v1/devices/nd-1/node-id", "application/json", mustJSON(map[string]string{"nodeId": node})); status != 200 {
+		t.Fatalf("bind: %d %v", status, body)
+	}
+	status, bundle := s.call(acme, "POST", "/api/v1/devices/nd-1/enrolments", "application/json",
+		mustJSON(map[string]any{"proof": map[string]any{"claimCode": "label-nd-1"}}))
+	if status != 201 {
+		t.Fatalf("bundle: %d %v", status, bundle)
+	}
+	key, _ := ecdsa.GenerateKey(elliptic.P256(), rand.Reader)
+	csr, err := client.CSR(key, "", bundle["token"].(string))
+	if err != nil {
+		t.Fatal(err)
+	}
+	enrol := func() (int, string) {
+		t.Helper()
+		code, _, body := s.send(s.client(nil), "", "POST", "/.well-known/est/node-id/simpleenroll", "application/pkcs10",
+			[]byte(base64.StdEncoding.EncodeToString(csr)))
+		return code, string(body)
+	}
+	if code, body := enrol(); code != 503 || !strings.HasPrefix(body, "node_ca_missing:") {
+		t.Fatalf("Node-ID enrolment without a node CA: %d %s", code, body)
+	}
+	if code, _, body := s.send(s.client(nil), "", "GET", "/.well-known/est/node-id/cacerts", "", nil); code != 503 {
+		t.Fatalf("node-id /cacerts without a node CA: %d %s", code, body)
+	}
+	if code, _, _ := s.send(s.client(nil), "", "GET", "/ca/v1/crl/issuing.crl", "", nil); code != 200 {
+		t.Fatalf("issuing CRL: %d", code)
+	}
+	s.stop()
+	if _, err := os.Stat(filepath.Join(s.dir, pki.NodeCertFile)); err == nil {
+		t.Fatal("serve made a node CA")
+	}
+
+	if out := s.cli("admin", "add-node-ca"); !strings.Contains(out, "created node CA certificate") {
+		t.Fatalf("add-node-ca: %s", out)
+	}
+	s.serve(freePort(t))
+	code, body := enrol()
+	if code != 200 {
+		t.Fatalf("Node-ID enrolment after add-node-ca, same token: %d %s", code, body)
+	}
+	der, err := base64.StdEncoding.DecodeString(strings.Join(strings.Fields(body), ""))
+	if err != nil {
+		t.Fatal(err)
+	}
+	p7, err := pkcs7.Parse(der)
+	if err != nil || len(p7.Certificates) != 1 || p7.Certificates[0].URIs[0].String() != node {
+		t.Fatalf("answer: %v", err)
+	}
+	if code, _, _ := s.send(s.client(nil), "", "GET", "/ca/v1/crl/node.crl", "", nil); code != 200 {
+		t.Fatalf("node CRL: %d", code)
 	}
 }
