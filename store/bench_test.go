@@ -86,7 +86,7 @@ func processCPU(b *testing.B) time.Duration {
 }
 
 // bulkEnrolments stores n issued tokens in a few large transactions.
-func bulkEnrolments(b *testing.B, s *Store, n int) []Enrolment {
+func bulkEnrolments(b testing.TB, s *Store, n int) []Enrolment {
 	b.Helper()
 	out := make([]Enrolment, 0, n)
 	for start := 0; start < n; start += 500 {
@@ -153,4 +153,32 @@ func BenchmarkSweepChunk(b *testing.B) {
 			})
 		}
 	}
+}
+
+// TestEnrolmentsOfTokens: a forwarded batch's read returns every known
+// token across the IN list's chunks, and nothing for an unknown one.
+func TestEnrolmentsOfTokens(t *testing.T) {
+	backends(t, func(t *testing.T, s *Store, _ *countingObserver) {
+		es := bulkEnrolments(t, s, 1200)
+		unknown := sha256.Sum256([]byte("never issued"))
+		hashes := [][]byte{unknown[:]}
+		for _, e := range es {
+			hashes = append(hashes, e.TokenHash)
+		}
+		got, err := s.EnrolmentsOfTokens(context.Background(), hashes)
+		if err != nil {
+			t.Fatal(err)
+		}
+		if len(got) != len(es) {
+			t.Fatalf("%d enrolments for %d known tokens", len(got), len(es))
+		}
+		if _, ok := got[string(unknown[:])]; ok {
+			t.Fatal("an unknown token has an enrolment")
+		}
+		for _, e := range []Enrolment{es[0], es[777], es[len(es)-1]} {
+			if g := got[string(e.TokenHash)]; g.DeviceID != e.DeviceID || g.State != EnrolmentIssued {
+				t.Fatalf("token of %s: got %+v", e.DeviceID, g)
+			}
+		}
+	})
 }
