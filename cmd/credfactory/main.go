@@ -12,6 +12,7 @@ import (
 	"runtime"
 	"runtime/debug"
 	"syscall"
+	"time"
 
 	"github.com/credfactory/credfactory/ca"
 	"github.com/credfactory/credfactory/castatus"
@@ -24,6 +25,7 @@ import (
 	"github.com/credfactory/credfactory/portal"
 	"github.com/credfactory/credfactory/server"
 	"github.com/credfactory/credfactory/store"
+	"github.com/credfactory/credfactory/tlsticket"
 	"github.com/spf13/cobra"
 	"github.com/valyala/fasthttp"
 )
@@ -236,6 +238,11 @@ func serve(ctx context.Context, cfg config.Config, stderr io.Writer) error {
 	if tlsConf.CurvePreferences, err = cfg.Server.CurvePreferences(); err != nil {
 		return err
 	}
+	// Session tickets any replica can open: keys derived in the HSM
+	// (package tlsticket) instead of Go's random ones per process.
+	if err := tlsticket.Set(ctx, tlsConf, p.KDF, time.Now()); err != nil {
+		return err
+	}
 	srv := server.New(server.Options{
 		Listen:       cfg.Server.Listen,
 		StatusListen: cfg.CA.StatusListen,
@@ -309,6 +316,9 @@ func serve(ctx context.Context, cfg config.Config, stderr io.Writer) error {
 		}
 		reg.SetCertificateExpiry("server", renewed.Leaf.NotAfter)
 		log.Info("renewed the server certificate", "not_after", renewed.Leaf.NotAfter)
+	})
+	go tlsticket.Keep(ctx, tlsConf, p.KDF, func(err error) {
+		log.Error("rotate the TLS session ticket keys (the previous keys stay)", "err", err.Error())
 	})
 	go status.Run(ctx)
 	go obfStatus.Run(ctx)
