@@ -25,6 +25,10 @@ import (
 const (
 	PathEST        = "est"         // untrusted RSPF, certificates over EST, keep-alive
 	PathESTNewConn = "est-newconn" // the same with a new TLS connection per enrolment
+	// PathESTResume is a new TLS connection per enrolment that resumes a
+	// session from an earlier one (RFC 8446 §2.2): devices renewing, an
+	// OBS or Target reconnecting, where est-newconn is a device's first.
+	PathESTResume = "est-resume"
 	PathPSK        = "psk"         // untrusted RSPF, shared keys in exporter mode (TS-0003): one TLS connection per enrolment
 	PathPSKMaster  = "psk-master"  // the same in master mode (the MEF sends the key), keep-alive
 	PathForward    = "forward"     // trusted OBS forwarding of device CSRs, in batches: each item an issuance

@@ -114,11 +114,15 @@ func (r *Runner) prepare(ctx context.Context, path string, n, batch int) ([]task
 	}
 	var work []task
 	switch path {
-	case PathEST, PathESTNewConn:
+	case PathEST, PathESTNewConn, PathESTResume:
 		conn := r.conn
-		if path == PathESTNewConn {
+		if path != PathEST {
 			conn = client.NewConn(r.t.Base, r.t.Anchor, nil)
-			conn.HTTP.Transport.(*http.Transport).DisableKeepAlives = true
+			tr := conn.HTTP.Transport.(*http.Transport)
+			tr.DisableKeepAlives = true
+			if path == PathESTResume {
+				tr.TLSClientConfig.ClientSessionCache = tls.NewLRUClientSessionCache(64)
+			}
 		}
 		for _, b := range bundles {
 			csr, err := client.CSR(newKey(), b.AssignedID, b.Token)
