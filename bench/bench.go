@@ -25,9 +25,17 @@ import (
 const (
 	PathEST        = "est"         // untrusted RSPF, certificates over EST, keep-alive
 	PathESTNewConn = "est-newconn" // the same with a new TLS connection per enrolment
+	// PathESTResume is a new TLS connection per enrolment that resumes a
+	// session from an earlier one (RFC 8446 §2.2): devices renewing, an
+	// OBS or Target reconnecting, where est-newconn is a device's first.
+	PathESTResume = "est-resume"
 	PathPSK        = "psk"         // untrusted RSPF, shared keys in exporter mode (TS-0003): one TLS connection per enrolment
 	PathPSKMaster  = "psk-master"  // the same in master mode (the MEF sends the key), keep-alive
-	PathForward    = "forward"     // trusted OBS forwarding, in batches
+	PathForward    = "forward"     // trusted OBS forwarding of device CSRs, in batches: each item an issuance
+	// PathForwardKey is trusted OBS forwarding of shared keys the OBS
+	// generated and loaded into its devices (TS-0003 §8.3.3 forwarding
+	// path): no issuance, each item sealed by the KEK and recorded.
+	PathForwardKey = "forward-key"
 	// PathToken is the portal's enrolment-bundle request, one device per
 	// request with its claim code as proof: what a factory line calls per
 	// device before any enrolment path. Its rate counts tokens, which the
@@ -123,7 +131,7 @@ func (r *Runner) Run(ctx context.Context, cfg Config) ([]Result, error) {
 	var results []Result
 	for _, path := range cfg.Paths {
 		batches := []int{0}
-		if path == PathForward {
+		if forwards(path) {
 			batches = cfg.BatchSizes
 		}
 		for _, batch := range batches {
@@ -141,6 +149,9 @@ func (r *Runner) Run(ctx context.Context, cfg Config) ([]Result, error) {
 	return results, nil
 }
 
+// forwards reports whether path is a trusted OBS's batched forwarding.
+func forwards(path string) bool { return path == PathForward || path == PathForwardKey }
+
 // ErrorCount is how many requests of the step failed, whatever the code.
 func (r Result) ErrorCount() int {
 	n := 0
@@ -155,7 +166,7 @@ func (r *Runner) step(ctx context.Context, path string, concurrency, batch int, 
 	// At least two batches: more would make setup (tokens are issued one
 	// by one through the portal) dwarf the step itself.
 	n := cfg.Tokens
-	if path == PathForward && batch > 0 {
+	if forwards(path) && batch > 0 {
 		n = max(n, 2*batch)
 		n -= n % batch
 	}

@@ -100,7 +100,7 @@ func (r *Runner) prepare(ctx context.Context, path string, n, batch int) ([]task
 		return r.tokenTasks(ids), nil
 	}
 	obfID := ""
-	if path == PathForward {
+	if forwards(path) {
 		if r.obs == nil {
 			if r.obs, err = r.registerOBS(ctx); err != nil {
 				return nil, err
@@ -114,11 +114,15 @@ func (r *Runner) prepare(ctx context.Context, path string, n, batch int) ([]task
 	}
 	var work []task
 	switch path {
-	case PathEST, PathESTNewConn:
+	case PathEST, PathESTNewConn, PathESTResume:
 		conn := r.conn
-		if path == PathESTNewConn {
+		if path != PathEST {
 			conn = client.NewConn(r.t.Base, r.t.Anchor, nil)
-			conn.HTTP.Transport.(*http.Transport).DisableKeepAlives = true
+			tr := conn.HTTP.Transport.(*http.Transport)
+			tr.DisableKeepAlives = true
+			if path == PathESTResume {
+				tr.TLSClientConfig.ClientSessionCache = tls.NewLRUClientSessionCache(64)
+			}
 		}
 		for _, b := range bundles {
 			csr, err := client.CSR(newKey(), b.AssignedID, b.Token)
@@ -151,17 +155,25 @@ func (r *Runner) prepare(ctx context.Context, path string, n, batch int) ([]task
 				return 1, nil
 			})
 		}
-	case PathForward:
+	case PathForward, PathForwardKey:
 		// The line's work: each device's CSR, which the SP's CA
-		// certifies (the OBS is a registration authority).
+		// certifies (the OBS is a registration authority), or the shared
+		// key the OBS loaded into the device, which the SP records.
 		var items []client.ForwardItem
 		for _, b := range bundles {
-			der, err := x509.CreateCertificateRequest(rand.Reader, &x509.CertificateRequest{Subject: pkix.Name{CommonName: b.AssignedID}}, newKey())
-			if err != nil {
-				return nil, err
+			it := client.ForwardItem{Token: b.Token, AssignedID: b.AssignedID}
+			if path == PathForwardKey {
+				value := make([]byte, 32)
+				rand.Read(value)
+				it.Key = &client.ForwardKey{SUID: 22, TargetIDs: []string{"in-cse.bench.example"}, Value: value}
+			} else {
+				der, err := x509.CreateCertificateRequest(rand.Reader, &x509.CertificateRequest{Subject: pkix.Name{CommonName: b.AssignedID}}, newKey())
+				if err != nil {
+					return nil, err
+				}
+				it.CSR = string(pem.EncodeToMemory(&pem.Block{Type: "CERTIFICATE REQUEST", Bytes: der}))
 			}
-			items = append(items, client.ForwardItem{Token: b.Token, AssignedID: b.AssignedID,
-				CSR: string(pem.EncodeToMemory(&pem.Block{Type: "CERTIFICATE REQUEST", Bytes: der}))})
+			items = append(items, it)
 		}
 		for start := 0; start+batch <= len(items); start += batch {
 			part := items[start : start+batch]
@@ -174,7 +186,9 @@ func (r *Runner) prepare(ctx context.Context, path string, n, batch int) ([]task
 				for _, x := range res {
 					if x.Status == forwardapi.StatusRecorded || x.Status == forwardapi.StatusReplayed {
 						ok++
-						if block, _ := pem.Decode([]byte(x.Certificate)); block != nil {
+						if x.KeyID != "" {
+							r.led.key(x.CredentialID)
+						} else if block, _ := pem.Decode([]byte(x.Certificate)); block != nil {
 							r.led.cert(block.Bytes)
 						}
 					} else if why == "" {

@@ -47,3 +47,19 @@ func BenchmarkIssue(b *testing.B) {
 		})
 	}
 }
+
+// BenchmarkParseCSR measures what every enrolment pays before issuance:
+// parsing the device's PKCS#10 request and checking its self-signature
+// (proof of possession, RFC 2986 §3) under the default key policy. With
+// BenchmarkIssue and the HSM's sign benchmark it is the per-certificate
+// floor that bench/README.md "What bounds EST" adds up.
+func BenchmarkParseCSR(b *testing.B) {
+	der := makeCSR(b, testKey(b, "p256-b"), nil)
+	var policy KeyPolicy
+	b.ReportAllocs()
+	for b.Loop() {
+		if _, err := ParseCSRFor(der, policy); err != nil {
+			b.Fatal(err)
+		}
+	}
+}

@@ -10,6 +10,7 @@ import (
 	"log/slog"
 	"net"
 	"net/url"
+	"slices"
 	"time"
 )
 
@@ -43,6 +44,9 @@ type Config struct {
 	// Audit receives a record before and after every signature (audit.go);
 	// nil records nothing.
 	Audit *slog.Logger
+	// Profiles, when set, are the only profiles this CA issues (the node
+	// CA's is ProfileNodeID alone, nodeca.go); empty allows every one.
+	Profiles []Profile
 }
 
 // CA issues certificates from one issuer key. It is safe for concurrent use.
@@ -57,6 +61,8 @@ type CA struct {
 	tbs    *tbsBuilder
 	certs  *certSigner
 	audit  *slog.Logger
+	// profiles: Config.Profiles.
+	profiles []Profile
 	// issuerHashes and responderKeyHash identify the issuer in OCSP
 	// (ocsp.go), computed once.
 	issuerHashes     map[crypto.Hash]issuerHash
@@ -101,7 +107,7 @@ func New(cfg Config) (*CA, error) {
 	if err != nil {
 		return nil, fmt.Errorf("ca: config: %w", err)
 	}
-	c := &CA{issuer: cfg.Issuer, signer: cfg.Signer, chain: chain, now: cfg.Now, audit: cfg.Audit}
+	c := &CA{issuer: cfg.Issuer, signer: cfg.Signer, chain: chain, now: cfg.Now, audit: cfg.Audit, profiles: cfg.Profiles}
 	if c.issuerHashes, c.responderKeyHash, err = ocspIdentity(cfg.Issuer); err != nil {
 		return nil, fmt.Errorf("ca: config: %w", err)
 	}
@@ -158,6 +164,9 @@ func (c *CA) Issue(ctx context.Context, req Request) (*Issued, error) {
 		}
 	}
 	csr, alg := parsed.req, parsed.alg
+	if len(c.profiles) > 0 && !slices.Contains(c.profiles, req.Profile) {
+		return nil, newErr(ErrPolicy, nil, "issuer %q does not issue profile %s", c.issuer.Subject.String(), req.Profile)
+	}
 	shape, err := req.Profile.shape(&req, alg)
 	if err != nil {
 		return nil, err
@@ -171,6 +180,14 @@ func (c *CA) Issue(ctx context.Context, req Request) (*Issued, error) {
 				// certificate would be useless to OpenSSL-based peers.
 				return nil, newErr(ErrPolicy, nil,
 					"URI SAN %q has no scheme, which OpenSSL cannot check against issuer %q's URI name constraints",
+					u.String(), c.issuer.Subject.String())
+			}
+			if u.Host == "" {
+				// A URN (a Node-ID) under a URI name constraint: Go
+				// and OpenSSL both refuse the chain; the node CA signs
+				// those (nodeca.go).
+				return nil, newErr(ErrPolicy, nil,
+					"URI SAN %q has no host, which Go and OpenSSL cannot check against issuer %q's URI name constraints",
 					u.String(), c.issuer.Subject.String())
 			}
 		}
@@ -204,7 +221,7 @@ func (c *CA) Issue(ctx context.Context, req Request) (*Issued, error) {
 		IPAddresses:           shape.ips,
 		URIs:                  shape.uris,
 	}
-	if req.Profile == ProfileDevice || req.Profile == ProfileCSE || req.Profile == ProfileOBFClient {
+	if req.Profile == ProfileDevice || req.Profile == ProfileCSE || req.Profile == ProfileNodeID || req.Profile == ProfileOBFClient {
 		// Device and OBF client certificates are what the registry
 		// records (credentials, obf_certificates), so only they can be
 		// listed on the CRL or answered by OCSP: on server certificates

@@ -75,7 +75,7 @@ func CreateRoot(signer crypto.Signer, subject pkix.Name, validity time.Duration,
 // online issuing key should be limited to: if it leaks, it cannot mint
 // further CAs.
 func CreateIntermediate(parent *x509.Certificate, parentSigner crypto.Signer, pub crypto.PublicKey, subject pkix.Name, validity time.Duration, now time.Time) (*x509.Certificate, error) {
-	return createIntermediate(parent, parentSigner, pub, subject, validity, now, 0, nil, nil)
+	return createIntermediate(parent, parentSigner, pub, subject, validity, now, 0, nil, caConstraints{})
 }
 
 // CreateIssuingCA is CreateIntermediate for the CA that signs AE-ID and
@@ -90,7 +90,7 @@ func CreateIssuingCA(parent *x509.Certificate, parentSigner crypto.Signer, pub c
 	if err != nil {
 		return nil, fmt.Errorf("ca: create issuing CA: %w", err)
 	}
-	return createIntermediate(parent, parentSigner, pub, subject, validity, now, 0, nil, uri)
+	return createIntermediate(parent, parentSigner, pub, subject, validity, now, 0, nil, caConstraints{permittedURIs: uri})
 }
 
 // CreateOBFCA certifies pub as the CA that certifies trusted OBFs' mTLS
@@ -100,10 +100,18 @@ func CreateIssuingCA(parent *x509.Certificate, parentSigner crypto.Signer, pub c
 // serve TLS. Its key signs when an sp-admin registers a trusted OBF, and
 // its CRLs and OCSP answers.
 func CreateOBFCA(parent *x509.Certificate, parentSigner crypto.Signer, pub crypto.PublicKey, subject pkix.Name, validity time.Duration, now time.Time) (*x509.Certificate, error) {
-	return createIntermediate(parent, parentSigner, pub, subject, validity, now, 1, []x509.ExtKeyUsage{x509.ExtKeyUsageClientAuth}, nil)
+	return createIntermediate(parent, parentSigner, pub, subject, validity, now, 1, []x509.ExtKeyUsage{x509.ExtKeyUsageClientAuth}, caConstraints{})
 }
 
-func createIntermediate(parent *x509.Certificate, parentSigner crypto.Signer, pub crypto.PublicKey, subject pkix.Name, validity time.Duration, now time.Time, pathLen int, eku []x509.ExtKeyUsage, permittedURIs []string) (*x509.Certificate, error) {
+// caConstraints are an intermediate's name constraints (RFC 5280
+// §4.2.1.10), critical when there are any.
+type caConstraints struct {
+	permittedURIs []string
+	// noHostNames excludes every DNS name and IP address (nodeca.go).
+	noHostNames bool
+}
+
+func createIntermediate(parent *x509.Certificate, parentSigner crypto.Signer, pub crypto.PublicKey, subject pkix.Name, validity time.Duration, now time.Time, pathLen int, eku []x509.ExtKeyUsage, nc caConstraints) (*x509.Certificate, error) {
 	if parent == nil || parentSigner == nil {
 		return nil, fmt.Errorf("ca: create intermediate: nil parent certificate or signer")
 	}
@@ -146,9 +154,12 @@ func createIntermediate(parent *x509.Certificate, parentSigner crypto.Signer, pu
 		MaxPathLenZero:        pathLen == 0,
 		ExtKeyUsage:           eku,
 		SubjectKeyId:          ski,
-		PermittedURIDomains:   permittedURIs,
+		PermittedURIDomains:   nc.permittedURIs,
 	}
-	if len(permittedURIs) > 0 {
+	if nc.noHostNames {
+		tmpl.ExcludedDNSDomains, tmpl.ExcludedIPRanges = excludeAllHostNames()
+	}
+	if len(nc.permittedURIs) > 0 || nc.noHostNames {
 		tmpl.PermittedDNSDomainsCritical = true // Go's name for "nameConstraints is critical"
 	}
 	der, err := x509.CreateCertificate(rand.Reader, tmpl, parent, pub, parentSigner)

@@ -218,7 +218,7 @@ type grant struct {
 func (p Profile) grant(alg x509.PublicKeyAlgorithm) (grant, bool) {
 	clientAuth := map[string]bool{oidEKUClientAuth: true}
 	switch p {
-	case ProfileDevice:
+	case ProfileDevice, ProfileNodeID:
 		return grant{keyUsage: x509.KeyUsageDigitalSignature, eku: clientAuth, uri: true, cnIsID: true}, true
 	case ProfileCSE:
 		ku := x509.KeyUsageDigitalSignature

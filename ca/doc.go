@@ -19,8 +19,9 @@
 //     issuer whose key does not match its certificate (checked in New, so a
 //     wrong HSM key URI fails at start-up rather than on the first enrolment).
 //
-// The oneM2M profiles (TS-0003 §10.1.1) are ProfileDevice for AE-IDs and
-// ProfileCSE for CSE-IDs (docs/onem2m.md "Certificate names"); an
+// The oneM2M profiles (TS-0003 §10.1.1) are ProfileDevice for AE-IDs,
+// ProfileCSE for CSE-IDs and ProfileNodeID for Node-IDs, the last signed
+// by a CA of its own (CreateNodeCA; docs/onem2m.md "Certificate names"); an
 // enrolment's KeyPolicy narrows which subject keys a CSR may carry
 // (ParseCSRFor).
 //

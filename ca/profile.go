@@ -260,6 +260,13 @@ func (p Profile) shape(req *Request, alg x509.PublicKeyAlgorithm) (*leafShape, e
 		s.permDNS, s.permURI = permDNS, permURI
 		def = DefaultOBFValidity
 
+	case ProfileNodeID:
+		ns, err := nodeIDShape(req)
+		if err != nil {
+			return nil, err
+		}
+		*s, def = *ns, ns.validity
+
 	case "":
 		return nil, newErr(ErrPolicy, nil, "no profile given")
 	default:

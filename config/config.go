@@ -107,6 +107,7 @@ type CA struct {
 	RootKey         string        `yaml:"root_key" help:"RFC 7512 URI of the root CA key"`
 	IssuingKey      string        `yaml:"issuing_key" help:"RFC 7512 URI of the issuing CA key"`
 	OBFKey          string        `yaml:"obf_key" help:"RFC 7512 URI of the key of the CA that certifies trusted OBFs' client certificates"`
+	NodeKey         string        `yaml:"node_key" help:"RFC 7512 URI of the key of the node CA, which signs Node-ID certificates (TS-0003 §10.1.1.8); init makes it, credfactory admin add-node-ca adds it to an installation made before"`
 	KeyAlgorithm    string        `yaml:"key_algorithm" help:"CA key algorithm when init generates them: ecdsa-p256 or ecdsa-p384"`
 	Organization    string        `yaml:"organization" help:"organisation named in the CA subjects"`
 	RootValidity    time.Duration `yaml:"root_validity" help:"lifetime of the root certificate made by init"`
@@ -184,6 +185,7 @@ func Default() Config {
 			RootKey:         "pkcs11:object=credfactory-root-ca;type=private",
 			IssuingKey:      "pkcs11:object=credfactory-issuing-ca;type=private",
 			OBFKey:          "pkcs11:object=credfactory-obf-ca;type=private",
+			NodeKey:         "pkcs11:object=credfactory-node-ca;type=private",
 			KeyAlgorithm:    "ecdsa-p256",
 			Organization:    "credfactory",
 			RootValidity:    20 * 365 * 24 * time.Hour,
@@ -364,7 +366,7 @@ func (c *Config) Validate() error {
 		errs = append(errs, fmt.Errorf("ca.key_algorithm %q: want ecdsa-p256 or ecdsa-p384", c.CA.KeyAlgorithm))
 	}
 	for name, uri := range map[string]string{
-		"ca.root_key": c.CA.RootKey, "ca.issuing_key": c.CA.IssuingKey, "ca.obf_key": c.CA.OBFKey, "server.tls_key": c.Server.TLSKey,
+		"ca.root_key": c.CA.RootKey, "ca.issuing_key": c.CA.IssuingKey, "ca.obf_key": c.CA.OBFKey, "ca.node_key": c.CA.NodeKey, "server.tls_key": c.Server.TLSKey,
 		"keys.kdf_master": c.Keys.KDFMaster, "keys.kek": c.Keys.KEK,
 	} {
 		if _, err := hsm.ParseKeyURI(uri); err != nil {

@@ -34,6 +34,9 @@ type CertRequest struct {
 	RequestID string
 	// SUID is the usage the certificate is for (40-43); 0 means SAEF (42).
 	SUID kdf.SUID
+	// NodeID asks for a Node-ID certificate (nodeid.go) instead of the
+	// assigned ID's.
+	NodeID bool
 }
 
 // CertResult is an issued (or, on a retry, recorded) certificate.
@@ -64,6 +67,9 @@ func (m *MEF) EnrolCert(ctx context.Context, req CertRequest) (CertResult, error
 	} else if _, err := certSUID(fmt.Sprint(int(suid))); err != nil {
 		return CertResult{}, err
 	}
+	if req.NodeID && m.cfg.NodeCA == nil {
+		return CertResult{}, errNoNodeCA
+	}
 	parsed, err := ca.ParseCSRFor(req.CSR, m.cfg.KeyPolicy)
 	if err != nil {
 		return CertResult{}, caFailure(err)
@@ -91,20 +97,23 @@ func (m *MEF) EnrolCert(ctx context.Context, req CertRequest) (CertResult, error
 		return m.recorded(ctx, *e.CredentialID)
 	}
 	shape, err := m.certShape(e.AssignedID)
+	if req.NodeID {
+		shape, err = m.nodeShape(ctx, e.DeviceID)
+	}
 	if err != nil {
 		return CertResult{}, err
 	}
-	if err := checkCSRNames(parsed, e.AssignedID, shape); err != nil {
+	if err := checkCSRNames(parsed, shape.identity(e.AssignedID), shape); err != nil {
 		return CertResult{}, err
 	}
-	issued, err := m.ca.Issue(ctx, shape.request(parsed, e.AssignedID, m.cfg.CertValidity))
+	issued, err := shape.issuerOr(m.ca).Issue(ctx, shape.request(parsed, e.AssignedID, m.cfg.CertValidity))
 	if err != nil {
 		return CertResult{}, caFailure(err)
 	}
 	serial := issued.Certificate.SerialNumber.Text(16)
 	fp := fingerprint(issued.DER)
 	red.Credential = store.Credential{
-		ID: kdf.CredentialID(CertCredentialType(e.AssignedID), hexs(fp)), Type: store.TypeX509, SUID: int(suid),
+		ID: kdf.CredentialID(shape.credentialType(e.AssignedID), hexs(fp)), Type: store.TypeX509, SUID: int(suid),
 		Serial: &serial, CertSHA256: fp, CertDER: issued.DER, PublicKeySHA256: pkHash,
 		NotBefore: issued.Certificate.NotBefore, NotAfter: issued.Certificate.NotAfter, Source: store.SourceRSPF,
 	}
@@ -141,7 +150,8 @@ func (m *MEF) recorded(ctx context.Context, credentialID string) (CertResult, er
 // carry the identity in subjectAltName; a CSR without one gets it anyway.
 func checkCSRNames(parsed *ca.CSR, assignedID string, want certShape) error {
 	csr := parsed.Request()
-	badURI := len(csr.URIs) > 1 || len(csr.URIs) == 1 && csr.URIs[0].String() != want.uri.String() && csr.URIs[0].String() != want.legacy.String()
+	badURI := len(csr.URIs) > 1 || len(csr.URIs) == 1 && csr.URIs[0].String() != want.uri.String() &&
+		(want.legacy == nil || csr.URIs[0].String() != want.legacy.String())
 	badDNS := len(csr.DNSNames) > len(want.dns) || len(csr.DNSNames) == 1 && csr.DNSNames[0] != want.dns[0]
 	if badURI || badDNS || len(csr.EmailAddresses)+len(csr.IPAddresses) > 0 {
 		e := *errSANMismatch

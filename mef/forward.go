@@ -47,6 +47,7 @@ var (
 // answers "replayed" with what is already recorded.
 func (m *MEF) Forward(ctx context.Context, obf store.OBF, items []ForwardItem) []ForwardResult {
 	results := make([]ForwardResult, len(items))
+	known := m.batchEnrolments(ctx, items)
 	var wg sync.WaitGroup
 	for i, it := range items {
 		// An item starts only with one of the MEF's forward slots: 64
@@ -59,7 +60,7 @@ func (m *MEF) Forward(ctx context.Context, obf store.OBF, items []ForwardItem) [
 			defer func() { <-m.forwardSlots }()
 			defer wg.Done()
 			start := time.Now()
-			res, path, err := m.forwardOne(ctx, obf, it)
+			res, path, err := m.forwardOne(ctx, obf, it, known)
 			if err != nil {
 				e := apierr.As(tokenErr(err))
 				res = ForwardResult{Status: forwardapi.StatusRefused, Code: e.Code, Message: e.Message}
@@ -74,7 +75,23 @@ func (m *MEF) Forward(ctx context.Context, obf store.OBF, items []ForwardItem) [
 	return results
 }
 
-func (m *MEF) forwardOne(ctx context.Context, obf store.OBF, it ForwardItem) (ForwardResult, string, error) {
+// batchEnrolments reads the enrolments of a batch's tokens in a few
+// statements; nil (after a read error) leaves each item to read its own.
+func (m *MEF) batchEnrolments(ctx context.Context, items []ForwardItem) map[string]store.Enrolment {
+	hashes := make([][]byte, 0, len(items))
+	for _, it := range items {
+		if it.Token != "" {
+			hashes = append(hashes, tokenHash(it.Token))
+		}
+	}
+	known, err := m.st.EnrolmentsOfTokens(ctx, hashes)
+	if err != nil {
+		return nil
+	}
+	return known
+}
+
+func (m *MEF) forwardOne(ctx context.Context, obf store.OBF, it ForwardItem, known map[string]store.Enrolment) (ForwardResult, string, error) {
 	n := 0
 	for _, set := range []bool{it.CSR != "", it.Key != nil, it.Certificate != ""} {
 		if set {
@@ -90,10 +107,10 @@ func (m *MEF) forwardOne(ctx context.Context, obf store.OBF, it ForwardItem) (Fo
 	red := store.Redemption{TokenHash: tokenHash(it.Token), RequestID: it.RequestID, AssignedID: it.AssignedID,
 		Mode: store.ModeTrusted, OBFID: obf.ID, Now: m.now()}
 	if it.CSR != "" {
-		res, err := m.forwardCSR(ctx, obf, it, red)
+		res, err := m.forwardCSR(ctx, obf, it, red, known)
 		return res, "forward_cert", err
 	}
-	res, err := m.forwardKey(ctx, obf, it, red)
+	res, err := m.forwardKey(ctx, obf, it, red, known)
 	return res, "forward_key", err
 }
 
@@ -101,7 +118,7 @@ func (m *MEF) forwardOne(ctx context.Context, obf store.OBF, it ForwardItem) (Fo
 // token's assigned ID (the device profile: one URI SAN, TS-0003 §10.1), as
 // on the EST path, so the certificate names the CRL and OCSP responder the
 // SP serves and a release revokes it for every relying party.
-func (m *MEF) forwardCSR(ctx context.Context, obf store.OBF, it ForwardItem, red store.Redemption) (ForwardResult, error) {
+func (m *MEF) forwardCSR(ctx context.Context, obf store.OBF, it ForwardItem, red store.Redemption, known map[string]store.Enrolment) (ForwardResult, error) {
 	der, err := decodeDER(it.CSR, "CERTIFICATE REQUEST")
 	if err != nil {
 		return ForwardResult{}, err
@@ -116,7 +133,7 @@ func (m *MEF) forwardCSR(ctx context.Context, obf store.OBF, it ForwardItem, red
 	if red.RequestID == "" {
 		red.RequestID = "fwd:" + hexs(fingerprint(append(slices.Clip(red.TokenHash), pkHash...)))
 	}
-	e, replay, err := m.forwardedEnrolment(ctx, red)
+	e, replay, err := m.forwardedEnrolment(ctx, red, known)
 	if err != nil {
 		return ForwardResult{}, err
 	} else if replay {
@@ -176,7 +193,7 @@ func (m *MEF) forwardedCert(ctx context.Context, credentialID, status string) (F
 // relative ID under the MEF's FQDN (the MAF's for Km), so IDs are unique
 // across tenants and no OBF can register a key under another device's
 // KeID or squat a key ID. The lifetime is bounded by mef.key_lifetime.
-func (m *MEF) forwardKey(ctx context.Context, obf store.OBF, it ForwardItem, red store.Redemption) (ForwardResult, error) {
+func (m *MEF) forwardKey(ctx context.Context, obf store.OBF, it ForwardItem, red store.Redemption, known map[string]store.Enrolment) (ForwardResult, error) {
 	k := it.Key
 	var kind kdf.CredentialType
 	switch s := kdf.SUID(k.SUID); {
@@ -212,7 +229,7 @@ func (m *MEF) forwardKey(ctx context.Context, obf store.OBF, it ForwardItem, red
 	if red.RequestID == "" {
 		red.RequestID = "fwd:" + hexs(fingerprint(append(append(slices.Clip(red.TokenHash), byte(k.SUID)), k.Value...)))
 	}
-	e, replay, err := m.forwardedEnrolment(ctx, red)
+	e, replay, err := m.forwardedEnrolment(ctx, red, known)
 	if err != nil {
 		return ForwardResult{}, err
 	} else if replay {
@@ -312,11 +329,22 @@ func (m *MEF) forward(ctx *fasthttp.RequestCtx) error {
 	return httpapi.JSON(ctx, http.StatusOK, forwardapi.Response{Results: m.Forward(ctx, obf, batch.Items)})
 }
 
-// forwardedEnrolment reads the enrolment of a forwarded item's token and
-// checks the item against it, before any HSM work; replay reports an item
-// already recorded (a resent batch), whose credential is answered again.
-func (m *MEF) forwardedEnrolment(ctx context.Context, red store.Redemption) (store.Enrolment, bool, error) {
-	e, err := m.st.Enrolment(ctx, red.TokenHash)
+// forwardedEnrolment checks a forwarded item against its token's
+// enrolment (from the batch's read, known, or read now), before any HSM
+// work; replay reports an item already recorded (a resent batch), whose
+// credential is answered again. A read that is stale by the time the item
+// is redeemed costs nothing: Redeem checks the token again atomically.
+func (m *MEF) forwardedEnrolment(ctx context.Context, red store.Redemption, known map[string]store.Enrolment) (store.Enrolment, bool, error) {
+	var e store.Enrolment
+	var err error
+	if known != nil {
+		var ok bool
+		if e, ok = known[string(red.TokenHash)]; !ok {
+			err = store.ErrTokenUnknown
+		}
+	} else {
+		e, err = m.st.Enrolment(ctx, red.TokenHash)
+	}
 	if err != nil {
 		return store.Enrolment{}, false, err
 	}

@@ -73,19 +73,30 @@ func estPending(e *apierr.Error) bool {
 }
 
 // estLabelled serves an EST operation under a label: the label must name a
-// usage (suid-40 to suid-43), which enrolments then record.
+// usage (suid-40 to suid-43), which enrolments then record, a Node-ID
+// certificate (node-id, nodeid.go), or both (node-id-suid-4N).
 func (m *MEF) estLabelled(next func(*fasthttp.RequestCtx) error) func(*fasthttp.RequestCtx) error {
 	return func(ctx *fasthttp.RequestCtx) error {
-		suid, err := estLabelSUID(httpapi.Param(ctx, "label"))
+		sel, err := estLabel(httpapi.Param(ctx, "label"))
 		if err != nil {
 			return estError(ctx, err)
 		}
-		ctx.SetUserValue(estSUIDKey{}, suid)
+		ctx.SetUserValue(estSUIDKey{}, sel.suid)
+		ctx.SetUserValue(estNodeIDKey{}, sel.nodeID)
 		return next(ctx)
 	}
 }
 
 type estSUIDKey struct{}
+
+type estNodeIDKey struct{}
+
+// estNodeID reports whether the request's EST label chose a Node-ID
+// certificate.
+func estNodeID(ctx *fasthttp.RequestCtx) bool {
+	b, _ := ctx.UserValue(estNodeIDKey{}).(bool)
+	return b
+}
 
 // estSUID is the usage the request's EST label chose, 0 without one.
 func estSUID(ctx *fasthttp.RequestCtx) kdf.SUID {
@@ -127,7 +138,14 @@ func wrap76(s string) []byte {
 func (m *MEF) estCACerts(ctx *fasthttp.RequestCtx) error {
 	// The issuing chain and the root: an EST client bootstraps from here
 	// (RFC 7030 §4.1.3), after checking the root out of band (the bundle's
-	// trust anchor fingerprint).
+	// trust anchor fingerprint). Under the node-id label, the CA that
+	// label selects (RFC 7030 §3.2.2): the node CA and the root.
+	if estNodeID(ctx) {
+		if m.cfg.NodeCA == nil {
+			return estError(ctx, errNoNodeCA)
+		}
+		return writePKCS7(ctx, append(m.cfg.NodeCA.Chain(), m.root))
+	}
 	return writePKCS7(ctx, append(m.ca.Chain(), m.root))
 }
 
@@ -141,7 +159,12 @@ func (m *MEF) estCSRAttrs(ctx *fasthttp.RequestCtx) error {
 	if st := ctx.TLSConnectionState(); st != nil && len(st.PeerCertificates) > 0 && m.peers != nil {
 		if p, err := m.peers.Verify(st); err == nil {
 			if c, err := m.reg.Get(ctx, store.ByCertSHA256, fingerprint(p.Certificate.Raw)); err == nil {
-				if s, err := m.certShape(c.AssignedID); err == nil {
+				s, err := m.certShape(c.AssignedID)
+				if estNodeID(ctx) || isNodeIDCredential(c.ID) {
+					// The device's Node-ID certificate, next or renewed.
+					s, err = m.nodeShape(ctx, c.DeviceID)
+				}
+				if err == nil {
 					shape = &s
 				}
 			}
@@ -255,24 +278,24 @@ func (m *MEF) estEnroll(ctx *fasthttp.RequestCtx) error {
 	csr, err := estBody(ctx)
 	var res CertResult
 	if err == nil {
-		res, err = m.EnrolCert(ctx, CertRequest{CSR: csr, Peer: peerCert(ctx), SUID: estSUID(ctx)})
+		res, err = m.EnrolCert(ctx, CertRequest{CSR: csr, Peer: peerCert(ctx), SUID: estSUID(ctx), NodeID: estNodeID(ctx)})
 	}
 	m.observe("est", res.Replayed, err, start)
 	if err != nil {
 		return estError(ctx, err)
 	}
-	return m.writeIssued(ctx, res.Certificate)
+	return m.writeIssued(ctx, res)
 }
 
 // writeIssued answers an EST enrolment. RFC 7030 §4.2.3: a certs-only
 // Simple PKI Response "containing only the certificate that was issued";
 // the chain is /cacerts' (§4.1.3). mef.est_answer_chain adds it after the
 // certificate for clients built against servers that send it.
-func (m *MEF) writeIssued(ctx *fasthttp.RequestCtx, cert *x509.Certificate) error {
+func (m *MEF) writeIssued(ctx *fasthttp.RequestCtx, res CertResult) error {
 	if m.cfg.ESTAnswerChain {
-		return writePKCS7(ctx, append([]*x509.Certificate{cert}, m.ca.Chain()...))
+		return writePKCS7(ctx, append([]*x509.Certificate{res.Certificate}, res.Chain...))
 	}
-	return writePKCS7(ctx, []*x509.Certificate{cert})
+	return writePKCS7(ctx, []*x509.Certificate{res.Certificate})
 }
 
 func peerCert(ctx *fasthttp.RequestCtx) *x509.Certificate {
@@ -299,7 +322,10 @@ type enrolJSON struct {
 	CSR string `json:"csr,omitempty"`
 	// SUID is the certificate's usage, 40-43 (with csr; default 42).
 	SUID int `json:"suid,omitempty"`
-	Key  *struct {
+	// Identity "node-id" asks for a Node-ID certificate (with csr;
+	// nodeid.go); empty is the assigned ID's.
+	Identity string `json:"identity,omitempty"`
+	Key      *struct {
 		SUID      int      `json:"suid"`
 		TargetIDs []string `json:"targetIds,omitempty"`
 		Mode      string   `json:"mode,omitempty"`
@@ -348,8 +374,9 @@ func (m *MEF) jsonEnrol(ctx *fasthttp.RequestCtx) error {
 		m.observe("json", false, err, start)
 		return err
 	}
-	if req.Token == "" || req.AssignedID == "" || (req.CSR == "") == (req.Key == nil) || req.Key != nil && req.SUID != 0 {
-		err := fail(http.StatusBadRequest, "bad_request", "give token, assignedId and exactly one of csr (with an optional certificate suid) and key (its suid inside)")
+	if req.Token == "" || req.AssignedID == "" || (req.CSR == "") == (req.Key == nil) || req.Key != nil && (req.SUID != 0 || req.Identity != "") ||
+		req.Identity != "" && req.Identity != nodeIDLabel {
+		err := fail(http.StatusBadRequest, "bad_request", `give token, assignedId and exactly one of csr (with an optional certificate suid, and identity "node-id" for a Node-ID certificate) and key (its suid inside)`)
 		m.observe("json", false, err, start)
 		return err
 	}
@@ -379,7 +406,7 @@ func (m *MEF) jsonEnrol(ctx *fasthttp.RequestCtx) error {
 		return err
 	}
 	res, err := m.EnrolCert(ctx, CertRequest{Token: req.Token, AssignedID: req.AssignedID, CSR: csr, Peer: peerCert(ctx),
-		RequestID: req.RequestID, SUID: kdf.SUID(req.SUID)})
+		RequestID: req.RequestID, SUID: kdf.SUID(req.SUID), NodeID: req.Identity == nodeIDLabel})
 	m.observe("json_cert", res.Replayed, err, start)
 	if err != nil {
 		return err

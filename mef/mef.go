@@ -43,6 +43,9 @@ type Config struct {
 	// path; /csrattrs advertises exactly these. The zero value is
 	// TS-0003's ECDSA P-256 only.
 	KeyPolicy ca.KeyPolicy
+	// NodeCA signs Node-ID certificates (nodeid.go); nil (an installation
+	// without it) refuses them with node_ca_missing.
+	NodeCA *ca.CA
 	// ESTAnswerChain adds the issuing chain to EST enrolment answers, for
 	// clients that do not fetch /cacerts; RFC 7030 §4.2.3 has the answer
 	// hold only the issued certificate, the default.

@@ -25,6 +25,36 @@ type certShape struct {
 	// legacy is the scheme-less URI certificates carried before uri: a
 	// CSR may name it, meaning the same identity; it is never issued.
 	legacy *url.URL
+	// id, issuer and credType are set for a Node-ID certificate
+	// (nodeid.go): the identity it names instead of the assigned ID, the
+	// node CA, and Credential-ID type 34.
+	id       string
+	issuer   *ca.CA
+	credType kdf.CredentialType
+}
+
+// identity is what the certificate names: the Node-ID, or assignedID.
+func (s certShape) identity(assignedID string) string {
+	if s.id != "" {
+		return s.id
+	}
+	return assignedID
+}
+
+// issuerOr is the CA that signs it: the node CA, or def (the issuing CA).
+func (s certShape) issuerOr(def *ca.CA) *ca.CA {
+	if s.issuer != nil {
+		return s.issuer
+	}
+	return def
+}
+
+// credentialType is its Credential-ID type (TS-0003 §10.4).
+func (s certShape) credentialType(assignedID string) kdf.CredentialType {
+	if s.credType != 0 {
+		return s.credType
+	}
+	return CertCredentialType(assignedID)
 }
 
 func (m *MEF) certShape(assignedID string) (certShape, error) {
@@ -41,7 +71,7 @@ func (m *MEF) certShape(assignedID string) (certShape, error) {
 }
 
 func (s certShape) request(parsed *ca.CSR, assignedID string, validity time.Duration) ca.Request {
-	return ca.Request{Parsed: parsed, Profile: s.profile, AssignedID: assignedID, URIs: []*url.URL{s.uri},
+	return ca.Request{Parsed: parsed, Profile: s.profile, AssignedID: s.identity(assignedID), URIs: []*url.URL{s.uri},
 		DNSNames: s.dns, Validity: validity}
 }
 
@@ -100,7 +130,7 @@ func estLabelSUID(label string) (kdf.SUID, error) {
 	n, ok := strings.CutPrefix(label, estLabelPrefix)
 	if !ok {
 		return 0, fail(http.StatusNotFound, "unknown_est_label",
-			fmt.Sprintf("EST label %q is not one this server has: suid-40, suid-41, suid-42 or suid-43 select the certificate's usage", label))
+			fmt.Sprintf("EST label %q is not one this server has: suid-40, suid-41, suid-42 or suid-43 select the certificate's usage, node-id (or node-id-suid-4N) a Node-ID certificate", label))
 	}
 	if _, err := strconv.Atoi(n); err != nil {
 		return 0, fail(http.StatusNotFound, "unknown_est_label", fmt.Sprintf("EST label %q: want suid-40 to suid-43", label))

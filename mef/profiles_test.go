@@ -178,12 +178,12 @@ func TestCertificateSUID(t *testing.T) {
 		}
 		// Under another usage's EST label a renewal is refused, and the
 		// certificate stays current.
-		_, err = e.m.reenrolFor(ctx, res.Certificate, csrFor(t, newKey(), ""), kdf.SUIDCertESPrim)
+		_, err = e.m.reenrolFor(ctx, res.Certificate, csrFor(t, newKey(), ""), kdf.SUIDCertESPrim, false)
 		wantCode(t, "renewal under another usage's label", err, 400, "suid_mismatch")
 		if c := e.credential(res.Certificate); c.Status != store.StatusActive {
 			t.Fatalf("a refused renewal left the certificate %s", c.Status)
 		}
-		renewed, err := e.m.reenrolFor(ctx, res.Certificate, csrFor(t, newKey(), ""), kdf.SUIDCertMAF)
+		renewed, err := e.m.reenrolFor(ctx, res.Certificate, csrFor(t, newKey(), ""), kdf.SUIDCertMAF, false)
 		if err != nil {
 			t.Fatal(err)
 		}
@@ -383,7 +383,7 @@ func TestESTAnswerChain(t *testing.T) {
 	}{{false, 1}, {true, 1 + len(e.m.ca.Chain())}} {
 		e.m.cfg.ESTAnswerChain = tc.chain
 		var ctx fasthttp.RequestCtx
-		if err := e.m.writeIssued(&ctx, res.Certificate); err != nil {
+		if err := e.m.writeIssued(&ctx, res); err != nil {
 			t.Fatal(err)
 		}
 		der, err := base64.StdEncoding.DecodeString(strings.Join(strings.Fields(string(ctx.Response.Body())), ""))

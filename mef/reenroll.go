@@ -65,12 +65,12 @@ func renewErr(err error) error {
 // and the same public key gets the certificate already issued, with no new
 // signature.
 func (m *MEF) Reenrol(ctx context.Context, peer *x509.Certificate, csrDER []byte) (CertResult, error) {
-	return m.reenrolFor(ctx, peer, csrDER, 0)
+	return m.reenrolFor(ctx, peer, csrDER, 0, false)
 }
 
 // reenrolFor is Reenrol under an EST label: a renewal keeps the usage of
 // the certificate it renews, so a label naming another is refused.
-func (m *MEF) reenrolFor(ctx context.Context, peer *x509.Certificate, csrDER []byte, suid kdf.SUID) (CertResult, error) {
+func (m *MEF) reenrolFor(ctx context.Context, peer *x509.Certificate, csrDER []byte, suid kdf.SUID, nodeLabel bool) (CertResult, error) {
 	if peer == nil {
 		return CertResult{}, errReenrollAuth
 	}
@@ -109,13 +109,23 @@ func (m *MEF) reenrolFor(ctx context.Context, peer *x509.Certificate, csrDER []b
 	// ProfileCSE) renews into today's profile: same identity, names
 	// that RFC 5280 parsers accept.
 	shape, err := m.certShape(old.AssignedID)
+	if isNodeIDCredential(old.ID) {
+		// A Node-ID certificate renews into one for the same Node-ID
+		// (store.SetNodeID keeps it while the certificate is active).
+		if shape, err = m.nodeShape(ctx, old.DeviceID); err == nil && (len(peer.URIs) != 1 || peer.URIs[0].String() != shape.uri.String()) {
+			err = errNodeIDChanged
+		}
+	} else if nodeLabel {
+		err = fail(http.StatusBadRequest, "not_a_node_id_certificate",
+			"the EST label node-id renews Node-ID certificates: renew this one without it")
+	}
 	if err != nil {
 		return CertResult{}, err
 	}
-	if err := checkCSRNames(parsed, old.AssignedID, shape); err != nil {
+	if err := checkCSRNames(parsed, shape.identity(old.AssignedID), shape); err != nil {
 		return CertResult{}, err
 	}
-	if n := csr.Subject.Names; len(n) > 0 && (len(n) != 1 || csr.Subject.CommonName != old.AssignedID) {
+	if n := csr.Subject.Names; len(n) > 0 && (len(n) != 1 || csr.Subject.CommonName != shape.identity(old.AssignedID)) {
 		return CertResult{}, errSubjectMismatch
 	}
 	// The tenant's enrolment limit, before the HSM signs, as for a first
@@ -125,13 +135,13 @@ func (m *MEF) reenrolFor(ctx context.Context, peer *x509.Certificate, csrDER []b
 	if err := m.cfg.Limits.EnrolTenant.Check(old.Tenant); err != nil {
 		return CertResult{}, err
 	}
-	issued, err := m.ca.Issue(ctx, shape.request(parsed, old.AssignedID, m.cfg.CertValidity))
+	issued, err := shape.issuerOr(m.ca).Issue(ctx, shape.request(parsed, old.AssignedID, m.cfg.CertValidity))
 	if err != nil {
 		return CertResult{}, caFailure(err)
 	}
 	serial := issued.Certificate.SerialNumber.Text(16)
 	fp := fingerprint(issued.DER)
-	c := store.Credential{ID: kdf.CredentialID(CertCredentialType(old.AssignedID), hexs(fp)), Type: store.TypeX509,
+	c := store.Credential{ID: kdf.CredentialID(shape.credentialType(old.AssignedID), hexs(fp)), Type: store.TypeX509,
 		Serial: &serial, CertSHA256: fp, CertDER: issued.DER, PublicKeySHA256: pkHash, NotBefore: issued.Certificate.NotBefore,
 		NotAfter: issued.Certificate.NotAfter, Source: store.SourceRSPF}
 	got, err := m.st.Renew(background(ctx), store.Renewal{OldID: old.ID, Credential: c, Now: now,
@@ -175,7 +185,7 @@ func (m *MEF) certResult(c store.Credential) (CertResult, error) {
 	if err != nil {
 		return CertResult{}, err
 	}
-	return CertResult{Certificate: cert, Chain: m.ca.Chain(), Credential: c, Replayed: true}, nil
+	return CertResult{Certificate: cert, Chain: m.chainFor(c.ID), Credential: c, Replayed: true}, nil
 }
 
 func (m *MEF) estReenroll(ctx *fasthttp.RequestCtx) error {
@@ -185,12 +195,12 @@ func (m *MEF) estReenroll(ctx *fasthttp.RequestCtx) error {
 	if err == nil {
 		var peer *x509.Certificate
 		if peer, err = m.renewalPeer(ctx.TLSConnectionState()); err == nil {
-			res, err = m.reenrolFor(ctx, peer, csr, estSUID(ctx))
+			res, err = m.reenrolFor(ctx, peer, csr, estSUID(ctx), estNodeID(ctx))
 		}
 	}
 	m.observe("est_reenroll", res.Replayed, err, start)
 	if err != nil {
 		return estError(ctx, err)
 	}
-	return m.writeIssued(ctx, res.Certificate)
+	return m.writeIssued(ctx, res)
 }

@@ -45,6 +45,10 @@ type PKI struct {
 	CA      *ca.CA
 	// OBFCA certifies trusted OBFs' mTLS client certificates.
 	OBFCA *ca.CA
+	// NodeCA signs Node-ID certificates; nil, with NodeCAErr saying why
+	// (ErrNoNodeCA), on an installation that has not added it yet.
+	NodeCA    *ca.CA
+	NodeCAErr error
 	// RootCRL is the root's CRL as init signed it, served as is; nil with
 	// RootCRLErr saying why when there is none to serve.
 	RootCRL    *RootCRL
@@ -121,11 +125,15 @@ func (p *PKI) loadTLS(ctx context.Context) error {
 func (p *PKI) Close() { p.HSM.Close() }
 
 // KeysPresent is the readiness check of the keys serve needs (the issuing
-// and OBF CA keys, the TLS key, the KDF master key and the KEK; the root's
-// may stay offline): each must still be on the token, named in the error
-// when it is not.
+// and OBF CA keys, the node CA's where there is one, the TLS key, the KDF
+// master key and the KEK; the root's may stay offline): each must still be
+// on the token, named in the error when it is not.
 func (p *PKI) KeysPresent(ctx context.Context) error {
-	return p.HSM.KeysPresent(ctx, []string{p.cfg.CA.IssuingKey, p.cfg.CA.OBFKey, p.cfg.Server.TLSKey, p.cfg.Keys.KDFMaster, p.cfg.Keys.KEK})
+	keys := []string{p.cfg.CA.IssuingKey, p.cfg.CA.OBFKey, p.cfg.Server.TLSKey, p.cfg.Keys.KDFMaster, p.cfg.Keys.KEK}
+	if p.NodeCA != nil {
+		keys = append(keys, p.cfg.CA.NodeKey)
+	}
+	return p.HSM.KeysPresent(ctx, keys)
 }
 
 // Init runs the ceremony and reports what it created; an empty report means
@@ -215,6 +223,13 @@ func Init(ctx context.Context, cfg config.Config, opts ...Option) (created []str
 	if made {
 		created = append(created, "OBF CA certificate "+path(cfg, OBFCertFile))
 	}
+	// The node CA (Node-ID certificates); on an installation made before
+	// it, a second init adds it as credfactory admin add-node-ca does.
+	if made, err := ensureNodeCA(ctx, cfg, m, root, rootSigner, now); err != nil {
+		return created, err
+	} else if made {
+		created = append(created, "node CA certificate "+path(cfg, NodeCertFile))
+	}
 	if changed, err := writeIfChanged(cfg.TrustAnchorPath(), ca.EncodeCertsPEM([]*x509.Certificate{root}), 0o644); err != nil {
 		return created, err
 	} else if changed {
@@ -291,6 +306,9 @@ func Open(ctx context.Context, cfg config.Config, obs hsm.Observer, opts ...Opti
 		return nil, fmt.Errorf("OBF CA: %w", err)
 	}
 	p := &PKI{HSM: m, Root: root, Issuing: issuing, CA: authority, OBFCA: obfCA, cfg: cfg}
+	if p.NodeCA, p.NodeCAErr = openNodeCA(ctx, cfg, m, root, o.audit); p.NodeCAErr != nil && !errors.Is(p.NodeCAErr, ErrNoNodeCA) {
+		return nil, p.NodeCAErr
+	}
 	p.RootCRL, p.RootCRLErr = loadRootCRL(cfg, root, time.Now())
 	if err := p.loadTLS(ctx); err != nil {
 		return nil, err
@@ -340,6 +358,7 @@ func keySpecs(cfg config.Config) []hsm.KeySpec {
 		{URI: cfg.CA.RootKey, Type: caType},
 		{URI: cfg.CA.IssuingKey, Type: caType},
 		{URI: cfg.CA.OBFKey, Type: caType},
+		nodeKeySpec(cfg),
 		// TLS stays P-256: every device stack speaks it (TS-0003 §10.2).
 		{URI: cfg.Server.TLSKey, Type: hsm.KeyECDSAP256},
 		{URI: cfg.Keys.KDFMaster, Type: hsm.KeyHMAC},

@@ -35,6 +35,7 @@ func (p *Portal) APIRoutes() []Route {
 		{Method: "POST", Pattern: "/api/v1/devices/{deviceId}/enrolments", Handler: p.apiEnrol},
 		{Method: "POST", Pattern: "/api/v1/devices/{deviceId}/release", Handler: p.apiRelease},
 		{Method: "POST", Pattern: "/api/v1/devices/{deviceId}/revoke", Handler: p.apiRevoke},
+		{Method: "POST", Pattern: "/api/v1/devices/{deviceId}/node-id", Handler: p.apiNodeID, MaxBody: maxNodeIDBody},
 		{Method: "POST", Pattern: "/api/v1/handovers", Handler: p.apiHandOver},
 		{Method: "POST", Pattern: "/api/v1/bundles", Handler: p.apiBulk, Stream: true, MaxBody: MaxBulkBytes},
 		{Method: "POST", Pattern: "/api/v1/obfs", Handler: p.apiRegisterOBF},
@@ -96,6 +97,7 @@ type DeviceView struct {
 	OwnerID        string    `json:"ownerId,omitempty"`
 	HasClaimCode   bool      `json:"hasClaimCode"`
 	DeviceCertSHA  string    `json:"deviceCertSha256,omitempty"`
+	NodeID         string    `json:"nodeId,omitempty"`
 	CreatedAt      time.Time `json:"createdAt"`
 	UpdatedAt      time.Time `json:"updatedAt"`
 }
@@ -112,6 +114,9 @@ func ViewDevice(d store.Device) DeviceView {
 	}
 	if len(d.DeviceCertSHA256) > 0 {
 		v.DeviceCertSHA = hexString(d.DeviceCertSHA256)
+	}
+	if d.NodeID != nil {
+		v.NodeID = *d.NodeID
 	}
 	return v
 }

@@ -127,6 +127,7 @@ func (p *Portal) PageRoutes() []Route {
 		{Method: "POST", Pattern: "/devices/{deviceId}/enrol", Handler: page(p.pageEnrol)},
 		{Method: "POST", Pattern: "/devices/{deviceId}/release", Handler: page(p.pageRelease)},
 		{Method: "POST", Pattern: "/devices/{deviceId}/revoke", Handler: page(p.pageRevoke)},
+		{Method: "POST", Pattern: "/devices/{deviceId}/node-id", Handler: page(p.pageNodeID), MaxBody: maxNodeIDBody},
 		{Method: "POST", Pattern: "/claim", Handler: page(p.pageClaim)},
 		{Method: "POST", Pattern: "/handovers", Handler: page(p.pageHandOver)},
 		{Method: "GET", Pattern: "/upload", Handler: page(p.pageUpload)},
@@ -523,8 +524,10 @@ type deviceData struct {
 	// CanRelease: the owner or an sp-admin may release the device;
 	// CanRevoke: it has active credentials the caller may revoke.
 	CanRelease, CanRevoke bool
-	Active                []store.Credential
-	Reasons               []string
+	// CanSetNodeID: the caller may bind the device's Node-ID (nodeid.go).
+	CanSetNodeID bool
+	Active       []store.Credential
+	Reasons      []string
 }
 
 func (p *Portal) deviceView(ctx *fasthttp.RequestCtx, who Principal, id string) (view, error) {
@@ -552,6 +555,7 @@ func (p *Portal) deviceView(ctx *fasthttp.RequestCtx, who Principal, id string) 
 		}
 	}
 	d.CanRevoke = who.Via != "obf" && len(d.Active) > 0
+	d.CanSetNodeID = who.Via != "obf"
 	d.Reasons = crlreason.Names()
 	return newView(&who, "Device "+det.Device.ID, "devices", d), nil
 }

@@ -30,7 +30,7 @@ func insertAudit(ctx context.Context, q querier, e AuditEvent) error {
 // auditStmt is the insert of one audit event, for a pipelined batch.
 func auditStmt(e AuditEvent) stmt {
 	if e.ID == "" {
-		e.ID = uuid.NewString()
+		e.ID = uuid.Must(uuid.NewV7()).String()
 	}
 	detail, _ := json.Marshal(e.Detail) // maps of strings and numbers
 	return stmt{`INSERT INTO audit_events (id, at, tenant, actor, action, subject, detail)

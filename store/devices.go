@@ -43,19 +43,21 @@ type Device struct {
 	// ReleasedAt is when its owner released it: set, the device (unowned
 	// and pre-enrolled) may be claimed by proof of control.
 	ReleasedAt *time.Time
-	CreatedAt  time.Time
-	UpdatedAt  time.Time
+	// NodeID is the M2M-Node-ID bound to it (nodeids.go), canonical.
+	NodeID    *string
+	CreatedAt time.Time
+	UpdatedAt time.Time
 }
 
 // deviceColumns: a row written by a replica of the previous release during
 // a rolling upgrade has no device_id yet; its key is its device ID.
 const deviceColumns = `id, COALESCE(device_id, id), manufacturer_id, owner_id, tenant, claim_code_hash, device_cert_der, device_cert_sha256, state,
-	assigned_id, claim_failures, released_at, created_at, updated_at`
+	assigned_id, claim_failures, released_at, node_id, created_at, updated_at`
 
 func scanDevice(r row) (Device, error) {
 	var d Device
 	err := r.Scan(&d.ID, &d.DeviceID, &d.ManufacturerID, &d.OwnerID, &d.Tenant, &d.ClaimCodeHash, &d.DeviceCertDER, &d.DeviceCertSHA256,
-		&d.State, &d.AssignedID, &d.ClaimFailures, &d.ReleasedAt, &d.CreatedAt, &d.UpdatedAt)
+		&d.State, &d.AssignedID, &d.ClaimFailures, &d.ReleasedAt, &d.NodeID, &d.CreatedAt, &d.UpdatedAt)
 	return d, err
 }
 

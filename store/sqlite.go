@@ -5,6 +5,7 @@ import (
 	"database/sql"
 	"errors"
 	"fmt"
+	"maps"
 	"net/url"
 	"os"
 	"path/filepath"
@@ -52,10 +53,7 @@ func openSQLite(path string, opt Options) (*sqliteDB, error) {
 		// their turn in it and fall out.
 		"_stmt_cache_size": {"128"},
 	}
-	writer := url.Values{}
-	for k, v := range pragmas {
-		writer[k] = v
-	}
+	writer := maps.Clone(pragmas)
 	writer.Set("_txlock", "immediate")
 	w, err := sql.Open(sqliteWriterDriver(), "file:"+path+"?"+writer.Encode())
 	if err != nil {
@@ -64,7 +62,7 @@ func openSQLite(path string, opt Options) (*sqliteDB, error) {
 	w.SetMaxOpenConns(1)
 	w.SetMaxIdleConns(1)
 	w.SetConnMaxLifetime(0)
-	reader := pragmas
+	reader := maps.Clone(pragmas)
 	reader.Set("_query_only", "true")
 	// The writer creates the file and switches it to WAL first.
 	if err := w.Ping(); err != nil {

@@ -127,7 +127,7 @@ never from a flag.`,
 	addFQDN.Flags().StringVar(&fqdn, "fqdn", "", "the adminFQDN")
 	_ = addFQDN.MarkFlagRequired("stakeholder")
 	_ = addFQDN.MarkFlagRequired("fqdn")
-	admin.AddCommand(create, key, disable, addFQDN)
+	admin.AddCommand(create, key, disable, addFQDN, newAddNodeCA(g))
 	return admin
 }
 

@@ -112,7 +112,7 @@ verify, store commits) and reports each path as a ratio of its ceiling.`,
 	cmd.Flags().StringVar(&owner, "owner", "", "with --server: the manufacturer's account name (owns the bench's OBS)")
 	cmd.Flags().StringVar(&spDomain, "sp-domain", "", "with --server: its portal.sp_domain (the host of device URIs)")
 	cmd.Flags().StringVar(&storeURL, "store-url", "", "without --server: the started server's store.url (default its SQLite file)")
-	cmd.Flags().StringVar(&paths, "paths", "est,psk,forward,est-newconn", "paths to drive: est, psk (exporter mode, a TLS connection per key), psk-master (master mode, keep-alive), forward, est-newconn, token (enrolment bundles, one per request)")
+	cmd.Flags().StringVar(&paths, "paths", "est,psk,forward,forward-key,est-newconn", "paths to drive: est, psk (exporter mode, a TLS connection per key), psk-master (master mode, keep-alive), forward (CSRs), forward-key (shared keys), est-newconn (a new TLS connection per enrolment), est-resume (the same, resuming a TLS session), token (enrolment bundles, one per request)")
 	cmd.Flags().StringVar(&conc, "concurrency", "1,8,64", "concurrent clients per step")
 	cmd.Flags().StringVar(&batches, "batches", "1,10,100,1000", "forward batch sizes")
 	cmd.Flags().DurationVar(&duration, "duration", 5*time.Second, "length of each step")
@@ -201,7 +201,8 @@ type benchReport struct {
 // Exporter-mode shared keys (psk) have none here: a TLS handshake per key
 // bounds them, not the HSM's HMAC (bench/README.md "Shared keys").
 var ceilingOf = map[string]string{
-	bench.PathEST: "issuance_hsm", bench.PathESTNewConn: "issuance_hsm", bench.PathPSKMaster: "hmac_hsm", bench.PathForward: "issuance_hsm",
+	bench.PathEST: "issuance_hsm", bench.PathESTNewConn: "issuance_hsm", bench.PathESTResume: "issuance_hsm", bench.PathPSKMaster: "hmac_hsm", bench.PathForward: "issuance_hsm",
+	bench.PathForwardKey: "seal_hsm",
 }
 
 func (r benchReport) print(w io.Writer) {
@@ -225,6 +226,9 @@ func (r benchReport) print(w io.Writer) {
 	}
 }
 
+// benchSPDomain is the SP domain of a server the bench starts itself.
+const benchSPDomain = "bench.sp.example"
+
 // startBenchServer initialises dir, creates the bench's accounts and starts
 // credfactory serve on a free loopback port; stop ends it and returns its
 // peak-ish RSS (VmHWM, KiB).
@@ -235,7 +239,7 @@ func startBenchServer(ctx context.Context, dir, storeURL string, out io.Writer) 
 	}
 	// The SP domain is fixed at init: the issuing CA's URI name
 	// constraints confine device URIs to it (TS-0003 §10.1.1.5).
-	env := append(os.Environ(), "CREDFACTORY_PORTAL_SP_DOMAIN=bench.sp.example")
+	env := append(os.Environ(), "CREDFACTORY_PORTAL_SP_DOMAIN="+benchSPDomain)
 	if storeURL != "" {
 		env = append(env, "CREDFACTORY_STORE_URL="+storeURL)
 	}
@@ -300,7 +304,7 @@ func startBenchServer(ctx context.Context, dir, storeURL string, out io.Writer) 
 		return bench.Target{}, nil, err
 	}
 	t := bench.Target{Base: "https://localhost:" + port, Anchor: anchor, ManufacturerKey: maker, AdminKey: admin,
-		OwnerName: "bench-maker", SPDomain: "bench.sp.example", Ops: "http://127.0.0.1:" + opsPort}
+		OwnerName: "bench-maker", SPDomain: benchSPDomain, Ops: "http://127.0.0.1:" + opsPort}
 	conn := client.NewConn(t.Base, anchor, nil)
 	for deadline := time.Now().Add(30 * time.Second); ; time.Sleep(100 * time.Millisecond) {
 		if err := conn.JSON(ctx, "GET", "/readyz", nil, nil, nil); err == nil {
@@ -343,6 +347,9 @@ func measureCeilings(ctx context.Context, dir, storeURL string) (map[string]floa
 	if err != nil {
 		return nil, err
 	}
+	// The bench server started in dir afterwards runs on this key material,
+	// whose issuing CA confines device URIs to the SP domain init saw.
+	cfg.Portal.SPDomain = benchSPDomain
 	if _, err := pki.Init(ctx, cfg); err != nil {
 		return nil, err
 	}
@@ -352,19 +359,32 @@ func measureCeilings(ctx context.Context, dir, storeURL string) (map[string]floa
 	}
 	defer p.Close()
 	out := map[string]float64{}
+	// A ceiling whose operation fails is a broken bench, not a slow one:
+	// its first error ends the run instead of a ceiling of 0/s.
+	var failed error
+	measure := func(name string, g int, op func() error) {
+		r, err := rate(g, op)
+		if err != nil && failed == nil {
+			failed = fmt.Errorf("ceiling %s: %w", name, err)
+		}
+		out[name] = r
+	}
 	signer := p.TLS().PrivateKey.(crypto.Signer)
 	digest := sha256.Sum256([]byte("ceiling"))
-	out["ecdsa_sign_hsm"] = rate(8, func() error { _, err := signer.Sign(rand.Reader, digest[:], crypto.SHA256); return err })
+	measure("ecdsa_sign_hsm", 8, func() error { _, err := signer.Sign(rand.Reader, digest[:], crypto.SHA256); return err })
 	key, _ := ecdsa.GenerateKey(elliptic.P256(), rand.Reader)
 	csr, _ := x509.CreateCertificateRequest(rand.Reader, &x509.CertificateRequest{}, key)
-	uri := &url.URL{Host: "bench.sp.example", Path: "/Sceiling"}
-	out["issuance_hsm"] = rate(8, func() error {
+	uri := &url.URL{Scheme: "https", Host: benchSPDomain, Path: "/Sceiling"}
+	measure("issuance_hsm", 8, func() error {
 		_, err := p.CA.Issue(ctx, ca.Request{CSR: csr, Profile: ca.ProfileDevice, AssignedID: "Sceiling", URIs: []*url.URL{uri}})
 		return err
 	})
-	out["hmac_hsm"] = rate(2, func() error { _, err := p.KDF.Sum(ctx, []byte("ceiling")); return err })
+	measure("hmac_hsm", 2, func() error { _, err := p.KDF.Sum(ctx, []byte("ceiling")); return err })
+	// A forwarded shared key is sealed by the KEK before it is recorded.
+	value := make([]byte, 32)
+	measure("seal_hsm", 2, func() error { _, err := p.KEK.Seal(ctx, value, []byte("ceiling")); return err })
 	sig, _ := ecdsa.SignASN1(rand.Reader, key, digest[:])
-	out["ecdsa_verify"] = rate(2, func() error {
+	measure("ecdsa_verify", 2, func() error {
 		if !ecdsa.VerifyASN1(&key.PublicKey, digest[:], sig) {
 			return fmt.Errorf("verify")
 		}
@@ -382,16 +402,18 @@ func measureCeilings(ctx context.Context, dir, storeURL string) (map[string]floa
 		return nil, err
 	}
 	var n atomic.Int64
-	out["store_commits"] = rate(32, func() error {
+	measure("store_commits", 32, func() error {
 		i := n.Add(1)
 		return st.AppendAudit(ctx, store.AuditEvent{At: time.Now(), Tenant: "ceiling", Actor: "bench", Action: "ceiling", Subject: strconv.FormatInt(i, 10)})
 	})
-	return out, nil
+	return out, failed
 }
 
-// rate runs op on g goroutines for two seconds and returns ops/s.
-func rate(g int, op func() error) float64 {
+// rate runs op on g goroutines for two seconds and returns ops/s and the
+// first error op returned.
+func rate(g int, op func() error) (float64, error) {
 	var n atomic.Int64
+	var first atomic.Pointer[error]
 	deadline := time.Now().Add(2 * time.Second)
 	start := time.Now()
 	var wg sync.WaitGroup
@@ -400,14 +422,20 @@ func rate(g int, op func() error) float64 {
 		go func() {
 			defer wg.Done()
 			for time.Now().Before(deadline) {
-				if op() == nil {
+				if err := op(); err == nil {
 					n.Add(1)
+				} else {
+					first.CompareAndSwap(nil, &err)
 				}
 			}
 		}()
 	}
 	wg.Wait()
-	return float64(n.Load()) / time.Since(start).Seconds()
+	r := float64(n.Load()) / time.Since(start).Seconds()
+	if err := first.Load(); err != nil {
+		return r, *err
+	}
+	return r, nil
 }
 
 func splitList(s string) []string {

@@ -12,6 +12,7 @@ import (
 	"runtime"
 	"runtime/debug"
 	"syscall"
+	"time"
 
 	"github.com/credfactory/credfactory/ca"
 	"github.com/credfactory/credfactory/castatus"
@@ -24,6 +25,7 @@ import (
 	"github.com/credfactory/credfactory/portal"
 	"github.com/credfactory/credfactory/server"
 	"github.com/credfactory/credfactory/store"
+	"github.com/credfactory/credfactory/tlsticket"
 	"github.com/spf13/cobra"
 	"github.com/valyala/fasthttp"
 )
@@ -155,6 +157,11 @@ func serve(ctx context.Context, cfg config.Config, stderr io.Writer) error {
 	reg.SetCertificateExpiry("root", p.Root.NotAfter)
 	reg.SetCertificateExpiry("issuing", p.Issuing.NotAfter)
 	reg.SetCertificateExpiry("obf", p.OBFCA.Issuer().NotAfter)
+	if p.NodeCA != nil {
+		reg.SetCertificateExpiry("node", p.NodeCA.Issuer().NotAfter)
+	} else {
+		log.Warn("no node CA: Node-ID certificates are refused (node_ca_missing) until credfactory admin add-node-ca adds it", "err", p.NodeCAErr.Error())
+	}
 	reg.SetCertificateExpiry("server", p.TLS().Leaf.NotAfter)
 
 	st, err := openStore(ctx, cfg, reg.StoreObserver())
@@ -175,7 +182,13 @@ func serve(ctx context.Context, cfg config.Config, stderr io.Writer) error {
 	batcher := st.NewBatcher(store.BatchOptions{MaxItems: cfg.Store.BatchMax, Window: cfg.Store.BatchWindow, Workers: cfg.Store.BatchWorkers})
 	defer batcher.Close()
 	registry := maf.New(st, batcher, p.KDF, p.KEK)
-	verifier := clientauth.New([]*x509.Certificate{p.Root}, []*x509.Certificate{p.Issuing})
+	// Device certificates: the issuing CA's, and the node CA's Node-ID
+	// certificates (which renew and reach the MAF like the others).
+	deviceCAs := []*x509.Certificate{p.Issuing}
+	if p.NodeCA != nil {
+		deviceCAs = append(deviceCAs, p.NodeCA.Issuer())
+	}
+	verifier := clientauth.New([]*x509.Certificate{p.Root}, deviceCAs)
 	// OBFs' client certificates: the OBF CA's, or the issuing CA's for
 	// OBFs registered before the OBF CA certified them.
 	obfVerifier := clientauth.New([]*x509.Certificate{p.Root}, []*x509.Certificate{p.OBFCA.Issuer(), p.Issuing})
@@ -193,9 +206,25 @@ func serve(ctx context.Context, cfg config.Config, stderr io.Writer) error {
 	if err != nil {
 		return err
 	}
-	// A revocation through this process regenerates the CRL at its next
-	// fetch; other replicas notice through the registry's watermark.
-	registry.OnRevoke(status.MarkStale)
+	// The node CA's CRL and OCSP: its certificates are rows of the same
+	// registry, told apart by issuer_key_id (store/revoked.go), so each
+	// CA's CRL lists its own certificates only.
+	var nodeStatus *castatus.Service
+	if p.NodeCA != nil {
+		if nodeStatus, err = castatus.New(p.NodeCA, st, castatus.Config{Name: ca.NodeCRLName, Interval: cfg.CA.CRLInterval,
+			Validity: cfg.CA.CRLValidity, Limits: &limits, Signers: 1, Observer: reg.CAStatusObserver(), Logger: log}); err != nil {
+			return fmt.Errorf("node CA status: %w", err)
+		}
+	}
+	// A revocation through this process regenerates the CRLs at their
+	// next fetch; other replicas notice through the registry's watermark.
+	markStale := func() {
+		status.MarkStale()
+		if nodeStatus != nil {
+			nodeStatus.MarkStale()
+		}
+	}
+	registry.OnRevoke(markStale)
 	// The OBF CA's CRL and OCSP: disabled OBFs' client certificates and
 	// the retired sub-CAs (store.OBFCertificates).
 	obfStatus, err := castatus.New(p.OBFCA, st.OBFCertificates(), castatus.Config{Name: ca.OBFCRLName,
@@ -207,6 +236,11 @@ func serve(ctx context.Context, cfg config.Config, stderr io.Writer) error {
 
 	tlsConf := server.TLSConfig(p.GetCertificate)
 	if tlsConf.CurvePreferences, err = cfg.Server.CurvePreferences(); err != nil {
+		return err
+	}
+	// Session tickets any replica can open: keys derived in the HSM
+	// (package tlsticket) instead of Go's random ones per process.
+	if err := tlsticket.Set(ctx, tlsConf, p.KDF, time.Now()); err != nil {
 		return err
 	}
 	srv := server.New(server.Options{
@@ -235,7 +269,11 @@ func serve(ctx context.Context, cfg config.Config, stderr io.Writer) error {
 		// check every level (-crl_check_all) need the root's.
 		log.Warn("no root CRL to publish", "err", p.RootCRLErr.Error())
 	}
-	srv.RegisterStatus(castatus.Routes(published, status, obfStatus)...)
+	services := []*castatus.Service{status, obfStatus}
+	if nodeStatus != nil {
+		services = append(services, nodeStatus)
+	}
+	srv.RegisterStatus(castatus.Routes(published, services...)...)
 	mafAPI := maf.NewAPI(registry, verifier, cfg.MAF.AdminClients)
 	keyPolicy, err := ca.NewKeyPolicy(cfg.MEF.KeyAlgorithms)
 	if err != nil {
@@ -243,12 +281,12 @@ func serve(ctx context.Context, cfg config.Config, stderr io.Writer) error {
 	}
 	enrol := mef.New(mef.Config{FQDN: cfg.MEF.FQDN, MAFFQDN: cfg.MEF.MAFFQDN, SPDomain: cfg.Portal.SPDomain, KeyPolicy: keyPolicy,
 		KeyLifetime: cfg.MEF.KeyLifetime, KeyMode: cfg.MEF.KeyMode, CertValidity: cfg.MEF.CertValidity, MaxForward: cfg.MEF.MaxForward, Limits: limits,
-		RenewBefore: cfg.MEF.RenewBefore, RenewAfter: cfg.MEF.RenewAfter, OnRevoke: status.MarkStale, ESTAnswerChain: cfg.MEF.ESTAnswerChain},
+		RenewBefore: cfg.MEF.RenewBefore, RenewAfter: cfg.MEF.RenewAfter, OnRevoke: markStale, ESTAnswerChain: cfg.MEF.ESTAnswerChain, NodeCA: p.NodeCA},
 		st, registry, p.CA, p.Root, p.OBFCA.Issuer(), p.KDF, verifier, reg.MEFObserver())
 	srv.Register(enrol.Routes()...)
 	pt := portal.New(portal.Config{Observer: reg.PortalObserver(),
 		MEFURI: cfg.Portal.MEFURI, TrustAnchor: p.Root, SPDomain: cfg.Portal.SPDomain,
-		TokenTTL: cfg.Portal.TokenTTL, SessionTTL: cfg.Portal.SessionTTL, Limits: limits, OnRevoke: status.MarkStale,
+		TokenTTL: cfg.Portal.TokenTTL, SessionTTL: cfg.Portal.SessionTTL, Limits: limits, OnRevoke: markStale,
 		OnOBFRevoke: obfStatus.MarkStale, MaxConcurrentUploads: cfg.Portal.MaxUploads,
 	}, st, p.KDF, p.CA, p.OBFCA, obfVerifier)
 	// MAF client registration is a stakeholder's act, authenticated as the
@@ -279,8 +317,14 @@ func serve(ctx context.Context, cfg config.Config, stderr io.Writer) error {
 		reg.SetCertificateExpiry("server", renewed.Leaf.NotAfter)
 		log.Info("renewed the server certificate", "not_after", renewed.Leaf.NotAfter)
 	})
+	go tlsticket.Keep(ctx, tlsConf, p.KDF, func(err error) {
+		log.Error("rotate the TLS session ticket keys (the previous keys stay)", "err", err.Error())
+	})
 	go status.Run(ctx)
 	go obfStatus.Run(ctx)
+	if nodeStatus != nil {
+		go nodeStatus.Run(ctx)
+	}
 	if a := srv.StatusAddr(); a != nil {
 		log.Info("serving CRL and OCSP over plain HTTP", "addr", "http://"+a.String(), "status_url", cfg.CA.StatusURL)
 	} else {

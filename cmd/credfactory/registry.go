@@ -35,6 +35,13 @@ func checkSchema(ctx context.Context, st *store.Store) error {
 	case v < store.SchemaVersion():
 		return fmt.Errorf("registry schema is version %d, this binary needs %d: run credfactory migrate", v, store.SchemaVersion())
 	}
+	// Migrations ship out of order: the highest may be there without one
+	// below it.
+	if pending, err := st.Pending(ctx); err != nil {
+		return fmt.Errorf("registry schema version: %w", err)
+	} else if len(pending) > 0 {
+		return fmt.Errorf("registry schema lacks migrations %v: run credfactory migrate", pending)
+	}
 	return nil
 }
 
