@@ -41,9 +41,14 @@ var maxListingCredentials = 10000
 // them.
 var ErrHistoryTooLong = errors.New("store: a device holds more credentials than one listing page may")
 
-// deviceColumnsD is deviceColumns on the alias d.
-const deviceColumnsD = `d.id, COALESCE(d.device_id, d.id), d.manufacturer_id, d.owner_id, d.tenant, d.claim_code_hash, d.device_cert_der,
-	d.device_cert_sha256, d.state, d.assigned_id, d.claim_failures, d.released_at, d.created_at, d.updated_at`
+// withColumns scans a row that holds a device's columns (deviceColumns,
+// through scanDevice) and then more.
+type withColumns struct {
+	r    row
+	more []any
+}
+
+func (w withColumns) Scan(dest ...any) error { return w.r.Scan(append(dest, w.more...)...) }
 
 // DevicesWithCredentials is Devices with each device's credentials of the
 // same tenant (all of them for the sp-admin's ""), as the device page shows
@@ -62,14 +67,13 @@ func (s *Store) DevicesWithCredentials(ctx context.Context, tenant string, f Dev
 		out, full = out[:0], false
 		n := 0
 		return queryEach(ctx, qr, q, args, func(r rows) error {
-			var d Device
 			var id, typ, status *string
 			var suid *int
 			var notAfter *time.Time
 			var c CredentialSummary
-			if err := r.Scan(&d.ID, &d.DeviceID, &d.ManufacturerID, &d.OwnerID, &d.Tenant, &d.ClaimCodeHash, &d.DeviceCertDER,
-				&d.DeviceCertSHA256, &d.State, &d.AssignedID, &d.ClaimFailures, &d.ReleasedAt, &d.CreatedAt, &d.UpdatedAt,
-				&id, &typ, &suid, &status, &notAfter, &c.Serial, &c.CertSHA256, &c.KeyID); err != nil {
+			var key, maker string // the page's order, already in d
+			d, err := scanDevice(withColumns{r, []any{&key, &maker, &id, &typ, &suid, &status, &notAfter, &c.Serial, &c.CertSHA256, &c.KeyID}})
+			if err != nil {
 				return err
 			}
 			if k := len(out); k == 0 || out[k-1].ID != d.ID {
@@ -122,9 +126,11 @@ func devicesWithCredentialsSQL(backend, tenant string, f DeviceFilter) (string, 
 		// only, as on the device page (a previous owner's stay hidden).
 		on += ` AND c.tenant = $1`
 	}
-	return `SELECT ` + deviceColumnsD + `, c.id, c.type, c.suid, c.status, c.not_after, c.serial, c.cert_sha256, c.key_id
-		FROM (SELECT * FROM devices WHERE ` + where + ` ORDER BY device_id, manufacturer_id LIMIT ` + strconv.Itoa(limit) + `) d
+	// d.* is deviceColumns (scanDevice) and the page's sort keys.
+	return `SELECT d.*, c.id, c.type, c.suid, c.status, c.not_after, c.serial, c.cert_sha256, c.key_id
+		FROM (SELECT ` + deviceColumns + `, device_id AS page_device_id, manufacturer_id AS page_manufacturer_id
+			FROM devices WHERE ` + where + ` ORDER BY device_id, manufacturer_id LIMIT ` + strconv.Itoa(limit) + `) d
 		LEFT JOIN credentials c ON ` + on + `
-		ORDER BY d.device_id, d.manufacturer_id, c.created_at, c.id
+		ORDER BY d.page_device_id, d.page_manufacturer_id, c.created_at, c.id
 		LIMIT ` + strconv.Itoa(maxListingCredentials+1), args, limit
 }
