@@ -127,7 +127,7 @@ func ViewDevice(d store.Device) DeviceView {
 func FilterFromQuery(args *fasthttp.Args) (store.DeviceFilter, error) {
 	f := store.DeviceFilter{State: string(args.Peek("state")), IDPrefix: string(args.Peek("prefix")),
 		After: string(args.Peek("after")), Limit: 100}
-	if raw := args.Peek("limit"); raw != nil {
+	if raw := args.Peek("limit"); len(raw) > 0 { // limit= is no limit, as after= is no cursor
 		n, err := strconv.Atoi(string(raw))
 		if err != nil || n < 1 || n > MaxListingPage {
 			return f, apierr.New(http.StatusBadRequest, "bad_limit", fmt.Sprintf("limit must be a whole number from 1 to %d", MaxListingPage))

@@ -249,6 +249,7 @@ func TestListingRefusals(t *testing.T) {
 		{"a zero limit", "maker", "include=credentials&limit=0", 400, "bad_limit"},
 		{"a negative limit", "maker", "limit=-5", 400, "bad_limit"},
 		{"a limit that is no number", "maker", "include=credentials&limit=ten", 400, "bad_limit"},
+		{"a fractional limit", "maker", "limit=1.5", 400, "bad_limit"},
 		{"an unknown include", "maker", "include=audit", 400, "bad_include"},
 		{"an unknown state", "maker", "include=credentials&state=bogus", 400, "bad_filter"},
 		{"a cursor that is no device ID", "maker", "include=credentials&after=" + url.QueryEscape("dev 1"), 400, "bad_cursor"},
