@@ -29,9 +29,9 @@ const (
 	// session from an earlier one (RFC 8446 §2.2): devices renewing, an
 	// OBS or Target reconnecting, where est-newconn is a device's first.
 	PathESTResume = "est-resume"
-	PathPSK        = "psk"         // untrusted RSPF, shared keys in exporter mode (TS-0003): one TLS connection per enrolment
-	PathPSKMaster  = "psk-master"  // the same in master mode (the MEF sends the key), keep-alive
-	PathForward    = "forward"     // trusted OBS forwarding of device CSRs, in batches: each item an issuance
+	PathPSK       = "psk"        // untrusted RSPF, shared keys in exporter mode (TS-0003): one TLS connection per enrolment
+	PathPSKMaster = "psk-master" // the same in master mode (the MEF sends the key), keep-alive
+	PathForward   = "forward"    // trusted OBS forwarding of device CSRs, in batches: each item an issuance
 	// PathForwardKey is trusted OBS forwarding of shared keys the OBS
 	// generated and loaded into its devices (TS-0003 §8.3.3 forwarding
 	// path): no issuance, each item sealed by the KEK and recorded.

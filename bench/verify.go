@@ -234,6 +234,7 @@ func (l *ledger) verifyChains(anchor []*x509.Certificate) (int, error) {
 		inters.AddCert(c)
 	}
 	opts := x509.VerifyOptions{Roots: roots, Intermediates: inters, KeyUsages: []x509.ExtKeyUsage{x509.ExtKeyUsageClientAuth}}
+	opts = issuersAsAnchors(opts, anchor, l.inters)
 	// One certificate per goroutine slot, on every CPU: 100,000 chains
 	// took 15 s on one.
 	var g errgroup.Group
@@ -254,4 +255,33 @@ func (l *ledger) verifyChains(anchor []*x509.Certificate) (int, error) {
 	}
 	err := g.Wait()
 	return int(n.Load()), err
+}
+
+// issuersAsAnchors returns options under which a leaf is verified against
+// the CA certificates that chain to anchor, checked here once, instead of
+// checking the same CA-by-root signature again for each of 100,000 leaves
+// (half the verification's time). It is the same validation only when the
+// anchors restrict nothing below their direct subordinates: no name
+// constraints and no extended key usage, which Go would otherwise apply to
+// every leaf (RFC 5280 §4.2.1.10, §4.2.1.12). Otherwise, or when a CA does
+// not chain, the options are returned unchanged and each leaf's whole path
+// is built and checked.
+func issuersAsAnchors(opts x509.VerifyOptions, anchor, inters []*x509.Certificate) x509.VerifyOptions {
+	for _, a := range anchor {
+		if a.PermittedDNSDomainsCritical || len(a.PermittedDNSDomains)+len(a.ExcludedDNSDomains)+len(a.PermittedIPRanges)+
+			len(a.ExcludedIPRanges)+len(a.PermittedEmailAddresses)+len(a.ExcludedEmailAddresses)+len(a.PermittedURIDomains)+
+			len(a.ExcludedURIDomains)+len(a.ExtKeyUsage)+len(a.UnknownExtKeyUsage) > 0 {
+			return opts
+		}
+	}
+	issuers := x509.NewCertPool()
+	for _, c := range inters {
+		caOpts := opts
+		caOpts.KeyUsages = []x509.ExtKeyUsage{x509.ExtKeyUsageAny}
+		if _, err := c.Verify(caOpts); err != nil || !c.IsCA {
+			return opts
+		}
+		issuers.AddCert(c)
+	}
+	return x509.VerifyOptions{Roots: issuers, KeyUsages: opts.KeyUsages, CurrentTime: opts.CurrentTime}
 }

@@ -16,6 +16,7 @@ import (
 	"math/big"
 	"net/http"
 	"net/http/httptest"
+	"net/url"
 	"slices"
 	"sort"
 	"strconv"
@@ -28,13 +29,25 @@ import (
 	"github.com/smallstep/pkcs7"
 )
 
+// TestVerifyChainsRefusesAStranger: a good chain passes and a certificate
+// from another CA fails, whether the trust anchor restricts nothing (each
+// issuing CA is then checked once and leaves against it) or carries
+// constraints that every leaf must meet (each leaf's whole path is then
+// checked, and a leaf outside the anchor's name constraints fails).
 func TestVerifyChainsRefusesAStranger(t *testing.T) {
-	cert := func(name string, parent *x509.Certificate, parentKey *ecdsa.PrivateKey, isCA bool) (*x509.Certificate, *ecdsa.PrivateKey) {
+	type shape func(*x509.Certificate)
+	cert := func(name string, parent *x509.Certificate, parentKey *ecdsa.PrivateKey, isCA bool, edit shape) (*x509.Certificate, *ecdsa.PrivateKey) {
 		key, _ := ecdsa.GenerateKey(elliptic.P256(), rand.Reader)
 		tmpl := &x509.Certificate{SerialNumber: big.NewInt(time.Now().UnixNano()), Subject: pkix.Name{CommonName: name},
 			NotBefore: time.Now().Add(-time.Hour), NotAfter: time.Now().Add(time.Hour),
-			BasicConstraintsValid: true, IsCA: isCA, ExtKeyUsage: []x509.ExtKeyUsage{x509.ExtKeyUsageClientAuth},
-			KeyUsage: x509.KeyUsageDigitalSignature | x509.KeyUsageCertSign}
+			BasicConstraintsValid: true, IsCA: isCA, KeyUsage: x509.KeyUsageDigitalSignature | x509.KeyUsageCertSign}
+		if !isCA {
+			tmpl.ExtKeyUsage = []x509.ExtKeyUsage{x509.ExtKeyUsageClientAuth}
+			tmpl.URIs = []*url.URL{{Scheme: "https", Host: "sp.example", Path: "/S" + name}}
+		}
+		if edit != nil {
+			edit(tmpl)
+		}
 		if parent == nil {
 			parent, parentKey = tmpl, key
 		}
@@ -45,20 +58,55 @@ func TestVerifyChainsRefusesAStranger(t *testing.T) {
 		c, _ := x509.ParseCertificate(der)
 		return c, key
 	}
-	root, rootKey := cert("root", nil, nil, true)
-	issuing, issuingKey := cert("issuing", root, rootKey, true)
-	leaf, _ := cert("device", issuing, issuingKey, false)
-	stranger, _ := cert("stranger", nil, nil, false)
-
-	var l ledger
-	l.intermediates(issuing)
-	l.cert(leaf.Raw)
-	if n, err := l.verifyChains([]*x509.Certificate{root}); err != nil || n != 1 {
-		t.Fatalf("a good chain: %d, %v", n, err)
-	}
-	l.cert(stranger.Raw)
-	if _, err := l.verifyChains([]*x509.Certificate{root}); err == nil {
-		t.Fatal("a certificate from another CA passed")
+	constrained := func(c *x509.Certificate) { c.PermittedURIDomains = []string{"sp.example"} }
+	for _, tc := range []struct {
+		name          string
+		root, issuing shape
+		fast          bool
+	}{
+		{"anchor restricts nothing", nil, nil, true},
+		{"issuing CA with URI name constraints", nil, constrained, true},
+		{"anchor with an extended key usage", func(c *x509.Certificate) { c.ExtKeyUsage = []x509.ExtKeyUsage{x509.ExtKeyUsageClientAuth} }, nil, false},
+		{"anchor with URI name constraints", constrained, nil, false},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			root, rootKey := cert("root", nil, nil, true, tc.root)
+			issuing, issuingKey := cert("issuing", root, rootKey, true, tc.issuing)
+			leaf, _ := cert("device", issuing, issuingKey, false, nil)
+			stranger, _ := cert("stranger", nil, nil, false, nil)
+			// A CA of the same name that the root never signed.
+			rogue, rogueKey := cert("issuing", nil, nil, true, nil)
+			forged, _ := cert("forged", rogue, rogueKey, false, nil)
+			outside, _ := cert("outside", issuing, issuingKey, false, func(c *x509.Certificate) {
+				c.URIs = []*url.URL{{Scheme: "https", Host: "elsewhere.example", Path: "/Soutside"}}
+			})
+			anchor := []*x509.Certificate{root}
+			roots := x509.NewCertPool()
+			roots.AddCert(root)
+			opts := issuersAsAnchors(x509.VerifyOptions{Roots: roots, Intermediates: x509.NewCertPool()}, anchor, []*x509.Certificate{issuing})
+			if fast := opts.Intermediates == nil; fast != tc.fast {
+				t.Fatalf("issuing CA as the anchor: %v, want %v", fast, tc.fast)
+			}
+			var l ledger
+			l.intermediates(issuing)
+			l.cert(leaf.Raw)
+			if n, err := l.verifyChains(anchor); err != nil || n != 1 {
+				t.Fatalf("a good chain: %d, %v", n, err)
+			}
+			bad := []*x509.Certificate{stranger, forged}
+			if len(root.PermittedURIDomains)+len(issuing.PermittedURIDomains) > 0 {
+				bad = append(bad, outside)
+			}
+			for _, c := range bad {
+				var l ledger
+				l.intermediates(issuing)
+				l.cert(leaf.Raw)
+				l.cert(c.Raw)
+				if _, err := l.verifyChains(anchor); err == nil {
+					t.Fatalf("%s passed", c.Subject.CommonName)
+				}
+			}
+		})
 	}
 }
 
