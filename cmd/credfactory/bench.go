@@ -112,7 +112,7 @@ verify, store commits) and reports each path as a ratio of its ceiling.`,
 	cmd.Flags().StringVar(&owner, "owner", "", "with --server: the manufacturer's account name (owns the bench's OBS)")
 	cmd.Flags().StringVar(&spDomain, "sp-domain", "", "with --server: its portal.sp_domain (the host of device URIs)")
 	cmd.Flags().StringVar(&storeURL, "store-url", "", "without --server: the started server's store.url (default its SQLite file)")
-	cmd.Flags().StringVar(&paths, "paths", "est,psk,forward,forward-key,est-newconn", "paths to drive: est, psk (exporter mode, a TLS connection per key), psk-master (master mode, keep-alive), forward (CSRs), forward-key (shared keys), est-newconn (a new TLS connection per enrolment), est-resume (the same, resuming a TLS session), token (enrolment bundles, one per request)")
+	cmd.Flags().StringVar(&paths, "paths", "est,psk,forward,forward-key,est-newconn,est-resume", "paths to drive: est, psk (exporter mode, a TLS connection per key), psk-master (master mode, keep-alive), forward (CSRs), forward-key (shared keys), est-newconn (a new TLS connection per enrolment), est-resume (the same, resuming a TLS session), token (enrolment bundles, one per request)")
 	cmd.Flags().StringVar(&conc, "concurrency", "1,8,64", "concurrent clients per step")
 	cmd.Flags().StringVar(&batches, "batches", "1,10,100,1000", "forward batch sizes")
 	cmd.Flags().DurationVar(&duration, "duration", 5*time.Second, "length of each step")
