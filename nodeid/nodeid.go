@@ -28,6 +28,15 @@ func invalid(format string, args ...any) error {
 // name, and a certificate names the node, not a request to a resolver),
 // and more than MaxLen bytes.
 func Parse(s string) (string, error) {
+	c, err := parse(s)
+	if err == nil && len(c) > MaxLen {
+		// An OID within the bound gains its "urn:oid:" prefix.
+		return "", invalid("%d bytes in canonical form, more than %d", len(c), MaxLen)
+	}
+	return c, err
+}
+
+func parse(s string) (string, error) {
 	if s == "" {
 		return "", invalid("empty")
 	}
