@@ -42,6 +42,7 @@ func (r *Registry) SweepObserver() *SweepObserver {
 	o.rows.WithLabelValues("token")
 	o.rows.WithLabelValues("credential")
 	o.rows.WithLabelValues("bulk_chunk")
+	o.rows.WithLabelValues("claim_nonce")
 	return o
 }
 
@@ -51,6 +52,7 @@ func (o *SweepObserver) ObserveSweep(res store.SweepResult, d time.Duration, err
 	o.rows.WithLabelValues("token").Add(float64(res.Tokens))
 	o.rows.WithLabelValues("credential").Add(float64(res.Credentials))
 	o.rows.WithLabelValues("bulk_chunk").Add(float64(res.BulkChunks))
+	o.rows.WithLabelValues("claim_nonce").Add(float64(res.ClaimNonces))
 	if res.Held {
 		o.held.Set(1)
 	} else {

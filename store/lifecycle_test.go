@@ -359,6 +359,43 @@ func TestSweepBulkChunks(t *testing.T) {
 	})
 }
 
+// TestSweepClaimNonces: expired proof-of-control nonces go, live ones stay,
+// whoever's they are.
+func TestSweepClaimNonces(t *testing.T) {
+	backends(t, func(t *testing.T, s *Store, _ *countingObserver) {
+		ctx := context.Background()
+		now := t0.Add(30 * 24 * time.Hour)
+		expiries := []time.Time{now.Add(-time.Hour), now.Add(-time.Second), now, now.Add(time.Second), now.Add(5 * time.Minute)}
+		for i, at := range expiries {
+			if err := s.tx(ctx, "test_setup", func(q querier) error {
+				_, err := q.exec(ctx, `INSERT INTO claim_nonces (nonce_hash, device_id, stakeholder_id, expires_at) VALUES ($1, $2, $3, $4)`,
+					bytes.Repeat([]byte{byte(i + 1)}, 32), "dev-1", fmt.Sprintf("claimant-%d", i%2), at.UTC())
+				return err
+			}); err != nil {
+				t.Fatal(err)
+			}
+		}
+		res, err := s.Sweep(ctx, SweepOptions{Holder: "replica-a", Now: now, Chunk: 2})
+		if err != nil || res.ClaimNonces != 3 {
+			t.Fatalf("sweep: %+v %v, want the three nonces due by now deleted (in chunks of 2)", res, err)
+		}
+		var left []time.Time
+		if err := s.read(ctx, func(q querier) error {
+			return queryEach(ctx, q, `SELECT expires_at FROM claim_nonces ORDER BY expires_at`, nil, func(r rows) error {
+				var at time.Time
+				err := r.Scan(&at)
+				left = append(left, at)
+				return err
+			})
+		}); err != nil {
+			t.Fatal(err)
+		}
+		if len(left) != 2 || !left[0].Equal(expiries[3]) || !left[1].Equal(expiries[4]) {
+			t.Fatalf("left %v, want the two live nonces", left)
+		}
+	})
+}
+
 // TestSweepLease: two replicas, one lease. Only the holder sweeps; the
 // other skips until the lease lapses; a holder that lost the lease stops.
 func TestSweepLease(t *testing.T) {

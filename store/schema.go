@@ -435,6 +435,15 @@ var migrations = []migration{{
 		`CREATE UNIQUE INDEX IF NOT EXISTS devices_node_id ON devices (node_id)`,
 	},
 }, {
+	// Expired proof-of-control nonces are deleted by the expiry sweep
+	// (store/sweep.go), which finds them through this index instead of
+	// reading every claimant's nonces each run.
+	version: 14,
+	name:    "claim_nonces_expiry",
+	stmts: []string{
+		`CREATE INDEX IF NOT EXISTS claim_nonces_expiry ON claim_nonces (expires_at)`,
+	},
+}, {
 	// Device IDs per manufacturer (docs/ownership.md "Device IDs per manufacturer"):
 	// the devices table's primary key was the manufacturer's device ID, one
 	// namespace for all, so a second manufacturer uploading an ID learnt it
@@ -446,7 +455,7 @@ var migrations = []migration{{
 	// another manufacturer's device of the same ID (store/devices.go).
 	// Existing rows keep their keys, so nothing that points at them moves;
 	// the backfill copies each key into device_id a page at a time, not in
-	// one transaction over the whole table. Versions 13 to 15 are other changes' to take.
+	// one transaction over the whole table.
 	version: 16,
 	name:    "device_ids_per_manufacturer",
 	stmts: []string{

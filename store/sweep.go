@@ -70,6 +70,7 @@ type SweepResult struct {
 	Tokens      int
 	Credentials int
 	BulkChunks  int
+	ClaimNonces int
 }
 
 // TakeLease takes or renews the named lease for holder until now+ttl. It
@@ -142,6 +143,11 @@ var sweepKinds = []sweepKind{
 	{"bulk_chunk", `DELETE FROM bulk_chunks
 		WHERE (batch_key, chunk) IN (SELECT batch_key, chunk FROM bulk_chunks WHERE created_at <= $1 LIMIT $2)`,
 		func(opt SweepOptions) time.Time { return opt.Now.Add(-opt.BulkChunkRetention) }},
+	// A proof-of-control nonce is worth nothing once expired (claims.go
+	// takes only live ones); each claimant keeps at most 16 per device, but
+	// a claimant who never comes back would leave its rows forever.
+	{"claim_nonce", `DELETE FROM claim_nonces
+		WHERE nonce_hash IN (SELECT nonce_hash FROM claim_nonces WHERE expires_at <= $1 LIMIT $2)`, nil},
 }
 
 // Sweep runs one expiry sweep if this replica holds (or can take) the
@@ -182,6 +188,8 @@ func (s *Store) Sweep(ctx context.Context, opt SweepOptions) (SweepResult, error
 				res.Tokens += n
 			case "credential":
 				res.Credentials += n
+			case "claim_nonce":
+				res.ClaimNonces += n
 			default:
 				res.BulkChunks += n
 			}

@@ -41,10 +41,10 @@ func startSweeper(ctx context.Context, cfg config.Config, st *store.Store, reg *
 				obs.ObserveSweep(res, d, err)
 				switch {
 				case err != nil:
-					log.Error("expiry sweep", "err", err.Error(), "tokens", res.Tokens, "credentials", res.Credentials, "bulk_chunks", res.BulkChunks)
-				case res.Tokens+res.Credentials+res.BulkChunks > 0:
+					log.Error("expiry sweep", "err", err.Error(), "tokens", res.Tokens, "credentials", res.Credentials, "bulk_chunks", res.BulkChunks, "claim_nonces", res.ClaimNonces)
+				case res.Tokens+res.Credentials+res.BulkChunks+res.ClaimNonces > 0:
 					// One summary line per run, never a line per row.
-					log.Info("expiry sweep", "tokens", res.Tokens, "credentials", res.Credentials, "bulk_chunks", res.BulkChunks, "duration", d.String())
+					log.Info("expiry sweep", "tokens", res.Tokens, "credentials", res.Credentials, "bulk_chunks", res.BulkChunks, "claim_nonces", res.ClaimNonces, "duration", d.String())
 				}
 			},
 		})
