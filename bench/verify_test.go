@@ -189,7 +189,7 @@ func (f *fakeRegistry) ServeHTTP(w http.ResponseWriter, req *http.Request) {
 			return
 		}
 		w.Header().Set("Content-Type", "application/pkcs7-mime; smime-type=certs-only")
-		w.Write([]byte(base64.StdEncoding.EncodeToString(der)))
+		_, _ = w.Write([]byte(base64.StdEncoding.EncodeToString(der)))
 	case "/api/v1/devices":
 		q := req.URL.Query()
 		if req.Header.Get("Authorization") != "Bearer maker-key" || q.Get("include") != "credentials" || q.Get("state") != "enrolled" ||
@@ -212,7 +212,7 @@ func (f *fakeRegistry) ServeHTTP(w http.ResponseWriter, req *http.Request) {
 			}
 		}
 		w.Header().Set("Content-Type", "application/json")
-		json.NewEncoder(w).Encode(out)
+		_ = json.NewEncoder(w).Encode(out)
 	default:
 		http.NotFound(w, req)
 	}

@@ -142,9 +142,9 @@ func serve(t *testing.T, cert tls.Certificate, d Deriver, at time.Time) string {
 			}
 			go func() {
 				defer c.Close()
-				c.SetDeadline(time.Now().Add(5 * time.Second))
-				c.Write([]byte{1})
-				c.Read(make([]byte, 1))
+				_ = c.SetDeadline(time.Now().Add(5 * time.Second))
+				_, _ = c.Write([]byte{1})
+				_, _ = c.Read(make([]byte, 1))
 			}()
 		}
 	}()
