@@ -83,23 +83,11 @@ with the root, issues the server's TLS certificate and writes
 ` + config.Help(),
 		Args: cobra.NoArgs,
 		RunE: func(cmd *cobra.Command, _ []string) error {
-			cfg, err := g.load()
+			cfg, created, err := ceremony(cmd, g, "init", pki.Init)
 			if err != nil {
 				return err
 			}
-			audit, closeAudit, err := cfg.Log.AuditLogger(cmd.ErrOrStderr())
-			if err != nil {
-				return err
-			}
-			defer closeAudit.Close()
-			created, err := pki.Init(cmd.Context(), cfg, pki.WithAudit(audit))
 			out := cmd.OutOrStdout()
-			for _, c := range created {
-				fmt.Fprintln(out, "created", c)
-			}
-			if err != nil {
-				return fmt.Errorf("init: %w", err)
-			}
 			if len(created) == 0 {
 				fmt.Fprintln(out, "nothing to do: everything in", cfg.DataDir, "is already initialised")
 			}
@@ -107,6 +95,29 @@ with the root, issues the server's TLS certificate and writes
 			return nil
 		},
 	}
+}
+
+// ceremony runs a key ceremony step (init, add-node-ca) with every root
+// signature on the audit trail (log.audit_file) and prints what it created,
+// also when it failed part way.
+func ceremony(cmd *cobra.Command, g *globals, name string, step func(context.Context, config.Config, ...pki.Option) ([]string, error)) (config.Config, []string, error) {
+	cfg, err := g.load()
+	if err != nil {
+		return cfg, nil, err
+	}
+	audit, closeAudit, err := cfg.Log.AuditLogger(cmd.ErrOrStderr())
+	if err != nil {
+		return cfg, nil, err
+	}
+	defer closeAudit.Close()
+	created, err := step(cmd.Context(), cfg, pki.WithAudit(audit))
+	for _, c := range created {
+		fmt.Fprintln(cmd.OutOrStdout(), "created", c)
+	}
+	if err != nil {
+		return cfg, created, fmt.Errorf("%s: %w", name, err)
+	}
+	return cfg, created, nil
 }
 
 func newServe(g *globals) *cobra.Command {

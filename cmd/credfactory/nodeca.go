@@ -21,27 +21,11 @@ the same for a new installation; serve never does. Restart serve afterwards.
 Running it again changes nothing.`,
 		Args: cobra.NoArgs,
 		RunE: func(cmd *cobra.Command, _ []string) error {
-			cfg, err := g.load()
-			if err != nil {
-				return err
+			_, created, err := ceremony(cmd, g, "add-node-ca", pki.AddNodeCA)
+			if err == nil && len(created) == 0 {
+				fmt.Fprintln(cmd.OutOrStdout(), "nothing to do: the node CA is already there")
 			}
-			audit, closeAudit, err := cfg.Log.AuditLogger(cmd.ErrOrStderr())
-			if err != nil {
-				return err
-			}
-			defer closeAudit.Close()
-			created, err := pki.AddNodeCA(cmd.Context(), cfg, pki.WithAudit(audit))
-			out := cmd.OutOrStdout()
-			for _, c := range created {
-				fmt.Fprintln(out, "created", c)
-			}
-			if err != nil {
-				return fmt.Errorf("add-node-ca: %w", err)
-			}
-			if len(created) == 0 {
-				fmt.Fprintln(out, "nothing to do: the node CA is already there")
-			}
-			return nil
+			return err
 		},
 	}
 }
