@@ -1,7 +1,9 @@
 package maf
 
 import (
+	"bytes"
 	"crypto/sha256"
+	"crypto/x509"
 	"encoding/base64"
 	"encoding/hex"
 	"errors"
@@ -31,6 +33,29 @@ type API struct {
 	// regs is nil until EnableRegistration: the registration routes then
 	// answer 404.
 	regs *Registrations
+	// ownerNamed are CAs whose certificates carry a name the device's owner
+	// chose rather than one the SP assigned (the node CA: a Node-ID is
+	// bound through the portal, docs/onem2m.md "Certificate names").
+	ownerNamed []*x509.Certificate
+}
+
+// OwnerNamedCAs names the CAs whose certificates' names a tenant chose: a
+// caller with one is known by its assigned ID only, and only while the
+// registry holds its certificate active, like a certificate a trusted OBS
+// issued. Otherwise a tenant could bind another tenant's Target name as a
+// Node-ID and fetch that Target's keys.
+func (a *API) OwnerNamedCAs(cas ...*x509.Certificate) *API {
+	a.ownerNamed = append(a.ownerNamed, cas...)
+	return a
+}
+
+// ownerNamedLeaf reports whether leaf, whose chain Verify has checked, was
+// issued by one of the ownerNamed CAs.
+func (a *API) ownerNamedLeaf(leaf *x509.Certificate) bool {
+	return slices.ContainsFunc(a.ownerNamed, func(ca *x509.Certificate) bool {
+		return bytes.Equal(leaf.RawIssuer, ca.RawSubject) &&
+			(len(leaf.AuthorityKeyId) == 0 || bytes.Equal(leaf.AuthorityKeyId, ca.SubjectKeyId))
+	})
 }
 
 // NewAPI serves reg to clients that verify.
@@ -121,8 +146,15 @@ func (a *API) authenticate(ctx *fasthttp.RequestCtx) (caller, error) {
 			Message: "the TLS client certificate does not chain to this SP's CA for client authentication", Err: err}
 	}
 	c := caller{names: peer.Names}
+	ownerNamed := a.ownerNamedLeaf(peer.Certificate)
+	if ownerNamed {
+		c.names = nil
+	}
 	own, err := a.reg.Get(ctx, store.ByCertSHA256, peer.SHA256[:])
 	switch {
+	case ownerNamed && errors.Is(err, store.ErrNotFound):
+		return caller{}, &apierr.Error{Status: http.StatusUnauthorized, Code: "client_certificate_invalid",
+			Message: "the TLS client certificate is not one the registry holds"}
 	case err == nil && own.Status == store.StatusExpired:
 		// The sweep marked it (the clocks of the sweeping replica and this
 		// one may differ by a little).

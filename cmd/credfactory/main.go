@@ -286,6 +286,11 @@ func serve(ctx context.Context, cfg config.Config, stderr io.Writer) error {
 	}
 	srv.RegisterStatus(castatus.Routes(published, services...)...)
 	mafAPI := maf.NewAPI(registry, verifier, cfg.MAF.AdminClients)
+	if p.NodeCA != nil {
+		// A Node-ID is the device owner's choice, not a name the SP
+		// assigned: such a caller is known by its assigned ID only.
+		mafAPI.OwnerNamedCAs(p.NodeCA.Issuer())
+	}
 	keyPolicy, err := ca.NewKeyPolicy(cfg.MEF.KeyAlgorithms)
 	if err != nil {
 		return fmt.Errorf("mef.key_algorithms: %w", err)
