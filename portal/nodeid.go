@@ -22,7 +22,7 @@ var (
 	errNodeIDTaken = apierr.New(http.StatusConflict, "node_id_taken",
 		"that Node-ID is bound to another device of this SP: a Node-ID names one node (TS-0001 §7.1.5)")
 	errNodeIDInUse = apierr.New(http.StatusConflict, "node_id_in_use",
-		"the device's Node-ID is named by an active Node-ID certificate or may be by an open enrolment token: revoke the certificate, or let the token expire or release the device, first")
+		"the device's Node-ID is named by an active Node-ID certificate or may be by an open enrolment token: revoke the certificate, or release the device, or wait until the token has expired and the expiry sweep has marked it, first")
 )
 
 // SetNodeID binds a Node-ID to one of the caller's devices, changes it, or

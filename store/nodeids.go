@@ -65,8 +65,14 @@ func (s *Store) SetNodeID(ctx context.Context, ch NodeIDChange) (Device, error) 
 				d.ID).Scan(&certs); err != nil {
 				return err
 			}
-			if err := q.queryRow(ctx, `SELECT COUNT(*) FROM enrolments WHERE device_id = $1 AND state = 'issued' AND expires_at > $2`,
-				d.ID, ch.Now.UTC()).Scan(&tokens); err != nil {
+			// Any token still 'issued' counts, expired or not: an
+			// enrolment that read the Node-ID just before its token
+			// expired may still be signing, and it redeems against the
+			// time it read (Redeem checks the state, not this clock).
+			// Once the sweep marks the token expired no redemption can
+			// use it.
+			if err := q.queryRow(ctx, `SELECT COUNT(*) FROM enrolments WHERE device_id = $1 AND state = 'issued'`,
+				d.ID).Scan(&tokens); err != nil {
 				return err
 			}
 			if certs+tokens > 0 {

@@ -73,6 +73,13 @@ func TestSetNodeID(t *testing.T) {
 				t.Errorf("%s: the error names the other device: %v", tc.name, err)
 			}
 		}
+		// Past the token's expiry, before the sweep marks it: an enrolment
+		// that read the Node-ID just before the token expired may still be
+		// signing, and redeems against the time it read.
+		if _, err := s.SetNodeID(ctx, NodeIDChange{DeviceID: a.DeviceID, Tenant: "tenant-1", NodeID: y, Actor: "alice",
+			Now: a.ExpiresAt.Add(time.Millisecond)}); !errors.Is(err, ErrNodeIDInUse) {
+			t.Errorf("a change just past the token's expiry, before the sweep: %v, want %v", err, ErrNodeIDInUse)
+		}
 		if nodeOf(a.DeviceID) != x || nodeOf("dev-b") != "" {
 			t.Fatalf("a refusal changed something: %q %q", nodeOf(a.DeviceID), nodeOf("dev-b"))
 		}
