@@ -37,7 +37,7 @@ func TestNodeIDCertificates(t *testing.T) {
 		}
 		aeCert, _ := e.enrol("dev-ae") // an AE-ID certificate, for the renewal refusal
 
-		const device, token, node = "dev-n", "dev-n-token", "urn:gsma:imei:90420156-025763-0;svn=42"
+		const device, token, node = "dev-n", "dev-n-token", "urn:gsma:imei:90420156-025763-0"
 		h := sha256.Sum256([]byte(token))
 		if _, err := e.st.UpsertDevices(ctx, "maker", []store.Device{{ID: device}}, e.now); err != nil {
 			t.Fatal(err)

@@ -68,8 +68,16 @@ func parse(s string) (string, error) {
 			return "", invalid("%q: urn:oid wants a dotted-decimal OID (RFC 3061)", s)
 		}
 	case "gsma":
-		if rest, ok := strings.CutPrefix(nss, "imei:"); ok && !validIMEI(rest) {
-			return "", invalid("%q: urn:gsma:imei wants 8-6-1 digits and an optional ;svn=<2 digits> (RFC 7254)", s)
+		// RFC 7254's literals ("imei:", ";svn=") compare case-insensitively,
+		// and the software version number is the firmware's, not the
+		// device's: one handset is one Node-ID whatever its SVN, so the
+		// SP-wide uniqueness of Node-IDs holds per IMEI.
+		if len(nss) >= 5 && strings.EqualFold(nss[:5], "imei:") {
+			imei, _, _ := strings.Cut(nss[5:], ";")
+			if !validIMEI(strings.ToLower(nss[5:])) {
+				return "", invalid("%q: urn:gsma:imei wants 8-6-1 digits and an optional ;svn=<2 digits> (RFC 7254)", s)
+			}
+			nss = "imei:" + imei
 		}
 	case "uuid":
 		if !validUUID(nss) {

@@ -8,7 +8,9 @@ import (
 
 func TestParse(t *testing.T) {
 	for _, tc := range []struct{ in, want string }{
-		{"urn:gsma:imei:90420156-025763-0;svn=42", "urn:gsma:imei:90420156-025763-0;svn=42"},
+		{"urn:gsma:imei:90420156-025763-0;svn=42", "urn:gsma:imei:90420156-025763-0"},
+		{"urn:gsma:IMEI:90420156-025763-0", "urn:gsma:imei:90420156-025763-0"},
+		{"URN:GSMA:Imei:90420156-025763-0;SVN=01", "urn:gsma:imei:90420156-025763-0"},
 		{"URN:GSMA:imei:90420156-025763-0", "urn:gsma:imei:90420156-025763-0"},
 		{"urn:uuid:F81D4FAE-7DEC-11D0-A765-00A0C91E6BF6", "urn:uuid:f81d4fae-7dec-11d0-a765-00a0c91e6bf6"},
 		{"urn:dev:ow:10e2073a01080063", "urn:dev:ow:10e2073a01080063"},
@@ -55,6 +57,7 @@ func TestParseRefuses(t *testing.T) {
 		"urn:oid:abc",                           // not an OID
 		"urn:gsma:imei:9042015-025763-0",        // short TAC
 		"urn:gsma:imei:90420156-025763-0;svn=4",
+		"urn:gsma:IMEI:not-an-imei", // the literal in another case is still an IMEI
 		"urn:uuid:not-a-uuid",
 		"3.1.2", // first arc > 2
 		"1",     // one arc

@@ -75,7 +75,7 @@ func TestSetNodeIDOverHTTP(t *testing.T) {
 		return *d.NodeID
 	}
 
-	const imei = "urn:gsma:imei:90420156-025763-0;svn=42"
+	const imei = "urn:gsma:imei:90420156-025763-0" // the SVN is not part of it
 	status, body := post(bobKey, "n-1", `{"nodeId":"URN:GSMA:imei:90420156-025763-0;svn=42"}`)
 	var view portal.DeviceView
 	if status != http.StatusOK || json.Unmarshal([]byte(body), &view) != nil || view.NodeID != imei || view.DeviceID != "n-1" {

@@ -31,7 +31,7 @@ import (
 func TestNodeIDCertificateWithCurlAndOpenSSL(t *testing.T) {
 	// CRL and OCSP on a plain-HTTP listener, as relying parties fetch them.
 	s := newSeed(t, "CREDFACTORY_MEF_RENEW_AFTER=0s", "CREDFACTORY_CA_STATUS_LISTEN="+freePort(t))
-	const node = "urn:gsma:imei:90420156-025763-0;svn=42"
+	const node = "urn:gsma:imei:90420156-025763-0"
 	dir := t.TempDir()
 	anchor := filepath.Join(s.dir, "trust-anchor.pem")
 	file := func(name string) string { return filepath.Join(dir, name) }
