@@ -8,6 +8,7 @@ import (
 	"fmt"
 	"net/url"
 	"runtime"
+	"slices"
 	"sync"
 	"sync/atomic"
 	"time"
@@ -263,8 +264,9 @@ func (l *ledger) verifyChains(anchor []*x509.Certificate) (int, error) {
 // (half the verification's time). It is the same validation only when the
 // anchors restrict nothing below their direct subordinates: no name
 // constraints and no extended key usage, which Go would otherwise apply to
-// every leaf (RFC 5280 §4.2.1.10, §4.2.1.12). Otherwise, or when a CA does
-// not chain, the options are returned unchanged and each leaf's whole path
+// every leaf (RFC 5280 §4.2.1.10, §4.2.1.12), and only for CAs the anchors
+// signed themselves. Otherwise, or when a CA does not chain, the options
+// are returned unchanged and each leaf's whole path
 // is built and checked.
 func issuersAsAnchors(opts x509.VerifyOptions, anchor, inters []*x509.Certificate) x509.VerifyOptions {
 	for _, a := range anchor {
@@ -278,7 +280,10 @@ func issuersAsAnchors(opts x509.VerifyOptions, anchor, inters []*x509.Certificat
 	for _, c := range inters {
 		caOpts := opts
 		caOpts.KeyUsages = []x509.ExtKeyUsage{x509.ExtKeyUsageAny}
-		if _, err := c.Verify(caOpts); err != nil || !c.IsCA {
+		// Only a CA the anchor signed directly: one further down would
+		// leave the constraints of the CAs between them unchecked.
+		chains, err := c.Verify(caOpts)
+		if err != nil || !c.IsCA || !slices.ContainsFunc(chains, func(ch []*x509.Certificate) bool { return len(ch) == 2 }) {
 			return opts
 		}
 		issuers.AddCert(c)

@@ -108,6 +108,18 @@ func TestVerifyChainsRefusesAStranger(t *testing.T) {
 			}
 		})
 	}
+	// A CA below another CA (here one with name constraints) is never
+	// taken as an anchor: its leaves' paths are checked whole.
+	root, rootKey := cert("root", nil, nil, true, nil)
+	mid, midKey := cert("mid", root, rootKey, true, constrained)
+	deep, _ := cert("deep", mid, midKey, true, nil)
+	roots := x509.NewCertPool()
+	roots.AddCert(root)
+	inters := x509.NewCertPool()
+	inters.AddCert(mid)
+	if opts := issuersAsAnchors(x509.VerifyOptions{Roots: roots, Intermediates: inters}, []*x509.Certificate{root}, []*x509.Certificate{mid, deep}); opts.Intermediates == nil {
+		t.Fatal("a CA two levels below the anchor was taken as an anchor")
+	}
 }
 
 // TestReconcile: the registry and what the bench received must agree both
