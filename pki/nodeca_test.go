@@ -91,7 +91,7 @@ func TestAddNodeCAToOlderInstallation(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	const id = "urn:gsma:imei:90420156-025763-0;svn=42"
+	const id = "urn:gsma:imei:90420156-025763-0"
 	u, _ := url.Parse(id)
 	issued, err := p.NodeCA.Issue(ctx, ca.Request{CSR: csr, Profile: ca.ProfileNodeID, AssignedID: id, URIs: []*url.URL{u}})
 	if err != nil {
