@@ -96,24 +96,21 @@ func (m *MEF) EnrolCert(ctx context.Context, req CertRequest) (CertResult, error
 	if replay {
 		return m.recorded(ctx, *e.CredentialID)
 	}
-	shape, err := m.certShape(e.AssignedID)
-	if req.NodeID {
-		shape, err = m.nodeShape(ctx, e.DeviceID)
-	}
+	shape, err := m.shapeFor(ctx, req.NodeID, e.AssignedID, e.DeviceID)
 	if err != nil {
 		return CertResult{}, err
 	}
-	if err := checkCSRNames(parsed, shape.identity(e.AssignedID), shape); err != nil {
+	if err := checkCSRNames(parsed, shape); err != nil {
 		return CertResult{}, err
 	}
-	issued, err := shape.issuerOr(m.ca).Issue(ctx, shape.request(parsed, e.AssignedID, m.cfg.CertValidity))
+	issued, err := shape.issuer.Issue(ctx, shape.request(parsed, m.cfg.CertValidity))
 	if err != nil {
 		return CertResult{}, caFailure(err)
 	}
 	serial := issued.Certificate.SerialNumber.Text(16)
 	fp := fingerprint(issued.DER)
 	red.Credential = store.Credential{
-		ID: kdf.CredentialID(shape.credentialType(e.AssignedID), hexs(fp)), Type: store.TypeX509, SUID: int(suid),
+		ID: kdf.CredentialID(shape.credType, hexs(fp)), Type: store.TypeX509, SUID: int(suid),
 		Serial: &serial, CertSHA256: fp, CertDER: issued.DER, PublicKeySHA256: pkHash,
 		NotBefore: issued.Certificate.NotBefore, NotAfter: issued.Certificate.NotAfter, Source: store.SourceRSPF,
 	}
@@ -148,8 +145,9 @@ func (m *MEF) recorded(ctx context.Context, credentialID string) (CertResult, er
 // ca.CSR.CheckFor). Silently dropping them would hand the device a
 // certificate other than the one it asked for. TS-0003 §10.1.4 has the CSR
 // carry the identity in subjectAltName; a CSR without one gets it anyway.
-func checkCSRNames(parsed *ca.CSR, assignedID string, want certShape) error {
+func checkCSRNames(parsed *ca.CSR, want certShape) error {
 	csr := parsed.Request()
+	assignedID := want.id
 	badURI := len(csr.URIs) > 1 || len(csr.URIs) == 1 && csr.URIs[0].String() != want.uri.String() &&
 		(want.legacy == nil || csr.URIs[0].String() != want.legacy.String())
 	badDNS := len(csr.DNSNames) > len(want.dns) || len(csr.DNSNames) == 1 && csr.DNSNames[0] != want.dns[0]

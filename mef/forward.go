@@ -143,7 +143,7 @@ func (m *MEF) forwardCSR(ctx context.Context, obf store.OBF, it ForwardItem, red
 	if err != nil {
 		return ForwardResult{}, err
 	}
-	if err := checkCSRNames(parsed, e.AssignedID, shape); err != nil {
+	if err := checkCSRNames(parsed, shape); err != nil {
 		return ForwardResult{}, err
 	}
 	// A batch's items run concurrently so that their redemptions share
@@ -155,14 +155,14 @@ func (m *MEF) forwardCSR(ctx context.Context, obf store.OBF, it ForwardItem, red
 	case <-ctx.Done():
 		return ForwardResult{}, ctx.Err()
 	}
-	issued, err := m.ca.Issue(ctx, shape.request(parsed, e.AssignedID, m.cfg.CertValidity))
+	issued, err := shape.issuer.Issue(ctx, shape.request(parsed, m.cfg.CertValidity))
 	<-m.issueSlots
 	if err != nil {
 		return ForwardResult{}, caFailure(err)
 	}
 	serial := issued.Certificate.SerialNumber.Text(16)
 	fp := fingerprint(issued.DER)
-	red.Credential = store.Credential{ID: kdf.CredentialID(CertCredentialType(e.AssignedID), hexs(fp)), Type: store.TypeX509,
+	red.Credential = store.Credential{ID: kdf.CredentialID(shape.credType, hexs(fp)), Type: store.TypeX509,
 		SUID: int(kdf.SUIDCertSAEF), Serial: &serial, CertSHA256: fp, CertDER: issued.DER, PublicKeySHA256: pkHash,
 		NotBefore: issued.Certificate.NotBefore, NotAfter: issued.Certificate.NotAfter, Source: store.SourceForward, OBFID: &obf.ID}
 	got, err := m.reg.Redeem(background(ctx), red)

@@ -159,11 +159,9 @@ func (m *MEF) estCSRAttrs(ctx *fasthttp.RequestCtx) error {
 	if st := ctx.TLSConnectionState(); st != nil && len(st.PeerCertificates) > 0 && m.peers != nil {
 		if p, err := m.peers.Verify(st); err == nil {
 			if c, err := m.reg.Get(ctx, store.ByCertSHA256, fingerprint(p.Certificate.Raw)); err == nil {
-				s, err := m.certShape(c.AssignedID)
-				if estNodeID(ctx) || isNodeIDCredential(c.ID) {
-					// The device's Node-ID certificate, next or renewed.
-					s, err = m.nodeShape(ctx, c.DeviceID)
-				}
+				// The device's Node-ID certificate, next or renewed, or
+				// its assigned ID's.
+				s, err := m.shapeFor(ctx, estNodeID(ctx) || isNodeIDCredential(c.ID), c.AssignedID, c.DeviceID)
 				if err == nil {
 					shape = &s
 				}

@@ -1,6 +1,7 @@
 package mef
 
 import (
+	"context"
 	"fmt"
 	"net/http"
 	"net/url"
@@ -25,41 +26,27 @@ type certShape struct {
 	// legacy is the scheme-less URI certificates carried before uri: a
 	// CSR may name it, meaning the same identity; it is never issued.
 	legacy *url.URL
-	// id, issuer and credType are set for a Node-ID certificate
-	// (nodeid.go): the identity it names instead of the assigned ID, the
-	// node CA, and Credential-ID type 34.
+	// id is the identity it names (the assigned ID, or a Node-ID), issuer
+	// the CA that signs it (the issuing CA, or the node CA: nodeid.go) and
+	// credType its Credential-ID type (TS-0003 §10.4).
 	id       string
 	issuer   *ca.CA
 	credType kdf.CredentialType
 }
 
-// identity is what the certificate names: the Node-ID, or assignedID.
-func (s certShape) identity(assignedID string) string {
-	if s.id != "" {
-		return s.id
+// shapeFor is the certificate an enrolment or renewal asks for: the
+// device's Node-ID certificate (nodeid.go) or its assigned ID's.
+func (m *MEF) shapeFor(ctx context.Context, nodeID bool, assignedID, deviceID string) (certShape, error) {
+	if nodeID {
+		return m.nodeShape(ctx, deviceID)
 	}
-	return assignedID
-}
-
-// issuerOr is the CA that signs it: the node CA, or def (the issuing CA).
-func (s certShape) issuerOr(def *ca.CA) *ca.CA {
-	if s.issuer != nil {
-		return s.issuer
-	}
-	return def
-}
-
-// credentialType is its Credential-ID type (TS-0003 §10.4).
-func (s certShape) credentialType(assignedID string) kdf.CredentialType {
-	if s.credType != 0 {
-		return s.credType
-	}
-	return CertCredentialType(assignedID)
+	return m.certShape(assignedID)
 }
 
 func (m *MEF) certShape(assignedID string) (certShape, error) {
 	s := certShape{profile: ca.ProfileDevice, uri: AssignedIDURI(m.cfg.SPDomain, assignedID),
-		legacy: forwardapi.LegacyAssignedIDURI(m.cfg.SPDomain, assignedID)}
+		legacy: forwardapi.LegacyAssignedIDURI(m.cfg.SPDomain, assignedID),
+		id:     assignedID, issuer: m.ca, credType: CertCredentialType(assignedID)}
 	if isCSEID(assignedID) {
 		name, err := CSEDomainName(m.cfg.SPDomain, assignedID)
 		if err != nil {
@@ -70,8 +57,8 @@ func (m *MEF) certShape(assignedID string) (certShape, error) {
 	return s, nil
 }
 
-func (s certShape) request(parsed *ca.CSR, assignedID string, validity time.Duration) ca.Request {
-	return ca.Request{Parsed: parsed, Profile: s.profile, AssignedID: s.identity(assignedID), URIs: []*url.URL{s.uri},
+func (s certShape) request(parsed *ca.CSR, validity time.Duration) ca.Request {
+	return ca.Request{Parsed: parsed, Profile: s.profile, AssignedID: s.id, URIs: []*url.URL{s.uri},
 		DNSNames: s.dns, Validity: validity}
 }
 

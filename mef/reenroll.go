@@ -108,24 +108,23 @@ func (m *MEF) reenrolFor(ctx context.Context, peer *x509.Certificate, csrDER []b
 	// A certificate in the legacy URI form (or a CSE-ID's from before
 	// ProfileCSE) renews into today's profile: same identity, names
 	// that RFC 5280 parsers accept.
-	shape, err := m.certShape(old.AssignedID)
-	if isNodeIDCredential(old.ID) {
-		// A Node-ID certificate renews into one for the same Node-ID
-		// (store.SetNodeID keeps it while the certificate is active).
-		if shape, err = m.nodeShape(ctx, old.DeviceID); err == nil && (len(peer.URIs) != 1 || peer.URIs[0].String() != shape.uri.String()) {
-			err = errNodeIDChanged
-		}
-	} else if nodeLabel {
+	// A Node-ID certificate renews into one for the same Node-ID
+	// (store.SetNodeID keeps it while the certificate is active).
+	isNode := isNodeIDCredential(old.ID)
+	shape, err := m.shapeFor(ctx, isNode, old.AssignedID, old.DeviceID)
+	if isNode && err == nil && (len(peer.URIs) != 1 || peer.URIs[0].String() != shape.uri.String()) {
+		err = errNodeIDChanged
+	} else if !isNode && nodeLabel {
 		err = fail(http.StatusBadRequest, "not_a_node_id_certificate",
 			"the EST label node-id renews Node-ID certificates: renew this one without it")
 	}
 	if err != nil {
 		return CertResult{}, err
 	}
-	if err := checkCSRNames(parsed, shape.identity(old.AssignedID), shape); err != nil {
+	if err := checkCSRNames(parsed, shape); err != nil {
 		return CertResult{}, err
 	}
-	if n := csr.Subject.Names; len(n) > 0 && (len(n) != 1 || csr.Subject.CommonName != shape.identity(old.AssignedID)) {
+	if n := csr.Subject.Names; len(n) > 0 && (len(n) != 1 || csr.Subject.CommonName != shape.id) {
 		return CertResult{}, errSubjectMismatch
 	}
 	// The tenant's enrolment limit, before the HSM signs, as for a first
@@ -135,13 +134,13 @@ func (m *MEF) reenrolFor(ctx context.Context, peer *x509.Certificate, csrDER []b
 	if err := m.cfg.Limits.EnrolTenant.Check(old.Tenant); err != nil {
 		return CertResult{}, err
 	}
-	issued, err := shape.issuerOr(m.ca).Issue(ctx, shape.request(parsed, old.AssignedID, m.cfg.CertValidity))
+	issued, err := shape.issuer.Issue(ctx, shape.request(parsed, m.cfg.CertValidity))
 	if err != nil {
 		return CertResult{}, caFailure(err)
 	}
 	serial := issued.Certificate.SerialNumber.Text(16)
 	fp := fingerprint(issued.DER)
-	c := store.Credential{ID: kdf.CredentialID(shape.credentialType(old.AssignedID), hexs(fp)), Type: store.TypeX509,
+	c := store.Credential{ID: kdf.CredentialID(shape.credType, hexs(fp)), Type: store.TypeX509,
 		Serial: &serial, CertSHA256: fp, CertDER: issued.DER, PublicKeySHA256: pkHash, NotBefore: issued.Certificate.NotBefore,
 		NotAfter: issued.Certificate.NotAfter, Source: store.SourceRSPF}
 	got, err := m.st.Renew(background(ctx), store.Renewal{OldID: old.ID, Credential: c, Now: now,
