@@ -41,26 +41,15 @@ func AddNodeCA(ctx context.Context, cfg config.Config, opts ...Option) (created 
 	if err != nil {
 		return nil, fmt.Errorf("%w (run credfactory init)", err)
 	}
-	keys, err := hsm.EnsureKeys(cfg.HSM.Config, []hsm.KeySpec{nodeKeySpec(cfg)})
+	m, rootSigner, created, err := openCeremony(ctx, cfg, []hsm.KeySpec{nodeKeySpec(cfg)}, o.audit)
 	if err != nil {
-		return nil, fmt.Errorf("generate the node CA key: %w", err)
-	}
-	for _, k := range keys {
-		created = append(created, "HSM key "+k)
-	}
-	m, err := hsm.Open(cfg.HSM.Config, nil)
-	if err != nil {
-		return created, err
+		return created, fmt.Errorf("node CA: %w", err)
 	}
 	defer m.Close()
-	rootKey, err := m.Signer(ctx, cfg.CA.RootKey)
-	if err != nil {
-		return created, err
-	}
-	if err := ca.CheckSignerMatches(root, rootKey); err != nil {
+	if err := ca.CheckSignerMatches(root, rootSigner); err != nil {
 		return created, fmt.Errorf("%s: %w", RootCertFile, err)
 	}
-	made, err := ensureNodeCA(ctx, cfg, m, root, ca.AuditedSigner(rootKey, o.audit, cfg.CA.RootKey), time.Now())
+	made, err := ensureNodeCA(ctx, cfg, m, root, rootSigner, time.Now())
 	if made {
 		created = append(created, "node CA certificate "+path(cfg, NodeCertFile))
 	}
@@ -68,11 +57,7 @@ func AddNodeCA(ctx context.Context, cfg config.Config, opts ...Option) (created 
 }
 
 func nodeKeySpec(cfg config.Config) hsm.KeySpec {
-	t := hsm.KeyECDSAP256
-	if cfg.CA.KeyAlgorithm == "ecdsa-p384" {
-		t = hsm.KeyECDSAP384
-	}
-	return hsm.KeySpec{URI: cfg.CA.NodeKey, Type: t}
+	return hsm.KeySpec{URI: cfg.CA.NodeKey, Type: caKeyType(cfg)}
 }
 
 // ensureNodeCA loads the node CA certificate, or has the root certify the

@@ -155,26 +155,12 @@ func Init(ctx context.Context, cfg config.Config, opts ...Option) (created []str
 			created = append(created, fmt.Sprintf("SoftHSM2 token %q in %s (PIN in %s, mode 0600)", cfg.HSM.TokenLabel, cfg.HSMDir(), cfg.HSM.PINFile))
 		}
 	}
-	keys, err := hsm.EnsureKeys(cfg.HSM.Config, keySpecs(cfg))
-	if err != nil {
-		return created, fmt.Errorf("generate keys: %w", err)
-	}
-	for _, k := range keys {
-		created = append(created, "HSM key "+k)
-	}
-
-	m, err := hsm.Open(cfg.HSM.Config, nil)
+	m, rootSigner, made, err := openCeremony(ctx, cfg, keySpecs(cfg), o.audit)
+	created = append(created, made...)
 	if err != nil {
 		return created, err
 	}
 	defer m.Close()
-	rootKey, err := m.Signer(ctx, cfg.CA.RootKey)
-	if err != nil {
-		return created, err
-	}
-	// Every signature of the root (its own certificate, the CA
-	// certificates, the root CRL) goes on the audit trail.
-	rootSigner := ca.AuditedSigner(rootKey, o.audit, cfg.CA.RootKey)
 	issuingSigner, err := m.Signer(ctx, cfg.CA.IssuingKey)
 	if err != nil {
 		return created, err
@@ -182,13 +168,13 @@ func Init(ctx context.Context, cfg config.Config, opts ...Option) (created []str
 	now := time.Now()
 	org := []string{cfg.CA.Organization}
 
-	root, made, err := loadOrCreate(path(cfg, RootCertFile), rootSigner, func() (*x509.Certificate, error) {
+	root, rootMade, err := loadOrCreate(path(cfg, RootCertFile), rootSigner, func() (*x509.Certificate, error) {
 		return ca.CreateRoot(rootSigner, pkix.Name{Organization: org, CommonName: cfg.CA.Organization + " Root CA"}, cfg.CA.RootValidity, now)
 	})
 	if err != nil {
 		return created, fmt.Errorf("root CA: %w", err)
 	}
-	if made {
+	if rootMade {
 		created = append(created, "root CA certificate "+path(cfg, RootCertFile))
 	}
 	if made, err := ensureRootCRL(ctx, cfg, root, rootSigner, now); err != nil {
@@ -196,14 +182,14 @@ func Init(ctx context.Context, cfg config.Config, opts ...Option) (created []str
 	} else if made {
 		created = append(created, "root CRL "+path(cfg, RootCRLFile))
 	}
-	issuing, made, err := loadOrCreate(path(cfg, IssuingCertFile), issuingSigner, func() (*x509.Certificate, error) {
+	issuing, issuingMade, err := loadOrCreate(path(cfg, IssuingCertFile), issuingSigner, func() (*x509.Certificate, error) {
 		return ca.CreateIssuingCA(root, rootSigner, issuingSigner.Public(),
 			pkix.Name{Organization: org, CommonName: cfg.CA.Organization + " Issuing CA"}, cfg.CA.IssuingValidity, now, cfg.Portal.SPDomain)
 	})
 	if err != nil {
 		return created, fmt.Errorf("issuing CA: %w", err)
 	}
-	if made {
+	if issuingMade {
 		created = append(created, "issuing CA certificate "+path(cfg, IssuingCertFile))
 	}
 	if err := issuing.CheckSignatureFrom(root); err != nil {
@@ -213,14 +199,14 @@ func Init(ctx context.Context, cfg config.Config, opts ...Option) (created []str
 	if err != nil {
 		return created, err
 	}
-	_, made, err = loadOrCreate(path(cfg, OBFCertFile), obfSigner, func() (*x509.Certificate, error) {
+	_, obfMade, err := loadOrCreate(path(cfg, OBFCertFile), obfSigner, func() (*x509.Certificate, error) {
 		return ca.CreateOBFCA(root, rootSigner, obfSigner.Public(),
 			pkix.Name{Organization: org, CommonName: cfg.CA.Organization + " OBF CA"}, cfg.CA.IssuingValidity, now)
 	})
 	if err != nil {
 		return created, fmt.Errorf("OBF CA: %w", err)
 	}
-	if made {
+	if obfMade {
 		created = append(created, "OBF CA certificate "+path(cfg, OBFCertFile))
 	}
 	// The node CA (Node-ID certificates); on an installation made before
@@ -240,11 +226,11 @@ func Init(ctx context.Context, cfg config.Config, opts ...Option) (created []str
 	if err != nil {
 		return created, err
 	}
-	made, err = ensureServerCert(ctx, cfg, m, authority, now)
+	serverMade, err := ensureServerCert(ctx, cfg, m, authority, now)
 	if err != nil {
 		return created, err
 	}
-	if made {
+	if serverMade {
 		created = append(created, "server TLS certificate "+path(cfg, ServerCertFile))
 	}
 	return created, nil
@@ -349,11 +335,39 @@ func checkSPDomain(issuing *x509.Certificate, spDomain string) error {
 		spDomain, issuing.PermittedURIDomains)
 }
 
-func keySpecs(cfg config.Config) []hsm.KeySpec {
-	caType := hsm.KeyECDSAP256
-	if cfg.CA.KeyAlgorithm == "ecdsa-p384" {
-		caType = hsm.KeyECDSAP384
+// openCeremony generates the keys of specs the token lacks (reporting
+// each), opens the HSM and returns the root's signer with every signature
+// (its own certificate, the CA certificates, the root CRL) on the audit
+// trail. The caller closes m.
+func openCeremony(ctx context.Context, cfg config.Config, specs []hsm.KeySpec, audit *slog.Logger) (m *hsm.Module, root crypto.Signer, created []string, err error) {
+	keys, err := hsm.EnsureKeys(cfg.HSM.Config, specs)
+	if err != nil {
+		return nil, nil, nil, fmt.Errorf("generate keys: %w", err)
 	}
+	for _, k := range keys {
+		created = append(created, "HSM key "+k)
+	}
+	if m, err = hsm.Open(cfg.HSM.Config, nil); err != nil {
+		return nil, nil, created, err
+	}
+	rootKey, err := m.Signer(ctx, cfg.CA.RootKey)
+	if err != nil {
+		m.Close()
+		return nil, nil, created, err
+	}
+	return m, ca.AuditedSigner(rootKey, audit, cfg.CA.RootKey), created, nil
+}
+
+// caKeyType is the key type of every CA key (ca.key_algorithm).
+func caKeyType(cfg config.Config) hsm.KeyType {
+	if cfg.CA.KeyAlgorithm == "ecdsa-p384" {
+		return hsm.KeyECDSAP384
+	}
+	return hsm.KeyECDSAP256
+}
+
+func keySpecs(cfg config.Config) []hsm.KeySpec {
+	caType := caKeyType(cfg)
 	return []hsm.KeySpec{
 		{URI: cfg.CA.RootKey, Type: caType},
 		{URI: cfg.CA.IssuingKey, Type: caType},
