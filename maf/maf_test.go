@@ -418,26 +418,32 @@ type caller func(client *http.Client, method, path, body string) (int, map[strin
 
 // startAPI serves the MAF API over real TLS on loopback and returns a client
 // factory (one per client certificate) and a JSON call helper.
-func startAPI(t *testing.T, reg *maf.Registry, p pki) (func(*tls.Certificate) *http.Client, caller) {
+// serveAPI serves api over TLS on loopback with p's server certificate;
+// as makes a client presenting cert (nil: none).
+func serveAPI(t *testing.T, api *maf.API, p pki) (base string, as func(cert *tls.Certificate) *http.Client) {
 	t.Helper()
 	srv := server.New(server.Options{Listen: "127.0.0.1:0", MaxBodyBytes: 1 << 16, TLS: &tls.Config{
 		Certificates: []tls.Certificate{p.ServerCert(t)}, ClientAuth: tls.RequestClientCert}})
-	srv.Register(maf.NewAPI(reg, clientauth.New([]*x509.Certificate{p.Root}, []*x509.Certificate{p.Issuing}), []string{"ops.sp.example"}).Routes()...)
+	srv.Register(api.Routes()...)
 	if err := srv.Listen(); err != nil {
 		t.Fatal(err)
 	}
 	go func() { _ = srv.Serve() }()
 	t.Cleanup(func() { _ = srv.Shutdown(context.Background()) })
-	base := "https://localhost:" + strings.Split(srv.Addr().String(), ":")[1]
 	roots := x509.NewCertPool()
 	roots.AddCert(p.Root)
-	as := func(cert *tls.Certificate) *http.Client {
+	return "https://localhost:" + strings.Split(srv.Addr().String(), ":")[1], func(cert *tls.Certificate) *http.Client {
 		cfg := &tls.Config{RootCAs: roots}
 		if cert != nil {
 			cfg.Certificates = []tls.Certificate{*cert}
 		}
 		return &http.Client{Timeout: 10 * time.Second, Transport: &http.Transport{TLSClientConfig: cfg}}
 	}
+}
+
+func startAPI(t *testing.T, reg *maf.Registry, p pki) (func(*tls.Certificate) *http.Client, caller) {
+	t.Helper()
+	base, as := serveAPI(t, maf.NewAPI(reg, clientauth.New([]*x509.Certificate{p.Root}, []*x509.Certificate{p.Issuing}), []string{"ops.sp.example"}), p)
 	call := func(client *http.Client, method, path, body string) (int, map[string]any) {
 		t.Helper()
 		req, _ := http.NewRequest(method, base+path, strings.NewReader(body))
@@ -520,18 +526,8 @@ func TestOBSIssuedCertificateCannotChooseItsNames(t *testing.T) {
 	rogue := tls.Certificate{Certificate: [][]byte{der, sub.DER, obfCert.Raw}, PrivateKey: leafKey}
 	cred, _ := derivedPSK(t, reg, "Svictim", time.Now().Add(time.Hour))
 
-	srv := server.New(server.Options{Listen: "127.0.0.1:0", MaxBodyBytes: 1 << 16, TLS: &tls.Config{
-		Certificates: []tls.Certificate{p.ServerCert(t)}, ClientAuth: tls.RequestClientCert}})
-	srv.Register(maf.NewAPI(reg, clientauth.New([]*x509.Certificate{p.Root}, []*x509.Certificate{p.Issuing}), []string{admin.String(), "ops.sp.example"}).Routes()...)
-	if err := srv.Listen(); err != nil {
-		t.Fatal(err)
-	}
-	go func() { _ = srv.Serve() }()
-	t.Cleanup(func() { _ = srv.Shutdown(context.Background()) })
-	roots := x509.NewCertPool()
-	roots.AddCert(p.Root)
-	c := &http.Client{Timeout: 5 * time.Second, Transport: &http.Transport{TLSClientConfig: &tls.Config{RootCAs: roots, Certificates: []tls.Certificate{rogue}}}}
-	resp, err := c.Get("https://localhost:" + strings.Split(srv.Addr().String(), ":")[1] + "/maf/v1/credentials/" + cred.ID)
+	base, as := serveAPI(t, maf.NewAPI(reg, clientauth.New([]*x509.Certificate{p.Root}, []*x509.Certificate{p.Issuing}), []string{admin.String(), "ops.sp.example"}), p)
+	resp, err := as(&rogue).Get(base + "/maf/v1/credentials/" + cred.ID)
 	if err != nil {
 		t.Fatal(err)
 	}

@@ -13,7 +13,6 @@ import (
 	"math/big"
 	"net/http"
 	"net/url"
-	"strings"
 	"testing"
 	"time"
 
@@ -22,7 +21,6 @@ import (
 	"github.com/credfactory/credfactory/clientauth"
 	"github.com/credfactory/credfactory/kdf"
 	"github.com/credfactory/credfactory/maf"
-	"github.com/credfactory/credfactory/server"
 	"github.com/credfactory/credfactory/store"
 )
 
@@ -78,21 +76,10 @@ func TestNodeIDCertificateIsKnownByItsAssignedIDOnly(t *testing.T) {
 		t.Fatal(err)
 	}
 
-	srv := server.New(server.Options{Listen: "127.0.0.1:0", MaxBodyBytes: 1 << 16, TLS: &tls.Config{
-		Certificates: []tls.Certificate{p.ServerCert(t)}, ClientAuth: tls.RequestClientCert}})
 	api := maf.NewAPI(reg, clientauth.New([]*x509.Certificate{p.Root}, []*x509.Certificate{p.Issuing, nodeCA}), []string{urn})
-	srv.Register(api.OwnerNamedCAs(nodeCA).Routes()...)
-	if err := srv.Listen(); err != nil {
-		t.Fatal(err)
-	}
-	go func() { _ = srv.Serve() }()
-	t.Cleanup(func() { _ = srv.Shutdown(context.Background()) })
-	base := "https://localhost:" + strings.Split(srv.Addr().String(), ":")[1]
-	roots := x509.NewCertPool()
-	roots.AddCert(p.Root)
+	base, as := serveAPI(t, api.OwnerNamedCAs(nodeCA), p)
 	get := func(cert tls.Certificate, path string) int {
-		c := &http.Client{Timeout: 5 * time.Second, Transport: &http.Transport{TLSClientConfig: &tls.Config{RootCAs: roots, Certificates: []tls.Certificate{cert}}}}
-		resp, err := c.Get(base + path)
+		resp, err := as(&cert).Get(base + path)
 		if err != nil {
 			t.Fatal(err)
 		}
