@@ -49,16 +49,9 @@ var (
 // TestMain gives the package a SoftHSM token with a KDF master key and a
 // KEK: keys are derived and sealed by the real HSM in every test here.
 func TestMain(m *testing.M) {
-	os.Exit(func() int {
-		tok, err := softhsmtest.NewKDFToken("maf-test", masterURI, kekURI)
-		if err != nil {
-			fmt.Fprintln(os.Stderr, "HSM:", err)
-			return 1
-		}
-		defer tok.Close()
+	os.Exit(softhsmtest.Main(m, "maf-test", masterURI, kekURI, func(tok *softhsmtest.KDFToken) {
 		module, master, kek = tok.Module, tok.Master, tok.KEK
-		return m.Run()
-	}())
+	}))
 }
 
 // stores runs f on SQLite and on PostgreSQL (when make test provides it).

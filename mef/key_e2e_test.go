@@ -47,16 +47,7 @@ var (
 // TestMain gives the package a SoftHSM token with the KDF master key and
 // the KEK: shared keys are sealed and derived by the real HSM here.
 func TestMain(m *testing.M) {
-	os.Exit(func() int {
-		tok, err := softhsmtest.NewKDFToken("mef-test", masterURI, kekURI)
-		if err != nil {
-			fmt.Fprintln(os.Stderr, "HSM:", err)
-			return 1
-		}
-		defer tok.Close()
-		master, kek = tok.Master, tok.KEK
-		return m.Run()
-	}())
+	os.Exit(softhsmtest.Main(m, "mef-test", masterURI, kekURI, func(tok *softhsmtest.KDFToken) { master, kek = tok.Master, tok.KEK }))
 }
 
 // keyEnv is an MEF and its MAF registry on a real store and SoftHSM,

@@ -12,7 +12,6 @@ import (
 	"crypto/x509/pkix"
 	"math/big"
 	"os"
-	"sync"
 	"testing"
 	"time"
 
@@ -23,7 +22,6 @@ import (
 // another whose HSM holds the same key, also across one rotation; never on
 // a server with another key, nor two periods later.
 func TestResumptionAcrossReplicas(t *testing.T) {
-	tokA := token(t)
 	other := otherKey(t)
 	cert, pool := selfSigned(t)
 	now := time.Now()
@@ -34,14 +32,14 @@ func TestResumptionAcrossReplicas(t *testing.T) {
 		at      time.Time
 		resume  bool
 	}{
-		{"same HSM key, TLS 1.3", tls.VersionTLS13, tokA.Master, now, true},
-		{"same HSM key, TLS 1.2", tls.VersionTLS12, tokA.Master, now, true},
-		{"same HSM key, next period", tls.VersionTLS13, tokA.Master, now.Add(Period), true},
-		{"same HSM key, two periods on", tls.VersionTLS13, tokA.Master, now.Add(2 * Period), false},
+		{"same HSM key, TLS 1.3", tls.VersionTLS13, master, now, true},
+		{"same HSM key, TLS 1.2", tls.VersionTLS12, master, now, true},
+		{"same HSM key, next period", tls.VersionTLS13, master, now.Add(Period), true},
+		{"same HSM key, two periods on", tls.VersionTLS13, master, now.Add(2 * Period), false},
 		{"another installation's key", tls.VersionTLS13, other, now, false},
 	} {
 		t.Run(tc.name, func(t *testing.T) {
-			first := serve(t, cert, tokA.Master, now)
+			first := serve(t, cert, master, now)
 			second := serve(t, cert, tc.second, tc.at)
 			client := &tls.Config{RootCAs: pool, ServerName: "replica.test", MinVersion: tc.version, MaxVersion: tc.version,
 				ClientSessionCache: tls.NewLRUClientSessionCache(4)}
@@ -56,14 +54,13 @@ func TestResumptionAcrossReplicas(t *testing.T) {
 }
 
 func TestKeysDifferPerPeriodAndKey(t *testing.T) {
-	tokA := token(t)
 	ctx := context.Background()
 	now := time.Now()
-	a, err := Keys(ctx, tokA.Master, now)
+	a, err := Keys(ctx, master, now)
 	if err != nil {
 		t.Fatal(err)
 	}
-	next, _ := Keys(ctx, tokA.Master, now.Add(Period))
+	next, _ := Keys(ctx, master, now.Add(Period))
 	b, _ := Keys(ctx, otherKey(t), now)
 	if len(a) != 3 || a[0] == a[1] || a[0] == a[2] || a[1] == a[2] {
 		t.Fatalf("want three distinct keys, got %x", a)
@@ -76,31 +73,13 @@ func TestKeysDifferPerPeriodAndKey(t *testing.T) {
 	}
 }
 
-// A process opens SoftHSM once (C_Initialize), so the tests share one
-// token: the key every replica of one installation holds.
-var (
-	tokenOnce sync.Once
-	tok       *softhsmtest.KDFToken
-	tokErr    error
-)
+// master is the KDF master key every replica of one installation holds,
+// in SoftHSM.
+var master Deriver
 
 func TestMain(m *testing.M) {
-	code := m.Run()
-	if tok != nil {
-		tok.Close()
-	}
-	os.Exit(code)
-}
-
-func token(t *testing.T) *softhsmtest.KDFToken {
-	t.Helper()
-	tokenOnce.Do(func() {
-		tok, tokErr = softhsmtest.NewKDFToken("tickets", "pkcs11:object=master;type=secret-key", "pkcs11:object=kek;type=secret-key")
-	})
-	if tokErr != nil {
-		t.Fatal(tokErr)
-	}
-	return tok
+	os.Exit(softhsmtest.Main(m, "tickets", "pkcs11:object=master;type=secret-key", "pkcs11:object=kek;type=secret-key",
+		func(tok *softhsmtest.KDFToken) { master = tok.Master }))
 }
 
 // softKey is another installation's master key, in software: this

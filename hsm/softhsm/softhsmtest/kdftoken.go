@@ -3,6 +3,7 @@ package softhsmtest
 import (
 	"fmt"
 	"os"
+	"testing"
 
 	"github.com/credfactory/credfactory/hsm"
 	"github.com/credfactory/credfactory/hsm/softhsm"
@@ -52,4 +53,19 @@ func (t *KDFToken) Close() {
 		t.Module.Close()
 	}
 	os.RemoveAll(t.dir)
+}
+
+// Main is a test binary's TestMain body for packages whose tests share one
+// KDF token (a process initialises SoftHSM once, so a second token in the
+// same process would fail): it provisions the token, hands it to use, runs
+// the tests, removes the token and returns the exit code for os.Exit.
+func Main(m *testing.M, label, masterURI, kekURI string, use func(*KDFToken)) int {
+	tok, err := NewKDFToken(label, masterURI, kekURI)
+	if err != nil {
+		fmt.Fprintln(os.Stderr, "HSM:", err)
+		return 1
+	}
+	defer tok.Close()
+	use(tok)
+	return m.Run()
 }
