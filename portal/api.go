@@ -182,11 +182,8 @@ type DeviceCredentialsView struct {
 }
 
 func (p *Portal) apiDevices(ctx *fasthttp.RequestCtx) error {
-	who, err := p.Authenticate(ctx, false)
+	who, err := p.authenticateFor(ctx, ScopeRead)
 	if err != nil {
-		return err
-	}
-	if err := requireScope(who, ScopeRead); err != nil {
 		return err
 	}
 	f, err := FilterFromQuery(ctx.QueryArgs())
@@ -244,11 +241,8 @@ func (p *Portal) apiDevicesWithCredentials(ctx *fasthttp.RequestCtx, who Princip
 }
 
 func (p *Portal) apiDevice(ctx *fasthttp.RequestCtx) error {
-	who, err := p.Authenticate(ctx, false)
+	who, err := p.authenticateFor(ctx, ScopeRead)
 	if err != nil {
-		return err
-	}
-	if err := requireScope(who, ScopeRead); err != nil {
 		return err
 	}
 	det, err := p.Detail(ctx, who, httpapi.Param(ctx, "deviceId"))
@@ -276,11 +270,8 @@ func (p *Portal) apiDevice(ctx *fasthttp.RequestCtx) error {
 }
 
 func (p *Portal) apiNonce(ctx *fasthttp.RequestCtx) error {
-	who, err := p.Authenticate(ctx, false)
+	who, err := p.authenticateFor(ctx, ScopeEnrol)
 	if err != nil {
-		return err
-	}
-	if err := requireScope(who, ScopeEnrol); err != nil {
 		return err
 	}
 	nonce, expires, err := p.Nonce(ctx, who, httpapi.Param(ctx, "deviceId"))
@@ -311,11 +302,8 @@ func (p *Portal) apiEnrol(ctx *fasthttp.RequestCtx) error {
 }
 
 func (p *Portal) apiRelease(ctx *fasthttp.RequestCtx) error {
-	who, err := p.Authenticate(ctx, false)
+	who, err := p.authenticateFor(ctx, ScopeDevices)
 	if err != nil {
-		return err
-	}
-	if err := requireScope(who, ScopeDevices); err != nil {
 		return err
 	}
 	var req ReleaseRequest
@@ -338,11 +326,8 @@ func (p *Portal) apiRelease(ctx *fasthttp.RequestCtx) error {
 }
 
 func (p *Portal) apiRevoke(ctx *fasthttp.RequestCtx) error {
-	who, err := p.Authenticate(ctx, false)
+	who, err := p.authenticateFor(ctx, ScopeDevices)
 	if err != nil {
-		return err
-	}
-	if err := requireScope(who, ScopeDevices); err != nil {
 		return err
 	}
 	var req RevokeRequest
@@ -357,11 +342,8 @@ func (p *Portal) apiRevoke(ctx *fasthttp.RequestCtx) error {
 }
 
 func (p *Portal) apiHandOver(ctx *fasthttp.RequestCtx) error {
-	who, err := p.Authenticate(ctx, false)
+	who, err := p.authenticateFor(ctx, ScopeDevices)
 	if err != nil {
-		return err
-	}
-	if err := requireScope(who, ScopeDevices); err != nil {
 		return err
 	}
 	var req struct {
@@ -389,11 +371,8 @@ type OBFView struct {
 }
 
 func (p *Portal) apiRegisterOBF(ctx *fasthttp.RequestCtx) error {
-	who, err := p.Authenticate(ctx, false)
+	who, err := p.authenticateFor(ctx, ScopeOBFs)
 	if err != nil {
-		return err
-	}
-	if err := requireScope(who, ScopeOBFs); err != nil {
 		return err
 	}
 	var req OBFRequest
@@ -409,11 +388,8 @@ func (p *Portal) apiRegisterOBF(ctx *fasthttp.RequestCtx) error {
 }
 
 func (p *Portal) apiOBFs(ctx *fasthttp.RequestCtx) error {
-	who, err := p.Authenticate(ctx, false)
+	who, err := p.authenticateFor(ctx, ScopeRead)
 	if err != nil {
-		return err
-	}
-	if err := requireScope(who, ScopeRead); err != nil {
 		return err
 	}
 	os, err := p.OBFs(ctx, who)
@@ -510,11 +486,8 @@ func decodeJSON(ctx *fasthttp.RequestCtx, v any) error { return httpapi.Decode(c
 func hexString(b []byte) string { return hex.EncodeToString(b) }
 
 func (p *Portal) apiDisableOBF(ctx *fasthttp.RequestCtx) error {
-	who, err := p.Authenticate(ctx, false)
+	who, err := p.authenticateFor(ctx, ScopeOBFs)
 	if err != nil {
-		return err
-	}
-	if err := requireScope(who, ScopeOBFs); err != nil {
 		return err
 	}
 	if err := p.DisableOBF(ctx, who, httpapi.Param(ctx, "obfId")); err != nil {

@@ -188,11 +188,8 @@ func BulkFormat(accept string) (string, error) {
 }
 
 func (p *Portal) apiBulk(ctx *fasthttp.RequestCtx) error {
-	who, err := p.Authenticate(ctx, false)
+	who, err := p.authenticateFor(ctx, ScopeEnrol)
 	if err != nil {
-		return err
-	}
-	if err := requireScope(who, ScopeEnrol); err != nil {
 		return err
 	}
 	format, err := BulkFormat(string(ctx.Request.Header.Peek("Accept")))

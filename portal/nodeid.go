@@ -79,11 +79,8 @@ func (p *Portal) pageNodeID(ctx *fasthttp.RequestCtx) error {
 }
 
 func (p *Portal) apiNodeID(ctx *fasthttp.RequestCtx) error {
-	who, err := p.Authenticate(ctx, false)
+	who, err := p.authenticateFor(ctx, ScopeDevices)
 	if err != nil {
-		return err
-	}
-	if err := requireScope(who, ScopeDevices); err != nil {
 		return err
 	}
 	var req struct {

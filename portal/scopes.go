@@ -11,6 +11,7 @@ import (
 
 	"github.com/credfactory/credfactory/apierr"
 	"github.com/credfactory/credfactory/store"
+	"github.com/valyala/fasthttp"
 )
 
 // API key scopes: what a key may do within what its stakeholder's role
@@ -52,6 +53,16 @@ func (p Principal) can(scope string) bool {
 // RequireScope is requireScope for the routes other packages serve with
 // the portal's authentication (the MAF's registration routes).
 func RequireScope(who Principal, scope string) error { return requireScope(who, scope) }
+
+// authenticateFor is an API route's caller, authenticated (no trusted OBF)
+// and holding scope.
+func (p *Portal) authenticateFor(ctx *fasthttp.RequestCtx, scope string) (Principal, error) {
+	who, err := p.Authenticate(ctx, false)
+	if err != nil {
+		return Principal{}, err
+	}
+	return who, requireScope(who, scope)
+}
 
 func requireScope(who Principal, scope string) error {
 	if who.can(scope) {
