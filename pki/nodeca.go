@@ -33,10 +33,7 @@ var ErrNoNodeCA = errors.New("this installation has no node CA (made before Node
 // and it never runs at serve: adding a CA under the root is an operator's
 // decision.
 func AddNodeCA(ctx context.Context, cfg config.Config, opts ...Option) (created []string, err error) {
-	var o options
-	for _, opt := range opts {
-		opt(&o)
-	}
+	o := newOptions(opts)
 	root, err := readCert(path(cfg, RootCertFile))
 	if err != nil {
 		return nil, fmt.Errorf("%w (run credfactory init)", err)

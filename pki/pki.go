@@ -139,10 +139,7 @@ func (p *PKI) KeysPresent(ctx context.Context) error {
 // Init runs the ceremony and reports what it created; an empty report means
 // everything was already there and nothing changed.
 func Init(ctx context.Context, cfg config.Config, opts ...Option) (created []string, err error) {
-	var o options
-	for _, opt := range opts {
-		opt(&o)
-	}
+	o := newOptions(opts)
 	if err := os.MkdirAll(cfg.DataDir, 0o700); err != nil {
 		return nil, fmt.Errorf("data dir: %w", err)
 	}
@@ -241,10 +238,7 @@ func Init(ctx context.Context, cfg config.Config, opts ...Option) (created []str
 // key answers, so a serve with a broken setup fails at start, not at the
 // first enrolment.
 func Open(ctx context.Context, cfg config.Config, obs hsm.Observer, opts ...Option) (_ *PKI, err error) {
-	var o options
-	for _, opt := range opts {
-		opt(&o)
-	}
+	o := newOptions(opts)
 	root, err := readCert(path(cfg, RootCertFile))
 	if err != nil {
 		return nil, fmt.Errorf("%w (run credfactory init)", err)
@@ -384,6 +378,14 @@ func keySpecs(cfg config.Config) []hsm.KeySpec {
 type Option func(*options)
 
 type options struct{ audit *slog.Logger }
+
+func newOptions(opts []Option) options {
+	var o options
+	for _, opt := range opts {
+		opt(&o)
+	}
+	return o
+}
 
 // WithAudit has every signature of the issuing and OBF CAs recorded in l
 // (ca.Config.Audit), and at Init every signature of the root too.
